@@ -1,1 +1,25 @@
-//! (filled in by its issue)
+//! The contract layer: every file the stages exchange is written and read here.
+//!
+//! - [`schema`]: the registry of CSV contracts (columns, types, units, version).
+//! - [`csv`]: validated CSV writer/reader against that registry.
+//! - [`records`]: typed rows of each CSV contract.
+//! - [`json`]: JSON with sorted keys, 2-space indent, trailing newline.
+//! - [`atomic`]: temp-file-and-rename writes.
+//! - [`rundir`]: run directories with a `_SUCCESS` marker written last.
+//! - [`ids`]: stable ids (sha256 of canonical JSON).
+//! - [`provenance`]: host fingerprint, git state, timestamps, `run_meta.json`.
+
+pub mod atomic;
+pub mod csv;
+pub mod ids;
+pub mod json;
+pub mod provenance;
+pub mod records;
+pub mod rundir;
+pub mod schema;
+
+pub use self::atomic::{write_atomic, AtomicFile};
+pub use self::csv::{read_csv, write_csv, CsvWriter};
+pub use self::ids::stable_id;
+pub use self::json::{read_json, to_json_string, write_json};
+pub use self::rundir::{prepare, Prepared, RunLocation, Stage, StagingDir};

@@ -1,0 +1,245 @@
+//! Provenance: what ran, where, when, from which inputs (`run_meta.json`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::io::schema::SCHEMA_VERSION;
+
+/// Host fingerprint recorded with every run, so numbers can be traced to a machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostFingerprint {
+    pub hostname: String,
+    pub cpu_model: String,
+    pub cpu_logical_cores: usize,
+    pub memory_bytes: u64,
+    pub os: String,
+    pub kernel: String,
+    /// `cpu`, `cuda:0`, ...
+    pub device: String,
+    /// Worker threads the run used (rayon pool size for candle on CPU).
+    pub threads: usize,
+    pub crate_versions: BTreeMap<String, String>,
+}
+
+impl HostFingerprint {
+    /// Reads the host's identity (Linux `/proc`; fields are `unknown` elsewhere).
+    pub fn collect(device: &str, threads: usize) -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let memory_bytes = meminfo
+            .lines()
+            .find(|l| l.starts_with("MemTotal:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .unwrap_or(0);
+        let os = std::fs::read_to_string("/etc/os-release")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+            .map(|v| v.trim_matches('"').to_string())
+            .unwrap_or_else(|| std::env::consts::OS.to_string());
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into());
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into());
+        HostFingerprint {
+            hostname,
+            cpu_model,
+            cpu_logical_cores: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            memory_bytes,
+            os,
+            kernel,
+            device: device.to_string(),
+            threads,
+            crate_versions: crate_versions(),
+        }
+    }
+}
+
+/// Versions of the crates whose behaviour shapes the numbers (from Cargo.lock at build time).
+pub fn crate_versions() -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    m.insert("simreal".into(), env!("CARGO_PKG_VERSION").into());
+    for (name, version) in [
+        ("candle-core", option_env!("SIMREAL_DEP_CANDLE_CORE")),
+        ("tokenizers", option_env!("SIMREAL_DEP_TOKENIZERS")),
+        ("rustc", option_env!("SIMREAL_RUSTC_VERSION")),
+    ] {
+        m.insert(name.into(), version.unwrap_or("unknown").into());
+    }
+    m
+}
+
+/// The git commit of the working directory's repository, and whether it has uncommitted
+/// changes to tracked files. `None` outside a git checkout.
+pub fn git_state(dir: &Path) -> Option<(String, bool)> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let commit = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let dirty = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["status", "--porcelain", "--untracked-files=no"])
+        .output()
+        .map(|o| !o.stdout.is_empty())
+        .unwrap_or(false);
+    Some((commit, dirty))
+}
+
+/// Now as `YYYY-MM-DDTHH:MM:SS.ffffffZ` (UTC).
+pub fn utc_now() -> String {
+    format_utc(SystemTime::now())
+}
+
+/// Formats a time as RFC 3339 UTC with microseconds.
+pub fn format_utc(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, day) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        d.subsec_micros()
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
+/// (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// `hydra` block of run metadata: which composed config produced the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HydraInfo {
+    pub config_path: String,
+    pub config_name: String,
+    /// The command-line overrides, as given.
+    pub overrides: Vec<String>,
+    /// Group choices after composition (`model: qwen3_0_6b`, ...).
+    pub choices: BTreeMap<String, String>,
+}
+
+/// An input a run consumed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputRef {
+    pub id: String,
+    pub path: String,
+    /// Content hash where one is cheap and meaningful (weights, trace files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+/// `run_meta.json`, common to every stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunMeta {
+    pub schema_version: u32,
+    pub run_id: String,
+    /// `workload | real | vidur | vidur_profile | compare | sweep`
+    pub run_type: String,
+    pub model: String,
+    pub started_at: String,
+    pub ended_at: String,
+    pub git_commit: Option<String>,
+    pub git_dirty: Option<bool>,
+    pub env: HostFingerprint,
+    /// The resolved config.
+    pub params: serde_json::Value,
+    pub hydra: HydraInfo,
+    pub seed: Option<u64>,
+    /// Inputs by role (`workload`, `bundle`, `real_run`, `sim_run`, ...).
+    pub inputs: BTreeMap<String, InputRef>,
+    /// Weight source: `<path> sha256:<hash>` or `random:<seed>`; absent when no model ran.
+    pub weights: Option<String>,
+    /// Stage-specific facts (warm-up iterations, counts, timings).
+    pub extra: serde_json::Value,
+}
+
+impl RunMeta {
+    /// A new record with provenance filled in; `ended_at` is set by the caller at the end.
+    pub fn begin(
+        run_id: &str,
+        run_type: &str,
+        model: &str,
+        params: serde_json::Value,
+        hydra: HydraInfo,
+        env: HostFingerprint,
+    ) -> Self {
+        let git = std::env::current_dir().ok().and_then(|d| git_state(&d));
+        RunMeta {
+            schema_version: SCHEMA_VERSION,
+            run_id: run_id.to_string(),
+            run_type: run_type.to_string(),
+            model: model.to_string(),
+            started_at: utc_now(),
+            ended_at: String::new(),
+            git_commit: git.as_ref().map(|(c, _)| c.clone()),
+            git_dirty: git.map(|(_, d)| d),
+            env,
+            params,
+            hydra,
+            seed: None,
+            inputs: BTreeMap::new(),
+            weights: None,
+            extra: serde_json::Value::Object(Default::default()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn utc_formatting_matches_known_dates() {
+        assert_eq!(format_utc(UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
+        // 2024-02-29T12:34:56.789Z (leap day)
+        let t = UNIX_EPOCH + Duration::from_millis(1_709_210_096_789);
+        assert_eq!(format_utc(t), "2024-02-29T12:34:56.789000Z");
+        let t = UNIX_EPOCH + Duration::from_secs(4_102_444_799); // 2099-12-31T23:59:59
+        assert_eq!(format_utc(t), "2099-12-31T23:59:59.000000Z");
+    }
+
+    #[test]
+    fn fingerprint_has_cores_and_device() {
+        let fp = HostFingerprint::collect("cpu", 2);
+        assert!(fp.cpu_logical_cores >= 1);
+        assert_eq!(fp.device, "cpu");
+        assert!(fp.crate_versions.contains_key("simreal"));
+    }
+}

@@ -1,0 +1,408 @@
+//! Typed rows of the CSV contracts. Field order = column order of `io::schema`
+//! (a test serializes each type and compares its header with the registry).
+
+use serde::{Deserialize, Serialize};
+
+/// `trace_lengths.csv`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraceLengthRow {
+    pub request_id: u64,
+    pub prompt_id: u64,
+    pub num_prefill_tokens: u32,
+    pub num_decode_tokens: u32,
+}
+
+/// `trace_intervals.csv`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraceIntervalRow {
+    pub request_id: u64,
+    pub inter_arrival_ns: u64,
+    pub arrival_time_ns: u64,
+}
+
+/// One line of `prompts.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptRecord {
+    pub prompt_id: u64,
+    /// Encodes to exactly `num_tokens` tokens with the workload's tokenizer.
+    pub text: String,
+    pub num_tokens: u32,
+}
+
+/// `status` of a request row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestStatus {
+    Ok,
+    Error,
+}
+
+/// `request_metrics.csv`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestMetricsRow {
+    pub request_id: u64,
+    pub arrival_time_ns: u64,
+    pub first_token_time_ns: Option<u64>,
+    pub ttft_ns: Option<u64>,
+    pub num_prefill_tokens: u32,
+    pub num_decode_tokens: u32,
+    pub num_decode_tokens_actual: u32,
+    pub status: RequestStatus,
+    #[serde(default)]
+    pub scheduled_time_ns: Option<u64>,
+    #[serde(default)]
+    pub completion_time_ns: Option<u64>,
+    #[serde(default)]
+    pub e2e_ns: Option<u64>,
+    #[serde(default)]
+    pub tpot_ns: Option<u64>,
+    #[serde(default)]
+    pub queue_delay_ns: Option<u64>,
+    #[serde(default)]
+    pub num_preemptions: Option<u32>,
+    #[serde(default)]
+    pub replica_id: Option<u32>,
+    #[serde(default)]
+    pub backend: Option<String>,
+    #[serde(default)]
+    pub error_type: Option<String>,
+    #[serde(default)]
+    pub error_msg: Option<String>,
+}
+
+/// Inputs from which a request row's derived columns follow (DESIGN.md's definitions).
+#[derive(Debug, Clone, Default)]
+pub struct RequestTimes {
+    pub arrival_time_ns: u64,
+    pub scheduled_time_ns: Option<u64>,
+    /// Emission time of each output token, in order.
+    pub token_times_ns: Vec<u64>,
+}
+
+impl RequestMetricsRow {
+    /// Builds a row from raw times, deriving TTFT, TPOT, E2E and queue delay exactly as
+    /// DESIGN.md defines them, so real and simulated runs cannot disagree on definitions.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_times(
+        request_id: u64,
+        times: &RequestTimes,
+        num_prefill_tokens: u32,
+        num_decode_tokens: u32,
+        num_preemptions: u32,
+        replica_id: u32,
+        backend: &str,
+        error: Option<(&str, &str)>,
+    ) -> Self {
+        let first = times.token_times_ns.first().copied();
+        let last = times.token_times_ns.last().copied();
+        let actual = times.token_times_ns.len() as u32;
+        let arrival = times.arrival_time_ns;
+        let tpot_ns = match (first, last) {
+            (Some(f), Some(l)) if actual > 1 => {
+                Some(((l - f) as f64 / f64::from(actual - 1)).round() as u64)
+            }
+            _ => None,
+        };
+        let complete = error.is_none() && actual == num_decode_tokens;
+        RequestMetricsRow {
+            request_id,
+            arrival_time_ns: arrival,
+            first_token_time_ns: first,
+            ttft_ns: first.map(|f| f.saturating_sub(arrival)),
+            num_prefill_tokens,
+            num_decode_tokens,
+            num_decode_tokens_actual: actual,
+            status: if error.is_none() {
+                RequestStatus::Ok
+            } else {
+                RequestStatus::Error
+            },
+            scheduled_time_ns: times.scheduled_time_ns,
+            completion_time_ns: if complete { last } else { None },
+            e2e_ns: if complete {
+                last.map(|l| l.saturating_sub(arrival))
+            } else {
+                None
+            },
+            tpot_ns,
+            queue_delay_ns: times.scheduled_time_ns.map(|s| s.saturating_sub(arrival)),
+            num_preemptions: Some(num_preemptions),
+            replica_id: Some(replica_id),
+            backend: Some(backend.to_string()),
+            error_type: error.map(|(t, _)| t.to_string()),
+            error_msg: error.map(|(_, m)| m.to_string()),
+        }
+    }
+}
+
+/// `token_metrics.csv`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenMetricsRow {
+    pub request_id: u64,
+    pub token_index: u32,
+    pub token_time_ns: u64,
+    pub token_latency_ns: u64,
+    pub batch_id: u64,
+    #[serde(default)]
+    pub token_id: Option<u32>,
+}
+
+/// Number of per-op columns in `batch_metrics.csv`.
+pub const NUM_OPS: usize = crate::io::schema::OP_NAMES.len();
+
+/// `batch_metrics.csv`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct BatchMetricsRow {
+    pub batch_id: u64,
+    pub replica_id: u32,
+    pub start_time_ns: u64,
+    pub end_time_ns: u64,
+    pub duration_ns: u64,
+    pub num_requests: u32,
+    pub num_prefill_requests: u32,
+    pub num_decode_requests: u32,
+    pub num_prefill_tokens: u32,
+    pub num_decode_tokens: u32,
+    pub kv_context_tokens: u64,
+    pub num_kv_blocks_used: u32,
+    pub num_preempted: u32,
+    #[serde(default)]
+    pub num_waiting_requests: Option<u32>,
+    #[serde(default)]
+    pub model_forward_ns: Option<u64>,
+    #[serde(default)]
+    pub cpu_schedule_ns: Option<u64>,
+    #[serde(default)]
+    pub cpu_prepare_inputs_ns: Option<u64>,
+    #[serde(default)]
+    pub cpu_sampler_ns: Option<u64>,
+    #[serde(default)]
+    pub cpu_process_outputs_ns: Option<u64>,
+    #[serde(default)]
+    pub op_emb_ns: Option<u64>,
+    #[serde(default)]
+    pub op_input_layernorm_ns: Option<u64>,
+    #[serde(default)]
+    pub op_attn_pre_proj_ns: Option<u64>,
+    #[serde(default)]
+    pub op_attn_qk_norm_ns: Option<u64>,
+    #[serde(default)]
+    pub op_attn_rope_ns: Option<u64>,
+    #[serde(default)]
+    pub op_attn_kv_cache_save_ns: Option<u64>,
+    #[serde(default)]
+    pub op_attn_prefill_ns: Option<u64>,
+    #[serde(default)]
+    pub op_attn_decode_ns: Option<u64>,
+    #[serde(default)]
+    pub op_attn_post_proj_ns: Option<u64>,
+    #[serde(default)]
+    pub op_post_attention_layernorm_ns: Option<u64>,
+    #[serde(default)]
+    pub op_mlp_up_proj_ns: Option<u64>,
+    #[serde(default)]
+    pub op_mlp_act_ns: Option<u64>,
+    #[serde(default)]
+    pub op_mlp_down_proj_ns: Option<u64>,
+    #[serde(default)]
+    pub op_add_ns: Option<u64>,
+    #[serde(default)]
+    pub op_final_norm_ns: Option<u64>,
+    #[serde(default)]
+    pub op_lm_head_ns: Option<u64>,
+    #[serde(default)]
+    pub op_sampler_ns: Option<u64>,
+    #[serde(default)]
+    pub op_all_reduce_ns: Option<u64>,
+    #[serde(default)]
+    pub op_send_recv_ns: Option<u64>,
+    #[serde(default)]
+    pub extrapolated: Option<bool>,
+}
+
+impl BatchMetricsRow {
+    /// Sets the `op_<name>_ns` columns from values in `OP_NAMES` order.
+    pub fn set_ops(&mut self, values: [Option<u64>; NUM_OPS]) {
+        let [emb, input_layernorm, attn_pre_proj, attn_qk_norm, attn_rope, attn_kv_cache_save, attn_prefill, attn_decode, attn_post_proj, post_attention_layernorm, mlp_up_proj, mlp_act, mlp_down_proj, add, final_norm, lm_head, sampler, all_reduce, send_recv] =
+            values;
+        self.op_emb_ns = emb;
+        self.op_input_layernorm_ns = input_layernorm;
+        self.op_attn_pre_proj_ns = attn_pre_proj;
+        self.op_attn_qk_norm_ns = attn_qk_norm;
+        self.op_attn_rope_ns = attn_rope;
+        self.op_attn_kv_cache_save_ns = attn_kv_cache_save;
+        self.op_attn_prefill_ns = attn_prefill;
+        self.op_attn_decode_ns = attn_decode;
+        self.op_attn_post_proj_ns = attn_post_proj;
+        self.op_post_attention_layernorm_ns = post_attention_layernorm;
+        self.op_mlp_up_proj_ns = mlp_up_proj;
+        self.op_mlp_act_ns = mlp_act;
+        self.op_mlp_down_proj_ns = mlp_down_proj;
+        self.op_add_ns = add;
+        self.op_final_norm_ns = final_norm;
+        self.op_lm_head_ns = lm_head;
+        self.op_sampler_ns = sampler;
+        self.op_all_reduce_ns = all_reduce;
+        self.op_send_recv_ns = send_recv;
+    }
+
+    /// The `op_<name>_ns` columns in `OP_NAMES` order.
+    pub fn ops(&self) -> [Option<u64>; NUM_OPS] {
+        [
+            self.op_emb_ns,
+            self.op_input_layernorm_ns,
+            self.op_attn_pre_proj_ns,
+            self.op_attn_qk_norm_ns,
+            self.op_attn_rope_ns,
+            self.op_attn_kv_cache_save_ns,
+            self.op_attn_prefill_ns,
+            self.op_attn_decode_ns,
+            self.op_attn_post_proj_ns,
+            self.op_post_attention_layernorm_ns,
+            self.op_mlp_up_proj_ns,
+            self.op_mlp_act_ns,
+            self.op_mlp_down_proj_ns,
+            self.op_add_ns,
+            self.op_final_norm_ns,
+            self.op_lm_head_ns,
+            self.op_sampler_ns,
+            self.op_all_reduce_ns,
+            self.op_send_recv_ns,
+        ]
+    }
+}
+
+/// `batch_requests.csv`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchRequestRow {
+    pub batch_id: u64,
+    pub request_id: u64,
+    pub num_tokens: u32,
+    pub num_context_tokens: u32,
+    pub is_prefill: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::schema::{self, CsvSchema};
+
+    fn header_of<T: Serialize>(row: &T) -> Vec<String> {
+        let mut w = csv::WriterBuilder::new()
+            .has_headers(true)
+            .from_writer(Vec::new());
+        w.serialize(row).unwrap();
+        let bytes = w.into_inner().unwrap();
+        let mut r = csv::Reader::from_reader(bytes.as_slice());
+        r.headers().unwrap().iter().map(str::to_string).collect()
+    }
+
+    fn assert_matches<T: Serialize>(row: &T, schema: &CsvSchema) {
+        let expected: Vec<String> = schema.column_names().map(str::to_string).collect();
+        assert_eq!(header_of(row), expected, "{}", schema.file_name);
+    }
+
+    #[test]
+    fn record_types_match_the_schema_registry() {
+        assert_matches(
+            &TraceLengthRow {
+                request_id: 0,
+                prompt_id: 0,
+                num_prefill_tokens: 1,
+                num_decode_tokens: 1,
+            },
+            &schema::TRACE_LENGTHS,
+        );
+        assert_matches(
+            &TraceIntervalRow {
+                request_id: 0,
+                inter_arrival_ns: 0,
+                arrival_time_ns: 0,
+            },
+            &schema::TRACE_INTERVALS,
+        );
+        let times = RequestTimes {
+            arrival_time_ns: 10,
+            scheduled_time_ns: Some(12),
+            token_times_ns: vec![20, 30, 50],
+        };
+        assert_matches(
+            &RequestMetricsRow::from_times(0, &times, 4, 3, 0, 0, "x", None),
+            &schema::REQUEST_METRICS,
+        );
+        assert_matches(
+            &TokenMetricsRow {
+                request_id: 0,
+                token_index: 0,
+                token_time_ns: 0,
+                token_latency_ns: 0,
+                batch_id: 0,
+                token_id: Some(1),
+            },
+            &schema::TOKEN_METRICS,
+        );
+        assert_matches(&BatchMetricsRow::default(), &schema::BATCH_METRICS);
+        assert_matches(
+            &BatchRequestRow {
+                batch_id: 0,
+                request_id: 0,
+                num_tokens: 1,
+                num_context_tokens: 0,
+                is_prefill: true,
+            },
+            &schema::BATCH_REQUESTS,
+        );
+    }
+
+    #[test]
+    fn derived_request_metrics_follow_design_definitions() {
+        let times = RequestTimes {
+            arrival_time_ns: 100,
+            scheduled_time_ns: Some(150),
+            token_times_ns: vec![400, 500, 700, 1000],
+        };
+        let row = RequestMetricsRow::from_times(7, &times, 16, 4, 1, 0, "candle_cpu", None);
+        assert_eq!(row.ttft_ns, Some(300));
+        assert_eq!(row.e2e_ns, Some(900));
+        assert_eq!(row.tpot_ns, Some(200)); // (1000 - 400) / 3
+        assert_eq!(row.queue_delay_ns, Some(50));
+        assert_eq!(row.num_decode_tokens_actual, 4);
+        assert_eq!(row.status, RequestStatus::Ok);
+
+        let one = RequestTimes {
+            arrival_time_ns: 0,
+            scheduled_time_ns: Some(0),
+            token_times_ns: vec![5],
+        };
+        let row = RequestMetricsRow::from_times(0, &one, 1, 1, 0, 0, "x", None);
+        assert_eq!(row.tpot_ns, None);
+        assert_eq!(row.e2e_ns, Some(5));
+
+        let failed = RequestMetricsRow::from_times(
+            1,
+            &RequestTimes::default(),
+            9000,
+            5,
+            0,
+            0,
+            "x",
+            Some(("context_overflow", "prompt too long")),
+        );
+        assert_eq!(failed.status, RequestStatus::Error);
+        assert_eq!(failed.ttft_ns, None);
+        assert_eq!(failed.e2e_ns, None);
+    }
+
+    #[test]
+    fn op_columns_roundtrip() {
+        let mut values = [None; NUM_OPS];
+        for (i, v) in values.iter_mut().enumerate() {
+            *v = Some(i as u64 * 3);
+        }
+        let mut row = BatchMetricsRow::default();
+        row.set_ops(values);
+        assert_eq!(row.ops(), values);
+        assert_eq!(row.op_attn_decode_ns, Some(21));
+    }
+}

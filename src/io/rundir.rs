@@ -1,0 +1,268 @@
+//! Run directories: `tmp/<stage>/<id>/`, complete if and only if `_SUCCESS` is in them.
+//!
+//! A stage writes into a private staging directory next to the final one and, once every
+//! file is written, puts `_SUCCESS` in it and renames it into place. The final directory
+//! therefore appears complete or not at all: a crash or `kill -9` mid-run leaves only a
+//! staging directory that no reader ever looks at (and the next run sweeps away), and a
+//! failed run leaves nothing.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::error::IoContext;
+use crate::io::atomic::write_atomic;
+use crate::{Error, Result};
+
+/// Name of the completion marker, written last.
+pub const SUCCESS_MARKER: &str = "_SUCCESS";
+
+/// The stages that own a directory under the output root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    Workload,
+    Real,
+    VidurProfile,
+    Vidur,
+    Compare,
+    Sweep,
+}
+
+impl Stage {
+    /// Directory name under the output root (and `run_type` in `run_meta.json`).
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            Stage::Workload => "workload",
+            Stage::Real => "real",
+            Stage::VidurProfile => "vidur_profile",
+            Stage::Vidur => "vidur",
+            Stage::Compare => "compare",
+            Stage::Sweep => "sweeps",
+        }
+    }
+}
+
+/// Where a run lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunLocation {
+    pub root: PathBuf,
+    pub stage: Stage,
+    pub id: String,
+}
+
+impl RunLocation {
+    pub fn new(root: impl Into<PathBuf>, stage: Stage, id: impl Into<String>) -> Self {
+        Self {
+            root: root.into(),
+            stage,
+            id: id.into(),
+        }
+    }
+
+    /// `<root>/<stage>/<id>`
+    pub fn path(&self) -> PathBuf {
+        self.root.join(self.stage.dir_name()).join(&self.id)
+    }
+
+    pub fn is_complete(&self) -> bool {
+        is_complete(self.path())
+    }
+}
+
+/// True if `dir` holds a `_SUCCESS` marker.
+pub fn is_complete(dir: impl AsRef<Path>) -> bool {
+    dir.as_ref().join(SUCCESS_MARKER).is_file()
+}
+
+/// Fails with `MissingInput` (and the command that makes it) unless `dir` is a complete run.
+pub fn require_complete(dir: &Path, what: &str, make_it: &str) -> Result<()> {
+    if is_complete(dir) {
+        return Ok(());
+    }
+    let msg = if dir.exists() {
+        format!("{what} is incomplete (no {SUCCESS_MARKER} marker: the run that wrote it failed or was interrupted)")
+    } else {
+        format!("{what} does not exist")
+    };
+    Err(Error::MissingInput {
+        path: dir.to_path_buf(),
+        msg,
+        hint: Some(format!("produce it with: {make_it}")),
+    })
+}
+
+/// Outcome of [`prepare`].
+pub enum Prepared {
+    /// The run is already complete; nothing to do.
+    UpToDate(PathBuf),
+    /// Write the run into this staging directory, then [`StagingDir::commit`].
+    Fresh(StagingDir),
+}
+
+/// Decides whether a run must be (re)done and, if so, gives a fresh staging directory.
+/// `force` redoes a complete run.
+pub fn prepare(location: &RunLocation, force: bool) -> Result<Prepared> {
+    let final_path = location.path();
+    if !force && is_complete(&final_path) {
+        return Ok(Prepared::UpToDate(final_path));
+    }
+    let parent = final_path
+        .parent()
+        .ok_or_else(|| Error::InvalidInput(format!("bad run path {}", final_path.display())))?;
+    fs::create_dir_all(parent).with_path(parent)?;
+    sweep_stale_staging(parent, &location.id);
+    let staging = parent.join(format!(".{}.staging-{}", location.id, std::process::id()));
+    if staging.exists() {
+        fs::remove_dir_all(&staging).with_path(&staging)?;
+    }
+    fs::create_dir_all(&staging).with_path(&staging)?;
+    Ok(Prepared::Fresh(StagingDir {
+        staging,
+        final_path,
+        committed: false,
+    }))
+}
+
+/// Removes staging directories of `id` left by processes that no longer exist.
+fn sweep_stale_staging(parent: &Path, id: &str) {
+    let prefix = format!(".{id}.staging-");
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let alive = pid
+            .parse::<u32>()
+            .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        if !alive {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// A run being written. Dropped without [`commit`](StagingDir::commit), it is deleted.
+pub struct StagingDir {
+    staging: PathBuf,
+    final_path: PathBuf,
+    committed: bool,
+}
+
+impl StagingDir {
+    /// Directory to write the run's files into.
+    pub fn path(&self) -> &Path {
+        &self.staging
+    }
+
+    /// `staging/<name>`
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.staging.join(name)
+    }
+
+    /// Where the run will live once committed.
+    pub fn final_path(&self) -> &Path {
+        &self.final_path
+    }
+
+    /// Writes the marker and moves the run into place, replacing an incomplete or forced
+    /// previous run. Returns the final path.
+    pub fn commit(mut self) -> Result<PathBuf> {
+        write_atomic(self.staging.join(SUCCESS_MARKER), b"")?;
+        if self.final_path.exists() {
+            // Rename first so the old run disappears atomically, then delete it.
+            let trash = self.final_path.with_file_name(format!(
+                ".{}.replaced-{}",
+                self.final_path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                std::process::id()
+            ));
+            fs::rename(&self.final_path, &trash).with_path(&self.final_path)?;
+            fs::remove_dir_all(&trash).with_path(&trash)?;
+        }
+        fs::rename(&self.staging, &self.final_path).with_path(&self.final_path)?;
+        self.committed = true;
+        Ok(self.final_path.clone())
+    }
+}
+
+impl Drop for StagingDir {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_dir_all(&self.staging);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root() -> PathBuf {
+        crate::io::atomic::tests::tempdir()
+    }
+
+    #[test]
+    fn fresh_then_up_to_date_then_forced() {
+        let root = root();
+        let loc = RunLocation::new(&root, Stage::Workload, "wl-abc");
+        let Prepared::Fresh(staging) = prepare(&loc, false).unwrap() else {
+            panic!("expected fresh")
+        };
+        fs::write(staging.file("a.txt"), "1").unwrap();
+        assert!(
+            !loc.path().exists(),
+            "final dir must not exist before commit"
+        );
+        let path = staging.commit().unwrap();
+        assert_eq!(path, loc.path());
+        assert!(loc.is_complete());
+        assert!(matches!(
+            prepare(&loc, false).unwrap(),
+            Prepared::UpToDate(_)
+        ));
+        let Prepared::Fresh(staging) = prepare(&loc, true).unwrap() else {
+            panic!("expected forced redo")
+        };
+        fs::write(staging.file("b.txt"), "2").unwrap();
+        staging.commit().unwrap();
+        assert!(!loc.path().join("a.txt").exists());
+        assert!(loc.path().join("b.txt").exists());
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn failed_run_leaves_nothing_and_incomplete_dir_is_redone() {
+        let root = root();
+        let loc = RunLocation::new(&root, Stage::Real, "real-x");
+        {
+            let Prepared::Fresh(staging) = prepare(&loc, false).unwrap() else {
+                panic!()
+            };
+            fs::write(staging.file("partial.csv"), "x").unwrap();
+        }
+        let stage_dir = root.join("real");
+        assert_eq!(fs::read_dir(&stage_dir).unwrap().count(), 0);
+        // A directory without a marker (e.g. from an older crash) is not complete.
+        fs::create_dir_all(loc.path()).unwrap();
+        assert!(!loc.is_complete());
+        assert!(matches!(prepare(&loc, false).unwrap(), Prepared::Fresh(_)));
+        let err = require_complete(&loc.path(), "real run", "cargo run --bin real").unwrap_err();
+        assert!(err.to_string().contains("incomplete"), "{err}");
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn stale_staging_of_dead_process_is_swept() {
+        let root = root();
+        let loc = RunLocation::new(&root, Stage::Vidur, "sim-1");
+        let stale = root.join("vidur").join(".sim-1.staging-999999999");
+        fs::create_dir_all(&stale).unwrap();
+        let _fresh = prepare(&loc, false).unwrap();
+        assert!(!stale.exists());
+        drop(_fresh);
+        fs::remove_dir_all(root).unwrap();
+    }
+}

@@ -1,0 +1,500 @@
+//! The schema registry: one entry per contract file of DESIGN.md (schema v1).
+//!
+//! Every CSV the stages exchange is described here once — columns, types, units, whether a
+//! column must be present and whether it may be empty — and `io::csv` validates against it on
+//! both write and read. `specs/` is generated from this registry and a test keeps them in sync.
+//! Additions are append-only: new columns go at the end of a schema.
+
+/// Version of every contract in this registry.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Value type of a CSV column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    /// Non-negative integer (ids, counts, nanoseconds).
+    U64,
+    /// Signed integer.
+    I64,
+    /// Finite floating-point number (NaN and infinities are rejected).
+    F64,
+    /// `true` or `false`.
+    Bool,
+    /// Free text.
+    Str,
+}
+
+impl ColumnType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ColumnType::U64 => "u64",
+            ColumnType::I64 => "i64",
+            ColumnType::F64 => "f64",
+            ColumnType::Bool => "bool",
+            ColumnType::Str => "string",
+        }
+    }
+}
+
+/// One column of a CSV contract.
+#[derive(Debug, Clone, Copy)]
+pub struct Column {
+    pub name: &'static str,
+    pub dtype: ColumnType,
+    /// Readers reject a file without this column.
+    pub required: bool,
+    /// The value may be empty (e.g. a TTFT for a request that failed).
+    pub nullable: bool,
+    pub unit: &'static str,
+    pub description: &'static str,
+}
+
+/// A CSV contract.
+#[derive(Debug)]
+pub struct CsvSchema {
+    /// File name as written in a run dir, e.g. `request_metrics.csv`.
+    pub file_name: &'static str,
+    pub version: u32,
+    pub description: &'static str,
+    /// Columns in the order writers emit them.
+    pub columns: &'static [Column],
+}
+
+impl CsvSchema {
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    pub fn column_names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.columns.iter().map(|c| c.name)
+    }
+}
+
+const fn col(
+    name: &'static str,
+    dtype: ColumnType,
+    unit: &'static str,
+    description: &'static str,
+) -> Column {
+    Column {
+        name,
+        dtype,
+        required: true,
+        nullable: false,
+        unit,
+        description,
+    }
+}
+
+/// Required column that may be empty.
+const fn col_null(
+    name: &'static str,
+    dtype: ColumnType,
+    unit: &'static str,
+    description: &'static str,
+) -> Column {
+    Column {
+        name,
+        dtype,
+        required: true,
+        nullable: true,
+        unit,
+        description,
+    }
+}
+
+/// Column that writers always emit but readers do not require (append-only extensions and
+/// the "always written as well" columns of DESIGN.md). Always nullable.
+const fn opt(
+    name: &'static str,
+    dtype: ColumnType,
+    unit: &'static str,
+    description: &'static str,
+) -> Column {
+    Column {
+        name,
+        dtype,
+        required: false,
+        nullable: true,
+        unit,
+        description,
+    }
+}
+
+use ColumnType::{Bool, Str, U64};
+
+pub static TRACE_LENGTHS: CsvSchema = CsvSchema {
+    file_name: "trace_lengths.csv",
+    version: SCHEMA_VERSION,
+    description: "One row per request of a workload: its prompt and output lengths in tokens.",
+    columns: &[
+        col("request_id", U64, "", "0..N-1 in arrival order"),
+        col(
+            "prompt_id",
+            U64,
+            "",
+            "the `prompt_id` of the request's prompt in prompts.jsonl",
+        ),
+        col(
+            "num_prefill_tokens",
+            U64,
+            "tokens",
+            "prompt length with the run's tokenizer",
+        ),
+        col(
+            "num_decode_tokens",
+            U64,
+            "tokens",
+            "output tokens to generate (EOS ignored)",
+        ),
+    ],
+};
+
+pub static TRACE_INTERVALS: CsvSchema = CsvSchema {
+    file_name: "trace_intervals.csv",
+    version: SCHEMA_VERSION,
+    description: "One row per request: when it arrives, relative to the trace's time origin.",
+    columns: &[
+        col("request_id", U64, "", "0..N-1 in arrival order"),
+        col(
+            "inter_arrival_ns",
+            U64,
+            "ns",
+            "gap since the previous request; 0 for request 0",
+        ),
+        col(
+            "arrival_time_ns",
+            U64,
+            "ns",
+            "running sum of inter_arrival_ns",
+        ),
+    ],
+};
+
+pub static REQUEST_METRICS: CsvSchema = CsvSchema {
+    file_name: "request_metrics.csv",
+    version: SCHEMA_VERSION,
+    description:
+        "One row per request of a real or simulated run. Times are ns since the run's time origin.",
+    columns: &[
+        col("request_id", U64, "", "request id from the workload"),
+        col("arrival_time_ns", U64, "ns", "when the request arrived"),
+        col_null(
+            "first_token_time_ns",
+            U64,
+            "ns",
+            "when output token 0 was emitted; empty if none",
+        ),
+        col_null(
+            "ttft_ns",
+            U64,
+            "ns",
+            "first_token_time_ns - arrival_time_ns",
+        ),
+        col("num_prefill_tokens", U64, "tokens", "prompt length"),
+        col(
+            "num_decode_tokens",
+            U64,
+            "tokens",
+            "output tokens requested",
+        ),
+        col(
+            "num_decode_tokens_actual",
+            U64,
+            "tokens",
+            "output tokens produced",
+        ),
+        col("status", Str, "", "`ok` or `error`"),
+        opt(
+            "scheduled_time_ns",
+            U64,
+            "ns",
+            "when the request was first admitted to a batch",
+        ),
+        opt(
+            "completion_time_ns",
+            U64,
+            "ns",
+            "when its last output token was emitted",
+        ),
+        opt("e2e_ns", U64, "ns", "completion_time_ns - arrival_time_ns"),
+        opt(
+            "tpot_ns",
+            U64,
+            "ns",
+            "(completion - first token) / (actual - 1); empty when actual <= 1",
+        ),
+        opt(
+            "queue_delay_ns",
+            U64,
+            "ns",
+            "scheduled_time_ns - arrival_time_ns",
+        ),
+        opt(
+            "num_preemptions",
+            U64,
+            "",
+            "times the request was preempted (recompute)",
+        ),
+        opt("replica_id", U64, "", "replica that served the request"),
+        opt(
+            "backend",
+            Str,
+            "",
+            "what produced the row: `candle_cpu`, `vidur_sim`, ...",
+        ),
+        opt("error_type", Str, "", "error category when status = error"),
+        opt("error_msg", Str, "", "error message when status = error"),
+    ],
+};
+
+pub static TOKEN_METRICS: CsvSchema = CsvSchema {
+    file_name: "token_metrics.csv",
+    version: SCHEMA_VERSION,
+    description: "One row per output token.",
+    columns: &[
+        col("request_id", U64, "", "request id"),
+        col("token_index", U64, "", "0-based, contiguous per request"),
+        col(
+            "token_time_ns",
+            U64,
+            "ns",
+            "when the token was emitted; non-decreasing per request",
+        ),
+        col(
+            "token_latency_ns",
+            U64,
+            "ns",
+            "gap since the previous token of the request; 0 for token 0",
+        ),
+        col("batch_id", U64, "", "the iteration that emitted it"),
+        opt(
+            "token_id",
+            U64,
+            "",
+            "the generated token id (real runs only)",
+        ),
+    ],
+};
+
+/// Whole-model op names of the per-op breakdown columns `op_<name>_ns` in `batch_metrics.csv`.
+/// Shared with the model's op timer and the predictor's `Op` enum.
+pub const OP_NAMES: [&str; 19] = [
+    "emb",
+    "input_layernorm",
+    "attn_pre_proj",
+    "attn_qk_norm",
+    "attn_rope",
+    "attn_kv_cache_save",
+    "attn_prefill",
+    "attn_decode",
+    "attn_post_proj",
+    "post_attention_layernorm",
+    "mlp_up_proj",
+    "mlp_act",
+    "mlp_down_proj",
+    "add",
+    "final_norm",
+    "lm_head",
+    "sampler",
+    "all_reduce",
+    "send_recv",
+];
+
+pub static BATCH_METRICS: CsvSchema = CsvSchema {
+    file_name: "batch_metrics.csv",
+    version: SCHEMA_VERSION,
+    description: "One row per engine iteration (batch).",
+    columns: &[
+        col("batch_id", U64, "", "iteration id, unique within the run"),
+        col("replica_id", U64, "", "replica that ran it"),
+        col(
+            "start_time_ns",
+            U64,
+            "ns",
+            "when the iteration started (scheduling included)",
+        ),
+        col("end_time_ns", U64, "ns", "when its tokens were emitted"),
+        col("duration_ns", U64, "ns", "end_time_ns - start_time_ns"),
+        col("num_requests", U64, "", "requests in the batch"),
+        col(
+            "num_prefill_requests",
+            U64,
+            "",
+            "requests with a prefill (or recompute) chunk",
+        ),
+        col(
+            "num_decode_requests",
+            U64,
+            "",
+            "requests decoding one token",
+        ),
+        col(
+            "num_prefill_tokens",
+            U64,
+            "tokens",
+            "prefill tokens processed",
+        ),
+        col(
+            "num_decode_tokens",
+            U64,
+            "tokens",
+            "decode tokens processed",
+        ),
+        col(
+            "kv_context_tokens",
+            U64,
+            "tokens",
+            "sum over requests of attended context (cached + new)",
+        ),
+        col(
+            "num_kv_blocks_used",
+            U64,
+            "blocks",
+            "KV blocks allocated after scheduling",
+        ),
+        col(
+            "num_preempted",
+            U64,
+            "",
+            "requests preempted while forming this batch",
+        ),
+        opt(
+            "num_waiting_requests",
+            U64,
+            "",
+            "queue depth (arrived, not running) after scheduling",
+        ),
+        opt(
+            "model_forward_ns",
+            U64,
+            "ns",
+            "model execution time (measured or predicted)",
+        ),
+        opt("cpu_schedule_ns", U64, "ns", "CPU: scheduler decision"),
+        opt(
+            "cpu_prepare_inputs_ns",
+            U64,
+            "ns",
+            "CPU: building the flattened batch",
+        ),
+        opt(
+            "cpu_sampler_ns",
+            U64,
+            "ns",
+            "CPU: sampling tokens from logits",
+        ),
+        opt(
+            "cpu_process_outputs_ns",
+            U64,
+            "ns",
+            "CPU: recording outputs, updating request state",
+        ),
+        opt(
+            "op_emb_ns",
+            U64,
+            "ns",
+            "per-op breakdown, whole model (measured or predicted)",
+        ),
+        opt("op_input_layernorm_ns", U64, "ns", "per-op breakdown"),
+        opt("op_attn_pre_proj_ns", U64, "ns", "per-op breakdown"),
+        opt("op_attn_qk_norm_ns", U64, "ns", "per-op breakdown"),
+        opt("op_attn_rope_ns", U64, "ns", "per-op breakdown"),
+        opt("op_attn_kv_cache_save_ns", U64, "ns", "per-op breakdown"),
+        opt("op_attn_prefill_ns", U64, "ns", "per-op breakdown"),
+        opt("op_attn_decode_ns", U64, "ns", "per-op breakdown"),
+        opt("op_attn_post_proj_ns", U64, "ns", "per-op breakdown"),
+        opt(
+            "op_post_attention_layernorm_ns",
+            U64,
+            "ns",
+            "per-op breakdown",
+        ),
+        opt("op_mlp_up_proj_ns", U64, "ns", "per-op breakdown"),
+        opt("op_mlp_act_ns", U64, "ns", "per-op breakdown"),
+        opt("op_mlp_down_proj_ns", U64, "ns", "per-op breakdown"),
+        opt("op_add_ns", U64, "ns", "per-op breakdown"),
+        opt("op_final_norm_ns", U64, "ns", "per-op breakdown"),
+        opt("op_lm_head_ns", U64, "ns", "per-op breakdown"),
+        opt("op_sampler_ns", U64, "ns", "per-op breakdown"),
+        opt("op_all_reduce_ns", U64, "ns", "per-op breakdown"),
+        opt("op_send_recv_ns", U64, "ns", "per-op breakdown"),
+        opt(
+            "extrapolated",
+            Bool,
+            "",
+            "simulator: a prediction left the profiled grid",
+        ),
+    ],
+};
+
+pub static BATCH_REQUESTS: CsvSchema = CsvSchema {
+    file_name: "batch_requests.csv",
+    version: SCHEMA_VERSION,
+    description: "One row per request per iteration: what the iteration computed for it.",
+    columns: &[
+        col("batch_id", U64, "", "iteration id"),
+        col("request_id", U64, "", "request id"),
+        col(
+            "num_tokens",
+            U64,
+            "tokens",
+            "tokens scheduled for the request this iteration",
+        ),
+        col(
+            "num_context_tokens",
+            U64,
+            "tokens",
+            "tokens already in the KV cache",
+        ),
+        col(
+            "is_prefill",
+            Bool,
+            "",
+            "prefill (or recompute) chunk rather than a decode",
+        ),
+    ],
+};
+
+/// Every CSV contract produced by the stages of one run.
+pub fn csv_schemas() -> [&'static CsvSchema; 6] {
+    [
+        &TRACE_LENGTHS,
+        &TRACE_INTERVALS,
+        &REQUEST_METRICS,
+        &TOKEN_METRICS,
+        &BATCH_METRICS,
+        &BATCH_REQUESTS,
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn op_columns_match_op_names() {
+        let op_cols: Vec<&str> = BATCH_METRICS
+            .column_names()
+            .filter(|c| c.starts_with("op_"))
+            .collect();
+        let expected: Vec<String> = OP_NAMES.iter().map(|o| format!("op_{o}_ns")).collect();
+        assert_eq!(op_cols, expected);
+    }
+
+    #[test]
+    fn column_names_unique_and_units_in_names() {
+        for schema in csv_schemas() {
+            let mut names: Vec<&str> = schema.column_names().collect();
+            names.sort_unstable();
+            let n = names.len();
+            names.dedup();
+            assert_eq!(n, names.len(), "{} has duplicate columns", schema.file_name);
+            for c in schema.columns {
+                if c.unit == "ns" {
+                    assert!(c.name.ends_with("_ns"), "{} lacks _ns", c.name);
+                }
+                assert!(!c.required || c.nullable || !c.name.is_empty());
+            }
+        }
+    }
+}
