@@ -1,1 +1,9 @@
-//! (filled in by its issue)
+//! Configuration: Hydra-style composition of YAML files and command-line overrides into
+//! one typed, validated config with computed properties.
+
+pub mod compose;
+pub mod overrides;
+pub mod yaml;
+
+pub use compose::{compose, Composed, ConfigDir};
+pub use overrides::{expand_multirun, Override};
