@@ -13,6 +13,7 @@ pub mod config;
 pub mod io;
 pub mod real_bench;
 pub mod scheduler;
+pub mod stage;
 pub mod vidur_ext;
 pub mod workloads;
 

@@ -58,3 +58,23 @@ mod tests {
         );
     }
 }
+
+/// Reads a JSON file, checks it against a JSON Schema (see `io::json_schemas`), then
+/// deserializes it. Errors name the file and the JSON path of the first violation.
+pub fn read_json_validated<T: DeserializeOwned>(
+    path: impl AsRef<Path>,
+    schema: &serde_json::Value,
+) -> Result<T> {
+    let path = path.as_ref();
+    let value: serde_json::Value = read_json(path)?;
+    crate::io::json_schemas::validate(&value, schema).map_err(|(at, msg)| {
+        Error::SchemaMismatch {
+            path: path.to_path_buf(),
+            msg: format!("{at}: {msg}"),
+        }
+    })?;
+    serde_path_to_error::deserialize(value).map_err(|e| Error::SchemaMismatch {
+        path: path.to_path_buf(),
+        msg: format!("field `{}`: {}", e.path(), e.into_inner()),
+    })
+}

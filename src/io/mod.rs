@@ -7,19 +7,23 @@
 //! - [`atomic`]: temp-file-and-rename writes.
 //! - [`rundir`]: run directories with a `_SUCCESS` marker written last.
 //! - [`ids`]: stable ids (sha256 of canonical JSON).
+//! - [`json_schemas`]: JSON Schemas of the JSON contracts and a validator.
+//! - [`specs`]: renders `specs/` from the registry.
 //! - [`provenance`]: host fingerprint, git state, timestamps, `run_meta.json`.
 
 pub mod atomic;
 pub mod csv;
 pub mod ids;
 pub mod json;
+pub mod json_schemas;
 pub mod provenance;
 pub mod records;
 pub mod rundir;
 pub mod schema;
+pub mod specs;
 
 pub use self::atomic::{write_atomic, AtomicFile};
 pub use self::csv::{read_csv, write_csv, CsvWriter};
 pub use self::ids::stable_id;
-pub use self::json::{read_json, to_json_string, write_json};
+pub use self::json::{read_json, read_json_validated, to_json_string, write_json};
 pub use self::rundir::{prepare, Prepared, RunLocation, Stage, StagingDir};

@@ -1,0 +1,218 @@
+//! Computed properties of typed configs, so that stages and reports never re-derive them.
+
+use serde::Serialize;
+
+use crate::config::types::{Architecture, Dtype, MemoryPlanner, ModelConfig, SimrealConfig};
+use crate::{Error, Result};
+
+impl ModelConfig {
+    /// True when queries share KV heads (grouped-query attention).
+    pub fn is_gqa(&self) -> bool {
+        self.num_attention_heads > self.num_key_value_heads
+    }
+
+    /// Parameters per transformer layer (attention, q/k norms for Qwen3, gated MLP, norms).
+    pub fn params_per_layer(&self) -> u64 {
+        let h = u64::from(self.hidden_size);
+        let q = u64::from(self.num_attention_heads) * u64::from(self.head_dim);
+        let kv = u64::from(self.num_key_value_heads) * u64::from(self.head_dim);
+        let attn = h * q + 2 * h * kv + q * h;
+        let qk_norm = match self.architecture {
+            Architecture::Qwen3 => 2 * u64::from(self.head_dim),
+            Architecture::Llama => 0,
+        };
+        let mlp = 3 * h * u64::from(self.intermediate_size);
+        attn + qk_norm + mlp + 2 * h
+    }
+
+    /// All parameters, embeddings included; a tied LM head is counted once.
+    pub fn num_parameters(&self) -> u64 {
+        let embed = u64::from(self.vocab_size) * u64::from(self.hidden_size);
+        let lm_head = if self.tie_word_embeddings { 0 } else { embed };
+        embed
+            + lm_head
+            + u64::from(self.num_hidden_layers) * self.params_per_layer()
+            + u64::from(self.hidden_size)
+    }
+
+    /// Bytes of all weights in `dtype`.
+    pub fn weight_bytes(&self, dtype: Dtype) -> u64 {
+        self.num_parameters() * dtype.size_bytes()
+    }
+
+    /// Bytes of weights streamed per decode step: everything but the embedding table, which
+    /// is gathered (unless it doubles as the LM head).
+    pub fn weight_bytes_read_per_token(&self, dtype: Dtype) -> u64 {
+        let embed = u64::from(self.vocab_size) * u64::from(self.hidden_size);
+        let streamed = u64::from(self.num_hidden_layers) * self.params_per_layer()
+            + u64::from(self.hidden_size)
+            + embed; // the LM head (tied or not) is a full vocab × hidden matmul
+        streamed * dtype.size_bytes()
+    }
+
+    /// KV-cache bytes per token on one device: K and V, every layer of its pipeline stage,
+    /// its share of KV heads under tensor parallelism.
+    pub fn kv_bytes_per_token(&self, dtype: Dtype, tp: u32, pp: u32) -> u64 {
+        let kv_heads = u64::from(self.num_key_value_heads.div_ceil(tp.max(1)));
+        let layers = u64::from(self.num_hidden_layers / pp.max(1));
+        2 * layers * kv_heads * u64::from(self.head_dim) * dtype.size_bytes()
+    }
+}
+
+/// How the KV pool of one replica was sized.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KvPoolPlan {
+    pub num_blocks: u64,
+    pub block_size: u32,
+    /// `backend.num_kv_blocks`, `simreal` or `vidur`.
+    pub source: String,
+    pub weight_bytes_per_device: u64,
+    pub kv_bytes_per_token_per_device: u64,
+    pub budget_bytes_per_device: u64,
+}
+
+/// Offered load of the configured workload, where it follows from the config alone.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OfferedLoad {
+    pub requests_per_s: Option<f64>,
+    /// Expected prompt + output tokens per second (when the length distribution's mean is
+    /// known analytically).
+    pub tokens_per_s: Option<f64>,
+    pub expected_duration_s: Option<f64>,
+}
+
+/// Everything `--cfg job` and `run_meta.json` report beside the config itself.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Computed {
+    pub model_num_parameters: u64,
+    pub model_weight_bytes: u64,
+    pub kv_bytes_per_token: u64,
+    pub kv_pool: KvPoolPlan,
+    pub offered_load: OfferedLoad,
+}
+
+impl SimrealConfig {
+    /// The element type of weights and KV cache.
+    pub fn dtype(&self) -> Dtype {
+        self.backend.dtype
+    }
+
+    /// Sizes one replica's KV pool. `backend.num_kv_blocks` wins; otherwise the configured
+    /// planner. Fails if the weights alone exceed the budget.
+    pub fn kv_pool(&self) -> Result<KvPoolPlan> {
+        let tp = self.vidur.tensor_parallel_size;
+        let pp = self.vidur.pipeline_parallel_size;
+        let block_size = self.scheduler.block_size;
+        let dtype = self.dtype();
+        let weight_bytes = self.model.weight_bytes(dtype) / u64::from(tp * pp);
+        let kv_per_token = self.model.kv_bytes_per_token(dtype, tp, pp);
+        let budget =
+            (self.hardware.memory_bytes as f64 * (1.0 - self.hardware.memory_margin_fraction)) as u64;
+        let plan = |num_blocks: u64, source: &str| KvPoolPlan {
+            num_blocks,
+            block_size,
+            source: source.to_string(),
+            weight_bytes_per_device: weight_bytes,
+            kv_bytes_per_token_per_device: kv_per_token,
+            budget_bytes_per_device: budget,
+        };
+        if let Some(n) = self.backend.num_kv_blocks {
+            return Ok(plan(u64::from(n), "backend.num_kv_blocks"));
+        }
+        match self.vidur.memory_planner {
+            MemoryPlanner::Simreal => {
+                if weight_bytes >= budget {
+                    return Err(Error::config(
+                        "hardware.memory_bytes",
+                        format!(
+                            "{} weights need {weight_bytes} bytes per device but the budget after the {} margin is {budget} bytes",
+                            self.model.name, self.hardware.memory_margin_fraction
+                        ),
+                    ));
+                }
+                let blocks = (budget - weight_bytes) / (u64::from(block_size) * kv_per_token);
+                if blocks == 0 {
+                    return Err(Error::config(
+                        "hardware.memory_bytes",
+                        "no KV block fits beside the weights",
+                    ));
+                }
+                Ok(plan(blocks, "simreal"))
+            }
+            MemoryPlanner::Vidur => {
+                let blocks = vidur_num_blocks(self)?;
+                Ok(plan(blocks, "vidur"))
+            }
+        }
+    }
+
+    /// Requests/s, tokens/s and duration the workload offers, where the config determines them.
+    pub fn offered_load(&self) -> OfferedLoad {
+        let w = &self.workload;
+        let mean_tokens = w.lengths.as_ref().and_then(|l| l.mean_total_tokens(self.model.max_model_len));
+        match w.qps {
+            Some(qps) => OfferedLoad {
+                requests_per_s: Some(qps),
+                tokens_per_s: mean_tokens.map(|t| t * qps),
+                expected_duration_s: Some(f64::from(w.num_requests) / qps),
+            },
+            None => OfferedLoad {
+                requests_per_s: None,
+                tokens_per_s: None,
+                expected_duration_s: None,
+            },
+        }
+    }
+
+    pub fn computed(&self) -> Result<Computed> {
+        let dtype = self.dtype();
+        Ok(Computed {
+            model_num_parameters: self.model.num_parameters(),
+            model_weight_bytes: self.model.weight_bytes(dtype),
+            kv_bytes_per_token: self.model.kv_bytes_per_token(
+                dtype,
+                self.vidur.tensor_parallel_size,
+                self.vidur.pipeline_parallel_size,
+            ),
+            kv_pool: self.kv_pool()?,
+            offered_load: self.offered_load(),
+        })
+    }
+}
+
+/// Vidur's memory planner (VIDUR_NOTES.md §1c): fp16 parameters of the transformer layers
+/// only, request slots of `max_tokens` tokens each across all layers.
+fn vidur_num_blocks(cfg: &SimrealConfig) -> Result<u64> {
+    let m = &cfg.model;
+    let tp = u64::from(cfg.vidur.tensor_parallel_size);
+    let pp = u64::from(cfg.vidur.pipeline_parallel_size);
+    let e = u64::from(m.hidden_size);
+    let q_heads = u64::from(m.num_attention_heads);
+    let kv_heads = u64::from(m.num_key_value_heads);
+    let hd = e / q_heads;
+    let mlp_matrices = 3; // gated MLP (all models here)
+    let params_per_layer = e * hd * (q_heads / tp + 2 * kv_heads.div_ceil(tp))
+        + e * hd * q_heads / tp
+        + mlp_matrices * e * u64::from(m.intermediate_size) / tp;
+    let param_bytes = 2 * params_per_layer * u64::from(m.num_hidden_layers) / pp;
+    let available =
+        (cfg.hardware.memory_bytes as f64 * (1.0 - cfg.hardware.memory_margin_fraction)) as u64;
+    let max_tokens = u64::from(cfg.vidur.max_tokens);
+    let kv_per_request = 2 * 2 * hd * kv_heads.div_ceil(tp) * max_tokens * u64::from(m.num_hidden_layers);
+    if param_bytes >= available {
+        return Err(Error::config(
+            "hardware.memory_bytes",
+            "Vidur's planner: parameters exceed the memory budget",
+        ));
+    }
+    let max_batch_size = (available - param_bytes) / kv_per_request;
+    let slots = max_batch_size * pp;
+    let blocks = (max_tokens / u64::from(cfg.scheduler.block_size)) * slots;
+    if blocks == 0 {
+        return Err(Error::config(
+            "hardware.memory_bytes",
+            "Vidur's planner: not one request slot fits",
+        ));
+    }
+    Ok(blocks)
+}

@@ -1,0 +1,591 @@
+//! The typed, validated config every stage runs on.
+//!
+//! The composed YAML tree is deserialized with `deny_unknown_fields` everywhere, so a typo
+//! anywhere is an error naming its key path (with a suggestion) rather than a silently
+//! ignored setting; then [`SimrealConfig::validate`] checks values and cross-field
+//! constraints before any work starts.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::compose::{suggestion, Composed};
+use crate::scheduler::SchedulerConfig;
+use crate::workloads::{IntervalsConfig, LengthsConfig, TraceReplayConfig};
+use crate::{Error, Result};
+
+/// The whole resolved config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimrealConfig {
+    pub model: ModelConfig,
+    pub hardware: HardwareConfig,
+    pub backend: BackendConfig,
+    /// The replica scheduler, shared by the real engine and the simulator.
+    pub scheduler: SchedulerConfig,
+    pub workload: WorkloadConfig,
+    pub vidur: VidurConfig,
+    pub profile: ProfileConfig,
+    pub compare: CompareConfig,
+    pub output: OutputConfig,
+}
+
+/// Model family; only `qwen3` runs on the real engine, every family can be simulated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Architecture {
+    Qwen3,
+    Llama,
+}
+
+/// A decoder-only transformer's architecture (Hugging Face `config.json` names).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Config option name, e.g. `qwen3_0_6b`.
+    pub name: String,
+    /// `<org>/<model>` as on the Hugging Face hub; also the bundle path under `compute/<device>/`.
+    pub hf_name: String,
+    pub architecture: Architecture,
+    pub vocab_size: u32,
+    pub hidden_size: u32,
+    pub intermediate_size: u32,
+    pub num_hidden_layers: u32,
+    pub num_attention_heads: u32,
+    pub num_key_value_heads: u32,
+    pub head_dim: u32,
+    pub max_position_embeddings: u32,
+    pub rope_theta: f64,
+    pub rms_norm_eps: f64,
+    pub tie_word_embeddings: bool,
+    /// Longest request (prompt + output tokens) served.
+    pub max_model_len: u32,
+    /// Hugging Face snapshot; `None` = seeded random weights of this architecture.
+    pub weights_dir: Option<PathBuf>,
+    pub weights_seed: u64,
+    /// `tokenizer.json`; `None` = the bundled Qwen3 tokenizer.
+    pub tokenizer: Option<PathBuf>,
+}
+
+/// The device's memory budget and identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HardwareConfig {
+    pub name: String,
+    /// Device directory name in profiling bundles (`cpu`, `a100`, `h100`).
+    pub device_sku: String,
+    /// Memory the engine may use for weights and KV cache.
+    pub memory_bytes: u64,
+    /// Fraction of `memory_bytes` kept free.
+    pub memory_margin_fraction: f64,
+    /// Worker threads (rayon pool for candle on CPU).
+    pub cpu_threads: usize,
+}
+
+/// Where tensors live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    Cpu,
+    Cuda,
+}
+
+/// Weight and KV-cache element type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    F32,
+    Bf16,
+    F16,
+}
+
+impl Dtype {
+    pub fn size_bytes(self) -> u64 {
+        match self {
+            Dtype::F32 => 4,
+            Dtype::Bf16 | Dtype::F16 => 2,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dtype::F32 => "f32",
+            Dtype::Bf16 => "bf16",
+            Dtype::F16 => "f16",
+        }
+    }
+}
+
+/// The real engine's execution backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    pub name: String,
+    pub device: Device,
+    pub dtype: Dtype,
+    /// KV pool size in blocks; `None` = derived from the memory budget.
+    pub num_kv_blocks: Option<u32>,
+    /// Iterations run before t = 0, excluded from the metrics.
+    pub warmup_iterations: u32,
+}
+
+/// The workload: synthetic (`lengths` + `intervals`) or a replayed trace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadConfig {
+    pub name: String,
+    pub seed: u64,
+    pub num_requests: u32,
+    /// Mean request rate (requests/s) where arrivals are random; `None` for static bursts
+    /// and replayed traces.
+    pub qps: Option<f64>,
+    pub lengths: Option<LengthsConfig>,
+    pub intervals: Option<IntervalsConfig>,
+    pub trace_replay: Option<TraceReplayConfig>,
+}
+
+/// Which op-time predictor the simulator uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PredictorKind {
+    /// This project's model of our own measurements.
+    Native,
+    /// Vidur's batch formula over an interpolation of the bundle.
+    VidurCompat,
+    /// Vidur's own cached random-forest prediction tables.
+    VidurTables,
+}
+
+/// How the simulator dispatches requests to replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GlobalSchedulerKind {
+    RoundRobin,
+    Lor,
+    Random,
+}
+
+/// How the KV pool size is planned when `backend.num_kv_blocks` is not given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemoryPlanner {
+    /// (budget × (1 − margin) − weights) / KV bytes per block: what the real engine allocates.
+    Simreal,
+    /// Vidur's planner: request slots of `max_tokens` each (VIDUR_NOTES.md §1c).
+    Vidur,
+}
+
+/// The discrete-event simulator's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VidurConfig {
+    pub predictor: PredictorKind,
+    pub bundle: Option<PathBuf>,
+    pub predictor_tables: Option<PathBuf>,
+    pub network: Option<String>,
+    pub cpu_overheads_file: Option<PathBuf>,
+    pub cpu_overheads: bool,
+    pub num_replicas: u32,
+    pub global_scheduler: GlobalSchedulerKind,
+    pub tensor_parallel_size: u32,
+    pub pipeline_parallel_size: u32,
+    pub memory_planner: MemoryPlanner,
+    pub max_tokens: u32,
+    pub seed: u64,
+}
+
+/// The operator profiling grid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileConfig {
+    pub num_tokens: Vec<u32>,
+    pub decode_batch_sizes: Vec<u32>,
+    pub decode_kv_sizes: Vec<u32>,
+    pub prefill_chunk_sizes: Vec<u32>,
+    pub prefill_kv_sizes: Vec<u32>,
+    pub cpu_overhead_batch_sizes: Vec<u32>,
+    pub warmup: u32,
+    pub repeats: u32,
+}
+
+/// The `compare` stage's inputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompareConfig {
+    /// Real run dir(s), comma-separated; `None` = the real run of this config.
+    pub real_run: Option<String>,
+    /// Simulated run dir; `None` = the simulated run of this config.
+    pub sim_run: Option<String>,
+    pub figure_width_px: u32,
+    pub figure_height_px: u32,
+}
+
+/// Where outputs go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    pub root: PathBuf,
+    /// Replaces the stage's derived run id.
+    pub run_id: Option<String>,
+    /// Redo a complete run.
+    pub force: bool,
+}
+
+impl SimrealConfig {
+    /// Deserializes a composed tree, turning serde's errors into config errors that name the
+    /// key path, the file or override it came from, and the closest valid key.
+    pub fn from_composed(composed: &Composed) -> Result<Self> {
+        let config: SimrealConfig =
+            serde_path_to_error::deserialize(&composed.value).map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner().to_string();
+                composed.locate_error(typed_error(&path, &inner))
+            })?;
+        config.validate().map_err(|e| composed.locate_error(e))?;
+        Ok(config)
+    }
+
+    /// Checks values and cross-field constraints. Cheap: no file is read beyond existence
+    /// checks of configured paths.
+    pub fn validate(&self) -> Result<()> {
+        self.model.validate()?;
+        self.hardware.validate()?;
+        self.backend.validate()?;
+        self.scheduler.validate().map_err(|e| prefix_key(e, "scheduler"))?;
+        self.workload.validate(self.model.max_model_len)?;
+        self.vidur.validate(&self.model)?;
+        self.profile.validate()?;
+        self.compare.validate()?;
+        if self.output.run_id.as_deref().is_some_and(|id| {
+            id.is_empty() || id.contains('/') || id.starts_with('.')
+        }) {
+            return Err(Error::config(
+                "output.run_id",
+                "must be a plain directory name (no `/`, not starting with `.`)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Maps a serde error at `path` to a config error with a suggestion for unknown fields.
+fn typed_error(path: &str, inner: &str) -> Error {
+    if let Some(rest) = inner.strip_prefix("unknown field `") {
+        let (field, expected) = rest.split_once('`').unwrap_or((rest, ""));
+        let candidates: Vec<&str> = expected
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .collect();
+        let key = if path.is_empty() || path == "." {
+            field.to_string()
+        } else if path.ends_with(field) {
+            path.to_string()
+        } else {
+            format!("{path}.{field}")
+        };
+        return Error::config(
+            key,
+            format!(
+                "unknown key `{field}`{}; valid keys here: {}",
+                suggestion(field, candidates.iter().copied()),
+                candidates.join(", ")
+            ),
+        );
+    }
+    let key = if path == "." { String::new() } else { path.to_string() };
+    Error::config(key, inner.to_string())
+}
+
+fn prefix_key(err: Error, prefix: &str) -> Error {
+    match err {
+        Error::Config { key, origin, msg } => Error::Config {
+            key: if key.starts_with(prefix) {
+                key
+            } else {
+                format!("{prefix}.{key}")
+            },
+            origin,
+            msg,
+        },
+        other => other,
+    }
+}
+
+fn positive_finite(key: &str, v: f64) -> Result<()> {
+    if !v.is_finite() || v <= 0.0 {
+        return Err(Error::config(
+            key,
+            format!("must be a positive finite number, got {v}"),
+        ));
+    }
+    Ok(())
+}
+
+fn fraction(key: &str, v: f64) -> Result<()> {
+    if !v.is_finite() || !(0.0..1.0).contains(&v) {
+        return Err(Error::config(key, format!("must be in [0, 1), got {v}")));
+    }
+    Ok(())
+}
+
+fn nonzero(key: &str, v: u64) -> Result<()> {
+    if v == 0 {
+        return Err(Error::config(key, "must be a positive integer, got 0"));
+    }
+    Ok(())
+}
+
+/// Resolves a configured input path: as given if it exists (relative to the working
+/// directory), else relative to the source tree this binary was built from (so stages work
+/// from any directory with the shipped assets).
+pub fn resolve_input_path(p: &Path) -> PathBuf {
+    if p.is_absolute() || p.exists() {
+        return p.to_path_buf();
+    }
+    let in_tree = Path::new(env!("CARGO_MANIFEST_DIR")).join(p);
+    if in_tree.exists() {
+        in_tree
+    } else {
+        p.to_path_buf()
+    }
+}
+
+fn existing_path(key: &str, p: &Path, what: &str) -> Result<()> {
+    let resolved = resolve_input_path(p);
+    if !resolved.exists() {
+        return Err(Error::config(
+            key,
+            format!("{what} `{}` does not exist", p.display()),
+        ));
+    }
+    Ok(())
+}
+
+impl ModelConfig {
+    fn validate(&self) -> Result<()> {
+        for (key, v) in [
+            ("model.vocab_size", self.vocab_size),
+            ("model.hidden_size", self.hidden_size),
+            ("model.intermediate_size", self.intermediate_size),
+            ("model.num_hidden_layers", self.num_hidden_layers),
+            ("model.num_attention_heads", self.num_attention_heads),
+            ("model.num_key_value_heads", self.num_key_value_heads),
+            ("model.head_dim", self.head_dim),
+            ("model.max_position_embeddings", self.max_position_embeddings),
+            ("model.max_model_len", self.max_model_len),
+        ] {
+            nonzero(key, u64::from(v))?;
+        }
+        if self.num_attention_heads % self.num_key_value_heads != 0 {
+            return Err(Error::config(
+                "model.num_key_value_heads",
+                format!(
+                    "must divide num_attention_heads ({} % {} != 0)",
+                    self.num_attention_heads, self.num_key_value_heads
+                ),
+            ));
+        }
+        if self.max_model_len > self.max_position_embeddings {
+            return Err(Error::config(
+                "model.max_model_len",
+                format!(
+                    "{} exceeds max_position_embeddings {}",
+                    self.max_model_len, self.max_position_embeddings
+                ),
+            ));
+        }
+        positive_finite("model.rope_theta", self.rope_theta)?;
+        positive_finite("model.rms_norm_eps", self.rms_norm_eps)?;
+        if let Some(dir) = &self.weights_dir {
+            let resolved = resolve_input_path(dir);
+            if !resolved.is_dir() {
+                return Err(Error::config(
+                    "model.weights_dir",
+                    format!("weights directory `{}` does not exist", dir.display()),
+                ));
+            }
+        }
+        if let Some(t) = &self.tokenizer {
+            existing_path("model.tokenizer", t, "tokenizer file")?;
+        }
+        Ok(())
+    }
+}
+
+impl HardwareConfig {
+    fn validate(&self) -> Result<()> {
+        nonzero("hardware.memory_bytes", self.memory_bytes)?;
+        nonzero("hardware.cpu_threads", self.cpu_threads as u64)?;
+        fraction("hardware.memory_margin_fraction", self.memory_margin_fraction)
+    }
+}
+
+impl BackendConfig {
+    fn validate(&self) -> Result<()> {
+        if let Some(n) = self.num_kv_blocks {
+            nonzero("backend.num_kv_blocks", u64::from(n))?;
+        }
+        if self.device == Device::Cuda && !cfg!(feature = "cuda") {
+            return Err(Error::config(
+                "backend.device",
+                "cuda needs a build with `--features cuda` (and a CUDA toolkit)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl WorkloadConfig {
+    fn validate(&self, max_model_len: u32) -> Result<()> {
+        nonzero("workload.num_requests", u64::from(self.num_requests))?;
+        if let Some(qps) = self.qps {
+            positive_finite("workload.qps", qps)?;
+        }
+        match (&self.trace_replay, &self.lengths, &self.intervals) {
+            (Some(replay), None, None) => {
+                replay.validate()?;
+                existing_path(
+                    "workload.trace_replay.trace_file",
+                    &replay.trace_file,
+                    "trace file",
+                )?;
+            }
+            (None, Some(lengths), Some(intervals)) => {
+                lengths.validate(max_model_len)?;
+                intervals.validate()?;
+                if intervals.needs_rate() && self.qps.is_none() {
+                    return Err(Error::config(
+                        "workload.qps",
+                        format!(
+                            "the `{}` interval generator needs a rate; set workload.qps",
+                            intervals.generator_name()
+                        ),
+                    ));
+                }
+                for (key, file) in lengths
+                    .trace_file()
+                    .map(|f| ("workload.lengths.trace_file", f))
+                    .into_iter()
+                    .chain(
+                        intervals
+                            .trace_file()
+                            .map(|f| ("workload.intervals.trace_file", f)),
+                    )
+                {
+                    existing_path(key, file, "trace file")?;
+                }
+            }
+            (Some(_), _, _) => {
+                return Err(Error::config(
+                    "workload.trace_replay",
+                    "a replayed trace takes lengths and arrivals from the trace: set workload.lengths and workload.intervals to null",
+                ))
+            }
+            (None, _, _) => {
+                return Err(Error::config(
+                    "workload",
+                    "set both workload.lengths and workload.intervals (synthetic) or workload.trace_replay",
+                ))
+            }
+        }
+        Ok(())
+    }
+}
+
+impl VidurConfig {
+    fn validate(&self, model: &ModelConfig) -> Result<()> {
+        nonzero("vidur.num_replicas", u64::from(self.num_replicas))?;
+        nonzero("vidur.tensor_parallel_size", u64::from(self.tensor_parallel_size))?;
+        nonzero(
+            "vidur.pipeline_parallel_size",
+            u64::from(self.pipeline_parallel_size),
+        )?;
+        nonzero("vidur.max_tokens", u64::from(self.max_tokens))?;
+        if model.num_attention_heads % self.tensor_parallel_size != 0 {
+            return Err(Error::config(
+                "vidur.tensor_parallel_size",
+                format!(
+                    "{} does not divide the model's {} attention heads",
+                    self.tensor_parallel_size, model.num_attention_heads
+                ),
+            ));
+        }
+        if model.num_hidden_layers % self.pipeline_parallel_size != 0 {
+            return Err(Error::config(
+                "vidur.pipeline_parallel_size",
+                format!(
+                    "{} does not divide the model's {} layers",
+                    self.pipeline_parallel_size, model.num_hidden_layers
+                ),
+            ));
+        }
+        if let Some(b) = &self.bundle {
+            existing_path("vidur.bundle", b, "profiling bundle")?;
+        }
+        if let Some(t) = &self.predictor_tables {
+            existing_path("vidur.predictor_tables", t, "predictor tables dir")?;
+        }
+        if let Some(f) = &self.cpu_overheads_file {
+            existing_path("vidur.cpu_overheads_file", f, "cpu overheads file")?;
+        }
+        if self.predictor == PredictorKind::VidurTables && self.predictor_tables.is_none() {
+            return Err(Error::config(
+                "vidur.predictor_tables",
+                "predictor = vidur_tables needs the directory of Vidur's prediction tables",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl ProfileConfig {
+    fn validate(&self) -> Result<()> {
+        for (key, grid) in [
+            ("profile.num_tokens", &self.num_tokens),
+            ("profile.decode_batch_sizes", &self.decode_batch_sizes),
+            ("profile.decode_kv_sizes", &self.decode_kv_sizes),
+            ("profile.prefill_chunk_sizes", &self.prefill_chunk_sizes),
+            ("profile.cpu_overhead_batch_sizes", &self.cpu_overhead_batch_sizes),
+        ] {
+            if grid.is_empty() {
+                return Err(Error::config(key, "the grid is empty"));
+            }
+            if grid.contains(&0) {
+                return Err(Error::config(key, "grid points must be positive"));
+            }
+        }
+        if self.prefill_kv_sizes.is_empty() {
+            return Err(Error::config("profile.prefill_kv_sizes", "the grid is empty"));
+        }
+        nonzero("profile.repeats", u64::from(self.repeats))
+    }
+}
+
+impl CompareConfig {
+    fn validate(&self) -> Result<()> {
+        nonzero("compare.figure_width_px", u64::from(self.figure_width_px))?;
+        nonzero("compare.figure_height_px", u64::from(self.figure_height_px))
+    }
+
+    /// The real run dirs named by `real_run` (comma-separated), if any.
+    pub fn real_run_dirs(&self) -> Vec<PathBuf> {
+        split_dirs(self.real_run.as_deref())
+    }
+
+    /// The simulated run dir named by `sim_run`, if any.
+    pub fn sim_run_dir(&self) -> Option<PathBuf> {
+        split_dirs(self.sim_run.as_deref()).into_iter().next()
+    }
+}
+
+fn split_dirs(list: Option<&str>) -> Vec<PathBuf> {
+    list.map(|s| {
+        s.split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .collect()
+    })
+    .unwrap_or_default()
+}

@@ -1,0 +1,345 @@
+//! The `workload` stage: generate a workload and write it in the contract's files, and the
+//! reader the other stages use to load one back.
+//!
+//! `tmp/workload/<workload_id>/`: `prompts.jsonl`, `trace_lengths.csv`,
+//! `trace_intervals.csv`, `workload_meta.json`, `config.yaml`, `run_meta.json`, `_SUCCESS`.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::types::resolve_input_path;
+use crate::config::SimrealConfig;
+use crate::error::IoContext;
+use crate::io::json_schemas::workload_meta_schema;
+use crate::io::provenance::{utc_now, HydraInfo, InputRef};
+use crate::io::records::{PromptRecord, TraceIntervalRow, TraceLengthRow};
+use crate::io::rundir::{prepare, require_complete, Prepared, Stage};
+use crate::io::schema::{SCHEMA_VERSION, TRACE_INTERVALS, TRACE_LENGTHS};
+use crate::io::{read_csv, read_json_validated, write_csv, write_json, AtomicFile};
+use crate::stage::Job;
+use crate::workloads::{
+    replay_trace, PromptSynthesizer, RequestLengths, Tokenizer, TokenizerSource, Workload,
+    WorkloadSummary,
+};
+use crate::{Error, Result};
+
+/// File names inside a workload dir.
+pub const PROMPTS_FILE: &str = "prompts.jsonl";
+pub const META_FILE: &str = "workload_meta.json";
+
+/// Relative paths of a workload's files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadPaths {
+    pub prompts: String,
+    pub trace_lengths: String,
+    pub trace_intervals: String,
+}
+
+/// `workload_meta.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadMeta {
+    pub schema_version: u32,
+    pub workload_id: String,
+    pub model: String,
+    pub seed: u64,
+    pub tokenizer_ref: String,
+    pub created_at: String,
+    pub git_commit: Option<String>,
+    pub paths: WorkloadPaths,
+    pub hydra: HydraInfo,
+    /// The resolved config (with computed properties).
+    pub params: serde_json::Value,
+    pub num_requests: usize,
+    pub summary: WorkloadSummary,
+}
+
+/// The tokenizer a config names.
+pub fn load_tokenizer(cfg: &SimrealConfig) -> Result<Tokenizer> {
+    let source = match &cfg.model.tokenizer {
+        Some(path) => TokenizerSource::File(resolve_input_path(path)),
+        None => TokenizerSource::BundledQwen3,
+    };
+    Tokenizer::load(&source)
+}
+
+/// The in-memory workload a config describes (no prompts yet).
+pub fn build_workload(cfg: &SimrealConfig) -> Result<Workload> {
+    let w = &cfg.workload;
+    let context = cfg.model.max_model_len;
+    match (&w.trace_replay, &w.lengths, &w.intervals) {
+        (Some(replay), _, _) => {
+            let mut replay = replay.clone();
+            replay.trace_file = resolve_input_path(&replay.trace_file);
+            replay_trace(&replay, w.num_requests as usize, context)
+        }
+        (None, Some(lengths), Some(intervals)) => Workload::synthetic(
+            lengths,
+            intervals,
+            w.qps.unwrap_or(0.0),
+            w.num_requests as usize,
+            w.seed,
+            context,
+        ),
+        _ => Err(Error::config(
+            "workload",
+            "set workload.lengths and workload.intervals, or workload.trace_replay",
+        )),
+    }
+}
+
+/// Runs the stage for one job; returns the workload dir.
+pub fn run(job: &Job) -> Result<PathBuf> {
+    let cfg = &job.config;
+    let workload_id = job.own_run_id(cfg.workload_id()?);
+    let location = cfg.location(Stage::Workload, workload_id.clone());
+    let staging = match prepare(&location, cfg.output.force)? {
+        Prepared::UpToDate(path) => {
+            eprintln!("up to date: {}", path.display());
+            return Ok(path);
+        }
+        Prepared::Fresh(staging) => staging,
+    };
+    let mut run_meta = job.run_meta(&workload_id)?;
+
+    let workload = build_workload(cfg)?;
+    let tokenizer = load_tokenizer(cfg)?;
+    let synthesizer = PromptSynthesizer::new(&tokenizer)?;
+    let prompts = synthesizer.synthesize_all(&workload.prompt_specs(), cfg.workload.seed)?;
+
+    // prompts.jsonl: one compact JSON object per line, in request order.
+    let prompts_path = staging.file(PROMPTS_FILE);
+    let mut file = AtomicFile::create(&prompts_path)?;
+    for p in &prompts {
+        let record = PromptRecord {
+            prompt_id: p.prompt_id,
+            text: p.text.clone(),
+            num_tokens: p.num_tokens,
+        };
+        let line = serde_json::to_string(&record)
+            .map_err(|e| Error::InvalidInput(format!("prompt {}: {e}", p.prompt_id)))?;
+        writeln!(file, "{line}").with_path(&prompts_path)?;
+    }
+    file.commit()?;
+
+    let lengths: Vec<TraceLengthRow> = workload
+        .lengths
+        .iter()
+        .zip(0u64..)
+        .map(|(l, id)| TraceLengthRow {
+            request_id: id,
+            prompt_id: id,
+            num_prefill_tokens: l.num_prefill_tokens,
+            num_decode_tokens: l.num_decode_tokens,
+        })
+        .collect();
+    write_csv(staging.file(TRACE_LENGTHS.file_name), &TRACE_LENGTHS, &lengths)?;
+    let intervals: Vec<TraceIntervalRow> = workload
+        .inter_arrivals_ns()
+        .into_iter()
+        .zip(&workload.arrivals_ns)
+        .zip(0u64..)
+        .map(|((gap, &t), id)| TraceIntervalRow {
+            request_id: id,
+            inter_arrival_ns: gap,
+            arrival_time_ns: t,
+        })
+        .collect();
+    write_csv(staging.file(TRACE_INTERVALS.file_name), &TRACE_INTERVALS, &intervals)?;
+
+    let summary = workload.summary()?;
+    let meta = WorkloadMeta {
+        schema_version: SCHEMA_VERSION,
+        workload_id: workload_id.clone(),
+        model: cfg.model.name.clone(),
+        seed: cfg.workload.seed,
+        tokenizer_ref: tokenizer.reference().to_string(),
+        created_at: utc_now(),
+        git_commit: run_meta.git_commit.clone(),
+        paths: WorkloadPaths {
+            prompts: PROMPTS_FILE.into(),
+            trace_lengths: TRACE_LENGTHS.file_name.into(),
+            trace_intervals: TRACE_INTERVALS.file_name.into(),
+        },
+        hydra: job.hydra(),
+        params: job.params()?,
+        num_requests: workload.len(),
+        summary,
+    };
+    write_json(staging.file(META_FILE), &meta)?;
+    job.write_resolved_config(staging.path())?;
+
+    run_meta.seed = Some(cfg.workload.seed);
+    if let Some(replay) = &cfg.workload.trace_replay {
+        let path = resolve_input_path(&replay.trace_file);
+        let bytes = std::fs::read(&path).with_path(&path)?;
+        run_meta.inputs.insert(
+            "trace_file".into(),
+            InputRef {
+                id: path.display().to_string(),
+                path: path.display().to_string(),
+                sha256: Some(crate::io::ids::sha256_hex(&bytes)),
+            },
+        );
+    }
+    run_meta.extra = serde_json::json!({"summary": summary, "tokenizer_ref": meta.tokenizer_ref});
+    run_meta.ended_at = utc_now();
+    write_json(staging.file("run_meta.json"), &run_meta)?;
+
+    print_summary(&workload_id, &summary);
+    staging.commit()
+}
+
+fn print_summary(id: &str, s: &WorkloadSummary) {
+    eprintln!(
+        "workload {id}: {} requests over {:.2} s{}; prompt tokens min/p50/p90/max {}/{:.0}/{:.0}/{}; output tokens {}/{:.0}/{:.0}/{}",
+        s.num_requests,
+        s.duration_ns as f64 / 1e9,
+        s.mean_rate_rps
+            .map(|r| format!(" ({r:.3} req/s)"))
+            .unwrap_or_default(),
+        s.prefill_tokens.min,
+        s.prefill_tokens.p50,
+        s.prefill_tokens.p90,
+        s.prefill_tokens.max,
+        s.decode_tokens.min,
+        s.decode_tokens.p50,
+        s.decode_tokens.p90,
+        s.decode_tokens.max,
+    );
+}
+
+/// One request of a loaded workload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkloadRequest {
+    pub request_id: u64,
+    pub arrival_time_ns: u64,
+    pub lengths: RequestLengths,
+}
+
+/// A workload read back from its directory, validated.
+#[derive(Debug, Clone)]
+pub struct LoadedWorkload {
+    pub dir: PathBuf,
+    pub meta: WorkloadMeta,
+    pub requests: Vec<WorkloadRequest>,
+}
+
+impl LoadedWorkload {
+    /// Reads the workload this job's config names; a missing or incomplete dir is an error
+    /// that says which command makes it.
+    pub fn for_job(job: &Job) -> Result<Self> {
+        let dir = job.config.workload_dir()?;
+        require_complete(&dir, "workload", &job.command_for(Stage::Workload))?;
+        let loaded = Self::read(&dir)?;
+        let expected = job.config.workload_id()?;
+        if loaded.meta.workload_id != expected {
+            return Err(Error::Mismatch(format!(
+                "{} holds workload `{}` but this config's workload is `{expected}`",
+                dir.display(),
+                loaded.meta.workload_id
+            )));
+        }
+        Ok(loaded)
+    }
+
+    /// Reads and cross-checks a complete workload dir.
+    pub fn read(dir: &Path) -> Result<Self> {
+        require_complete(dir, "workload", "cargo run --release --bin workload")?;
+        let meta: WorkloadMeta = read_json_validated(dir.join(META_FILE), &workload_meta_schema())?;
+        let lengths_path = dir.join(TRACE_LENGTHS.file_name);
+        let intervals_path = dir.join(TRACE_INTERVALS.file_name);
+        let lengths: Vec<TraceLengthRow> = read_csv(&lengths_path, &TRACE_LENGTHS)?;
+        let intervals: Vec<TraceIntervalRow> = read_csv(&intervals_path, &TRACE_INTERVALS)?;
+        if lengths.len() != meta.num_requests || intervals.len() != meta.num_requests {
+            return Err(Error::SchemaMismatch {
+                path: dir.to_path_buf(),
+                msg: format!(
+                    "{META_FILE} says {} requests but {} has {} rows and {} has {}",
+                    meta.num_requests,
+                    TRACE_LENGTHS.file_name,
+                    lengths.len(),
+                    TRACE_INTERVALS.file_name,
+                    intervals.len()
+                ),
+            });
+        }
+        let mut requests = Vec::with_capacity(lengths.len());
+        let mut arrival_sum = 0u64;
+        for (i, (l, t)) in lengths.iter().zip(&intervals).enumerate() {
+            let row = i + 1;
+            let bad = |path: &Path, column: &str, msg: String| Error::InvalidValue {
+                path: path.to_path_buf(),
+                row,
+                column: column.into(),
+                msg,
+            };
+            if l.request_id != i as u64 {
+                return Err(bad(&lengths_path, "request_id", format!("expected {i}, found {}", l.request_id)));
+            }
+            if t.request_id != i as u64 {
+                return Err(bad(&intervals_path, "request_id", format!("expected {i}, found {}", t.request_id)));
+            }
+            arrival_sum += t.inter_arrival_ns;
+            if t.arrival_time_ns != arrival_sum {
+                return Err(bad(
+                    &intervals_path,
+                    "arrival_time_ns",
+                    format!("{} is not the running sum of inter_arrival_ns ({arrival_sum})", t.arrival_time_ns),
+                ));
+            }
+            if l.num_prefill_tokens == 0 || l.num_decode_tokens == 0 {
+                return Err(bad(&lengths_path, "num_prefill_tokens", "token counts must be >= 1".into()));
+            }
+            requests.push(WorkloadRequest {
+                request_id: l.request_id,
+                arrival_time_ns: t.arrival_time_ns,
+                lengths: RequestLengths {
+                    num_prefill_tokens: l.num_prefill_tokens,
+                    num_decode_tokens: l.num_decode_tokens,
+                },
+            });
+        }
+        Ok(LoadedWorkload {
+            dir: dir.to_path_buf(),
+            meta,
+            requests,
+        })
+    }
+
+    /// Reads `prompts.jsonl`, checking one prompt per request with the recorded length.
+    pub fn read_prompts(&self) -> Result<Vec<PromptRecord>> {
+        let path = self.dir.join(&self.meta.paths.prompts);
+        let file = std::fs::File::open(&path).with_path(&path)?;
+        let mut prompts = Vec::with_capacity(self.requests.len());
+        for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+            let line = line.with_path(&path)?;
+            let record: PromptRecord = serde_json::from_str(&line)
+                .map_err(|e| Error::parse(&path, format!("line {}: {e}", i + 1)))?;
+            prompts.push(record);
+        }
+        if prompts.len() != self.requests.len() {
+            return Err(Error::SchemaMismatch {
+                path,
+                msg: format!(
+                    "{} prompts for {} requests",
+                    prompts.len(),
+                    self.requests.len()
+                ),
+            });
+        }
+        for (req, p) in self.requests.iter().zip(&prompts) {
+            if p.prompt_id != req.request_id || p.num_tokens != req.lengths.num_prefill_tokens {
+                return Err(Error::SchemaMismatch {
+                    path: path.clone(),
+                    msg: format!(
+                        "prompt {} has {} tokens but request {} needs {}",
+                        p.prompt_id, p.num_tokens, req.request_id, req.lengths.num_prefill_tokens
+                    ),
+                });
+            }
+        }
+        Ok(prompts)
+    }
+}
