@@ -1,0 +1,468 @@
+//! The serving engine: open-loop arrivals, continuous batching, token-by-token timing.
+//!
+//! Each iteration: admit every request that has arrived by now, ask the shared scheduler
+//! for the next batch, flatten it into one forward pass, sample greedily, hand the finished
+//! iteration back to the scheduler, and record what happened with the wall clock. When there
+//! is nothing to run the engine sleeps until the next arrival. The CPU work around the model
+//! (schedule, prepare inputs, sample, process outputs) is timed separately from the forward,
+//! because the simulator charges it separately.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::io::records::{
+    BatchMetricsRow, BatchRequestRow, RequestMetricsRow, RequestTimes, TokenMetricsRow, NUM_OPS,
+};
+use crate::io::schema::OP_NAMES;
+use crate::real_bench::model::{
+    ModelOp, OpTimer, OpTotals, PagedKvCache, Qwen3Model, SequenceInput,
+};
+use crate::scheduler::{ReplicaScheduler, RequestSpec, ScheduledBatch, SchedulerConfig};
+use crate::{Error, Result};
+
+/// A request as the engine receives it.
+#[derive(Debug, Clone)]
+pub struct EngineRequest {
+    pub request_id: u64,
+    pub arrival_time_ns: u64,
+    /// Prompt token ids (`num_prefill_tokens` of them).
+    pub prompt: Vec<u32>,
+    pub num_decode_tokens: u32,
+}
+
+/// The run's clock: nanoseconds since the run's time origin, and sleeping until a time.
+pub trait Clock {
+    fn now_ns(&self) -> u64;
+    fn sleep_until_ns(&self, t_ns: u64);
+}
+
+/// Wall clock on the monotonic `Instant`, origin at construction.
+#[derive(Debug, Clone, Copy)]
+pub struct MonotonicClock {
+    origin: Instant,
+}
+
+impl MonotonicClock {
+    pub fn start() -> Self {
+        Self {
+            origin: Instant::now(),
+        }
+    }
+}
+
+/// Below this, sleeping overshoots by more than the remaining time: spin instead.
+const SPIN_NS: u64 = 200_000;
+
+impl Clock for MonotonicClock {
+    fn now_ns(&self) -> u64 {
+        self.origin.elapsed().as_nanos() as u64
+    }
+
+    fn sleep_until_ns(&self, t_ns: u64) {
+        loop {
+            let now = self.now_ns();
+            if now >= t_ns {
+                return;
+            }
+            let left = t_ns - now;
+            if left > SPIN_NS {
+                std::thread::sleep(Duration::from_nanos(left - SPIN_NS));
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+}
+
+/// Static facts the engine records with every row.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// `backend` column value, e.g. `candle_cpu`.
+    pub backend_name: String,
+    pub replica_id: u32,
+    /// Longest prompt + output the engine serves.
+    pub max_model_len: u32,
+}
+
+/// Everything a run produced, ready to be written.
+#[derive(Debug, Default)]
+pub struct EngineRecord {
+    pub requests: Vec<RequestMetricsRow>,
+    pub tokens: Vec<TokenMetricsRow>,
+    pub batches: Vec<BatchMetricsRow>,
+    pub batch_requests: Vec<BatchRequestRow>,
+    /// Wall time of the whole run (t = 0 to the last iteration's end).
+    pub makespan_ns: u64,
+    /// Time spent sleeping for arrivals.
+    pub idle_ns: u64,
+}
+
+struct RequestState {
+    arrival_time_ns: u64,
+    /// Prompt followed by the tokens generated so far.
+    tokens: Vec<u32>,
+    num_prefill_tokens: u32,
+    num_decode_tokens: u32,
+    scheduled_time_ns: Option<u64>,
+    token_times_ns: Vec<u64>,
+    num_preemptions: u32,
+}
+
+/// An [`OpTimer`] summing per-op time for the current iteration.
+#[derive(Default)]
+struct IterationOps(OpTotals);
+
+impl OpTimer for IterationOps {
+    fn record(&mut self, op: ModelOp, layer: Option<usize>, elapsed: Duration) {
+        self.0.record(op, layer, elapsed);
+    }
+}
+
+/// One replica: the model, its KV cache and the shared scheduler.
+pub struct Engine<'m> {
+    model: &'m Qwen3Model,
+    cache: PagedKvCache,
+    scheduler: ReplicaScheduler,
+    settings: EngineSettings,
+}
+
+impl<'m> Engine<'m> {
+    pub fn new(
+        model: &'m Qwen3Model,
+        scheduler_cfg: &SchedulerConfig,
+        num_kv_blocks: usize,
+        settings: EngineSettings,
+    ) -> Result<Self> {
+        let cache = model.new_kv_cache(num_kv_blocks, scheduler_cfg.block_size as usize)?;
+        let scheduler = ReplicaScheduler::new(scheduler_cfg, num_kv_blocks, 1)?;
+        Ok(Self {
+            model,
+            cache,
+            scheduler,
+            settings,
+        })
+    }
+
+    /// Runs `iterations` forward passes of a small mixed batch (a prefill and a decode) so
+    /// that allocations, page faults and thread pools are warm before t = 0. Returns each
+    /// iteration's wall time. Uses cache blocks the run will overwrite.
+    pub fn warm_up(&mut self, iterations: u32) -> Result<Vec<Duration>> {
+        let bs = self.cache.block_size();
+        let needed_blocks = (64usize).div_ceil(bs) + 1;
+        if self.cache.num_blocks() < needed_blocks + 1 || iterations == 0 {
+            return Ok(Vec::new());
+        }
+        let prompt: Vec<u32> = (0..32u32).map(|i| 1000 + i).collect();
+        let prefill_blocks: Vec<usize> = (0..32usize.div_ceil(bs)).collect();
+        let decode_blocks: Vec<usize> = (prefill_blocks.len()..needed_blocks).collect();
+        let mut times = Vec::with_capacity(iterations as usize);
+        for _ in 0..iterations {
+            let start = Instant::now();
+            let seqs = [
+                SequenceInput {
+                    token_ids: &prompt,
+                    num_cached_tokens: 0,
+                    block_table: &prefill_blocks,
+                    wants_logits: true,
+                },
+                SequenceInput {
+                    token_ids: &prompt[..1],
+                    num_cached_tokens: 8,
+                    block_table: &decode_blocks,
+                    wants_logits: true,
+                },
+            ];
+            let logits = self.model.forward_seqs(&seqs, &mut self.cache, None)?;
+            self.model.sampler(&logits)?;
+            times.push(start.elapsed());
+        }
+        Ok(times)
+    }
+
+    /// Serves `requests` (sorted by arrival) under open-loop arrivals on `clock`.
+    pub fn run(&mut self, requests: &[EngineRequest], clock: &dyn Clock) -> Result<EngineRecord> {
+        if requests
+            .windows(2)
+            .any(|w| w[1].arrival_time_ns < w[0].arrival_time_ns)
+        {
+            return Err(Error::InvalidInput(
+                "engine requests must be sorted by arrival time".into(),
+            ));
+        }
+        let mut record = EngineRecord::default();
+        let mut states: HashMap<u64, RequestState> = HashMap::with_capacity(requests.len());
+        let mut next_arrival = 0usize;
+        let mut ops = IterationOps::default();
+        let mut seq_block_tables: Vec<Vec<usize>> = Vec::new();
+        let mut last_end_ns = 0u64;
+
+        loop {
+            let t_start = clock.now_ns();
+            // Admission happens at the scheduling point, as in the simulator.
+            while next_arrival < requests.len()
+                && requests[next_arrival].arrival_time_ns <= t_start
+            {
+                let r = &requests[next_arrival];
+                next_arrival += 1;
+                self.admit(r, &mut states, &mut record);
+            }
+            let Some(batch) = self.scheduler.schedule() else {
+                if next_arrival >= requests.len() {
+                    if self.scheduler.is_idle() {
+                        break;
+                    }
+                    return Err(Error::Msg(format!(
+                        "scheduler stalled with {} waiting and {} running requests and no arrivals left",
+                        self.scheduler.num_waiting(),
+                        self.scheduler.num_running()
+                    )));
+                }
+                let wake = requests[next_arrival].arrival_time_ns;
+                clock.sleep_until_ns(wake);
+                record.idle_ns += clock.now_ns().saturating_sub(t_start);
+                continue;
+            };
+            let t_scheduled = clock.now_ns();
+            for id in &batch.preempted {
+                if let Some(s) = states.get_mut(id) {
+                    s.num_preemptions += 1;
+                }
+            }
+
+            // Prepare inputs: each entry's tokens [context, context + n) of prompt ++ generated.
+            seq_block_tables.clear();
+            for e in &batch.entries {
+                let table = self.scheduler.block_table(e.request_id).ok_or_else(|| {
+                    Error::Msg(format!("scheduled request {} has no block table", e.request_id))
+                })?;
+                seq_block_tables.push(table.iter().map(|&b| b as usize).collect());
+            }
+            let mut seqs = Vec::with_capacity(batch.entries.len());
+            for (e, table) in batch.entries.iter().zip(&seq_block_tables) {
+                let state = states.get(&e.request_id).ok_or_else(|| {
+                    Error::Msg(format!("scheduled unknown request {}", e.request_id))
+                })?;
+                let start = e.num_context_tokens as usize;
+                let end = start + e.num_tokens as usize;
+                let token_ids = state.tokens.get(start..end).ok_or_else(|| {
+                    Error::Msg(format!(
+                        "request {} scheduled tokens {start}..{end} but knows {}",
+                        e.request_id,
+                        state.tokens.len()
+                    ))
+                })?;
+                seqs.push(SequenceInput {
+                    token_ids,
+                    num_cached_tokens: start,
+                    block_table: table,
+                    wants_logits: e.emits_token,
+                });
+            }
+            let forward_batch = self.model.prepare_batch(&self.cache, &seqs)?;
+            let t_prepared = clock.now_ns();
+
+            ops.0.reset();
+            let logits = self
+                .model
+                .forward(&forward_batch, &mut self.cache, Some(&mut ops))?;
+            drop(forward_batch);
+            drop(seqs);
+            let t_forward = clock.now_ns();
+
+            let sampled = self.model.sampler(&logits)?;
+            let t_sampled = clock.now_ns();
+
+            // Process outputs.
+            let outcome = self.scheduler.on_batch_end(&batch);
+            if outcome.tokens.len() != sampled.len() {
+                return Err(Error::Msg(format!(
+                    "batch {} emitted {} tokens but sampled {}",
+                    batch.batch_id,
+                    outcome.tokens.len(),
+                    sampled.len()
+                )));
+            }
+            let t_end = clock.now_ns();
+            for (emitted, &token_id) in outcome.tokens.iter().zip(&sampled) {
+                let s = states.get_mut(&emitted.request_id).ok_or_else(|| {
+                    Error::Msg(format!("token for unknown request {}", emitted.request_id))
+                })?;
+                let index = s.token_times_ns.len() as u32;
+                if index != emitted.token_index {
+                    return Err(Error::Msg(format!(
+                        "request {} emitted token {} but has {index}",
+                        emitted.request_id, emitted.token_index
+                    )));
+                }
+                let latency = s.token_times_ns.last().map_or(0, |&p| t_end - p);
+                s.tokens.push(token_id);
+                s.token_times_ns.push(t_end);
+                record.tokens.push(TokenMetricsRow {
+                    request_id: emitted.request_id,
+                    token_index: index,
+                    token_time_ns: t_end,
+                    token_latency_ns: latency,
+                    batch_id: batch.batch_id,
+                    token_id: Some(token_id),
+                });
+            }
+            for e in &batch.entries {
+                if let Some(s) = states.get_mut(&e.request_id) {
+                    s.scheduled_time_ns.get_or_insert(t_start);
+                }
+            }
+            for id in &outcome.completed {
+                if let Some(s) = states.remove(id) {
+                    record.requests.push(finish_row(*id, &s, &self.settings, None));
+                }
+            }
+            record.batches.push(self.batch_row(
+                &batch,
+                [t_start, t_scheduled, t_prepared, t_forward, t_sampled, t_end],
+                &ops.0,
+            ));
+            record
+                .batch_requests
+                .extend(batch.entries.iter().map(|e| BatchRequestRow {
+                    batch_id: batch.batch_id,
+                    request_id: e.request_id,
+                    num_tokens: e.num_tokens,
+                    num_context_tokens: e.num_context_tokens,
+                    is_prefill: e.is_prefill,
+                }));
+            last_end_ns = t_end;
+        }
+
+        // Anything left is a request that never completed (none, unless the scheduler stalled).
+        for (id, s) in states.drain() {
+            record.requests.push(finish_row(
+                id,
+                &s,
+                &self.settings,
+                Some(("incomplete", "the run ended before the request completed")),
+            ));
+        }
+        record.requests.sort_by_key(|r| r.request_id);
+        record
+            .tokens
+            .sort_by_key(|t| (t.request_id, t.token_index));
+        record.makespan_ns = last_end_ns;
+        Ok(record)
+    }
+
+    fn admit(
+        &mut self,
+        r: &EngineRequest,
+        states: &mut HashMap<u64, RequestState>,
+        record: &mut EngineRecord,
+    ) {
+        let num_prefill_tokens = r.prompt.len() as u32;
+        let state = RequestState {
+            arrival_time_ns: r.arrival_time_ns,
+            tokens: r.prompt.clone(),
+            num_prefill_tokens,
+            num_decode_tokens: r.num_decode_tokens,
+            scheduled_time_ns: None,
+            token_times_ns: Vec::with_capacity(r.num_decode_tokens as usize),
+            num_preemptions: 0,
+        };
+        let total = u64::from(num_prefill_tokens) + u64::from(r.num_decode_tokens);
+        let rejection = if total > u64::from(self.settings.max_model_len) {
+            Some((
+                "context_overflow",
+                format!(
+                    "prompt {num_prefill_tokens} + output {} tokens exceeds the model's {}-token context",
+                    r.num_decode_tokens, self.settings.max_model_len
+                ),
+            ))
+        } else {
+            self.scheduler
+                .add_request(RequestSpec {
+                    request_id: r.request_id,
+                    arrival_time_ns: r.arrival_time_ns,
+                    num_prefill_tokens,
+                    num_decode_tokens: r.num_decode_tokens,
+                })
+                .err()
+                .map(|rej| ("kv_capacity", rej.to_string()))
+        };
+        match rejection {
+            None => {
+                states.insert(r.request_id, state);
+            }
+            Some((kind, msg)) => record.requests.push(finish_row(
+                r.request_id,
+                &state,
+                &self.settings,
+                Some((kind, &msg)),
+            )),
+        }
+    }
+
+    fn batch_row(&self, batch: &ScheduledBatch, t: [u64; 6], ops: &OpTotals) -> BatchMetricsRow {
+        let [start, scheduled, prepared, forwarded, sampled, end] = t;
+        let mut row = BatchMetricsRow {
+            batch_id: batch.batch_id,
+            replica_id: self.settings.replica_id,
+            start_time_ns: start,
+            end_time_ns: end,
+            duration_ns: end - start,
+            num_requests: batch.entries.len() as u32,
+            num_preempted: batch.preempted.len() as u32,
+            num_kv_blocks_used: batch.num_kv_blocks_used,
+            num_waiting_requests: Some(self.scheduler.num_waiting() as u32),
+            model_forward_ns: Some(forwarded - prepared),
+            cpu_schedule_ns: Some(scheduled - start),
+            cpu_prepare_inputs_ns: Some(prepared - scheduled),
+            cpu_sampler_ns: Some(sampled - forwarded),
+            cpu_process_outputs_ns: Some(end - sampled),
+            ..Default::default()
+        };
+        for e in &batch.entries {
+            if e.is_prefill {
+                row.num_prefill_requests += 1;
+                row.num_prefill_tokens += e.num_tokens;
+            } else {
+                row.num_decode_requests += 1;
+                row.num_decode_tokens += e.num_tokens;
+            }
+            row.kv_context_tokens += u64::from(e.num_context_tokens + e.num_tokens);
+        }
+        let mut values = [None; NUM_OPS];
+        for op in ModelOp::ALL {
+            if op == ModelOp::Sampler {
+                // Sampling runs outside the forward; its time is cpu_sampler_ns.
+                continue;
+            }
+            if let Some(i) = OP_NAMES.iter().position(|n| *n == op.as_str()) {
+                values[i] = Some(ops.total(op).as_nanos() as u64);
+            }
+        }
+        values[OP_NAMES.iter().position(|n| *n == "sampler").unwrap_or(0)] =
+            Some(sampled - forwarded);
+        row.set_ops(values);
+        row
+    }
+}
+
+fn finish_row(
+    request_id: u64,
+    s: &RequestState,
+    settings: &EngineSettings,
+    error: Option<(&str, &str)>,
+) -> RequestMetricsRow {
+    RequestMetricsRow::from_times(
+        request_id,
+        &RequestTimes {
+            arrival_time_ns: s.arrival_time_ns,
+            scheduled_time_ns: s.scheduled_time_ns,
+            token_times_ns: s.token_times_ns.clone(),
+        },
+        s.num_prefill_tokens,
+        s.num_decode_tokens,
+        s.num_preemptions,
+        settings.replica_id,
+        &settings.backend_name,
+        error,
+    )
+}

@@ -1,0 +1,318 @@
+//! The `real` stage: serve a workload with the candle engine and record every token.
+//!
+//! `tmp/real/<run_id>/`: `request_metrics.csv`, `token_metrics.csv`, `batch_metrics.csv`,
+//! `batch_requests.csv`, `config.yaml`, `run_meta.json`, `_SUCCESS`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device};
+
+use crate::config::types::{Architecture, Dtype, SimrealConfig};
+use crate::config::resolve_input_path;
+use crate::io::provenance::{utc_now, InputRef};
+use crate::io::rundir::{prepare, Prepared, Stage};
+use crate::io::schema::{BATCH_METRICS, BATCH_REQUESTS, REQUEST_METRICS, TOKEN_METRICS};
+use crate::io::{write_csv, write_json};
+use crate::real_bench::engine::{Engine, EngineRecord, EngineRequest, EngineSettings, MonotonicClock};
+use crate::real_bench::model::{
+    sha256_file, synthesize_random_weights, Qwen3Config, Qwen3Model, WeightSource, CONFIG_FILE,
+    WEIGHTS_FILE,
+};
+use crate::real_bench::threads;
+use crate::stage::Job;
+use crate::workloads::stage::{load_tokenizer, LoadedWorkload};
+use crate::{Error, Result};
+
+/// candle's dtype for a config dtype.
+pub fn candle_dtype(d: Dtype) -> DType {
+    match d {
+        Dtype::F32 => DType::F32,
+        Dtype::Bf16 => DType::BF16,
+        Dtype::F16 => DType::F16,
+    }
+}
+
+/// The Qwen3 architecture a config describes, as the model's own config type.
+pub fn qwen3_config(cfg: &SimrealConfig) -> Result<Qwen3Config> {
+    let m = &cfg.model;
+    if m.architecture != Architecture::Qwen3 {
+        return Err(Error::config(
+            "model",
+            format!(
+                "the real engine runs Qwen3 models only; `{}` is a {:?} model (it can be simulated with the `vidur` stage)",
+                m.name, m.architecture
+            ),
+        ));
+    }
+    let mut q = Qwen3Config::tiny();
+    q.vocab_size = m.vocab_size as usize;
+    q.hidden_size = m.hidden_size as usize;
+    q.intermediate_size = m.intermediate_size as usize;
+    q.num_hidden_layers = m.num_hidden_layers as usize;
+    q.num_attention_heads = m.num_attention_heads as usize;
+    q.num_key_value_heads = m.num_key_value_heads as usize;
+    q.head_dim = m.head_dim as usize;
+    q.max_position_embeddings = m.max_position_embeddings as usize;
+    q.rope_theta = m.rope_theta;
+    q.rms_norm_eps = m.rms_norm_eps;
+    q.tie_word_embeddings = m.tie_word_embeddings;
+    q.validate()?;
+    Ok(q)
+}
+
+/// A resolved weight snapshot: its directory and the sha256 of its safetensors file (or
+/// index), for provenance.
+pub struct Weights {
+    pub dir: PathBuf,
+    pub sha256: String,
+    /// `<path> sha256:<hash>` or `random:<seed> (<path>)`.
+    pub provenance: String,
+}
+
+/// Finds the weights a config names: the configured snapshot, or seeded random weights of
+/// the architecture synthesized once under `<output.root>/weights/<model>-<seed>-<dtype>/`.
+pub fn resolve_weights(cfg: &SimrealConfig) -> Result<Weights> {
+    let expected = qwen3_config(cfg)?;
+    match &cfg.model.weights_dir {
+        Some(dir) => {
+            let dir = resolve_input_path(dir);
+            let on_disk = Qwen3Config::from_json_file(dir.join(CONFIG_FILE))?;
+            check_architecture(&dir, &on_disk, &expected)?;
+            let hashed = if dir.join(WEIGHTS_FILE).is_file() {
+                dir.join(WEIGHTS_FILE)
+            } else {
+                dir.join(crate::real_bench::model::WEIGHTS_INDEX_FILE)
+            };
+            let sha256 = sha256_file(&hashed)?;
+            Ok(Weights {
+                provenance: format!("{} sha256:{sha256}", dir.display()),
+                dir,
+                sha256,
+            })
+        }
+        None => {
+            let seed = cfg.model.weights_seed;
+            let dtype = cfg.backend.dtype;
+            let dir = cfg
+                .output
+                .root
+                .join("weights")
+                .join(format!("{}-{seed}-{}", cfg.model.name, dtype.as_str()));
+            if !dir.join(WEIGHTS_FILE).is_file() {
+                eprintln!(
+                    "synthesizing random {} weights (seed {seed}) into {}",
+                    cfg.model.name,
+                    dir.display()
+                );
+                if dir.exists() {
+                    std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+                }
+                synthesize_random_weights(&expected, seed, candle_dtype(dtype), &dir)?;
+            }
+            let on_disk = Qwen3Config::from_json_file(dir.join(CONFIG_FILE))?;
+            check_architecture(&dir, &on_disk, &expected)?;
+            let sha256 = sha256_file(&dir.join(WEIGHTS_FILE))?;
+            Ok(Weights {
+                provenance: format!("random:{seed} ({})", dir.display()),
+                dir,
+                sha256,
+            })
+        }
+    }
+}
+
+fn check_architecture(dir: &Path, on_disk: &Qwen3Config, expected: &Qwen3Config) -> Result<()> {
+    let pairs = [
+        ("vocab_size", on_disk.vocab_size, expected.vocab_size),
+        ("hidden_size", on_disk.hidden_size, expected.hidden_size),
+        ("intermediate_size", on_disk.intermediate_size, expected.intermediate_size),
+        ("num_hidden_layers", on_disk.num_hidden_layers, expected.num_hidden_layers),
+        ("num_attention_heads", on_disk.num_attention_heads, expected.num_attention_heads),
+        ("num_key_value_heads", on_disk.num_key_value_heads, expected.num_key_value_heads),
+        ("head_dim", on_disk.head_dim, expected.head_dim),
+    ];
+    for (name, found, want) in pairs {
+        if found != want {
+            return Err(Error::Mismatch(format!(
+                "{}: config.json has {name} = {found} but the configured model needs {want}; the snapshot is another architecture",
+                dir.join(CONFIG_FILE).display()
+            )));
+        }
+    }
+    if on_disk.tie_word_embeddings != expected.tie_word_embeddings {
+        return Err(Error::Mismatch(format!(
+            "{}: tie_word_embeddings differs from the configured model",
+            dir.join(CONFIG_FILE).display()
+        )));
+    }
+    Ok(())
+}
+
+/// Turns a loaded workload into engine requests, re-encoding each prompt and checking its
+/// length against the trace.
+pub fn engine_requests(job: &Job, workload: &LoadedWorkload) -> Result<Vec<EngineRequest>> {
+    let tokenizer = load_tokenizer(&job.config)?;
+    if tokenizer.reference() != workload.meta.tokenizer_ref {
+        return Err(Error::Mismatch(format!(
+            "workload {} was tokenized with `{}` but this config's tokenizer is `{}`",
+            workload.dir.display(),
+            workload.meta.tokenizer_ref,
+            tokenizer.reference()
+        )));
+    }
+    let prompts = workload.read_prompts()?;
+    workload
+        .requests
+        .iter()
+        .zip(prompts)
+        .map(|(req, prompt)| {
+            let ids = tokenizer.encode(&prompt.text)?;
+            if ids.len() != req.lengths.num_prefill_tokens as usize {
+                return Err(Error::Mismatch(format!(
+                    "prompt {} encodes to {} tokens but the trace says {}",
+                    prompt.prompt_id,
+                    ids.len(),
+                    req.lengths.num_prefill_tokens
+                )));
+            }
+            Ok(EngineRequest {
+                request_id: req.request_id,
+                arrival_time_ns: req.arrival_time_ns,
+                prompt: ids,
+                num_decode_tokens: req.lengths.num_decode_tokens,
+            })
+        })
+        .collect()
+}
+
+/// Runs the stage for one job; returns the run dir.
+pub fn run(job: &Job) -> Result<PathBuf> {
+    let cfg = &job.config;
+    qwen3_config(cfg)?;
+    let run_id = job.own_run_id(cfg.real_run_id()?);
+    let location = cfg.location(Stage::Real, run_id.clone());
+    // Inputs are checked before the run dir is touched.
+    let workload = LoadedWorkload::for_job(job)?;
+    let staging = match prepare(&location, cfg.output.force)? {
+        Prepared::UpToDate(path) => {
+            eprintln!("up to date: {}", path.display());
+            return Ok(path);
+        }
+        Prepared::Fresh(staging) => staging,
+    };
+    let mut meta = job.run_meta(&run_id)?;
+    threads::init(cfg.hardware.cpu_threads)?;
+
+    let requests = engine_requests(job, &workload)?;
+    let weights = resolve_weights(cfg)?;
+    let load_start = Instant::now();
+    let model = Qwen3Model::load(
+        &WeightSource::Dir(weights.dir.clone()),
+        candle_dtype(cfg.backend.dtype),
+        &Device::Cpu,
+    )?;
+    let load_s = load_start.elapsed().as_secs_f64();
+    let pool = cfg.kv_pool()?;
+    let mut engine = Engine::new(
+        &model,
+        &cfg.scheduler,
+        pool.num_blocks as usize,
+        EngineSettings {
+            backend_name: cfg.backend.name.clone(),
+            replica_id: 0,
+            max_model_len: cfg.model.max_model_len,
+        },
+    )?;
+    let warmup = engine.warm_up(cfg.backend.warmup_iterations)?;
+    eprintln!(
+        "real: {} requests on {} ({} KV blocks of {} tokens, {} threads)",
+        requests.len(),
+        cfg.model.name,
+        pool.num_blocks,
+        pool.block_size,
+        threads::current()
+    );
+    let clock = MonotonicClock::start();
+    let record = engine.run(&requests, &clock)?;
+
+    write_record(staging.path(), &record)?;
+    job.write_resolved_config(staging.path())?;
+    meta.seed = Some(cfg.workload.seed);
+    meta.weights = Some(weights.provenance.clone());
+    meta.inputs.insert(
+        "workload".into(),
+        InputRef {
+            id: workload.meta.workload_id.clone(),
+            path: workload.dir.display().to_string(),
+            sha256: None,
+        },
+    );
+    meta.inputs.insert(
+        "weights".into(),
+        InputRef {
+            id: job.config.weight_source(),
+            path: weights.dir.display().to_string(),
+            sha256: Some(weights.sha256.clone()),
+        },
+    );
+    let summary = RunSummary::of(&record);
+    meta.extra = serde_json::json!({
+        "warmup_iterations": warmup.len(),
+        "warmup_iteration_ms": warmup.iter().map(|d| d.as_secs_f64() * 1e3).collect::<Vec<_>>(),
+        "weights_load_s": load_s,
+        "kv_pool": pool,
+        "threads": threads::current(),
+        "peak_rss_bytes": threads::peak_rss_bytes(),
+        "summary": summary,
+    });
+    meta.ended_at = utc_now();
+    write_json(staging.file("run_meta.json"), &meta)?;
+    eprintln!(
+        "real: {} ok / {} error requests, {} tokens, {} iterations in {:.2} s",
+        summary.num_ok, summary.num_error, summary.num_tokens, summary.num_batches, summary.makespan_s
+    );
+    staging.commit()
+}
+
+/// Writes a run's four CSVs into `dir`.
+pub fn write_record(dir: &Path, record: &EngineRecord) -> Result<()> {
+    write_csv(dir.join(REQUEST_METRICS.file_name), &REQUEST_METRICS, &record.requests)?;
+    write_csv(dir.join(TOKEN_METRICS.file_name), &TOKEN_METRICS, &record.tokens)?;
+    write_csv(dir.join(BATCH_METRICS.file_name), &BATCH_METRICS, &record.batches)?;
+    write_csv(dir.join(BATCH_REQUESTS.file_name), &BATCH_REQUESTS, &record.batch_requests)?;
+    Ok(())
+}
+
+/// Counts reported in `run_meta.json` and on the console.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunSummary {
+    pub num_ok: usize,
+    pub num_error: usize,
+    pub num_tokens: usize,
+    pub num_batches: usize,
+    pub num_preemptions: u64,
+    pub makespan_s: f64,
+    pub idle_s: f64,
+    pub max_batch_size: u32,
+}
+
+impl RunSummary {
+    pub fn of(record: &EngineRecord) -> Self {
+        use crate::io::records::RequestStatus;
+        RunSummary {
+            num_ok: record.requests.iter().filter(|r| r.status == RequestStatus::Ok).count(),
+            num_error: record.requests.iter().filter(|r| r.status == RequestStatus::Error).count(),
+            num_tokens: record.tokens.len(),
+            num_batches: record.batches.len(),
+            num_preemptions: record
+                .requests
+                .iter()
+                .map(|r| u64::from(r.num_preemptions.unwrap_or(0)))
+                .sum(),
+            makespan_s: record.makespan_ns as f64 / 1e9,
+            idle_s: record.idle_ns as f64 / 1e9,
+            max_batch_size: record.batches.iter().map(|b| b.num_requests).max().unwrap_or(0),
+        }
+    }
+}
