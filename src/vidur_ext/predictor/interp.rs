@@ -13,7 +13,7 @@
 
 /// One lookup's value and whether it left the profiled range.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) struct Lookup {
+pub struct Lookup {
     pub value_ms: f64,
     pub extrapolated: bool,
 }
@@ -93,7 +93,7 @@ impl Series1d {
     }
 
     /// Evaluates at `x` (see the module docs for the extrapolation rule).
-    pub(crate) fn eval(&self, x: f64) -> Lookup {
+    pub fn eval(&self, x: f64) -> Lookup {
         let n = self.xs.len();
         let (x0, xn) = (self.xs[0], self.xs[n - 1]);
         if x < x0 {
@@ -190,7 +190,7 @@ impl Grid2d {
     }
 
     /// Evaluates at `(outer, inner)`.
-    pub(crate) fn eval(&self, outer: f64, inner: f64) -> Lookup {
+    pub fn eval(&self, outer: f64, inner: f64) -> Lookup {
         let n = self.outer.len();
         let (o0, on) = (self.outer[0], self.outer[n - 1]);
         if outer < o0 {

@@ -36,7 +36,7 @@ use crate::{Error, Result};
 
 pub use cross_validation::{cross_validate, ErrorStats, OpReport, PredictorReport};
 pub use curves::BundleCurves;
-pub use interp::{Grid2d, Series1d};
+pub use interp::{Grid2d, Lookup, Series1d};
 pub use native::{NativeConfig, NativePredictor};
 pub use replay::{replay_batches, ReplayBatch, ReplayIteration, ReplayReport, ReplaySummary};
 pub use vidur_compat::VidurCompatPredictor;
