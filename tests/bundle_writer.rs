@@ -24,7 +24,9 @@ fn spec() -> BundleModelSpec {
 }
 
 fn root(case: &str) -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("bundle_writer").join(case)
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("bundle_writer")
+        .join(case)
 }
 
 /// A fresh (removed) bundle root for `case`.
@@ -48,7 +50,12 @@ fn mlp(ops: &[Op], tokens: &[u32]) -> MlpTable {
                 num_tokens: t,
                 ops: ops
                     .iter()
-                    .map(|&op| (op, stats(0.01 * (1 + op.index()) as f64 + 0.001 * f64::from(t))))
+                    .map(|&op| {
+                        (
+                            op,
+                            stats(0.01 * (1 + op.index()) as f64 + 0.001 * f64::from(t)),
+                        )
+                    })
                     .collect::<OpStatsSet>(),
             })
             .collect(),
@@ -125,7 +132,8 @@ fn round_trip_is_exact_and_loads_from_meta() {
     let mlp_in = mlp(&all_mlp_ops(), &[1, 2, 8, 64]);
     let attention_in = attention(true);
     w.write_mlp(std::slice::from_ref(&mlp_in)).unwrap();
-    w.write_attention(std::slice::from_ref(&attention_in)).unwrap();
+    w.write_attention(std::slice::from_ref(&attention_in))
+        .unwrap();
     let cpu_path = w.write_cpu_overheads(&[cpu()]).unwrap();
     assert!(cpu_path.ends_with("cpu_overhead/cpu/Qwen/Qwen3-0.6B/cpu_overheads.csv"));
     let meta = ProfilingMeta {
@@ -136,16 +144,25 @@ fn round_trip_is_exact_and_loads_from_meta() {
         has_cpu_overheads: true,
         models: vec![spec()],
         ops: all_mlp_ops().iter().map(|o| o.name().to_owned()).collect(),
-        details: [("threads".to_owned(), serde_json::json!(2))].into_iter().collect(),
+        details: [("threads".to_owned(), serde_json::json!(2))]
+            .into_iter()
+            .collect(),
     };
     let meta_path = w.write_meta(&meta).unwrap();
     let meta_text = std::fs::read_to_string(&meta_path).unwrap();
     assert!(meta_text.ends_with("}\n") && meta_text.contains("\n  \"details\": {"));
     // Keys sorted: details < device < has_cpu_overheads < model_name < models < ...
-    let order: Vec<usize> = ["\"details\"", "\"device\"", "\"has_cpu_overheads\"", "\"model_name\"", "\"models\"", "\"schema_version\""]
-        .iter()
-        .map(|k| meta_text.find(k).unwrap())
-        .collect();
+    let order: Vec<usize> = [
+        "\"details\"",
+        "\"device\"",
+        "\"has_cpu_overheads\"",
+        "\"model_name\"",
+        "\"models\"",
+        "\"schema_version\"",
+    ]
+    .iter()
+    .map(|k| meta_text.find(k).unwrap())
+    .collect();
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{meta_text}");
 
     let (location, meta_back) = BundleLocation::from_meta(root("round_trip")).unwrap();
@@ -162,23 +179,61 @@ fn round_trip_is_exact_and_loads_from_meta() {
 
 #[test]
 fn columns_follow_vidurs_layout_then_ours() {
-    let w = BundleWriter::new(BundleLocation::new(fresh("layout"), "cpu", "Qwen/Qwen3-0.6B")).unwrap();
+    let w = BundleWriter::new(BundleLocation::new(
+        fresh("layout"),
+        "cpu",
+        "Qwen/Qwen3-0.6B",
+    ))
+    .unwrap();
     let mlp_path = w.write_mlp(&[mlp(&all_mlp_ops(), &[1, 2])]).unwrap();
     let text = std::fs::read_to_string(mlp_path).unwrap();
     let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
     let ops_of = |cols: &[&str]| -> Vec<String> {
-        cols.chunks(5).map(|c| c[0].trim_start_matches("time_stats.").trim_end_matches(".min").to_owned()).collect()
+        cols.chunks(5)
+            .map(|c| {
+                c[0].trim_start_matches("time_stats.")
+                    .trim_end_matches(".min")
+                    .to_owned()
+            })
+            .collect()
     };
     assert_eq!(
         ops_of(&header[..50]),
-        ["emb", "input_layernorm", "attn_pre_proj", "attn_rope", "attn_post_proj", "post_attention_layernorm", "mlp_up_proj", "mlp_act", "mlp_down_proj", "add"]
+        [
+            "emb",
+            "input_layernorm",
+            "attn_pre_proj",
+            "attn_rope",
+            "attn_post_proj",
+            "post_attention_layernorm",
+            "mlp_up_proj",
+            "mlp_act",
+            "mlp_down_proj",
+            "add"
+        ]
     );
     assert_eq!(
         header[50..58],
-        ["n_head", "n_kv_head", "n_embd", "n_expanded_embd", "vocab_size", "use_gated_mlp", "num_tokens", "num_tensor_parallel_workers"]
+        [
+            "n_head",
+            "n_kv_head",
+            "n_embd",
+            "n_expanded_embd",
+            "vocab_size",
+            "use_gated_mlp",
+            "num_tokens",
+            "num_tensor_parallel_workers"
+        ]
     );
-    assert_eq!(ops_of(&header[58..]), ["attn_qk_norm", "final_norm", "lm_head", "sampler"]);
-    assert!(text.lines().nth(1).unwrap().contains(",16,8,1024,3072,151936,True,1,1,"));
+    assert_eq!(
+        ops_of(&header[58..]),
+        ["attn_qk_norm", "final_norm", "lm_head", "sampler"]
+    );
+    assert!(text
+        .lines()
+        .nth(1)
+        .unwrap()
+        .contains(",16,8,1024,3072,151936,True,1,1,"));
 
     let attention_path = w.write_attention(&[attention(false)]).unwrap();
     let text = std::fs::read_to_string(attention_path).unwrap();
@@ -192,32 +247,56 @@ fn columns_follow_vidurs_layout_then_ours() {
          max_model_len,batch_size,prefill_chunk_size,kv_cache_size,is_prefill,attention_backend,profile_method"
     );
     // A decode row leaves the prefill cells empty, as Vidur's file does.
-    assert!(lines.next().unwrap().contains(",,,,,1024,16,8,16,1,4096,1,0,0,False,candle_cpu,wall_clock"));
+    assert!(lines
+        .next()
+        .unwrap()
+        .contains(",,,,,1024,16,8,16,1,4096,1,0,0,False,candle_cpu,wall_clock"));
 
     let cpu_path = w.write_cpu_overheads(&[cpu()]).unwrap();
     let text = std::fs::read_to_string(cpu_path).unwrap();
     assert!(text.starts_with(",schedule_mean,sampler_launch_mean,sampler_e2e_mean,"));
-    assert!(text.lines().next().unwrap().ends_with(",model_name,batch_size,tensor_parallel_degree,ray_comm_time_mean"));
+    assert!(text
+        .lines()
+        .next()
+        .unwrap()
+        .ends_with(",model_name,batch_size,tensor_parallel_degree,ray_comm_time_mean"));
     assert!(text.lines().nth(1).unwrap().starts_with("0,0.101,,0.202,"));
 }
 
 #[test]
 fn invalid_tables_are_refused_before_writing() {
-    let w = BundleWriter::new(BundleLocation::new(fresh("invalid"), "cpu", "Qwen/Qwen3-0.6B")).unwrap();
+    let w = BundleWriter::new(BundleLocation::new(
+        fresh("invalid"),
+        "cpu",
+        "Qwen/Qwen3-0.6B",
+    ))
+    .unwrap();
     let refused = |r: simreal::Result<PathBuf>, what: &str| match r {
         Err(Error::InvalidInput(msg)) => assert!(msg.contains(what), "{msg}"),
         other => panic!("expected a refusal mentioning `{what}`, got {other:?}"),
     };
     // Vidur needs mlp_up_proj.
-    let ops: Vec<Op> = all_mlp_ops().into_iter().filter(|o| *o != Op::MlpUpProj).collect();
+    let ops: Vec<Op> = all_mlp_ops()
+        .into_iter()
+        .filter(|o| *o != Op::MlpUpProj)
+        .collect();
     refused(w.write_mlp(&[mlp(&ops, &[1])]), "mlp_up_proj");
-    refused(w.write_mlp(&[mlp(&all_mlp_ops(), &[1, 1])]), "duplicated num_tokens");
+    refused(
+        w.write_mlp(&[mlp(&all_mlp_ops(), &[1, 1])]),
+        "duplicated num_tokens",
+    );
     let mut ragged = mlp(&all_mlp_ops(), &[1, 2]);
     ragged.rows[1] = mlp(&REQUIRED_ONLY, &[2]).rows.remove(0);
     refused(w.write_mlp(&[ragged]), "measures");
     refused(w.write_mlp(&[mlp(&[Op::AttnDecode], &[1])]), "");
     let mut zero = mlp(&all_mlp_ops(), &[1]);
-    zero.rows[0].ops.set(Op::Add, OpStats { median_ms: 0.0, ..stats(1.0) });
+    zero.rows[0].ops.set(
+        Op::Add,
+        OpStats {
+            median_ms: 0.0,
+            ..stats(1.0)
+        },
+    );
     refused(w.write_mlp(&[zero]), "time_stats.add.median");
     refused(w.write_mlp(&[]), "no rows");
 
@@ -262,5 +341,8 @@ const REQUIRED_ONLY: [Op; 6] = [
 #[test]
 fn location_rejects_path_escapes() {
     let bad = BundleLocation::new(fresh("escape"), "cpu", "../etc");
-    assert!(matches!(BundleWriter::new(bad), Err(Error::InvalidInput(_))));
+    assert!(matches!(
+        BundleWriter::new(bad),
+        Err(Error::InvalidInput(_))
+    ));
 }

@@ -67,7 +67,9 @@ fn stats(v: f64) -> OpStats {
 }
 
 fn write_bundle(case: &str) -> Bundle {
-    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("predictor_native").join(case);
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("predictor_native")
+        .join(case);
     let _ = std::fs::remove_dir_all(&root);
     let location = BundleLocation::new(root, "cpu", "Qwen/Qwen3-0.6B")
         .with_cpu_overheads(CpuOverheadSource::Standard);
@@ -78,7 +80,10 @@ fn write_bundle(case: &str) -> Bundle {
         rows: (1..=256)
             .map(|t| MlpRow {
                 num_tokens: t,
-                ops: ops.iter().map(|&op| (op, stats(token_ms(op, f64::from(t))))).collect(),
+                ops: ops
+                    .iter()
+                    .map(|&op| (op, stats(token_ms(op, f64::from(t)))))
+                    .collect(),
             })
             .collect(),
     };
@@ -114,7 +119,10 @@ fn write_bundle(case: &str) -> Bundle {
         profile_method: Some("wall_clock".into()),
         rows,
     };
-    let mm = |v: f64| MeanMedianMs { mean_ms: v, median_ms: v };
+    let mm = |v: f64| MeanMedianMs {
+        mean_ms: v,
+        median_ms: v,
+    };
     let cpu = CpuOverheadTable {
         model_name: "Qwen/Qwen3-0.6B".into(),
         tensor_parallel_degree: 1,
@@ -188,17 +196,22 @@ fn native_by_hand(batch: &[(u32, u32, bool)], logits_rows: f64) -> (f64, f64) {
 fn shapes(batch: &[(u32, u32, bool)]) -> Vec<RequestShape> {
     batch
         .iter()
-        .map(|&(num_tokens, num_context_tokens, is_prefill)| RequestShape {
-            num_tokens,
-            num_context_tokens,
-            is_prefill,
-        })
+        .map(
+            |&(num_tokens, num_context_tokens, is_prefill)| RequestShape {
+                num_tokens,
+                num_context_tokens,
+                is_prefill,
+            },
+        )
         .collect()
 }
 
 fn close_ns(got: u64, want_ms: f64) {
     let want = (want_ms * 1e6).round() as i64;
-    assert!((got as i64 - want).abs() <= 1, "got {got} ns, want {want} ns");
+    assert!(
+        (got as i64 - want).abs() <= 1,
+        "got {got} ns, want {want} ns"
+    );
 }
 
 #[test]
@@ -206,7 +219,12 @@ fn native_matches_its_model_by_hand() {
     let b = write_bundle("native_by_hand");
     let p = native(&b);
     // Two decodes and two prefill chunks at profiled attention points; 98 tokens.
-    let batch = [(1, 128, false), (64, 0, true), (1, 256, false), (32, 64, true)];
+    let batch = [
+        (1, 128, false),
+        (64, 0, true),
+        (1, 256, false),
+        (32, 64, true),
+    ];
     let got = p.predict(&shapes(&batch));
     let (model, cpu) = native_by_hand(&batch, 4.0);
     close_ns(got.model_ns, model);
@@ -220,14 +238,23 @@ fn native_matches_its_model_by_hand() {
     assert!((got.op_ms(Op::Add) - add).abs() < 1e-12);
 
     // Fewer logits rows: only the LM head and sampler change.
-    let ctx = IterationContext { pipeline_stage: 0, num_logits_rows: Some(2) };
+    let ctx = IterationContext {
+        pipeline_stage: 0,
+        num_logits_rows: Some(2),
+    };
     let fewer = p.predict_with(&shapes(&batch), &ctx);
     close_ns(fewer.model_ns, native_by_hand(&batch, 2.0).0);
     assert_eq!(fewer.op_ms(Op::AttnDecode), got.op_ms(Op::AttnDecode));
     // No logits at all (intermediate prefill chunks only): no LM head, no sampler.
-    let none = IterationContext { pipeline_stage: 0, num_logits_rows: Some(0) };
+    let none = IterationContext {
+        pipeline_stage: 0,
+        num_logits_rows: Some(0),
+    };
     let chunk = p.predict_with(&shapes(&[(64, 0, true)]), &none);
-    assert_eq!((chunk.op_ms(Op::LmHead), chunk.op_ms(Op::Sampler)), (0.0, 0.0));
+    assert_eq!(
+        (chunk.op_ms(Op::LmHead), chunk.op_ms(Op::Sampler)),
+        (0.0, 0.0)
+    );
     assert!(chunk.op_ms(Op::FinalNorm) > 0.0);
 }
 
@@ -242,7 +269,13 @@ fn native_and_vidur_compat_differ_where_documented() {
     assert!((n.op_ms(Op::Add) - 2.0 * c.op_ms(Op::Add)).abs() < 1e-15);
     assert_eq!(n.op_ms(Op::MlpUpProj), c.op_ms(Op::MlpUpProj));
     // Vidur leaves out the per-iteration ops and qk-norm.
-    for op in [Op::Emb, Op::FinalNorm, Op::LmHead, Op::Sampler, Op::AttnQkNorm] {
+    for op in [
+        Op::Emb,
+        Op::FinalNorm,
+        Op::LmHead,
+        Op::Sampler,
+        Op::AttnQkNorm,
+    ] {
         assert!(n.op_ms(op) > 0.0 && c.op_ms(op) == 0.0, "{op}");
     }
     // Both charge the same CPU overheads at batch size 1.
@@ -274,7 +307,10 @@ fn extrapolation_is_flagged_per_op() {
     let wide = vec![RequestShape::decode(10); 20];
     let got = p.predict(&wide);
     assert!(got.extrapolated && got.extrapolated_ops.is_empty());
-    assert!(matches!(p.try_predict(&wide, &IterationContext::default()), Err(Error::OutOfRange(_))));
+    assert!(matches!(
+        p.try_predict(&wide, &IterationContext::default()),
+        Err(Error::OutOfRange(_))
+    ));
 }
 
 #[test]
@@ -282,13 +318,22 @@ fn cross_validation_recovers_known_interpolation_errors() {
     let b = write_bundle("cross_validation");
     let report = cross_validate(&b).unwrap();
     // Linear ops are interpolated exactly: zero held-out error.
-    for op in ["attn_pre_proj", "add", "lm_head", "attn_decode", "attn_prefill", "attn_kv_cache_save"] {
+    for op in [
+        "attn_pre_proj",
+        "add",
+        "lm_head",
+        "attn_decode",
+        "attn_prefill",
+        "attn_kv_cache_save",
+    ] {
         let e = report.ops[op].errors.unwrap();
         assert!(e.max_abs_pct < 1e-9, "{op}: {e:?}");
     }
     // y = 0.01 + 1e-6 t²: the chord between t−1 and t+1 over-predicts by 1e-6, i.e.
     // 100 · 1e-6 / y(t) percent at t = 2..=255.
-    let mut want: Vec<f64> = (2..=255).map(|t| 100.0 * 1e-6 / token_ms(Op::MlpUpProj, f64::from(t))).collect();
+    let mut want: Vec<f64> = (2..=255)
+        .map(|t| 100.0 * 1e-6 / token_ms(Op::MlpUpProj, f64::from(t)))
+        .collect();
     want.sort_by(f64::total_cmp);
     let up = &report.ops["mlp_up_proj"];
     assert_eq!((up.num_points, up.num_held_out), (256, 254));
@@ -298,7 +343,13 @@ fn cross_validation_recovers_known_interpolation_errors() {
     assert!((e.mean_abs_pct - mean).abs() < 1e-9 && (e.median_abs_pct - median).abs() < 1e-9);
     assert!((e.max_abs_pct - want[253]).abs() < 1e-9 && (e.mean_signed_pct - mean).abs() < 1e-9);
     // Decode: 4 batch sizes × 17 KV points, 15 interior each.
-    assert_eq!((report.ops["attn_decode"].num_points, report.ops["attn_decode"].num_held_out), (68, 60));
+    assert_eq!(
+        (
+            report.ops["attn_decode"].num_points,
+            report.ops["attn_decode"].num_held_out
+        ),
+        (68, 60)
+    );
     assert!(report.ops.contains_key("cpu_overhead.schedule"));
 }
 
@@ -313,14 +364,34 @@ fn report_files_follow_the_json_convention() {
     // Keys sorted at every level: top level, the op map, and inside an op.
     let position = |needle: &str| text.find(needle).unwrap_or_else(|| panic!("{needle}"));
     let sorted = |keys: &[&str]| keys.windows(2).all(|w| position(w[0]) < position(w[1]));
-    assert!(sorted(&["\n  \"bundle_root\"", "\n  \"device\"", "\n  \"method\"", "\n  \"model_name\"", "\n  \"ops\"", "\n  \"spec\""]));
-    let ops: Vec<String> = report.ops.keys().map(|k| format!("\n    \"{k}\": {{")).collect();
+    assert!(sorted(&[
+        "\n  \"bundle_root\"",
+        "\n  \"device\"",
+        "\n  \"method\"",
+        "\n  \"model_name\"",
+        "\n  \"ops\"",
+        "\n  \"spec\""
+    ]));
+    let ops: Vec<String> = report
+        .ops
+        .keys()
+        .map(|k| format!("\n    \"{k}\": {{"))
+        .collect();
     assert!(sorted(&ops.iter().map(String::as_str).collect::<Vec<_>>()));
-    assert!(sorted(&["\"errors\"", "\"key\"", "\"num_held_out\"", "\"num_points\"", "\"source\""]));
+    assert!(sorted(&[
+        "\"errors\"",
+        "\"key\"",
+        "\"num_held_out\"",
+        "\"num_points\"",
+        "\"source\""
+    ]));
     let value: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert!(value["ops"]["attn_decode"]["errors"]["p90_abs_pct"].is_number());
     let md = std::fs::read_to_string(md).unwrap();
-    assert!(md.contains("| mlp_up_proj | num_tokens | 256 | 254 |"), "{md}");
+    assert!(
+        md.contains("| mlp_up_proj | num_tokens | 256 | 254 |"),
+        "{md}"
+    );
 }
 
 #[test]
@@ -331,7 +402,8 @@ fn cross_validation_of_vidurs_a100_bundle() {
         .map(|d| d.join("shared/vidur_reference/profiling"))
         .find(|d| d.is_dir())
         .expect("../shared/vidur_reference is missing");
-    let loc = BundleLocation::new(reference, "a100", "meta-llama/Llama-2-70b-hf").with_network("a100_pairwise_nvlink");
+    let loc = BundleLocation::new(reference, "a100", "meta-llama/Llama-2-70b-hf")
+        .with_network("a100_pairwise_nvlink");
     let spec = BundleModelSpec {
         n_head: 64,
         n_kv_head: 8,
@@ -347,7 +419,9 @@ fn cross_validation_of_vidurs_a100_bundle() {
     assert_eq!(report.ops["mlp_up_proj"].num_held_out, 257);
     // 128 batch sizes × 79 KV lengths → 128 × 77 interior.
     assert_eq!(report.ops["attn_decode"].num_held_out, 128 * 77);
-    assert!(report.ops.contains_key("all_reduce") && !report.ops.contains_key("attn_kv_cache_save"));
+    assert!(
+        report.ops.contains_key("all_reduce") && !report.ops.contains_key("attn_kv_cache_save")
+    );
     // The GEMM-dominated ops interpolate well on A100 data.
     assert!(report.ops["mlp_up_proj"].errors.unwrap().median_abs_pct < 5.0);
 }
@@ -369,7 +443,8 @@ fn replay_compares_predicted_and_measured() {
         .map(|(i, (batch, f))| {
             let pred = p.predict(&shapes(batch));
             let mut measured_ops_ns = [None; Op::COUNT];
-            measured_ops_ns[Op::AttnDecode.index()] = Some((pred.op_ms(Op::AttnDecode) * 1e6).round() as u64);
+            measured_ops_ns[Op::AttnDecode.index()] =
+                Some((pred.op_ms(Op::AttnDecode) * 1e6).round() as u64);
             measured_ops_ns[Op::Add.index()] = Some((2e6 * pred.op_ms(Op::Add)).round() as u64);
             ReplayIteration {
                 batch_id: i as u64,
@@ -383,7 +458,10 @@ fn replay_compares_predicted_and_measured() {
         .collect();
     let report = replay_batches(&p, &iterations).unwrap();
     let s = &report.summary;
-    assert_eq!((s.predictor.as_str(), s.num_batches, s.num_extrapolated), ("native", 3, 0));
+    assert_eq!(
+        (s.predictor.as_str(), s.num_batches, s.num_extrapolated),
+        ("native", 3, 0)
+    );
     let close = |a: f64, b: f64| (a - b).abs() < 1e-4;
     // Errors 0 %, −20 %, +25 %.
     assert!(close(report.batches[1].error_pct, -20.0) && close(report.batches[2].error_pct, 25.0));
@@ -401,12 +479,21 @@ fn replay_compares_predicted_and_measured() {
     // Malformed input names the iteration.
     let mut dup = iterations.clone();
     dup[2].batch_id = 0;
-    assert!(replay_batches(&p, &dup).unwrap_err().to_string().contains("batch_id 0"));
+    assert!(replay_batches(&p, &dup)
+        .unwrap_err()
+        .to_string()
+        .contains("batch_id 0"));
     let mut zero = iterations.clone();
     zero[1].measured_duration_ns = 0;
-    assert!(matches!(replay_batches(&p, &zero), Err(Error::InvalidInput(_))));
+    assert!(matches!(
+        replay_batches(&p, &zero),
+        Err(Error::InvalidInput(_))
+    ));
     let mut empty_batch = iterations;
     empty_batch[0].requests.clear();
-    assert!(replay_batches(&p, &empty_batch).unwrap_err().to_string().contains("empty batch"));
+    assert!(replay_batches(&p, &empty_batch)
+        .unwrap_err()
+        .to_string()
+        .contains("empty batch"));
     assert!(replay_batches(&p, &[]).is_err());
 }

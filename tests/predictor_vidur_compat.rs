@@ -35,8 +35,12 @@ fn spec() -> BundleModelSpec {
 }
 
 fn bundle() -> Bundle {
-    let loc = BundleLocation::new(reference().join("profiling"), "a100", "meta-llama/Llama-2-70b-hf")
-        .with_network("a100_pairwise_nvlink");
+    let loc = BundleLocation::new(
+        reference().join("profiling"),
+        "a100",
+        "meta-llama/Llama-2-70b-hf",
+    )
+    .with_network("a100_pairwise_nvlink");
     Bundle::load(&loc, &spec(), &LoadOptions::vidur_reference()).unwrap()
 }
 
@@ -50,7 +54,13 @@ fn rows(path: &Path) -> Vec<HashMap<String, String>> {
     let mut lines = text.lines();
     let header: Vec<String> = lines.next().unwrap().split(',').map(String::from).collect();
     lines
-        .map(|l| header.iter().cloned().zip(l.split(',').map(String::from)).collect())
+        .map(|l| {
+            header
+                .iter()
+                .cloned()
+                .zip(l.split(',').map(String::from))
+                .collect()
+        })
         .collect()
 }
 
@@ -84,8 +94,16 @@ fn interpolants_are_exact_at_every_profiled_point() {
         .collect();
     assert_eq!(mlp.len(), 261);
     let ops = [
-        "emb", "input_layernorm", "attn_pre_proj", "attn_rope", "attn_post_proj",
-        "post_attention_layernorm", "mlp_up_proj", "mlp_act", "mlp_down_proj", "add",
+        "emb",
+        "input_layernorm",
+        "attn_pre_proj",
+        "attn_rope",
+        "attn_post_proj",
+        "post_attention_layernorm",
+        "mlp_up_proj",
+        "mlp_act",
+        "mlp_down_proj",
+        "add",
     ];
     for name in ops {
         let op: Op = name.parse().unwrap();
@@ -105,28 +123,49 @@ fn interpolants_are_exact_at_every_profiled_point() {
     assert_eq!(up, (7.970000000000001 + 7.9835) / 2.0);
 
     let attention = rows(&dir.join("attention.csv"));
-    let decode = mean_by_key(attention.iter().filter(|r| r["is_prefill"] == "False").map(|r| {
-        let key = (r["batch_size"].clone(), r["kv_cache_size"].clone());
-        (key, num(r, "time_stats.attn_decode.median"))
-    }));
+    let decode = mean_by_key(
+        attention
+            .iter()
+            .filter(|r| r["is_prefill"] == "False")
+            .map(|r| {
+                let key = (r["batch_size"].clone(), r["kv_cache_size"].clone());
+                (key, num(r, "time_stats.attn_decode.median"))
+            }),
+    );
     assert_eq!(decode.len(), 128 * 79);
     for ((bs, kv), want) in decode {
-        let got = curves.decode().eval(bs.parse().unwrap(), kv.parse().unwrap());
-        assert_eq!((got.value_ms, got.extrapolated), (want, false), "decode ({bs}, {kv})");
+        let got = curves
+            .decode()
+            .eval(bs.parse().unwrap(), kv.parse().unwrap());
+        assert_eq!(
+            (got.value_ms, got.extrapolated),
+            (want, false),
+            "decode ({bs}, {kv})"
+        );
     }
-    let prefill = mean_by_key(attention.iter().filter(|r| r["is_prefill"] == "True").map(|r| {
-        let key = (r["prefill_chunk_size"].clone(), r["kv_cache_size"].clone());
-        (key, num(r, "time_stats.attn_prefill.median"))
-    }));
+    let prefill = mean_by_key(
+        attention
+            .iter()
+            .filter(|r| r["is_prefill"] == "True")
+            .map(|r| {
+                let key = (r["prefill_chunk_size"].clone(), r["kv_cache_size"].clone());
+                (key, num(r, "time_stats.attn_prefill.median"))
+            }),
+    );
     assert_eq!(prefill.len(), 4_206);
     for ((chunk, kv), want) in prefill {
         let c: f64 = chunk.parse().unwrap();
         let got = curves.prefill().eval(c * c, kv.parse().unwrap());
-        assert_eq!((got.value_ms, got.extrapolated), (want, false), "prefill ({chunk}, {kv})");
+        assert_eq!(
+            (got.value_ms, got.extrapolated),
+            (want, false),
+            "prefill ({chunk}, {kv})"
+        );
     }
     assert!(curves.series(Op::AttnKvCacheSave).is_none());
 
-    let all_reduce = rows(&reference().join("profiling/network/a100_pairwise_nvlink/all_reduce.csv"));
+    let all_reduce =
+        rows(&reference().join("profiling/network/a100_pairwise_nvlink/all_reduce.csv"));
     let expected = mean_by_key(
         all_reduce
             .iter()
@@ -145,7 +184,9 @@ fn mlp_median(op: &str, tokens: u32) -> f64 {
     let dir = reference().join("profiling/compute/a100/meta-llama/Llama-2-70b-hf");
     let hits: Vec<f64> = rows(&dir.join("mlp.csv"))
         .iter()
-        .filter(|r| r["num_tensor_parallel_workers"] == "2" && r["num_tokens"] == tokens.to_string())
+        .filter(|r| {
+            r["num_tensor_parallel_workers"] == "2" && r["num_tokens"] == tokens.to_string()
+        })
         .map(|r| num(r, &format!("time_stats.{op}.median")))
         .collect();
     assert_eq!(hits.len(), 1, "{op} at {tokens}");
@@ -154,7 +195,11 @@ fn mlp_median(op: &str, tokens: u32) -> f64 {
 
 fn attention_median(is_prefill: bool, bs: u32, chunk: u32, kv: u32) -> f64 {
     let dir = reference().join("profiling/compute/a100/meta-llama/Llama-2-70b-hf");
-    let op = if is_prefill { "attn_prefill" } else { "attn_decode" };
+    let op = if is_prefill {
+        "attn_prefill"
+    } else {
+        "attn_decode"
+    };
     let hits: Vec<f64> = rows(&dir.join("attention.csv"))
         .iter()
         .filter(|r| {
@@ -199,10 +244,16 @@ fn decode_batch_matches_vidurs_formula_by_hand() {
     let t = |op| mlp_median(op, 16);
     let tp = all_reduce_by_hand(16) + 0.02 + 0.0;
     let decode = attention_median(false, 16, 0, 2048) * (1.0 + 0.1);
-    let attention = t("attn_pre_proj") + t("attn_post_proj") + t("attn_rope") + 0.0 + decode + 0.0
+    let attention = t("attn_pre_proj")
+        + t("attn_post_proj")
+        + t("attn_rope")
+        + 0.0
+        + decode
+        + 0.0
         + tp
         + t("input_layernorm");
-    let mlp = t("mlp_up_proj") + t("mlp_down_proj") + t("mlp_act") + tp + t("post_attention_layernorm");
+    let mlp =
+        t("mlp_up_proj") + t("mlp_down_proj") + t("mlp_act") + tp + t("post_attention_layernorm");
     let model_ms = (attention + mlp + t("add")) * 80.0;
     assert_eq!(got.model_ns, (model_ms * 1e6).round() as u64);
     assert_eq!(got.cpu_overhead_ns, 0);
@@ -222,9 +273,16 @@ fn prefill_batch_matches_vidurs_formula_by_hand() {
     let t = |op| mlp_median(op, 512);
     let tp = all_reduce_by_hand(512) + 0.02;
     let prefill = attention_median(true, 1, 512, 960);
-    let attention =
-        t("attn_pre_proj") + t("attn_post_proj") + t("attn_rope") + 0.0 + 0.0 + prefill + tp + t("input_layernorm");
-    let mlp = t("mlp_up_proj") + t("mlp_down_proj") + t("mlp_act") + tp + t("post_attention_layernorm");
+    let attention = t("attn_pre_proj")
+        + t("attn_post_proj")
+        + t("attn_rope")
+        + 0.0
+        + 0.0
+        + prefill
+        + tp
+        + t("input_layernorm");
+    let mlp =
+        t("mlp_up_proj") + t("mlp_down_proj") + t("mlp_act") + tp + t("post_attention_layernorm");
     let model_ms = (attention + mlp + t("add")) * 80.0;
     assert_eq!(got.model_ns, (model_ms * 1e6).round() as u64);
     assert!(!got.extrapolated);
@@ -249,12 +307,20 @@ fn out_of_grid_batches_are_flagged_not_panics() {
     assert!(got.extrapolated_ops.contains(Op::AttnDecode));
     assert!(!got.extrapolated_ops.contains(Op::MlpUpProj));
     // Proportional above the grid: 256 decodes cost twice 128 decodes' attention.
-    let a = p.predict(&vec![RequestShape::decode(100); 128]).op_ms(Op::AttnDecode);
-    let b = p.predict(&vec![RequestShape::decode(100); 256]).op_ms(Op::AttnDecode);
+    let a = p
+        .predict(&vec![RequestShape::decode(100); 128])
+        .op_ms(Op::AttnDecode);
+    let b = p
+        .predict(&vec![RequestShape::decode(100); 256])
+        .op_ms(Op::AttnDecode);
     assert!((b / a - 2.0).abs() < 1e-12);
     // Empty batches cost nothing; malformed ones are rejected by try_predict.
     assert_eq!(p.predict(&[]), BatchPrediction::EMPTY);
-    let bad = [RequestShape { num_tokens: 2, num_context_tokens: 5, is_prefill: false }];
+    let bad = [RequestShape {
+        num_tokens: 2,
+        num_context_tokens: 5,
+        is_prefill: false,
+    }];
     assert!(matches!(
         p.try_predict(&bad, &IterationContext::default()),
         Err(Error::InvalidInput(_))
@@ -265,10 +331,16 @@ fn out_of_grid_batches_are_flagged_not_panics() {
 fn config_must_match_the_bundle() {
     let b = bundle();
     let tp4 = PredictorConfig::new(80, 64, 8, 8192).with_parallelism(4, 1);
-    assert!(matches!(VidurCompatPredictor::new(&b, tp4), Err(Error::Mismatch(_))));
+    assert!(matches!(
+        VidurCompatPredictor::new(&b, tp4),
+        Err(Error::Mismatch(_))
+    ));
     // PP = 2 needs send_recv, which this load did not ask for.
     let pp2 = config().with_parallelism(2, 2);
-    assert!(matches!(VidurCompatPredictor::new(&b, pp2), Err(Error::MissingInput { .. })));
+    assert!(matches!(
+        VidurCompatPredictor::new(&b, pp2),
+        Err(Error::MissingInput { .. })
+    ));
 }
 
 #[test]

@@ -47,9 +47,13 @@ fn table(op: &str) -> HashMap<Vec<u64>, f64> {
     let mut text = String::new();
     let file = std::fs::File::open(&path).unwrap();
     if path.extension().unwrap() == "gz" {
-        flate2::read::GzDecoder::new(file).read_to_string(&mut text).unwrap();
+        flate2::read::GzDecoder::new(file)
+            .read_to_string(&mut text)
+            .unwrap();
     } else {
-        std::io::BufReader::new(file).read_to_string(&mut text).unwrap();
+        std::io::BufReader::new(file)
+            .read_to_string(&mut text)
+            .unwrap();
     }
     let mut out = HashMap::new();
     for line in text.lines().skip(1) {
@@ -61,6 +65,9 @@ fn table(op: &str) -> HashMap<Vec<u64>, f64> {
     out
 }
 
+/// `(num_tokens, num_context_tokens, is_prefill)` of one request.
+type Req = (u64, u64, bool);
+
 /// Vidur's `get_execution_time(...).model_time` for one batch (TP2, PP1, 80 layers, GQA),
 /// redone by hand from the tables, in ms.
 struct Hand {
@@ -70,9 +77,19 @@ struct Hand {
 impl Hand {
     fn new() -> Hand {
         let names = [
-            "attn_pre_proj", "attn_post_proj", "attn_rope", "attn_kv_cache_save", "mlp_up_proj",
-            "mlp_down_proj", "mlp_act", "input_layernorm", "post_attention_layernorm", "add",
-            "all_reduce", "attn_decode", "attn_prefill",
+            "attn_pre_proj",
+            "attn_post_proj",
+            "attn_rope",
+            "attn_kv_cache_save",
+            "mlp_up_proj",
+            "mlp_down_proj",
+            "mlp_act",
+            "input_layernorm",
+            "post_attention_layernorm",
+            "add",
+            "all_reduce",
+            "attn_decode",
+            "attn_prefill",
         ];
         Hand {
             tables: names.into_iter().map(|n| (n, table(n))).collect(),
@@ -84,7 +101,7 @@ impl Hand {
     }
 
     /// `(num_tokens, context, is_prefill)` per request.
-    fn model_ms(&self, batch: &[(u64, u64, bool)]) -> (f64, f64, f64) {
+    fn model_ms(&self, batch: &[Req]) -> (f64, f64, f64) {
         let total: u64 = batch.iter().map(|r| r.0).sum();
         let rounded = total.div_ceil(8) * 8;
         let t = |op: &str| self.at(op, &[rounded]);
@@ -98,12 +115,18 @@ impl Hand {
             let overhead = if n > 1 { 0.1 } else { 0.0 };
             self.at("attn_decode", &[n, kv]) * (1.0 + overhead)
         };
-        let prefills: Vec<(u64, u64)> = batch.iter().filter(|r| r.2).map(|r| (r.1.div_ceil(64) * 64, r.0)).collect();
+        let prefills: Vec<(u64, u64)> = batch
+            .iter()
+            .filter(|r| r.2)
+            .map(|r| (r.1.div_ceil(64) * 64, r.0))
+            .collect();
         let prefill = if prefills.is_empty() {
             0.0
         } else {
             let k: u64 = prefills.iter().map(|p| p.0).sum();
-            let c = (prefills.iter().map(|p| p.1 * p.1).sum::<u64>() as f64).powf(0.5).round() as u64;
+            let c = (prefills.iter().map(|p| p.1 * p.1).sum::<u64>() as f64)
+                .powf(0.5)
+                .round() as u64;
             let overhead = if prefills.len() > 1 { 0.1 } else { 0.0 };
             self.at("attn_prefill", &[k, c * c]) * (1.0 + overhead)
         };
@@ -116,12 +139,16 @@ impl Hand {
             + prefill
             + tp
             + t("input_layernorm");
-        let mlp = t("mlp_up_proj") + t("mlp_down_proj") + t("mlp_act") + tp + t("post_attention_layernorm");
+        let mlp = t("mlp_up_proj")
+            + t("mlp_down_proj")
+            + t("mlp_act")
+            + tp
+            + t("post_attention_layernorm");
         ((attention + mlp + t("add")) * 80.0, decode, prefill)
     }
 }
 
-fn shapes(batch: &[(u64, u64, bool)]) -> Vec<RequestShape> {
+fn shapes(batch: &[Req]) -> Vec<RequestShape> {
     batch
         .iter()
         .map(|&(n, ctx, is_prefill)| RequestShape {
@@ -136,19 +163,37 @@ fn shapes(batch: &[(u64, u64, bool)]) -> Vec<RequestShape> {
 fn hand_built_batches_equal_vidurs_formula() {
     let p = VidurTablesPredictor::from_dir(&tables_dir(), config()).unwrap();
     let hand = Hand::new();
-    let batches: [(&str, Vec<(u64, u64, bool)>); 5] = [
+    let batches: [(&str, Vec<Req>); 5] = [
         // num_processed 101, 201, 302 → mean 201 → kv 256; 3 tokens → 8.
-        ("pure decode", vec![(1, 100, false), (1, 200, false), (1, 301, false)]),
+        (
+            "pure decode",
+            vec![(1, 100, false), (1, 200, false), (1, 301, false)],
+        ),
         ("single decode", vec![(1, 4000, false)]),
         // kv 0, chunk 1000 → key (0, 10^6); 1000 tokens.
         ("pure prefill", vec![(1000, 0, true)]),
         // chunk 300 after 500 cached (kv 512) + 5 decodes; 305 tokens → 312.
         (
             "mixed",
-            vec![(300, 500, true), (1, 10, false), (1, 20, false), (1, 30, false), (1, 40, false), (1, 1000, false)],
+            vec![
+                (300, 500, true),
+                (1, 10, false),
+                (1, 20, false),
+                (1, 30, false),
+                (1, 40, false),
+                (1, 1000, false),
+            ],
         ),
         // kv 0 + 64 + 192 = 256; √(100² + 200² + 50²) = 229.13 → 229² = 52441; ×1.1.
-        ("several prefills", vec![(100, 0, true), (200, 64, true), (50, 130, true), (1, 77, false)]),
+        (
+            "several prefills",
+            vec![
+                (100, 0, true),
+                (200, 64, true),
+                (50, 130, true),
+                (1, 77, false),
+            ],
+        ),
     ];
     for (what, batch) in batches {
         let (model_ms, decode, prefill) = hand.model_ms(&batch);
@@ -157,7 +202,10 @@ fn hand_built_batches_equal_vidurs_formula() {
         assert_eq!(got.model_ns, (model_ms * 1e6).round() as u64, "{what}");
         assert_eq!(got.op_ms(Op::AttnDecode), decode * 80.0, "{what}");
         assert_eq!(got.op_ms(Op::AttnPrefill), prefill * 80.0, "{what}");
-        assert_eq!(got.total_ns, got.model_ns, "{what}: no CPU overheads by default");
+        assert_eq!(
+            got.total_ns, got.model_ns,
+            "{what}: no CPU overheads by default"
+        );
     }
     // The several-prefills key by hand, against the table row itself.
     let several = hand.at("attn_prefill", &[256, 52441]) * 1.1 * 80.0;
@@ -173,15 +221,27 @@ fn lookups_outside_the_tables_are_flagged() {
     let got = p.predict(&big);
     assert!(got.extrapolated && got.extrapolated_ops.contains(Op::AttnPrefill));
     assert!(got.extrapolated_ops.contains(Op::MlpUpProj));
-    assert!(matches!(p.try_predict(&big, &IterationContext::default()), Err(Error::OutOfRange(_))));
+    assert!(matches!(
+        p.try_predict(&big, &IterationContext::default()),
+        Err(Error::OutOfRange(_))
+    ));
     // Aggregated prefill KV 3000 + 2000 → 5056 > 4096.
-    let long = [RequestShape::prefill(10, 3000), RequestShape::prefill(10, 2000)];
+    let long = [
+        RequestShape::prefill(10, 3000),
+        RequestShape::prefill(10, 2000),
+    ];
     let got = p.predict(&long);
-    assert_eq!(got.extrapolated_ops.iter().collect::<Vec<_>>(), vec![Op::AttnPrefill]);
+    assert_eq!(
+        got.extrapolated_ops.iter().collect::<Vec<_>>(),
+        vec![Op::AttnPrefill]
+    );
     // Proportional above the table: kv 8192 is twice kv 4096's value for a single decode.
     let hand = Hand::new();
     let got = p.predict(&[RequestShape::decode(8191)]);
-    assert_eq!(got.op_ms(Op::AttnDecode), hand.at("attn_decode", &[1, 4096]) * 2.0 * 80.0);
+    assert_eq!(
+        got.op_ms(Op::AttnDecode),
+        hand.at("attn_decode", &[1, 4096]) * 2.0 * 80.0
+    );
     assert!(got.extrapolated);
 }
 
@@ -190,11 +250,19 @@ fn missing_or_ambiguous_tables_are_typed_errors() {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("predictor_vidur_tables_missing");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("add_0123abcd_predictions.csv"), "num_tokens,prediction\n1,0.5\n").unwrap();
+    std::fs::write(
+        dir.join("add_0123abcd_predictions.csv"),
+        "num_tokens,prediction\n1,0.5\n",
+    )
+    .unwrap();
     let err = VidurTablesPredictor::from_dir(&dir, config()).unwrap_err();
     assert!(matches!(err, Error::MissingInput { .. }), "{err}");
     assert!(err.to_string().contains("attn_pre_proj"), "{err}");
-    std::fs::write(dir.join("add_fedcba98_predictions.csv"), "num_tokens,prediction\n1,0.5\n").unwrap();
+    std::fs::write(
+        dir.join("add_fedcba98_predictions.csv"),
+        "num_tokens,prediction\n1,0.5\n",
+    )
+    .unwrap();
     let err = VidurTablesPredictor::from_dir(&dir, config()).unwrap_err();
     assert!(matches!(err, Error::Mismatch(_)), "{err}");
     // CPU overheads were not tabulated by that Vidur run.

@@ -77,9 +77,10 @@ pub fn plan_memory(input: &MemoryPlannerInput) -> Result<MemoryPlan> {
             return bad(format!("{name} must be positive"));
         }
     }
-    if !(i.total_memory_gb.is_finite() && i.total_memory_gb > 0.0)
-        || !(0.0..1.0).contains(&i.memory_margin_fraction)
-    {
+    let memory_ok = i.total_memory_gb.is_finite()
+        && i.total_memory_gb > 0.0
+        && (0.0..1.0).contains(&i.memory_margin_fraction);
+    if !memory_ok {
         return bad(format!(
             "total_memory_gb {} / memory_margin_fraction {} out of range",
             i.total_memory_gb, i.memory_margin_fraction

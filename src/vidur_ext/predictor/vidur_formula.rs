@@ -10,9 +10,10 @@
 //!   (1 + 0.1·[#prefills > 1]), Python's round-half-even; both 0.1s only for GQA models;
 //! - TP: `all_reduce + 0.02 + 0·TP^1.25`, twice per layer; PP: `send_recv` on every stage
 //!   but the last;
-//! - block = (pre_proj + post_proj + rope + kv_save + decode + prefill + tp + input_norm)
-//!   + (up + down + act + tp + post_attn_norm) + add, summed in that order so float results
-//!   match Vidur's bit for bit; stage = block · ⌊layers / PP⌋ + pp_comm;
+//! - block = attention (pre_proj + post_proj + rope + kv_save + decode + prefill + tp +
+//!   input_norm) plus MLP (up + down + act + tp + post_attn_norm) plus add, summed in that
+//!   order so float results match Vidur's bit for bit; stage = block · ⌊layers / PP⌋ +
+//!   pp_comm;
 //! - CPU: schedule + sampler_e2e + prepare_inputs_e2e + process_model_outputs +
 //!   ray_comm_time at the batch size, the enabled terms only.
 //!
