@@ -213,15 +213,20 @@ fn attention_median(is_prefill: bool, bs: u32, chunk: u32, kv: u32) -> f64 {
     hits[0]
 }
 
-/// All-reduce at `tokens` by hand: linear between the profiled message sizes around
+/// A collective at `tokens` by hand: linear between the profiled message sizes around
 /// `tokens · 8192 · 2` bytes, or the profiled value if that size was measured.
-fn all_reduce_by_hand(tokens: u32) -> f64 {
+fn collective_by_hand(file: &str, num_workers: Option<&str>, tokens: u32) -> f64 {
     let bytes = f64::from(tokens) * 8192.0 * 2.0;
-    let path = reference().join("profiling/network/a100_pairwise_nvlink/all_reduce.csv");
+    let path = reference()
+        .join("profiling/network/a100_pairwise_nvlink")
+        .join(format!("{file}.csv"));
+    let median = format!("time_stats.{file}.median");
     let mut pts: Vec<(f64, f64)> = rows(&path)
         .iter()
-        .filter(|r| r["num_workers"] == "2" && r["devices_per_node"] == "2")
-        .map(|r| (num(r, "size"), num(r, "time_stats.all_reduce.median")))
+        .filter(|r| {
+            r["devices_per_node"] == "2" && num_workers.is_none_or(|n| r["num_workers"] == n)
+        })
+        .map(|r| (num(r, "size"), num(r, &median)))
         .collect();
     pts.sort_by(|a, b| a.0.total_cmp(&b.0));
     let i = pts.iter().position(|p| p.0 > bytes).unwrap();
@@ -232,6 +237,10 @@ fn all_reduce_by_hand(tokens: u32) -> f64 {
     let to_tokens = |x: f64| x / 8192.0 / 2.0;
     let t = (f64::from(tokens) - to_tokens(x0)) / (to_tokens(x1) - to_tokens(x0));
     y0 + t * (y1 - y0)
+}
+
+fn all_reduce_by_hand(tokens: u32) -> f64 {
+    collective_by_hand("all_reduce", Some("2"), tokens)
 }
 
 #[test]
@@ -356,4 +365,41 @@ fn predicting_many_batches_is_cheap() {
         total = total.wrapping_add(p.predict(&batch).total_ns);
     }
     assert!(total > 0);
+}
+
+#[test]
+fn pipeline_stages_split_layers_and_pay_send_recv() {
+    let loc = BundleLocation::new(
+        reference().join("profiling"),
+        "a100",
+        "meta-llama/Llama-2-70b-hf",
+    )
+    .with_network("a100_pairwise_nvlink");
+    let options = LoadOptions {
+        pipeline_stages: 2,
+        ..LoadOptions::vidur_reference()
+    };
+    let b = Bundle::load(&loc, &spec(), &options).unwrap();
+    let p = VidurCompatPredictor::new(&b, config().with_parallelism(2, 2)).unwrap();
+    let batch = vec![RequestShape::decode(2047); 16];
+    let stage = |s| {
+        p.predict_with(
+            &batch,
+            &IterationContext {
+                pipeline_stage: s,
+                num_logits_rows: None,
+            },
+        )
+    };
+    let (first, last) = (stage(0), stage(1));
+    // 40 layers per stage; only the first stage sends its activations on.
+    let whole = VidurCompatPredictor::new(&bundle(), config())
+        .unwrap()
+        .predict(&batch);
+    assert_eq!(last.op_ms(Op::MlpUpProj) * 2.0, whole.op_ms(Op::MlpUpProj));
+    assert_eq!(last.op_ms(Op::SendRecv), 0.0);
+    let send_recv = collective_by_hand("send_recv", None, 16);
+    assert_eq!(first.op_ms(Op::SendRecv), send_recv);
+    let diff_ns = first.model_ns as i64 - last.model_ns as i64;
+    assert!((diff_ns - (send_recv * 1e6).round() as i64).abs() <= 1);
 }

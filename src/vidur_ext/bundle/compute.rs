@@ -220,13 +220,11 @@ pub fn read_mlp_csv(
     duplicates: DuplicatePolicy,
 ) -> Result<MlpTable> {
     let t = CsvTable::read(path)?;
-    let key: Vec<usize> = MLP_KEY_COLUMNS
-        .iter()
-        .map(|c| t.column(c))
-        .collect::<Result<_>>()?;
-    let [n_head, n_kv_head, n_embd, n_expanded, vocab, gated, num_tokens, tp] = [
-        key[0], key[1], key[2], key[3], key[4], key[5], key[6], key[7],
-    ];
+    let mut key = [0usize; MLP_KEY_COLUMNS.len()];
+    for (k, name) in key.iter_mut().zip(MLP_KEY_COLUMNS) {
+        *k = t.column(name)?;
+    }
+    let [n_head, n_kv_head, n_embd, n_expanded, vocab, gated, num_tokens, tp] = key;
 
     for op in REQUIRED_MLP_OPS {
         if t.op_stats_columns(op.name())?.is_none() {
@@ -256,6 +254,7 @@ pub fn read_mlp_csv(
             vocab_size: t.u32(r, vocab)?,
             use_gated_mlp: t.bool(r, gated)?,
             num_tensor_parallel_workers: t.u32(r, tp)?,
+            // Not an mlp.csv column: copied so the comparison covers the rest.
             block_size: spec.block_size,
         };
         if row_spec != *spec {

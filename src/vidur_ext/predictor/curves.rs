@@ -2,10 +2,11 @@
 //! cross-validation, so all three see the same function behind each op.
 
 use super::interp::{Grid2d, Lookup, Series1d};
+use super::PredictorConfig;
 use crate::vidur_ext::bundle::{Bundle, CpuOverheadTerm, Op};
 use crate::{Error, Result};
 
-/// A bundle's medians as interpolants (see [`super::interp`] for the rule).
+/// A bundle's medians as interpolants (see the [module docs](super) for the rule).
 ///
 /// Keys: token ops by `num_tokens` (`lm_head`/`sampler` by logits rows, `attn_kv_cache_save`
 /// by tokens written = `max(prefill_chunk_size, batch_size)`, collectives by
@@ -102,5 +103,35 @@ impl BundleCurves {
     pub(crate) fn cpu_term(&self, term: CpuOverheadTerm, batch_size: f64) -> Lookup {
         self.cpu_series(term)
             .map_or(Lookup::ZERO, |s| s.eval(batch_size))
+    }
+
+    /// Checks the ops a configuration needs beyond the always-present compute ops.
+    pub(crate) fn check_covers(&self, config: &PredictorConfig, bundle: &Bundle) -> Result<()> {
+        let missing = |what: String| Error::MissingInput {
+            path: bundle.location.root.clone(),
+            msg: what,
+            hint: None,
+        };
+        if config.tensor_parallel_size > 1 && self.series(Op::AllReduce).is_none() {
+            return Err(missing(format!(
+                "TP = {} needs all_reduce timings; the bundle has none",
+                config.tensor_parallel_size
+            )));
+        }
+        if config.pipeline_parallel_size > 1 && self.series(Op::SendRecv).is_none() {
+            return Err(missing(format!(
+                "PP = {} needs send_recv timings; load the bundle with LoadOptions::pipeline_stages = {}",
+                config.pipeline_parallel_size, config.pipeline_parallel_size
+            )));
+        }
+        if let Some(term) = CpuOverheadTerm::ALL
+            .into_iter()
+            .find(|t| config.cpu_overheads.contains(*t) && self.cpu_series(*t).is_none())
+        {
+            return Err(missing(format!(
+                "CPU overhead `{term}` is charged but the bundle has no cpu_overheads.csv"
+            )));
+        }
+        Ok(())
     }
 }

@@ -16,6 +16,17 @@
 //!
 //! Also here: [`cross_validate`] (held-out error of the interpolants per op) and
 //! [`replay_batches`] (predicted vs measured over a real run's iterations).
+//!
+//! # Interpolation and extrapolation
+//!
+//! Each op's profiled medians become a [`Series1d`] (piecewise linear in its key) or a
+//! [`Grid2d`] (one series per outer key, linear between outer keys), exact at every profiled
+//! point; repeated points are averaged. Outside the profiled range, per dimension: below the
+//! smallest key the smallest key's value is used (small calls are dominated by fixed costs);
+//! above the largest key the value scales proportionally to the key (`y_last · x / x_last`;
+//! the prefill grid's outer key is chunk², so prefill attention scales with chunk²). Such a
+//! lookup is flagged in [`BatchPrediction::extrapolated_ops`], and so is any key outside
+//! Vidur's prediction grid ([`GridLimits`]), where Vidur itself would fail with `KeyError`.
 
 mod cross_validation;
 mod curves;

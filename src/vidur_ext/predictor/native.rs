@@ -19,7 +19,6 @@
 
 use super::curves::BundleCurves;
 use super::interp::Lookup;
-use super::vidur_compat::check_required;
 use super::{
     BatchPrediction, ExecutionTimePredictor, IterationContext, PredictorConfig, RequestShape,
 };
@@ -79,7 +78,7 @@ impl NativePredictor {
         config.validate()?;
         config.check_bundle(&bundle.spec)?;
         let curves = BundleCurves::fit(bundle)?;
-        check_required(&curves, &config, bundle)?;
+        curves.check_covers(&config, bundle)?;
         Ok(NativePredictor {
             config,
             native,

@@ -13,7 +13,7 @@ use super::{
     BatchPrediction, ExecutionTimePredictor, IterationContext, PredictorConfig, RequestShape,
 };
 use crate::vidur_ext::bundle::{Bundle, CpuOverheadTerm, Op};
-use crate::{Error, Result};
+use crate::Result;
 
 /// Vidur's formula with interpolated op times.
 #[derive(Clone, Debug)]
@@ -30,7 +30,7 @@ impl VidurCompatPredictor {
         config.validate()?;
         config.check_bundle(&bundle.spec)?;
         let curves = BundleCurves::fit(bundle)?;
-        check_required(&curves, &config, bundle)?;
+        curves.check_covers(&config, bundle)?;
         Ok(VidurCompatPredictor { config, curves })
     }
 
@@ -43,40 +43,6 @@ impl VidurCompatPredictor {
     pub fn config(&self) -> &PredictorConfig {
         &self.config
     }
-}
-
-/// Checks the ops a configuration needs beyond the always-present compute ops.
-pub(crate) fn check_required(
-    curves: &BundleCurves,
-    config: &PredictorConfig,
-    bundle: &Bundle,
-) -> Result<()> {
-    let missing = |what: String| Error::MissingInput {
-        path: bundle.location.root.clone(),
-        msg: what,
-        hint: None,
-    };
-    if config.tensor_parallel_size > 1 && curves.series(Op::AllReduce).is_none() {
-        return Err(missing(format!(
-            "TP = {} needs all_reduce timings; the bundle has none",
-            config.tensor_parallel_size
-        )));
-    }
-    if config.pipeline_parallel_size > 1 && curves.series(Op::SendRecv).is_none() {
-        return Err(missing(format!(
-            "PP = {} needs send_recv timings; load the bundle with LoadOptions::pipeline_stages = {}",
-            config.pipeline_parallel_size, config.pipeline_parallel_size
-        )));
-    }
-    if let Some(term) = CpuOverheadTerm::ALL
-        .into_iter()
-        .find(|t| config.cpu_overheads.contains(*t) && curves.cpu_series(*t).is_none())
-    {
-        return Err(missing(format!(
-            "CPU overhead `{term}` is charged but the bundle has no cpu_overheads.csv"
-        )));
-    }
-    Ok(())
 }
 
 impl VidurLookups for BundleCurves {
