@@ -6,8 +6,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::path::Path;
 
-use super::compute::{check_duplicates, check_selection};
-use super::table::{csv_bytes, fmt_f64, write_atomic, CsvTable};
+use super::table::{check_duplicates, check_selection, csv_bytes, fmt_f64, write_atomic, CsvTable};
 use super::DuplicatePolicy;
 use crate::{Error, Result};
 

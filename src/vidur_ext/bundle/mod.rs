@@ -22,9 +22,10 @@
 //! error under the default [`DuplicatePolicy::Reject`], and averaged under
 //! [`DuplicatePolicy::Average`] (predictors average the medians of repeated points).
 
-mod compute;
+mod attention;
 mod cpu_overhead;
 mod meta;
+mod mlp;
 mod network;
 mod op;
 mod stats;
@@ -35,15 +36,16 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use compute::{
-    read_attention_csv, read_mlp_csv, write_attention_csv, write_mlp_csv, AttentionRow,
-    AttentionTable, MlpRow, MlpTable, OpStatsSet, EXTRA_MLP_OPS, REQUIRED_MLP_OPS, VIDUR_MLP_OPS,
-};
+pub use attention::{read_attention_csv, write_attention_csv, AttentionRow, AttentionTable};
 pub use cpu_overhead::{
     read_cpu_overheads_csv, write_cpu_overheads_csv, CpuOverheadRow, CpuOverheadTable,
     CpuOverheadTerm, MeanMedianMs,
 };
 pub use meta::{ProfilingMeta, PROFILING_META_SCHEMA_VERSION};
+pub use mlp::{
+    read_mlp_csv, write_mlp_csv, MlpRow, MlpTable, OpStatsSet, EXTRA_MLP_OPS, REQUIRED_MLP_OPS,
+    VIDUR_MLP_OPS,
+};
 pub use network::{read_all_reduce_csv, read_send_recv_csv, NetworkRow, NetworkTable};
 pub use op::{Op, OpSet};
 pub use stats::OpStats;

@@ -3,10 +3,9 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use super::compute::{check_duplicates, check_selection};
 use super::op::Op;
 use super::stats::OpStats;
-use super::table::{stat_column, CsvTable};
+use super::table::{check_duplicates, check_selection, stat_column, CsvTable};
 use super::DuplicatePolicy;
 use crate::{Error, Result};
 

@@ -1,14 +1,18 @@
-//! Header-indexed CSV access with errors that name the file, row and column, and the
-//! atomic writer the bundle writers share.
+//! What every bundle file shares: header-indexed CSV access with errors that name the file,
+//! row and column; selecting one configuration's rows and checking repeated grid points; and
+//! the cell formatting, validation and atomic write of the writers.
 //!
 //! Bundle files are small enough (≤ a few MB, or ~8 MB for a decompressed prediction table)
 //! to read whole, which lets the reader check for a truncated tail before parsing.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::hash::Hash;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use super::op::Op;
 use super::stats::{OpStats, STAT_SUFFIXES};
+use super::DuplicatePolicy;
 use crate::error::IoContext;
 use crate::{Error, Result};
 
@@ -288,6 +292,90 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = PathBuf::from(tmp);
     std::fs::write(&tmp, bytes).with_path(&tmp)?;
     std::fs::rename(&tmp, path).with_path(path)
+}
+
+/// Errors for an empty file or a file without the requested configuration.
+pub(crate) fn check_selection(
+    t: &CsvTable,
+    selection_empty: bool,
+    available: &BTreeSet<String>,
+    wanted: &str,
+    what: &str,
+) -> Result<()> {
+    if t.len() == 0 {
+        return Err(Error::MissingInput {
+            path: t.path().to_path_buf(),
+            msg: format!("empty grid: the {what} file has a header but no rows"),
+            hint: None,
+        });
+    }
+    if selection_empty {
+        let listed: Vec<&str> = available.iter().map(String::as_str).take(12).collect();
+        let more = available.len().saturating_sub(listed.len());
+        return Err(Error::Mismatch(format!(
+            "{}: no rows for {wanted}; the file has: {}{}",
+            t.path().display(),
+            listed.join("; "),
+            if more > 0 {
+                format!("; and {more} more")
+            } else {
+                String::new()
+            }
+        )));
+    }
+    Ok(())
+}
+
+/// Applies the duplicate policy to `(grid key, 0-based row)` pairs.
+pub(crate) fn check_duplicates<K: Eq + Hash + Copy>(
+    t: &CsvTable,
+    keys: &[(K, usize)],
+    key_column: usize,
+    policy: DuplicatePolicy,
+    describe: impl Fn(K) -> String,
+) -> Result<()> {
+    if policy == DuplicatePolicy::Average {
+        return Ok(());
+    }
+    let mut seen = HashMap::with_capacity(keys.len());
+    for &(k, r) in keys {
+        if let Some(first) = seen.insert(k, r) {
+            return Err(t.invalid(
+                r,
+                key_column,
+                format!(
+                    "duplicated grid point {} (first at row {}); load with \
+                     DuplicatePolicy::Average to average repeated measurements",
+                    describe(k),
+                    first + 1
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn stats_header(header: &mut Vec<String>, op: Op) {
+    for suffix in STAT_SUFFIXES {
+        header.push(stat_column(op.name(), suffix));
+    }
+}
+
+pub(crate) fn push_stats(cells: &mut Vec<String>, stats: Option<&OpStats>) {
+    match stats {
+        Some(s) => cells.extend(s.values().into_iter().map(fmt_f64)),
+        None => cells.extend(std::iter::repeat_n(String::new(), 5)),
+    }
+}
+
+pub(crate) fn write_err(path: &Path, msg: String) -> Error {
+    Error::InvalidInput(format!("refusing to write {}: {msg}", path.display()))
+}
+
+pub(crate) fn check_stats(path: &Path, what: &str, op: Op, s: &OpStats) -> Result<()> {
+    s.check().map_err(|(suffix, msg)| {
+        write_err(path, format!("{what}: time_stats.{op}.{suffix}: {msg}"))
+    })
 }
 
 #[cfg(test)]
