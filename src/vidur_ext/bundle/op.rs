@@ -1,0 +1,210 @@
+//! The operator classes shared by profiling bundles, predictors and the model's op timer.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::{Error, Result};
+
+/// One timed operator class. Its [`Op::name`] is the `<op>` in a bundle's
+/// `time_stats.<op>.*` columns and in `batch_metrics.csv`'s `op_<op>_ns` columns, so the names
+/// are a contract: never rename one, only append.
+///
+/// Per-layer ops are timed once per transformer layer; `emb`, `final_norm`, `lm_head` and
+/// `sampler` once per iteration; `all_reduce`/`send_recv` are the tensor/pipeline-parallel
+/// collectives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Op {
+    Emb,
+    InputLayernorm,
+    AttnPreProj,
+    AttnQkNorm,
+    AttnRope,
+    AttnKvCacheSave,
+    AttnPrefill,
+    AttnDecode,
+    AttnPostProj,
+    PostAttentionLayernorm,
+    MlpUpProj,
+    MlpAct,
+    MlpDownProj,
+    Add,
+    FinalNorm,
+    LmHead,
+    Sampler,
+    AllReduce,
+    SendRecv,
+}
+
+impl Op {
+    /// Number of op classes; the length of every per-op array.
+    pub const COUNT: usize = 19;
+
+    /// Every op, in index order (`Op::ALL[op.index()] == op`).
+    pub const ALL: [Op; Op::COUNT] = [
+        Op::Emb,
+        Op::InputLayernorm,
+        Op::AttnPreProj,
+        Op::AttnQkNorm,
+        Op::AttnRope,
+        Op::AttnKvCacheSave,
+        Op::AttnPrefill,
+        Op::AttnDecode,
+        Op::AttnPostProj,
+        Op::PostAttentionLayernorm,
+        Op::MlpUpProj,
+        Op::MlpAct,
+        Op::MlpDownProj,
+        Op::Add,
+        Op::FinalNorm,
+        Op::LmHead,
+        Op::Sampler,
+        Op::AllReduce,
+        Op::SendRecv,
+    ];
+
+    /// Position in [`Op::ALL`] and in per-op arrays.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The stable snake_case name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Op::Emb => "emb",
+            Op::InputLayernorm => "input_layernorm",
+            Op::AttnPreProj => "attn_pre_proj",
+            Op::AttnQkNorm => "attn_qk_norm",
+            Op::AttnRope => "attn_rope",
+            Op::AttnKvCacheSave => "attn_kv_cache_save",
+            Op::AttnPrefill => "attn_prefill",
+            Op::AttnDecode => "attn_decode",
+            Op::AttnPostProj => "attn_post_proj",
+            Op::PostAttentionLayernorm => "post_attention_layernorm",
+            Op::MlpUpProj => "mlp_up_proj",
+            Op::MlpAct => "mlp_act",
+            Op::MlpDownProj => "mlp_down_proj",
+            Op::Add => "add",
+            Op::FinalNorm => "final_norm",
+            Op::LmHead => "lm_head",
+            Op::Sampler => "sampler",
+            Op::AllReduce => "all_reduce",
+            Op::SendRecv => "send_recv",
+        }
+    }
+
+    /// Looks an op up by its stable name.
+    pub fn from_name(name: &str) -> Option<Op> {
+        Op::ALL.into_iter().find(|op| op.name() == name)
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Op {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Op> {
+        Op::from_name(s).ok_or_else(|| {
+            let known: Vec<&str> = Op::ALL.iter().map(|op| op.name()).collect();
+            Error::InvalidInput(format!("unknown op `{s}` (known: {})", known.join(", ")))
+        })
+    }
+}
+
+/// A set of ops as a bit mask: `Copy`, allocation-free, so a prediction can say which of its
+/// lookups left the profiled grid.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct OpSet(u32);
+
+impl OpSet {
+    /// The empty set.
+    pub const EMPTY: OpSet = OpSet(0);
+
+    /// Adds `op`.
+    pub fn insert(&mut self, op: Op) {
+        self.0 |= 1 << op.index();
+    }
+
+    /// Whether `op` is in the set.
+    pub fn contains(self, op: Op) -> bool {
+        self.0 & (1 << op.index()) != 0
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Number of ops in the set.
+    pub fn len(self) -> usize {
+        self.0.count_ones() as usize
+    }
+
+    /// The set's members in index order.
+    pub fn iter(self) -> impl Iterator<Item = Op> {
+        Op::ALL.into_iter().filter(move |op| self.contains(*op))
+    }
+
+    /// Union of two sets.
+    pub fn union(self, other: OpSet) -> OpSet {
+        OpSet(self.0 | other.0)
+    }
+}
+
+impl FromIterator<Op> for OpSet {
+    fn from_iter<I: IntoIterator<Item = Op>>(iter: I) -> Self {
+        let mut set = OpSet::EMPTY;
+        for op in iter {
+            set.insert(op);
+        }
+        set
+    }
+}
+
+impl fmt::Display for OpSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for op in self.iter() {
+            if !first {
+                f.write_str(", ")?;
+            }
+            f.write_str(op.name())?;
+            first = false;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_indices_match_all() {
+        for (i, op) in Op::ALL.into_iter().enumerate() {
+            assert_eq!(op.index(), i);
+            assert_eq!(op.name().parse::<Op>().unwrap(), op);
+        }
+        assert!("attn".parse::<Op>().is_err());
+        assert_eq!(Op::ALL.len(), Op::COUNT);
+        // The names are a file contract; spot-check the ones other modules key on.
+        assert_eq!(Op::AttnKvCacheSave.to_string(), "attn_kv_cache_save");
+        assert_eq!(
+            Op::PostAttentionLayernorm.name(),
+            "post_attention_layernorm"
+        );
+    }
+
+    #[test]
+    fn op_set_basics() {
+        let set: OpSet = [Op::Add, Op::Emb, Op::SendRecv].into_iter().collect();
+        assert_eq!(set.len(), 3);
+        assert!(set.contains(Op::Add) && !set.contains(Op::LmHead));
+        assert_eq!(set.to_string(), "emb, add, send_recv");
+        assert!(OpSet::EMPTY.is_empty());
+    }
+}

@@ -1,0 +1,184 @@
+//! Batch replay: predict every iteration of a real run from its recorded shapes, so the
+//! prediction error is measured apart from any scheduling divergence.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::Serialize;
+
+use super::cross_validation::{pct_error, ErrorStats};
+use super::{validate_batch, ExecutionTimePredictor, IterationContext, RequestShape};
+use crate::vidur_ext::bundle::Op;
+use crate::{Error, Result};
+
+/// One measured iteration of a real run (a `batch_metrics.csv` row with its
+/// `batch_requests.csv` rows).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReplayIteration {
+    pub batch_id: u64,
+    /// Wall-clock duration of the iteration.
+    pub measured_duration_ns: u64,
+    /// CPU overhead (scheduling, input preparation, sampling, output processing) within the
+    /// duration, when the engine measured it.
+    pub measured_cpu_overhead_ns: Option<u64>,
+    /// Measured time per op (`op_<name>_ns` columns), `None` where not measured.
+    pub measured_ops_ns: [Option<u64>; Op::COUNT],
+    pub requests: Vec<RequestShape>,
+    /// Sequences that emitted a token (from `token_metrics.csv`), if known.
+    pub num_logits_rows: Option<u32>,
+}
+
+/// Predicted vs measured for one iteration.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ReplayBatch {
+    pub batch_id: u64,
+    pub num_requests: usize,
+    pub num_tokens: u64,
+    pub measured_ns: u64,
+    pub predicted_ns: u64,
+    pub predicted_model_ns: u64,
+    pub predicted_cpu_overhead_ns: u64,
+    pub measured_cpu_overhead_ns: Option<u64>,
+    /// `100 · (predicted − measured) / measured` of the total.
+    pub error_pct: f64,
+    pub extrapolated: bool,
+}
+
+/// Measured vs predicted for one op class, over the iterations that measured it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct OpReplayStats {
+    pub total_measured_ns: u64,
+    pub total_predicted_ns: u64,
+    /// Error of the summed time, %.
+    pub total_error_pct: f64,
+    /// Per-iteration errors.
+    pub errors: ErrorStats,
+}
+
+/// Summary over all replayed iterations.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ReplaySummary {
+    pub predictor: String,
+    pub num_batches: usize,
+    pub num_extrapolated: usize,
+    pub total_measured_ns: u64,
+    pub total_predicted_ns: u64,
+    /// Error of the summed duration (what drives simulated end-to-end time), %.
+    pub total_error_pct: f64,
+    /// Per-iteration errors of the total duration.
+    pub duration: ErrorStats,
+    /// Model time (measured duration − measured CPU overhead) vs predicted model time, over
+    /// iterations with a measured CPU overhead.
+    pub model_time: Option<ErrorStats>,
+    /// Measured vs predicted CPU overhead, where measured.
+    pub cpu_overhead: Option<ErrorStats>,
+    /// By op name, for ops with a measured breakdown.
+    pub by_op: BTreeMap<String, OpReplayStats>,
+}
+
+/// Per-iteration results and their summary.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ReplayReport {
+    pub batches: Vec<ReplayBatch>,
+    pub summary: ReplaySummary,
+}
+
+/// Predicts every iteration with `predictor` and compares with the measurements.
+/// Fails on an empty run, a malformed batch, a zero measured duration or a repeated
+/// `batch_id` (each names the iteration).
+pub fn replay_batches(
+    predictor: &dyn ExecutionTimePredictor,
+    iterations: &[ReplayIteration],
+) -> Result<ReplayReport> {
+    if iterations.is_empty() {
+        return Err(Error::InvalidInput("batch replay: no iterations".into()));
+    }
+    let mut seen = HashSet::with_capacity(iterations.len());
+    let mut batches = Vec::with_capacity(iterations.len());
+    let mut model_pairs = Vec::new();
+    let mut cpu_pairs = Vec::new();
+    let mut op_pairs: BTreeMap<Op, Vec<(f64, f64)>> = BTreeMap::new();
+    for it in iterations {
+        let id = it.batch_id;
+        if !seen.insert(id) {
+            return Err(Error::InvalidInput(format!(
+                "batch replay: batch_id {id} appears twice"
+            )));
+        }
+        validate_batch(&it.requests)
+            .map_err(|e| Error::InvalidInput(format!("batch replay: batch_id {id}: {e}")))?;
+        if it.measured_duration_ns == 0 {
+            return Err(Error::InvalidInput(format!(
+                "batch replay: batch_id {id} has a measured duration of 0 ns"
+            )));
+        }
+        let ctx = IterationContext {
+            pipeline_stage: 0,
+            num_logits_rows: it.num_logits_rows,
+        };
+        let p = predictor.predict_with(&it.requests, &ctx);
+        if let Some(cpu) = it.measured_cpu_overhead_ns {
+            let model = it.measured_duration_ns.saturating_sub(cpu);
+            model_pairs.push((model as f64, p.model_ns as f64));
+            cpu_pairs.push((cpu as f64, p.cpu_overhead_ns as f64));
+        }
+        for op in Op::ALL {
+            if let Some(measured) = it.measured_ops_ns[op.index()] {
+                op_pairs
+                    .entry(op)
+                    .or_default()
+                    .push((measured as f64, p.op_ms(op) * 1e6));
+            }
+        }
+        batches.push(ReplayBatch {
+            batch_id: id,
+            num_requests: it.requests.len(),
+            num_tokens: it.requests.iter().map(|r| u64::from(r.num_tokens)).sum(),
+            measured_ns: it.measured_duration_ns,
+            predicted_ns: p.total_ns,
+            predicted_model_ns: p.model_ns,
+            predicted_cpu_overhead_ns: p.cpu_overhead_ns,
+            measured_cpu_overhead_ns: it.measured_cpu_overhead_ns,
+            error_pct: pct_error(it.measured_duration_ns as f64, p.total_ns as f64),
+            extrapolated: p.extrapolated,
+        });
+    }
+
+    let total_measured_ns: u64 = batches.iter().map(|b| b.measured_ns).sum();
+    let total_predicted_ns: u64 = batches.iter().map(|b| b.predicted_ns).sum();
+    let duration = ErrorStats::from_pairs(
+        batches
+            .iter()
+            .map(|b| (b.measured_ns as f64, b.predicted_ns as f64)),
+    )
+    .ok_or_else(|| Error::InvalidInput("batch replay: no iterations".into()))?;
+    let by_op = op_pairs
+        .into_iter()
+        .filter_map(|(op, pairs)| {
+            let total_measured: f64 = pairs.iter().map(|p| p.0).sum();
+            let total_predicted: f64 = pairs.iter().map(|p| p.1).sum();
+            let errors = ErrorStats::from_pairs(pairs)?;
+            Some((
+                op.name().to_owned(),
+                OpReplayStats {
+                    total_measured_ns: total_measured.round() as u64,
+                    total_predicted_ns: total_predicted.round() as u64,
+                    total_error_pct: pct_error(total_measured, total_predicted),
+                    errors,
+                },
+            ))
+        })
+        .collect();
+    let summary = ReplaySummary {
+        predictor: predictor.name().to_owned(),
+        num_batches: batches.len(),
+        num_extrapolated: batches.iter().filter(|b| b.extrapolated).count(),
+        total_measured_ns,
+        total_predicted_ns,
+        total_error_pct: pct_error(total_measured_ns as f64, total_predicted_ns as f64),
+        duration,
+        model_time: ErrorStats::from_pairs(model_pairs),
+        cpu_overhead: ErrorStats::from_pairs(cpu_pairs),
+        by_op,
+    };
+    Ok(ReplayReport { batches, summary })
+}
