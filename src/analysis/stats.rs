@@ -230,7 +230,8 @@ impl RelErrors {
         let signed_pct: Vec<f64> = sim
             .iter()
             .zip(real)
-            .filter_map(|(&s, &r)| (r != 0.0).then(|| 100.0 * (s - r) / r.abs()))
+            .filter(|&(_, &r)| r != 0.0)
+            .map(|(&s, &r)| 100.0 * (s - r) / r.abs())
             .collect();
         Ok(Self {
             pairs: sim.len(),
@@ -256,7 +257,8 @@ impl RelErrors {
     /// Median absolute percentage error over the pairs with a non-zero real value.
     pub fn median_ape_pct(&self) -> Result<f64> {
         self.ensure_defined("median APE")?;
-        let abs: Vec<f64> = sorted_copy(&self.signed_pct.iter().map(|e| e.abs()).collect::<Vec<_>>());
+        let abs: Vec<f64> =
+            sorted_copy(&self.signed_pct.iter().map(|e| e.abs()).collect::<Vec<_>>());
         Ok(percentile_of_valid(&abs, 50.0))
     }
 
@@ -360,7 +362,12 @@ pub fn ks_two_sample(a: &[f64], b: &[f64]) -> Result<KsResult> {
             above = Some(Extreme { scaled, i, j, at });
         }
         if below.is_none_or(|e| -scaled > e.scaled) {
-            below = Some(Extreme { scaled: -scaled, i, j, at });
+            below = Some(Extreme {
+                scaled: -scaled,
+                i,
+                j,
+                at,
+            });
         }
     }
     let (Some(above), Some(below)) = (above, below) else {
@@ -393,7 +400,10 @@ pub fn ks_two_sample(a: &[f64], b: &[f64]) -> Result<KsResult> {
         None => {
             let (big, small) = (n1.max(n2) as f64, n1.min(n2) as f64);
             let effective_n = (big * small / (big + small)).round_ties_even().max(1.0) as u64;
-            (kolmogorov::kstwo_sf(effective_n, statistic), KsMethod::Asymptotic)
+            (
+                kolmogorov::kstwo_sf(effective_n, statistic),
+                KsMethod::Asymptotic,
+            )
         }
     };
     Ok(KsResult {
@@ -482,11 +492,25 @@ mod tests {
     #[test]
     fn percentile_rejects_bad_input_with_typed_errors() {
         assert!(matches!(percentile(&[], 50.0), Err(Error::InvalidInput(_))));
-        assert!(matches!(percentile(&[1.0, f64::NAN], 50.0), Err(Error::InvalidInput(_))));
-        assert!(matches!(percentile(&[2.0, 1.0], 50.0), Err(Error::InvalidInput(_))));
-        assert!(matches!(percentile(&[1.0], 100.5), Err(Error::InvalidInput(_))));
-        assert!(matches!(percentile(&[1.0], f64::NAN), Err(Error::InvalidInput(_))));
-        let msg = percentile(&[1.0, 2.0, f64::INFINITY], 50.0).unwrap_err().to_string();
+        assert!(matches!(
+            percentile(&[1.0, f64::NAN], 50.0),
+            Err(Error::InvalidInput(_))
+        ));
+        assert!(matches!(
+            percentile(&[2.0, 1.0], 50.0),
+            Err(Error::InvalidInput(_))
+        ));
+        assert!(matches!(
+            percentile(&[1.0], 100.5),
+            Err(Error::InvalidInput(_))
+        ));
+        assert!(matches!(
+            percentile(&[1.0], f64::NAN),
+            Err(Error::InvalidInput(_))
+        ));
+        let msg = percentile(&[1.0, 2.0, f64::INFINITY], 50.0)
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("#2"), "{msg}");
     }
 

@@ -663,12 +663,13 @@ mod tests {
         let (n, x) = (12u64, 0.23);
         let nf = n as f64;
         let last = (nf * (1.0 - x)).floor() as u64;
-        let direct: f64 = x * (0..=last)
-            .map(|j| {
-                let jf = j as f64;
-                binom(n, j) * (1.0 - x - jf / nf).powf(nf - jf) * (x + jf / nf).powf(jf - 1.0)
-            })
-            .sum::<f64>();
+        let direct: f64 = x
+            * (0..=last)
+                .map(|j| {
+                    let jf = j as f64;
+                    binom(n, j) * (1.0 - x - jf / nf).powf(nf - jf) * (x + jf / nf).powf(jf - 1.0)
+                })
+                .sum::<f64>();
         assert!((smirnov_sf(n, x) - direct).abs() < 1e-14);
     }
 }
