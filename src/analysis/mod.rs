@@ -9,4 +9,5 @@
 //! * [`report_doc`]: a small document model rendered to GitHub Markdown and to
 //!   self-contained HTML.
 
+pub mod plots;
 pub mod stats;
