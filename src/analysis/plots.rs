@@ -24,9 +24,7 @@
 
 use std::ffi::OsString;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
@@ -35,6 +33,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::FontStyle;
 
+use crate::analysis::{temp_sibling, write_atomic};
 use crate::error::IoContext;
 use crate::{bail, ensure, Error, Result};
 
@@ -1329,38 +1328,6 @@ fn with_suffix(stem: &Path, suffix: &str) -> PathBuf {
     let mut s: OsString = stem.as_os_str().to_owned();
     s.push(suffix);
     PathBuf::from(s)
-}
-
-/// A unique sibling path for a temporary file; keeps `extension` last because the PNG
-/// encoder picks the format from it.
-fn temp_sibling(path: &Path, extension: &str) -> PathBuf {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(
-        ".{name}.tmp-{}-{n}.{extension}",
-        std::process::id()
-    ))
-}
-
-/// Writes bytes to `path` atomically: a temporary file in the same directory, flushed to
-/// disk, then renamed over the destination.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temp_sibling(path, "tmp");
-    let result = (|| {
-        let mut file = fs::File::create(&tmp).with_path(&tmp)?;
-        file.write_all(bytes).with_path(&tmp)?;
-        file.sync_all().with_path(&tmp)?;
-        fs::rename(&tmp, path).with_path(path)
-    })();
-    if result.is_err() {
-        // Best effort: the error that matters is the one being returned.
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 fn render(
