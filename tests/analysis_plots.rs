@@ -452,4 +452,24 @@ fn large_samples_keep_svgs_small() {
     assert!(svg_texts(&files.svg)
         .iter()
         .any(|t| t == "tokens (n = 100000)"));
+
+    let batches: Vec<(f64, f64)> = (0..100_000)
+        .map(|i| (i as f64 * 0.001, (i % 17) as f64))
+        .collect();
+    let spec = TimelineSpec {
+        title: "Batch size".into(),
+        x: Axis::linear("time since start (s)"),
+        size: Default::default(),
+    };
+    let panel = Panel {
+        y: Axis::linear("batch size (requests)"),
+        series: vec![XySeries {
+            name: "real",
+            points: &batches,
+        }],
+        steps: true,
+    };
+    let files = timeline(&dir.stem("timeline_long"), &spec, &[panel]).unwrap();
+    let svg_bytes = fs::metadata(&files.svg).unwrap().len();
+    assert!(svg_bytes < 400_000, "timeline SVG is {svg_bytes} bytes");
 }

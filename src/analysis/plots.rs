@@ -250,11 +250,7 @@ pub fn cdf_overlay(stem: &Path, spec: &FigureSpec, samples: &[Series<'_>]) -> Re
         let start_fraction = if hidden > 0 { ecdf[hidden - 1].1 } else { 0.0 };
         let visible = &ecdf[hidden..];
         let mut points = Vec::with_capacity(2 * visible.len() + 2);
-        if let Some(&(first, _)) = visible.first() {
-            let first = x.to_plot(first).unwrap_or(x.lo);
-            points.push((x.lo, start_fraction));
-            points.push((first, start_fraction));
-        }
+        points.push((x.lo, start_fraction));
         // Steps closer together than half a pixel are merged into the last of them, which
         // keeps large samples (10⁵ token latencies) from bloating the SVG without a
         // visible change.
@@ -476,6 +472,8 @@ pub fn timeline(stem: &Path, spec: &TimelineSpec, panels: &[Panel<'_>]) -> Resul
         let mut layers = Vec::new();
         for (i, s) in panel.series.iter().enumerate() {
             let (points, dropped) = to_plot_points(&x, &y, s.points, panel.steps);
+            // Runs have one point per engine iteration, 10⁴–10⁵ of them.
+            let points = thin_to_columns(points, &x, spec.size.width_px);
             if dropped > 0 {
                 notes.push(format!(
                     "Panel \"{}\": {dropped} point(s) of \"{}\" with a value ≤ 0 are not drawn on the log axis.",
@@ -483,6 +481,10 @@ pub fn timeline(stem: &Path, spec: &TimelineSpec, panels: &[Panel<'_>]) -> Resul
                 ));
             }
             if points.is_empty() {
+                notes.push(format!(
+                    "Panel \"{}\": series \"{}\" has no points.",
+                    panel.y.label, s.name
+                ));
                 continue;
             }
             layers.push(Layer::line(Some(s.name.to_string()), i, points));
@@ -688,6 +690,40 @@ fn to_plot_points(
         out.push((mx, my));
     }
     (out, dropped)
+}
+
+/// Reduces a long polyline without changing how it looks at `columns` pixels wide: of
+/// each run of consecutive points in the same pixel column, only the first, lowest,
+/// highest and last are kept (the "M4" reduction of Jugel et al., VLDB 2014).
+fn thin_to_columns(points: Vec<(f64, f64)>, x: &AxisPlan, columns: u32) -> Vec<(f64, f64)> {
+    if points.len() <= 4 * columns as usize {
+        return points;
+    }
+    let column = |px: f64| ((px - x.lo) / (x.hi - x.lo) * f64::from(columns)).floor() as i64;
+    let mut out = Vec::with_capacity(4 * columns as usize);
+    let mut start = 0;
+    while start < points.len() {
+        let c = column(points[start].0);
+        let len = points[start..]
+            .iter()
+            .take_while(|p| column(p.0) == c)
+            .count();
+        let run = &points[start..start + len];
+        let by_y = |a: &(usize, &(f64, f64)), b: &(usize, &(f64, f64))| a.1 .1.total_cmp(&b.1 .1);
+        let lowest = run.iter().enumerate().min_by(by_y).map_or(0, |(i, _)| i);
+        let highest = run.iter().enumerate().max_by(by_y).map_or(0, |(i, _)| i);
+        let mut keep = [0, lowest, highest, len - 1];
+        keep.sort_unstable();
+        let mut previous = None;
+        for k in keep {
+            if previous != Some(k) {
+                out.push(run[k]);
+                previous = Some(k);
+            }
+        }
+        start += len;
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1432,6 +1468,48 @@ mod tests {
         assert_eq!(a.label(0.5), "prefill");
         assert_eq!(a.label(1.5), "decode");
         assert_eq!(a.label(7.5), "");
+    }
+
+    #[test]
+    fn thinning_keeps_extremes_per_column() {
+        let x = AxisPlan::linear(0.0, 10.0);
+        // 10 columns, 1000 points: each column keeps ≤ 4 points, including its extremes.
+        let points: Vec<(f64, f64)> = (0..1000)
+            .map(|i| (i as f64 / 100.0, ((i * 37) % 101) as f64))
+            .collect();
+        let thin = thin_to_columns(points.clone(), &x, 10);
+        assert!(thin.len() <= 40, "{}", thin.len());
+        for c in 0..10 {
+            let column = |p: &&(f64, f64)| (p.0 as usize) == c;
+            let max_all = points
+                .iter()
+                .filter(column)
+                .map(|p| p.1)
+                .fold(f64::MIN, f64::max);
+            let max_thin = thin
+                .iter()
+                .filter(column)
+                .map(|p| p.1)
+                .fold(f64::MIN, f64::max);
+            let min_all = points
+                .iter()
+                .filter(column)
+                .map(|p| p.1)
+                .fold(f64::MAX, f64::min);
+            let min_thin = thin
+                .iter()
+                .filter(column)
+                .map(|p| p.1)
+                .fold(f64::MAX, f64::min);
+            assert_eq!((max_all, min_all), (max_thin, min_thin), "column {c}");
+        }
+        assert_eq!(thin.first(), points.first());
+        assert_eq!(thin.last(), points.last());
+        // Short lines are untouched.
+        assert_eq!(
+            thin_to_columns(points[..30].to_vec(), &x, 10),
+            points[..30].to_vec()
+        );
     }
 
     #[test]

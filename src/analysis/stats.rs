@@ -321,7 +321,10 @@ pub struct KsResult {
 ///   rounding makes that count invalid, the asymptotic branch is used, as scipy does;
 /// * otherwise the p-value is `kstwo.sf(D, round(n1·n2/(n1+n2)))` — the *finite-n*
 ///   one-sample distribution at the effective sample size (see [`kstwo_sf`]), not the
-///   limiting Kolmogorov distribution, matching scipy ≥ 1.5.
+///   limiting Kolmogorov distribution, as scipy does (checked against scipy 1.17.1).
+///
+/// The exact branch costs O(n1·band) time, where the band is about 2·D·n2 wide: up to
+/// ~10⁸ cheap steps for two different sizes near 10 000 (equal sizes are O(n)).
 ///
 /// Ties are allowed (the statistic uses right-continuous ECDFs, as scipy's
 /// `searchsorted(side='right')`), although the p-value then assumes continuity as

@@ -290,7 +290,10 @@ fn durbin_mtw_cdf(n: u64, d: f64) -> f64 {
     for i in 1..=m {
         inv_fact[i] = inv_fact[i - 1] / i as f64;
     }
-    let mut hm = Matrix::identity(m);
+    let mut hm = Matrix {
+        size: m,
+        data: vec![0.0; m * m],
+    };
     for i in 0..m {
         for j in 0..m {
             // H_ij = 1/(i − j + 1)! on and below the superdiagonal, 0 above it.
