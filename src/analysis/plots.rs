@@ -341,7 +341,8 @@ pub fn paired_scatter(
     render(stem, spec.size, &spec.title, &[chart], notes)
 }
 
-/// Histogram of per-request percentage errors with a vertical line at 0.
+/// Histogram of per-request percentage errors with a vertical line at 0; the bars'
+/// legend entry reads "requests (n = …)".
 ///
 /// The bins are equal-width over `range` (default: the data's range, widened to include
 /// 0); values outside an explicit range are counted in the edge bins, with a note. Both
@@ -410,17 +411,19 @@ pub fn error_histogram(
             (x0, 0.0, x0 + width, c as f64)
         })
         .collect();
-    let layers = vec![
-        Layer::bars(
-            Some(format!("requests (n = {})", errors_pct.len())),
-            0,
-            rects,
-        ),
-        Layer::reference(
+    let mut layers = vec![Layer::bars(
+        Some(format!("requests (n = {})", errors_pct.len())),
+        0,
+        rects,
+    )];
+    if (lo..=hi).contains(&0.0) {
+        layers.push(Layer::reference(
             Some("0 % (no error)".to_string()),
             vec![(0.0, y.lo), (0.0, y.hi)],
-        ),
-    ];
+        ));
+    } else {
+        notes.push(format!("0 % lies outside the shown range [{lo}, {hi}] %."));
+    }
     let chart = Chart::new(spec, x, y, layers, LegendAt::UpperRight);
     render(stem, spec.size, &spec.title, &[chart], notes)
 }
@@ -461,12 +464,16 @@ pub fn timeline(stem: &Path, spec: &TimelineSpec, panels: &[Panel<'_>]) -> Resul
     );
     let mut charts = Vec::new();
     for (k, panel) in panels.iter().enumerate() {
+        // Panels show counts (batch size, queue depth, blocks): a linear axis starts at 0
+        // so that relative levels read correctly.
+        let zero = (panel.y.scale == Scale::Linear).then_some(0.0);
         let y = AxisPlan::fit(
             panel.y.scale,
             panel
                 .series
                 .iter()
-                .flat_map(|s| s.points.iter().map(|p| p.1)),
+                .flat_map(|s| s.points.iter().map(|p| p.1))
+                .chain(zero),
             true,
         );
         let mut layers = Vec::new();
