@@ -374,7 +374,8 @@ pub fn ks_two_sample(a: &[f64], b: &[f64]) -> Result<KsResult> {
         }
     }
     let (Some(above), Some(below)) = (above, below) else {
-        bail!(InvalidInput: "ks_two_sample: empty sample");
+        // Unreachable after validation; kept as an error rather than a panic.
+        bail!(InvalidInput: "ks_two_sample: no values to compare");
     };
     // The last point has difference 0, so both extremes are ≥ 0. Ties go to F_a − F_b.
     let (extreme, sign) = if below.scaled > above.scaled {
@@ -389,7 +390,7 @@ pub fn ks_two_sample(a: &[f64], b: &[f64]) -> Result<KsResult> {
     };
 
     let (u1, u2) = (n1 as u64, n2 as u64);
-    let g = gcd(u1, u2);
+    let g = kolmogorov::gcd(u1, u2);
     let lcm = u1 / g * u2;
     let (mut statistic, mut exact_p) = (float_statistic, None);
     if n1.max(n2) <= kolmogorov::MAX_EXACT_N {
@@ -416,13 +417,6 @@ pub fn ks_two_sample(a: &[f64], b: &[f64]) -> Result<KsResult> {
         statistic_location: extreme.at,
         statistic_sign: sign,
     })
-}
-
-fn gcd(mut a: u64, mut b: u64) -> u64 {
-    while b != 0 {
-        (a, b) = (b, a % b);
-    }
-    a
 }
 
 /// P(D_n ≥ d) for the two-sided one-sample Kolmogorov–Smirnov statistic D_n of a sample

@@ -53,7 +53,7 @@ fn scale_by_pow2(mut v: f64, mut e: i64) -> f64 {
     v * 2f64.powi(e as i32)
 }
 
-fn gcd(mut a: u64, mut b: u64) -> u64 {
+pub(super) fn gcd(mut a: u64, mut b: u64) -> u64 {
     while b != 0 {
         (a, b) = (b, a % b);
     }
