@@ -1,0 +1,1532 @@
+//! Figures for real-vs-simulated comparisons, written as PNG and SVG.
+//!
+//! Each figure function takes plain data, an output path *stem* (`figures/cdf_ttft`
+//! becomes `figures/cdf_ttft.png` and `figures/cdf_ttft.svg`) and labels, and returns
+//! the written paths plus notes about anything the figure could not show (for example
+//! non-positive values on a log axis), which a report should repeat under the figure.
+//!
+//! Conventions, so that figures look alike and read well:
+//!
+//! * both files are written atomically (temporary file in the same directory, then
+//!   rename), at the size in [`FigureSize`] (1200×800 px by default);
+//! * every figure has a title and axis labels, which must not be empty — put the unit in
+//!   the label, e.g. `"TTFT (ms)"`; a legend appears whenever two or more named series
+//!   are drawn;
+//! * series colours follow their order (Okabe–Ito palette, readable with colour-vision
+//!   deficiencies), so pass the real run first and the simulated one second everywhere;
+//! * ticks are computed here rather than by plotters: "nice" steps on linear axes,
+//!   decades (with 2× and 5× when the range is narrow) on log axes;
+//! * degenerate data never panics: empty series are skipped (a figure with no data at all
+//!   says so), a single value or all-equal values get a small symmetric range.
+//!
+//! Text in PNGs is drawn with DejaVu Sans, embedded in the binary (see
+//! `assets/fonts/README.md`), so rendering never depends on system fonts.
+
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use plotters::style::FontStyle;
+
+use crate::analysis::{temp_sibling, write_atomic};
+use crate::error::IoContext;
+use crate::{bail, ensure, Error, Result};
+
+// ---------------------------------------------------------------------------------------
+// Public specification types
+// ---------------------------------------------------------------------------------------
+
+/// Size of the rendered figure in pixels (PNG) and user units (SVG).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FigureSize {
+    /// Width in pixels.
+    pub width_px: u32,
+    /// Height in pixels.
+    pub height_px: u32,
+}
+
+impl Default for FigureSize {
+    fn default() -> Self {
+        Self {
+            width_px: 1200,
+            height_px: 800,
+        }
+    }
+}
+
+/// How values map to positions along an axis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scale {
+    /// Evenly spaced values.
+    #[default]
+    Linear,
+    /// Evenly spaced decades, for heavy-tailed latencies. Values ≤ 0 cannot be shown and
+    /// are left out with a note.
+    Log10,
+}
+
+/// One axis: its label (with the unit) and its scale.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Axis {
+    /// Axis label including the unit, e.g. `"E2E latency (ms)"`.
+    pub label: String,
+    /// Linear or logarithmic.
+    pub scale: Scale,
+}
+
+impl Axis {
+    /// A linear axis.
+    pub fn linear(label: impl Into<String>) -> Self {
+        Self {
+            label: label.into(),
+            scale: Scale::Linear,
+        }
+    }
+
+    /// A base-10 logarithmic axis.
+    pub fn log10(label: impl Into<String>) -> Self {
+        Self {
+            label: label.into(),
+            scale: Scale::Log10,
+        }
+    }
+}
+
+/// Title, axes and size of a single-panel figure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FigureSpec {
+    /// Figure title.
+    pub title: String,
+    /// Horizontal axis.
+    pub x: Axis,
+    /// Vertical axis.
+    pub y: Axis,
+    /// Output size.
+    pub size: FigureSize,
+}
+
+impl FigureSpec {
+    /// A figure with linear axes at the default size.
+    pub fn new(
+        title: impl Into<String>,
+        x_label: impl Into<String>,
+        y_label: impl Into<String>,
+    ) -> Self {
+        Self {
+            title: title.into(),
+            x: Axis::linear(x_label),
+            y: Axis::linear(y_label),
+            size: FigureSize::default(),
+        }
+    }
+
+    /// Switches the x axis to a log scale.
+    pub fn log_x(mut self) -> Self {
+        self.x.scale = Scale::Log10;
+        self
+    }
+
+    /// Switches the y axis to a log scale.
+    pub fn log_y(mut self) -> Self {
+        self.y.scale = Scale::Log10;
+        self
+    }
+
+    /// Sets the output size.
+    pub fn with_size(mut self, width_px: u32, height_px: u32) -> Self {
+        self.size = FigureSize {
+            width_px,
+            height_px,
+        };
+        self
+    }
+}
+
+/// A named sample (e.g. the TTFTs of one run).
+#[derive(Debug, Clone, Copy)]
+pub struct Series<'a> {
+    /// Legend entry.
+    pub name: &'a str,
+    /// The values, in any order.
+    pub values: &'a [f64],
+}
+
+/// A named sequence of (x, y) points, drawn in the given order.
+#[derive(Debug, Clone, Copy)]
+pub struct XySeries<'a> {
+    /// Legend entry.
+    pub name: &'a str,
+    /// The points.
+    pub points: &'a [(f64, f64)],
+}
+
+/// One panel of a [`timeline`]: a quantity over time, one series per run.
+#[derive(Debug, Clone)]
+pub struct Panel<'a> {
+    /// Vertical axis of this panel.
+    pub y: Axis,
+    /// The series, e.g. real and simulated batch sizes.
+    pub series: Vec<XySeries<'a>>,
+    /// Draw piecewise-constant steps (the value holds until the next point), which is
+    /// what per-iteration quantities such as batch size are; otherwise straight segments.
+    pub steps: bool,
+}
+
+/// Title, shared time axis and size of a [`timeline`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimelineSpec {
+    /// Figure title.
+    pub title: String,
+    /// The shared horizontal axis (usually time since the run started).
+    pub x: Axis,
+    /// Output size.
+    pub size: FigureSize,
+}
+
+/// The files a figure function wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FigureFiles {
+    /// The PNG file.
+    pub png: PathBuf,
+    /// The SVG file.
+    pub svg: PathBuf,
+    /// What the figure leaves out or approximates, one sentence each; empty normally.
+    pub notes: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Figure kinds
+// ---------------------------------------------------------------------------------------
+
+/// Empirical CDFs of several samples on one axis (`spec.x` is the value axis; `spec.y`
+/// labels the cumulative fraction and must be linear). Each CDF is a right-continuous
+/// step function from 0 to 1. On a log x axis, values ≤ 0 are counted in the CDF but
+/// cannot be placed, so their curve starts at the fraction they make up.
+pub fn cdf_overlay(stem: &Path, spec: &FigureSpec, samples: &[Series<'_>]) -> Result<FigureFiles> {
+    check_spec("cdf_overlay", spec)?;
+    ensure!(
+        spec.y.scale == Scale::Linear,
+        InvalidInput: "cdf_overlay: the cumulative-fraction axis must be linear"
+    );
+    let mut notes = Vec::new();
+    let mut curves = Vec::new();
+    for s in samples {
+        check_finite("cdf_overlay", s.name, s.values)?;
+        if s.values.is_empty() {
+            notes.push(format!("Series \"{}\" is empty and not drawn.", s.name));
+            continue;
+        }
+        let ecdf = crate::analysis::stats::ecdf(s.values)?;
+        let hidden = ecdf
+            .iter()
+            .take_while(|(v, _)| !shown(spec.x.scale, *v))
+            .count();
+        if hidden > 0 {
+            let below: usize = s
+                .values
+                .iter()
+                .filter(|v| !shown(spec.x.scale, **v))
+                .count();
+            notes.push(format!(
+                "{below} value(s) ≤ 0 of \"{}\" cannot be placed on the log axis; its curve starts at their fraction.",
+                s.name
+            ));
+        }
+        curves.push((s.name, ecdf, hidden));
+    }
+
+    let x_values = curves
+        .iter()
+        .flat_map(|(_, e, _)| e.iter().map(|(v, _)| *v));
+    let x = AxisPlan::fit(spec.x.scale, x_values, true);
+    let y = AxisPlan::fixed_linear(0.0, 1.0, 0.2, 0.02);
+    let mut layers = Vec::new();
+    for (i, (name, ecdf, hidden)) in curves.into_iter().enumerate() {
+        let start_fraction = if hidden > 0 { ecdf[hidden - 1].1 } else { 0.0 };
+        let visible = &ecdf[hidden..];
+        let mut points = Vec::with_capacity(2 * visible.len() + 2);
+        points.push((x.lo, start_fraction));
+        // Steps closer together than half a pixel are merged into the last of them, which
+        // keeps large samples (10⁵ token latencies) from bloating the SVG without a
+        // visible change.
+        let buckets = 2.0 * f64::from(spec.size.width_px);
+        let bucket = |px: f64| ((px - x.lo) / (x.hi - x.lo) * buckets).floor() as i64;
+        let mut steps = visible
+            .iter()
+            .filter_map(|&(v, fraction)| Some((x.to_plot(v)?, fraction)))
+            .peekable();
+        let mut previous = start_fraction;
+        while let Some((px, fraction)) = steps.next() {
+            if steps
+                .peek()
+                .is_some_and(|&(next, _)| bucket(next) == bucket(px))
+            {
+                continue;
+            }
+            points.push((px, previous));
+            points.push((px, fraction));
+            previous = fraction;
+        }
+        points.push((x.hi, previous));
+        layers.push(Layer::line(Some(name.to_string()), i, points));
+    }
+    let chart = Chart::new(spec, x, y, layers, LegendAt::LowerRight);
+    render(stem, spec.size, &spec.title, &[chart], notes)
+}
+
+/// Paired scatter of simulated against real values (x = real, y = sim), one point per
+/// pair, with the y = x line of perfect agreement. Both axes share one range so that
+/// the diagonal is at 45°; `spec.x` and `spec.y` must have the same scale.
+pub fn paired_scatter(
+    stem: &Path,
+    spec: &FigureSpec,
+    name: &str,
+    real: &[f64],
+    sim: &[f64],
+) -> Result<FigureFiles> {
+    check_spec("paired_scatter", spec)?;
+    ensure!(
+        spec.x.scale == spec.y.scale,
+        InvalidInput: "paired_scatter: x and y must use the same scale for the y = x line to mean anything"
+    );
+    ensure!(
+        real.len() == sim.len(),
+        InvalidInput: "paired_scatter: {} real values but {} simulated values",
+        real.len(),
+        sim.len()
+    );
+    check_finite("paired_scatter", "real", real)?;
+    check_finite("paired_scatter", "sim", sim)?;
+    let scale = spec.x.scale;
+    let mut notes = Vec::new();
+    let pairs: Vec<(f64, f64)> = real
+        .iter()
+        .zip(sim)
+        .map(|(&r, &s)| (r, s))
+        .filter(|&(r, s)| shown(scale, r) && shown(scale, s))
+        .collect();
+    if pairs.len() < real.len() {
+        notes.push(format!(
+            "{} pair(s) with a value ≤ 0 cannot be placed on the log axes and are not drawn.",
+            real.len() - pairs.len()
+        ));
+    }
+    let axis = AxisPlan::fit(scale, pairs.iter().flat_map(|&(r, s)| [r, s]), true);
+    // Points landing on the same pixel are drawn once (large samples would otherwise
+    // make SVGs of many megabytes).
+    let mut occupied = std::collections::HashSet::new();
+    let pixel =
+        |v: f64, extent: u32| ((v - axis.lo) / (axis.hi - axis.lo) * f64::from(extent)) as i64;
+    let points: Vec<(f64, f64)> = pairs
+        .iter()
+        .filter_map(|&(r, s)| Some((axis.to_plot(r)?, axis.to_plot(s)?)))
+        .filter(|&(px, py)| {
+            occupied.insert((
+                pixel(px, spec.size.width_px),
+                pixel(py, spec.size.height_px),
+            ))
+        })
+        .collect();
+    let diagonal = vec![(axis.lo, axis.lo), (axis.hi, axis.hi)];
+    let layers = vec![
+        Layer::points(Some(format!("{name} (n = {})", pairs.len())), 0, points),
+        Layer::reference(Some("y = x (perfect agreement)".to_string()), diagonal),
+    ];
+    let chart = Chart::new(spec, axis.clone(), axis, layers, LegendAt::UpperLeft);
+    render(stem, spec.size, &spec.title, &[chart], notes)
+}
+
+/// Histogram of per-request percentage errors with a vertical line at 0; the bars'
+/// legend entry reads "requests (n = …)".
+///
+/// The bins are equal-width over `range` (default: the data's range, widened to include
+/// 0); values outside an explicit range are counted in the edge bins, with a note. Both
+/// axes must be linear (errors can be negative).
+pub fn error_histogram(
+    stem: &Path,
+    spec: &FigureSpec,
+    errors_pct: &[f64],
+    bins: usize,
+    range: Option<(f64, f64)>,
+) -> Result<FigureFiles> {
+    check_spec("error_histogram", spec)?;
+    ensure!(
+        spec.x.scale == Scale::Linear && spec.y.scale == Scale::Linear,
+        InvalidInput: "error_histogram: both axes must be linear"
+    );
+    ensure!(
+        (1..=10_000).contains(&bins),
+        InvalidInput: "error_histogram: bins = {bins} must be in 1..=10000"
+    );
+    check_finite("error_histogram", "errors", errors_pct)?;
+    let mut notes = Vec::new();
+    let (lo, hi) = match range {
+        Some((lo, hi)) => {
+            ensure!(
+                lo.is_finite() && hi.is_finite() && lo < hi,
+                InvalidInput: "error_histogram: range ({lo}, {hi}) must be finite and increasing"
+            );
+            let outside = errors_pct.iter().filter(|v| **v < lo || **v > hi).count();
+            if outside > 0 {
+                notes.push(format!(
+                    "{outside} value(s) outside [{lo}, {hi}] % are counted in the edge bins."
+                ));
+            }
+            (lo, hi)
+        }
+        None => {
+            let (lo, hi) = min_max(errors_pct.iter().copied()).unwrap_or((0.0, 0.0));
+            let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+            if lo == hi {
+                (lo - 1.0, hi + 1.0)
+            } else {
+                (lo, hi)
+            }
+        }
+    };
+    if errors_pct.is_empty() {
+        notes.push("No errors to show.".to_string());
+    }
+    let width = (hi - lo) / bins as f64;
+    let mut counts = vec![0usize; bins];
+    for &e in errors_pct {
+        let bin = ((e - lo) / width).floor().clamp(0.0, (bins - 1) as f64) as usize;
+        counts[bin] += 1;
+    }
+    let max_count = counts.iter().copied().max().unwrap_or(0).max(1) as f64;
+    let x = AxisPlan::fit(Scale::Linear, [lo, hi].into_iter(), true);
+    // Headroom above the tallest bar keeps the legend clear of the data.
+    let y = AxisPlan::fit(Scale::Linear, [0.0, max_count].into_iter(), false).with_top_pad(0.2);
+    let rects = counts
+        .iter()
+        .enumerate()
+        .filter(|(_, &c)| c > 0)
+        .map(|(i, &c)| {
+            let x0 = lo + i as f64 * width;
+            (x0, 0.0, x0 + width, c as f64)
+        })
+        .collect();
+    let mut layers = vec![Layer::bars(
+        Some(format!("requests (n = {})", errors_pct.len())),
+        0,
+        rects,
+    )];
+    if (lo..=hi).contains(&0.0) {
+        layers.push(Layer::reference(
+            Some("0 % (no error)".to_string()),
+            vec![(0.0, y.lo), (0.0, y.hi)],
+        ));
+    } else {
+        notes.push(format!("0 % lies outside the shown range [{lo}, {hi}] %."));
+    }
+    let chart = Chart::new(spec, x, y, layers, LegendAt::UpperRight);
+    render(stem, spec.size, &spec.title, &[chart], notes)
+}
+
+/// Several panels stacked vertically over one shared x axis (e.g. batch size, queue
+/// depth and KV blocks used over time, real and simulated in each panel).
+pub fn timeline(stem: &Path, spec: &TimelineSpec, panels: &[Panel<'_>]) -> Result<FigureFiles> {
+    ensure!(
+        !spec.title.trim().is_empty(),
+        InvalidInput: "timeline: the title is empty"
+    );
+    ensure!(
+        !spec.x.label.trim().is_empty(),
+        InvalidInput: "timeline: the x-axis label is empty"
+    );
+    ensure!(
+        (1..=8).contains(&panels.len()),
+        InvalidInput: "timeline: {} panels given, 1..=8 supported",
+        panels.len()
+    );
+    check_size("timeline", spec.size)?;
+    let mut notes = Vec::new();
+    for p in panels {
+        ensure!(
+            !p.y.label.trim().is_empty(),
+            InvalidInput: "timeline: a panel has an empty y-axis label"
+        );
+        for s in &p.series {
+            check_finite_points("timeline", s.name, s.points)?;
+        }
+    }
+    let x = AxisPlan::fit(
+        spec.x.scale,
+        panels
+            .iter()
+            .flat_map(|p| p.series.iter().flat_map(|s| s.points.iter().map(|p| p.0))),
+        true,
+    );
+    let mut charts = Vec::new();
+    for (k, panel) in panels.iter().enumerate() {
+        // Panels show counts (batch size, queue depth, blocks): a linear axis starts at 0
+        // so that relative levels read correctly.
+        let zero = (panel.y.scale == Scale::Linear).then_some(0.0);
+        let y = AxisPlan::fit(
+            panel.y.scale,
+            panel
+                .series
+                .iter()
+                .flat_map(|s| s.points.iter().map(|p| p.1))
+                .chain(zero),
+            true,
+        );
+        let mut layers = Vec::new();
+        for (i, s) in panel.series.iter().enumerate() {
+            let (points, dropped) = to_plot_points(&x, &y, s.points, panel.steps);
+            // Runs have one point per engine iteration, 10⁴–10⁵ of them.
+            let points = thin_to_columns(points, &x, spec.size.width_px);
+            if dropped > 0 {
+                notes.push(format!(
+                    "Panel \"{}\": {dropped} point(s) of \"{}\" with a value ≤ 0 are not drawn on the log axis.",
+                    panel.y.label, s.name
+                ));
+            }
+            if points.is_empty() {
+                notes.push(format!(
+                    "Panel \"{}\": series \"{}\" has no points.",
+                    panel.y.label, s.name
+                ));
+                continue;
+            }
+            layers.push(Layer::line(Some(s.name.to_string()), i, points));
+        }
+        let last = k + 1 == panels.len();
+        charts.push(Chart {
+            x: x.clone(),
+            y,
+            x_label: if last {
+                spec.x.label.clone()
+            } else {
+                String::new()
+            },
+            y_label: panel.y.label.clone(),
+            layers,
+            legend: LegendAt::UpperRight,
+            x_tick_labels: last,
+            x_grid: true,
+        });
+    }
+    render(stem, spec.size, &spec.title, &charts, notes)
+}
+
+/// Grouped bars: one group of bars per category, one bar per series within each group
+/// (`groups[g].values[c]` is series g in category c). Values may be negative, e.g. signed
+/// error-attribution components; the y range always includes 0. The y axis must be
+/// linear; `spec.x` only labels the categories.
+pub fn grouped_bars(
+    stem: &Path,
+    spec: &FigureSpec,
+    categories: &[&str],
+    groups: &[Series<'_>],
+) -> Result<FigureFiles> {
+    check_spec("grouped_bars", spec)?;
+    ensure!(
+        spec.y.scale == Scale::Linear,
+        InvalidInput: "grouped_bars: the value axis must be linear (bars start at 0)"
+    );
+    ensure!(
+        !categories.is_empty() && categories.len() <= 100,
+        InvalidInput: "grouped_bars: {} categories given, 1..=100 supported",
+        categories.len()
+    );
+    ensure!(
+        !groups.is_empty(),
+        InvalidInput: "grouped_bars: no series given"
+    );
+    for g in groups {
+        ensure!(
+            g.values.len() == categories.len(),
+            InvalidInput: "grouped_bars: series \"{}\" has {} values for {} categories",
+            g.name,
+            g.values.len(),
+            categories.len()
+        );
+        check_finite("grouped_bars", g.name, g.values)?;
+    }
+    let values = groups.iter().flat_map(|g| g.values.iter().copied());
+    let y = AxisPlan::fit(Scale::Linear, values.chain([0.0]), true);
+    let x = AxisPlan::categories(categories);
+    // Each category occupies [c, c + 1); its bars share the middle 80 %.
+    let bar_width = 0.8 / groups.len() as f64;
+    let layers = groups
+        .iter()
+        .enumerate()
+        .map(|(g, series)| {
+            let rects = series
+                .values
+                .iter()
+                .enumerate()
+                .map(|(c, &v)| {
+                    let x0 = c as f64 + 0.1 + g as f64 * bar_width;
+                    (x0, v.min(0.0), x0 + bar_width, v.max(0.0))
+                })
+                .collect();
+            Layer::bars(Some(series.name.to_string()), g, rects)
+        })
+        .chain([Layer::reference(None, vec![(x.lo, 0.0), (x.hi, 0.0)])])
+        .collect();
+    let chart = Chart {
+        x_grid: false,
+        ..Chart::new(spec, x, y, layers, LegendAt::UpperRight)
+    };
+    render(stem, spec.size, &spec.title, &[chart], Vec::new())
+}
+
+/// Lines with point markers for several series of (x, y) points, e.g. error against
+/// offered load per predictor. Points are drawn in the given order.
+pub fn line_chart(stem: &Path, spec: &FigureSpec, series: &[XySeries<'_>]) -> Result<FigureFiles> {
+    check_spec("line_chart", spec)?;
+    let mut notes = Vec::new();
+    for s in series {
+        check_finite_points("line_chart", s.name, s.points)?;
+    }
+    let x = AxisPlan::fit(
+        spec.x.scale,
+        series.iter().flat_map(|s| s.points.iter().map(|p| p.0)),
+        true,
+    );
+    let y = AxisPlan::fit(
+        spec.y.scale,
+        series.iter().flat_map(|s| s.points.iter().map(|p| p.1)),
+        true,
+    );
+    let mut layers = Vec::new();
+    for (i, s) in series.iter().enumerate() {
+        let (points, dropped) = to_plot_points(&x, &y, s.points, false);
+        if dropped > 0 {
+            notes.push(format!(
+                "{dropped} point(s) of \"{}\" with a value ≤ 0 are not drawn on the log axis.",
+                s.name
+            ));
+        }
+        if points.is_empty() {
+            notes.push(format!("Series \"{}\" has no drawable points.", s.name));
+            continue;
+        }
+        layers.push(Layer::line(Some(s.name.to_string()), i, points.clone()));
+        layers.push(Layer {
+            shape: Shape::Markers(points),
+            ..Layer::points(None, i, Vec::new())
+        });
+    }
+    let chart = Chart::new(spec, x, y, layers, LegendAt::UpperLeft);
+    render(stem, spec.size, &spec.title, &[chart], notes)
+}
+
+// ---------------------------------------------------------------------------------------
+// Validation helpers
+// ---------------------------------------------------------------------------------------
+
+fn check_size(what: &str, size: FigureSize) -> Result<()> {
+    ensure!(
+        (300..=10_000).contains(&size.width_px) && (200..=10_000).contains(&size.height_px),
+        InvalidInput: "{what}: figure size {}×{} px is outside 300×200 ..= 10000×10000",
+        size.width_px,
+        size.height_px
+    );
+    Ok(())
+}
+
+fn check_spec(what: &str, spec: &FigureSpec) -> Result<()> {
+    ensure!(
+        !spec.title.trim().is_empty(),
+        InvalidInput: "{what}: the title is empty"
+    );
+    ensure!(
+        !spec.x.label.trim().is_empty() && !spec.y.label.trim().is_empty(),
+        InvalidInput: "{what}: axis labels (with units) are required"
+    );
+    check_size(what, spec.size)
+}
+
+fn check_finite(what: &str, series: &str, values: &[f64]) -> Result<()> {
+    if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        bail!(InvalidInput: "{what}: series \"{series}\": value #{i} is {v}; values must be finite");
+    }
+    Ok(())
+}
+
+fn check_finite_points(what: &str, series: &str, points: &[(f64, f64)]) -> Result<()> {
+    if let Some((i, p)) = points
+        .iter()
+        .enumerate()
+        .find(|(_, p)| !(p.0.is_finite() && p.1.is_finite()))
+    {
+        bail!(InvalidInput: "{what}: series \"{series}\": point #{i} is {p:?}; values must be finite");
+    }
+    Ok(())
+}
+
+fn shown(scale: Scale, v: f64) -> bool {
+    scale == Scale::Linear || v > 0.0
+}
+
+fn min_max(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
+    values.fold(None, |acc, v| match acc {
+        None => Some((v, v)),
+        Some((lo, hi)) => Some((lo.min(v), hi.max(v))),
+    })
+}
+
+/// Maps points to plot space, dropping those a log axis cannot show; with `steps`, inserts
+/// the corner points of a piecewise-constant function.
+fn to_plot_points(
+    x: &AxisPlan,
+    y: &AxisPlan,
+    points: &[(f64, f64)],
+    steps: bool,
+) -> (Vec<(f64, f64)>, usize) {
+    let mut out: Vec<(f64, f64)> = Vec::with_capacity(points.len() * if steps { 2 } else { 1 });
+    let mut dropped = 0;
+    for &(px, py) in points {
+        let (Some(mx), Some(my)) = (x.to_plot(px), y.to_plot(py)) else {
+            dropped += 1;
+            continue;
+        };
+        if steps {
+            if let Some(&(_, last_y)) = out.last() {
+                out.push((mx, last_y));
+            }
+        }
+        out.push((mx, my));
+    }
+    (out, dropped)
+}
+
+/// Reduces a long polyline without changing how it looks at `columns` pixels wide: of
+/// each run of consecutive points in the same pixel column, only the first, lowest,
+/// highest and last are kept (the "M4" reduction of Jugel et al., VLDB 2014).
+fn thin_to_columns(points: Vec<(f64, f64)>, x: &AxisPlan, columns: u32) -> Vec<(f64, f64)> {
+    if points.len() <= 4 * columns as usize {
+        return points;
+    }
+    let column = |px: f64| ((px - x.lo) / (x.hi - x.lo) * f64::from(columns)).floor() as i64;
+    let mut out = Vec::with_capacity(4 * columns as usize);
+    let mut start = 0;
+    while start < points.len() {
+        let c = column(points[start].0);
+        let len = points[start..]
+            .iter()
+            .take_while(|p| column(p.0) == c)
+            .count();
+        let run = &points[start..start + len];
+        let by_y = |a: &(usize, &(f64, f64)), b: &(usize, &(f64, f64))| a.1 .1.total_cmp(&b.1 .1);
+        let lowest = run.iter().enumerate().min_by(by_y).map_or(0, |(i, _)| i);
+        let highest = run.iter().enumerate().max_by(by_y).map_or(0, |(i, _)| i);
+        let mut keep = [0, lowest, highest, len - 1];
+        keep.sort_unstable();
+        let mut previous = None;
+        for k in keep {
+            if previous != Some(k) {
+                out.push(run[k]);
+                previous = Some(k);
+            }
+        }
+        start += len;
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// Axes: ranges, ticks and tick labels, in "plot space" (log10 of the value on log axes)
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+enum TickLabels {
+    /// Fixed number of decimals.
+    Decimals(usize),
+    /// Plot-space value v is shown as 10^v.
+    Powers,
+    /// Category names at c + 0.5.
+    Categories(Vec<String>),
+}
+
+#[derive(Debug, Clone)]
+struct AxisPlan {
+    scale: Scale,
+    lo: f64,
+    hi: f64,
+    ticks: Vec<f64>,
+    minor: Vec<f64>,
+    labels: TickLabels,
+}
+
+impl AxisPlan {
+    /// Fits an axis to values (ignoring those the scale cannot show), with a 4 % margin on
+    /// both sides if `pad`. No values, one value or all-equal values give a small range
+    /// around them instead of an empty one (which plotters cannot draw).
+    fn fit(scale: Scale, values: impl Iterator<Item = f64>, pad: bool) -> Self {
+        match scale {
+            Scale::Linear => {
+                let (lo, hi) = match min_max(values) {
+                    None => (0.0, 1.0),
+                    Some((lo, hi)) if lo == hi => {
+                        let half = if lo == 0.0 { 1.0 } else { 0.1 * lo.abs() };
+                        (lo - half, hi + half)
+                    }
+                    Some(range) => range,
+                };
+                let margin = if pad { 0.04 * (hi - lo) } else { 0.0 };
+                Self::linear(lo - margin, hi + margin)
+            }
+            Scale::Log10 => {
+                let logs = values.filter(|v| *v > 0.0).map(f64::log10);
+                let (lo, hi) = match min_max(logs) {
+                    None => (0.0, 1.0),
+                    Some((lo, hi)) if lo == hi => (lo - 0.5, hi + 0.5),
+                    Some(range) => range,
+                };
+                let margin = if pad { 0.04 * (hi - lo) } else { 0.0 };
+                Self::log(lo - margin, hi + margin)
+            }
+        }
+    }
+
+    /// A linear axis over exactly [lo − pad, hi + pad] with ticks every `step` in [lo, hi].
+    fn fixed_linear(lo: f64, hi: f64, step: f64, pad: f64) -> Self {
+        let count = ((hi - lo) / step).round() as usize;
+        let ticks = (0..=count).map(|i| lo + i as f64 * step).collect();
+        Self {
+            scale: Scale::Linear,
+            lo: lo - pad,
+            hi: hi + pad,
+            ticks,
+            minor: Vec::new(),
+            labels: TickLabels::Decimals(decimals_for(step)),
+        }
+    }
+
+    fn linear(lo: f64, hi: f64) -> Self {
+        let step = nice_step((hi - lo) / 6.0);
+        let first = (lo / step).ceil() as i64;
+        let last = (hi / step).floor() as i64;
+        let ticks = (first..=last)
+            .map(|k| {
+                let v = k as f64 * step;
+                // Avoid "-0" labels and 0.30000000000000004-style drift.
+                if v.abs() < step * 1e-9 {
+                    0.0
+                } else {
+                    v
+                }
+            })
+            .collect();
+        Self {
+            scale: Scale::Linear,
+            lo,
+            hi,
+            ticks,
+            minor: Vec::new(),
+            labels: TickLabels::Decimals(decimals_for(step)),
+        }
+    }
+
+    fn log(lo: f64, hi: f64) -> Self {
+        let decades = (lo.ceil() as i64)..=(hi.floor() as i64);
+        let mut ticks: Vec<f64> = decades.clone().map(|k| k as f64).collect();
+        let mut minor = Vec::new();
+        for k in (lo.floor() as i64)..=(hi.ceil() as i64) {
+            for m in 2..=9 {
+                let v = k as f64 + (m as f64).log10();
+                if v > lo && v < hi {
+                    minor.push(v);
+                }
+            }
+        }
+        if ticks.len() < 3 {
+            // Less than two decades visible: label 2× and 5× as well.
+            ticks.extend(minor.iter().copied().filter(|v| {
+                let m = 10f64.powf(v - v.floor()).round();
+                m == 2.0 || m == 5.0
+            }));
+            ticks.sort_by(f64::total_cmp);
+        }
+        Self {
+            scale: Scale::Log10,
+            lo,
+            hi,
+            ticks,
+            minor,
+            labels: TickLabels::Powers,
+        }
+    }
+
+    fn categories(names: &[&str]) -> Self {
+        Self {
+            scale: Scale::Linear,
+            lo: 0.0,
+            hi: names.len() as f64,
+            ticks: (0..names.len()).map(|c| c as f64 + 0.5).collect(),
+            minor: Vec::new(),
+            labels: TickLabels::Categories(names.iter().map(|s| s.to_string()).collect()),
+        }
+    }
+
+    fn with_top_pad(mut self, fraction: f64) -> Self {
+        self.hi += fraction * (self.hi - self.lo);
+        self
+    }
+
+    /// A data value in plot space, or `None` if the scale cannot show it.
+    fn to_plot(&self, v: f64) -> Option<f64> {
+        match self.scale {
+            Scale::Linear => Some(v),
+            Scale::Log10 => (v > 0.0).then(|| v.log10()),
+        }
+    }
+
+    fn label(&self, v: f64) -> String {
+        match &self.labels {
+            TickLabels::Decimals(d) => format_decimal(v, *d),
+            TickLabels::Powers => format_significant(10f64.powf(v)),
+            TickLabels::Categories(names) => {
+                let i = (v - 0.5).round();
+                if i >= 0.0 && (i as usize) < names.len() {
+                    names[i as usize].clone()
+                } else {
+                    String::new()
+                }
+            }
+        }
+    }
+
+    fn coord(&self) -> PlotCoord {
+        PlotCoord {
+            lo: self.lo,
+            hi: self.hi,
+            ticks: self.ticks.clone(),
+            minor: self.minor.clone(),
+        }
+    }
+}
+
+/// A linear plotters coordinate over plot space whose grid lines are exactly our ticks
+/// (bold) and minor ticks (light); tick labels come from the mesh formatter.
+struct PlotCoord {
+    lo: f64,
+    hi: f64,
+    ticks: Vec<f64>,
+    minor: Vec<f64>,
+}
+
+impl Ranged for PlotCoord {
+    type FormatOption = DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        // Clamped far outside the area so that wild values cannot overflow i32; drawing
+        // clips to the area anyway.
+        let fraction = ((value - self.lo) / (self.hi - self.lo)).clamp(-4.0, 5.0);
+        limit.0 + (fraction * f64::from(limit.1 - limit.0)).round() as i32
+    }
+
+    fn key_points<Hint: KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
+        if hint.weight().allow_light_points() {
+            self.minor.clone()
+        } else {
+            self.ticks.clone()
+        }
+    }
+
+    fn range(&self) -> std::ops::Range<f64> {
+        self.lo..self.hi
+    }
+}
+
+/// The smallest of 1, 2, 2.5, 5 × 10^k that is ≥ `raw`.
+fn nice_step(raw: f64) -> f64 {
+    if !raw.is_finite() || raw <= 0.0 {
+        return 1.0;
+    }
+    let magnitude = 10f64.powf(raw.log10().floor());
+    let mantissa = raw / magnitude;
+    let nice = [1.0, 2.0, 2.5, 5.0, 10.0]
+        .into_iter()
+        .find(|m| mantissa <= m * (1.0 + 1e-9))
+        .unwrap_or(10.0);
+    nice * magnitude
+}
+
+/// Decimals needed to print multiples of `step` exactly (2.5 × 10^k needs one more).
+fn decimals_for(step: f64) -> usize {
+    let mut decimals = (-step.log10().floor()).max(0.0) as usize;
+    let scaled = step * 10f64.powi(decimals as i32);
+    if (scaled - scaled.round()).abs() > 1e-9 {
+        decimals += 1;
+    }
+    decimals.min(12)
+}
+
+fn format_decimal(v: f64, decimals: usize) -> String {
+    if v != 0.0 && (v.abs() >= 1e6 || v.abs() < 1e-4) {
+        return format_significant(v);
+    }
+    let s = format!("{v:.decimals$}");
+    if s.starts_with('-') && s[1..].chars().all(|c| c == '0' || c == '.') {
+        s[1..].to_string()
+    } else {
+        s
+    }
+}
+
+/// Up to 3 significant digits, without trailing zeros; scientific outside 1e-4..1e6.
+fn format_significant(v: f64) -> String {
+    if v == 0.0 {
+        return "0".to_string();
+    }
+    if v.abs() >= 1e6 || v.abs() < 1e-4 {
+        let s = format!("{v:.2e}");
+        // "2.50e6" → "2.5e6", "1.00e-5" → "1e-5"
+        return match s.split_once('e') {
+            Some((m, e)) => {
+                let m = m.trim_end_matches('0').trim_end_matches('.');
+                format!("{m}e{e}")
+            }
+            None => s,
+        };
+    }
+    let digits = (2 - v.abs().log10().floor() as i32).max(0) as usize;
+    let s = format!("{v:.digits$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Chart model and rendering
+// ---------------------------------------------------------------------------------------
+
+/// Okabe & Ito (2008) colour-blind-safe palette, yellow last (weak on white).
+const PALETTE: [RGBColor; 8] = [
+    RGBColor(0, 114, 178),
+    RGBColor(213, 94, 0),
+    RGBColor(0, 158, 115),
+    RGBColor(204, 121, 167),
+    RGBColor(230, 159, 0),
+    RGBColor(86, 180, 233),
+    RGBColor(0, 0, 0),
+    RGBColor(240, 228, 66),
+];
+const REFERENCE_COLOR: RGBColor = RGBColor(60, 60, 60);
+
+fn color(i: usize) -> RGBColor {
+    PALETTE[i % PALETTE.len()]
+}
+
+#[derive(Debug, Clone, Copy)]
+enum LegendAt {
+    UpperLeft,
+    UpperRight,
+    LowerRight,
+}
+
+#[derive(Debug, Clone)]
+enum Shape {
+    Line(Vec<(f64, f64)>),
+    /// Translucent dots, for scatter plots where points overlap.
+    Points(Vec<(f64, f64)>),
+    /// Solid markers on the vertices of a line.
+    Markers(Vec<(f64, f64)>),
+    /// (x0, y0, x1, y1) rectangles.
+    Bars(Vec<(f64, f64, f64, f64)>),
+}
+
+#[derive(Debug, Clone)]
+struct Layer {
+    name: Option<String>,
+    color: RGBColor,
+    reference: bool,
+    shape: Shape,
+}
+
+impl Layer {
+    fn line(name: Option<String>, i: usize, points: Vec<(f64, f64)>) -> Self {
+        Self {
+            name,
+            color: color(i),
+            reference: false,
+            shape: Shape::Line(points),
+        }
+    }
+
+    fn points(name: Option<String>, i: usize, points: Vec<(f64, f64)>) -> Self {
+        Self {
+            name,
+            color: color(i),
+            reference: false,
+            shape: Shape::Points(points),
+        }
+    }
+
+    fn bars(name: Option<String>, i: usize, rects: Vec<(f64, f64, f64, f64)>) -> Self {
+        Self {
+            name,
+            color: color(i),
+            reference: false,
+            shape: Shape::Bars(rects),
+        }
+    }
+
+    /// A thin dark line (y = x, zero line) drawn on top of the data.
+    fn reference(name: Option<String>, points: Vec<(f64, f64)>) -> Self {
+        Self {
+            name,
+            color: REFERENCE_COLOR,
+            reference: true,
+            shape: Shape::Line(points),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match &self.shape {
+            Shape::Line(p) | Shape::Points(p) | Shape::Markers(p) => p.is_empty(),
+            Shape::Bars(r) => r.is_empty(),
+        }
+    }
+}
+
+struct Chart {
+    x: AxisPlan,
+    y: AxisPlan,
+    x_label: String,
+    y_label: String,
+    layers: Vec<Layer>,
+    legend: LegendAt,
+    x_tick_labels: bool,
+    /// Vertical grid lines; off for categorical axes, where they would cut through bars.
+    x_grid: bool,
+}
+
+impl Chart {
+    fn new(
+        spec: &FigureSpec,
+        x: AxisPlan,
+        y: AxisPlan,
+        layers: Vec<Layer>,
+        legend: LegendAt,
+    ) -> Self {
+        Self {
+            x,
+            y,
+            x_label: spec.x.label.clone(),
+            y_label: spec.y.label.clone(),
+            layers,
+            legend,
+            x_tick_labels: true,
+            x_grid: true,
+        }
+    }
+
+    fn has_data(&self) -> bool {
+        self.layers.iter().any(|l| !l.reference && !l.is_empty())
+    }
+}
+
+/// Pixel sizes scaled from a 1200×800 reference.
+struct Metrics {
+    title_px: f64,
+    label_px: f64,
+    tick_px: f64,
+    legend_px: f64,
+    line_px: u32,
+    marker_px: u32,
+    margin_px: u32,
+    right_margin_px: u32,
+    title_area_px: u32,
+    x_area_px: u32,
+    y_area_px: u32,
+}
+
+impl Metrics {
+    fn for_size(size: FigureSize, panels: usize) -> Self {
+        let s = (size.width_px as f64 / 1200.0).min(size.height_px as f64 / 800.0);
+        // Stacked panels get slightly smaller text so the plotting areas stay usable.
+        let t = if panels > 2 { s * 0.85 } else { s };
+        let px = |v: f64| (v * s).round().max(1.0) as u32;
+        Self {
+            title_px: 34.0 * s,
+            label_px: 24.0 * t,
+            tick_px: 19.0 * t,
+            legend_px: 19.0 * t,
+            line_px: px(2.5),
+            marker_px: px(3.5),
+            margin_px: px(18.0),
+            right_margin_px: px(36.0),
+            title_area_px: px(60.0),
+            x_area_px: px(70.0),
+            y_area_px: px(100.0),
+        }
+    }
+}
+
+const FONT_FAMILY: &str = "sans-serif";
+
+fn centered() -> Pos {
+    Pos::new(HPos::Center, VPos::Center)
+}
+static DEJAVU_SANS: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+
+/// Registers the embedded font with plotters once per process.
+fn ensure_font() -> Result<()> {
+    static REGISTERED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+    REGISTERED
+        .get_or_init(|| {
+            plotters::style::register_font(FONT_FAMILY, FontStyle::Normal, DEJAVU_SANS)
+                .map_err(|_| "the embedded DejaVu Sans font could not be parsed".to_string())
+        })
+        .clone()
+        .map_err(Error::Msg)
+}
+
+type Drawn = std::result::Result<(), String>;
+
+fn drawing_error<E: std::error::Error + Send + Sync>(
+    e: plotters::drawing::DrawingAreaErrorKind<E>,
+) -> String {
+    e.to_string()
+}
+
+fn draw_figure<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    size: FigureSize,
+    title: &str,
+    charts: &[Chart],
+) -> Drawn {
+    let m = Metrics::for_size(size, charts.len());
+    root.fill(&WHITE).map_err(drawing_error)?;
+    // The title is placed by hand: plotters' `titled` puts the glyphs' top at y = 0,
+    // and ab_glyph rendering then clips the ascenders.
+    let (title_area, body) = root.split_vertically(m.title_area_px);
+    let (width, height) = title_area.dim_in_pixel();
+    title_area
+        .draw(&Text::new(
+            title,
+            (width as i32 / 2, height as i32 / 2 + 4),
+            (FONT_FAMILY, m.title_px)
+                .into_font()
+                .color(&BLACK)
+                .pos(centered()),
+        ))
+        .map_err(drawing_error)?;
+    let areas = body.split_evenly((charts.len(), 1));
+    for (area, chart) in areas.iter().zip(charts) {
+        draw_chart(area, chart, &m)?;
+    }
+    root.present().map_err(drawing_error)
+}
+
+fn draw_chart<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    chart: &Chart,
+    m: &Metrics,
+) -> Drawn {
+    let x_area = if chart.x_tick_labels {
+        m.x_area_px
+    } else {
+        m.x_area_px / 4
+    };
+    let mut ctx = ChartBuilder::on(area)
+        .margin(m.margin_px)
+        .margin_top(m.margin_px / 2)
+        .margin_right(m.right_margin_px)
+        .x_label_area_size(x_area)
+        .y_label_area_size(m.y_area_px)
+        .build_cartesian_2d(chart.x.coord(), chart.y.coord())
+        .map_err(drawing_error)?;
+
+    let x_fmt = |v: &f64| {
+        if chart.x_tick_labels {
+            chart.x.label(*v)
+        } else {
+            String::new()
+        }
+    };
+    let y_fmt = |v: &f64| chart.y.label(*v);
+    let label_font = (FONT_FAMILY, m.label_px).into_font();
+    let tick_font = (FONT_FAMILY, m.tick_px).into_font();
+    let mut mesh = ctx.configure_mesh();
+    mesh.x_label_formatter(&x_fmt)
+        .y_label_formatter(&y_fmt)
+        .axis_desc_style(label_font)
+        .label_style(tick_font)
+        .bold_line_style(RGBColor(215, 215, 215))
+        .light_line_style(RGBColor(238, 238, 238))
+        .axis_style(RGBColor(90, 90, 90));
+    if !chart.x_label.is_empty() {
+        mesh.x_desc(chart.x_label.as_str());
+    }
+    if !chart.x_grid {
+        mesh.disable_x_mesh();
+    }
+    mesh.y_desc(chart.y_label.as_str());
+    mesh.draw().map_err(drawing_error)?;
+
+    let line_px = m.line_px;
+    let legend_line = 28;
+    for layer in &chart.layers {
+        let style = if layer.reference {
+            ShapeStyle::from(&layer.color).stroke_width(line_px.div_ceil(2).max(1))
+        } else {
+            ShapeStyle::from(&layer.color).stroke_width(line_px)
+        };
+        let annotation = match &layer.shape {
+            Shape::Line(points) => ctx
+                .draw_series(LineSeries::new(points.iter().copied(), style))
+                .map_err(drawing_error)?,
+            Shape::Points(points) => {
+                let r = m.marker_px;
+                let fill = layer.color.mix(0.55).filled();
+                ctx.draw_series(points.iter().map(|&p| Circle::new(p, r, fill)))
+                    .map_err(drawing_error)?
+            }
+            Shape::Markers(points) => {
+                let r = m.marker_px + 1;
+                let fill = layer.color.filled();
+                ctx.draw_series(points.iter().map(|&p| Circle::new(p, r, fill)))
+                    .map_err(drawing_error)?
+            }
+            Shape::Bars(rects) => {
+                let fill = layer.color.mix(0.85).filled();
+                // A white outline separates adjacent bars.
+                let edge = ShapeStyle::from(&WHITE).stroke_width(1);
+                ctx.draw_series(
+                    rects
+                        .iter()
+                        .map(|&(x0, y0, x1, y1)| Rectangle::new([(x0, y0), (x1, y1)], fill)),
+                )
+                .map_err(drawing_error)?;
+                ctx.draw_series(
+                    rects
+                        .iter()
+                        .map(|&(x0, y0, x1, y1)| Rectangle::new([(x0, y0), (x1, y1)], edge)),
+                )
+                .map_err(drawing_error)?
+            }
+        };
+        if let Some(name) = &layer.name {
+            let c = layer.color;
+            let marker = m.marker_px as i32 + 1;
+            match layer.shape {
+                Shape::Line(_) => annotation.label(name.as_str()).legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + legend_line, y)], style)
+                }),
+                Shape::Points(_) | Shape::Markers(_) => {
+                    annotation.label(name.as_str()).legend(move |(x, y)| {
+                        Circle::new((x + legend_line / 2, y), marker, c.mix(0.55).filled())
+                    })
+                }
+                Shape::Bars(_) => annotation.label(name.as_str()).legend(move |(x, y)| {
+                    Rectangle::new(
+                        [(x, y - marker - 2), (x + legend_line, y + marker + 2)],
+                        c.mix(0.85).filled(),
+                    )
+                }),
+            };
+        }
+    }
+
+    if !chart.has_data() {
+        let (w, h) = area.dim_in_pixel();
+        let style = (FONT_FAMILY, m.label_px)
+            .into_font()
+            .color(&RGBColor(120, 120, 120))
+            .pos(centered());
+        area.draw(&Text::new("no data", (w as i32 / 2, h as i32 / 2), style))
+            .map_err(drawing_error)?;
+    }
+
+    let named = chart.layers.iter().filter(|l| l.name.is_some()).count();
+    if named >= 2 {
+        let position = match chart.legend {
+            LegendAt::UpperLeft => SeriesLabelPosition::UpperLeft,
+            LegendAt::UpperRight => SeriesLabelPosition::UpperRight,
+            LegendAt::LowerRight => SeriesLabelPosition::LowerRight,
+        };
+        ctx.configure_series_labels()
+            .position(position)
+            .margin(m.margin_px / 2)
+            .legend_area_size(legend_line + 8)
+            .label_font((FONT_FAMILY, m.legend_px).into_font())
+            .background_style(WHITE.mix(0.9))
+            .border_style(RGBColor(160, 160, 160))
+            .draw()
+            .map_err(drawing_error)?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Output files
+// ---------------------------------------------------------------------------------------
+
+fn with_suffix(stem: &Path, suffix: &str) -> PathBuf {
+    let mut s: OsString = stem.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+fn render(
+    stem: &Path,
+    size: FigureSize,
+    title: &str,
+    charts: &[Chart],
+    notes: Vec<String>,
+) -> Result<FigureFiles> {
+    ensure_font()?;
+    let png = with_suffix(stem, ".png");
+    let svg = with_suffix(stem, ".svg");
+    if let Some(dir) = png.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).with_path(dir)?;
+    }
+    let dims = (size.width_px, size.height_px);
+    let fail = |path: &Path, e: String| {
+        Error::Msg(format!(
+            "{}: drawing the figure failed: {e}",
+            path.display()
+        ))
+    };
+
+    let tmp_png = temp_sibling(&png, "png");
+    let drawn = {
+        let root = BitMapBackend::new(&tmp_png, dims).into_drawing_area();
+        draw_figure(&root, size, title, charts)
+    };
+    if let Err(e) = drawn {
+        let _ = fs::remove_file(&tmp_png);
+        return Err(fail(&png, e));
+    }
+    fs::rename(&tmp_png, &png).with_path(&png)?;
+
+    let mut svg_text = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg_text, dims).into_drawing_area();
+        draw_figure(&root, size, title, charts).map_err(|e| fail(&svg, e))?;
+    }
+    write_atomic(&svg, svg_text.as_bytes())?;
+    Ok(FigureFiles { png, svg, notes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nice_steps_and_decimals() {
+        assert_eq!(nice_step(0.7), 1.0);
+        assert_eq!(nice_step(1.3), 2.0);
+        assert_eq!(nice_step(2.2), 2.5);
+        assert_eq!(nice_step(3.0), 5.0);
+        assert_eq!(nice_step(7.0), 10.0);
+        assert_eq!(nice_step(0.03), 0.05);
+        assert_eq!(decimals_for(0.05), 2);
+        assert_eq!(decimals_for(0.25), 2);
+        assert_eq!(decimals_for(2.5), 1);
+        assert_eq!(decimals_for(50.0), 0);
+    }
+
+    #[test]
+    fn tick_labels() {
+        assert_eq!(format_decimal(-0.0, 1), "0.0");
+        assert_eq!(format_decimal(1.25, 2), "1.25");
+        assert_eq!(format_decimal(2_500_000.0, 0), "2.5e6");
+        assert_eq!(format_significant(1000.0), "1000");
+        assert_eq!(format_significant(0.002), "0.002");
+        assert_eq!(format_significant(20.0), "20");
+        assert_eq!(format_significant(1e-5), "1e-5");
+        assert_eq!(format_significant(1e7), "1e7");
+    }
+
+    #[test]
+    fn linear_axis_ticks_cover_the_range() {
+        let a = AxisPlan::fit(Scale::Linear, [0.0, 9.3].into_iter(), false);
+        assert_eq!(a.ticks, vec![0.0, 2.0, 4.0, 6.0, 8.0]);
+        assert_eq!(a.label(4.0), "4");
+        // A single value gets a ±10 % range instead of an empty one.
+        let one = AxisPlan::fit(Scale::Linear, [5.0].into_iter(), false);
+        assert_eq!((one.lo, one.hi), (4.5, 5.5));
+        let zero = AxisPlan::fit(Scale::Linear, [0.0, 0.0].into_iter(), false);
+        assert_eq!((zero.lo, zero.hi), (-1.0, 1.0));
+        let none = AxisPlan::fit(Scale::Linear, std::iter::empty(), true);
+        assert!(none.lo < none.hi);
+    }
+
+    #[test]
+    fn log_axis_ticks_are_decades_or_finer() {
+        let wide = AxisPlan::fit(Scale::Log10, [1.0, 5000.0, -3.0, 0.0].into_iter(), false);
+        assert_eq!(wide.ticks, vec![0.0, 1.0, 2.0, 3.0]);
+        assert_eq!(wide.label(3.0), "1000");
+        let narrow = AxisPlan::fit(Scale::Log10, [15.0, 80.0].into_iter(), false);
+        let labels: Vec<String> = narrow.ticks.iter().map(|&t| narrow.label(t)).collect();
+        assert_eq!(labels, vec!["20", "50"]);
+        assert_eq!(narrow.to_plot(-1.0), None);
+    }
+
+    #[test]
+    fn category_labels() {
+        let a = AxisPlan::categories(&["prefill", "decode"]);
+        assert_eq!(a.label(0.5), "prefill");
+        assert_eq!(a.label(1.5), "decode");
+        assert_eq!(a.label(7.5), "");
+    }
+
+    #[test]
+    fn thinning_keeps_extremes_per_column() {
+        let x = AxisPlan::linear(0.0, 10.0);
+        // 10 columns, 1000 points: each column keeps ≤ 4 points, including its extremes.
+        let points: Vec<(f64, f64)> = (0..1000)
+            .map(|i| (i as f64 / 100.0, ((i * 37) % 101) as f64))
+            .collect();
+        let thin = thin_to_columns(points.clone(), &x, 10);
+        assert!(thin.len() <= 40, "{}", thin.len());
+        for c in 0..10 {
+            let column = |p: &&(f64, f64)| (p.0 as usize) == c;
+            let max_all = points
+                .iter()
+                .filter(column)
+                .map(|p| p.1)
+                .fold(f64::MIN, f64::max);
+            let max_thin = thin
+                .iter()
+                .filter(column)
+                .map(|p| p.1)
+                .fold(f64::MIN, f64::max);
+            let min_all = points
+                .iter()
+                .filter(column)
+                .map(|p| p.1)
+                .fold(f64::MAX, f64::min);
+            let min_thin = thin
+                .iter()
+                .filter(column)
+                .map(|p| p.1)
+                .fold(f64::MAX, f64::min);
+            assert_eq!((max_all, min_all), (max_thin, min_thin), "column {c}");
+        }
+        assert_eq!(thin.first(), points.first());
+        assert_eq!(thin.last(), points.last());
+        // Short lines are untouched.
+        assert_eq!(
+            thin_to_columns(points[..30].to_vec(), &x, 10),
+            points[..30].to_vec()
+        );
+    }
+
+    #[test]
+    fn step_points_hold_values() {
+        let x = AxisPlan::fit(Scale::Linear, [0.0, 2.0].into_iter(), false);
+        let (pts, dropped) = to_plot_points(&x, &x, &[(0.0, 1.0), (1.0, 3.0), (2.0, 2.0)], true);
+        assert_eq!(dropped, 0);
+        assert_eq!(
+            pts,
+            vec![(0.0, 1.0), (1.0, 1.0), (1.0, 3.0), (2.0, 3.0), (2.0, 2.0)]
+        );
+    }
+}
