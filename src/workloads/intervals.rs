@@ -136,9 +136,8 @@ pub fn generate_arrivals_ns(
         IntervalsConfig::Gamma { cv } => {
             let shape = 1.0 / (cv * cv);
             // Unit mean; scaled by the mean gap below.
-            let gamma = Gamma::new(shape, 1.0 / shape).map_err(|e| {
-                Error::config(format!("{INTERVALS_KEY}.cv"), format!("gamma: {e}"))
-            })?;
+            let gamma = Gamma::new(shape, 1.0 / shape)
+                .map_err(|e| Error::config(format!("{INTERVALS_KEY}.cv"), format!("gamma: {e}")))?;
             Box::new((1..n).map(move |_| gamma.sample(&mut rng) * mean_gap_ns))
         }
         IntervalsConfig::Static {} => Box::new((1..n).map(|_| 0.0)),
@@ -245,7 +244,10 @@ mod tests {
         assert_eq!(arrivals, vec![0, 0, 0, 0]);
         let arrivals =
             generate_arrivals_ns(&IntervalsConfig::FixedInterval {}, 3.0, 1001, 1).unwrap();
-        assert_eq!(&arrivals[..4], &[0, 333_333_333, 666_666_667, 1_000_000_000]);
+        assert_eq!(
+            &arrivals[..4],
+            &[0, 333_333_333, 666_666_667, 1_000_000_000]
+        );
         assert_eq!(arrivals[1000], 333_333_333_333);
         assert!(generate_arrivals_ns(&IntervalsConfig::Static {}, 1.0, 0, 1)
             .unwrap()
@@ -295,7 +297,10 @@ mod tests {
     #[test]
     fn config_yaml_forms() {
         let parse = |yaml: &str| serde_saphyr::from_str::<IntervalsConfig>(yaml);
-        assert_eq!(parse("generator: static\n").unwrap(), IntervalsConfig::Static {});
+        assert_eq!(
+            parse("generator: static\n").unwrap(),
+            IntervalsConfig::Static {}
+        );
         assert_eq!(
             parse("generator: fixed_interval\n").unwrap(),
             IntervalsConfig::FixedInterval {}

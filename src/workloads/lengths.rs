@@ -298,9 +298,8 @@ pub fn generate_lengths(
             let max_tokens =
                 resolve_max_tokens(LENGTHS_KEY, *min_tokens, *max_tokens, max_context_tokens)?;
             let num_totals = max_tokens - min_tokens + 1;
-            let zipf = Zipf::new(f64::from(num_totals), *theta).map_err(|e| {
-                Error::config(format!("{LENGTHS_KEY}.theta"), format!("zipf: {e}"))
-            })?;
+            let zipf = Zipf::new(f64::from(num_totals), *theta)
+                .map_err(|e| Error::config(format!("{LENGTHS_KEY}.theta"), format!("zipf: {e}")))?;
             // rank_to_offset[k - 1] is the offset from min_tokens that rank k stands for.
             let mut rank_to_offset: Vec<u32> = (0..num_totals).collect();
             if *scramble {
@@ -474,7 +473,9 @@ mod tests {
         }
         // An explicit cap below the context is honoured.
         let capped = generate_lengths(&uniform(100, Some(200), 1.0), 1000, 1, 4096).unwrap();
-        assert!(capped.iter().all(|l| (100..=200).contains(&l.total_tokens())));
+        assert!(capped
+            .iter()
+            .all(|l| (100..=200).contains(&l.total_tokens())));
     }
 
     #[test]
@@ -540,12 +541,24 @@ mod tests {
                 },
                 "workload.lengths.prefill_tokens",
             ),
-            (uniform(1024, None, f64::NAN), "workload.lengths.prefill_to_decode_ratio"),
-            (uniform(1024, None, -1.0), "workload.lengths.prefill_to_decode_ratio"),
-            (uniform(1024, Some(1000), 20.0), "workload.lengths.max_tokens"),
+            (
+                uniform(1024, None, f64::NAN),
+                "workload.lengths.prefill_to_decode_ratio",
+            ),
+            (
+                uniform(1024, None, -1.0),
+                "workload.lengths.prefill_to_decode_ratio",
+            ),
+            (
+                uniform(1024, Some(1000), 20.0),
+                "workload.lengths.max_tokens",
+            ),
             (uniform(2, None, 20.0), "workload.lengths.min_tokens"),
             (zipf(-0.1, false, 1024, None), "workload.lengths.theta"),
-            (zipf(f64::INFINITY, false, 1024, None), "workload.lengths.theta"),
+            (
+                zipf(f64::INFINITY, false, 1024, None),
+                "workload.lengths.theta",
+            ),
             (zipf(0.6, false, 20, None), "workload.lengths.min_tokens"),
             (
                 LengthsConfig::Trace {
@@ -557,7 +570,11 @@ mod tests {
             ),
         ];
         for (config, key) in cases {
-            assert_eq!(config_key(config.validate().unwrap_err()), key, "{config:?}");
+            assert_eq!(
+                config_key(config.validate().unwrap_err()),
+                key,
+                "{config:?}"
+            );
         }
         // The smallest valid zipf minimum for r = 20 is 21 (decode = floor(21/21) = 1).
         zipf(0.6, false, 21, None).validate().unwrap();

@@ -72,9 +72,9 @@ pub fn summarize(arrivals_ns: &[u64], lengths: &[RequestLengths]) -> Result<Work
     }
     let first = arrivals_ns[0];
     let last = arrivals_ns[arrivals_ns.len() - 1];
-    let duration_ns = last.checked_sub(first).ok_or_else(|| {
-        Error::InvalidInput("arrival times are not non-decreasing".to_string())
-    })?;
+    let duration_ns = last
+        .checked_sub(first)
+        .ok_or_else(|| Error::InvalidInput("arrival times are not non-decreasing".to_string()))?;
     let mean_rate_rps =
         (duration_ns > 0).then(|| (arrivals_ns.len() - 1) as f64 / (duration_ns as f64 / 1e9));
     Ok(WorkloadSummary {
@@ -112,7 +112,13 @@ mod tests {
                 num_decode_tokens: d,
             })
             .collect();
-        let arrivals = [0, 1_000_000_000, 1_000_000_000, 1_500_000_000, 2_000_000_000];
+        let arrivals = [
+            0,
+            1_000_000_000,
+            1_000_000_000,
+            1_500_000_000,
+            2_000_000_000,
+        ];
         let s = summarize(&arrivals, &lengths).unwrap();
         assert_eq!(s.num_requests, 5);
         // sorted prefill 10..50: p50 = 30, p90 at h = 3.6 -> 40 + 0.6*10 = 46.
@@ -125,7 +131,10 @@ mod tests {
         assert_eq!(s.duration_ns, 2_000_000_000);
         // 4 gaps in 2 s.
         assert_eq!(s.mean_rate_rps, Some(2.0));
-        assert_eq!(summarize(&[0, 0], &lengths[..2]).unwrap().mean_rate_rps, None);
+        assert_eq!(
+            summarize(&[0, 0], &lengths[..2]).unwrap().mean_rate_rps,
+            None
+        );
         assert!(summarize(&[], &[]).is_err());
         assert!(summarize(&[0], &lengths).is_err());
     }

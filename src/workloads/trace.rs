@@ -200,7 +200,10 @@ impl TraceCsv {
         let mut row = 0;
         while row < limit {
             let more = self.reader.read_record(&mut record).map_err(|e| {
-                Error::parse(&self.path, format!("malformed CSV after data row {row}: {e}"))
+                Error::parse(
+                    &self.path,
+                    format!("malformed CSV after data row {row}: {e}"),
+                )
             })?;
             if !more {
                 break;
@@ -450,10 +453,8 @@ mod tests {
 
     impl TempCsv {
         fn new(name: &str, content: &str) -> Self {
-            let dir = std::env::temp_dir().join(format!(
-                "simreal-trace-test-{}-{name}",
-                std::process::id()
-            ));
+            let dir = std::env::temp_dir()
+                .join(format!("simreal-trace-test-{}-{name}", std::process::id()));
             std::fs::create_dir_all(&dir).unwrap();
             let path = dir.join(format!("{name}.csv"));
             std::fs::write(&path, content).unwrap();
@@ -467,7 +468,11 @@ mod tests {
         }
     }
 
-    fn replay(name: &str, content: &str, config: impl Fn(PathBuf) -> TraceReplayConfig) -> Result<Workload> {
+    fn replay(
+        name: &str,
+        content: &str,
+        config: impl Fn(PathBuf) -> TraceReplayConfig,
+    ) -> Result<Workload> {
         let file = TempCsv::new(name, content);
         replay_trace(&config(file.path.clone()), None, 4096)
     }
@@ -564,7 +569,10 @@ mod tests {
         let file = TempCsv::new(name, content);
         match read_replay_trace(&file.path, None).unwrap_err() {
             Error::InvalidValue {
-                path, row, column, msg,
+                path,
+                row,
+                column,
+                msg,
             } => {
                 assert_eq!(path, file.path);
                 (row, column, msg)
@@ -608,7 +616,10 @@ mod tests {
             }
             other => panic!("unexpected {other}"),
         }
-        let file = TempCsv::new("noarrival", "t,num_prefill_tokens,num_decode_tokens\n0,1,1\n");
+        let file = TempCsv::new(
+            "noarrival",
+            "t,num_prefill_tokens,num_decode_tokens\n0,1,1\n",
+        );
         match read_arrival_trace(&file.path, None).unwrap_err() {
             Error::ColumnNotFound { column, .. } => assert_eq!(column, ARRIVED_AT_COLUMN),
             other => panic!("unexpected {other}"),
@@ -651,10 +662,14 @@ mod tests {
 
     #[test]
     fn bundled_sample_replays_like_vidur() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/traces/splitwise_conv_sample.csv");
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/traces/splitwise_conv_sample.csv");
         let workload = replay_trace(&plain(path), Some(3), 4096).unwrap();
         // First rows of splitwise_conv.csv: 0.0,374,44 / 4.314579,396,109 / 4.541877,879,55.
         assert_eq!(workload.arrivals_ns, vec![0, 4_314_579_000, 4_541_877_000]);
-        assert_eq!(workload.lengths, lengths(&[(374, 44), (396, 109), (879, 55)]));
+        assert_eq!(
+            workload.lengths,
+            lengths(&[(374, 44), (396, 109), (879, 55)])
+        );
     }
 }
