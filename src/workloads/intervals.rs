@@ -43,7 +43,10 @@ pub enum IntervalsConfig {
     },
     /// Gamma-distributed gaps with mean `1/qps` and coefficient of variation `cv`
     /// (shape `1/cv²`, scale `1/(qps·shape)`): `cv = 1` is Poisson, `cv > 1` is burstier.
-    Gamma { cv: f64 },
+    Gamma {
+        /// Coefficient of variation of the gaps (standard deviation / mean), > 0.
+        cv: f64,
+    },
     /// Every request arrives at t = 0.
     Static {},
     /// A constant gap of `1/qps`.
@@ -52,7 +55,9 @@ pub enum IntervalsConfig {
     /// (seconds); the first `n` rows, re-based so the first arrival is at 0 and multiplied
     /// by `time_scale_factor` (> 1 slows arrivals down). `qps` is not used.
     Trace {
+        /// CSV with an `arrival_time_ns` or `arrived_at` column.
         trace_file: PathBuf,
+        /// Multiplies the (re-based) arrival times; default 1.
         #[serde(default = "one")]
         time_scale_factor: f64,
     },

@@ -30,18 +30,24 @@ pub const LENGTHS_KEY: &str = "workload.lengths";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "generator", rename_all = "snake_case", deny_unknown_fields)]
 pub enum LengthsConfig {
-    /// Every request has the same lengths.
+    /// Every request has the same lengths, which must fit the context together (Vidur
+    /// does not check; here it is a config error).
     Fixed {
+        /// Prompt tokens of every request, >= 1.
         prefill_tokens: u32,
+        /// Output tokens of every request, >= 1.
         decode_tokens: u32,
     },
     /// Total tokens `T ~ U(min_tokens, max_tokens)` (continuous), then
     /// `decode = ceil(T / (1 + r))`, `prefill = floor(T - decode)` with
     /// `r = prefill_to_decode_ratio` — Vidur's uniform generator.
     Uniform {
+        /// Smallest total (prefill + decode).
         min_tokens: u32,
+        /// Largest total; `null` (default) means the model context.
         #[serde(default)]
         max_tokens: Option<u32>,
+        /// Prefill tokens per decode token, > 0.
         prefill_to_decode_ratio: f64,
     },
     /// Total tokens `T = min_tokens + k - 1` with rank `k` Zipf-distributed over the
@@ -54,12 +60,18 @@ pub enum LengthsConfig {
     /// maps ranks through a seeded permutation, where Vidur uses Python's `hash()`, which is
     /// salted per process and thus not reproducible.
     Zipf {
+        /// Zipf exponent, >= 0 (Vidur's default is 0.6).
         theta: f64,
+        /// Map ranks to totals through a seeded permutation, so that the most frequent
+        /// totals are not the shortest ones; default false.
         #[serde(default)]
         scramble: bool,
+        /// Smallest total (prefill + decode), the most frequent one unless scrambled.
         min_tokens: u32,
+        /// Largest total; `null` (default) means the model context.
         #[serde(default)]
         max_tokens: Option<u32>,
+        /// Prefill tokens per decode token, > 0.
         prefill_to_decode_ratio: f64,
     },
     /// Lengths sampled from a trace CSV with columns `num_prefill_tokens`,
@@ -69,9 +81,12 @@ pub enum LengthsConfig {
     /// are shuffled with the seed. Each row is used at most once, so the trace must have at
     /// least as many rows as requests.
     Trace {
+        /// CSV with `num_prefill_tokens` and `num_decode_tokens` columns.
         trace_file: PathBuf,
+        /// Multiplies prompt lengths before truncation; default 1.
         #[serde(default = "one")]
         prefill_scale_factor: f64,
+        /// Multiplies output lengths before truncation; default 1.
         #[serde(default = "one")]
         decode_scale_factor: f64,
     },

@@ -16,6 +16,8 @@
 //! The param structs are the leaves the workload config embeds; writing the files of
 //! DESIGN.md is left to `io` and the `workload` binary.
 
+#![warn(missing_docs)]
+
 pub mod intervals;
 pub mod lengths;
 pub mod prompts;
@@ -55,7 +57,9 @@ impl RequestLengths {
 /// Request ids are the indices; arrivals are non-decreasing and the first is 0.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Workload {
+    /// Arrival time of each request, integer ns from the trace origin.
     pub arrivals_ns: Vec<u64>,
+    /// Token counts of each request.
     pub lengths: Vec<RequestLengths>,
 }
 

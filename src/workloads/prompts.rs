@@ -72,15 +72,20 @@ const PARAGRAPH_BREAK: &str = "\n\n";
 /// What to synthesize: one prompt of `num_tokens` tokens, identified by `prompt_id`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PromptSpec {
+    /// Identifies the prompt; with the seed, it determines the text.
     pub prompt_id: u64,
+    /// Exact token count wanted, >= 1.
     pub num_tokens: u32,
 }
 
 /// A synthesized prompt: `text` encodes to exactly `num_tokens` tokens.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Prompt {
+    /// The spec's id.
     pub prompt_id: u64,
+    /// Token count of `text` (without special tokens).
     pub num_tokens: u32,
+    /// The prompt.
     pub text: String,
 }
 

@@ -9,18 +9,26 @@ use crate::{Error, Result};
 /// interpolation between order statistics (numpy's and pandas' default).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct TokenStats {
+    /// Smallest value.
     pub min: u32,
+    /// Median.
     pub p50: f64,
+    /// 90th percentile.
     pub p90: f64,
+    /// Largest value.
     pub max: u32,
+    /// Arithmetic mean.
     pub mean: f64,
 }
 
 /// What a workload looks like, in numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct WorkloadSummary {
+    /// Number of requests.
     pub num_requests: usize,
+    /// Prompt lengths.
     pub prefill_tokens: TokenStats,
+    /// Output lengths.
     pub decode_tokens: TokenStats,
     /// Last arrival − first arrival.
     pub duration_ns: u64,

@@ -35,7 +35,9 @@ pub const TRACE_REPLAY_KEY: &str = "workload.trace_replay";
 pub struct LengthTraceRow {
     /// 1-based data row in the file, for error messages after shuffling.
     pub row: usize,
+    /// Prompt tokens as read (finite, >= 0; may be fractional).
     pub num_prefill_tokens: f64,
+    /// Output tokens as read (finite, >= 0; may be fractional).
     pub num_decode_tokens: f64,
 }
 
@@ -46,7 +48,9 @@ pub struct ReplayTraceRow {
     pub row: usize,
     /// Arrival in nanoseconds on the trace's own clock (not re-based).
     pub arrival_ns: f64,
+    /// Prompt tokens as read (finite, >= 0; may be fractional).
     pub num_prefill_tokens: f64,
+    /// Output tokens as read (finite, >= 0; may be fractional).
     pub num_decode_tokens: f64,
 }
 
@@ -318,12 +322,15 @@ pub(crate) fn rebase_arrivals_ns(raw_ns: &[f64], time_scale_factor: f64) -> Vec<
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TraceReplayConfig {
+    /// Processed trace CSV (Vidur's format).
     pub trace_file: PathBuf,
     /// Multiplies arrival times: 2.0 halves the request rate.
     #[serde(default = "one")]
     pub time_scale_factor: f64,
+    /// Multiplies prompt lengths before truncation; default 1.
     #[serde(default = "one")]
     pub prefill_scale_factor: f64,
+    /// Multiplies output lengths before truncation; default 1.
     #[serde(default = "one")]
     pub decode_scale_factor: f64,
 }
