@@ -244,3 +244,25 @@ fn a_synthetic_workload_gets_exact_prompts_fast() {
         assert_eq!(prompt.num_tokens, *num_prefill_tokens);
     }
 }
+
+#[test]
+fn tiny_custom_corpora_work_or_fail_cleanly() {
+    let tokenizer = qwen3();
+    assert!(matches!(
+        PromptSynthesizer::with_corpus(tokenizer, " \n\n ").unwrap_err(),
+        Error::InvalidInput(_)
+    ));
+    // One-word fragments, odd spacing and no final punctuation: still exact at every length.
+    let corpus = "Short one.   tail\n\nAnother   paragraph, here!\nWith a line break?\n\nend";
+    let synthesizer = PromptSynthesizer::with_corpus(tokenizer, corpus).unwrap();
+    for num_tokens in 1..=300 {
+        let text = synthesizer
+            .synthesize(num_tokens, 1, u64::from(num_tokens))
+            .unwrap();
+        assert_eq!(
+            tokenizer.count_tokens(&text).unwrap(),
+            num_tokens as usize,
+            "{text:?}"
+        );
+    }
+}

@@ -638,18 +638,22 @@ impl PieceCounter<'_> {
     }
 
     fn check_additive(&self, sentence: &Sentence) -> Result<()> {
-        let pieces = &sentence.pieces;
-        let inner: u32 = pieces.iter().map(|p| p.tokens).sum();
-        // Paragraph form: first piece trimmed, last piece followed by a break.
-        let paragraph: u32 = inner - pieces[0].tokens + pieces[0].leading_tokens
-            - pieces[pieces.len() - 1].tokens
-            + sentence.last_piece_break_tokens;
-        let paragraph_text = format!("{}{PARAGRAPH_BREAK}", sentence.text.trim_start());
-        for (text, expected) in [
-            (sentence.text.as_str(), inner),
-            (&paragraph_text, paragraph),
-        ] {
-            let actual = self.tokenizer.count_tokens(text)?;
+        let (Some(first), Some(last)) = (sentence.pieces.first(), sentence.pieces.last()) else {
+            return Ok(());
+        };
+        let inner: u32 = sentence.pieces.iter().map(|p| p.tokens).sum();
+        let mut checks = vec![(sentence.text.clone(), inner)];
+        // Paragraph form: first piece trimmed, last piece followed by a break. A one-piece
+        // sentence is never used in that form (see `plan`).
+        if sentence.pieces.len() > 1 {
+            let paragraph = inner - first.tokens - last.tokens
+                + first.leading_tokens
+                + sentence.last_piece_break_tokens;
+            let text = format!("{}{PARAGRAPH_BREAK}", sentence.text.trim_start());
+            checks.push((text, paragraph));
+        }
+        for (text, expected) in checks {
+            let actual = self.tokenizer.count_tokens(&text)?;
             if actual != expected as usize {
                 return Err(Error::Tokenizer(format!(
                     "tokenizer {} does not count additively over its pre-tokenizer pieces \
