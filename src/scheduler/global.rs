@@ -102,6 +102,7 @@ mod tests {
         assert_eq!(g.pick(&[0, 0, 0, 0]).unwrap(), 0);
         assert_eq!(g.pick(&[5, 4, 3, 2]).unwrap(), 3);
         // Vidur's in-call bookkeeping: after each pick the chosen replica has one more.
+        let mut g = GlobalScheduler::new(GlobalPolicy::Lor, 3, 0).unwrap();
         let mut waiting = [1, 0, 0];
         let mut picks = Vec::new();
         for _ in 0..5 {
