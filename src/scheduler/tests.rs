@@ -888,3 +888,80 @@ fn sarathi_invariants_hold_on_random_workloads() {
 fn orca_invariants_hold_on_random_workloads() {
     property_sweep(Policy::Orca);
 }
+
+// ---------------------------------------------------------------------------------------
+// Vidur golden traces
+
+/// One recorded run of Vidur's own scheduler.
+#[derive(Debug, serde::Deserialize)]
+struct GoldenCase {
+    cfg: SchedulerConfig,
+    num_blocks: usize,
+    stages: usize,
+    /// `(arrival step, P, D)`, request ids 0, 1, 2, … in this order.
+    requests: Vec<(u64, u32, u32)>,
+    /// Per batch, in formation order: request ids, tokens per request, and Vidur's
+    /// `num_allocated_blocks` right after the batch was formed.
+    batches: Vec<(Vec<u64>, Vec<u32>, u32)>,
+    /// Vidur's `num_restarts` per request at the end.
+    restarts: Vec<u32>,
+}
+
+/// `testdata/vidur_golden.json` holds nine runs (vllm, sarathi, orca × 1, 2, 3 pipeline
+/// stages; small pools, so 864 preemptions, 9 of them mid-prefill) recorded by driving the
+/// replica scheduler classes of Vidur 0.0.1 (commit 7d47513, `vidur/scheduler/
+/// replica_scheduler/*.py` with `vidur/entities/{request,batch}.py`) with the loop below:
+/// at each step, add the requests that arrived by then, form batches while fewer than
+/// `stages` are in flight (`on_schedule`), then end the oldest batch in flight
+/// (`batch.on_batch_end` then `scheduler.on_batch_end`); with nothing in flight, jump to
+/// the next arrival. Orca's max batch size was set to `num_blocks / (blocks per request ×
+/// stages)`, as we derive it.
+#[test]
+fn reproduces_vidur_schedules_batch_for_batch() {
+    #[derive(serde::Deserialize)]
+    struct Golden {
+        cases: Vec<GoldenCase>,
+    }
+    let golden: Golden = serde_json::from_str(include_str!("testdata/vidur_golden.json")).unwrap();
+    assert_eq!(golden.cases.len(), 9);
+    let mut total_restarts = 0;
+    for (case_no, case) in golden.cases.iter().enumerate() {
+        let mut s = ReplicaScheduler::new(&case.cfg, case.num_blocks, case.stages).unwrap();
+        let mut formed = Vec::new();
+        let mut in_flight = VecDeque::new();
+        let (mut next, mut step_no) = (0, 0);
+        loop {
+            while next < case.requests.len() && case.requests[next].0 <= step_no {
+                let (at, p, d) = case.requests[next];
+                s.add_request(spec(next as u64, at, p, d)).unwrap();
+                next += 1;
+            }
+            while let Some(batch) = s.schedule() {
+                let ids = batch.entries.iter().map(|e| e.request_id).collect();
+                let tokens = batch.entries.iter().map(|e| e.num_tokens).collect();
+                formed.push((ids, tokens, batch.num_kv_blocks_used));
+                in_flight.push_back(batch);
+            }
+            if let Some(batch) = in_flight.pop_front() {
+                s.on_batch_end(&batch);
+            } else if next < case.requests.len() {
+                step_no = case.requests[next].0;
+                continue;
+            } else {
+                break;
+            }
+            step_no += 1;
+        }
+        for (i, (ours, vidurs)) in formed.iter().zip(&case.batches).enumerate() {
+            assert_eq!(ours, vidurs, "case {case_no} ({:?}), batch {i}", case.cfg.policy);
+        }
+        assert_eq!(formed.len(), case.batches.len(), "case {case_no}");
+        let restarts: Vec<u32> = (0..case.requests.len() as u64)
+            .map(|id| s.num_preemptions(id).unwrap())
+            .collect();
+        assert_eq!(restarts, case.restarts, "case {case_no}");
+        assert!(s.is_idle());
+        total_restarts += restarts.iter().sum::<u32>();
+    }
+    assert_eq!(total_restarts, 864);
+}
