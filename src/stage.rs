@@ -9,7 +9,7 @@ use clap::Parser;
 
 use crate::config::plan::command_for;
 use crate::config::yaml::to_yaml_string;
-use crate::config::{compose, expand_multirun, ConfigDir, Composed, Override, SimrealConfig};
+use crate::config::{compose, expand_multirun, Composed, ConfigDir, Override, SimrealConfig};
 use crate::io::provenance::{HostFingerprint, HydraInfo, RunMeta};
 use crate::io::rundir::Stage;
 use crate::Result;
@@ -147,10 +147,7 @@ impl Job {
     pub fn write_resolved_config(&self, dir: &Path) -> Result<()> {
         let value = serde_json::to_value(&self.config)
             .map_err(|e| crate::Error::InvalidInput(e.to_string()))?;
-        crate::io::write_atomic(
-            dir.join("config.yaml"),
-            to_yaml_string(&value)?.as_bytes(),
-        )
+        crate::io::write_atomic(dir.join("config.yaml"), to_yaml_string(&value)?.as_bytes())
     }
 
     /// The resolved config and its computed properties as YAML.
@@ -221,15 +218,16 @@ pub fn exit(result: anyhow::Result<()>) -> ExitCode {
 
 /// Runs `f` for every job of a stage binary and prints each primary output path (the last
 /// line of output is always the path of the last job's primary output).
-pub fn run_binary(
-    stage: Stage,
-    f: impl Fn(&Job) -> Result<PathBuf>,
-) -> ExitCode {
+pub fn run_binary(stage: Stage, f: impl Fn(&Job) -> Result<PathBuf>) -> ExitCode {
     let args = StageArgs::parse();
     exit(run_jobs(&args, stage, f))
 }
 
-fn run_jobs(args: &StageArgs, stage: Stage, f: impl Fn(&Job) -> Result<PathBuf>) -> anyhow::Result<()> {
+fn run_jobs(
+    args: &StageArgs,
+    stage: Stage,
+    f: impl Fn(&Job) -> Result<PathBuf>,
+) -> anyhow::Result<()> {
     use anyhow::Context;
     let jobs = jobs(args, stage)?;
     let n = jobs.len();
@@ -237,9 +235,7 @@ fn run_jobs(args: &StageArgs, stage: Stage, f: impl Fn(&Job) -> Result<PathBuf>)
         if n > 1 {
             eprintln!("[{}/{n}] {}", i + 1, job.overrides.join(" "));
         }
-        let path = f(job).with_context(|| {
-            format!("{} stage failed", stage.dir_name())
-        })?;
+        let path = f(job).with_context(|| format!("{} stage failed", stage.dir_name()))?;
         println!("{}", path.display());
     }
     Ok(())

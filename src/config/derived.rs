@@ -106,8 +106,8 @@ impl SimrealConfig {
         let dtype = self.dtype();
         let weight_bytes = self.model.weight_bytes(dtype) / u64::from(tp * pp);
         let kv_per_token = self.model.kv_bytes_per_token(dtype, tp, pp);
-        let budget =
-            (self.hardware.memory_bytes as f64 * (1.0 - self.hardware.memory_margin_fraction)) as u64;
+        let budget = (self.hardware.memory_bytes as f64
+            * (1.0 - self.hardware.memory_margin_fraction)) as u64;
         let plan = |num_blocks: u64, source: &str| KvPoolPlan {
             num_blocks,
             block_size,
@@ -149,7 +149,10 @@ impl SimrealConfig {
     /// Requests/s, tokens/s and duration the workload offers, where the config determines them.
     pub fn offered_load(&self) -> OfferedLoad {
         let w = &self.workload;
-        let mean_tokens = w.lengths.as_ref().and_then(|l| l.mean_total_tokens(self.model.max_model_len));
+        let mean_tokens = w
+            .lengths
+            .as_ref()
+            .and_then(|l| l.mean_total_tokens(self.model.max_model_len));
         match w.qps {
             Some(qps) => OfferedLoad {
                 requests_per_s: Some(qps),
@@ -198,7 +201,8 @@ fn vidur_num_blocks(cfg: &SimrealConfig) -> Result<u64> {
     let available =
         (cfg.hardware.memory_bytes as f64 * (1.0 - cfg.hardware.memory_margin_fraction)) as u64;
     let max_tokens = u64::from(cfg.vidur.max_tokens);
-    let kv_per_request = 2 * 2 * hd * kv_heads.div_ceil(tp) * max_tokens * u64::from(m.num_hidden_layers);
+    let kv_per_request =
+        2 * 2 * hd * kv_heads.div_ceil(tp) * max_tokens * u64::from(m.num_hidden_layers);
     if param_bytes >= available {
         return Err(Error::config(
             "hardware.memory_bytes",

@@ -170,8 +170,7 @@ pub fn command_for(stage: Stage, overrides: &[String]) -> String {
 }
 
 fn shell_quote(s: &str) -> String {
-    if s
-        .chars()
+    if s.chars()
         .all(|c| c.is_ascii_alphanumeric() || "_-.=/,:+~".contains(c))
     {
         s.to_string()

@@ -251,14 +251,19 @@ impl SimrealConfig {
         self.model.validate()?;
         self.hardware.validate()?;
         self.backend.validate()?;
-        self.scheduler.validate().map_err(|e| prefix_key(e, "scheduler"))?;
+        self.scheduler
+            .validate()
+            .map_err(|e| prefix_key(e, "scheduler"))?;
         self.workload.validate(self.model.max_model_len)?;
         self.vidur.validate(&self.model)?;
         self.profile.validate()?;
         self.compare.validate()?;
-        if self.output.run_id.as_deref().is_some_and(|id| {
-            id.is_empty() || id.contains('/') || id.starts_with('.')
-        }) {
+        if self
+            .output
+            .run_id
+            .as_deref()
+            .is_some_and(|id| id.is_empty() || id.contains('/') || id.starts_with('.'))
+        {
             return Err(Error::config(
                 "output.run_id",
                 "must be a plain directory name (no `/`, not starting with `.`)",
@@ -272,11 +277,7 @@ impl SimrealConfig {
 fn typed_error(path: &str, inner: &str) -> Error {
     if let Some(rest) = inner.strip_prefix("unknown field `") {
         let (field, expected) = rest.split_once('`').unwrap_or((rest, ""));
-        let candidates: Vec<&str> = expected
-            .split('`')
-            .skip(1)
-            .step_by(2)
-            .collect();
+        let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
         let key = if path.is_empty() || path == "." {
             field.to_string()
         } else if path.ends_with(field) {
@@ -293,7 +294,11 @@ fn typed_error(path: &str, inner: &str) -> Error {
             ),
         );
     }
-    let key = if path == "." { String::new() } else { path.to_string() };
+    let key = if path == "." {
+        String::new()
+    } else {
+        path.to_string()
+    };
     Error::config(key, inner.to_string())
 }
 
@@ -372,7 +377,10 @@ impl ModelConfig {
             ("model.num_attention_heads", self.num_attention_heads),
             ("model.num_key_value_heads", self.num_key_value_heads),
             ("model.head_dim", self.head_dim),
-            ("model.max_position_embeddings", self.max_position_embeddings),
+            (
+                "model.max_position_embeddings",
+                self.max_position_embeddings,
+            ),
             ("model.max_model_len", self.max_model_len),
         ] {
             nonzero(key, u64::from(v))?;
@@ -417,7 +425,10 @@ impl HardwareConfig {
     fn validate(&self) -> Result<()> {
         nonzero("hardware.memory_bytes", self.memory_bytes)?;
         nonzero("hardware.cpu_threads", self.cpu_threads as u64)?;
-        fraction("hardware.memory_margin_fraction", self.memory_margin_fraction)
+        fraction(
+            "hardware.memory_margin_fraction",
+            self.memory_margin_fraction,
+        )
     }
 }
 
@@ -452,14 +463,14 @@ impl WorkloadConfig {
                 )?;
             }
             (None, Some(lengths), Some(intervals)) => {
-                lengths.validate(max_model_len)?;
+                lengths.validate_for_context(max_model_len)?;
                 intervals.validate()?;
-                if intervals.needs_rate() && self.qps.is_none() {
+                if intervals.uses_qps() && self.qps.is_none() {
                     return Err(Error::config(
                         "workload.qps",
                         format!(
                             "the `{}` interval generator needs a rate; set workload.qps",
-                            intervals.generator_name()
+                            intervals.name()
                         ),
                     ));
                 }
@@ -496,7 +507,10 @@ impl WorkloadConfig {
 impl VidurConfig {
     fn validate(&self, model: &ModelConfig) -> Result<()> {
         nonzero("vidur.num_replicas", u64::from(self.num_replicas))?;
-        nonzero("vidur.tensor_parallel_size", u64::from(self.tensor_parallel_size))?;
+        nonzero(
+            "vidur.tensor_parallel_size",
+            u64::from(self.tensor_parallel_size),
+        )?;
         nonzero(
             "vidur.pipeline_parallel_size",
             u64::from(self.pipeline_parallel_size),
@@ -546,7 +560,10 @@ impl ProfileConfig {
             ("profile.decode_batch_sizes", &self.decode_batch_sizes),
             ("profile.decode_kv_sizes", &self.decode_kv_sizes),
             ("profile.prefill_chunk_sizes", &self.prefill_chunk_sizes),
-            ("profile.cpu_overhead_batch_sizes", &self.cpu_overhead_batch_sizes),
+            (
+                "profile.cpu_overhead_batch_sizes",
+                &self.cpu_overhead_batch_sizes,
+            ),
         ] {
             if grid.is_empty() {
                 return Err(Error::config(key, "the grid is empty"));
@@ -556,7 +573,10 @@ impl ProfileConfig {
             }
         }
         if self.prefill_kv_sizes.is_empty() {
-            return Err(Error::config("profile.prefill_kv_sizes", "the grid is empty"));
+            return Err(Error::config(
+                "profile.prefill_kv_sizes",
+                "the grid is empty",
+            ));
         }
         nonzero("profile.repeats", u64::from(self.repeats))
     }

@@ -73,8 +73,11 @@ pub fn read_json_validated<T: DeserializeOwned>(
             msg: format!("{at}: {msg}"),
         }
     })?;
-    serde_path_to_error::deserialize(value).map_err(|e| Error::SchemaMismatch {
-        path: path.to_path_buf(),
-        msg: format!("field `{}`: {}", e.path(), e.into_inner()),
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let field = e.path().to_string();
+        Error::SchemaMismatch {
+            path: path.to_path_buf(),
+            msg: format!("field `{field}`: {}", e.into_inner()),
+        }
     })
 }

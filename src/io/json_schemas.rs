@@ -25,7 +25,15 @@ fn hydra_schema() -> Value {
 
 fn env_schema() -> Value {
     obj(
-        &["cpu_model", "cpu_logical_cores", "memory_bytes", "os", "device", "threads", "crate_versions"],
+        &[
+            "cpu_model",
+            "cpu_logical_cores",
+            "memory_bytes",
+            "os",
+            "device",
+            "threads",
+            "crate_versions",
+        ],
         json!({
             "hostname": {"type": "string"},
             "cpu_model": {"type": "string"},
@@ -52,8 +60,17 @@ pub fn run_meta_schema() -> Value {
     with_header(
         obj(
             &[
-                "schema_version", "run_id", "run_type", "model", "started_at", "ended_at",
-                "git_commit", "env", "params", "hydra", "inputs",
+                "schema_version",
+                "run_id",
+                "run_type",
+                "model",
+                "started_at",
+                "ended_at",
+                "git_commit",
+                "env",
+                "params",
+                "hydra",
+                "inputs",
             ],
             json!({
                 "schema_version": {"type": "integer", "enum": [SCHEMA_VERSION]},
@@ -83,8 +100,18 @@ pub fn workload_meta_schema() -> Value {
     with_header(
         obj(
             &[
-                "schema_version", "workload_id", "model", "seed", "tokenizer_ref", "created_at",
-                "git_commit", "paths", "hydra", "params", "num_requests", "summary",
+                "schema_version",
+                "workload_id",
+                "model",
+                "seed",
+                "tokenizer_ref",
+                "created_at",
+                "git_commit",
+                "paths",
+                "hydra",
+                "params",
+                "num_requests",
+                "summary",
             ],
             json!({
                 "schema_version": {"type": "integer", "enum": [SCHEMA_VERSION]},
@@ -144,19 +171,31 @@ fn validate_at(value: &Value, schema: &Value, path: &str) -> Result<(), (String,
     if let Some(t) = schema.get("type") {
         let ok = match t {
             Value::String(t) => type_matches(value, t),
-            Value::Array(ts) => ts.iter().filter_map(Value::as_str).any(|t| type_matches(value, t)),
+            Value::Array(ts) => ts
+                .iter()
+                .filter_map(Value::as_str)
+                .any(|t| type_matches(value, t)),
             _ => true,
         };
         if !ok {
-            return Err((path.to_string(), format!("expected type {t}, found {value}")));
+            return Err((
+                path.to_string(),
+                format!("expected type {t}, found {value}"),
+            ));
         }
     }
     if let Some(Value::Array(allowed)) = schema.get("enum") {
         if !allowed.contains(value) {
-            return Err((path.to_string(), format!("{value} is not one of {allowed:?}")));
+            return Err((
+                path.to_string(),
+                format!("{value} is not one of {allowed:?}"),
+            ));
         }
     }
-    if let (Some(min), Some(v)) = (schema.get("minimum").and_then(Value::as_f64), value.as_f64()) {
+    if let (Some(min), Some(v)) = (
+        schema.get("minimum").and_then(Value::as_f64),
+        value.as_f64(),
+    ) {
         if v < min {
             return Err((path.to_string(), format!("{v} is below the minimum {min}")));
         }
@@ -204,11 +243,15 @@ mod tests {
             "missing required field `b`"
         );
         assert_eq!(
-            validate(&json!({"a": -1, "b": {"c": "x"}}), &schema).unwrap_err().0,
+            validate(&json!({"a": -1, "b": {"c": "x"}}), &schema)
+                .unwrap_err()
+                .0,
             "$.a"
         );
         assert_eq!(
-            validate(&json!({"a": 1, "b": {"c": 3}}), &schema).unwrap_err().0,
+            validate(&json!({"a": 1, "b": {"c": 3}}), &schema)
+                .unwrap_err()
+                .0,
             "$.b.c"
         );
     }

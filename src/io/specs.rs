@@ -14,7 +14,9 @@ pub fn render_csv_spec(schema: &CsvSchema) -> String {
     s.push_str(
         "Generated from `src/io/schema.rs` by `cargo test` (`SIMREAL_BLESS=1` to rewrite); do not edit by hand.\n\n",
     );
-    s.push_str("| column | type | unit | required | nullable | meaning |\n|---|---|---|---|---|---|\n");
+    s.push_str(
+        "| column | type | unit | required | nullable | meaning |\n|---|---|---|---|---|---|\n",
+    );
     for c in schema.columns {
         s.push_str(&format!(
             "| `{}` | {} | {} | {} | {} | {} |\n",
@@ -49,7 +51,11 @@ pub fn csv_row_json_schema(schema: &CsvSchema) -> Value {
     let mut props = serde_json::Map::new();
     for c in schema.columns {
         let t = json_type(c.dtype);
-        let ty = if c.nullable { json!([t, "null"]) } else { json!(t) };
+        let ty = if c.nullable {
+            json!([t, "null"])
+        } else {
+            json!(t)
+        };
         let mut p = json!({"type": ty, "description": c.description});
         if c.dtype == ColumnType::U64 {
             p["minimum"] = json!(0);

@@ -212,7 +212,11 @@ impl ReplicaScheduler {
     /// `num_pipeline_stages` stages. Fails on an invalid config, on a pool or pipeline no
     /// request could ever run on, and (vllm, sarathi) when `batch_size_cap` is below the
     /// number of stages, which would make Vidur's micro-batch cap zero.
-    pub fn new(cfg: &SchedulerConfig, num_blocks: usize, num_pipeline_stages: usize) -> Result<Self> {
+    pub fn new(
+        cfg: &SchedulerConfig,
+        num_blocks: usize,
+        num_pipeline_stages: usize,
+    ) -> Result<Self> {
         cfg.validate()?;
         if num_pipeline_stages == 0 {
             return Err(Error::InvalidInput(

@@ -99,6 +99,25 @@ impl IntervalsConfig {
         }
     }
 
+    /// The generator's name as written in configs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            IntervalsConfig::Poisson { .. } => "poisson",
+            IntervalsConfig::Gamma { .. } => "gamma",
+            IntervalsConfig::Static {} => "static",
+            IntervalsConfig::FixedInterval {} => "fixed_interval",
+            IntervalsConfig::Trace { .. } => "trace",
+        }
+    }
+
+    /// The trace file this generator reads, if any.
+    pub fn trace_file(&self) -> Option<&std::path::Path> {
+        match self {
+            IntervalsConfig::Trace { trace_file, .. } => Some(trace_file),
+            _ => None,
+        }
+    }
+
     /// Whether the generator draws its gaps at rate `qps`.
     pub fn uses_qps(&self) -> bool {
         matches!(

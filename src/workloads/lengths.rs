@@ -182,6 +182,71 @@ impl LengthsConfig {
     }
 }
 
+impl LengthsConfig {
+    /// Checks the parameters against the model context before any work: a fixed request
+    /// longer than the context, or a cap above it, is a config error naming the key.
+    pub fn validate_for_context(&self, max_context_tokens: u32) -> Result<()> {
+        self.validate()?;
+        match self {
+            LengthsConfig::Fixed {
+                prefill_tokens,
+                decode_tokens,
+            } => {
+                let total = u64::from(*prefill_tokens) + u64::from(*decode_tokens);
+                if total > u64::from(max_context_tokens) {
+                    return Err(Error::config(
+                        LENGTHS_KEY,
+                        format!(
+                            "prefill_tokens + decode_tokens = {total} is above the model's context of {max_context_tokens} tokens"
+                        ),
+                    ));
+                }
+                Ok(())
+            }
+            LengthsConfig::Uniform {
+                min_tokens,
+                max_tokens,
+                ..
+            }
+            | LengthsConfig::Zipf {
+                min_tokens,
+                max_tokens,
+                ..
+            } => resolve_max_tokens(LENGTHS_KEY, *min_tokens, *max_tokens, max_context_tokens)
+                .map(drop),
+            LengthsConfig::Trace { .. } => Ok(()),
+        }
+    }
+
+    /// The trace file this generator reads, if any.
+    pub fn trace_file(&self) -> Option<&std::path::Path> {
+        match self {
+            LengthsConfig::Trace { trace_file, .. } => Some(trace_file),
+            _ => None,
+        }
+    }
+
+    /// Expected prompt + output tokens per request where it follows from the parameters
+    /// alone (fixed: exact; uniform: the midpoint of the total's range).
+    pub fn mean_total_tokens(&self, max_context_tokens: u32) -> Option<f64> {
+        match self {
+            LengthsConfig::Fixed {
+                prefill_tokens,
+                decode_tokens,
+            } => Some(f64::from(*prefill_tokens) + f64::from(*decode_tokens)),
+            LengthsConfig::Uniform {
+                min_tokens,
+                max_tokens,
+                ..
+            } => {
+                let max = max_tokens.unwrap_or(max_context_tokens);
+                Some((f64::from(*min_tokens) + f64::from(max)) / 2.0)
+            }
+            LengthsConfig::Zipf { .. } | LengthsConfig::Trace { .. } => None,
+        }
+    }
+}
+
 fn ensure_at_least_one(key: &str, value: u32) -> Result<()> {
     if value == 0 {
         return Err(Error::config(key, "must be >= 1, got 0"));

@@ -22,6 +22,7 @@ pub mod intervals;
 pub mod lengths;
 pub mod prompts;
 pub mod rng;
+pub mod stage;
 pub mod summary;
 pub mod tokenizer;
 pub mod trace;

@@ -26,32 +26,48 @@ use crate::workloads::{
 use crate::{Error, Result};
 
 /// File names inside a workload dir.
+/// Name of the workload's prompts file.
 pub const PROMPTS_FILE: &str = "prompts.jsonl";
+/// Name of the workload's metadata file.
 pub const META_FILE: &str = "workload_meta.json";
 
 /// Relative paths of a workload's files.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkloadPaths {
+    /// `prompts.jsonl`
     pub prompts: String,
+    /// `trace_lengths.csv`
     pub trace_lengths: String,
+    /// `trace_intervals.csv`
     pub trace_intervals: String,
 }
 
 /// `workload_meta.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkloadMeta {
+    /// Contract version (1).
     pub schema_version: u32,
+    /// Stable id = the directory name.
     pub workload_id: String,
+    /// Model option the workload was made for (context, tokenizer).
     pub model: String,
+    /// `workload.seed`.
     pub seed: u64,
+    /// Which tokenizer the prompt lengths are measured with.
     pub tokenizer_ref: String,
+    /// UTC creation time.
     pub created_at: String,
+    /// Commit of the code that made it, if known.
     pub git_commit: Option<String>,
+    /// The data files, relative to the workload dir.
     pub paths: WorkloadPaths,
+    /// The composed config that made it.
     pub hydra: HydraInfo,
     /// The resolved config (with computed properties).
     pub params: serde_json::Value,
+    /// Requests in the workload.
     pub num_requests: usize,
+    /// Length and arrival statistics.
     pub summary: WorkloadSummary,
 }
 
@@ -72,7 +88,7 @@ pub fn build_workload(cfg: &SimrealConfig) -> Result<Workload> {
         (Some(replay), _, _) => {
             let mut replay = replay.clone();
             replay.trace_file = resolve_input_path(&replay.trace_file);
-            replay_trace(&replay, w.num_requests as usize, context)
+            replay_trace(&replay, Some(w.num_requests as usize), context)
         }
         (None, Some(lengths), Some(intervals)) => Workload::synthetic(
             lengths,
@@ -134,7 +150,11 @@ pub fn run(job: &Job) -> Result<PathBuf> {
             num_decode_tokens: l.num_decode_tokens,
         })
         .collect();
-    write_csv(staging.file(TRACE_LENGTHS.file_name), &TRACE_LENGTHS, &lengths)?;
+    write_csv(
+        staging.file(TRACE_LENGTHS.file_name),
+        &TRACE_LENGTHS,
+        &lengths,
+    )?;
     let intervals: Vec<TraceIntervalRow> = workload
         .inter_arrivals_ns()
         .into_iter()
@@ -146,7 +166,11 @@ pub fn run(job: &Job) -> Result<PathBuf> {
             arrival_time_ns: t,
         })
         .collect();
-    write_csv(staging.file(TRACE_INTERVALS.file_name), &TRACE_INTERVALS, &intervals)?;
+    write_csv(
+        staging.file(TRACE_INTERVALS.file_name),
+        &TRACE_INTERVALS,
+        &intervals,
+    )?;
 
     let summary = workload.summary()?;
     let meta = WorkloadMeta {
@@ -213,16 +237,22 @@ fn print_summary(id: &str, s: &WorkloadSummary) {
 /// One request of a loaded workload.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkloadRequest {
+    /// 0..N-1.
     pub request_id: u64,
+    /// Arrival relative to the trace's origin.
     pub arrival_time_ns: u64,
+    /// Prompt and output tokens.
     pub lengths: RequestLengths,
 }
 
 /// A workload read back from its directory, validated.
 #[derive(Debug, Clone)]
 pub struct LoadedWorkload {
+    /// The workload dir.
     pub dir: PathBuf,
+    /// Its `workload_meta.json`.
     pub meta: WorkloadMeta,
+    /// Requests in id order.
     pub requests: Vec<WorkloadRequest>,
 }
 
@@ -276,21 +306,36 @@ impl LoadedWorkload {
                 msg,
             };
             if l.request_id != i as u64 {
-                return Err(bad(&lengths_path, "request_id", format!("expected {i}, found {}", l.request_id)));
+                return Err(bad(
+                    &lengths_path,
+                    "request_id",
+                    format!("expected {i}, found {}", l.request_id),
+                ));
             }
             if t.request_id != i as u64 {
-                return Err(bad(&intervals_path, "request_id", format!("expected {i}, found {}", t.request_id)));
+                return Err(bad(
+                    &intervals_path,
+                    "request_id",
+                    format!("expected {i}, found {}", t.request_id),
+                ));
             }
             arrival_sum += t.inter_arrival_ns;
             if t.arrival_time_ns != arrival_sum {
                 return Err(bad(
                     &intervals_path,
                     "arrival_time_ns",
-                    format!("{} is not the running sum of inter_arrival_ns ({arrival_sum})", t.arrival_time_ns),
+                    format!(
+                        "{} is not the running sum of inter_arrival_ns ({arrival_sum})",
+                        t.arrival_time_ns
+                    ),
                 ));
             }
             if l.num_prefill_tokens == 0 || l.num_decode_tokens == 0 {
-                return Err(bad(&lengths_path, "num_prefill_tokens", "token counts must be >= 1".into()));
+                return Err(bad(
+                    &lengths_path,
+                    "num_prefill_tokens",
+                    "token counts must be >= 1".into(),
+                ));
             }
             requests.push(WorkloadRequest {
                 request_id: l.request_id,
