@@ -27,6 +27,8 @@ pub const RANDOM_INIT_STD: f32 = 0.02;
 const RANDOM_CHUNK: usize = 1 << 20;
 
 /// Where a model's weights come from.
+// The config makes `Random` large; a source is built once per run, so boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum WeightSource {
     /// A snapshot directory with `config.json` and `model.safetensors` (or a sharded index).

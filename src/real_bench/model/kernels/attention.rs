@@ -187,10 +187,10 @@ fn task_generic<T: Element, const FMA: bool>(
 
 #[inline(always)]
 fn dot<T: Element, const FMA: bool>(a: &[f32], b: &[T]) -> f32 {
-    let (ac, at) = a.as_chunks::<LANES>();
-    let (bc, bt) = b.as_chunks::<LANES>();
+    let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (at, bt) = (ac.remainder(), bc.remainder());
     let mut acc = [0f32; LANES];
-    for (x, y) in ac.iter().zip(bc) {
+    for (x, y) in ac.zip(bc) {
         for l in 0..LANES {
             acc[l] = fmadd::<FMA>(x[l], y[l].to_f32(), acc[l]);
         }
@@ -219,6 +219,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     /// Dense, unpaged, f64 causal attention: `k`, `v` are `[ctx, num_kv_heads, hd]` per sequence.
+    #[allow(clippy::too_many_arguments)]
     fn naive(
         q: &[f32],
         k: &[f32],

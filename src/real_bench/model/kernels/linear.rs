@@ -105,16 +105,16 @@ fn dots<const R: usize, const M: usize, const FMA: bool>(
 ) -> [[f32; M]; R] {
     let k = w[0].len();
     let full = k / LANES;
-    let wc: [&[[f32; LANES]]; R] = w.map(|s| &s.as_chunks::<LANES>().0[..full]);
-    let xc: [&[[f32; LANES]]; M] = x.map(|s| &s.as_chunks::<LANES>().0[..full]);
     let mut acc = [[[0f32; LANES]; M]; R];
     for c in 0..full {
+        let base = c * LANES;
+        // One bounds check per 8-wide chunk; inside, the lengths are known constants.
+        let wv: [&[f32]; R] = std::array::from_fn(|r| &w[r][base..base + LANES]);
+        let xv: [&[f32]; M] = std::array::from_fn(|i| &x[i][base..base + LANES]);
         for r in 0..R {
-            let wv = wc[r][c];
             for i in 0..M {
-                let xv = xc[i][c];
                 for l in 0..LANES {
-                    acc[r][i][l] = fmadd::<FMA>(wv[l], xv[l], acc[r][i][l]);
+                    acc[r][i][l] = fmadd::<FMA>(wv[r][l], xv[i][l], acc[r][i][l]);
                 }
             }
         }
