@@ -1,0 +1,204 @@
+//! `y = x·Wᵀ` for a few rows of `x`: the decode-time projection.
+//!
+//! With one to a few dozen input rows a projection is bound by streaming the weights from
+//! memory, and a general GEMM (which packs panels of both operands) wastes bandwidth and
+//! parallelism on it. Here each weight row is read once and dotted with all `m` inputs while
+//! it is in cache; rayon splits the output rows. `W` stays in its checkpoint layout
+//! (`[out_features, in_features]`, row-major), which is exactly the layout this wants.
+
+use rayon::prelude::*;
+
+use super::{fmadd, has_avx2_fma};
+
+/// Output rows per rayon task: large enough to amortise scheduling, small enough that even a
+/// 1024-row projection splits into many tasks for load balance.
+const ROWS_PER_TASK: usize = 16;
+/// Weight rows processed together: 4 rows × 2 inputs = 8 independent 8-lane accumulators,
+/// which fills the FMA pipeline without spilling the 16 vector registers.
+const ROW_TILE: usize = 4;
+const LANES: usize = 8;
+
+/// Computes `y[i][o] = Σ_k x[i][k]·w[o][k]` for `x: [m, k]`, `w: [n, k]` (both row-major),
+/// returning `y: [m, n]` row-major. Accumulation is in f32. Panics only on inconsistent slice
+/// lengths, which callers rule out from tensor shapes.
+pub fn matmul_xwt_f32(x: &[f32], m: usize, w: &[f32], n: usize, k: usize) -> Vec<f32> {
+    assert_eq!(x.len(), m * k, "x is not [m, k]");
+    assert_eq!(w.len(), n * k, "w is not [n, k]");
+    if m == 0 || n == 0 {
+        return Vec::new();
+    }
+    // Tasks own disjoint output rows `o`, so they write a transposed `[n, m]` buffer.
+    let mut y_t = vec![0f32; n * m];
+    let use_simd = has_avx2_fma();
+    y_t.par_chunks_mut(ROWS_PER_TASK * m)
+        .enumerate()
+        .for_each(|(task, out)| {
+            let row0 = task * ROWS_PER_TASK;
+            let rows = out.len() / m;
+            let w_rows = &w[row0 * k..(row0 + rows) * k];
+            #[cfg(target_arch = "x86_64")]
+            if use_simd {
+                // SAFETY: `has_avx2_fma()` confirmed the CPU supports the target features
+                // `rows_avx2_fma` is compiled with; it has no other safety requirement.
+                unsafe { rows_avx2_fma(x, m, w_rows, k, out) };
+                return;
+            }
+            let _ = use_simd;
+            rows_generic::<false>(x, m, w_rows, k, out);
+        });
+    if m == 1 {
+        return y_t;
+    }
+    let mut y = vec![0f32; m * n];
+    for (o, col) in y_t.chunks_exact(m).enumerate() {
+        for (i, v) in col.iter().enumerate() {
+            y[i * n + o] = *v;
+        }
+    }
+    y
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn rows_avx2_fma(x: &[f32], m: usize, w_rows: &[f32], k: usize, out: &mut [f32]) {
+    rows_generic::<true>(x, m, w_rows, k, out)
+}
+
+/// Fills `out: [rows, m]` (transposed) for the weight rows in `w_rows: [rows, k]`.
+#[inline(always)]
+fn rows_generic<const FMA: bool>(x: &[f32], m: usize, w_rows: &[f32], k: usize, out: &mut [f32]) {
+    let rows = w_rows.len() / k;
+    let mut r = 0;
+    while r + ROW_TILE <= rows {
+        let w: [&[f32]; ROW_TILE] = std::array::from_fn(|t| &w_rows[(r + t) * k..(r + t + 1) * k]);
+        let mut i = 0;
+        while i + 2 <= m {
+            let xs = [&x[i * k..(i + 1) * k], &x[(i + 1) * k..(i + 2) * k]];
+            let d = dots::<ROW_TILE, 2, FMA>(w, xs);
+            for t in 0..ROW_TILE {
+                out[(r + t) * m + i] = d[t][0];
+                out[(r + t) * m + i + 1] = d[t][1];
+            }
+            i += 2;
+        }
+        if i < m {
+            let d = dots::<ROW_TILE, 1, FMA>(w, [&x[i * k..(i + 1) * k]]);
+            for t in 0..ROW_TILE {
+                out[(r + t) * m + i] = d[t][0];
+            }
+        }
+        r += ROW_TILE;
+    }
+    for r in r..rows {
+        let w = [&w_rows[r * k..(r + 1) * k]];
+        for i in 0..m {
+            out[r * m + i] = dots::<1, 1, FMA>(w, [&x[i * k..(i + 1) * k]])[0][0];
+        }
+    }
+}
+
+/// All `R × M` dot products of `R` weight rows with `M` input rows, in one pass over `k`.
+#[inline(always)]
+fn dots<const R: usize, const M: usize, const FMA: bool>(
+    w: [&[f32]; R],
+    x: [&[f32]; M],
+) -> [[f32; M]; R] {
+    let k = w[0].len();
+    let full = k / LANES;
+    let mut acc = [[[0f32; LANES]; M]; R];
+    for c in 0..full {
+        let base = c * LANES;
+        // One bounds check per 8-wide chunk; inside, the lengths are known constants.
+        let wv: [&[f32]; R] = std::array::from_fn(|r| &w[r][base..base + LANES]);
+        let xv: [&[f32]; M] = std::array::from_fn(|i| &x[i][base..base + LANES]);
+        for r in 0..R {
+            for i in 0..M {
+                for l in 0..LANES {
+                    acc[r][i][l] = fmadd::<FMA>(wv[r][l], xv[i][l], acc[r][i][l]);
+                }
+            }
+        }
+    }
+    let mut res = [[0f32; M]; R];
+    for r in 0..R {
+        for i in 0..M {
+            // Pairwise reduction of the lanes keeps the rounding error at O(log) depth.
+            let a = acc[r][i];
+            let mut s = ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+            for j in full * LANES..k {
+                s = fmadd::<FMA>(w[r][j], x[i][j], s);
+            }
+            res[r][i] = s;
+        }
+    }
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn naive(x: &[f32], m: usize, w: &[f32], n: usize, k: usize) -> Vec<f64> {
+        let mut y = vec![0f64; m * n];
+        for i in 0..m {
+            for o in 0..n {
+                y[i * n + o] = (0..k)
+                    .map(|j| x[i * k + j] as f64 * w[o * k + j] as f64)
+                    .sum();
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn hand_computed_2x3() {
+        // x = [[1,2],[3,4]], w = [[1,0],[0,1],[1,1]] → y = [[1,2,3],[3,4,7]].
+        let y = matmul_xwt_f32(&[1., 2., 3., 4.], 2, &[1., 0., 0., 1., 1., 1.], 3, 2);
+        assert_eq!(y, vec![1., 2., 3., 3., 4., 7.]);
+    }
+
+    #[test]
+    fn matches_f64_reference_over_awkward_shapes() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        // Odd m (pair + single path), n not a multiple of the tile or task, k with a tail.
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (1, 37, 19),
+            (3, 70, 64),
+            (5, 33, 131),
+            (16, 129, 96),
+        ] {
+            let x: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let w: Vec<f32> = (0..n * k).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let y = matmul_xwt_f32(&x, m, &w, n, k);
+            let want = naive(&x, m, &w, n, k);
+            for (a, b) in y.iter().zip(&want) {
+                assert!(
+                    (*a as f64 - b).abs() <= 1e-5 * (k as f64).sqrt(),
+                    "{m}x{n}x{k}: {a} vs {b}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn simd_and_generic_paths_agree() {
+        let (m, n, k) = (3, 40, 72);
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0)
+            .collect();
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0)
+            .collect();
+        let mut generic = vec![0f32; n * m];
+        rows_generic::<false>(&x, m, &w, k, &mut generic);
+        let fast = matmul_xwt_f32(&x, m, &w, n, k);
+        for o in 0..n {
+            for i in 0..m {
+                // Inputs are exact multiples of 1/32, so both orders are exact.
+                assert_eq!(generic[o * m + i], fast[i * n + o]);
+            }
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! The paged KV cache: a pool of fixed-size blocks per layer, addressed through per-sequence
+//! block tables that the scheduler's block pool hands out.
+
+use candle_core::{DType, Device};
+use half::vec::HalfBitsVecExt;
+use half::{bf16, f16};
+
+use super::config::Qwen3Config;
+use super::kernels::attention::LayerKv;
+use crate::{bail, ensure, Result};
+
+/// Storage of one K or V pool of one layer, in the model's dtype.
+#[derive(Debug)]
+pub(crate) enum KvBuf {
+    F32(Vec<f32>),
+    BF16(Vec<bf16>),
+    F16(Vec<f16>),
+}
+
+impl KvBuf {
+    /// A zero-filled buffer. The zeroing is lazy: `vec![0; n]` becomes a calloc, which the
+    /// OS backs with the shared zero page until a block is first written, so resident memory
+    /// tracks the blocks actually used rather than the pool size.
+    fn zeroed(dtype: DType, len: usize) -> Result<Self> {
+        Ok(match dtype {
+            DType::F32 => KvBuf::F32(vec![0f32; len]),
+            // Allocated as u16 (which gets the calloc path) and reinterpreted in place.
+            DType::BF16 => KvBuf::BF16(vec![0u16; len].reinterpret_into()),
+            DType::F16 => KvBuf::F16(vec![0u16; len].reinterpret_into()),
+            other => {
+                bail!(InvalidInput: "KV cache dtype {other:?} is not supported (f32, bf16, f16)")
+            }
+        })
+    }
+}
+
+/// One layer's K and V pools, each `[num_blocks, num_kv_heads, block_size, head_dim]`.
+#[derive(Debug)]
+pub(crate) struct LayerCache {
+    pub(crate) k: KvBuf,
+    pub(crate) v: KvBuf,
+}
+
+impl LayerCache {
+    /// Typed views for the attention kernel, or `None` if `T` is not the storage type.
+    pub(crate) fn view<T: CacheElement>(&self) -> Option<LayerKv<'_, T>> {
+        Some(LayerKv {
+            k: T::slice(&self.k)?,
+            v: T::slice(&self.v)?,
+        })
+    }
+}
+
+/// Maps an element type to its variant of [`KvBuf`].
+pub(crate) trait CacheElement: super::kernels::Element {
+    fn slice(buf: &KvBuf) -> Option<&[Self]>;
+    fn slice_mut(buf: &mut KvBuf) -> Option<&mut [Self]>;
+}
+
+macro_rules! cache_element {
+    ($t:ty, $variant:ident) => {
+        impl CacheElement for $t {
+            fn slice(buf: &KvBuf) -> Option<&[Self]> {
+                match buf {
+                    KvBuf::$variant(v) => Some(v),
+                    _ => None,
+                }
+            }
+            fn slice_mut(buf: &mut KvBuf) -> Option<&mut [Self]> {
+                match buf {
+                    KvBuf::$variant(v) => Some(v),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+cache_element!(f32, F32);
+cache_element!(bf16, BF16);
+cache_element!(f16, F16);
+
+/// The KV cache of all layers, organised as `num_blocks` blocks of `block_size` token slots.
+///
+/// Which blocks a sequence uses is not the cache's business: the scheduler's block pool owns
+/// allocation and passes each sequence's block table with every forward. The cache only
+/// stores, so it never needs freeing: a reused block is simply overwritten.
+#[derive(Debug)]
+pub struct PagedKvCache {
+    num_blocks: usize,
+    block_size: usize,
+    num_kv_heads: usize,
+    head_dim: usize,
+    dtype: DType,
+    pub(crate) layers: Vec<LayerCache>,
+}
+
+impl PagedKvCache {
+    /// Allocates (lazily zeroed) `num_blocks × block_size` token slots for every layer of
+    /// `cfg` in `dtype`. Only the CPU device is supported.
+    pub fn new(
+        cfg: &Qwen3Config,
+        num_blocks: usize,
+        block_size: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        ensure!(device.is_cpu(), InvalidInput: "the paged KV cache runs on the CPU only");
+        ensure!(num_blocks > 0 && block_size > 0, InvalidInput: "KV cache needs at least one block of at least one slot (got {num_blocks} × {block_size})");
+        let len = num_blocks
+            .checked_mul(block_size)
+            .and_then(|n| n.checked_mul(cfg.kv_width()))
+            .ok_or_else(|| {
+                crate::Error::OutOfRange(format!(
+                    "KV cache of {num_blocks} blocks × {block_size} slots overflows"
+                ))
+            })?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|_| {
+                Ok(LayerCache {
+                    k: KvBuf::zeroed(dtype, len)?,
+                    v: KvBuf::zeroed(dtype, len)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            num_blocks,
+            block_size,
+            num_kv_heads: cfg.num_key_value_heads,
+            head_dim: cfg.head_dim,
+            dtype,
+            layers,
+        })
+    }
+
+    /// Number of physical blocks per layer.
+    pub fn num_blocks(&self) -> usize {
+        self.num_blocks
+    }
+
+    /// Token slots per block.
+    pub fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    /// Storage dtype (the model's dtype).
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Number of layers.
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Bytes the pool spans (virtual size; resident size grows as blocks are written).
+    pub fn capacity_bytes(&self) -> u64 {
+        (2 * self.layers.len()
+            * self.num_blocks
+            * self.block_size
+            * self.num_kv_heads
+            * self.head_dim
+            * self.dtype.size_in_bytes()) as u64
+    }
+
+    /// Whether this cache fits a model of `cfg` (layers, heads, head size).
+    pub(crate) fn matches(&self, cfg: &Qwen3Config) -> bool {
+        self.layers.len() == cfg.num_hidden_layers
+            && self.num_kv_heads == cfg.num_key_value_heads
+            && self.head_dim == cfg.head_dim
+    }
+
+    /// Writes `rows` (`[n, num_kv_heads · head_dim]`, one per token) of K and V for layer
+    /// `layer` into the slots of `positions[i]` through `block_table`s. `slots` gives, per row,
+    /// `(physical_block, slot_in_block)`; validated by the caller.
+    pub(crate) fn write<T: CacheElement>(
+        &mut self,
+        layer: usize,
+        k_rows: &[T],
+        v_rows: &[T],
+        slots: &[(usize, usize)],
+    ) -> Result<()> {
+        let width = self.num_kv_heads * self.head_dim;
+        let (hd, bs, nkv) = (self.head_dim, self.block_size, self.num_kv_heads);
+        ensure!(
+            k_rows.len() == slots.len() * width && v_rows.len() == k_rows.len(),
+            InvalidInput: "KV rows ({} / {}) do not match {} slots of width {width}", k_rows.len(), v_rows.len(), slots.len()
+        );
+        let cache = self
+            .layers
+            .get_mut(layer)
+            .ok_or_else(|| crate::Error::InvalidInput(format!("layer {layer} out of range")))?;
+        for (buf, rows) in [(&mut cache.k, k_rows), (&mut cache.v, v_rows)] {
+            let dst = T::slice_mut(buf).ok_or_else(|| {
+                crate::Error::Mismatch(format!(
+                    "KV cache is {:?}, rows are another dtype",
+                    self.dtype
+                ))
+            })?;
+            for (&(block, slot), row) in slots.iter().zip(rows.chunks_exact(width)) {
+                for (h, head) in row.chunks_exact(hd).enumerate() {
+                    let off = ((block * nkv + h) * bs + slot) * hd;
+                    dst[off..off + hd].copy_from_slice(head);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacity_and_layout() {
+        let cfg = Qwen3Config::tiny(); // 2 layers, 2 kv heads × 16
+        let mut cache = PagedKvCache::new(&cfg, 5, 4, DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(cache.capacity_bytes(), 2 * 2 * 5 * 4 * 32 * 4);
+        let k: Vec<f32> = (0..32).map(|i| i as f32).collect();
+        let v: Vec<f32> = (0..32).map(|i| -(i as f32)).collect();
+        cache.write(1, &k, &v, &[(3, 2)]).unwrap();
+        let KvBuf::F32(kb) = &cache.layers[1].k else {
+            panic!()
+        };
+        // head 0 of block 3, slot 2: ((3·2 + 0)·4 + 2)·16; head 1: ((3·2 + 1)·4 + 2)·16.
+        assert_eq!(&kb[(6 * 4 + 2) * 16..][..16], &k[..16]);
+        assert_eq!(&kb[(7 * 4 + 2) * 16..][..16], &k[16..]);
+        let KvBuf::F32(k0) = &cache.layers[0].k else {
+            panic!()
+        };
+        assert!(k0.iter().all(|x| *x == 0.0), "other layers untouched");
+        assert!(cache
+            .write(0, &[bf16::ZERO; 32], &[bf16::ZERO; 32], &[(0, 0)])
+            .is_err());
+    }
+
+    #[test]
+    fn half_caches_are_zero_and_unsupported_dtypes_rejected() {
+        let cfg = Qwen3Config::tiny();
+        let cache = PagedKvCache::new(&cfg, 2, 2, DType::BF16, &Device::Cpu).unwrap();
+        let KvBuf::BF16(b) = &cache.layers[0].v else {
+            panic!()
+        };
+        assert!(b.iter().all(|x| x.to_f32() == 0.0));
+        assert!(PagedKvCache::new(&cfg, 2, 2, DType::U8, &Device::Cpu).is_err());
+        assert!(PagedKvCache::new(&cfg, 0, 2, DType::F32, &Device::Cpu).is_err());
+    }
+}

@@ -1,0 +1,596 @@
+//! `Qwen3Model`: the forward pass as a sequence of named, individually callable op functions.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Storage, Tensor, WithDType, D};
+use half::{bf16, f16};
+
+use super::batch::{ForwardBatch, SequenceInput};
+use super::config::Qwen3Config;
+use super::kernels::attention::{paged_attention, AttnDims, AttnSeq};
+use super::kernels::linear::matmul_xwt_f32;
+use super::kv_cache::{CacheElement, PagedKvCache};
+use super::timer::{ModelOp, OpTimer};
+use super::weights::{load_dir, random_weights, WeightSource};
+use crate::{bail, ensure, Error, Result};
+
+/// Up to this many input rows, f32 projections use the streaming small-m kernel; above it,
+/// candle's GEMM (which packs and tiles, and wins once the weights are reused enough).
+/// Measured on the reference host with `benches/engine.rs` (see the report there).
+pub const SMALL_M_MAX_ROWS: usize = 16;
+
+#[derive(Debug)]
+struct Layer {
+    input_layernorm: Tensor,
+    q_proj: Tensor,
+    k_proj: Tensor,
+    v_proj: Tensor,
+    o_proj: Tensor,
+    q_norm: Tensor,
+    k_norm: Tensor,
+    post_attention_layernorm: Tensor,
+    gate_proj: Tensor,
+    up_proj: Tensor,
+    down_proj: Tensor,
+}
+
+/// Qwen3 dense decoder on candle's CPU backend, with a flattened-batch forward over a
+/// [`PagedKvCache`].
+///
+/// Every op of the forward is a public method so the profiler can time exactly the code the
+/// engine runs. Shapes follow a real batch of `T` tokens: hidden states are `[T, hidden]`,
+/// q is `[T, heads·head_dim]`, k and v are `[T, kv_heads·head_dim]`.
+#[derive(Debug)]
+pub struct Qwen3Model {
+    cfg: Qwen3Config,
+    dtype: DType,
+    device: Device,
+    embed_tokens: Tensor,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    /// `[vocab, hidden]`; the same storage as `embed_tokens` when tied.
+    lm_head: Tensor,
+    rope_cos: Tensor,
+    rope_sin: Tensor,
+}
+
+impl Qwen3Model {
+    /// Loads weights from `source` into `dtype` (f32, bf16 or f16) on `device` (CPU).
+    pub fn load(source: &WeightSource, dtype: DType, device: &Device) -> Result<Self> {
+        match source {
+            WeightSource::Dir(dir) => {
+                let (cfg, tensors) = load_dir(dir, device)?;
+                Self::from_tensors(cfg, tensors, dtype, device, dir)
+            }
+            WeightSource::Random { seed, config } => {
+                let tensors = random_weights(config, *seed, dtype)?;
+                Self::from_tensors(
+                    config.clone(),
+                    tensors,
+                    dtype,
+                    device,
+                    Path::new(&source.provenance()),
+                )
+            }
+        }
+    }
+
+    /// Builds the model from checkpoint-named tensors (`origin` names their source in errors).
+    pub fn from_tensors(
+        cfg: Qwen3Config,
+        mut tensors: HashMap<String, Tensor>,
+        dtype: DType,
+        device: &Device,
+        origin: &Path,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        ensure!(device.is_cpu(), InvalidInput: "Qwen3Model runs on the CPU only (paged attention is a CPU kernel)");
+        ensure!(
+            matches!(dtype, DType::F32 | DType::BF16 | DType::F16),
+            InvalidInput: "model dtype {dtype:?} is not supported (f32, bf16, f16)"
+        );
+        let mut take = |name: &str, shape: &[usize]| -> Result<Tensor> {
+            let t = tensors.remove(name).ok_or_else(|| Error::SchemaMismatch {
+                path: origin.to_path_buf(),
+                msg: format!("tensor `{name}` is missing"),
+            })?;
+            if t.dims() != shape {
+                return Err(Error::SchemaMismatch {
+                    path: origin.to_path_buf(),
+                    msg: format!(
+                        "tensor `{name}` has shape {:?}, the config implies {shape:?}",
+                        t.dims()
+                    ),
+                });
+            }
+            Ok(t.to_dtype(dtype)?.to_device(device)?.contiguous()?)
+        };
+        let (h, i, hd) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim);
+        let (qw, kvw) = (cfg.q_width(), cfg.kv_width());
+        let embed_tokens = take("model.embed_tokens.weight", &[cfg.vocab_size, h])?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|l| {
+                let p = format!("model.layers.{l}");
+                Ok(Layer {
+                    input_layernorm: take(&format!("{p}.input_layernorm.weight"), &[h])?,
+                    q_proj: take(&format!("{p}.self_attn.q_proj.weight"), &[qw, h])?,
+                    k_proj: take(&format!("{p}.self_attn.k_proj.weight"), &[kvw, h])?,
+                    v_proj: take(&format!("{p}.self_attn.v_proj.weight"), &[kvw, h])?,
+                    o_proj: take(&format!("{p}.self_attn.o_proj.weight"), &[h, qw])?,
+                    q_norm: take(&format!("{p}.self_attn.q_norm.weight"), &[hd])?,
+                    k_norm: take(&format!("{p}.self_attn.k_norm.weight"), &[hd])?,
+                    post_attention_layernorm: take(
+                        &format!("{p}.post_attention_layernorm.weight"),
+                        &[h],
+                    )?,
+                    gate_proj: take(&format!("{p}.mlp.gate_proj.weight"), &[i, h])?,
+                    up_proj: take(&format!("{p}.mlp.up_proj.weight"), &[i, h])?,
+                    down_proj: take(&format!("{p}.mlp.down_proj.weight"), &[h, i])?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let norm = take("model.norm.weight", &[h])?;
+        let lm_head = if cfg.tie_word_embeddings {
+            embed_tokens.clone()
+        } else {
+            take("lm_head.weight", &[cfg.vocab_size, h])?
+        };
+        let (rope_cos, rope_sin) = rope_tables(&cfg, dtype, device)?;
+        Ok(Self {
+            cfg,
+            dtype,
+            device: device.clone(),
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            rope_cos,
+            rope_sin,
+        })
+    }
+
+    /// The architecture.
+    pub fn config(&self) -> &Qwen3Config {
+        &self.cfg
+    }
+
+    /// Weight and activation dtype.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// A KV cache for this model (its dtype and device).
+    pub fn new_kv_cache(&self, num_blocks: usize, block_size: usize) -> Result<PagedKvCache> {
+        PagedKvCache::new(&self.cfg, num_blocks, block_size, self.dtype, &self.device)
+    }
+
+    /// Validates and flattens one iteration's sequences.
+    pub fn prepare_batch<'a>(
+        &self,
+        cache: &PagedKvCache,
+        seqs: &[SequenceInput<'a>],
+    ) -> Result<ForwardBatch<'a>> {
+        ensure!(cache.dtype() == self.dtype, Mismatch: "KV cache is {:?}, model is {:?}", cache.dtype(), self.dtype);
+        ForwardBatch::new(
+            &self.cfg,
+            cache,
+            seqs,
+            &self.rope_cos,
+            &self.rope_sin,
+            &self.device,
+        )
+    }
+
+    /// One iteration: runs every op in order, writes this iteration's K/V into `cache`, and
+    /// returns `[num_logits, vocab]` logits, one row per sequence that wants them, in input
+    /// order (see [`ForwardBatch::logits_seq_indices`]). Each op's wall time goes to `timer`.
+    pub fn forward(
+        &self,
+        batch: &ForwardBatch<'_>,
+        cache: &mut PagedKvCache,
+        mut timer: Option<&mut dyn OpTimer>,
+    ) -> Result<Tensor> {
+        let t = &mut timer;
+        let mut x = timed(t, ModelOp::Emb, None, || self.emb(batch.token_ids()))?;
+        for l in 0..self.layers.len() {
+            let ly = Some(l);
+            let h = timed(t, ModelOp::InputLayernorm, ly, || {
+                self.input_layernorm(l, &x)
+            })?;
+            let (q, k, v) = timed(t, ModelOp::AttnPreProj, ly, || self.attn_pre_proj(l, &h))?;
+            let (q, k) = timed(t, ModelOp::AttnQkNorm, ly, || self.attn_qk_norm(l, &q, &k))?;
+            let (q, k) = timed(t, ModelOp::AttnRope, ly, || self.attn_rope(&q, &k, batch))?;
+            timed(t, ModelOp::AttnKvCacheSave, ly, || {
+                self.attn_kv_cache_save(l, &k, &v, batch, cache)
+            })?;
+            let mut out = AttnOutput::new(batch.num_tokens(), self.cfg.q_width(), self.dtype)?;
+            if batch.num_prefill_seqs() > 0 {
+                timed(t, ModelOp::AttnPrefill, ly, || {
+                    self.attn_prefill(l, &q, batch, cache, &mut out)
+                })?;
+            }
+            if batch.num_decode_seqs() > 0 {
+                timed(t, ModelOp::AttnDecode, ly, || {
+                    self.attn_decode(l, &q, batch, cache, &mut out)
+                })?;
+            }
+            let attn = out.into_tensor(&self.device)?;
+            let a = timed(t, ModelOp::AttnPostProj, ly, || {
+                self.attn_post_proj(l, &attn)
+            })?;
+            x = timed(t, ModelOp::Add, ly, || self.add(&x, &a))?;
+            let h = timed(t, ModelOp::PostAttentionLayernorm, ly, || {
+                self.post_attention_layernorm(l, &x)
+            })?;
+            let (gate, up) = timed(t, ModelOp::MlpUpProj, ly, || self.mlp_up_proj(l, &h))?;
+            let act = timed(t, ModelOp::MlpAct, ly, || self.mlp_act(&gate, &up))?;
+            let m = timed(t, ModelOp::MlpDownProj, ly, || self.mlp_down_proj(l, &act))?;
+            x = timed(t, ModelOp::Add, ly, || self.add(&x, &m))?;
+        }
+        if batch.logits_seq_indices().is_empty() {
+            return Ok(Tensor::zeros(
+                (0, self.cfg.vocab_size),
+                self.dtype,
+                &self.device,
+            )?);
+        }
+        let h = timed(t, ModelOp::FinalNorm, None, || {
+            self.final_norm(&x, batch.logits_rows())
+        })?;
+        timed(t, ModelOp::LmHead, None, || self.lm_head(&h))
+    }
+
+    /// [`Self::prepare_batch`] then [`Self::forward`].
+    pub fn forward_seqs(
+        &self,
+        seqs: &[SequenceInput<'_>],
+        cache: &mut PagedKvCache,
+        timer: Option<&mut dyn OpTimer>,
+    ) -> Result<Tensor> {
+        let batch = self.prepare_batch(cache, seqs)?;
+        self.forward(&batch, cache, timer)
+    }
+
+    // ---- op functions -------------------------------------------------------------------
+
+    /// `emb`: token ids `[T]` u32 → hidden `[T, hidden]`.
+    pub fn emb(&self, token_ids: &Tensor) -> Result<Tensor> {
+        Ok(self.embed_tokens.index_select(token_ids, 0)?)
+    }
+
+    /// `input_layernorm`: RMSNorm before attention, `[T, hidden]`.
+    pub fn input_layernorm(&self, layer: usize, x: &Tensor) -> Result<Tensor> {
+        self.rms_norm(x, &self.layer(layer)?.input_layernorm)
+    }
+
+    /// `attn_pre_proj`: `[T, hidden]` → q `[T, heads·hd]`, k and v `[T, kv_heads·hd]`.
+    pub fn attn_pre_proj(&self, layer: usize, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let ly = self.layer(layer)?;
+        Ok((
+            linear(x, &ly.q_proj)?,
+            linear(x, &ly.k_proj)?,
+            linear(x, &ly.v_proj)?,
+        ))
+    }
+
+    /// `attn_qk_norm`: Qwen3's RMSNorm over each head of q and k (shapes unchanged).
+    pub fn attn_qk_norm(&self, layer: usize, q: &Tensor, k: &Tensor) -> Result<(Tensor, Tensor)> {
+        let ly = self.layer(layer)?;
+        let hd = self.cfg.head_dim;
+        let norm = |x: &Tensor, w: &Tensor| -> Result<Tensor> {
+            let (t, width) = x.dims2()?;
+            self.rms_norm(&x.reshape((t * width / hd, hd))?, w)?
+                .reshape((t, width))
+                .map_err(Error::from)
+        };
+        Ok((norm(q, &ly.q_norm)?, norm(k, &ly.k_norm)?))
+    }
+
+    /// `attn_rope`: rotary embedding of q and k at each row's position (from `batch`).
+    pub fn attn_rope(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        batch: &ForwardBatch<'_>,
+    ) -> Result<(Tensor, Tensor)> {
+        let hd = self.cfg.head_dim;
+        let rope = |x: &Tensor| -> Result<Tensor> {
+            let (t, width) = x.dims2()?;
+            let x4 = x.reshape((1, t, width / hd, hd))?;
+            let r = candle_nn::rotary_emb::rope_thd(&x4, &batch.cos, &batch.sin)?;
+            Ok(r.reshape((t, width))?)
+        };
+        Ok((rope(q)?, rope(k)?))
+    }
+
+    /// `attn_kv_cache_save`: writes this iteration's k and v rows into their cache slots.
+    pub fn attn_kv_cache_save(
+        &self,
+        layer: usize,
+        k: &Tensor,
+        v: &Tensor,
+        batch: &ForwardBatch<'_>,
+        cache: &mut PagedKvCache,
+    ) -> Result<()> {
+        fn save<T: CacheElement + WithDType>(
+            layer: usize,
+            k: &Tensor,
+            v: &Tensor,
+            slots: &[(usize, usize)],
+            cache: &mut PagedKvCache,
+        ) -> Result<()> {
+            with_slice::<T, _>(k, |ks| {
+                with_slice::<T, _>(v, |vs| cache.write(layer, ks, vs, slots))
+            })???;
+            Ok(())
+        }
+        match self.dtype {
+            DType::F32 => save::<f32>(layer, k, v, &batch.slots, cache),
+            DType::BF16 => save::<bf16>(layer, k, v, &batch.slots, cache),
+            DType::F16 => save::<f16>(layer, k, v, &batch.slots, cache),
+            other => bail!(InvalidInput: "unsupported dtype {other:?}"),
+        }
+    }
+
+    /// `attn_prefill`: attention for every multi-token sequence of `batch`, written into
+    /// their rows of `out`. The cache must already hold this iteration's K/V.
+    pub fn attn_prefill(
+        &self,
+        layer: usize,
+        q: &Tensor,
+        batch: &ForwardBatch<'_>,
+        cache: &PagedKvCache,
+        out: &mut AttnOutput,
+    ) -> Result<()> {
+        self.attention(layer, q, &batch.prefill, cache, out)
+    }
+
+    /// `attn_decode`: attention for every single-token sequence of `batch` (see
+    /// [`Self::attn_prefill`]).
+    pub fn attn_decode(
+        &self,
+        layer: usize,
+        q: &Tensor,
+        batch: &ForwardBatch<'_>,
+        cache: &PagedKvCache,
+        out: &mut AttnOutput,
+    ) -> Result<()> {
+        self.attention(layer, q, &batch.decode, cache, out)
+    }
+
+    /// `attn_post_proj`: o projection, `[T, heads·hd]` → `[T, hidden]`.
+    pub fn attn_post_proj(&self, layer: usize, attn: &Tensor) -> Result<Tensor> {
+        linear(attn, &self.layer(layer)?.o_proj)
+    }
+
+    /// `add`: the residual connection.
+    pub fn add(&self, residual: &Tensor, x: &Tensor) -> Result<Tensor> {
+        Ok((residual + x)?)
+    }
+
+    /// `post_attention_layernorm`: RMSNorm before the MLP.
+    pub fn post_attention_layernorm(&self, layer: usize, x: &Tensor) -> Result<Tensor> {
+        self.rms_norm(x, &self.layer(layer)?.post_attention_layernorm)
+    }
+
+    /// `mlp_up_proj`: gate and up projections, `[T, hidden]` → 2 × `[T, intermediate]`.
+    pub fn mlp_up_proj(&self, layer: usize, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let ly = self.layer(layer)?;
+        Ok((linear(x, &ly.gate_proj)?, linear(x, &ly.up_proj)?))
+    }
+
+    /// `mlp_act`: `silu(gate) · up`.
+    pub fn mlp_act(&self, gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+        Ok((candle_nn::ops::silu(gate)? * up)?)
+    }
+
+    /// `mlp_down_proj`: `[T, intermediate]` → `[T, hidden]`.
+    pub fn mlp_down_proj(&self, layer: usize, x: &Tensor) -> Result<Tensor> {
+        linear(x, &self.layer(layer)?.down_proj)
+    }
+
+    /// `final_norm`: picks `rows` (`[L]` u32, the last token of each sequence that wants
+    /// logits) from `[T, hidden]` and RMS-normalises them → `[L, hidden]`.
+    pub fn final_norm(&self, x: &Tensor, rows: &Tensor) -> Result<Tensor> {
+        self.rms_norm(&x.index_select(rows, 0)?, &self.norm)
+    }
+
+    /// `lm_head`: `[L, hidden]` → logits `[L, vocab]`.
+    pub fn lm_head(&self, x: &Tensor) -> Result<Tensor> {
+        linear(x, &self.lm_head)
+    }
+
+    /// `sampler`: greedy argmax per logits row (ties → lowest token id).
+    pub fn sampler(&self, logits: &Tensor) -> Result<Vec<u32>> {
+        if logits.dim(0)? == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(logits.argmax(D::Minus1)?.to_vec1::<u32>()?)
+    }
+
+    // ---- internals ----------------------------------------------------------------------
+
+    fn layer(&self, layer: usize) -> Result<&Layer> {
+        self.layers.get(layer).ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "layer {layer} out of range (model has {})",
+                self.layers.len()
+            ))
+        })
+    }
+
+    fn rms_norm(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::ops::rms_norm(
+            &x.contiguous()?,
+            w,
+            self.cfg.rms_norm_eps as f32,
+        )?)
+    }
+
+    fn attention(
+        &self,
+        layer: usize,
+        q: &Tensor,
+        seqs: &[AttnSeq<'_>],
+        cache: &PagedKvCache,
+        out: &mut AttnOutput,
+    ) -> Result<()> {
+        let dims = AttnDims {
+            num_heads: self.cfg.num_attention_heads,
+            num_kv_heads: self.cfg.num_key_value_heads,
+            head_dim: self.cfg.head_dim,
+            block_size: cache.block_size(),
+            scale: 1.0 / (self.cfg.head_dim as f32).sqrt(),
+        };
+        ensure!(
+            q.dims2()? == (out.rows, out.width) && out.width == self.cfg.q_width(),
+            InvalidInput: "q {:?} and attention output [{}, {}] do not match", q.dims(), out.rows, out.width
+        );
+        let layer_cache = cache
+            .layers
+            .get(layer)
+            .ok_or_else(|| Error::InvalidInput(format!("layer {layer} out of range")))?;
+        fn run<T: CacheElement + WithDType>(
+            dims: AttnDims,
+            q: &Tensor,
+            seqs: &[AttnSeq<'_>],
+            lc: &super::kv_cache::LayerCache,
+            out: &mut [T],
+        ) -> Result<()> {
+            let kv = lc
+                .view::<T>()
+                .ok_or_else(|| Error::Mismatch("KV cache dtype differs from the model's".into()))?;
+            with_slice::<T, _>(q, |qs| paged_attention(dims, qs, kv, seqs, out))
+        }
+        match &mut out.buf {
+            OutBuf::F32(o) => run::<f32>(dims, q, seqs, layer_cache, o),
+            OutBuf::BF16(o) => run::<bf16>(dims, q, seqs, layer_cache, o),
+            OutBuf::F16(o) => run::<f16>(dims, q, seqs, layer_cache, o),
+        }
+    }
+}
+
+/// The attention output of one layer, `[T, heads·head_dim]`, filled by
+/// [`Qwen3Model::attn_prefill`] and [`Qwen3Model::attn_decode`] (each writes its own rows) and
+/// then handed to [`Qwen3Model::attn_post_proj`] as a tensor without a copy.
+#[derive(Debug)]
+pub struct AttnOutput {
+    buf: OutBuf,
+    rows: usize,
+    width: usize,
+}
+
+#[derive(Debug)]
+enum OutBuf {
+    F32(Vec<f32>),
+    BF16(Vec<bf16>),
+    F16(Vec<f16>),
+}
+
+impl AttnOutput {
+    /// A zeroed `[rows, width]` buffer in `dtype`.
+    pub fn new(rows: usize, width: usize, dtype: DType) -> Result<Self> {
+        let n = rows * width;
+        let buf = match dtype {
+            DType::F32 => OutBuf::F32(vec![0.0; n]),
+            DType::BF16 => OutBuf::BF16(vec![bf16::ZERO; n]),
+            DType::F16 => OutBuf::F16(vec![f16::ZERO; n]),
+            other => bail!(InvalidInput: "attention output dtype {other:?} is not supported"),
+        };
+        Ok(Self { buf, rows, width })
+    }
+
+    /// The filled buffer as a `[rows, width]` tensor.
+    pub fn into_tensor(self, device: &Device) -> Result<Tensor> {
+        let shape = (self.rows, self.width);
+        Ok(match self.buf {
+            OutBuf::F32(v) => Tensor::from_vec(v, shape, device)?,
+            OutBuf::BF16(v) => Tensor::from_vec(v, shape, device)?,
+            OutBuf::F16(v) => Tensor::from_vec(v, shape, device)?,
+        })
+    }
+}
+
+/// Runs `f` and reports its wall time to `timer` if there is one (otherwise just runs it:
+/// no clock is read).
+#[inline]
+fn timed<R>(
+    timer: &mut Option<&mut dyn OpTimer>,
+    op: ModelOp,
+    layer: Option<usize>,
+    f: impl FnOnce() -> Result<R>,
+) -> Result<R> {
+    match timer {
+        None => f(),
+        Some(t) => {
+            let start = Instant::now();
+            let r = f();
+            t.record(op, layer, start.elapsed());
+            r
+        }
+    }
+}
+
+/// `x·wᵀ` for `x: [m, in]` and a checkpoint-layout weight `w: [out, in]`.
+pub(crate) fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let (m, k) = x.dims2()?;
+    let (n, k_w) = w.dims2()?;
+    ensure!(k == k_w, InvalidInput: "linear: input width {k} does not match weight {:?}", w.dims());
+    if x.dtype() == DType::F32 && w.dtype() == DType::F32 && m <= SMALL_M_MAX_ROWS {
+        let x = x.contiguous()?;
+        let y = with_slice::<f32, _>(&x, |xs| {
+            with_slice::<f32, _>(w, |ws| matmul_xwt_f32(xs, m, ws, n, k))
+        })??;
+        return Ok(Tensor::from_vec(y, (m, n), x.device())?);
+    }
+    Ok(x.matmul(&w.t()?)?)
+}
+
+/// Calls `f` with the elements of a CPU tensor (made contiguous first if needed).
+fn with_slice<T: WithDType, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> Result<R> {
+    let t = if t.is_contiguous() {
+        t.clone()
+    } else {
+        t.contiguous()?
+    };
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        bail!(InvalidInput: "expected a CPU tensor");
+    };
+    let data = cpu.as_slice::<T>()?;
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| Error::InvalidInput("tensor is not contiguous".into()))?;
+    Ok(f(&data[start..end]))
+}
+
+/// RoPE cos/sin tables `[max_positions, head_dim/2]`, computed in f32 exactly as the
+/// reference implementation does, then cast to `dtype`.
+fn rope_tables(cfg: &Qwen3Config, dtype: DType, device: &Device) -> Result<(Tensor, Tensor)> {
+    let half = cfg.head_dim / 2;
+    let inv_freq: Vec<f32> = (0..cfg.head_dim)
+        .step_by(2)
+        .map(|i| 1f32 / cfg.rope_theta.powf(i as f64 / cfg.head_dim as f64) as f32)
+        .collect();
+    let n = cfg.max_position_embeddings;
+    let mut cos = Vec::with_capacity(n * half);
+    let mut sin = Vec::with_capacity(n * half);
+    for p in 0..n {
+        for f in &inv_freq {
+            let a = p as f32 * f;
+            cos.push(a.cos());
+            sin.push(a.sin());
+        }
+    }
+    Ok((
+        Tensor::from_vec(cos, (n, half), device)?.to_dtype(dtype)?,
+        Tensor::from_vec(sin, (n, half), device)?.to_dtype(dtype)?,
+    ))
+}

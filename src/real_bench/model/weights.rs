@@ -1,0 +1,366 @@
+//! Where weights come from: a Hugging Face snapshot directory, or seeded random values with
+//! the same names and shapes (so every path of the product runs without a download).
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use rand::SeedableRng;
+use rand_distr::{Distribution, Normal};
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+
+use super::config::Qwen3Config;
+use crate::error::IoContext;
+use crate::{ensure, Error, Result};
+
+/// File names of a Hugging Face snapshot.
+pub const CONFIG_FILE: &str = "config.json";
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const WEIGHTS_INDEX_FILE: &str = "model.safetensors.index.json";
+
+/// Standard deviation of synthesized matrices: Qwen3's `initializer_range`.
+pub const RANDOM_INIT_STD: f32 = 0.02;
+/// Elements per independently seeded chunk of a random tensor (lets generation run in
+/// parallel yet give the same values for any thread count).
+const RANDOM_CHUNK: usize = 1 << 20;
+
+/// Where a model's weights come from.
+// The config makes `Random` large; a source is built once per run, so boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum WeightSource {
+    /// A snapshot directory with `config.json` and `model.safetensors` (or a sharded index).
+    Dir(PathBuf),
+    /// Seeded random weights for `config`, identical to what [`synthesize_random_weights`]
+    /// writes for the same seed.
+    Random { seed: u64, config: Qwen3Config },
+}
+
+impl WeightSource {
+    /// Provenance string for run metadata: the directory, or `random:<seed>`.
+    pub fn provenance(&self) -> String {
+        match self {
+            WeightSource::Dir(p) => p.display().to_string(),
+            WeightSource::Random { seed, .. } => format!("random:{seed}"),
+        }
+    }
+}
+
+/// Role of a tensor, which decides its random initialisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TensorKind {
+    Matrix,
+    Norm,
+}
+
+/// Every tensor a checkpoint of `cfg` holds: name, shape, kind, in a fixed order.
+pub(crate) fn tensor_specs(cfg: &Qwen3Config) -> Vec<(String, Vec<usize>, TensorKind)> {
+    use TensorKind::*;
+    let (h, i, hd) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim);
+    let mut specs = vec![(
+        "model.embed_tokens.weight".to_string(),
+        vec![cfg.vocab_size, h],
+        Matrix,
+    )];
+    for l in 0..cfg.num_hidden_layers {
+        let p = format!("model.layers.{l}");
+        specs.extend([
+            (format!("{p}.input_layernorm.weight"), vec![h], Norm),
+            (
+                format!("{p}.self_attn.q_proj.weight"),
+                vec![cfg.q_width(), h],
+                Matrix,
+            ),
+            (
+                format!("{p}.self_attn.k_proj.weight"),
+                vec![cfg.kv_width(), h],
+                Matrix,
+            ),
+            (
+                format!("{p}.self_attn.v_proj.weight"),
+                vec![cfg.kv_width(), h],
+                Matrix,
+            ),
+            (
+                format!("{p}.self_attn.o_proj.weight"),
+                vec![h, cfg.q_width()],
+                Matrix,
+            ),
+            (format!("{p}.self_attn.q_norm.weight"), vec![hd], Norm),
+            (format!("{p}.self_attn.k_norm.weight"), vec![hd], Norm),
+            (
+                format!("{p}.post_attention_layernorm.weight"),
+                vec![h],
+                Norm,
+            ),
+            (format!("{p}.mlp.gate_proj.weight"), vec![i, h], Matrix),
+            (format!("{p}.mlp.up_proj.weight"), vec![i, h], Matrix),
+            (format!("{p}.mlp.down_proj.weight"), vec![h, i], Matrix),
+        ]);
+    }
+    specs.push(("model.norm.weight".to_string(), vec![h], Norm));
+    if !cfg.tie_word_embeddings {
+        specs.push((
+            "lm_head.weight".to_string(),
+            vec![cfg.vocab_size, h],
+            Matrix,
+        ));
+    }
+    specs
+}
+
+/// Seeded random weights for `cfg` in `dtype`: matrices ~ N(0, 0.02²), norm weights 1.
+/// Tensor `t`, chunk `c` draws from ChaCha8 stream `(t << 32) | c` of `seed`, so values do not
+/// depend on the thread count or on other tensors.
+pub fn random_weights(
+    cfg: &Qwen3Config,
+    seed: u64,
+    dtype: DType,
+) -> Result<HashMap<String, Tensor>> {
+    cfg.validate()?;
+    let normal = Normal::new(0f32, RANDOM_INIT_STD).map_err(|e| Error::Msg(e.to_string()))?;
+    tensor_specs(cfg)
+        .into_iter()
+        .enumerate()
+        .map(|(t, (name, shape, kind))| {
+            let len: usize = shape.iter().product();
+            let values = match kind {
+                TensorKind::Norm => vec![1f32; len],
+                TensorKind::Matrix => {
+                    let mut v = vec![0f32; len];
+                    v.par_chunks_mut(RANDOM_CHUNK)
+                        .enumerate()
+                        .for_each(|(c, chunk)| {
+                            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+                            rng.set_stream(((t as u64) << 32) | c as u64);
+                            for x in chunk {
+                                *x = normal.sample(&mut rng);
+                            }
+                        });
+                    v
+                }
+            };
+            let tensor = Tensor::from_vec(values, shape, &Device::Cpu)?.to_dtype(dtype)?;
+            Ok((name, tensor))
+        })
+        .collect()
+}
+
+/// Writes a Hugging Face-layout snapshot of seeded random weights (`config.json` +
+/// `model.safetensors`, official names and shapes) to `out_dir`, which must not exist yet.
+/// Files are written to a sibling temp directory that is renamed into place, so a reader never
+/// sees a half-written snapshot. Returns the sha256 (hex) of `model.safetensors`.
+pub fn synthesize_random_weights(
+    cfg: &Qwen3Config,
+    seed: u64,
+    dtype: DType,
+    out_dir: &Path,
+) -> Result<String> {
+    ensure!(
+        !out_dir.exists(),
+        InvalidInput: "{} already exists; remove it or load it as WeightSource::Dir", out_dir.display()
+    );
+    let tensors = random_weights(cfg, seed, dtype)?;
+    let parent = out_dir.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).with_path(parent)?;
+    let name = out_dir.file_name().ok_or_else(|| {
+        Error::InvalidInput(format!("{} has no directory name", out_dir.display()))
+    })?;
+    let tmp = parent.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).with_path(&tmp)?;
+    }
+    std::fs::create_dir(&tmp).with_path(&tmp)?;
+
+    let mut file_cfg = cfg.clone();
+    file_cfg.torch_dtype = Some(torch_dtype_name(dtype)?.to_string());
+    let json = serde_json::to_string_pretty(&file_cfg).map_err(|e| Error::Msg(e.to_string()))?;
+    let cfg_path = tmp.join(CONFIG_FILE);
+    write_synced(&cfg_path, json.as_bytes())?;
+
+    let st_path = tmp.join(WEIGHTS_FILE);
+    candle_core::safetensors::save(&tensors, &st_path)
+        .map_err(|e| Error::parse(&st_path, e.to_string()))?;
+    drop(tensors);
+    std::fs::File::open(&st_path)
+        .and_then(|f| f.sync_all())
+        .with_path(&st_path)?;
+    let hash = sha256_file(&st_path)?;
+    std::fs::rename(&tmp, out_dir).with_path(out_dir)?;
+    Ok(hash)
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = std::fs::File::create(path).with_path(path)?;
+    f.write_all(bytes).with_path(path)?;
+    f.sync_all().with_path(path)
+}
+
+fn torch_dtype_name(dtype: DType) -> Result<&'static str> {
+    Ok(match dtype {
+        DType::F32 => "float32",
+        DType::BF16 => "bfloat16",
+        DType::F16 => "float16",
+        other => {
+            return Err(Error::InvalidInput(format!(
+                "weights in {other:?} are not supported (f32, bf16, f16)"
+            )))
+        }
+    })
+}
+
+/// sha256 of a file's bytes, lowercase hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).with_path(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).with_path(path)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// Reads a snapshot directory: its validated config and all tensors (still in file dtype).
+pub(crate) fn load_dir(
+    dir: &Path,
+    device: &Device,
+) -> Result<(Qwen3Config, HashMap<String, Tensor>)> {
+    if !dir.is_dir() {
+        return Err(Error::MissingInput {
+            path: dir.to_path_buf(),
+            msg: "weights directory does not exist".into(),
+            hint: Some("point at a Hugging Face snapshot, or use random weights".into()),
+        });
+    }
+    let cfg_path = dir.join(CONFIG_FILE);
+    if !cfg_path.is_file() {
+        return Err(Error::MissingInput {
+            path: cfg_path,
+            msg: "missing; a weights directory needs the model's config.json".into(),
+            hint: None,
+        });
+    }
+    let cfg = Qwen3Config::from_json_file(&cfg_path)?;
+    let single = dir.join(WEIGHTS_FILE);
+    let index = dir.join(WEIGHTS_INDEX_FILE);
+    let files: Vec<PathBuf> = if single.is_file() {
+        vec![single]
+    } else if index.is_file() {
+        shard_files(dir, &index)?
+    } else {
+        return Err(Error::MissingInput {
+            path: dir.to_path_buf(),
+            msg: format!("no {WEIGHTS_FILE} or {WEIGHTS_INDEX_FILE}"),
+            hint: None,
+        });
+    };
+    let mut tensors = HashMap::new();
+    for f in files {
+        let part = candle_core::safetensors::load(&f, device)
+            .map_err(|e| Error::parse(&f, e.to_string()))?;
+        tensors.extend(part);
+    }
+    Ok((cfg, tensors))
+}
+
+/// The distinct shard files a `model.safetensors.index.json` refers to.
+fn shard_files(dir: &Path, index: &Path) -> Result<Vec<PathBuf>> {
+    let text = std::fs::read_to_string(index).with_path(index)?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::parse(index, e.to_string()))?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| Error::SchemaMismatch {
+            path: index.to_path_buf(),
+            msg: "no `weight_map` object".into(),
+        })?;
+    let names: BTreeSet<&str> = map
+        .values()
+        .map(|v| {
+            v.as_str().ok_or_else(|| Error::SchemaMismatch {
+                path: index.to_path_buf(),
+                msg: format!("weight_map value {v} is not a file name"),
+            })
+        })
+        .collect::<Result<_>>()?;
+    names
+        .into_iter()
+        .map(|n| {
+            let p = dir.join(n);
+            if p.is_file() {
+                Ok(p)
+            } else {
+                Err(Error::MissingInput {
+                    path: p,
+                    msg: format!("shard listed in {WEIGHTS_INDEX_FILE} is missing"),
+                    hint: None,
+                })
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_cover_every_parameter() {
+        for cfg in [Qwen3Config::tiny(), Qwen3Config::qwen3_0_6b()] {
+            let n: u64 = tensor_specs(&cfg)
+                .iter()
+                .map(|(_, s, _)| s.iter().product::<usize>() as u64)
+                .sum();
+            assert_eq!(n, cfg.num_params());
+        }
+        let mut untied = Qwen3Config::tiny();
+        untied.tie_word_embeddings = false;
+        assert!(tensor_specs(&untied)
+            .iter()
+            .any(|(n, _, _)| n == "lm_head.weight"));
+    }
+
+    #[test]
+    fn random_weights_are_deterministic_and_scaled() {
+        let cfg = Qwen3Config::tiny();
+        let a = random_weights(&cfg, 5, DType::F32).unwrap();
+        let b = random_weights(&cfg, 5, DType::F32).unwrap();
+        let c = random_weights(&cfg, 6, DType::F32).unwrap();
+        let name = "model.layers.1.mlp.down_proj.weight";
+        let va: Vec<f32> = a[name].flatten_all().unwrap().to_vec1().unwrap();
+        let vb: Vec<f32> = b[name].flatten_all().unwrap().to_vec1().unwrap();
+        let vc: Vec<f32> = c[name].flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(va, vb);
+        assert_ne!(va, vc);
+        let std = (va.iter().map(|x| x * x).sum::<f32>() / va.len() as f32).sqrt();
+        assert!((std - 0.02).abs() < 0.002, "std {std}");
+        let norm: Vec<f32> = a["model.norm.weight"].to_vec1().unwrap();
+        assert!(norm.iter().all(|x| *x == 1.0));
+    }
+
+    #[test]
+    fn sha256_of_known_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("abc");
+        std::fs::write(&p, b"abc").unwrap();
+        assert_eq!(
+            sha256_file(&p).unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}
