@@ -14,9 +14,7 @@ use crate::io::records::{
     BatchMetricsRow, BatchRequestRow, RequestMetricsRow, RequestTimes, TokenMetricsRow, NUM_OPS,
 };
 use crate::io::schema::OP_NAMES;
-use crate::real_bench::model::{
-    ModelOp, OpTimer, OpTotals, PagedKvCache, Qwen3Model, SequenceInput,
-};
+use crate::real_bench::model::{ModelOp, OpTotals, PagedKvCache, Qwen3Model, SequenceInput};
 use crate::scheduler::{ReplicaScheduler, RequestSpec, ScheduledBatch, SchedulerConfig};
 use crate::{Error, Result};
 
@@ -108,16 +106,6 @@ struct RequestState {
     num_preemptions: u32,
 }
 
-/// An [`OpTimer`] summing per-op time for the current iteration.
-#[derive(Default)]
-struct IterationOps(OpTotals);
-
-impl OpTimer for IterationOps {
-    fn record(&mut self, op: ModelOp, layer: Option<usize>, elapsed: Duration) {
-        self.0.record(op, layer, elapsed);
-    }
-}
-
 /// One replica: the model, its KV cache and the shared scheduler.
 pub struct Engine<'m> {
     model: &'m Qwen3Model,
@@ -192,15 +180,14 @@ impl<'m> Engine<'m> {
         let mut record = EngineRecord::default();
         let mut states: HashMap<u64, RequestState> = HashMap::with_capacity(requests.len());
         let mut next_arrival = 0usize;
-        let mut ops = IterationOps::default();
+        let mut ops = OpTotals::default();
         let mut seq_block_tables: Vec<Vec<usize>> = Vec::new();
         let mut last_end_ns = 0u64;
 
         loop {
             let t_start = clock.now_ns();
             // Admission happens at the scheduling point, as in the simulator.
-            while next_arrival < requests.len()
-                && requests[next_arrival].arrival_time_ns <= t_start
+            while next_arrival < requests.len() && requests[next_arrival].arrival_time_ns <= t_start
             {
                 let r = &requests[next_arrival];
                 next_arrival += 1;
@@ -233,7 +220,10 @@ impl<'m> Engine<'m> {
             seq_block_tables.clear();
             for e in &batch.entries {
                 let table = self.scheduler.block_table(e.request_id).ok_or_else(|| {
-                    Error::Msg(format!("scheduled request {} has no block table", e.request_id))
+                    Error::Msg(format!(
+                        "scheduled request {} has no block table",
+                        e.request_id
+                    ))
                 })?;
                 seq_block_tables.push(table.iter().map(|&b| b as usize).collect());
             }
@@ -261,7 +251,7 @@ impl<'m> Engine<'m> {
             let forward_batch = self.model.prepare_batch(&self.cache, &seqs)?;
             let t_prepared = clock.now_ns();
 
-            ops.0.reset();
+            ops.reset();
             let logits = self
                 .model
                 .forward(&forward_batch, &mut self.cache, Some(&mut ops))?;
@@ -313,13 +303,22 @@ impl<'m> Engine<'m> {
             }
             for id in &outcome.completed {
                 if let Some(s) = states.remove(id) {
-                    record.requests.push(finish_row(*id, &s, &self.settings, None));
+                    record
+                        .requests
+                        .push(finish_row(*id, &s, &self.settings, None));
                 }
             }
             record.batches.push(self.batch_row(
                 &batch,
-                [t_start, t_scheduled, t_prepared, t_forward, t_sampled, t_end],
-                &ops.0,
+                [
+                    t_start,
+                    t_scheduled,
+                    t_prepared,
+                    t_forward,
+                    t_sampled,
+                    t_end,
+                ],
+                &ops,
             ));
             record
                 .batch_requests
@@ -343,9 +342,7 @@ impl<'m> Engine<'m> {
             ));
         }
         record.requests.sort_by_key(|r| r.request_id);
-        record
-            .tokens
-            .sort_by_key(|t| (t.request_id, t.token_index));
+        record.tokens.sort_by_key(|t| (t.request_id, t.token_index));
         record.makespan_ns = last_end_ns;
         Ok(record)
     }

@@ -8,13 +8,15 @@ use std::time::Instant;
 
 use candle_core::{DType, Device};
 
-use crate::config::types::{Architecture, Dtype, SimrealConfig};
 use crate::config::resolve_input_path;
+use crate::config::types::{Architecture, Dtype, SimrealConfig};
 use crate::io::provenance::{utc_now, InputRef};
 use crate::io::rundir::{prepare, Prepared, Stage};
 use crate::io::schema::{BATCH_METRICS, BATCH_REQUESTS, REQUEST_METRICS, TOKEN_METRICS};
 use crate::io::{write_csv, write_json};
-use crate::real_bench::engine::{Engine, EngineRecord, EngineRequest, EngineSettings, MonotonicClock};
+use crate::real_bench::engine::{
+    Engine, EngineRecord, EngineRequest, EngineSettings, MonotonicClock,
+};
 use crate::real_bench::model::{
     sha256_file, synthesize_random_weights, Qwen3Config, Qwen3Model, WeightSource, CONFIG_FILE,
     WEIGHTS_FILE,
@@ -94,11 +96,11 @@ pub fn resolve_weights(cfg: &SimrealConfig) -> Result<Weights> {
         None => {
             let seed = cfg.model.weights_seed;
             let dtype = cfg.backend.dtype;
-            let dir = cfg
-                .output
-                .root
-                .join("weights")
-                .join(format!("{}-{seed}-{}", cfg.model.name, dtype.as_str()));
+            let dir = cfg.output.root.join("weights").join(format!(
+                "{}-{seed}-{}",
+                cfg.model.name,
+                dtype.as_str()
+            ));
             if !dir.join(WEIGHTS_FILE).is_file() {
                 eprintln!(
                     "synthesizing random {} weights (seed {seed}) into {}",
@@ -126,10 +128,26 @@ fn check_architecture(dir: &Path, on_disk: &Qwen3Config, expected: &Qwen3Config)
     let pairs = [
         ("vocab_size", on_disk.vocab_size, expected.vocab_size),
         ("hidden_size", on_disk.hidden_size, expected.hidden_size),
-        ("intermediate_size", on_disk.intermediate_size, expected.intermediate_size),
-        ("num_hidden_layers", on_disk.num_hidden_layers, expected.num_hidden_layers),
-        ("num_attention_heads", on_disk.num_attention_heads, expected.num_attention_heads),
-        ("num_key_value_heads", on_disk.num_key_value_heads, expected.num_key_value_heads),
+        (
+            "intermediate_size",
+            on_disk.intermediate_size,
+            expected.intermediate_size,
+        ),
+        (
+            "num_hidden_layers",
+            on_disk.num_hidden_layers,
+            expected.num_hidden_layers,
+        ),
+        (
+            "num_attention_heads",
+            on_disk.num_attention_heads,
+            expected.num_attention_heads,
+        ),
+        (
+            "num_key_value_heads",
+            on_disk.num_key_value_heads,
+            expected.num_key_value_heads,
+        ),
         ("head_dim", on_disk.head_dim, expected.head_dim),
     ];
     for (name, found, want) in pairs {
@@ -270,17 +288,37 @@ pub fn run(job: &Job) -> Result<PathBuf> {
     write_json(staging.file("run_meta.json"), &meta)?;
     eprintln!(
         "real: {} ok / {} error requests, {} tokens, {} iterations in {:.2} s",
-        summary.num_ok, summary.num_error, summary.num_tokens, summary.num_batches, summary.makespan_s
+        summary.num_ok,
+        summary.num_error,
+        summary.num_tokens,
+        summary.num_batches,
+        summary.makespan_s
     );
     staging.commit()
 }
 
 /// Writes a run's four CSVs into `dir`.
 pub fn write_record(dir: &Path, record: &EngineRecord) -> Result<()> {
-    write_csv(dir.join(REQUEST_METRICS.file_name), &REQUEST_METRICS, &record.requests)?;
-    write_csv(dir.join(TOKEN_METRICS.file_name), &TOKEN_METRICS, &record.tokens)?;
-    write_csv(dir.join(BATCH_METRICS.file_name), &BATCH_METRICS, &record.batches)?;
-    write_csv(dir.join(BATCH_REQUESTS.file_name), &BATCH_REQUESTS, &record.batch_requests)?;
+    write_csv(
+        dir.join(REQUEST_METRICS.file_name),
+        &REQUEST_METRICS,
+        &record.requests,
+    )?;
+    write_csv(
+        dir.join(TOKEN_METRICS.file_name),
+        &TOKEN_METRICS,
+        &record.tokens,
+    )?;
+    write_csv(
+        dir.join(BATCH_METRICS.file_name),
+        &BATCH_METRICS,
+        &record.batches,
+    )?;
+    write_csv(
+        dir.join(BATCH_REQUESTS.file_name),
+        &BATCH_REQUESTS,
+        &record.batch_requests,
+    )?;
     Ok(())
 }
 
@@ -301,8 +339,16 @@ impl RunSummary {
     pub fn of(record: &EngineRecord) -> Self {
         use crate::io::records::RequestStatus;
         RunSummary {
-            num_ok: record.requests.iter().filter(|r| r.status == RequestStatus::Ok).count(),
-            num_error: record.requests.iter().filter(|r| r.status == RequestStatus::Error).count(),
+            num_ok: record
+                .requests
+                .iter()
+                .filter(|r| r.status == RequestStatus::Ok)
+                .count(),
+            num_error: record
+                .requests
+                .iter()
+                .filter(|r| r.status == RequestStatus::Error)
+                .count(),
             num_tokens: record.tokens.len(),
             num_batches: record.batches.len(),
             num_preemptions: record
@@ -312,7 +358,12 @@ impl RunSummary {
                 .sum(),
             makespan_s: record.makespan_ns as f64 / 1e9,
             idle_s: record.idle_ns as f64 / 1e9,
-            max_batch_size: record.batches.iter().map(|b| b.num_requests).max().unwrap_or(0),
+            max_batch_size: record
+                .batches
+                .iter()
+                .map(|b| b.num_requests)
+                .max()
+                .unwrap_or(0),
         }
     }
 }
