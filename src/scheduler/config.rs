@@ -158,7 +158,8 @@ mod tests {
 
     #[test]
     fn validate_names_the_offending_key() {
-        let cases: [(&str, fn(&mut SchedulerConfig)); 5] = [
+        type Breaker = fn(&mut SchedulerConfig);
+        let cases: [(&str, Breaker); 5] = [
             ("batch_size_cap", |c| c.batch_size_cap = 0),
             ("block_size", |c| c.block_size = 0),
             ("max_tokens_in_batch", |c| c.max_tokens_in_batch = 0),

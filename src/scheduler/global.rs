@@ -117,7 +117,9 @@ mod tests {
     fn random_is_seeded_uniform_and_in_range() {
         let draw = |seed| {
             let mut g = GlobalScheduler::new(GlobalPolicy::Random, 4, seed).unwrap();
-            (0..4000).map(|_| g.pick(&[0; 4]).unwrap()).collect::<Vec<_>>()
+            (0..4000)
+                .map(|_| g.pick(&[0; 4]).unwrap())
+                .collect::<Vec<_>>()
         };
         let a = draw(42);
         assert_eq!(a, draw(42));
@@ -127,7 +129,10 @@ mod tests {
             counts[r] += 1;
         }
         // 1000 expected per replica; ±150 is > 5 standard deviations (≈ 27).
-        assert!(counts.iter().all(|&c| (850..1150).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (850..1150).contains(&c)),
+            "{counts:?}"
+        );
     }
 
     #[test]

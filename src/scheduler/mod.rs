@@ -128,7 +128,9 @@ impl From<Rejection> for Error {
     }
 }
 
-/// One request's share of an iteration.
+/// One request's share of an iteration: the engine feeds positions
+/// `num_context_tokens .. num_context_tokens + num_tokens` of the request's known tokens
+/// (prompt, then the tokens generated so far) and writes their KV.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchEntry {
     pub request_id: u64,
@@ -212,7 +214,11 @@ impl ReplicaScheduler {
     /// `num_pipeline_stages` stages. Fails on an invalid config, on a pool or pipeline no
     /// request could ever run on, and (vllm, sarathi) when `batch_size_cap` is below the
     /// number of stages, which would make Vidur's micro-batch cap zero.
-    pub fn new(cfg: &SchedulerConfig, num_blocks: usize, num_pipeline_stages: usize) -> Result<Self> {
+    pub fn new(
+        cfg: &SchedulerConfig,
+        num_blocks: usize,
+        num_pipeline_stages: usize,
+    ) -> Result<Self> {
         cfg.validate()?;
         if num_pipeline_stages == 0 {
             return Err(Error::InvalidInput(

@@ -20,7 +20,8 @@ pub(super) fn next_batch(core: &mut Core, out: &mut Formation) {
         let Some(slot) = core.running.pop_front() else {
             break;
         };
-        out.items.push((slot, core.req(slot).unchunked_next_tokens()));
+        out.items
+            .push((slot, core.req(slot).unchunked_next_tokens()));
     }
     while let Some(&slot) = core.waiting.front() {
         if out.items.len() == limits.orca_max_batch_size {
@@ -31,6 +32,7 @@ pub(super) fn next_batch(core: &mut Core, out: &mut Formation) {
         }
         core.waiting.pop_front();
         core.admit_with_blocks(slot, limits.orca_blocks_per_request);
-        out.items.push((slot, core.req(slot).unchunked_next_tokens()));
+        out.items
+            .push((slot, core.req(slot).unchunked_next_tokens()));
     }
 }

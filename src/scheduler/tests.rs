@@ -85,7 +85,10 @@ fn vllm_admission_respects_the_watermark_and_stays_fifo() {
     let ids: Vec<u64> = batch.entries.iter().map(|e| e.request_id).collect();
     assert_eq!(ids, [0, 1]);
     assert_eq!(batch.num_kv_blocks_used, 190);
-    assert_eq!((s.num_free_blocks(), s.num_waiting(), s.num_running()), (10, 1, 2));
+    assert_eq!(
+        (s.num_free_blocks(), s.num_waiting(), s.num_running()),
+        (10, 1, 2)
+    );
 
     // One block more for B and it would not fit; C behind it must wait too (no skipping).
     let mut s = ReplicaScheduler::new(&cfg, 200, 1).unwrap();
@@ -126,7 +129,11 @@ fn vllm_prefill_only_then_decode_only_with_padded_token_limit() {
     let (b2, o2) = step(&mut s);
     assert_eq!(
         shape(&b2),
-        [(0, 1, 30, false, true), (1, 1, 40, false, true), (2, 1, 10, false, true)]
+        [
+            (0, 1, 30, false, true),
+            (1, 1, 40, false, true),
+            (2, 1, 10, false, true)
+        ]
     );
     assert_eq!(tokens(&o2), [(0, 1), (1, 1), (2, 1)]);
     assert_eq!(o2.completed, [1, 2]);
@@ -190,7 +197,10 @@ fn vllm_victims_requeue_at_the_front_in_arrival_order() {
     // 4 blocks, watermark 0. Three 2-token prompts take 3 blocks; the first decodes need
     // a new block each (position 2).
     let mut s = ReplicaScheduler::new(&cfg, 4, 1).unwrap();
-    add_all(&mut s, &[spec(0, 0, 2, 5), spec(1, 1, 2, 5), spec(2, 2, 2, 5)]);
+    add_all(
+        &mut s,
+        &[spec(0, 0, 2, 5), spec(1, 1, 2, 5), spec(2, 2, 2, 5)],
+    );
     step(&mut s);
     // A takes the last free block; B finds none, preempts C and takes C's block.
     let (b1, _) = step(&mut s);
@@ -207,7 +217,11 @@ fn vllm_victims_requeue_at_the_front_in_arrival_order() {
     assert_eq!(tokens(&o3), [(1, 2)]);
     assert_eq!(s.num_waiting(), 1);
     assert_eq!(
-        (s.num_preemptions(0), s.num_preemptions(1), s.num_preemptions(2)),
+        (
+            s.num_preemptions(0),
+            s.num_preemptions(1),
+            s.num_preemptions(2)
+        ),
         (Some(0), Some(1), Some(1))
     );
 }
@@ -248,7 +262,10 @@ fn vllm_batch_size_cap_bounds_admitted_requests() {
         ..config(Policy::Vllm)
     };
     let mut s = ReplicaScheduler::new(&cfg, 100, 1).unwrap();
-    add_all(&mut s, &[spec(0, 0, 8, 2), spec(1, 1, 8, 3), spec(2, 2, 8, 1)]);
+    add_all(
+        &mut s,
+        &[spec(0, 0, 8, 2), spec(1, 1, 8, 3), spec(2, 2, 8, 1)],
+    );
     let ids = |b: &ScheduledBatch| b.entries.iter().map(|e| e.request_id).collect::<Vec<_>>();
     let (b0, _) = step(&mut s);
     assert_eq!(ids(&b0), [0, 1]);
@@ -374,7 +391,10 @@ fn sarathi_decodes_share_the_token_budget_with_prefill_chunks() {
         ..config(Policy::Sarathi)
     };
     let mut s = ReplicaScheduler::new(&cfg, 100, 1).unwrap();
-    add_all(&mut s, &[spec(0, 0, 1, 5), spec(1, 1, 1, 5), spec(2, 2, 10, 1)]);
+    add_all(
+        &mut s,
+        &[spec(0, 0, 1, 5), spec(1, 1, 1, 5), spec(2, 2, 10, 1)],
+    );
     let mut shapes = Vec::new();
     while !s.is_idle() {
         shapes.push(shape(&step(&mut s).0));
@@ -411,8 +431,14 @@ fn sarathi_pipeline_prefills_can_exceed_the_micro_batch_cap_as_in_vidur() {
     );
     let b0 = s.schedule().unwrap();
     let b1 = s.schedule().unwrap();
-    assert_eq!(shape(&b0), [(0, 60, 0, true, true), (1, 40, 0, true, false)]);
-    assert_eq!(shape(&b1), [(2, 60, 0, true, true), (3, 40, 0, true, false)]);
+    assert_eq!(
+        shape(&b0),
+        [(0, 60, 0, true, true), (1, 40, 0, true, false)]
+    );
+    assert_eq!(
+        shape(&b1),
+        [(2, 60, 0, true, true), (3, 40, 0, true, false)]
+    );
     s.on_batch_end(&b0);
     s.on_batch_end(&b1);
     // Running list [A, B, C, D]: A and C decode up to the cap of 2, B was set aside before
@@ -420,7 +446,11 @@ fn sarathi_pipeline_prefills_can_exceed_the_micro_batch_cap_as_in_vidur() {
     let b2 = s.schedule().unwrap();
     assert_eq!(
         shape(&b2),
-        [(0, 1, 60, false, true), (2, 1, 60, false, true), (1, 20, 40, true, true)]
+        [
+            (0, 1, 60, false, true),
+            (2, 1, 60, false, true),
+            (1, 20, 40, true, true)
+        ]
     );
     let b3 = s.schedule().unwrap();
     assert_eq!(shape(&b3), [(3, 20, 40, true, true)]);
@@ -483,7 +513,10 @@ fn orca_reserves_the_full_context_and_never_chunks() {
     };
     // 64 / 16 = 4 blocks per request; 10 blocks → max batch size 10 / 4 = 2.
     let mut s = ReplicaScheduler::new(&cfg, 10, 1).unwrap();
-    add_all(&mut s, &[spec(0, 0, 50, 3), spec(1, 1, 10, 2), spec(2, 2, 5, 1)]);
+    add_all(
+        &mut s,
+        &[spec(0, 0, 50, 3), spec(1, 1, 10, 2), spec(2, 2, 5, 1)],
+    );
     let (b0, _) = step(&mut s);
     assert_eq!(shape(&b0), [(0, 50, 0, true, true), (1, 10, 0, true, true)]);
     assert_eq!(b0.num_kv_blocks_used, 8);
@@ -491,7 +524,10 @@ fn orca_reserves_the_full_context_and_never_chunks() {
     assert_eq!(s.block_table(1), Some(&[4, 5, 6, 7][..]));
     // The batch is full at 2 (and only 2 blocks are free): C waits.
     let (b1, o1) = step(&mut s);
-    assert_eq!(shape(&b1), [(0, 1, 50, false, true), (1, 1, 10, false, true)]);
+    assert_eq!(
+        shape(&b1),
+        [(0, 1, 50, false, true), (1, 1, 10, false, true)]
+    );
     assert_eq!(o1.completed, [1]);
     // Decode and a whole-prompt prefill in one iteration; C reuses B's blocks.
     let (b2, o2) = step(&mut s);
@@ -508,7 +544,10 @@ fn orca_batch_is_bounded_by_the_cap_and_the_pool() {
         ..config(Policy::Orca)
     };
     let mut s = ReplicaScheduler::new(&cfg, 100, 1).unwrap(); // 25 fit: the cap binds
-    add_all(&mut s, &(0..5).map(|i| spec(i, i, 8, 2)).collect::<Vec<_>>());
+    add_all(
+        &mut s,
+        &(0..5).map(|i| spec(i, i, 8, 2)).collect::<Vec<_>>(),
+    );
     assert_eq!(s.schedule().unwrap().entries.len(), 3);
 
     let cfg = SchedulerConfig {
@@ -517,7 +556,10 @@ fn orca_batch_is_bounded_by_the_cap_and_the_pool() {
     };
     // 9 blocks hold two reservations; max batch size 9 / 4 = 2.
     let mut s = ReplicaScheduler::new(&cfg, 9, 1).unwrap();
-    add_all(&mut s, &(0..5).map(|i| spec(i, i, 8, 2)).collect::<Vec<_>>());
+    add_all(
+        &mut s,
+        &(0..5).map(|i| spec(i, i, 8, 2)).collect::<Vec<_>>(),
+    );
     let b = s.schedule().unwrap();
     assert_eq!(b.entries.len(), 2);
     assert_eq!(s.num_free_blocks(), 1);
@@ -733,7 +775,10 @@ fn drive(params: &PropParams, seed: u64) -> DriveStats {
             None => break,
         }
         step_no += 1;
-        assert!(step_no < bound, "no progress after {bound} steps: starvation");
+        assert!(
+            step_no < bound,
+            "no progress after {bound} steps: starvation"
+        );
     }
 
     // Everyone accepted completed with exactly D tokens, and everything was given back.
@@ -742,7 +787,10 @@ fn drive(params: &PropParams, seed: u64) -> DriveStats {
         assert_eq!(sh.generated, sh.d);
         assert_eq!(s.num_preemptions(*id), Some(sh.preemptions));
     }
-    assert_eq!(stats.num_completed + stats.num_rejected, params.num_requests);
+    assert_eq!(
+        stats.num_completed + stats.num_rejected,
+        params.num_requests
+    );
     assert!(s.is_idle());
     assert_eq!(s.num_free_blocks(), params.num_blocks);
     stats
@@ -789,7 +837,10 @@ fn check_batch(
     let mut total = 0;
     for id in shadows.keys() {
         for &block in s.block_table(*id).unwrap() {
-            assert!(!std::mem::replace(&mut owner[block as usize], true), "block {block} shared");
+            assert!(
+                !std::mem::replace(&mut owner[block as usize], true),
+                "block {block} shared"
+            );
             total += 1;
         }
     }
@@ -818,13 +869,20 @@ fn check_batch(
         Policy::Sarathi => {
             let prefill_sum: u32 = prefill_tokens.iter().sum();
             if prefill_sum > 0 {
-                assert!(prefill_sum + num_decodes as u32 <= cfg.chunk_size, "{batch:?}");
+                assert!(
+                    prefill_sum + num_decodes as u32 <= cfg.chunk_size,
+                    "{batch:?}"
+                );
             }
         }
         Policy::Orca => {
             for e in batch.entries.iter().filter(|e| e.is_prefill) {
                 let sh = &shadows[&e.request_id];
-                assert_eq!((e.num_tokens, e.num_context_tokens), (sh.p, 0), "orca chunked");
+                assert_eq!(
+                    (e.num_tokens, e.num_context_tokens),
+                    (sh.p, 0),
+                    "orca chunked"
+                );
             }
         }
     }
@@ -869,9 +927,15 @@ fn property_sweep(policy: Policy) {
         }
     }
     if policy != Policy::Orca {
-        assert!(preemptions > 100, "{policy:?}: only {preemptions} preemptions");
+        assert!(
+            preemptions > 100,
+            "{policy:?}: only {preemptions} preemptions"
+        );
     }
-    assert!(rejections > 0, "{policy:?}: the rejection path was never taken");
+    assert!(
+        rejections > 0,
+        "{policy:?}: the rejection path was never taken"
+    );
 }
 
 #[test]
@@ -953,7 +1017,11 @@ fn reproduces_vidur_schedules_batch_for_batch() {
             step_no += 1;
         }
         for (i, (ours, vidurs)) in formed.iter().zip(&case.batches).enumerate() {
-            assert_eq!(ours, vidurs, "case {case_no} ({:?}), batch {i}", case.cfg.policy);
+            assert_eq!(
+                ours, vidurs,
+                "case {case_no} ({:?}), batch {i}",
+                case.cfg.policy
+            );
         }
         assert_eq!(formed.len(), case.batches.len(), "case {case_no}");
         let restarts: Vec<u32> = (0..case.requests.len() as u64)

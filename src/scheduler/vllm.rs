@@ -53,7 +53,8 @@ pub(super) fn next_batch(core: &mut Core, out: &mut Formation) {
             break;
         };
         if core.reserve_or_preempt(slot, out) {
-            out.items.push((slot, core.req(slot).unchunked_next_tokens()));
+            out.items
+                .push((slot, core.req(slot).unchunked_next_tokens()));
         }
     }
 }
