@@ -88,6 +88,10 @@ pub enum Rejection {
     /// The id is already known to this scheduler.
     #[error("request id {request_id} was already added")]
     DuplicateId { request_id: u64 },
+    /// The scheduler already tracks `u32::MAX` requests (it keeps a record of every request
+    /// it accepted).
+    #[error("this replica scheduler cannot track more than {} requests", u32::MAX)]
+    TooManyRequests,
     /// vllm/sarathi: the request's largest possible prefill — its prompt plus all but the
     /// last output token, which is what a preemption just before the last decode recomputes
     /// — needs more blocks than the pool has above the admission watermark. Such a request,
@@ -120,9 +124,9 @@ pub enum Rejection {
 impl From<Rejection> for Error {
     fn from(rejection: Rejection) -> Self {
         match rejection {
-            Rejection::InvalidLengths { .. } | Rejection::DuplicateId { .. } => {
-                Error::InvalidInput(rejection.to_string())
-            }
+            Rejection::InvalidLengths { .. }
+            | Rejection::DuplicateId { .. }
+            | Rejection::TooManyRequests => Error::InvalidInput(rejection.to_string()),
             _ => Error::OutOfRange(rejection.to_string()),
         }
     }
@@ -295,13 +299,8 @@ impl ReplicaScheduler {
     /// complete here (see [`Rejection`] for the exact rules per policy).
     pub fn add_request(&mut self, spec: RequestSpec) -> Result<(), Rejection> {
         self.check_admissible(&spec)?;
-        let slot = u32::try_from(self.core.requests.len()).map_err(|_| {
-            // 4 × 10^9 requests on one replica: treat as a length problem of this request.
-            Rejection::InvalidLengths {
-                num_prefill_tokens: spec.num_prefill_tokens,
-                num_decode_tokens: spec.num_decode_tokens,
-            }
-        })?;
+        let slot =
+            u32::try_from(self.core.requests.len()).map_err(|_| Rejection::TooManyRequests)?;
         self.core.requests.push(RequestState::new(&spec));
         self.index.insert(spec.request_id, slot);
         self.core.waiting.push_back(slot);
