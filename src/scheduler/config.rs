@@ -8,11 +8,17 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Policy {
-    /// vLLM v0: whole-prompt prefill batches first, otherwise a decode-only batch.
+    /// vLLM v0: whole-prompt prefill batches first, otherwise a decode-only batch. As in
+    /// Vidur, a decode demands one free block even when its token still fits its last
+    /// block, so a full pool preempts the latest arrival.
     Vllm,
-    /// Sarathi-Serve: chunked prefills share one token budget with the decodes.
+    /// Sarathi-Serve: chunked prefills share one `chunk_size` budget with the decodes.
+    /// As in Vidur, decodes are never cut by the budget, and with pipeline parallelism a
+    /// batch can exceed the micro-batch cap by the partially prefilled requests.
     Sarathi,
-    /// Orca: iteration-level batching without chunking, full-context KV reservation.
+    /// Orca: iteration-level batching without chunking, full-context KV reservation, no
+    /// preemption. Its max batch size is `num_blocks / (blocks per request × stages)`
+    /// (Vidur's memory-planner value when the pool was planned Vidur's way).
     Orca,
 }
 

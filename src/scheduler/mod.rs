@@ -194,12 +194,17 @@ struct InFlight {
 /// schedulable; up to `num_pipeline_stages` batches can be in flight (Vidur keeps one per
 /// pipeline stage).
 ///
-/// Deviations from Vidur, both confined to states Vidur handles badly:
+/// Deviations from Vidur, all confined to states Vidur handles badly (the batches are
+/// otherwise Vidur's, request for request and token for token):
 /// * A request that could never complete is rejected up front (see [`Rejection`]); Vidur
 ///   would keep it at the queue head forever.
 /// * When forming a batch preempts requests but yields no batch while nothing is in flight
 ///   (possible only when the watermark is zero and one request fills the pool), Vidur stops
 ///   until the next arrival; we form again at once, so nothing stalls.
+/// * A request preempted mid-prefill (sarathi) is re-prefilled only up to where it was and
+///   then walks the rest of its prompt one token per iteration, as in Vidur; but it emits
+///   token 0 when its whole prompt is cached, where Vidur counts the end of the shortened
+///   re-prefill as its first token.
 #[derive(Debug)]
 pub struct ReplicaScheduler {
     policy: Policy,
