@@ -59,9 +59,100 @@ pub fn matmul_xwt_f32(x: &[f32], m: usize, w: &[f32], n: usize, k: usize) -> Vec
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn rows_avx2_fma(x: &[f32], m: usize, w_rows: &[f32], k: usize, out: &mut [f32]) {
-    rows_generic::<true>(x, m, w_rows, k, out)
+use avx2::rows as rows_avx2_fma;
+
+/// The AVX2+FMA instantiation, with explicit intrinsics: LLVM does not reliably keep a
+/// `R × M` tile of accumulators in registers when left to auto-vectorise.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{LANES, ROW_TILE};
+
+    /// Same contract as [`super::rows_generic`].
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn rows(x: &[f32], m: usize, w_rows: &[f32], k: usize, out: &mut [f32]) {
+        let rows = w_rows.len() / k;
+        let row = |r: usize| &w_rows[r * k..(r + 1) * k];
+        let input = |i: usize| &x[i * k..(i + 1) * k];
+        let mut r = 0;
+        while r + ROW_TILE <= rows {
+            let w = [row(r), row(r + 1), row(r + 2), row(r + 3)];
+            let mut i = 0;
+            while i + 2 <= m {
+                let d = dots::<ROW_TILE, 2>(w, [input(i), input(i + 1)]);
+                for t in 0..ROW_TILE {
+                    out[(r + t) * m + i] = d[t][0];
+                    out[(r + t) * m + i + 1] = d[t][1];
+                }
+                i += 2;
+            }
+            if i < m {
+                let d = dots::<ROW_TILE, 1>(w, [input(i)]);
+                for t in 0..ROW_TILE {
+                    out[(r + t) * m + i] = d[t][0];
+                }
+            }
+            r += ROW_TILE;
+        }
+        for r in r..rows {
+            for i in 0..m {
+                out[r * m + i] = dots::<1, 1>([row(r)], [input(i)])[0][0];
+            }
+        }
+    }
+
+    /// `R × M` dot products in one pass over `k`, `R·M` accumulators in registers.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn dots<const R: usize, const M: usize>(
+        w: [&[f32]; R],
+        x: [&[f32]; M],
+    ) -> [[f32; M]; R] {
+        let k = x[0].len();
+        for s in w.iter() {
+            assert_eq!(s.len(), k, "weight row and input differ in length");
+        }
+        let full = k / LANES;
+        let mut acc = [[_mm256_setzero_ps(); M]; R];
+        for c in 0..full {
+            let off = c * LANES;
+            let mut wv = [_mm256_setzero_ps(); R];
+            for r in 0..R {
+                // SAFETY: off + LANES <= full·LANES <= k = len of every row (asserted above).
+                wv[r] = unsafe { _mm256_loadu_ps(w[r].as_ptr().add(off)) };
+            }
+            for i in 0..M {
+                // SAFETY: as above, for the input rows.
+                let xv = unsafe { _mm256_loadu_ps(x[i].as_ptr().add(off)) };
+                for r in 0..R {
+                    acc[r][i] = _mm256_fmadd_ps(wv[r], xv, acc[r][i]);
+                }
+            }
+        }
+        let mut res = [[0f32; M]; R];
+        for r in 0..R {
+            for i in 0..M {
+                let mut s = hsum(acc[r][i]);
+                for j in full * LANES..k {
+                    s = w[r][j].mul_add(x[i][j], s);
+                }
+                res[r][i] = s;
+            }
+        }
+        res
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn hsum(v: __m256) -> f32 {
+        let pair = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let quad = _mm_add_ps(pair, _mm_movehl_ps(pair, pair));
+        _mm_cvtss_f32(_mm_add_ss(quad, _mm_shuffle_ps(quad, quad, 1)))
+    }
 }
 
 /// Fills `out: [rows, m]` (transposed) for the weight rows in `w_rows: [rows, k]`.
