@@ -13,8 +13,8 @@ use super::{fmadd, has_avx2_fma};
 /// Output rows per rayon task: large enough to amortise scheduling, small enough that even a
 /// 1024-row projection splits into many tasks for load balance.
 const ROWS_PER_TASK: usize = 16;
-/// Weight rows processed together: 4 rows × 2 inputs = 8 independent 8-lane accumulators,
-/// which fills the FMA pipeline without spilling the 16 vector registers.
+/// Weight rows processed together for one or two inputs: 4 rows × 2 inputs = 8 independent
+/// 8-lane accumulators, which fills the FMA pipeline without spilling the 16 vector registers.
 const ROW_TILE: usize = 4;
 const LANES: usize = 8;
 
@@ -71,36 +71,62 @@ mod avx2 {
 
     /// Same contract as [`super::rows_generic`].
     ///
+    /// Inputs are taken in groups of up to 8; each group makes one pass over this task's
+    /// weight rows (the first from DRAM, later ones from L2), so up to 8 inputs cost a single
+    /// streaming read of the weights. Within a group, the tile shape keeps `R × M ≤ 8`
+    /// accumulators plus the `R` weight vectors in registers.
+    ///
     /// # Safety
     /// The CPU must support AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn rows(x: &[f32], m: usize, w_rows: &[f32], k: usize, out: &mut [f32]) {
+        let mut i0 = 0;
+        while i0 < m {
+            let left = m - i0;
+            if left >= 4 {
+                group::<2, 4>(x, m, w_rows, k, out, i0);
+                i0 += 4;
+            } else if left >= 2 {
+                group::<ROW_TILE, 2>(x, m, w_rows, k, out, i0);
+                i0 += 2;
+            } else {
+                group::<ROW_TILE, 1>(x, m, w_rows, k, out, i0);
+                i0 += 1;
+            }
+        }
+    }
+
+    /// Inputs `i0..i0 + M` against every row of `w_rows`, in tiles of `R` rows.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn group<const R: usize, const M: usize>(
+        x: &[f32],
+        m: usize,
+        w_rows: &[f32],
+        k: usize,
+        out: &mut [f32],
+        i0: usize,
+    ) {
         let rows = w_rows.len() / k;
+        let inputs: [&[f32]; M] = core::array::from_fn(|j| &x[(i0 + j) * k..(i0 + j + 1) * k]);
         let row = |r: usize| &w_rows[r * k..(r + 1) * k];
-        let input = |i: usize| &x[i * k..(i + 1) * k];
         let mut r = 0;
-        while r + ROW_TILE <= rows {
-            let w = [row(r), row(r + 1), row(r + 2), row(r + 3)];
-            let mut i = 0;
-            while i + 2 <= m {
-                let d = dots::<ROW_TILE, 2>(w, [input(i), input(i + 1)]);
-                for t in 0..ROW_TILE {
-                    out[(r + t) * m + i] = d[t][0];
-                    out[(r + t) * m + i + 1] = d[t][1];
-                }
-                i += 2;
-            }
-            if i < m {
-                let d = dots::<ROW_TILE, 1>(w, [input(i)]);
-                for t in 0..ROW_TILE {
-                    out[(r + t) * m + i] = d[t][0];
+        while r + R <= rows {
+            let w: [&[f32]; R] = core::array::from_fn(|t| row(r + t));
+            // SAFETY: the caller of `rows` guaranteed AVX2+FMA.
+            let d = unsafe { dots::<R, M>(w, inputs) };
+            for t in 0..R {
+                for j in 0..M {
+                    out[(r + t) * m + i0 + j] = d[t][j];
                 }
             }
-            r += ROW_TILE;
+            r += R;
         }
         for r in r..rows {
-            for i in 0..m {
-                out[r * m + i] = dots::<1, 1>([row(r)], [input(i)])[0][0];
+            // SAFETY: as above.
+            let d = unsafe { dots::<1, M>([row(r)], inputs) };
+            for j in 0..M {
+                out[r * m + i0 + j] = d[0][j];
             }
         }
     }
