@@ -401,6 +401,8 @@ fn main() -> Result<()> {
         .num_threads(threads)
         .build_global()?;
 
+    // Other work on the host skews every number here; record how busy it was.
+    let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let cfg = Qwen3Config::qwen3_0_6b();
     let dir = root.join(format!("tmp/weights/qwen3_0_6b-random-seed{SEED}-f32"));
@@ -456,10 +458,14 @@ fn main() -> Result<()> {
     let prefill_gflop_s = prefill_flops / (prefill.median / 1e3) / 1e9;
     let cpu = proc_field("/proc/cpuinfo", "model name").unwrap_or_else(|| "unknown".into());
     let mem = proc_field("/proc/meminfo", "MemTotal").unwrap_or_default();
+    let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let loadavg = |s: &str| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
+    let (load_before, load_after) = (loadavg(&load_before), loadavg(&load_after));
 
     let result = json!({
         "host": { "cpu_model": cpu, "cores": std::thread::available_parallelism()?.get(), "mem_total": mem,
-                  "threads": threads, "avx2_fma": std::arch::is_x86_feature_detected!("fma") },
+                  "threads": threads, "avx2_fma": std::arch::is_x86_feature_detected!("fma"),
+                  "loadavg_before": load_before, "loadavg_after": load_after },
         "model": "qwen3_0_6b (random weights)", "dtype": "f32", "weights_sha256": weights_sha256,
         "repeats": repeats, "context_tokens": CONTEXT, "decode_steps_per_repeat": DECODE_STEPS,
         "memory_bandwidth_gb_s": bw.json(),
@@ -490,7 +496,8 @@ fn main() -> Result<()> {
     let mut md = format!(
         "# engine bench: qwen3_0_6b f32, random weights\n\n\
          Host: {cpu}, {} cores, {mem}; {threads} threads (rayon global pool, also candle's GEMM). \
-         {repeats} repeats, min / median / max.\n\n\
+         {repeats} repeats, min / median / max. Load average (1/5/15 min) before: {load_before}, \
+         after: {load_after} (other jobs on a shared host inflate and scatter the times).\n\n\
          | measure | value |\n|---|---|\n\
          | memory bandwidth (GB/s, streaming read of 1 GiB) | {} |\n\
          | bandwidth floor (ms/token, {:.2} GB of weights per step at the max bandwidth) | {floor_ms:.1} |\n\
