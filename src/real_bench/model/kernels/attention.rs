@@ -21,9 +21,13 @@ const LANES: usize = 16;
 /// Shape of the attention problem shared by all sequences of a batch.
 #[derive(Debug, Clone, Copy)]
 pub struct AttnDims {
+    /// Query heads.
     pub num_heads: usize,
+    /// Key/value heads; query head `h` reads kv head `h / (num_heads / num_kv_heads)`.
     pub num_kv_heads: usize,
+    /// Dimensions per head.
     pub head_dim: usize,
+    /// Token slots per cache block.
     pub block_size: usize,
     /// Softmax temperature, `1/sqrt(head_dim)`.
     pub scale: f32,
@@ -39,13 +43,16 @@ pub struct AttnSeq<'a> {
     /// Tokens already in the cache before this iteration: row `t` has position
     /// `num_cached + t` and attends to positions `0..=num_cached + t`.
     pub num_cached: usize,
+    /// Physical block of each logical block of the sequence.
     pub block_table: &'a [usize],
 }
 
 /// The cache of one layer, as seen by the kernel.
 #[derive(Debug, Clone, Copy)]
 pub struct LayerKv<'a, T> {
+    /// Keys, `[num_blocks, num_kv_heads, block_size, head_dim]`.
     pub k: &'a [T],
+    /// Values, same layout.
     pub v: &'a [T],
 }
 
