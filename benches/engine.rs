@@ -233,10 +233,17 @@ struct Ours {
     decode_ops: Vec<(ModelOp, f64, f64)>,
     batch_decode_tok_s: Vec<f64>,
     prefill_ms: Vec<f64>,
+    /// VmHWM after loading our model and decoding (before the reference is loaded).
     peak_rss_mib: f64,
+    /// candle-transformers: first decode step, and ms/token per repeat (NaN / empty if skipped).
+    ref_cold_ms: f64,
+    ref_decode_ms: Vec<f64>,
 }
 
-fn bench_ours(dir: &Path, repeats: usize) -> Result<Ours> {
+/// Our model's measurements. With `reference_dir`, candle-transformers is loaded after our
+/// model and its single-sequence decode runs interleaved with ours, repeat by repeat, so that
+/// both see the same background load.
+fn bench_ours(dir: &Path, repeats: usize, reference_dir: Option<&Path>) -> Result<Ours> {
     let t = Instant::now();
     let model = Qwen3Model::load(
         &WeightSource::Dir(dir.to_path_buf()),
@@ -297,12 +304,25 @@ fn bench_ours(dir: &Path, repeats: usize) -> Result<Ours> {
     let cold_prefill_ms = t.elapsed().as_secs_f64() * 1e3;
     let cold = decode(&mut cache, &[0], &[first], None)?;
     let cold_decode_ms = cold[0] * 1e3;
+    let peak_rss_mib_ours = peak_rss_mib();
+
+    let mut reference = reference_dir.map(Reference::load).transpose()?;
+    let mut ref_cold_ms = f64::NAN;
+    if let Some(r) = reference.as_mut() {
+        ref_cold_ms = r.run()?[0] * 1e3;
+    }
+    let mut ref_decode_ms = Vec::new();
 
     let mut decode_ms = Vec::new();
     for _ in 0..repeats {
         let times = decode(&mut cache, &[0], &[first], None)?;
         decode_ms.push(times.iter().sum::<f64>() / times.len() as f64 * 1e3);
+        if let Some(r) = reference.as_mut() {
+            let times = r.run()?;
+            ref_decode_ms.push(times.iter().sum::<f64>() / times.len() as f64 * 1e3);
+        }
     }
+    drop(reference);
     let mut ops = OpTotals::default();
     decode(&mut cache, &[0], &[first], Some(&mut ops))?;
 
@@ -345,47 +365,48 @@ fn bench_ours(dir: &Path, repeats: usize) -> Result<Ours> {
         decode_ops,
         batch_decode_tok_s,
         prefill_ms,
-        peak_rss_mib: peak_rss_mib(),
+        peak_rss_mib: peak_rss_mib_ours,
+        ref_cold_ms,
+        ref_decode_ms,
     })
 }
 
-/// candle-transformers' Qwen3: prefill CONTEXT tokens, then DECODE_STEPS decode steps, per
-/// repeat (its concatenating KV cache cannot rewind, so each repeat re-prefills).
-fn bench_reference(dir: &Path, repeats: usize) -> Result<(f64, Vec<f64>)> {
-    let text = std::fs::read_to_string(dir.join(CONFIG_FILE))?;
-    let cfg: reference::Config = serde_json::from_str(&text)?;
-    let tensors = candle_core::safetensors::load(dir.join(WEIGHTS_FILE), &Device::Cpu)?;
-    let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
-    let mut model = reference::ModelForCausalLM::new(&cfg, vb)?;
-    let tokens = prompt(CONTEXT, 0);
-    let mut run = || -> Result<Vec<f64>> {
-        model.clear_kv_cache();
-        let input = Tensor::new(tokens.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
-        let mut next = model
-            .forward(&input, 0)?
-            .flatten_all()?
-            .argmax(0)?
-            .to_scalar::<u32>()?;
+/// candle-transformers' Qwen3 on the same weights. One `run` = prefill CONTEXT tokens, then
+/// DECODE_STEPS timed decode steps (its concatenating KV cache cannot rewind, so every run
+/// re-prefills).
+struct Reference {
+    model: reference::ModelForCausalLM,
+    tokens: Vec<u32>,
+}
+
+impl Reference {
+    fn load(dir: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(dir.join(CONFIG_FILE))?;
+        let cfg: reference::Config = serde_json::from_str(&text)?;
+        let tensors = candle_core::safetensors::load(dir.join(WEIGHTS_FILE), &Device::Cpu)?;
+        let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+        Ok(Self {
+            model: reference::ModelForCausalLM::new(&cfg, vb)?,
+            tokens: prompt(CONTEXT, 0),
+        })
+    }
+
+    /// Seconds of each decode step.
+    fn run(&mut self) -> Result<Vec<f64>> {
+        self.model.clear_kv_cache();
+        let input = Tensor::new(self.tokens.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
+        let argmax =
+            |t: Tensor| -> Result<u32> { Ok(t.flatten_all()?.argmax(0)?.to_scalar::<u32>()?) };
+        let mut next = argmax(self.model.forward(&input, 0)?)?;
         let mut times = Vec::new();
         for step in 0..DECODE_STEPS {
             let input = Tensor::new(&[next], &Device::Cpu)?.unsqueeze(0)?;
             let t = Instant::now();
-            next = model
-                .forward(&input, CONTEXT + step)?
-                .flatten_all()?
-                .argmax(0)?
-                .to_scalar::<u32>()?;
+            next = argmax(self.model.forward(&input, CONTEXT + step)?)?;
             times.push(t.elapsed().as_secs_f64());
         }
         Ok(times)
-    };
-    let cold = run()?[0] * 1e3;
-    let mut warm = Vec::new();
-    for _ in 0..repeats {
-        let times = run()?;
-        warm.push(times.iter().sum::<f64>() / times.len() as f64 * 1e3);
     }
-    Ok((cold, warm))
 }
 
 fn main() -> Result<()> {
@@ -432,13 +453,14 @@ fn main() -> Result<()> {
         }
         return Ok(());
     }
-    eprintln!("benchmarking simreal's model");
-    let ours = bench_ours(&dir, repeats)?;
-    let (ref_cold_ms, ref_warm) = if std::env::var_os("SIMREAL_BENCH_SKIP_REFERENCE").is_some() {
-        (f64::NAN, vec![f64::NAN])
+    eprintln!("benchmarking simreal's model (and candle-transformers, interleaved)");
+    let with_reference = std::env::var_os("SIMREAL_BENCH_SKIP_REFERENCE").is_none();
+    let ours = bench_ours(&dir, repeats, with_reference.then_some(dir.as_path()))?;
+    let ref_cold_ms = ours.ref_cold_ms;
+    let ref_warm = if ours.ref_decode_ms.is_empty() {
+        vec![f64::NAN]
     } else {
-        eprintln!("benchmarking candle-transformers");
-        bench_reference(&dir, repeats)?
+        ours.ref_decode_ms.clone()
     };
 
     let decode = Stats::of(&ours.decode_ms);
@@ -511,7 +533,7 @@ fn main() -> Result<()> {
          | prefill {PREFILL} tokens ms | {} |\n\
          | prefill tokens/s, GFLOP/s | {:.0}, {prefill_gflop_s:.1} |\n\
          | model load s | {:.1} |\n\
-         | peak RSS MiB (ours, before loading the reference) | {:.0} |\n\n\
+         | peak RSS MiB (ours: load + decode, before the reference is loaded) | {:.0} |\n\n\
          Per-op time of one warm decode step (ms), single sequence and batch of {BATCH}:\n\n\
          | op | single | batch-{BATCH} |\n|---|---|---|\n",
         std::thread::available_parallelism()?.get(),

@@ -10,9 +10,13 @@ use rayon::prelude::*;
 
 use super::{fmadd, has_avx2_fma};
 
-/// Output rows per rayon task: large enough to amortise scheduling, small enough that even a
-/// 1024-row projection splits into many tasks for load balance.
-const ROWS_PER_TASK: usize = 16;
+/// Bounds on the output rows per rayon task: at least enough to amortise scheduling, and few
+/// enough that a 1024-row projection still splits into many tasks for load balance. Between
+/// the bounds a task count of about 32 per thread is the target, so that the 151,936-row LM
+/// head is not cut into ~10,000 tasks whose overhead shows up in its time.
+const MIN_ROWS_PER_TASK: usize = 16;
+const MAX_ROWS_PER_TASK: usize = 1024;
+const TASKS_PER_THREAD: usize = 32;
 /// Weight rows processed together for one or two inputs: 4 rows × 2 inputs = 8 independent
 /// 8-lane accumulators, which fills the FMA pipeline without spilling the 16 vector registers.
 const ROW_TILE: usize = 4;
@@ -30,10 +34,13 @@ pub fn matmul_xwt_f32(x: &[f32], m: usize, w: &[f32], n: usize, k: usize) -> Vec
     // Tasks own disjoint output rows `o`, so they write a transposed `[n, m]` buffer.
     let mut y_t = vec![0f32; n * m];
     let use_simd = has_avx2_fma();
-    y_t.par_chunks_mut(ROWS_PER_TASK * m)
+    let rows_per_task = (n / (rayon::current_num_threads() * TASKS_PER_THREAD))
+        .clamp(MIN_ROWS_PER_TASK, MAX_ROWS_PER_TASK)
+        .next_multiple_of(ROW_TILE);
+    y_t.par_chunks_mut(rows_per_task * m)
         .enumerate()
         .for_each(|(task, out)| {
-            let row0 = task * ROWS_PER_TASK;
+            let row0 = task * rows_per_task;
             let rows = out.len() / m;
             let w_rows = &w[row0 * k..(row0 + rows) * k];
             #[cfg(target_arch = "x86_64")]
