@@ -4,5 +4,6 @@
 pub mod bundle;
 pub mod memory_planner;
 pub mod predictor;
+pub mod simulator;
 
 pub use bundle::{Op, OpSet};
