@@ -144,17 +144,9 @@ pub struct WorkloadConfig {
     pub trace_replay: Option<TraceReplayConfig>,
 }
 
-/// Which op-time predictor the simulator uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PredictorKind {
-    /// This project's model of our own measurements.
-    Native,
-    /// Vidur's batch formula over an interpolation of the bundle.
-    VidurCompat,
-    /// Vidur's own cached random-forest prediction tables.
-    VidurTables,
-}
+/// Which op-time predictor the simulator uses (`native`, `vidur_compat`, `vidur_tables`);
+/// one enum shared with the predictor module.
+pub use crate::vidur_ext::predictor::PredictorKind;
 
 /// How the simulator dispatches requests to replicas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
