@@ -12,12 +12,14 @@ use simreal::scheduler::{Policy, SchedulerConfig};
 use simreal::vidur_ext::predictor::{PredictorConfig, VidurTablesPredictor};
 use simreal::vidur_ext::simulator::{little_check, MemorySink, SimConfig, SimRequest, Simulator};
 
+/// `shared/vidur_reference/<sub>` beside the checkout (or beside a worktree's parent).
 fn reference(sub: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/vidur_reference")
-        .join(sub);
-    assert!(dir.exists(), "{} is missing", dir.display());
-    dir
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .skip(1)
+        .map(|d| d.join("shared/vidur_reference").join(sub))
+        .find(|d| d.exists())
+        .unwrap_or_else(|| panic!("shared/vidur_reference/{sub} is missing"))
 }
 
 /// `key tuple → prediction (ms)` of the one `<op>_<hash8>_predictions.csv[.gz]`.

@@ -322,9 +322,13 @@ fn inputs_for_another_model_are_clear_errors() {
     std::fs::write(&meta_path, meta).unwrap();
 
     // Vidur's bundle holds Llama-2 profiles only.
-    let reference =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vidur_reference/profiling");
-    if reference.is_dir() {
+    let reference = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .skip(1)
+        .map(|d| d.join("shared/vidur_reference/profiling"))
+        .find(|d| d.is_dir())
+        .expect("shared/vidur_reference/profiling is missing");
+    {
         let arg = format!("vidur.bundle={}", reference.display());
         let err = sim_stage::run(&job(&root, Stage::Vidur, &["hardware=a100_80g", &arg]))
             .unwrap_err()
