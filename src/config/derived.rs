@@ -93,9 +93,9 @@ pub struct Computed {
 }
 
 impl SimrealConfig {
-    /// The element type of weights and KV cache.
+    /// The element type of weights and KV cache: `hardware.dtype`, else `backend.dtype`.
     pub fn dtype(&self) -> Dtype {
-        self.backend.dtype
+        self.hardware.dtype.unwrap_or(self.backend.dtype)
     }
 
     /// Sizes one replica's KV pool. `backend.num_kv_blocks` wins; otherwise the configured

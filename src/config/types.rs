@@ -80,6 +80,11 @@ pub struct HardwareConfig {
     pub memory_margin_fraction: f64,
     /// Worker threads (rayon pool for candle on CPU).
     pub cpu_threads: usize,
+    /// Element type of weights and KV cache when serving on this device; `None` =
+    /// `backend.dtype`. GPU presets set `bf16` (Vidur plans fp16), so a simulated A100 does not
+    /// inherit the CPU backend's f32.
+    #[serde(default)]
+    pub dtype: Option<Dtype>,
 }
 
 /// Where tensors live.
@@ -248,6 +253,18 @@ impl SimrealConfig {
             .map_err(|e| prefix_key(e, "scheduler"))?;
         self.workload.validate(self.model.max_model_len)?;
         self.vidur.validate(&self.model)?;
+        if let Some(dtype) = self.hardware.dtype {
+            if self.backend.device == Device::Cuda && dtype != self.backend.dtype {
+                return Err(Error::config(
+                    "hardware.dtype",
+                    format!(
+                        "{} differs from backend.dtype {} of a CUDA backend; set them equal",
+                        dtype.as_str(),
+                        self.backend.dtype.as_str()
+                    ),
+                ));
+            }
+        }
         self.profile.validate()?;
         self.compare.validate()?;
         if self

@@ -13,7 +13,8 @@
 //!   `profiling_meta.json` (ours) says which device and model it holds, and that must be this
 //!   config's; a root without one (Vidur's) is read at `compute/<hardware.device_sku>/
 //!   <model.hf_name>/`, averaging the grid points Vidur's files repeat;
-//! - `vidur.network` names `<bundle>/network/<name>/` for TP/PP communication;
+//! - `vidur.network` names `<bundle>/network/<name>/` for TP/PP communication (null: the
+//!   bundle's only one, if it has exactly one);
 //! - CPU overheads (`vidur.cpu_overheads`) are charged when the inputs have them: the
 //!   bundle's `cpu_overheads.csv`, the file `vidur.cpu_overheads_file` names, or, for
 //!   `vidur_tables`, CPU-term tables next to the op tables; otherwise none are charged
@@ -294,16 +295,11 @@ fn load_bundle(job: &Job, notes: &mut Vec<String>) -> Result<(Bundle, PredictorS
     }
     let parallel = v.tensor_parallel_size > 1 || v.pipeline_parallel_size > 1;
     if parallel && location.network_device.is_none() {
-        return Err(Error::config(
-            "vidur.network",
-            format!(
-                "TP = {} / PP = {} needs collective timings: name a directory under {} \
-                 (e.g. vidur.network=a100_pairwise_nvlink for Vidur's bundles)",
-                v.tensor_parallel_size,
-                v.pipeline_parallel_size,
-                root.join("network").display()
-            ),
+        let network = only_network(&root, v)?;
+        notes.push(format!(
+            "vidur.network is null: using the bundle's only network profile `{network}`"
         ));
+        location = location.with_network(network);
     }
     let cpu_source = match (&v.cpu_overheads_file, v.cpu_overheads) {
         (_, false) => CpuOverheadSource::None,
@@ -357,6 +353,39 @@ fn load_bundle(job: &Job, notes: &mut Vec<String>) -> Result<(Bundle, PredictorS
         network: location.network_device.clone(),
     };
     Ok((bundle, source))
+}
+
+/// The one directory under `<root>/network/`, for TP/PP when `vidur.network` is null.
+fn only_network(root: &Path, v: &crate::config::types::VidurConfig) -> Result<String> {
+    let dir = root.join("network");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    match names.as_slice() {
+        [one] => Ok(one.clone()),
+        _ => Err(Error::config(
+            "vidur.network",
+            format!(
+                "TP = {} / PP = {} needs collective timings: set vidur.network to one of the \
+                 profiles under {} (found: {})",
+                v.tensor_parallel_size,
+                v.pipeline_parallel_size,
+                dir.display(),
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ),
+        )),
+    }
 }
 
 /// A bundle without the model's directory is most likely a bundle of another model: say
