@@ -36,7 +36,7 @@ pub mod summary;
 
 pub use cluster::{SimConfig, SimRequest, Simulator};
 pub use events::{Event, EventKind, EventQueue};
-pub use sink::{CsvSink, CsvSinkCounts, MemorySink, RequestsOnlySink, SimSink};
+pub use sink::{CsvSink, CsvSinkCounts, DiscardSink, MemorySink, RequestsOnlySink, SimSink};
 pub use summary::{little_check, LittleCheck, SimSummary};
 
 #[cfg(test)]

@@ -76,6 +76,31 @@ impl SimSink for RequestsOnlySink {
     }
 }
 
+/// Discards every row, counting them: for timing the simulation alone.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DiscardSink {
+    pub requests: u64,
+    pub tokens: u64,
+    pub batches: u64,
+}
+
+impl SimSink for DiscardSink {
+    fn on_request(&mut self, _row: RequestMetricsRow) -> Result<()> {
+        self.requests += 1;
+        Ok(())
+    }
+
+    fn on_token(&mut self, _row: &TokenMetricsRow) -> Result<()> {
+        self.tokens += 1;
+        Ok(())
+    }
+
+    fn on_batch(&mut self, _row: &BatchMetricsRow, _entries: &[BatchEntry]) -> Result<()> {
+        self.batches += 1;
+        Ok(())
+    }
+}
+
 fn batch_request_row(batch_id: u64, e: &BatchEntry) -> BatchRequestRow {
     BatchRequestRow {
         batch_id,
