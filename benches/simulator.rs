@@ -97,6 +97,8 @@ struct StreamCase {
 struct Report {
     created_at: String,
     host: HostFingerprint,
+    /// `/proc/loadavg` at the start and the end: the machine is shared.
+    load_average: [String; 2],
     input_load_s: f64,
     simulation: Vec<SimCase>,
     stage: SimCase,
@@ -169,6 +171,13 @@ fn case(
         target_s,
         times,
     }
+}
+
+/// The 1, 5 and 15 minute load averages.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 /// Peak RSS since the last reset (Linux `VmHWM`).
@@ -249,6 +258,7 @@ fn main() -> Result<()> {
     let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench_simulator");
     std::fs::create_dir_all(&root)?;
     let host = HostFingerprint::collect("cpu", 1);
+    let load_start = load_average();
 
     // Setup (not timed): the workload the stage replays.
     let job = splitwise_job(&shared, &root, "vidur_compat", false)?;
@@ -306,6 +316,7 @@ fn main() -> Result<()> {
     let report = Report {
         created_at: utc_now(),
         host,
+        load_average: [load_start, load_average()],
         input_load_s,
         simulation,
         stage,
