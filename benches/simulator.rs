@@ -346,6 +346,11 @@ fn markdown(r: &Report) -> String {
             .map_or("rustc ?", String::as_str),
     ));
     s.push_str(&format!(
+        "Load average (1/5/15 min) at start {} and end {}: on this shared 2-core machine, \
+         anything above 2 means other processes took CPU time from the benchmark.\n\n",
+        r.load_average[0], r.load_average[1]
+    ));
+    s.push_str(&format!(
         "Full `splitwise_conv` trace ({SPLITWISE_REQUESTS} requests), Llama-2-70B TP2 on A100 \
          (Vidur's bundle), Sarathi (chunk 512), one replica. Loading the inputs (workload, bundle, \
          fitting the predictor): {:.2} s. Cold = first run in the process; warm = the others.\n\n",
