@@ -166,7 +166,9 @@ fn catching<T>(what: &str, f: impl FnOnce() -> Result<T, DriverError>) -> Result
     // that escapes.
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(Error::Device(format!("{what}: {e}"))),
+        // The result code's name: DriverError's Display asks the driver for a description,
+        // which itself panics when the library cannot be loaded.
+        Ok(Err(e)) => Err(Error::Device(format!("{what}: {:?}", e.0))),
         Err(panic) => Err(Error::Device(format!(
             "{what}: the CUDA driver is unavailable ({})",
             panic_message(panic.as_ref())

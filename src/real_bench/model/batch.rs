@@ -6,7 +6,7 @@ use candle_core::{Device, Tensor};
 use super::config::Qwen3Config;
 use super::kernels::attention::AttnSeq;
 use super::kv_cache::{AttentionPath, PagedKvCache};
-use super::tensor_attention::{TensorAttnDims, TensorAttnMeta};
+use super::tensor_attention::{TensorAttnDims, TensorAttnMeta, PREFILL_TILE_ROWS};
 use crate::{ensure, Error, Result};
 
 /// One sequence's part of an iteration, as the scheduler decided it.
@@ -128,6 +128,7 @@ impl<'a> ForwardBatch<'a> {
                 slots.iter().map(|&(b, s)| (b * bs + s) as u32).collect(),
                 &prefill,
                 &decode,
+                PREFILL_TILE_ROWS,
                 device,
             )?),
         };

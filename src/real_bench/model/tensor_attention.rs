@@ -10,7 +10,9 @@
 //! - saving K/V is one `scatter_set` per tensor (an overwrite, so reused blocks need no
 //!   clearing);
 //! - a prefill chunk gathers its sequence's context with `index_select`, and a causal mask
-//!   lets row `t` see positions `0..=num_cached + t`;
+//!   lets row `t` see positions `0..=num_cached + t`; chunks longer than
+//!   [`PREFILL_TILE_ROWS`] run in tiles of rows, so the f32 scores (`rows × context` per
+//!   query head) stay bounded on a GPU;
 //! - all decodes run as one batch: contexts are gathered padded to the longest one, and a
 //!   mask hides the padding.
 //!
@@ -26,6 +28,11 @@ use candle_core::{DType, Device, Tensor};
 use super::config::Qwen3Config;
 use super::kernels::attention::AttnSeq;
 use crate::{ensure, Result};
+
+/// Query rows of a prefill chunk per attention problem. Scores take `4 · heads · rows · ctx`
+/// bytes: for Qwen3-0.6B (16 heads) at a 4096-token context, 128 MiB per tile, where a whole
+/// 4096-token prompt would take 1 GiB.
+pub(crate) const PREFILL_TILE_ROWS: usize = 512;
 
 /// Problem sizes shared by every sequence of a batch.
 #[derive(Debug, Clone, Copy)]
@@ -74,7 +81,8 @@ pub(crate) struct TensorAttnMeta {
     /// `[kv_heads, num_tokens, head_dim]` u32: every element of token `t` holds `t`'s slot,
     /// the index layout `scatter_set` along dim 1 needs.
     save_ids: Tensor,
-    /// One problem per multi-token sequence (their lengths differ too much to pad together).
+    /// One problem per tile of each multi-token sequence (their lengths differ too much to
+    /// pad together).
     prefill: Vec<Gather>,
     /// All single-token sequences as one problem.
     decode: Option<Gather>,
@@ -89,27 +97,39 @@ fn slot(seq: &AttnSeq<'_>, block_size: usize, j: usize) -> u32 {
 impl TensorAttnMeta {
     /// Builds the tensors for `prefill` and `decode` sequences (each group's rows contiguous,
     /// prefill first, as `ForwardBatch` lays them out) whose rows hold `slots` (flat slot id
-    /// per row, in row order).
+    /// per row, in row order). Prefill chunks are split into tiles of `prefill_tile_rows`.
     pub(crate) fn new(
         dims: TensorAttnDims,
         slots: Vec<u32>,
         prefill: &[AttnSeq<'_>],
         decode: &[AttnSeq<'_>],
+        prefill_tile_rows: usize,
         device: &Device,
     ) -> Result<Self> {
+        ensure!(prefill_tile_rows > 0, InvalidInput: "prefill tiles need at least one row");
         let num_tokens = slots.len();
         let save_ids = Tensor::from_vec(slots, (1, num_tokens, 1), device)?
             .broadcast_as((dims.num_kv_heads, num_tokens, dims.head_dim))?
             .contiguous()?;
         let bs = dims.block_size;
-        let prefill = prefill
-            .iter()
+        // Rows r0..r1 of a chunk are a chunk themselves: r0 more tokens are cached before them.
+        let tiles = prefill.iter().flat_map(|s| {
+            (0..s.num_rows)
+                .step_by(prefill_tile_rows)
+                .map(move |r0| AttnSeq {
+                    row_offset: s.row_offset + r0,
+                    num_rows: prefill_tile_rows.min(s.num_rows - r0),
+                    num_cached: s.num_cached + r0,
+                    block_table: s.block_table,
+                })
+        });
+        let prefill = tiles
             .map(|s| {
                 let ctx = s.num_cached + s.num_rows;
-                let ids: Vec<u32> = (0..ctx).map(|j| slot(s, bs, j)).collect();
+                let ids: Vec<u32> = (0..ctx).map(|j| slot(&s, bs, j)).collect();
                 // Row t (position num_cached + t) sees slots 0..=num_cached + t.
                 let mask: Vec<f32> = (0..s.num_rows)
-                    .flat_map(|t| {
+                    .flat_map(move |t| {
                         (0..ctx).map(move |j| {
                             if j <= s.num_cached + t {
                                 0.0
@@ -309,7 +329,7 @@ mod tests {
         let prefill = [seq(0, 3, 4, &ta)];
         let decode = [seq(3, 1, 1, &tb), seq(4, 1, 5, &tc)];
         let slots = vec![8, 9, 10, 29, 5];
-        let meta = TensorAttnMeta::new(dims(), slots, &prefill, &decode, &Device::Cpu).unwrap();
+        let meta = TensorAttnMeta::new(dims(), slots, &prefill, &decode, 64, &Device::Cpu).unwrap();
 
         // Saving: [kv_heads, tokens, head_dim], each token's slot repeated.
         let ids = meta.save_ids.to_vec3::<u32>().unwrap();
@@ -343,7 +363,7 @@ mod tests {
         // Equal contexts need no mask.
         let (t1, t2) = ([3], [6]);
         let even = [seq(0, 1, 2, &t1), seq(1, 1, 2, &t2)];
-        let meta = TensorAttnMeta::new(dims(), vec![14, 26], &[], &even, &Device::Cpu).unwrap();
+        let meta = TensorAttnMeta::new(dims(), vec![14, 26], &[], &even, 64, &Device::Cpu).unwrap();
         assert!(meta.decode.unwrap().mask.is_none());
         assert!(meta.prefill.is_empty());
     }
@@ -356,7 +376,7 @@ mod tests {
         let table = [1];
         let decode = [seq(0, 1, 0, &table), seq(1, 1, 2, &table)];
         // Two tokens into slots 4 and 6 (block 1, slots 0 and 2).
-        let meta = TensorAttnMeta::new(d, vec![4, 6], &[], &decode, &Device::Cpu).unwrap();
+        let meta = TensorAttnMeta::new(d, vec![4, 6], &[], &decode, 64, &Device::Cpu).unwrap();
         let k = Tensor::arange(0f32, 12.0, &Device::Cpu)
             .unwrap()
             .reshape((2, 6))
@@ -395,7 +415,7 @@ mod tests {
         let cache_v = Tensor::new(&[[[9f32, 9.], [9., 9.], [4., 8.], [0., 4.]]], &dev).unwrap();
         let table = [1];
         let decode = [seq(0, 1, 1, &table)];
-        let meta = TensorAttnMeta::new(d, vec![3], &[], &decode, &dev).unwrap();
+        let meta = TensorAttnMeta::new(d, vec![3], &[], &decode, 64, &dev).unwrap();
         let q = Tensor::new(&[[1f32, 0., 0., 0.]], &dev).unwrap();
         let (row, out) = super::decode(d, &meta, &q, &cache_k, &cache_v)
             .unwrap()
@@ -405,6 +425,42 @@ mod tests {
         let want = [1.0, 5.0, 2.0, 6.0];
         for (o, w) in out[0].iter().zip(want) {
             assert!((o - w).abs() < 1e-6, "{out:?}");
+        }
+    }
+
+    #[test]
+    fn tiled_prefill_equals_one_problem_per_chunk() {
+        use rand::{Rng, SeedableRng};
+        let d = dims();
+        let dev = Device::Cpu;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut random = |shape: &[usize]| {
+            let n: usize = shape.iter().product();
+            let v: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+            Tensor::from_vec(v, shape, &dev).unwrap()
+        };
+        // 11 rows after 6 cached tokens, blocks scattered over a 40-slot cache.
+        let table = [7, 1, 9, 4, 0];
+        let chunk = [seq(0, 11, 6, &table)];
+        let slots: Vec<u32> = (6..17).map(|j| slot(&chunk[0], 4, j)).collect();
+        let (ck, cv) = (random(&[2, 40, 3]), random(&[2, 40, 3]));
+        let q = random(&[11, 12]);
+        let run = |tile: usize| {
+            let meta = TensorAttnMeta::new(d, slots.clone(), &chunk, &[], tile, &dev).unwrap();
+            let pieces = prefill(d, &meta, &q, &ck, &cv).unwrap();
+            let firsts: Vec<usize> = pieces.iter().map(|p| p.0).collect();
+            let rows: Vec<Tensor> = pieces.into_iter().map(|p| p.1).collect();
+            (
+                firsts,
+                Tensor::cat(&rows, 0).unwrap().to_vec2::<f32>().unwrap(),
+            )
+        };
+        let (whole_firsts, whole) = run(64);
+        let (tiled_firsts, tiled) = run(4);
+        assert_eq!(whole_firsts, vec![0]);
+        assert_eq!(tiled_firsts, vec![0, 4, 8]);
+        for (a, b) in whole.iter().flatten().zip(tiled.iter().flatten()) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
         }
     }
 }
