@@ -255,17 +255,24 @@ fn gpu_identity(_device: &Device) -> Result<Option<serde_json::Value>> {
     Ok(None)
 }
 
-/// Count, sum, min, median (lower), mean and max of per-iteration durations in ns.
+/// Count, sum, min, median (interpolated, as the project's percentiles), mean and max of
+/// per-iteration durations in ns; the statistics are null when there are no values.
 fn summarize_ns(values: &[u64]) -> serde_json::Value {
     let mut sorted = values.to_vec();
     sorted.sort_unstable();
+    let n = sorted.len();
     let sum: u64 = sorted.iter().sum();
+    let median = match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2] as f64),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) as f64 / 2.0),
+    };
     serde_json::json!({
-        "count": sorted.len(),
+        "count": n,
         "sum_ns": sum,
         "min_ns": sorted.first(),
-        "median_ns": sorted.get(sorted.len().saturating_sub(1) / 2),
-        "mean_ns": (!sorted.is_empty()).then(|| sum as f64 / sorted.len() as f64),
+        "median_ns": median,
+        "mean_ns": (n > 0).then(|| sum as f64 / n as f64),
         "max_ns": sorted.last(),
     })
 }
@@ -447,6 +454,38 @@ impl RunSummary {
                 .map(|b| b.num_requests)
                 .max()
                 .unwrap_or(0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forward_time_summary_is_hand_checkable() {
+        let s = summarize_ns(&[40, 10, 30, 20]);
+        assert_eq!(
+            s,
+            serde_json::json!({"count": 4, "sum_ns": 100, "min_ns": 10, "median_ns": 25.0,
+                "mean_ns": 25.0, "max_ns": 40})
+        );
+        assert_eq!(summarize_ns(&[7, 1, 5])["median_ns"], 5.0);
+        let empty = summarize_ns(&[]);
+        assert_eq!(empty["count"], 0);
+        assert!(empty["median_ns"].is_null() && empty["max_ns"].is_null());
+    }
+
+    #[test]
+    fn devices_open_as_configured() {
+        assert!(open_device(ConfigDevice::Cpu).unwrap().is_cpu());
+        assert_eq!(gpu_identity(&Device::Cpu).unwrap(), None);
+        if !cfg!(feature = "cuda") {
+            let e = open_device(ConfigDevice::Cuda).unwrap_err();
+            assert!(
+                matches!(&e, Error::Config { key, msg, .. } if key == "backend.device" && msg.contains("--features cuda")),
+                "{e}"
+            );
         }
     }
 }
