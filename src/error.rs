@@ -78,6 +78,11 @@ pub enum Error {
     #[error("model: {0}")]
     Candle(#[from] candle_core::Error),
 
+    /// The compute device could not be opened or a driver call on it failed (no CUDA driver
+    /// library, no GPU at that ordinal, a failed CUDA event, ...).
+    #[error("device: {0}")]
+    Device(String),
+
     /// An OS-level IO failure on a named path.
     #[error("{}: {source}", path.display())]
     Io {

@@ -56,6 +56,16 @@ fn prompt(len: usize, salt: u32) -> Vec<u32> {
 
 #[test]
 fn logits_match_candle_transformers_for_prefill_and_eight_decode_steps() {
+    check_against_candle_transformers(AttentionPath::CpuKernel);
+}
+
+#[test]
+fn tensor_op_attention_matches_candle_transformers_too() {
+    // The attention path a GPU runs, here on the CPU.
+    check_against_candle_transformers(AttentionPath::TensorOps);
+}
+
+fn check_against_candle_transformers(path: AttentionPath) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tiny_snapshot(tmp.path());
     let model =
@@ -64,7 +74,7 @@ fn logits_match_candle_transformers_for_prefill_and_eight_decode_steps() {
 
     let tokens = prompt(21, 1);
     let block_size = 4;
-    let mut cache = model.new_kv_cache(16, block_size).unwrap();
+    let mut cache = model.new_kv_cache_with_path(16, block_size, path).unwrap();
     // Deliberately scattered physical blocks.
     let table: Vec<usize> = vec![9, 2, 14, 0, 7, 11, 3, 15];
 

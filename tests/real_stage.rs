@@ -214,4 +214,14 @@ fn bad_inputs_fail_cleanly() {
     // The real engine runs Qwen3 only.
     let stderr = run_err("real", &["model=llama2_7b", "hardware=a100_80g", &r]);
     assert!(stderr.contains("Qwen3 models only"), "{stderr}");
+
+    // CUDA without a `--features cuda` build: a config error before any work.
+    if !cfg!(feature = "cuda") {
+        let stderr = run_err("real", &["model=qwen3_tiny", "backend=candle_cuda", &r]);
+        assert!(
+            stderr.contains("backend.device") && stderr.contains("--features cuda"),
+            "{stderr}"
+        );
+        assert!(run_dirs(root.path(), "real").is_empty());
+    }
 }

@@ -6,6 +6,11 @@
 //! is nothing to run the engine sleeps until the next arrival. The CPU work around the model
 //! (schedule, prepare inputs, sample, process outputs) is timed separately from the forward,
 //! because the simulator charges it separately.
+//!
+//! On a GPU the model's ops only queue kernels, so the loop synchronizes the device at each
+//! phase boundary before reading the clock: CPU phases then hold CPU work only and the forward
+//! holds the GPU work. The GPU's own time for each forward (CUDA events) is kept apart, in
+//! [`EngineRecord::device_forward_ns`].
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -93,6 +98,9 @@ pub struct EngineRecord {
     pub makespan_ns: u64,
     /// Time spent sleeping for arrivals.
     pub idle_ns: u64,
+    /// Per iteration (in `batches` order), the GPU time of its forward from CUDA events; empty
+    /// when the device does not report it (the CPU).
+    pub device_forward_ns: Vec<u64>,
 }
 
 struct RequestState {
@@ -162,6 +170,7 @@ impl<'m> Engine<'m> {
             ];
             let logits = self.model.forward_seqs(&seqs, &mut self.cache, None)?;
             self.model.sampler(&logits)?;
+            self.model.device().synchronize()?;
             times.push(start.elapsed());
         }
         Ok(times)
@@ -249,6 +258,8 @@ impl<'m> Engine<'m> {
                 });
             }
             let forward_batch = self.model.prepare_batch(&self.cache, &seqs)?;
+            // A no-op on the CPU; on a GPU, waits for the batch's uploads.
+            self.model.device().synchronize()?;
             let t_prepared = clock.now_ns();
 
             ops.reset();
@@ -257,7 +268,11 @@ impl<'m> Engine<'m> {
                 .forward(&forward_batch, &mut self.cache, Some(&mut ops))?;
             drop(forward_batch);
             drop(seqs);
+            self.model.device().synchronize()?;
             let t_forward = clock.now_ns();
+            if let Some(gpu) = ops.device_forward() {
+                record.device_forward_ns.push(gpu.as_nanos() as u64);
+            }
 
             let sampled = self.model.sampler(&logits)?;
             let t_sampled = clock.now_ns();

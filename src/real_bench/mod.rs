@@ -1,7 +1,10 @@
 //! The real serving engine: Qwen3 on candle with a paged KV cache ([`model`]), the
 //! continuous-batching engine loop under open-loop arrivals ([`engine`]), and the `real`
-//! stage that runs it on a workload and records every token ([`stage`]).
+//! stage that runs it on a workload and records every token ([`stage`]). With the `cuda`
+//! feature the engine runs on an NVIDIA GPU, timed with CUDA events (`cuda`, docs/gpu.md).
 
+#[cfg(any(feature = "cuda", feature = "cuda-check"))]
+pub mod cuda;
 pub mod engine;
 pub mod model;
 pub mod stage;

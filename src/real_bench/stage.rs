@@ -2,6 +2,10 @@
 //!
 //! `tmp/real/<run_id>/`: `request_metrics.csv`, `token_metrics.csv`, `batch_metrics.csv`,
 //! `batch_requests.csv`, `config.yaml`, `run_meta.json`, `_SUCCESS`.
+//!
+//! `backend.device=cuda` runs on GPU 0 (after `CUDA_VISIBLE_DEVICES`) in a `--features cuda`
+//! build; `run_meta.json` then records the GPU's identity and each iteration's GPU forward
+//! time under `gpu` (docs/gpu.md).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -204,15 +208,81 @@ pub fn engine_requests(job: &Job, workload: &LoadedWorkload) -> Result<Vec<Engin
         .collect()
 }
 
+/// The candle device `backend.device` names: the CPU, or CUDA device
+/// [`CUDA_ORDINAL`](crate::real_bench::cuda::CUDA_ORDINAL) in a `--features cuda` build.
+pub fn open_device(device: ConfigDevice) -> Result<Device> {
+    match device {
+        ConfigDevice::Cpu => Ok(Device::Cpu),
+        ConfigDevice::Cuda => open_cuda(),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn open_cuda() -> Result<Device> {
+    use crate::real_bench::cuda::CUDA_ORDINAL;
+    Device::new_cuda(CUDA_ORDINAL)
+        .map_err(|e| Error::Device(format!("opening CUDA device {CUDA_ORDINAL}: {e}")))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn open_cuda() -> Result<Device> {
+    Err(cuda_not_built())
+}
+
+fn cuda_not_built() -> Error {
+    Error::config(
+        "backend.device",
+        "cuda needs a build with `--features cuda` (and a CUDA toolkit); see docs/gpu.md",
+    )
+}
+
+/// The identity of the GPU a model runs on, for `run_meta.json` (`None` on the CPU).
+#[cfg(any(feature = "cuda", feature = "cuda-check"))]
+fn gpu_identity(device: &Device) -> Result<Option<serde_json::Value>> {
+    use crate::real_bench::cuda::{GpuFingerprint, CUDA_ORDINAL};
+    if !device.is_cuda() {
+        return Ok(None);
+    }
+    let fingerprint = GpuFingerprint::collect(CUDA_ORDINAL)?;
+    serde_json::to_value(fingerprint)
+        .map(Some)
+        .map_err(|e| Error::InvalidInput(e.to_string()))
+}
+
+/// Without CUDA support no device is a GPU.
+#[cfg(not(any(feature = "cuda", feature = "cuda-check")))]
+fn gpu_identity(_device: &Device) -> Result<Option<serde_json::Value>> {
+    Ok(None)
+}
+
+/// Count, sum, min, median (interpolated, as the project's percentiles), mean and max of
+/// per-iteration durations in ns; the statistics are null when there are no values.
+fn summarize_ns(values: &[u64]) -> serde_json::Value {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    let n = sorted.len();
+    let sum: u64 = sorted.iter().sum();
+    let median = match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2] as f64),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) as f64 / 2.0),
+    };
+    serde_json::json!({
+        "count": n,
+        "sum_ns": sum,
+        "min_ns": sorted.first(),
+        "median_ns": median,
+        "mean_ns": (n > 0).then(|| sum as f64 / n as f64),
+        "max_ns": sorted.last(),
+    })
+}
+
 /// Runs the stage for one job; returns the run dir.
 pub fn run(job: &Job) -> Result<PathBuf> {
     let cfg = &job.config;
     qwen3_config(cfg)?;
     if cfg.backend.device == ConfigDevice::Cuda && !cfg!(feature = "cuda") {
-        return Err(Error::config(
-            "backend.device",
-            "cuda needs a build with `--features cuda` (and a CUDA toolkit)",
-        ));
+        return Err(cuda_not_built());
     }
     let run_id = job.own_run_id(cfg.real_run_id()?);
     let location = cfg.location(Stage::Real, run_id.clone());
@@ -227,6 +297,8 @@ pub fn run(job: &Job) -> Result<PathBuf> {
     };
     let mut meta = job.run_meta(&run_id)?;
     threads::init(cfg.hardware.cpu_threads)?;
+    let device = open_device(cfg.backend.device)?;
+    let gpu = gpu_identity(&device)?;
 
     let requests = engine_requests(job, &workload)?;
     let weights = resolve_weights(cfg)?;
@@ -234,7 +306,7 @@ pub fn run(job: &Job) -> Result<PathBuf> {
     let model = Qwen3Model::load(
         &WeightSource::Dir(weights.dir.clone()),
         candle_dtype(cfg.backend.dtype),
-        &Device::Cpu,
+        &device,
     )?;
     let load_s = load_start.elapsed().as_secs_f64();
     let pool = cfg.kv_pool()?;
@@ -290,6 +362,18 @@ pub fn run(job: &Job) -> Result<PathBuf> {
         "peak_rss_bytes": threads::peak_rss_bytes(),
         "summary": summary,
     });
+    if let (Some(identity), Some(extra)) = (gpu, meta.extra.as_object_mut()) {
+        // batch_metrics.csv's model_forward_ns is host wall time (device synchronized); this is
+        // the GPU's own time for the same forwards, one value per batch_id.
+        extra.insert(
+            "gpu".into(),
+            serde_json::json!({
+                "device": identity,
+                "forward_event": summarize_ns(&record.device_forward_ns),
+                "batch_forward_event_ns": record.device_forward_ns,
+            }),
+        );
+    }
     meta.ended_at = utc_now();
     write_json(staging.file("run_meta.json"), &meta)?;
     eprintln!(
@@ -370,6 +454,38 @@ impl RunSummary {
                 .map(|b| b.num_requests)
                 .max()
                 .unwrap_or(0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forward_time_summary_is_hand_checkable() {
+        let s = summarize_ns(&[40, 10, 30, 20]);
+        assert_eq!(
+            s,
+            serde_json::json!({"count": 4, "sum_ns": 100, "min_ns": 10, "median_ns": 25.0,
+                "mean_ns": 25.0, "max_ns": 40})
+        );
+        assert_eq!(summarize_ns(&[7, 1, 5])["median_ns"], 5.0);
+        let empty = summarize_ns(&[]);
+        assert_eq!(empty["count"], 0);
+        assert!(empty["median_ns"].is_null() && empty["max_ns"].is_null());
+    }
+
+    #[test]
+    fn devices_open_as_configured() {
+        assert!(open_device(ConfigDevice::Cpu).unwrap().is_cpu());
+        assert_eq!(gpu_identity(&Device::Cpu).unwrap(), None);
+        if !cfg!(feature = "cuda") {
+            let e = open_device(ConfigDevice::Cuda).unwrap_err();
+            assert!(
+                matches!(&e, Error::Config { key, msg, .. } if key == "backend.device" && msg.contains("--features cuda")),
+                "{e}"
+            );
         }
     }
 }

@@ -5,7 +5,8 @@ use candle_core::{Device, Tensor};
 
 use super::config::Qwen3Config;
 use super::kernels::attention::AttnSeq;
-use super::kv_cache::PagedKvCache;
+use super::kv_cache::{AttentionPath, PagedKvCache};
+use super::tensor_attention::{TensorAttnDims, TensorAttnMeta, PREFILL_TILE_ROWS};
 use crate::{ensure, Error, Result};
 
 /// One sequence's part of an iteration, as the scheduler decided it.
@@ -33,6 +34,8 @@ pub struct ForwardBatch<'a> {
     pub(crate) decode: Vec<AttnSeq<'a>>,
     /// Per row, `(physical_block, slot)` where its K/V goes.
     pub(crate) slots: Vec<(usize, usize)>,
+    /// Slot ids and masks on the device, when the cache is in the tensor-op layout.
+    pub(crate) tensor_meta: Option<TensorAttnMeta>,
     token_ids: Tensor,
     pub(crate) cos: Tensor,
     pub(crate) sin: Tensor,
@@ -118,6 +121,17 @@ impl<'a> ForwardBatch<'a> {
                 decode.push(attn);
             }
         }
+        let tensor_meta = match cache.attention_path() {
+            AttentionPath::CpuKernel => None,
+            AttentionPath::TensorOps => Some(TensorAttnMeta::new(
+                TensorAttnDims::new(cfg, bs),
+                slots.iter().map(|&(b, s)| (b * bs + s) as u32).collect(),
+                &prefill,
+                &decode,
+                PREFILL_TILE_ROWS,
+                device,
+            )?),
+        };
         let logits_seq_indices: Vec<usize> =
             (0..seqs.len()).filter(|&i| seqs[i].wants_logits).collect();
         let rows: Vec<u32> = logits_seq_indices.iter().map(|&i| last_row[i]).collect();
@@ -131,6 +145,7 @@ impl<'a> ForwardBatch<'a> {
             prefill,
             decode,
             slots,
+            tensor_meta,
             token_ids: Tensor::from_vec(ids, num_tokens, device)?,
             cos: rope_cos.index_select(&positions, 0)?,
             sin: rope_sin.index_select(&positions, 0)?,

@@ -1,7 +1,11 @@
 //! The paged KV cache: a pool of fixed-size blocks per layer, addressed through per-sequence
 //! block tables that the scheduler's block pool hands out.
+//!
+//! Two storage layouts, one per attention implementation ([`AttentionPath`]): host buffers in
+//! the block-major layout the CPU kernel reads, or one candle tensor per layer for K and V that
+//! the tensor-op path gathers from on any device.
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use half::vec::HalfBitsVecExt;
 use half::{bf16, f16};
 
@@ -79,6 +83,45 @@ cache_element!(f32, F32);
 cache_element!(bf16, BF16);
 cache_element!(f16, F16);
 
+/// Which attention implementation a forward runs, fixed by how its [`PagedKvCache`] stores K/V.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionPath {
+    /// The hand-written paged kernel ([`super::kernels::attention`]) over host buffers: CPU
+    /// only, and much faster there than the tensor path.
+    CpuKernel,
+    /// Gathers, matmuls and a softmax written with candle tensor ops over one K and one V
+    /// tensor per layer: runs on any candle device (this is the CUDA path).
+    TensorOps,
+}
+
+impl AttentionPath {
+    /// The path a device runs by default: the kernel on the CPU, tensor ops elsewhere.
+    pub fn for_device(device: &Device) -> Self {
+        if device.is_cpu() {
+            AttentionPath::CpuKernel
+        } else {
+            AttentionPath::TensorOps
+        }
+    }
+}
+
+/// One layer's K and V for [`AttentionPath::TensorOps`], each
+/// `[num_kv_heads, num_blocks · block_size, head_dim]` on the model's device. Head-major, so
+/// that gathering a sequence's slots along dim 1 yields `[kv_heads, ctx, head_dim]`, the
+/// batched-matmul operand, without a transpose copy per layer.
+#[derive(Debug)]
+pub(crate) struct LayerTensors {
+    pub(crate) k: Tensor,
+    pub(crate) v: Tensor,
+}
+
+/// The storage of all layers, in the layout of one attention path.
+#[derive(Debug)]
+pub(crate) enum KvStore {
+    Host(Vec<LayerCache>),
+    Tensors(Vec<LayerTensors>),
+}
+
 /// The KV cache of all layers, organised as `num_blocks` blocks of `block_size` token slots.
 ///
 /// Which blocks a sequence uses is not the cache's business: the scheduler's block pool owns
@@ -88,15 +131,17 @@ cache_element!(f16, F16);
 pub struct PagedKvCache {
     num_blocks: usize,
     block_size: usize,
+    num_layers: usize,
     num_kv_heads: usize,
     head_dim: usize,
     dtype: DType,
-    pub(crate) layers: Vec<LayerCache>,
+    device: Device,
+    pub(crate) store: KvStore,
 }
 
 impl PagedKvCache {
-    /// Allocates (lazily zeroed) `num_blocks × block_size` token slots for every layer of
-    /// `cfg` in `dtype`. Only the CPU device is supported.
+    /// Allocates (zeroed) `num_blocks × block_size` token slots for every layer of `cfg` in
+    /// `dtype` on `device`, in the layout of the device's default [`AttentionPath`].
     pub fn new(
         cfg: &Qwen3Config,
         num_blocks: usize,
@@ -104,32 +149,91 @@ impl PagedKvCache {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        ensure!(device.is_cpu(), InvalidInput: "the paged KV cache runs on the CPU only");
+        let path = AttentionPath::for_device(device);
+        Self::with_path(cfg, num_blocks, block_size, dtype, device, path)
+    }
+
+    /// Like [`Self::new`] with an explicit attention path; [`AttentionPath::CpuKernel`] needs
+    /// the CPU. Tests use this to run the tensor-op path on the CPU.
+    pub fn with_path(
+        cfg: &Qwen3Config,
+        num_blocks: usize,
+        block_size: usize,
+        dtype: DType,
+        device: &Device,
+        path: AttentionPath,
+    ) -> Result<Self> {
         ensure!(num_blocks > 0 && block_size > 0, InvalidInput: "KV cache needs at least one block of at least one slot (got {num_blocks} × {block_size})");
-        let len = num_blocks
-            .checked_mul(block_size)
-            .and_then(|n| n.checked_mul(cfg.kv_width()))
-            .ok_or_else(|| {
-                crate::Error::OutOfRange(format!(
-                    "KV cache of {num_blocks} blocks × {block_size} slots overflows"
-                ))
-            })?;
-        let layers = (0..cfg.num_hidden_layers)
-            .map(|_| {
-                Ok(LayerCache {
-                    k: KvBuf::zeroed(dtype, len)?,
-                    v: KvBuf::zeroed(dtype, len)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let num_slots = num_blocks.checked_mul(block_size).ok_or_else(|| {
+            crate::Error::OutOfRange(format!(
+                "KV cache of {num_blocks} blocks × {block_size} slots overflows"
+            ))
+        })?;
+        let len = num_slots.checked_mul(cfg.kv_width()).ok_or_else(|| {
+            crate::Error::OutOfRange(format!(
+                "KV cache of {num_blocks} blocks × {block_size} slots overflows"
+            ))
+        })?;
+        let store = match path {
+            AttentionPath::CpuKernel => {
+                ensure!(device.is_cpu(), InvalidInput: "the paged attention kernel runs on the CPU only; {device:?} needs AttentionPath::TensorOps");
+                KvStore::Host(
+                    (0..cfg.num_hidden_layers)
+                        .map(|_| {
+                            Ok(LayerCache {
+                                k: KvBuf::zeroed(dtype, len)?,
+                                v: KvBuf::zeroed(dtype, len)?,
+                            })
+                        })
+                        .collect::<Result<Vec<_>>>()?,
+                )
+            }
+            AttentionPath::TensorOps => {
+                ensure!(
+                    matches!(dtype, DType::F32 | DType::BF16 | DType::F16),
+                    InvalidInput: "KV cache dtype {dtype:?} is not supported (f32, bf16, f16)"
+                );
+                // Slot ids travel as u32, and candle's scatter skips u32::MAX.
+                ensure!(
+                    num_slots < u32::MAX as usize,
+                    OutOfRange: "KV cache of {num_slots} slots exceeds u32 slot ids"
+                );
+                let shape = (cfg.num_key_value_heads, num_slots, cfg.head_dim);
+                KvStore::Tensors(
+                    (0..cfg.num_hidden_layers)
+                        .map(|_| {
+                            Ok(LayerTensors {
+                                k: Tensor::zeros(shape, dtype, device)?,
+                                v: Tensor::zeros(shape, dtype, device)?,
+                            })
+                        })
+                        .collect::<Result<Vec<_>>>()?,
+                )
+            }
+        };
         Ok(Self {
             num_blocks,
             block_size,
+            num_layers: cfg.num_hidden_layers,
             num_kv_heads: cfg.num_key_value_heads,
             head_dim: cfg.head_dim,
             dtype,
-            layers,
+            device: device.clone(),
+            store,
         })
+    }
+
+    /// The attention implementation this cache's layout serves.
+    pub fn attention_path(&self) -> AttentionPath {
+        match self.store {
+            KvStore::Host(_) => AttentionPath::CpuKernel,
+            KvStore::Tensors(_) => AttentionPath::TensorOps,
+        }
+    }
+
+    /// The device the cache lives on.
+    pub fn device(&self) -> &Device {
+        &self.device
     }
 
     /// Number of physical blocks per layer.
@@ -149,12 +253,13 @@ impl PagedKvCache {
 
     /// Number of layers.
     pub fn num_layers(&self) -> usize {
-        self.layers.len()
+        self.num_layers
     }
 
-    /// Bytes the pool spans (virtual size; resident size grows as blocks are written).
+    /// Bytes the pool spans (on the CPU a virtual size: resident memory grows as blocks are
+    /// written).
     pub fn capacity_bytes(&self) -> u64 {
-        (2 * self.layers.len()
+        (2 * self.num_layers
             * self.num_blocks
             * self.block_size
             * self.num_kv_heads
@@ -164,14 +269,14 @@ impl PagedKvCache {
 
     /// Whether this cache fits a model of `cfg` (layers, heads, head size).
     pub(crate) fn matches(&self, cfg: &Qwen3Config) -> bool {
-        self.layers.len() == cfg.num_hidden_layers
+        self.num_layers == cfg.num_hidden_layers
             && self.num_kv_heads == cfg.num_key_value_heads
             && self.head_dim == cfg.head_dim
     }
 
-    /// Writes `rows` (`[n, num_kv_heads · head_dim]`, one per token) of K and V for layer
-    /// `layer` into the slots of `positions[i]` through `block_table`s. `slots` gives, per row,
-    /// `(physical_block, slot_in_block)`; validated by the caller.
+    /// Host layout only: writes `rows` (`[n, num_kv_heads · head_dim]`, one per token) of K
+    /// and V for layer `layer`. `slots` gives, per row, `(physical_block, slot_in_block)`;
+    /// validated by the caller.
     pub(crate) fn write<T: CacheElement>(
         &mut self,
         layer: usize,
@@ -185,8 +290,10 @@ impl PagedKvCache {
             k_rows.len() == slots.len() * width && v_rows.len() == k_rows.len(),
             InvalidInput: "KV rows ({} / {}) do not match {} slots of width {width}", k_rows.len(), v_rows.len(), slots.len()
         );
-        let cache = self
-            .layers
+        let KvStore::Host(layers) = &mut self.store else {
+            bail!(InvalidInput: "host KV rows written into a tensor-layout cache");
+        };
+        let cache = layers
             .get_mut(layer)
             .ok_or_else(|| crate::Error::InvalidInput(format!("layer {layer} out of range")))?;
         for (buf, rows) in [(&mut cache.k, k_rows), (&mut cache.v, v_rows)] {
@@ -219,13 +326,16 @@ mod tests {
         let k: Vec<f32> = (0..32).map(|i| i as f32).collect();
         let v: Vec<f32> = (0..32).map(|i| -(i as f32)).collect();
         cache.write(1, &k, &v, &[(3, 2)]).unwrap();
-        let KvBuf::F32(kb) = &cache.layers[1].k else {
+        let KvStore::Host(layers) = &cache.store else {
+            panic!()
+        };
+        let KvBuf::F32(kb) = &layers[1].k else {
             panic!()
         };
         // head 0 of block 3, slot 2: ((3·2 + 0)·4 + 2)·16; head 1: ((3·2 + 1)·4 + 2)·16.
         assert_eq!(&kb[(6 * 4 + 2) * 16..][..16], &k[..16]);
         assert_eq!(&kb[(7 * 4 + 2) * 16..][..16], &k[16..]);
-        let KvBuf::F32(k0) = &cache.layers[0].k else {
+        let KvBuf::F32(k0) = &layers[0].k else {
             panic!()
         };
         assert!(k0.iter().all(|x| *x == 0.0), "other layers untouched");
@@ -235,10 +345,51 @@ mod tests {
     }
 
     #[test]
+    fn tensor_layout_is_head_major_per_layer() {
+        let cfg = Qwen3Config::tiny(); // 2 layers, 2 kv heads × 16
+        let cache = PagedKvCache::with_path(
+            &cfg,
+            5,
+            4,
+            DType::BF16,
+            &Device::Cpu,
+            AttentionPath::TensorOps,
+        )
+        .unwrap();
+        assert_eq!(cache.attention_path(), AttentionPath::TensorOps);
+        assert_eq!(cache.capacity_bytes(), 2 * 2 * 5 * 4 * 32 * 2);
+        let KvStore::Tensors(layers) = &cache.store else {
+            panic!()
+        };
+        assert_eq!(layers.len(), 2);
+        assert_eq!(layers[1].v.dims(), &[2, 20, 16]);
+        assert_eq!(layers[0].k.dtype(), DType::BF16);
+        let sum: f32 = layers[0]
+            .k
+            .to_dtype(DType::F32)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert_eq!(sum, 0.0);
+        // Host rows cannot go into the tensor layout.
+        let mut cache = cache;
+        assert!(cache.write(0, &[0f32; 32], &[0f32; 32], &[(0, 0)]).is_err());
+        assert_eq!(
+            AttentionPath::for_device(&Device::Cpu),
+            AttentionPath::CpuKernel
+        );
+    }
+
+    #[test]
     fn half_caches_are_zero_and_unsupported_dtypes_rejected() {
         let cfg = Qwen3Config::tiny();
         let cache = PagedKvCache::new(&cfg, 2, 2, DType::BF16, &Device::Cpu).unwrap();
-        let KvBuf::BF16(b) = &cache.layers[0].v else {
+        let KvStore::Host(layers) = &cache.store else {
+            panic!()
+        };
+        let KvBuf::BF16(b) = &layers[0].v else {
             panic!()
         };
         assert!(b.iter().all(|x| x.to_f32() == 0.0));

@@ -1,10 +1,12 @@
-//! Qwen3 on candle (CPU) with a flattened batch and a paged KV cache: the ground truth the
-//! engine runs and the profiler times.
+//! Qwen3 on candle with a flattened batch and a paged KV cache: the ground truth the engine
+//! runs and the profiler times. On the CPU, attention is a hand-written paged kernel; on other
+//! devices (CUDA) it is written with candle tensor ops ([`AttentionPath`]).
 //!
 //! - [`Qwen3Config`]: architecture read from a Hugging Face `config.json`, derived sizes.
 //! - [`Qwen3Model`]: the forward pass, one public method per op ([`ModelOp`]), timed through an
 //!   optional [`OpTimer`].
-//! - [`PagedKvCache`]: per-layer K/V pools addressed by the scheduler's block tables.
+//! - [`PagedKvCache`]: per-layer K/V pools addressed by the scheduler's block tables, in the
+//!   layout of one [`AttentionPath`].
 //! - [`SequenceInput`] / [`ForwardBatch`]: one engine iteration, several sequences flattened.
 //! - [`WeightSource`], [`synthesize_random_weights`]: checkpoints on disk or seeded random ones.
 //!
@@ -28,12 +30,13 @@ pub mod kernels;
 mod kv_cache;
 #[allow(clippy::module_inception)]
 mod model;
+mod tensor_attention;
 mod timer;
 mod weights;
 
 pub use batch::{ForwardBatch, SequenceInput};
 pub use config::{Qwen3Config, QWEN3_ARCHITECTURE, QWEN3_MODEL_TYPE};
-pub use kv_cache::PagedKvCache;
+pub use kv_cache::{AttentionPath, PagedKvCache};
 pub use model::{AttnOutput, Qwen3Model, SMALL_M_MAX_ROWS};
 pub use timer::{ModelOp, OpTimer, OpTotals};
 pub use weights::{

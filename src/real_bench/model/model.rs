@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::Instant;
 
 use candle_core::{DType, Device, Storage, Tensor, WithDType, D};
 use half::{bf16, f16};
@@ -11,8 +10,9 @@ use super::batch::{ForwardBatch, SequenceInput};
 use super::config::Qwen3Config;
 use super::kernels::attention::{paged_attention, AttnDims, AttnSeq};
 use super::kernels::linear::matmul_xwt_f32;
-use super::kv_cache::{CacheElement, PagedKvCache};
-use super::timer::{ModelOp, OpTimer};
+use super::kv_cache::{AttentionPath, CacheElement, KvStore, PagedKvCache};
+use super::tensor_attention::{self as tensor_attn, TensorAttnDims, TensorAttnMeta};
+use super::timer::{ModelOp, OpClock, OpTimer};
 use super::weights::{load_dir, random_weights, WeightSource};
 use crate::{bail, ensure, Error, Result};
 
@@ -36,8 +36,11 @@ struct Layer {
     down_proj: Tensor,
 }
 
-/// Qwen3 dense decoder on candle's CPU backend, with a flattened-batch forward over a
-/// [`PagedKvCache`].
+/// Qwen3 dense decoder on candle, with a flattened-batch forward over a [`PagedKvCache`].
+///
+/// Runs on any candle device. Attention follows the cache's [`AttentionPath`]: the paged CPU
+/// kernel for a CPU cache in the host layout, candle tensor ops otherwise (the CUDA path).
+/// Projections with few rows use a streaming CPU kernel on the CPU, candle's matmul elsewhere.
 ///
 /// Every op of the forward is a public method so the profiler can time exactly the code the
 /// engine runs. Shapes follow a real batch of `T` tokens: hidden states are `[T, hidden]`,
@@ -57,7 +60,7 @@ pub struct Qwen3Model {
 }
 
 impl Qwen3Model {
-    /// Loads weights from `source` into `dtype` (f32, bf16 or f16) on `device` (CPU).
+    /// Loads weights from `source` into `dtype` (f32, bf16 or f16) on `device`.
     pub fn load(source: &WeightSource, dtype: DType, device: &Device) -> Result<Self> {
         match source {
             WeightSource::Dir(dir) => {
@@ -86,7 +89,6 @@ impl Qwen3Model {
         origin: &Path,
     ) -> Result<Self> {
         cfg.validate()?;
-        ensure!(device.is_cpu(), InvalidInput: "Qwen3Model runs on the CPU only (paged attention is a CPU kernel)");
         ensure!(
             matches!(dtype, DType::F32 | DType::BF16 | DType::F16),
             InvalidInput: "model dtype {dtype:?} is not supported (f32, bf16, f16)"
@@ -166,9 +168,28 @@ impl Qwen3Model {
         &self.device
     }
 
-    /// A KV cache for this model (its dtype and device).
+    /// A KV cache for this model (its dtype and device), in the layout of the device's
+    /// default [`AttentionPath`].
     pub fn new_kv_cache(&self, num_blocks: usize, block_size: usize) -> Result<PagedKvCache> {
         PagedKvCache::new(&self.cfg, num_blocks, block_size, self.dtype, &self.device)
+    }
+
+    /// A KV cache whose layout selects `path` (e.g. the tensor-op path on the CPU, to test
+    /// the code a GPU runs).
+    pub fn new_kv_cache_with_path(
+        &self,
+        num_blocks: usize,
+        block_size: usize,
+        path: AttentionPath,
+    ) -> Result<PagedKvCache> {
+        PagedKvCache::with_path(
+            &self.cfg,
+            num_blocks,
+            block_size,
+            self.dtype,
+            &self.device,
+            path,
+        )
     }
 
     /// Validates and flattens one iteration's sequences.
@@ -178,6 +199,10 @@ impl Qwen3Model {
         seqs: &[SequenceInput<'a>],
     ) -> Result<ForwardBatch<'a>> {
         ensure!(cache.dtype() == self.dtype, Mismatch: "KV cache is {:?}, model is {:?}", cache.dtype(), self.dtype);
+        ensure!(
+            cache.device().same_device(&self.device),
+            Mismatch: "KV cache is on {:?}, model is on {:?}", cache.device(), self.device
+        );
         ForwardBatch::new(
             &self.cfg,
             cache,
@@ -190,49 +215,57 @@ impl Qwen3Model {
 
     /// One iteration: runs every op in order, writes this iteration's K/V into `cache`, and
     /// returns `[num_logits, vocab]` logits, one row per sequence that wants them, in input
-    /// order (see [`ForwardBatch::logits_seq_indices`]). Each op's wall time goes to `timer`.
+    /// order (see [`ForwardBatch::logits_seq_indices`]). Each op's time goes to `timer`
+    /// (wall time on the CPU, CUDA-event time on a GPU: see [`OpTimer`]).
     pub fn forward(
         &self,
         batch: &ForwardBatch<'_>,
         cache: &mut PagedKvCache,
-        mut timer: Option<&mut dyn OpTimer>,
+        timer: Option<&mut dyn OpTimer>,
     ) -> Result<Tensor> {
-        let t = &mut timer;
-        let mut x = timed(t, ModelOp::Emb, None, || self.emb(batch.token_ids()))?;
+        let mut clock = OpClock::new(timer, &self.device)?;
+        let logits = self.forward_ops(batch, cache, &mut clock)?;
+        clock.finish()?;
+        Ok(logits)
+    }
+
+    fn forward_ops(
+        &self,
+        batch: &ForwardBatch<'_>,
+        cache: &mut PagedKvCache,
+        c: &mut OpClock<'_>,
+    ) -> Result<Tensor> {
+        let mut x = c.time(ModelOp::Emb, None, || self.emb(batch.token_ids()))?;
         for l in 0..self.layers.len() {
             let ly = Some(l);
-            let h = timed(t, ModelOp::InputLayernorm, ly, || {
-                self.input_layernorm(l, &x)
-            })?;
-            let (q, k, v) = timed(t, ModelOp::AttnPreProj, ly, || self.attn_pre_proj(l, &h))?;
-            let (q, k) = timed(t, ModelOp::AttnQkNorm, ly, || self.attn_qk_norm(l, &q, &k))?;
-            let (q, k) = timed(t, ModelOp::AttnRope, ly, || self.attn_rope(&q, &k, batch))?;
-            timed(t, ModelOp::AttnKvCacheSave, ly, || {
+            let h = c.time(ModelOp::InputLayernorm, ly, || self.input_layernorm(l, &x))?;
+            let (q, k, v) = c.time(ModelOp::AttnPreProj, ly, || self.attn_pre_proj(l, &h))?;
+            let (q, k) = c.time(ModelOp::AttnQkNorm, ly, || self.attn_qk_norm(l, &q, &k))?;
+            let (q, k) = c.time(ModelOp::AttnRope, ly, || self.attn_rope(&q, &k, batch))?;
+            c.time(ModelOp::AttnKvCacheSave, ly, || {
                 self.attn_kv_cache_save(l, &k, &v, batch, cache)
             })?;
             let mut out = AttnOutput::new(batch.num_tokens(), self.cfg.q_width(), self.dtype)?;
             if batch.num_prefill_seqs() > 0 {
-                timed(t, ModelOp::AttnPrefill, ly, || {
+                c.time(ModelOp::AttnPrefill, ly, || {
                     self.attn_prefill(l, &q, batch, cache, &mut out)
                 })?;
             }
             if batch.num_decode_seqs() > 0 {
-                timed(t, ModelOp::AttnDecode, ly, || {
+                c.time(ModelOp::AttnDecode, ly, || {
                     self.attn_decode(l, &q, batch, cache, &mut out)
                 })?;
             }
             let attn = out.into_tensor(&self.device)?;
-            let a = timed(t, ModelOp::AttnPostProj, ly, || {
-                self.attn_post_proj(l, &attn)
-            })?;
-            x = timed(t, ModelOp::Add, ly, || self.add(&x, &a))?;
-            let h = timed(t, ModelOp::PostAttentionLayernorm, ly, || {
+            let a = c.time(ModelOp::AttnPostProj, ly, || self.attn_post_proj(l, &attn))?;
+            x = c.time(ModelOp::Add, ly, || self.add(&x, &a))?;
+            let h = c.time(ModelOp::PostAttentionLayernorm, ly, || {
                 self.post_attention_layernorm(l, &x)
             })?;
-            let (gate, up) = timed(t, ModelOp::MlpUpProj, ly, || self.mlp_up_proj(l, &h))?;
-            let act = timed(t, ModelOp::MlpAct, ly, || self.mlp_act(&gate, &up))?;
-            let m = timed(t, ModelOp::MlpDownProj, ly, || self.mlp_down_proj(l, &act))?;
-            x = timed(t, ModelOp::Add, ly, || self.add(&x, &m))?;
+            let (gate, up) = c.time(ModelOp::MlpUpProj, ly, || self.mlp_up_proj(l, &h))?;
+            let act = c.time(ModelOp::MlpAct, ly, || self.mlp_act(&gate, &up))?;
+            let m = c.time(ModelOp::MlpDownProj, ly, || self.mlp_down_proj(l, &act))?;
+            x = c.time(ModelOp::Add, ly, || self.add(&x, &m))?;
         }
         if batch.logits_seq_indices().is_empty() {
             return Ok(Tensor::zeros(
@@ -241,10 +274,10 @@ impl Qwen3Model {
                 &self.device,
             )?);
         }
-        let h = timed(t, ModelOp::FinalNorm, None, || {
+        let h = c.time(ModelOp::FinalNorm, None, || {
             self.final_norm(&x, batch.logits_rows())
         })?;
-        timed(t, ModelOp::LmHead, None, || self.lm_head(&h))
+        c.time(ModelOp::LmHead, None, || self.lm_head(&h))
     }
 
     /// [`Self::prepare_batch`] then [`Self::forward`].
@@ -331,6 +364,14 @@ impl Qwen3Model {
             })???;
             Ok(())
         }
+        if let KvStore::Tensors(layers) = &cache.store {
+            let lt = layers
+                .get(layer)
+                .ok_or_else(|| Error::InvalidInput(format!("layer {layer} out of range")))?;
+            let meta = tensor_meta(batch)?;
+            let dims = TensorAttnDims::new(&self.cfg, cache.block_size());
+            return tensor_attn::save(dims, meta, &lt.k, &lt.v, k, v);
+        }
         match self.dtype {
             DType::F32 => save::<f32>(layer, k, v, &batch.slots, cache),
             DType::BF16 => save::<bf16>(layer, k, v, &batch.slots, cache),
@@ -349,6 +390,13 @@ impl Qwen3Model {
         cache: &PagedKvCache,
         out: &mut AttnOutput,
     ) -> Result<()> {
+        if let KvStore::Tensors(layers) = &cache.store {
+            let (dims, meta, lt) = self.tensor_attn_args(layer, batch, cache, layers)?;
+            for (row, piece) in tensor_attn::prefill(dims, meta, q, &lt.k, &lt.v)? {
+                out.put_rows(row, piece)?;
+            }
+            return Ok(());
+        }
         self.attention(layer, q, &batch.prefill, cache, out)
     }
 
@@ -362,6 +410,13 @@ impl Qwen3Model {
         cache: &PagedKvCache,
         out: &mut AttnOutput,
     ) -> Result<()> {
+        if let KvStore::Tensors(layers) = &cache.store {
+            let (dims, meta, lt) = self.tensor_attn_args(layer, batch, cache, layers)?;
+            if let Some((row, piece)) = tensor_attn::decode(dims, meta, q, &lt.k, &lt.v)? {
+                out.put_rows(row, piece)?;
+            }
+            return Ok(());
+        }
         self.attention(layer, q, &batch.decode, cache, out)
     }
 
@@ -426,6 +481,29 @@ impl Qwen3Model {
         })
     }
 
+    /// What the tensor-op path needs for `layer`: sizes, the batch's slot ids and masks, and
+    /// the layer's K/V tensors.
+    fn tensor_attn_args<'c, 'b>(
+        &self,
+        layer: usize,
+        batch: &'b ForwardBatch<'_>,
+        cache: &PagedKvCache,
+        layers: &'c [super::kv_cache::LayerTensors],
+    ) -> Result<(
+        TensorAttnDims,
+        &'b TensorAttnMeta,
+        &'c super::kv_cache::LayerTensors,
+    )> {
+        let lt = layers
+            .get(layer)
+            .ok_or_else(|| Error::InvalidInput(format!("layer {layer} out of range")))?;
+        Ok((
+            TensorAttnDims::new(&self.cfg, cache.block_size()),
+            tensor_meta(batch)?,
+            lt,
+        ))
+    }
+
     fn rms_norm(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
         Ok(candle_nn::ops::rms_norm(
             &x.contiguous()?,
@@ -453,8 +531,10 @@ impl Qwen3Model {
             q.dims2()? == (out.rows, out.width) && out.width == self.cfg.q_width(),
             InvalidInput: "q {:?} and attention output [{}, {}] do not match", q.dims(), out.rows, out.width
         );
-        let layer_cache = cache
-            .layers
+        let KvStore::Host(layers) = &cache.store else {
+            bail!(InvalidInput: "the paged kernel needs a cache in the host layout");
+        };
+        let layer_cache = layers
             .get(layer)
             .ok_or_else(|| Error::InvalidInput(format!("layer {layer} out of range")))?;
         fn run<T: CacheElement + WithDType>(
@@ -469,7 +549,7 @@ impl Qwen3Model {
                 .ok_or_else(|| Error::Mismatch("KV cache dtype differs from the model's".into()))?;
             with_slice::<T, _>(q, |qs| paged_attention(dims, qs, kv, seqs, out))
         }
-        match &mut out.buf {
+        match out.host_buf()? {
             OutBuf::F32(o) => run::<f32>(dims, q, seqs, layer_cache, o),
             OutBuf::BF16(o) => run::<bf16>(dims, q, seqs, layer_cache, o),
             OutBuf::F16(o) => run::<f16>(dims, q, seqs, layer_cache, o),
@@ -477,14 +557,31 @@ impl Qwen3Model {
     }
 }
 
+/// The tensor-op metadata of a batch prepared against a tensor-layout cache.
+fn tensor_meta<'b>(batch: &'b ForwardBatch<'_>) -> Result<&'b TensorAttnMeta> {
+    batch.tensor_meta.as_ref().ok_or_else(|| {
+        Error::Mismatch(
+            "the batch was prepared for the CPU kernel's cache layout, not the tensor one".into(),
+        )
+    })
+}
+
 /// The attention output of one layer, `[T, heads·head_dim]`, filled by
 /// [`Qwen3Model::attn_prefill`] and [`Qwen3Model::attn_decode`] (each writes its own rows) and
-/// then handed to [`Qwen3Model::attn_post_proj`] as a tensor without a copy.
+/// then handed to [`Qwen3Model::attn_post_proj`] as a tensor.
+///
+/// The CPU kernel writes into a host buffer that becomes the tensor without a copy; the
+/// tensor-op path hands over device tensors of contiguous rows, concatenated at the end (no
+/// copy either when one piece covers every row). Rows nobody wrote are zero.
 #[derive(Debug)]
 pub struct AttnOutput {
-    buf: OutBuf,
+    /// Allocated by the first kernel write.
+    buf: Option<OutBuf>,
+    /// `(first row, [n, width])` from the tensor-op path.
+    pieces: Vec<(usize, Tensor)>,
     rows: usize,
     width: usize,
+    dtype: DType,
 }
 
 #[derive(Debug)]
@@ -495,47 +592,88 @@ enum OutBuf {
 }
 
 impl AttnOutput {
-    /// A zeroed `[rows, width]` buffer in `dtype`.
+    /// An empty (all-zero) `[rows, width]` output in `dtype`.
     pub fn new(rows: usize, width: usize, dtype: DType) -> Result<Self> {
-        let n = rows * width;
-        let buf = match dtype {
-            DType::F32 => OutBuf::F32(vec![0.0; n]),
-            DType::BF16 => OutBuf::BF16(vec![bf16::ZERO; n]),
-            DType::F16 => OutBuf::F16(vec![f16::ZERO; n]),
-            other => bail!(InvalidInput: "attention output dtype {other:?} is not supported"),
-        };
-        Ok(Self { buf, rows, width })
+        ensure!(
+            matches!(dtype, DType::F32 | DType::BF16 | DType::F16),
+            InvalidInput: "attention output dtype {dtype:?} is not supported"
+        );
+        Ok(Self {
+            buf: None,
+            pieces: Vec::new(),
+            rows,
+            width,
+            dtype,
+        })
     }
 
-    /// The filled buffer as a `[rows, width]` tensor.
+    /// The host buffer the CPU kernel writes into, allocated zeroed on first use.
+    fn host_buf(&mut self) -> Result<&mut OutBuf> {
+        ensure!(self.pieces.is_empty(), Mismatch: "attention output mixes the CPU kernel and the tensor-op path");
+        let n = self.rows * self.width;
+        let dtype = self.dtype;
+        Ok(self.buf.get_or_insert_with(|| match dtype {
+            DType::BF16 => OutBuf::BF16(vec![bf16::ZERO; n]),
+            DType::F16 => OutBuf::F16(vec![f16::ZERO; n]),
+            // `new` admits only the three float types.
+            _ => OutBuf::F32(vec![0.0; n]),
+        }))
+    }
+
+    /// Takes `[n, width]` rows computed by the tensor-op path as rows `first..first + n`.
+    fn put_rows(&mut self, first: usize, rows: Tensor) -> Result<()> {
+        ensure!(self.buf.is_none(), Mismatch: "attention output mixes the CPU kernel and the tensor-op path");
+        let (n, width) = rows.dims2()?;
+        ensure!(
+            width == self.width && first + n <= self.rows && rows.dtype() == self.dtype,
+            InvalidInput: "attention rows {first}..{} of width {width} ({:?}) do not fit a [{}, {}] {:?} output",
+            first + n, rows.dtype(), self.rows, self.width, self.dtype
+        );
+        self.pieces.push((first, rows));
+        Ok(())
+    }
+
+    /// The filled output as a `[rows, width]` tensor on `device`.
     pub fn into_tensor(self, device: &Device) -> Result<Tensor> {
         let shape = (self.rows, self.width);
+        if !self.pieces.is_empty() {
+            return assemble_rows(self.pieces, self.rows, self.width, self.dtype, device);
+        }
         Ok(match self.buf {
-            OutBuf::F32(v) => Tensor::from_vec(v, shape, device)?,
-            OutBuf::BF16(v) => Tensor::from_vec(v, shape, device)?,
-            OutBuf::F16(v) => Tensor::from_vec(v, shape, device)?,
+            None => Tensor::zeros(shape, self.dtype, device)?,
+            Some(OutBuf::F32(v)) => Tensor::from_vec(v, shape, device)?,
+            Some(OutBuf::BF16(v)) => Tensor::from_vec(v, shape, device)?,
+            Some(OutBuf::F16(v)) => Tensor::from_vec(v, shape, device)?,
         })
     }
 }
 
-/// Runs `f` and reports its wall time to `timer` if there is one (otherwise just runs it:
-/// no clock is read).
-#[inline]
-fn timed<R>(
-    timer: &mut Option<&mut dyn OpTimer>,
-    op: ModelOp,
-    layer: Option<usize>,
-    f: impl FnOnce() -> Result<R>,
-) -> Result<R> {
-    match timer {
-        None => f(),
-        Some(t) => {
-            let start = Instant::now();
-            let r = f();
-            t.record(op, layer, start.elapsed());
-            r
+/// Stacks row pieces into `[rows, width]`, zero rows filling the gaps.
+fn assemble_rows(
+    mut pieces: Vec<(usize, Tensor)>,
+    rows: usize,
+    width: usize,
+    dtype: DType,
+    device: &Device,
+) -> Result<Tensor> {
+    pieces.sort_by_key(|(first, _)| *first);
+    let mut parts = Vec::with_capacity(pieces.len() * 2 + 1);
+    let mut next = 0;
+    for (first, t) in pieces {
+        ensure!(first >= next, InvalidInput: "attention rows from {first} overlap rows written before");
+        if first > next {
+            parts.push(Tensor::zeros((first - next, width), dtype, device)?);
         }
+        next = first + t.dim(0)?;
+        parts.push(t);
     }
+    if next < rows {
+        parts.push(Tensor::zeros((rows - next, width), dtype, device)?);
+    }
+    if parts.len() == 1 {
+        return Ok(parts.remove(0));
+    }
+    Ok(Tensor::cat(&parts, 0)?)
 }
 
 /// `x·wᵀ` for `x: [m, in]` and a checkpoint-layout weight `w: [out, in]`.
@@ -543,7 +681,11 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let (m, k) = x.dims2()?;
     let (n, k_w) = w.dims2()?;
     ensure!(k == k_w, InvalidInput: "linear: input width {k} does not match weight {:?}", w.dims());
-    if x.dtype() == DType::F32 && w.dtype() == DType::F32 && m <= SMALL_M_MAX_ROWS {
+    if x.device().is_cpu()
+        && x.dtype() == DType::F32
+        && w.dtype() == DType::F32
+        && m <= SMALL_M_MAX_ROWS
+    {
         let x = x.contiguous()?;
         let y = with_slice::<f32, _>(&x, |xs| {
             with_slice::<f32, _>(w, |ws| matmul_xwt_f32(xs, m, ws, n, k))
@@ -593,4 +735,51 @@ fn rope_tables(cfg: &Qwen3Config, dtype: DType, device: &Device) -> Result<(Tens
         Tensor::from_vec(cos, (n, half), device)?.to_dtype(dtype)?,
         Tensor::from_vec(sin, (n, half), device)?.to_dtype(dtype)?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tensor_pieces_assemble_in_row_order_with_zero_gaps() {
+        let dev = Device::Cpu;
+        let mut out = AttnOutput::new(7, 2, DType::F32).unwrap();
+        let rows = |first: f32, n: usize| {
+            let v: Vec<f32> = (0..2 * n).map(|i| first + i as f32).collect();
+            Tensor::from_vec(v, (n, 2), &dev).unwrap()
+        };
+        // Written out of order: rows 5..6 then 2..4.
+        out.put_rows(5, rows(10.0, 1)).unwrap();
+        out.put_rows(2, rows(1.0, 2)).unwrap();
+        assert!(
+            out.put_rows(6, rows(0.0, 2)).is_err(),
+            "beyond the last row"
+        );
+        assert!(out.host_buf().is_err(), "paths do not mix");
+        let t = out.into_tensor(&dev).unwrap().to_vec2::<f32>().unwrap();
+        let want: [[f32; 2]; 7] = [
+            [0., 0.],
+            [0., 0.],
+            [1., 2.],
+            [3., 4.],
+            [0., 0.],
+            [10., 11.],
+            [0., 0.],
+        ];
+        assert_eq!(t, want.map(|r| r.to_vec()).to_vec());
+
+        let mut overlapping = AttnOutput::new(4, 2, DType::F32).unwrap();
+        overlapping.put_rows(0, rows(0.0, 3)).unwrap();
+        overlapping.put_rows(2, rows(0.0, 2)).unwrap();
+        assert!(overlapping.into_tensor(&dev).is_err());
+
+        // Untouched outputs are zero; one piece covering everything is returned as is.
+        let empty = AttnOutput::new(3, 2, DType::BF16).unwrap();
+        assert_eq!(empty.into_tensor(&dev).unwrap().dims(), &[3, 2]);
+        let mut whole = AttnOutput::new(2, 2, DType::F32).unwrap();
+        let piece = rows(5.0, 2);
+        whole.put_rows(0, piece.clone()).unwrap();
+        assert_eq!(whole.into_tensor(&dev).unwrap().id(), piece.id());
+    }
 }
