@@ -283,20 +283,32 @@ fn coarse_composition(b: &BatchMetricsRow) -> (u32, u32, u32, u32, u64) {
     )
 }
 
-/// The op classes the report groups ops into (fewer bars, same information).
+/// The op classes the report groups ops into (fewer bars, same information). Names are
+/// short because they label bars.
 pub fn op_class(op: &str) -> &'static str {
     match op {
-        "attn_prefill" => "attention (prefill)",
-        "attn_decode" => "attention (decode)",
-        "attn_kv_cache_save" => "KV-cache write",
-        "attn_pre_proj" | "attn_post_proj" => "attention projections",
-        "mlp_up_proj" | "mlp_down_proj" => "MLP projections",
+        "attn_prefill" => "attn prefill",
+        "attn_decode" => "attn decode",
+        "attn_kv_cache_save" => "KV write",
+        "attn_pre_proj" | "attn_post_proj" => "attn proj",
+        "mlp_up_proj" | "mlp_down_proj" => "MLP proj",
         "input_layernorm" | "post_attention_layernorm" | "attn_qk_norm" | "final_norm" => "norms",
-        "attn_rope" | "mlp_act" | "add" => "RoPE, activation, residual adds",
-        "emb" | "lm_head" => "embedding and LM head",
+        "attn_rope" | "mlp_act" | "add" => "RoPE/act/add",
+        "emb" | "lm_head" => "emb + LM head",
         "sampler" => "sampler",
-        "all_reduce" | "send_recv" => "communication",
+        "all_reduce" | "send_recv" => "comm",
         _ => "other ops",
+    }
+}
+
+/// What an [`IterationPredictions::source`] means, for captions and prose.
+pub fn describe_source(source: &str) -> String {
+    match source.strip_prefix("replay:") {
+        Some(predictor) => format!("batch replay with the {predictor} predictor"),
+        None if source == "matched_sim_iteration" => {
+            "simulated iterations of identical composition".to_string()
+        }
+        None => source.to_string(),
     }
 }
 
@@ -694,7 +706,7 @@ mod tests {
         assert!((exec.diff_ms - 300e-6).abs() < 1e-12);
         assert!((exec.diff_pct_of_busy - 15.0).abs() < 1e-9);
         // By op class: attention (decode) +300 ns, MLP projections 0.
-        assert_eq!(a.by_op_class[0].name, "attention (decode)");
+        assert_eq!(a.by_op_class[0].name, "attn decode");
         assert!((a.by_op_class[0].diff_ms - 300e-6).abs() < 1e-12);
         assert!((a.by_op_class[0].err_pct.unwrap() - 25.0).abs() < 1e-9);
         assert_eq!(a.by_op_class[1].diff_ms, 0.0);
@@ -708,7 +720,7 @@ mod tests {
         assert!((s.first_divergence_fraction.unwrap() - 2.0 / 3.0).abs() < 1e-12);
         assert_eq!(
             a.dominant_source().unwrap(),
-            "attention (decode) prediction (over by 0.0 ms)"
+            "attn decode prediction (over by 0.0 ms)"
         );
     }
 
@@ -760,7 +772,7 @@ mod tests {
         assert!((d.scheduling_ms + 200e-6).abs() < 1e-12);
         assert!((d.execution_ms + d.cpu_overhead_ms + d.scheduling_ms - d.gap_ms).abs() < 1e-12);
         // Op classes: attention +3·300 = 900 ns; MLP 0.
-        assert_eq!(a.by_op_class[0].name, "attention (decode)");
+        assert_eq!(a.by_op_class[0].name, "attn decode");
         assert!((a.by_op_class[0].diff_ms - 900e-6).abs() < 1e-12);
         assert!((a.by_op_class[0].diff_pct_of_busy - 30.0).abs() < 1e-9);
     }

@@ -9,7 +9,7 @@ use crate::analysis::plots::{
 };
 use crate::Result;
 
-use super::attribution::{Attribution, IterationPredictions};
+use super::attribution::{describe_source, Attribution, IterationPredictions};
 use super::runs::RunData;
 use super::statistics::{Metric, PairedSamples};
 
@@ -176,7 +176,7 @@ pub fn iteration_figure(
         .map(|i| i.predicted_ns as f64 / 1e6)
         .collect();
     let mut spec = FigureSpec::new(
-        format!("Iteration time: predicted vs measured ({})", p.source),
+        "Iteration time: predicted vs measured, same composition",
         "measured iteration time (ms)",
         "predicted iteration time (ms)",
     )
@@ -198,7 +198,7 @@ pub fn iteration_figure(
             "Predicted against measured duration of {} of the real run's {} iterations, each with its exact composition ({}).",
             p.iterations.len(),
             p.real_iterations,
-            p.source
+            describe_source(&p.source)
         ),
     }))
 }
@@ -269,15 +269,21 @@ pub fn timeline_figure(
 
 /// The attribution as bars: each component's contribution to the busy-time gap, ms.
 pub fn attribution_figure(dir: &Path, size: FigureSize, a: &Attribution) -> Result<Option<Figure>> {
+    // At most five op classes by themselves; the rest summed, so the labels stay legible.
+    const SHOWN: usize = 5;
     let mut categories: Vec<String> = Vec::new();
     let mut values: Vec<f64> = Vec::new();
-    for c in a.by_op_class.iter().filter(|c| c.diff_ms != 0.0).take(8) {
+    for c in a.by_op_class.iter().take(SHOWN) {
         categories.push(c.name.clone());
         values.push(c.diff_ms);
     }
+    if a.by_op_class.len() > SHOWN {
+        categories.push("other ops".into());
+        values.push(a.by_op_class[SHOWN..].iter().map(|c| c.diff_ms).sum());
+    }
     if a.by_op_class.is_empty() {
         if let Some(e) = &a.execution {
-            categories.push("execution time".into());
+            categories.push("execution".into());
             values.push(e.diff_ms);
         }
     }
@@ -286,7 +292,7 @@ pub fn attribution_figure(dir: &Path, size: FigureSize, a: &Attribution) -> Resu
         values.push(c.diff_ms);
     }
     if let Some(d) = &a.decomposition {
-        categories.push("scheduling divergence".into());
+        categories.push("scheduling".into());
         values.push(d.scheduling_ms);
     }
     if categories.is_empty() {
@@ -315,7 +321,7 @@ pub fn attribution_figure(dir: &Path, size: FigureSize, a: &Attribution) -> Resu
             "Contribution of each source to the difference in busy time over {} of {} real iterations ({}); positive means the simulator spends more time.",
             a.iterations_covered,
             a.real_iterations,
-            a.source.as_deref().unwrap_or("no per-iteration predictions")
+            a.source.as_deref().map_or_else(|| "no per-iteration predictions".into(), describe_source)
         ),
     }))
 }

@@ -492,3 +492,201 @@ pub fn load_vllm_json(path: &Path, reference: Option<&RunData>) -> Result<RunDat
         notes,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::records::RequestStatus;
+
+    fn tempdir() -> std::path::PathBuf {
+        crate::io::atomic::tests::tempdir()
+    }
+
+    /// Three requests as Vidur 0.0.1 writes them (columns in its order, rows out of order,
+    /// an integer column turned float by pandas, a restart), plus one unfinished request.
+    const VIDUR_CSV: &str = "\
+Request Id,request_e2e_time,request_e2e_time_normalized,request_execution_time,request_execution_time_normalized,request_model_execution_time,request_model_execution_time_normalized,request_preemption_time,request_scheduling_delay,request_execution_plus_preemption_time,request_execution_plus_preemption_time_normalized,prefill_e2e_time,prefill_time_execution_plus_preemption,prefill_time_execution_plus_preemption_normalized,decode_time_execution_plus_preemption_normalized,request_inter_arrival_delay,request_num_tokens,request_num_prefill_tokens,request_num_decode_tokens,request_pd_ratio,request_num_restarts
+1,0.5,0.125,0.4,0.1,0.4,0.1,0.0,0.05,0.45,0.1125,0.2,0.15,0.01,0.075,0.25,24,20,4,5.0,1
+0,0.3,0.1,0.3,0.1,0.3,0.1,0.0,0.0,0.3,0.1,0.1,0.1,0.01,0.0666,,13,10,3.0,3.33,0
+2,0.02,0.02,0.02,0.02,0.02,0.02,0.0,0.01,0.02,0.02,0.02,0.01,0.001,0.0,1.0,9,8,1,8.0,0
+3,,,,,,,,,,,,,,,0.5,7,5,2,2.5,
+";
+
+    #[test]
+    fn vidur_request_metrics_map_onto_schema_v1() {
+        let dir = tempdir();
+        std::fs::write(dir.join("request_metrics.csv"), VIDUR_CSV).unwrap();
+        std::fs::write(
+            dir.join("config.json"),
+            r#"{"cluster_config": {"replica_config": {"model_name": "meta-llama/Llama-2-7b-hf"}}}"#,
+        )
+        .unwrap();
+        assert!(is_vidur_request_metrics(&dir.join("request_metrics.csv")).unwrap());
+        let run = load_vidur_dir(&dir).unwrap();
+        assert_eq!(run.source, RunSource::VidurOutput);
+        assert!(run.tokens.is_none(), "Vidur has no token rows");
+        assert!(run.notes.iter().any(|n| n.contains("no per-token rows")));
+        assert!(run
+            .notes
+            .iter()
+            .any(|n| n.contains("1 request(s) have no completion")));
+        assert!(run
+            .notes
+            .iter()
+            .any(|n| n.contains("meta-llama/Llama-2-7b-hf")));
+        let r: Vec<&RequestMetricsRow> = run.requests.iter().collect();
+        assert_eq!(
+            r.iter().map(|r| r.request_id).collect::<Vec<_>>(),
+            [0, 1, 2, 3]
+        );
+
+        // Request 0 arrives at 0: TTFT 0.1 s, E2E 0.3 s, TPOT (0.3 − 0.1) / (3 − 1) = 0.1 s.
+        assert_eq!(r[0].arrival_time_ns, 0);
+        assert_eq!(r[0].ttft_ns, Some(100_000_000));
+        assert_eq!(r[0].e2e_ns, Some(300_000_000));
+        assert_eq!(r[0].tpot_ns, Some(100_000_000));
+        assert_eq!(r[0].queue_delay_ns, Some(0));
+        assert_eq!((r[0].num_prefill_tokens, r[0].num_decode_tokens), (10, 3));
+        // Request 1 arrives 0.25 s later; first token at 0.45 s, completion at 0.75 s,
+        // scheduled at 0.30 s; TPOT (0.5 − 0.2) / 3 = 0.1 s; one restart.
+        assert_eq!(r[1].arrival_time_ns, 250_000_000);
+        assert_eq!(r[1].first_token_time_ns, Some(450_000_000));
+        assert_eq!(r[1].completion_time_ns, Some(750_000_000));
+        assert_eq!(r[1].scheduled_time_ns, Some(300_000_000));
+        assert_eq!(r[1].tpot_ns, Some(100_000_000));
+        assert_eq!(r[1].num_preemptions, Some(1));
+        // Request 2: one output token, so no TPOT.
+        assert_eq!(r[2].arrival_time_ns, 1_250_000_000);
+        assert_eq!(r[2].tpot_ns, None);
+        assert_eq!(r[2].e2e_ns, Some(20_000_000));
+        // Request 3 never finished.
+        assert_eq!(r[3].status, RequestStatus::Error);
+        assert_eq!(r[3].arrival_time_ns, 1_750_000_000);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn vidur_errors_name_file_row_and_column() {
+        let dir = tempdir();
+        let path = dir.join("request_metrics.csv");
+        std::fs::write(&path, "Request Id,request_e2e_time\n0,0.1\n").unwrap();
+        let err = load_vidur_dir(&dir).unwrap_err();
+        assert!(
+            matches!(err, Error::ColumnNotFound { ref column, .. } if column == "prefill_e2e_time"),
+            "{err}"
+        );
+
+        let bad = VIDUR_CSV.replace("1,0.5,0.125", "1,-0.5,0.125");
+        std::fs::write(&path, bad).unwrap();
+        let err = load_vidur_dir(&dir).unwrap_err().to_string();
+        assert!(
+            err.contains("request_e2e_time") && err.contains("row 2"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn reference(arrivals: &[u64], wanted: &[u32]) -> RunData {
+        RunData {
+            path: "sim".into(),
+            source: RunSource::Simreal,
+            backend: "vidur_sim".into(),
+            identity: RunIdentity::default(),
+            requests: arrivals
+                .iter()
+                .zip(wanted)
+                .enumerate()
+                .map(|(i, (&a, &w))| {
+                    RequestMetricsRow::from_times(
+                        i as u64,
+                        &RequestTimes {
+                            arrival_time_ns: a,
+                            scheduled_time_ns: Some(a),
+                            token_times_ns: vec![a + 1; w as usize],
+                        },
+                        5,
+                        w,
+                        0,
+                        0,
+                        "vidur_sim",
+                        None,
+                    )
+                })
+                .collect(),
+            tokens: None,
+            batches: None,
+            batch_requests: None,
+            notes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn vllm_result_json_maps_onto_schema_v1() {
+        let dir = tempdir();
+        let path = dir.join("vllm-4.0qps-Qwen3-0.6B.json");
+        // Request 0: three tokens; request 1: failed; request 2: four tokens streamed in
+        // three chunks (bundled).
+        std::fs::write(
+            &path,
+            r#"{"backend": "vllm", "model_id": "Qwen/Qwen3-0.6B", "duration": 2.0,
+                "input_lens": [5, 6, 7], "output_lens": [3, 0, 4],
+                "ttfts": [0.5, 0.0, 0.25], "itls": [[0.1, 0.2], [], [0.05, 0.05]],
+                "errors": ["", "Connection reset", ""], "generated_texts": ["a", "", "b"]}"#,
+        )
+        .unwrap();
+        let reference = reference(&[1_000_000_000, 1_500_000_000, 2_000_000_000], &[3, 2, 4]);
+        let run = load_vllm_json(&path, Some(&reference)).unwrap();
+        assert_eq!(run.source, RunSource::VllmBenchmark);
+        assert_eq!(run.backend, "vllm:vllm");
+        let r = &run.requests;
+        // Request 0: arrives when the reference says; TTFT 0.5 s; E2E = 0.5 + 0.1 + 0.2.
+        assert_eq!(r[0].arrival_time_ns, 1_000_000_000);
+        assert_eq!(r[0].ttft_ns, Some(500_000_000));
+        assert_eq!(r[0].e2e_ns, Some(800_000_000));
+        assert_eq!(r[0].tpot_ns, Some(150_000_000));
+        assert_eq!(r[0].queue_delay_ns, None);
+        assert_eq!(r[0].num_prefill_tokens, 5);
+        assert_eq!(r[1].status, RequestStatus::Error);
+        assert_eq!(r[1].error_msg.as_deref(), Some("Connection reset"));
+        assert_eq!(
+            r[1].num_decode_tokens, 2,
+            "requested length comes from the reference"
+        );
+        // Request 2: TPOT = (0.25 + 0.1 − 0.25) / 3; request metrics kept, token rows not.
+        assert_eq!(r[2].e2e_ns, Some(350_000_000));
+        assert_eq!(r[2].tpot_ns, Some(33_333_333));
+        let tokens = run.tokens.as_ref().unwrap();
+        assert_eq!(tokens.len(), 3);
+        assert_eq!(
+            tokens
+                .iter()
+                .map(|t| (t.token_time_ns, t.token_latency_ns))
+                .collect::<Vec<_>>(),
+            [
+                (1_500_000_000, 0),
+                (1_600_000_000, 100_000_000),
+                (1_800_000_000, 200_000_000)
+            ]
+        );
+        assert!(run
+            .notes
+            .iter()
+            .any(|n| n.contains("1 request(s) streamed several tokens")));
+
+        std::fs::write(
+            &path,
+            r#"{"ttfts": [0.1], "input_lens": [1], "output_lens": [1]}"#,
+        )
+        .unwrap();
+        let err = load_vllm_json(&path, None).unwrap_err().to_string();
+        assert!(err.contains("--save-detailed"), "{err}");
+        std::fs::write(
+            &path,
+            r#"{"ttfts": [0.1], "itls": [], "input_lens": [1], "output_lens": [1]}"#,
+        )
+        .unwrap();
+        let err = load_vllm_json(&path, None).unwrap_err().to_string();
+        assert!(err.contains("`itls` has 0"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::analysis::report_doc::{Cell, Document, FigureRef, Inline, Table};
 use crate::Result;
 
-use super::attribution::Attribution;
+use super::attribution::{describe_source, Attribution};
 use super::figures::Figure;
 use super::join::{RequestDrops, TokenDrops};
 use super::runs::{RunData, RunSource};
@@ -160,12 +160,16 @@ impl ComparisonResults {
                 pct(t.requests_per_s_err_pct)
             ));
         }
-        match (self.attribution.dominant_source(), &self.attribution.execution) {
-            (Some(src), Some(exec)) => text.push_str(&format!(
-                " Replaying the real iterations, predicted iteration time is off by {} in total and the largest single error is {src}.",
+        let a = &self.attribution;
+        match (a.dominant_source(), &a.execution, &a.source) {
+            (Some(src), Some(exec), Some(how)) => text.push_str(&format!(
+                " On {} of {} real iterations predicted with their exact composition ({}), model execution time is off by {} and the largest single error is {src}.",
+                a.iterations_covered,
+                a.real_iterations,
+                describe_source(how),
                 pct(exec.err_pct)
             )),
-            (Some(src), None) => text.push_str(&format!(" The largest error source is {src}.")),
+            (Some(src), _, _) => text.push_str(&format!(" The largest error source is {src}.")),
             _ => {}
         }
         if let Some(s) = &self.attribution.scheduling {
@@ -351,6 +355,7 @@ impl ComparisonResults {
         );
         doc.bullets([
             vec![Inline::text("Statistics are computed on the paired samples: the requests (tokens, for ITL) both runs produced, so both sides summarise the same requests.")],
+            vec![Inline::text("MAPE / median APE: mean / median of the per-request absolute relative errors; bias: mean of the signed ones (positive = simulator slower).")],
             vec![Inline::text("KS: two-sample Kolmogorov–Smirnov statistic and p-value (scipy's ks_2samp, method auto); W1: Wasserstein-1 distance between the two distributions, in ms.")],
             vec![Inline::text("Noise: with several real runs, the largest difference between the first real run and any other, computed exactly as the simulator's error.")],
         ]);
@@ -446,8 +451,10 @@ impl ComparisonResults {
         let mut lines = Vec::new();
         match &a.source {
             Some(src) => lines.push(format!(
-                "Per-iteration predictions: {src}, covering {} of {} real iterations.",
-                a.iterations_covered, a.real_iterations
+                "Per-iteration predictions: {}, covering {} of {} real iterations.",
+                describe_source(src),
+                a.iterations_covered,
+                a.real_iterations
             )),
             None => lines.push("No per-iteration predictions were available.".into()),
         }

@@ -1,0 +1,248 @@
+//! End to end on `qwen3_tiny`: workload → real (three runs) → compare.
+//!
+//! The simulator stage is developed on its own branch; until it is merged, a second real
+//! run stands in for the simulated one (same files, same schema), and a third measures the
+//! real engine's run-to-run noise. Checks every output file against its schema, figure
+//! sizes, the join against the inputs, and the stage's refusals.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use simreal::analysis::compare::stage::run as compare;
+use simreal::io::json_schemas::{compare_summary_schema, run_meta_schema};
+use simreal::io::records::RequestMetricsRow;
+use simreal::io::schema::{
+    ITERATION_COMPARISON, REQUEST_COMPARISON, REQUEST_METRICS, TOKEN_COMPARISON,
+};
+use simreal::io::{read_csv, read_json_validated, Stage};
+use simreal::stage::Job;
+use simreal::Error;
+
+const WIDTH_PX: u32 = 640;
+const HEIGHT_PX: u32 = 480;
+
+fn overrides(root: &Path, extra: &[String]) -> Vec<String> {
+    let mut o: Vec<String> = [
+        "model=qwen3_tiny",
+        "workload.num_requests=10",
+        "workload.qps=20",
+        "workload.lengths.min_tokens=16",
+        "workload.lengths.max_tokens=48",
+        "compare.figure_width_px=640",
+        "compare.figure_height_px=480",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    o.push(format!("output.root={}", root.display()));
+    o.extend(extra.iter().cloned());
+    o
+}
+
+fn job(stage: Stage, root: &Path, extra: &[String]) -> Job {
+    let o = overrides(root, extra);
+    let refs: Vec<&str> = o.iter().map(String::as_str).collect();
+    Job::from_overrides(stage, &refs).unwrap()
+}
+
+fn real_run(root: &Path, id: &str) -> PathBuf {
+    simreal::real_bench::stage::run(&job(Stage::Real, root, &[format!("output.run_id={id}")]))
+        .unwrap()
+}
+
+/// Width and height from a PNG's IHDR chunk.
+fn png_size(path: &Path) -> (u32, u32) {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(
+        &bytes[..8],
+        b"\x89PNG\r\n\x1a\n",
+        "{} is not a PNG",
+        path.display()
+    );
+    assert_eq!(&bytes[12..16], b"IHDR");
+    let be = |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+    (be(16), be(20))
+}
+
+type Row = HashMap<String, String>;
+
+#[test]
+fn workload_real_compare_writes_every_file_and_refuses_mismatched_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    simreal::workloads::stage::run(&job(Stage::Workload, root, &[])).unwrap();
+    let (a, b, c) = (
+        real_run(root, "real-a"),
+        real_run(root, "real-b"),
+        real_run(root, "real-c"),
+    );
+
+    let runs = [
+        format!("compare.real_run={},{}", a.display(), c.display()),
+        format!("compare.sim_run={}", b.display()),
+    ];
+    let dir = compare(&job(Stage::Compare, root, &runs)).unwrap();
+    assert!(dir.starts_with(root.join("compare")));
+    assert!(dir.join("_SUCCESS").is_file());
+
+    // Tables: schema-valid; every request compared (the runs have no errors); TTFTs are
+    // those of the inputs.
+    let requests: Vec<Row> =
+        read_csv(dir.join("request_comparison.csv"), &REQUEST_COMPARISON).unwrap();
+    assert_eq!(requests.len(), 10);
+    let real_rows: Vec<RequestMetricsRow> =
+        read_csv(a.join("request_metrics.csv"), &REQUEST_METRICS).unwrap();
+    let sim_rows: Vec<RequestMetricsRow> =
+        read_csv(b.join("request_metrics.csv"), &REQUEST_METRICS).unwrap();
+    for row in &requests {
+        let id: u64 = row["request_id"].parse().unwrap();
+        let real = real_rows.iter().find(|r| r.request_id == id).unwrap();
+        let sim = sim_rows.iter().find(|r| r.request_id == id).unwrap();
+        assert_eq!(row["real_ttft_ns"], real.ttft_ns.unwrap().to_string());
+        assert_eq!(row["sim_ttft_ns"], sim.ttft_ns.unwrap().to_string());
+        let err: f64 = row["e2e_err_pct"].parse().unwrap();
+        let (r, s) = (real.e2e_ns.unwrap() as f64, sim.e2e_ns.unwrap() as f64);
+        assert!(
+            (err - 100.0 * (s - r) / r).abs() < 1e-6,
+            "request {id}: {err}"
+        );
+    }
+    let tokens: Vec<Row> = read_csv(dir.join("token_comparison.csv"), &TOKEN_COMPARISON).unwrap();
+    let expected_tokens: u32 = real_rows.iter().map(|r| r.num_decode_tokens).sum();
+    assert_eq!(tokens.len(), expected_tokens as usize);
+    let _: Vec<Row> =
+        read_csv(dir.join("iteration_comparison.csv"), &ITERATION_COMPARISON).unwrap();
+
+    // summary.json and run_meta.json validate; noise comes from the third run.
+    let summary: serde_json::Value =
+        read_json_validated(dir.join("summary.json"), &compare_summary_schema()).unwrap();
+    assert_eq!(summary["join"]["requests_compared"], 10);
+    assert_eq!(summary["join"]["requests_dropped"], 0);
+    for metric in ["ttft", "tpot", "itl", "e2e", "queue_delay"] {
+        let m = &summary["metrics"][metric];
+        assert!(
+            m.is_object(),
+            "{metric} not compared: {}",
+            summary["unavailable_metrics"]
+        );
+        assert_eq!(m["noise"]["num_other_runs"], 1, "{metric}");
+    }
+    assert_eq!(summary["metrics"]["itl"]["count"], expected_tokens - 10);
+    assert_eq!(summary["runs"]["real"].as_array().unwrap().len(), 2);
+    let verdict = summary["verdict"].as_str().unwrap();
+    assert!(verdict.contains("P50 TTFT within"), "{verdict}");
+    let _: serde_json::Value =
+        read_json_validated(dir.join("run_meta.json"), &run_meta_schema()).unwrap();
+
+    // Figures: non-empty PNGs of the configured size, each with its SVG.
+    let figures = dir.join("figures");
+    let mut pngs = 0;
+    for entry in std::fs::read_dir(&figures).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "png") {
+            pngs += 1;
+            assert_eq!(png_size(&path), (WIDTH_PX, HEIGHT_PX), "{}", path.display());
+            assert!(
+                std::fs::metadata(&path).unwrap().len() > 5_000,
+                "{} is nearly empty",
+                path.display()
+            );
+            let svg = path.with_extension("svg");
+            assert!(
+                std::fs::read_to_string(&svg).unwrap().contains("<svg"),
+                "{}",
+                svg.display()
+            );
+        }
+    }
+    for key in [
+        "cdf_ttft",
+        "cdf_tpot",
+        "cdf_itl",
+        "cdf_e2e",
+        "cdf_queue_delay",
+        "scatter_ttft",
+        "scatter_e2e",
+        "error_hist_e2e",
+        "iteration_time",
+        "timeline",
+        "attribution",
+    ] {
+        assert!(
+            figures.join(format!("{key}.png")).is_file(),
+            "missing figure {key}"
+        );
+    }
+    assert!(pngs >= 11);
+
+    // Reports: the verdict comes first; the HTML embeds every figure.
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    let first_section = md.lines().find(|l| l.starts_with("## ")).unwrap();
+    assert_eq!(first_section, "## Verdict");
+    assert!(md.contains("figures/cdf_ttft.png"));
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert_eq!(html.matches("data:image/png;base64,").count(), pngs);
+    assert!(
+        !html.contains("src=\"figures/"),
+        "the HTML must be self-contained"
+    );
+
+    // Repeating the stage reuses the complete run.
+    assert_eq!(compare(&job(Stage::Compare, root, &runs)).unwrap(), dir);
+
+    // Refusals: a "simulated" run of another workload, or with another KV pool.
+    let other = root.join("real").join("other-workload");
+    copy_dir(&b, &other);
+    let meta_path = other.join("run_meta.json");
+    let mut meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
+    meta["inputs"]["workload"]["id"] = "wl-someone-else".into();
+    std::fs::write(&meta_path, meta.to_string()).unwrap();
+    let err = compare(&job(
+        Stage::Compare,
+        root,
+        &[
+            format!("compare.real_run={}", a.display()),
+            format!("compare.sim_run={}", other.display()),
+        ],
+    ))
+    .unwrap_err();
+    assert!(matches!(err, Error::Mismatch(_)), "{err}");
+    assert!(err.to_string().contains("workload"), "{err}");
+    meta["inputs"]["workload"]["id"] = serde_json::Value::String(
+        serde_json::from_str::<serde_json::Value>(
+            &std::fs::read_to_string(a.join("run_meta.json")).unwrap(),
+        )
+        .unwrap()["inputs"]["workload"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    );
+    meta["extra"]["kv_pool"]["num_blocks"] = 7.into();
+    std::fs::write(&meta_path, meta.to_string()).unwrap();
+    let err = compare(&job(
+        Stage::Compare,
+        root,
+        &[
+            format!("compare.real_run={}", a.display()),
+            format!("compare.sim_run={}", other.display()),
+        ],
+    ))
+    .unwrap_err();
+    assert!(err.to_string().contains("KV blocks"), "{err}");
+
+    // Without explicit runs, the derived simulated run does not exist yet: the error names
+    // the command that makes it.
+    let err = compare(&job(Stage::Compare, root, &[])).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::MissingInput { .. }), "{msg}");
+    assert!(msg.contains("cargo run --release --bin"), "{msg}");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
