@@ -259,11 +259,11 @@ impl IterationPredictions {
     }
 }
 
-/// A predicate telling whether a real and a simulated iteration have the same composition.
-fn same_composition<'a>(
-    real: &'a RunData,
-    sim: &'a RunData,
-) -> Box<dyn Fn(&BatchMetricsRow, &BatchMetricsRow) -> bool + 'a> {
+/// Tells whether a real and a simulated iteration have the same composition.
+type SameComposition<'a> = Box<dyn Fn(&BatchMetricsRow, &BatchMetricsRow) -> bool + 'a>;
+
+/// The [`SameComposition`] predicate for two runs.
+fn same_composition<'a>(real: &'a RunData, sim: &'a RunData) -> SameComposition<'a> {
     match (&real.batch_requests, &sim.batch_requests) {
         (Some(r), Some(s)) => {
             let (r, s) = (compositions(r), compositions(s));

@@ -229,7 +229,8 @@ pub fn timeline_figure(
         }),
         ("KV blocks used", |b| Some(f64::from(b.num_kv_blocks_used))),
     ];
-    let data: Vec<(&str, Vec<(f64, f64)>, Vec<(f64, f64)>)> = quantities
+    type Points = Vec<(f64, f64)>;
+    let data: Vec<(&str, Points, Points)> = quantities
         .iter()
         .map(|(label, get)| (*label, series(rb, *get), series(sb, *get)))
         .filter(|(_, r, s)| !r.is_empty() || !s.is_empty())
