@@ -463,3 +463,83 @@ fn finish_row(
         error,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::records::RequestStatus;
+    use crate::real_bench::model::{Qwen3Config, WeightSource};
+    use candle_core::{DType, Device};
+
+    fn tiny() -> Qwen3Model {
+        let source = WeightSource::Random {
+            seed: 3,
+            config: Qwen3Config::tiny(),
+        };
+        Qwen3Model::load(&source, DType::F32, &Device::Cpu).unwrap()
+    }
+
+    fn request(id: u64, prompt_len: u32, decode: u32) -> EngineRequest {
+        EngineRequest {
+            request_id: id,
+            arrival_time_ns: 0,
+            prompt: (0..prompt_len).map(|i| 100 + i).collect(),
+            num_decode_tokens: decode,
+        }
+    }
+
+    #[test]
+    fn oversized_requests_become_error_rows_and_the_run_continues() {
+        let model = tiny();
+        let settings = EngineSettings {
+            backend_name: "candle_cpu".into(),
+            replica_id: 0,
+            max_model_len: 64,
+        };
+        let mut engine = Engine::new(&model, &SchedulerConfig::default(), 8, settings).unwrap();
+        let requests = [
+            request(0, 20, 3),
+            request(1, 60, 10), // 70 tokens > 64-token context
+            request(2, 10, 2),
+            request(3, 40, 60), // 100 tokens > 64-token context
+        ];
+        let record = engine.run(&requests, &MonotonicClock::start()).unwrap();
+        let status: Vec<RequestStatus> = record.requests.iter().map(|r| r.status).collect();
+        assert_eq!(
+            record.requests[1].error_type.as_deref(),
+            Some("context_overflow")
+        );
+        assert_eq!(status[0], RequestStatus::Ok);
+        assert_eq!(status[2], RequestStatus::Ok);
+        assert_eq!(
+            record.requests[3].error_type.as_deref(),
+            Some("context_overflow")
+        );
+        assert_eq!(record.tokens.len(), 5);
+    }
+
+    #[test]
+    fn request_larger_than_the_pool_is_rejected_not_stalled() {
+        let model = tiny();
+        let settings = EngineSettings {
+            backend_name: "candle_cpu".into(),
+            replica_id: 0,
+            max_model_len: 4096,
+        };
+        // 4 blocks of 16 tokens: a 100-token prompt can never fit.
+        let mut engine = Engine::new(&model, &SchedulerConfig::default(), 4, settings).unwrap();
+        let record = engine
+            .run(
+                &[request(0, 100, 2), request(1, 8, 4)],
+                &MonotonicClock::start(),
+            )
+            .unwrap();
+        assert_eq!(record.requests[0].status, RequestStatus::Error);
+        assert_eq!(
+            record.requests[0].error_type.as_deref(),
+            Some("kv_capacity")
+        );
+        assert_eq!(record.requests[1].status, RequestStatus::Ok);
+        assert_eq!(record.requests[1].num_decode_tokens_actual, 4);
+    }
+}

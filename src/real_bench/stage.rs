@@ -9,7 +9,7 @@ use std::time::Instant;
 use candle_core::{DType, Device};
 
 use crate::config::resolve_input_path;
-use crate::config::types::{Architecture, Dtype, SimrealConfig};
+use crate::config::types::{Architecture, Device as ConfigDevice, Dtype, SimrealConfig};
 use crate::io::provenance::{utc_now, InputRef};
 use crate::io::rundir::{prepare, Prepared, Stage};
 use crate::io::schema::{BATCH_METRICS, BATCH_REQUESTS, REQUEST_METRICS, TOKEN_METRICS};
@@ -208,6 +208,12 @@ pub fn engine_requests(job: &Job, workload: &LoadedWorkload) -> Result<Vec<Engin
 pub fn run(job: &Job) -> Result<PathBuf> {
     let cfg = &job.config;
     qwen3_config(cfg)?;
+    if cfg.backend.device == ConfigDevice::Cuda && !cfg!(feature = "cuda") {
+        return Err(Error::config(
+            "backend.device",
+            "cuda needs a build with `--features cuda` (and a CUDA toolkit)",
+        ));
+    }
     let run_id = job.own_run_id(cfg.real_run_id()?);
     let location = cfg.location(Stage::Real, run_id.clone());
     // Inputs are checked before the run dir is touched.

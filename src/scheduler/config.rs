@@ -8,11 +8,17 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Policy {
-    /// vLLM v0: whole-prompt prefill batches first, otherwise a decode-only batch.
+    /// vLLM v0: whole-prompt prefill batches first, otherwise a decode-only batch. As in
+    /// Vidur, a decode demands one free block even when its token still fits its last
+    /// block, so a full pool preempts the latest arrival.
     Vllm,
-    /// Sarathi-Serve: chunked prefills share one token budget with the decodes.
+    /// Sarathi-Serve: chunked prefills share one `chunk_size` budget with the decodes.
+    /// As in Vidur, decodes are never cut by the budget, and with pipeline parallelism a
+    /// batch can exceed the micro-batch cap by the partially prefilled requests.
     Sarathi,
-    /// Orca: iteration-level batching without chunking, full-context KV reservation.
+    /// Orca: iteration-level batching without chunking, full-context KV reservation, no
+    /// preemption. Its max batch size is `num_blocks / (blocks per request × stages)`
+    /// (Vidur's memory-planner value when the pool was planned Vidur's way).
     Orca,
 }
 
@@ -158,7 +164,8 @@ mod tests {
 
     #[test]
     fn validate_names_the_offending_key() {
-        let cases: [(&str, fn(&mut SchedulerConfig)); 5] = [
+        type Breaker = fn(&mut SchedulerConfig);
+        let cases: [(&str, Breaker); 5] = [
             ("batch_size_cap", |c| c.batch_size_cap = 0),
             ("block_size", |c| c.block_size = 0),
             ("max_tokens_in_batch", |c| c.max_tokens_in_batch = 0),

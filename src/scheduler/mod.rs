@@ -88,6 +88,10 @@ pub enum Rejection {
     /// The id is already known to this scheduler.
     #[error("request id {request_id} was already added")]
     DuplicateId { request_id: u64 },
+    /// The scheduler already tracks `u32::MAX` requests (it keeps a record of every request
+    /// it accepted).
+    #[error("this replica scheduler cannot track more than {} requests", u32::MAX)]
+    TooManyRequests,
     /// vllm/sarathi: the request's largest possible prefill — its prompt plus all but the
     /// last output token, which is what a preemption just before the last decode recomputes
     /// — needs more blocks than the pool has above the admission watermark. Such a request,
@@ -120,15 +124,17 @@ pub enum Rejection {
 impl From<Rejection> for Error {
     fn from(rejection: Rejection) -> Self {
         match rejection {
-            Rejection::InvalidLengths { .. } | Rejection::DuplicateId { .. } => {
-                Error::InvalidInput(rejection.to_string())
-            }
+            Rejection::InvalidLengths { .. }
+            | Rejection::DuplicateId { .. }
+            | Rejection::TooManyRequests => Error::InvalidInput(rejection.to_string()),
             _ => Error::OutOfRange(rejection.to_string()),
         }
     }
 }
 
-/// One request's share of an iteration.
+/// One request's share of an iteration: the engine feeds positions
+/// `num_context_tokens .. num_context_tokens + num_tokens` of the request's known tokens
+/// (prompt, then the tokens generated so far) and writes their KV.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchEntry {
     pub request_id: u64,
@@ -188,12 +194,17 @@ struct InFlight {
 /// schedulable; up to `num_pipeline_stages` batches can be in flight (Vidur keeps one per
 /// pipeline stage).
 ///
-/// Deviations from Vidur, both confined to states Vidur handles badly:
+/// Deviations from Vidur, all confined to states Vidur handles badly (the batches are
+/// otherwise Vidur's, request for request and token for token):
 /// * A request that could never complete is rejected up front (see [`Rejection`]); Vidur
 ///   would keep it at the queue head forever.
 /// * When forming a batch preempts requests but yields no batch while nothing is in flight
 ///   (possible only when the watermark is zero and one request fills the pool), Vidur stops
 ///   until the next arrival; we form again at once, so nothing stalls.
+/// * A request preempted mid-prefill (sarathi) is re-prefilled only up to where it was and
+///   then walks the rest of its prompt one token per iteration, as in Vidur; but it emits
+///   token 0 when its whole prompt is cached, where Vidur counts the end of the shortened
+///   re-prefill as its first token.
 #[derive(Debug)]
 pub struct ReplicaScheduler {
     policy: Policy,
@@ -293,13 +304,8 @@ impl ReplicaScheduler {
     /// complete here (see [`Rejection`] for the exact rules per policy).
     pub fn add_request(&mut self, spec: RequestSpec) -> Result<(), Rejection> {
         self.check_admissible(&spec)?;
-        let slot = u32::try_from(self.core.requests.len()).map_err(|_| {
-            // 4 × 10^9 requests on one replica: treat as a length problem of this request.
-            Rejection::InvalidLengths {
-                num_prefill_tokens: spec.num_prefill_tokens,
-                num_decode_tokens: spec.num_decode_tokens,
-            }
-        })?;
+        let slot =
+            u32::try_from(self.core.requests.len()).map_err(|_| Rejection::TooManyRequests)?;
         self.core.requests.push(RequestState::new(&spec));
         self.index.insert(spec.request_id, slot);
         self.core.waiting.push_back(slot);

@@ -28,16 +28,25 @@ pub struct Qwen3Config {
     /// Must contain `"Qwen3ForCausalLM"` when present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub architectures: Option<Vec<String>>,
+    /// Rows of the embedding table and of the LM head.
     pub vocab_size: usize,
+    /// Width of the residual stream.
     pub hidden_size: usize,
+    /// Width of the SwiGLU MLP (gate and up projections).
     pub intermediate_size: usize,
+    /// Decoder layers.
     pub num_hidden_layers: usize,
+    /// Query heads.
     pub num_attention_heads: usize,
+    /// Key/value heads (GQA); must divide `num_attention_heads`.
     pub num_key_value_heads: usize,
     /// Qwen3 sets this explicitly (it is not `hidden_size / num_attention_heads` for all sizes).
     pub head_dim: usize,
+    /// Longest sequence (cached plus new tokens) the model accepts.
     pub max_position_embeddings: usize,
+    /// RoPE base frequency.
     pub rope_theta: f64,
+    /// Epsilon of every RMSNorm.
     pub rms_norm_eps: f64,
     /// Whether `lm_head` shares `model.embed_tokens.weight`.
     #[serde(default)]
@@ -51,8 +60,10 @@ pub struct Qwen3Config {
     /// Sliding-window attention is not implemented; `true` is rejected.
     #[serde(default)]
     pub use_sliding_window: bool,
+    /// Window size if sliding-window attention were used (informational).
     #[serde(default)]
     pub sliding_window: Option<usize>,
+    /// Layers using full attention when sliding windows are on (informational).
     #[serde(default)]
     pub max_window_layers: usize,
     /// RoPE scaling (YaRN etc.) is not implemented; anything but `null` is rejected.

@@ -52,7 +52,7 @@ impl LayerCache {
 }
 
 /// Maps an element type to its variant of [`KvBuf`].
-pub(crate) trait CacheElement: super::kernels::Element {
+pub(crate) trait CacheElement: super::kernels::attention::AttnElement {
     fn slice(buf: &KvBuf) -> Option<&[Self]>;
     fn slice_mut(buf: &mut KvBuf) -> Option<&mut [Self]>;
 }

@@ -19,7 +19,7 @@ use crate::{bail, ensure, Error, Result};
 /// Up to this many input rows, f32 projections use the streaming small-m kernel; above it,
 /// candle's GEMM (which packs and tiles, and wins once the weights are reused enough).
 /// Measured on the reference host with `benches/engine.rs` (see the report there).
-pub const SMALL_M_MAX_ROWS: usize = 16;
+pub const SMALL_M_MAX_ROWS: usize = 64;
 
 #[derive(Debug)]
 struct Layer {

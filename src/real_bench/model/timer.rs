@@ -9,11 +9,13 @@ use std::time::Duration;
 pub enum ModelOp {
     /// Token embedding lookup (once per iteration).
     Emb,
+    /// RMSNorm before attention.
     InputLayernorm,
     /// q, k, v projections.
     AttnPreProj,
     /// Per-head RMSNorm of q and k (Qwen3-specific; Vidur has no such op).
     AttnQkNorm,
+    /// Rotary position embedding of q and k.
     AttnRope,
     /// Writes this iteration's K and V into the paged cache.
     AttnKvCacheSave,
@@ -21,17 +23,21 @@ pub enum ModelOp {
     AttnPrefill,
     /// Attention of every single-token sequence.
     AttnDecode,
+    /// o projection.
     AttnPostProj,
     /// Residual addition (twice per layer).
     Add,
+    /// RMSNorm before the MLP.
     PostAttentionLayernorm,
     /// gate and up projections.
     MlpUpProj,
     /// silu(gate) · up.
     MlpAct,
+    /// down projection.
     MlpDownProj,
     /// The last RMSNorm, on the rows that produce logits (once per iteration).
     FinalNorm,
+    /// Logits projection (tied to the embedding in small Qwen3 models).
     LmHead,
     /// Greedy argmax over the logits rows (called by the engine, not by `forward`).
     Sampler,

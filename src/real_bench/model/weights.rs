@@ -15,9 +15,11 @@ use super::config::Qwen3Config;
 use crate::error::IoContext;
 use crate::{ensure, Error, Result};
 
-/// File names of a Hugging Face snapshot.
+/// The architecture file of a Hugging Face snapshot.
 pub const CONFIG_FILE: &str = "config.json";
+/// The weights of an unsharded snapshot.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// The tensor → shard map of a sharded snapshot.
 pub const WEIGHTS_INDEX_FILE: &str = "model.safetensors.index.json";
 
 /// Standard deviation of synthesized matrices: Qwen3's `initializer_range`.
@@ -35,7 +37,12 @@ pub enum WeightSource {
     Dir(PathBuf),
     /// Seeded random weights for `config`, identical to what [`synthesize_random_weights`]
     /// writes for the same seed.
-    Random { seed: u64, config: Qwen3Config },
+    Random {
+        /// Seed of the ChaCha8 streams.
+        seed: u64,
+        /// Architecture to synthesize.
+        config: Qwen3Config,
+    },
 }
 
 impl WeightSource {

@@ -21,9 +21,13 @@ const LANES: usize = 16;
 /// Shape of the attention problem shared by all sequences of a batch.
 #[derive(Debug, Clone, Copy)]
 pub struct AttnDims {
+    /// Query heads.
     pub num_heads: usize,
+    /// Key/value heads; query head `h` reads kv head `h / (num_heads / num_kv_heads)`.
     pub num_kv_heads: usize,
+    /// Dimensions per head.
     pub head_dim: usize,
+    /// Token slots per cache block.
     pub block_size: usize,
     /// Softmax temperature, `1/sqrt(head_dim)`.
     pub scale: f32,
@@ -39,13 +43,16 @@ pub struct AttnSeq<'a> {
     /// Tokens already in the cache before this iteration: row `t` has position
     /// `num_cached + t` and attends to positions `0..=num_cached + t`.
     pub num_cached: usize,
+    /// Physical block of each logical block of the sequence.
     pub block_table: &'a [usize],
 }
 
 /// The cache of one layer, as seen by the kernel.
 #[derive(Debug, Clone, Copy)]
 pub struct LayerKv<'a, T> {
+    /// Keys, `[num_blocks, num_kv_heads, block_size, head_dim]`.
     pub k: &'a [T],
+    /// Values, same layout.
     pub v: &'a [T],
 }
 
@@ -53,7 +60,7 @@ pub struct LayerKv<'a, T> {
 /// head_dim]`, the same row indexing as `q`). Rows not belonging to `seqs` are untouched.
 /// The caller guarantees (and `ForwardBatch` validates) that block tables cover every
 /// attended position with valid block ids; the cache must already hold this iteration's K/V.
-pub fn paged_attention<T: Element>(
+pub fn paged_attention<T: AttnElement>(
     dims: AttnDims,
     q: &[T],
     kv: LayerKv<'_, T>,
@@ -72,18 +79,11 @@ pub fn paged_attention<T: Element>(
             })
         })
         .collect();
-    let use_simd = has_avx2_fma();
+    // Hand-vectorised block loops need whole 8-lane chunks per head.
+    let simd = has_avx2_fma() && dims.head_dim % 8 == 0;
     let results: Vec<Vec<f32>> = tasks
         .par_iter()
-        .map(|&(s, h, r0, r1)| {
-            #[cfg(target_arch = "x86_64")]
-            if use_simd {
-                // SAFETY: the CPU has AVX2 and FMA (checked above); no other requirement.
-                return unsafe { task_avx2_fma(dims, q, kv, &seqs[s], h, r0, r1) };
-            }
-            let _ = use_simd;
-            task_generic::<T, false>(dims, q, kv, &seqs[s], h, r0, r1)
-        })
+        .map(|&(s, h, r0, r1)| task(dims, q, kv, &seqs[s], h, r0, r1, simd))
         .collect();
     let group = dims.num_heads / kv_heads;
     let hd = dims.head_dim;
@@ -99,24 +99,11 @@ pub fn paged_attention<T: Element>(
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn task_avx2_fma<T: Element>(
-    dims: AttnDims,
-    q: &[T],
-    kv: LayerKv<'_, T>,
-    seq: &AttnSeq<'_>,
-    kv_head: usize,
-    r0: usize,
-    r1: usize,
-) -> Vec<f32> {
-    task_generic::<T, true>(dims, q, kv, seq, kv_head, r0, r1)
-}
-
 /// Rows `r0..r1` of one sequence for the query heads of `kv_head`; returns
-/// `[r1 - r0, group, head_dim]` in f32.
-#[inline(always)]
-fn task_generic<T: Element, const FMA: bool>(
+/// `[r1 - r0, group, head_dim]` in f32. `simd`: the CPU has AVX2/FMA/F16C and
+/// `head_dim % 8 == 0`.
+#[allow(clippy::too_many_arguments)]
+fn task<T: AttnElement>(
     dims: AttnDims,
     q: &[T],
     kv: LayerKv<'_, T>,
@@ -124,6 +111,7 @@ fn task_generic<T: Element, const FMA: bool>(
     kv_head: usize,
     r0: usize,
     r1: usize,
+    simd: bool,
 ) -> Vec<f32> {
     let AttnDims {
         num_heads,
@@ -134,13 +122,17 @@ fn task_generic<T: Element, const FMA: bool>(
     } = dims;
     let group = num_heads / num_kv_heads;
     let width = num_heads * hd;
-    let max_ctx = seq.num_cached + r1;
-    let mut scores = vec![0f32; max_ctx];
+    let mut scores = vec![0f32; seq.num_cached + r1];
     let mut q_f32 = vec![0f32; hd];
     let mut acc = vec![0f32; hd];
     let mut res = vec![0f32; (r1 - r0) * group * hd];
     let head_stride = bs * hd;
     let block_stride = num_kv_heads * head_stride;
+    // (start of this head's slots in block `b`, number of slots used) for a context `ctx`.
+    let block = |b: usize, ctx: usize| {
+        let base = seq.block_table[b] * block_stride + kv_head * head_stride;
+        (base, bs.min(ctx - b * bs))
+    };
     for t in r0..r1 {
         let ctx = seq.num_cached + t + 1;
         let num_blocks = ctx.div_ceil(bs);
@@ -150,17 +142,14 @@ fn task_generic<T: Element, const FMA: bool>(
             for (dst, src) in q_f32.iter_mut().zip(&q[q_off..q_off + hd]) {
                 *dst = src.to_f32() * scale;
             }
-            let mut max = f32::NEG_INFINITY;
             for b in 0..num_blocks {
-                let base = seq.block_table[b] * block_stride + kv_head * head_stride;
-                let slots = bs.min(ctx - b * bs);
+                let (base, slots) = block(b, ctx);
                 let keys = &kv.k[base..base + slots * hd];
-                for (slot, key) in keys.chunks_exact(hd).enumerate() {
-                    let s = dot::<T, FMA>(&q_f32, key);
-                    scores[b * bs + slot] = s;
-                    max = max.max(s);
-                }
+                T::qk_block(&q_f32, keys, &mut scores[b * bs..b * bs + slots], simd);
             }
+            let max = scores[..ctx]
+                .iter()
+                .fold(f32::NEG_INFINITY, |m, s| m.max(*s));
             let mut sum = 0f32;
             for s in &mut scores[..ctx] {
                 *s = (*s - max).exp();
@@ -168,12 +157,9 @@ fn task_generic<T: Element, const FMA: bool>(
             }
             acc.fill(0.0);
             for b in 0..num_blocks {
-                let base = seq.block_table[b] * block_stride + kv_head * head_stride;
-                let slots = bs.min(ctx - b * bs);
+                let (base, slots) = block(b, ctx);
                 let values = &kv.v[base..base + slots * hd];
-                for (slot, value) in values.chunks_exact(hd).enumerate() {
-                    axpy::<T, FMA>(&mut acc, scores[b * bs + slot], value);
-                }
+                T::pv_block(&mut acc, &scores[b * bs..b * bs + slots], values, simd);
             }
             let inv = 1.0 / sum;
             let dst = ((t - r0) * group + g) * hd;
@@ -185,30 +171,166 @@ fn task_generic<T: Element, const FMA: bool>(
     res
 }
 
-#[inline(always)]
-fn dot<T: Element, const FMA: bool>(a: &[f32], b: &[T]) -> f32 {
-    let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let (at, bt) = (ac.remainder(), bc.remainder());
-    let mut acc = [0f32; LANES];
-    for (x, y) in ac.zip(bc) {
-        for l in 0..LANES {
-            acc[l] = fmadd::<FMA>(x[l], y[l].to_f32(), acc[l]);
-        }
-    }
-    let mut s = 0f32;
-    for half in acc.chunks_exact(LANES / 2) {
-        s += half.iter().sum::<f32>();
-    }
-    for (x, y) in at.iter().zip(bt) {
-        s = fmadd::<FMA>(*x, y.to_f32(), s);
-    }
-    s
+/// Element types the attention kernel can read from the cache, with its two inner loops.
+pub trait AttnElement: Element {
+    /// `scores[j] = q · keys[j]` for the `scores.len()` keys of one block (`q` pre-scaled).
+    /// `simd` promises AVX2+FMA+F16C and `q.len() % 8 == 0`.
+    fn qk_block(q: &[f32], keys: &[Self], scores: &mut [f32], simd: bool);
+    /// `acc += Σ_j probs[j] · values[j]` over the values of one block; `simd` as above.
+    fn pv_block(acc: &mut [f32], probs: &[f32], values: &[Self], simd: bool);
 }
 
-#[inline(always)]
-fn axpy<T: Element, const FMA: bool>(acc: &mut [f32], p: f32, v: &[T]) {
-    for (a, x) in acc.iter_mut().zip(v) {
-        *a = fmadd::<FMA>(p, x.to_f32(), *a);
+macro_rules! attn_element {
+    ($t:ty, $qk_avx2:ident, $pv_avx2:ident) => {
+        impl AttnElement for $t {
+            #[inline]
+            fn qk_block(q: &[f32], keys: &[Self], scores: &mut [f32], simd: bool) {
+                #[cfg(target_arch = "x86_64")]
+                if simd {
+                    // SAFETY: `simd` is only set after detecting AVX2, FMA and F16C, with
+                    // head_dim a multiple of 8 (see `paged_attention`).
+                    return unsafe { avx2::$qk_avx2(q, keys, scores) };
+                }
+                let _ = simd;
+                qk_portable(q, keys, scores)
+            }
+            #[inline]
+            fn pv_block(acc: &mut [f32], probs: &[f32], values: &[Self], simd: bool) {
+                #[cfg(target_arch = "x86_64")]
+                if simd {
+                    // SAFETY: as in `qk_block`.
+                    return unsafe { avx2::$pv_avx2(acc, probs, values) };
+                }
+                let _ = simd;
+                pv_portable(acc, probs, values)
+            }
+        }
+    };
+}
+attn_element!(f32, qk_f32, pv_f32);
+attn_element!(half::bf16, qk_bf16, pv_bf16);
+attn_element!(half::f16, qk_f16, pv_f16);
+
+fn qk_portable<T: Element>(q: &[f32], keys: &[T], scores: &mut [f32]) {
+    for (s, key) in scores.iter_mut().zip(keys.chunks_exact(q.len())) {
+        let mut acc = [0f32; LANES];
+        let (qc, kc) = (q.chunks_exact(LANES), key.chunks_exact(LANES));
+        let (qt, kt) = (qc.remainder(), kc.remainder());
+        for (x, y) in qc.zip(kc) {
+            for l in 0..LANES {
+                acc[l] = fmadd::<false>(x[l], y[l].to_f32(), acc[l]);
+            }
+        }
+        let mut sum: f32 = acc.iter().sum();
+        for (x, y) in qt.iter().zip(kt) {
+            sum += x * y.to_f32();
+        }
+        *s = sum;
+    }
+}
+
+fn pv_portable<T: Element>(acc: &mut [f32], probs: &[f32], values: &[T]) {
+    for (p, v) in probs.iter().zip(values.chunks_exact(acc.len())) {
+        for (a, x) in acc.iter_mut().zip(v) {
+            *a += p * x.to_f32();
+        }
+    }
+}
+
+/// AVX2 block loops; one pair per storage type, differing only in how 8 elements are loaded
+/// and widened to f32.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use half::{bf16, f16};
+
+    macro_rules! block_fns {
+        ($qk:ident, $pv:ident, $t:ty, |$p:ident| $load:expr) => {
+            /// # Safety
+            /// AVX2, FMA and F16C must be available; `q.len() % 8 == 0`.
+            #[target_feature(enable = "avx2,fma,f16c")]
+            pub(super) unsafe fn $qk(q: &[f32], keys: &[$t], scores: &mut [f32]) {
+                let hd = q.len();
+                for (s, key) in scores.iter_mut().zip(keys.chunks_exact(hd)) {
+                    let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+                    let mut d = 0;
+                    // SAFETY (all loads): d + 8 <= hd = q.len() = key.len().
+                    while d + 16 <= hd {
+                        let ($p, qp) = (key.as_ptr().add(d), q.as_ptr().add(d));
+                        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qp), $load, a0);
+                        let ($p, qp) = (key.as_ptr().add(d + 8), q.as_ptr().add(d + 8));
+                        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qp), $load, a1);
+                        d += 16;
+                    }
+                    if d + 8 <= hd {
+                        let ($p, qp) = (key.as_ptr().add(d), q.as_ptr().add(d));
+                        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qp), $load, a0);
+                    }
+                    *s = hsum(_mm256_add_ps(a0, a1));
+                }
+            }
+
+            /// # Safety
+            /// AVX2, FMA and F16C must be available; `acc.len() % 8 == 0`.
+            #[target_feature(enable = "avx2,fma,f16c")]
+            pub(super) unsafe fn $pv(acc: &mut [f32], probs: &[f32], values: &[$t]) {
+                let hd = acc.len();
+                let mut d0 = 0;
+                // 64 dimensions at a time stay in 8 registers across all the block's values,
+                // instead of a load and a store of `acc` per value.
+                while d0 + 64 <= hd {
+                    let mut r = [_mm256_setzero_ps(); 8];
+                    for (i, ri) in r.iter_mut().enumerate() {
+                        // SAFETY: d0 + 8i + 8 <= d0 + 64 <= hd = acc.len().
+                        *ri = _mm256_loadu_ps(acc.as_ptr().add(d0 + 8 * i));
+                    }
+                    for (p, v) in probs.iter().zip(values.chunks_exact(hd)) {
+                        let pv = _mm256_set1_ps(*p);
+                        for (i, ri) in r.iter_mut().enumerate() {
+                            // SAFETY: as above, v.len() = hd.
+                            let $p = v.as_ptr().add(d0 + 8 * i);
+                            *ri = _mm256_fmadd_ps(pv, $load, *ri);
+                        }
+                    }
+                    for (i, ri) in r.iter().enumerate() {
+                        // SAFETY: as above.
+                        _mm256_storeu_ps(acc.as_mut_ptr().add(d0 + 8 * i), *ri);
+                    }
+                    d0 += 64;
+                }
+                for (p, v) in probs.iter().zip(values.chunks_exact(hd)) {
+                    let pv = _mm256_set1_ps(*p);
+                    let mut d = d0;
+                    // SAFETY: d + 8 <= hd = acc.len() = v.len().
+                    while d + 8 <= hd {
+                        let $p = v.as_ptr().add(d);
+                        let a = acc.as_mut_ptr().add(d);
+                        _mm256_storeu_ps(a, _mm256_fmadd_ps(pv, $load, _mm256_loadu_ps(a)));
+                        d += 8;
+                    }
+                }
+            }
+        };
+    }
+
+    block_fns!(qk_f32, pv_f32, f32, |p| _mm256_loadu_ps(p));
+    // bf16 is the top half of an f32: widen to 32 bits and shift left by 16.
+    block_fns!(qk_bf16, pv_bf16, bf16, |p| _mm256_castsi256_ps(
+        _mm256_slli_epi32(
+            _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i)),
+            16
+        )
+    ));
+    block_fns!(qk_f16, pv_f16, f16, |p| _mm256_cvtph_ps(_mm_loadu_si128(
+        p as *const __m128i
+    )));
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn hsum(v: __m256) -> f32 {
+        let pair = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let quad = _mm_add_ps(pair, _mm_movehl_ps(pair, pair));
+        _mm_cvtss_f32(_mm_add_ss(quad, _mm_shuffle_ps(quad, quad, 1)))
     }
 }
 
@@ -351,92 +473,100 @@ mod tests {
 
     #[test]
     fn matches_naive_reference_for_a_mixed_batch_with_shuffled_blocks() {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
-        let (nh, nkv, hd, bs, num_blocks) = (4, 2, 16, 4, 40);
-        let dims = AttnDims {
-            num_heads: nh,
-            num_kv_heads: nkv,
-            head_dim: hd,
-            block_size: bs,
-            scale: 1.0 / (hd as f32).sqrt(),
-        };
-        // (num_cached, rows): a fresh prefill longer than a query tile, a chunk on top of a
-        // cache, and two decodes.
-        let shapes = [(0usize, 37usize), (9, 6), (21, 1), (4, 1)];
-        let mut free: Vec<usize> = (0..num_blocks).collect();
-        // Deterministic shuffle so that tables are non-contiguous and interleaved.
-        for i in (1..free.len()).rev() {
-            free.swap(i, rng.random_range(0..=i));
-        }
-        let mut k_paged = vec![0f32; num_blocks * nkv * bs * hd];
-        let mut v_paged = k_paged.clone();
-        let total_rows: usize = shapes.iter().map(|s| s.1).sum();
-        let mut q = vec![0f32; total_rows * nh * hd];
-        let mut want = vec![0f32; total_rows * nh * hd];
-        let mut tables = Vec::new();
-        let mut row = 0;
-        for &(cached, rows) in &shapes {
-            let ctx = cached + rows;
-            let table: Vec<usize> = (0..ctx.div_ceil(bs)).map(|_| free.pop().unwrap()).collect();
-            let kd: Vec<f32> = (0..ctx * nkv * hd)
-                .map(|_| rng.random_range(-2.0..2.0))
-                .collect();
-            let vd: Vec<f32> = (0..ctx * nkv * hd)
-                .map(|_| rng.random_range(-2.0..2.0))
-                .collect();
-            let qd: Vec<f32> = (0..rows * nh * hd)
-                .map(|_| rng.random_range(-2.0..2.0))
-                .collect();
-            for (dst, src) in [(&mut k_paged, &kd), (&mut v_paged, &vd)] {
-                let p = page(src, &table, num_blocks, nkv, hd, bs);
-                for (d, s) in dst.iter_mut().zip(p) {
-                    *d += s; // blocks are disjoint across sequences
-                }
+        // 16: portable-width tails only; 80: one 64-wide register block plus a tail; 128: the
+        // real head size.
+        for hd in [16usize, 80, 128] {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+            let (nh, nkv, bs, num_blocks) = (4, 2, 4, 40);
+            let dims = AttnDims {
+                num_heads: nh,
+                num_kv_heads: nkv,
+                head_dim: hd,
+                block_size: bs,
+                scale: 1.0 / (hd as f32).sqrt(),
+            };
+            // (num_cached, rows): a fresh prefill longer than a query tile, a chunk on top of a
+            // cache, and two decodes.
+            let shapes = [(0usize, 37usize), (9, 6), (21, 1), (4, 1)];
+            let mut free: Vec<usize> = (0..num_blocks).collect();
+            // Deterministic shuffle so that tables are non-contiguous and interleaved.
+            for i in (1..free.len()).rev() {
+                free.swap(i, rng.random_range(0..=i));
             }
-            q[row * nh * hd..(row + rows) * nh * hd].copy_from_slice(&qd);
-            let r = naive(&qd, &kd, &vd, nh, nkv, hd, cached, rows);
-            want[row * nh * hd..(row + rows) * nh * hd].copy_from_slice(&r);
-            tables.push((row, rows, cached, table));
-            row += rows;
-        }
-        let seqs: Vec<AttnSeq> = tables
-            .iter()
-            .map(|(r, n, c, t)| AttnSeq {
-                row_offset: *r,
-                num_rows: *n,
-                num_cached: *c,
-                block_table: t,
-            })
-            .collect();
-        let mut out = vec![0f32; q.len()];
-        paged_attention(
-            dims,
-            &q,
-            LayerKv {
-                k: &k_paged,
-                v: &v_paged,
-            },
-            &seqs,
-            &mut out,
-        );
-        let max_err = out
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
-        assert!(max_err < 1e-5, "max abs error {max_err}");
+            let mut k_paged = vec![0f32; num_blocks * nkv * bs * hd];
+            let mut v_paged = k_paged.clone();
+            let total_rows: usize = shapes.iter().map(|s| s.1).sum();
+            let mut q = vec![0f32; total_rows * nh * hd];
+            let mut want = vec![0f32; total_rows * nh * hd];
+            let mut tables = Vec::new();
+            let mut row = 0;
+            for &(cached, rows) in &shapes {
+                let ctx = cached + rows;
+                let table: Vec<usize> =
+                    (0..ctx.div_ceil(bs)).map(|_| free.pop().unwrap()).collect();
+                let kd: Vec<f32> = (0..ctx * nkv * hd)
+                    .map(|_| rng.random_range(-2.0..2.0))
+                    .collect();
+                let vd: Vec<f32> = (0..ctx * nkv * hd)
+                    .map(|_| rng.random_range(-2.0..2.0))
+                    .collect();
+                let qd: Vec<f32> = (0..rows * nh * hd)
+                    .map(|_| rng.random_range(-2.0..2.0))
+                    .collect();
+                for (dst, src) in [(&mut k_paged, &kd), (&mut v_paged, &vd)] {
+                    let p = page(src, &table, num_blocks, nkv, hd, bs);
+                    for (d, s) in dst.iter_mut().zip(p) {
+                        *d += s; // blocks are disjoint across sequences
+                    }
+                }
+                q[row * nh * hd..(row + rows) * nh * hd].copy_from_slice(&qd);
+                let r = naive(&qd, &kd, &vd, nh, nkv, hd, cached, rows);
+                want[row * nh * hd..(row + rows) * nh * hd].copy_from_slice(&r);
+                tables.push((row, rows, cached, table));
+                row += rows;
+            }
+            let seqs: Vec<AttnSeq> = tables
+                .iter()
+                .map(|(r, n, c, t)| AttnSeq {
+                    row_offset: *r,
+                    num_rows: *n,
+                    num_cached: *c,
+                    block_table: t,
+                })
+                .collect();
+            let mut out = vec![0f32; q.len()];
+            paged_attention(
+                dims,
+                &q,
+                LayerKv {
+                    k: &k_paged,
+                    v: &v_paged,
+                },
+                &seqs,
+                &mut out,
+            );
+            let max_err = out
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(max_err < 1e-5, "head_dim {hd}: max abs error {max_err}");
 
-        // The same problem stored in bf16 stays within bf16 rounding of the f32 answer.
-        let to_bf = |x: &[f32]| x.iter().map(|v| bf16::from_f32(*v)).collect::<Vec<_>>();
-        let (qb, kb, vb) = (to_bf(&q), to_bf(&k_paged), to_bf(&v_paged));
-        let mut out_b = vec![bf16::ZERO; q.len()];
-        paged_attention(dims, &qb, LayerKv { k: &kb, v: &vb }, &seqs, &mut out_b);
-        let max_err = out_b
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a.to_f32() - b).abs())
-            .fold(0f32, f32::max);
-        assert!(max_err < 0.05, "bf16 max abs error {max_err}");
+            // The same problem stored in bf16 stays within bf16 rounding of the f32 answer.
+            let to_bf = |x: &[f32]| x.iter().map(|v| bf16::from_f32(*v)).collect::<Vec<_>>();
+            let (qb, kb, vb) = (to_bf(&q), to_bf(&k_paged), to_bf(&v_paged));
+            let mut out_b = vec![bf16::ZERO; q.len()];
+            paged_attention(dims, &qb, LayerKv { k: &kb, v: &vb }, &seqs, &mut out_b);
+            let max_err = out_b
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a.to_f32() - b).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                max_err < 0.05,
+                "head_dim {hd}: bf16 max abs error {max_err}"
+            );
+        }
     }
 
     #[test]

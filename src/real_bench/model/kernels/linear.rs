@@ -10,11 +10,15 @@ use rayon::prelude::*;
 
 use super::{fmadd, has_avx2_fma};
 
-/// Output rows per rayon task: large enough to amortise scheduling, small enough that even a
-/// 1024-row projection splits into many tasks for load balance.
-const ROWS_PER_TASK: usize = 16;
-/// Weight rows processed together: 4 rows × 2 inputs = 8 independent 8-lane accumulators,
-/// which fills the FMA pipeline without spilling the 16 vector registers.
+/// Bounds on the output rows per rayon task: at least enough to amortise scheduling, and few
+/// enough that a 1024-row projection still splits into many tasks for load balance. Between
+/// the bounds a task count of about 32 per thread is the target, so that the 151,936-row LM
+/// head is not cut into ~10,000 tasks whose overhead shows up in its time.
+const MIN_ROWS_PER_TASK: usize = 16;
+const MAX_ROWS_PER_TASK: usize = 1024;
+const TASKS_PER_THREAD: usize = 32;
+/// Weight rows processed together for one or two inputs: 4 rows × 2 inputs = 8 independent
+/// 8-lane accumulators, which fills the FMA pipeline without spilling the 16 vector registers.
 const ROW_TILE: usize = 4;
 const LANES: usize = 8;
 
@@ -30,10 +34,13 @@ pub fn matmul_xwt_f32(x: &[f32], m: usize, w: &[f32], n: usize, k: usize) -> Vec
     // Tasks own disjoint output rows `o`, so they write a transposed `[n, m]` buffer.
     let mut y_t = vec![0f32; n * m];
     let use_simd = has_avx2_fma();
-    y_t.par_chunks_mut(ROWS_PER_TASK * m)
+    let rows_per_task = (n / (rayon::current_num_threads() * TASKS_PER_THREAD))
+        .clamp(MIN_ROWS_PER_TASK, MAX_ROWS_PER_TASK)
+        .next_multiple_of(ROW_TILE);
+    y_t.par_chunks_mut(rows_per_task * m)
         .enumerate()
         .for_each(|(task, out)| {
-            let row0 = task * ROWS_PER_TASK;
+            let row0 = task * rows_per_task;
             let rows = out.len() / m;
             let w_rows = &w[row0 * k..(row0 + rows) * k];
             #[cfg(target_arch = "x86_64")]
@@ -59,9 +66,126 @@ pub fn matmul_xwt_f32(x: &[f32], m: usize, w: &[f32], n: usize, k: usize) -> Vec
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn rows_avx2_fma(x: &[f32], m: usize, w_rows: &[f32], k: usize, out: &mut [f32]) {
-    rows_generic::<true>(x, m, w_rows, k, out)
+use avx2::rows as rows_avx2_fma;
+
+/// The AVX2+FMA instantiation, with explicit intrinsics: LLVM does not reliably keep a
+/// `R × M` tile of accumulators in registers when left to auto-vectorise.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{LANES, ROW_TILE};
+
+    /// Same contract as [`super::rows_generic`].
+    ///
+    /// Inputs are taken in groups of up to 8; each group makes one pass over this task's
+    /// weight rows (the first from DRAM, later ones from L2), so up to 8 inputs cost a single
+    /// streaming read of the weights. Within a group, the tile shape keeps `R × M ≤ 8`
+    /// accumulators plus the `R` weight vectors in registers.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn rows(x: &[f32], m: usize, w_rows: &[f32], k: usize, out: &mut [f32]) {
+        let mut i0 = 0;
+        while i0 < m {
+            let left = m - i0;
+            if left >= 4 {
+                group::<2, 4>(x, m, w_rows, k, out, i0);
+                i0 += 4;
+            } else if left >= 2 {
+                group::<ROW_TILE, 2>(x, m, w_rows, k, out, i0);
+                i0 += 2;
+            } else {
+                group::<ROW_TILE, 1>(x, m, w_rows, k, out, i0);
+                i0 += 1;
+            }
+        }
+    }
+
+    /// Inputs `i0..i0 + M` against every row of `w_rows`, in tiles of `R` rows.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn group<const R: usize, const M: usize>(
+        x: &[f32],
+        m: usize,
+        w_rows: &[f32],
+        k: usize,
+        out: &mut [f32],
+        i0: usize,
+    ) {
+        let rows = w_rows.len() / k;
+        let inputs: [&[f32]; M] = core::array::from_fn(|j| &x[(i0 + j) * k..(i0 + j + 1) * k]);
+        let row = |r: usize| &w_rows[r * k..(r + 1) * k];
+        let mut r = 0;
+        while r + R <= rows {
+            let w: [&[f32]; R] = core::array::from_fn(|t| row(r + t));
+            // SAFETY: the caller of `rows` guaranteed AVX2+FMA.
+            let d = unsafe { dots::<R, M>(w, inputs) };
+            for t in 0..R {
+                for j in 0..M {
+                    out[(r + t) * m + i0 + j] = d[t][j];
+                }
+            }
+            r += R;
+        }
+        for r in r..rows {
+            // SAFETY: as above.
+            let d = unsafe { dots::<1, M>([row(r)], inputs) };
+            for j in 0..M {
+                out[r * m + i0 + j] = d[0][j];
+            }
+        }
+    }
+
+    /// `R × M` dot products in one pass over `k`, `R·M` accumulators in registers.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn dots<const R: usize, const M: usize>(
+        w: [&[f32]; R],
+        x: [&[f32]; M],
+    ) -> [[f32; M]; R] {
+        let k = x[0].len();
+        for s in w.iter() {
+            assert_eq!(s.len(), k, "weight row and input differ in length");
+        }
+        let full = k / LANES;
+        let mut acc = [[_mm256_setzero_ps(); M]; R];
+        for c in 0..full {
+            let off = c * LANES;
+            let mut wv = [_mm256_setzero_ps(); R];
+            for r in 0..R {
+                // SAFETY: off + LANES <= full·LANES <= k = len of every row (asserted above).
+                wv[r] = unsafe { _mm256_loadu_ps(w[r].as_ptr().add(off)) };
+            }
+            for i in 0..M {
+                // SAFETY: as above, for the input rows.
+                let xv = unsafe { _mm256_loadu_ps(x[i].as_ptr().add(off)) };
+                for r in 0..R {
+                    acc[r][i] = _mm256_fmadd_ps(wv[r], xv, acc[r][i]);
+                }
+            }
+        }
+        let mut res = [[0f32; M]; R];
+        for r in 0..R {
+            for i in 0..M {
+                let mut s = hsum(acc[r][i]);
+                for j in full * LANES..k {
+                    s = w[r][j].mul_add(x[i][j], s);
+                }
+                res[r][i] = s;
+            }
+        }
+        res
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn hsum(v: __m256) -> f32 {
+        let pair = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let quad = _mm_add_ps(pair, _mm_movehl_ps(pair, pair));
+        _mm_cvtss_f32(_mm_add_ss(quad, _mm_shuffle_ps(quad, quad, 1)))
+    }
 }
 
 /// Fills `out: [rows, m]` (transposed) for the weight rows in `w_rows: [rows, k]`.

@@ -2,10 +2,9 @@
 //! serving workload: projections with few rows (decode batches) and attention over a paged
 //! KV cache (which candle does not have).
 //!
-//! The kernels are plain Rust written so that LLVM vectorises them: fixed-width chunks and
-//! several independent accumulators. Each kernel body is `#[inline(always)]` and instantiated
-//! twice, once inside a function compiled for AVX2+FMA (chosen at run time when the CPU has
-//! them) and once for the baseline target, so the binary stays portable.
+//! Each kernel has a portable Rust version and an AVX2+FMA version written with intrinsics
+//! (auto-vectorisation proved unreliable for these loop shapes), chosen at run time when the
+//! CPU has the features, so the binary stays portable.
 
 pub mod attention;
 pub mod linear;
@@ -54,12 +53,14 @@ impl Element for f16 {
     }
 }
 
-/// Whether the AVX2+FMA instantiations may run on this CPU (detection is cached by std).
+/// Whether the AVX2 code paths (AVX2, FMA, F16C) may run on this CPU (std caches detection).
 #[inline]
 pub(crate) fn has_avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

@@ -1,0 +1,567 @@
+//! Engine-level speed of the Qwen3 model against candle-transformers on the same weights and
+//! threads: single-sequence decode, batch-8 decode, 512-token prefill, memory bandwidth, RSS.
+//!
+//! `cargo bench --bench engine` (release). Knobs: `SIMREAL_BENCH_THREADS` (default: all
+//! cores), `SIMREAL_BENCH_REPEATS` (default 5), `SIMREAL_BENCH_KERNELS_ONLY` (only the
+//! linear-kernel crossover table, for kernel work), `SIMREAL_BENCH_SKIP_REFERENCE` (no
+//! candle-transformers run). Random `qwen3_0_6b` f32 weights are
+//! synthesized into `tmp/weights/` on first use (no download). Writes
+//! `benches/results/engine.{json,md}`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use candle_core::{DType, Device, Tensor};
+use candle_transformers::models::qwen3 as reference;
+use rayon::prelude::*;
+use serde_json::json;
+use simreal::real_bench::model::*;
+
+const SEED: u64 = 0;
+const CONTEXT: usize = 128;
+const DECODE_STEPS: usize = 8;
+const BATCH: usize = 8;
+const PREFILL: usize = 512;
+const BLOCK: usize = 16;
+
+/// min / median / max of a sample.
+#[derive(Debug, Clone, Copy)]
+struct Stats {
+    min: f64,
+    median: f64,
+    max: f64,
+}
+
+impl Stats {
+    fn of(xs: &[f64]) -> Stats {
+        let mut v = xs.to_vec();
+        v.sort_by(|a, b| a.total_cmp(b));
+        let n = v.len();
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        Stats {
+            min: v[0],
+            median,
+            max: v[n - 1],
+        }
+    }
+    fn json(&self) -> serde_json::Value {
+        json!({ "min": self.min, "median": self.median, "max": self.max })
+    }
+    fn md(&self, digits: usize) -> String {
+        format!(
+            "{:.d$} / {:.d$} / {:.d$}",
+            self.min,
+            self.median,
+            self.max,
+            d = digits
+        )
+    }
+}
+
+fn env_usize(name: &str, default: usize) -> Result<usize> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .with_context(|| format!("{name}={v} is not a count")),
+        Err(_) => Ok(default),
+    }
+}
+
+fn proc_field(file: &str, key: &str) -> Option<String> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+}
+
+/// Peak resident set (VmHWM) in MiB.
+fn peak_rss_mib() -> f64 {
+    proc_field("/proc/self/status", "VmHWM")
+        .and_then(|v| v.trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn prompt(len: usize, salt: u32) -> Vec<u32> {
+    (0..len as u32)
+        .map(|i| (i * 7919 + salt * 104_729 + 1) % 151_936)
+        .collect()
+}
+
+/// GB/s of a parallel streaming read over a buffer far larger than the caches (1 GiB), one
+/// sample per repeat. The read is a sum with 32 independent lanes, compiled for AVX2 when the
+/// CPU has it, so it is limited by memory and not by add latency.
+fn bandwidth_gb_s(repeats: usize) -> Vec<f64> {
+    fn sum_portable(c: &[f32]) -> f32 {
+        let mut acc = [0f32; 32];
+        for ch in c.chunks_exact(32) {
+            for l in 0..32 {
+                acc[l] += ch[l];
+            }
+        }
+        acc.iter().sum()
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn sum_avx2(c: &[f32]) -> f32 {
+        sum_portable(c)
+    }
+    let avx2 = cfg!(target_arch = "x86_64") && std::arch::is_x86_feature_detected!("avx2");
+    let buf: Vec<f32> = (0..(1usize << 28))
+        .into_par_iter()
+        .map(|i| (i & 7) as f32)
+        .collect();
+    (0..repeats + 1)
+        .map(|_| {
+            let t = Instant::now();
+            let s: f32 = buf
+                .par_chunks(1 << 16)
+                .map(|c| {
+                    #[cfg(target_arch = "x86_64")]
+                    if avx2 {
+                        // SAFETY: the CPU supports AVX2 (checked above).
+                        return unsafe { sum_avx2(c) };
+                    }
+                    sum_portable(c)
+                })
+                .sum();
+            std::hint::black_box(s);
+            (buf.len() * 4) as f64 / t.elapsed().as_secs_f64() / 1e9
+        })
+        .skip(1) // the first pass warms the TLB and the pool
+        .collect()
+}
+
+/// ms of `x·Wᵀ` for `W: [3072, 1024]` (the gate/up shape) with `m` rows: (small-m kernel,
+/// candle's matmul), the minimum over `4 × repeats` calls (the least disturbed by other load). Calls rotate over eight weight copies (100 MB) so the
+/// weights come from DRAM, as in the model, not from the last-level cache.
+fn linear_crossover(repeats: usize) -> Result<Vec<(usize, f64, f64)>> {
+    const COPIES: usize = 8;
+    let (n, k) = (3072usize, 1024usize);
+    let ws: Vec<Vec<f32>> = (0..COPIES)
+        .map(|c| {
+            (0..n * k)
+                .map(|i| (((i + c) % 97) as f32 - 48.0) / 1000.0)
+                .collect()
+        })
+        .collect();
+    let wts: Vec<Tensor> = ws
+        .iter()
+        .map(|w| Tensor::from_slice(w, (n, k), &Device::Cpu))
+        .collect::<candle_core::Result<_>>()?;
+    let mut rows = Vec::new();
+    for m in [1usize, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128] {
+        let x: Vec<f32> = (0..m * k).map(|i| ((i % 13) as f32 - 6.0) / 10.0).collect();
+        let xt = Tensor::from_slice(&x, (m, k), &Device::Cpu)?;
+        let mut ours = Vec::new();
+        let mut gemm = Vec::new();
+        for rep in 0..repeats * 4 {
+            let w = &ws[(2 * rep) % COPIES];
+            let t = Instant::now();
+            std::hint::black_box(kernels::linear::matmul_xwt_f32(&x, m, w, n, k));
+            ours.push(t.elapsed().as_secs_f64() * 1e3);
+            // A different copy than the kernel just read, so neither finds it in cache.
+            let wt = &wts[(2 * rep + 1) % COPIES];
+            let t = Instant::now();
+            std::hint::black_box(xt.matmul(&wt.t()?)?);
+            gemm.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        rows.push((m, Stats::of(&ours).min, Stats::of(&gemm).min));
+    }
+    Ok(rows)
+}
+
+/// Min ms of one layer's paged attention for `seqs` sequences of `rows` query rows each over
+/// `context` cached tokens (qwen3_0_6b heads), and the GFLOP/s that is.
+fn attention_kernel(seqs: usize, rows: usize, context: usize, repeats: usize) -> (f64, f64) {
+    use kernels::attention::*;
+    let cfg = Qwen3Config::qwen3_0_6b();
+    let (nh, nkv, hd) = (
+        cfg.num_attention_heads,
+        cfg.num_key_value_heads,
+        cfg.head_dim,
+    );
+    let blocks_per_seq = (context + rows).div_ceil(BLOCK);
+    let kv: Vec<f32> = (0..seqs * blocks_per_seq * nkv * BLOCK * hd)
+        .map(|i| ((i % 31) as f32 - 15.0) / 50.0)
+        .collect();
+    let q: Vec<f32> = (0..seqs * rows * nh * hd)
+        .map(|i| ((i % 17) as f32 - 8.0) / 20.0)
+        .collect();
+    let tables: Vec<Vec<usize>> = (0..seqs)
+        .map(|s| (s * blocks_per_seq..(s + 1) * blocks_per_seq).collect())
+        .collect();
+    let attn: Vec<AttnSeq> = (0..seqs)
+        .map(|s| AttnSeq {
+            row_offset: s * rows,
+            num_rows: rows,
+            num_cached: context,
+            block_table: &tables[s],
+        })
+        .collect();
+    let dims = AttnDims {
+        num_heads: nh,
+        num_kv_heads: nkv,
+        head_dim: hd,
+        block_size: BLOCK,
+        scale: 1.0 / (hd as f32).sqrt(),
+    };
+    let mut out = vec![0f32; q.len()];
+    let mut best = f64::INFINITY;
+    for _ in 0..repeats * 4 {
+        let t = Instant::now();
+        paged_attention(dims, &q, LayerKv { k: &kv, v: &kv }, &attn, &mut out);
+        best = best.min(t.elapsed().as_secs_f64() * 1e3);
+    }
+    // QK and PV: 2 × 2 flops per (query row, head, attended key, dim).
+    let attended: usize = (0..rows).map(|t| context + t + 1).sum();
+    let flops = 4.0 * (seqs * attended * nh * hd) as f64;
+    (best, flops / (best / 1e3) / 1e9)
+}
+
+struct Ours {
+    load_s: f64,
+    cold_prefill_ms: f64,
+    cold_decode_ms: f64,
+    decode_ms: Vec<f64>,
+    /// Per op: ms per single-sequence step, ms per batch-8 step.
+    decode_ops: Vec<(ModelOp, f64, f64)>,
+    batch_decode_tok_s: Vec<f64>,
+    prefill_ms: Vec<f64>,
+    /// VmHWM after loading our model and decoding (before the reference is loaded).
+    peak_rss_mib: f64,
+    /// candle-transformers: first decode step, and ms/token per repeat (NaN / empty if skipped).
+    ref_cold_ms: f64,
+    ref_decode_ms: Vec<f64>,
+}
+
+/// Our model's measurements. With `reference_dir`, candle-transformers is loaded after our
+/// model and its single-sequence decode runs interleaved with ours, repeat by repeat, so that
+/// both see the same background load.
+fn bench_ours(dir: &Path, repeats: usize, reference_dir: Option<&Path>) -> Result<Ours> {
+    let t = Instant::now();
+    let model = Qwen3Model::load(
+        &WeightSource::Dir(dir.to_path_buf()),
+        DType::F32,
+        &Device::Cpu,
+    )?;
+    let load_s = t.elapsed().as_secs_f64();
+    let blocks_per_seq = (PREFILL.max(CONTEXT + DECODE_STEPS)).div_ceil(BLOCK);
+    let mut cache = model.new_kv_cache(blocks_per_seq * BATCH, BLOCK)?;
+    let tables: Vec<Vec<usize>> = (0..BATCH)
+        .map(|s| (s * blocks_per_seq..(s + 1) * blocks_per_seq).collect())
+        .collect();
+    let prompts: Vec<Vec<u32>> = (0..BATCH as u32).map(|s| prompt(CONTEXT, s)).collect();
+
+    let prefill = |cache: &mut PagedKvCache, s: usize| -> Result<u32> {
+        let seq = SequenceInput {
+            token_ids: &prompts[s],
+            num_cached_tokens: 0,
+            block_table: &tables[s],
+            wants_logits: true,
+        };
+        let logits = model.forward_seqs(&[seq], cache, None)?;
+        Ok(model.sampler(&logits)?[0])
+    };
+    // Decode `DECODE_STEPS` tokens for sequences `seqs` from position CONTEXT; returns s/step.
+    let decode = |cache: &mut PagedKvCache,
+                  seqs: &[usize],
+                  first: &[u32],
+                  mut timer: Option<&mut OpTotals>|
+     -> Result<Vec<f64>> {
+        let mut next = first.to_vec();
+        let mut times = Vec::new();
+        for step in 0..DECODE_STEPS {
+            let ids: Vec<[u32; 1]> = next.iter().map(|t| [*t]).collect();
+            let inputs: Vec<SequenceInput> = seqs
+                .iter()
+                .zip(&ids)
+                .map(|(&s, id)| SequenceInput {
+                    token_ids: id,
+                    num_cached_tokens: CONTEXT + step,
+                    block_table: &tables[s],
+                    wants_logits: true,
+                })
+                .collect();
+            let t = Instant::now();
+            let logits = match timer.as_deref_mut() {
+                Some(tm) => model.forward_seqs(&inputs, cache, Some(tm))?,
+                None => model.forward_seqs(&inputs, cache, None)?,
+            };
+            next = model.sampler(&logits)?;
+            times.push(t.elapsed().as_secs_f64());
+        }
+        Ok(times)
+    };
+
+    let t = Instant::now();
+    let first = prefill(&mut cache, 0)?;
+    let cold_prefill_ms = t.elapsed().as_secs_f64() * 1e3;
+    let cold = decode(&mut cache, &[0], &[first], None)?;
+    let cold_decode_ms = cold[0] * 1e3;
+    let peak_rss_mib_ours = peak_rss_mib();
+
+    let mut reference = reference_dir.map(Reference::load).transpose()?;
+    let mut ref_cold_ms = f64::NAN;
+    if let Some(r) = reference.as_mut() {
+        ref_cold_ms = r.run()?[0] * 1e3;
+    }
+    let mut ref_decode_ms = Vec::new();
+
+    let mut decode_ms = Vec::new();
+    for _ in 0..repeats {
+        let times = decode(&mut cache, &[0], &[first], None)?;
+        decode_ms.push(times.iter().sum::<f64>() / times.len() as f64 * 1e3);
+        if let Some(r) = reference.as_mut() {
+            let times = r.run()?;
+            ref_decode_ms.push(times.iter().sum::<f64>() / times.len() as f64 * 1e3);
+        }
+    }
+    drop(reference);
+    let mut ops = OpTotals::default();
+    decode(&mut cache, &[0], &[first], Some(&mut ops))?;
+
+    let seqs: Vec<usize> = (0..BATCH).collect();
+    let firsts: Vec<u32> = (0..BATCH)
+        .map(|s| prefill(&mut cache, s))
+        .collect::<Result<_>>()?;
+    let mut batch_decode_tok_s = Vec::new();
+    for _ in 0..repeats {
+        let times = decode(&mut cache, &seqs, &firsts, None)?;
+        batch_decode_tok_s.push((BATCH * times.len()) as f64 / times.iter().sum::<f64>());
+    }
+    let mut batch_ops = OpTotals::default();
+    decode(&mut cache, &seqs, &firsts, Some(&mut batch_ops))?;
+    let per_step = |t: &OpTotals, op| t.total(op).as_secs_f64() * 1e3 / DECODE_STEPS as f64;
+    let decode_ops = ModelOp::ALL
+        .into_iter()
+        .map(|op| (op, per_step(&ops, op), per_step(&batch_ops, op)))
+        .filter(|(_, a, b)| *a > 0.0 || *b > 0.0)
+        .collect();
+
+    let long = prompt(PREFILL, 99);
+    let mut prefill_ms = Vec::new();
+    for _ in 0..repeats.min(3) {
+        let seq = SequenceInput {
+            token_ids: &long,
+            num_cached_tokens: 0,
+            block_table: &tables[0],
+            wants_logits: true,
+        };
+        let t = Instant::now();
+        model.forward_seqs(&[seq], &mut cache, None)?;
+        prefill_ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(Ours {
+        load_s,
+        cold_prefill_ms,
+        cold_decode_ms,
+        decode_ms,
+        decode_ops,
+        batch_decode_tok_s,
+        prefill_ms,
+        peak_rss_mib: peak_rss_mib_ours,
+        ref_cold_ms,
+        ref_decode_ms,
+    })
+}
+
+/// candle-transformers' Qwen3 on the same weights. One `run` = prefill CONTEXT tokens, then
+/// DECODE_STEPS timed decode steps (its concatenating KV cache cannot rewind, so every run
+/// re-prefills).
+struct Reference {
+    model: reference::ModelForCausalLM,
+    tokens: Vec<u32>,
+}
+
+impl Reference {
+    fn load(dir: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(dir.join(CONFIG_FILE))?;
+        let cfg: reference::Config = serde_json::from_str(&text)?;
+        let tensors = candle_core::safetensors::load(dir.join(WEIGHTS_FILE), &Device::Cpu)?;
+        let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+        Ok(Self {
+            model: reference::ModelForCausalLM::new(&cfg, vb)?,
+            tokens: prompt(CONTEXT, 0),
+        })
+    }
+
+    /// Seconds of each decode step.
+    fn run(&mut self) -> Result<Vec<f64>> {
+        self.model.clear_kv_cache();
+        let input = Tensor::new(self.tokens.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
+        let argmax =
+            |t: Tensor| -> Result<u32> { Ok(t.flatten_all()?.argmax(0)?.to_scalar::<u32>()?) };
+        let mut next = argmax(self.model.forward(&input, 0)?)?;
+        let mut times = Vec::new();
+        for step in 0..DECODE_STEPS {
+            let input = Tensor::new(&[next], &Device::Cpu)?.unsqueeze(0)?;
+            let t = Instant::now();
+            next = argmax(self.model.forward(&input, CONTEXT + step)?)?;
+            times.push(t.elapsed().as_secs_f64());
+        }
+        Ok(times)
+    }
+}
+
+fn main() -> Result<()> {
+    let threads = env_usize(
+        "SIMREAL_BENCH_THREADS",
+        std::thread::available_parallelism()?.get(),
+    )?;
+    let repeats = env_usize("SIMREAL_BENCH_REPEATS", 5)?.max(1);
+    // candle's GEMM sizes its work from RAYON_NUM_THREADS and runs on the global rayon pool,
+    // which our kernels use too: pin both so every measurement uses the same threads.
+    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()?;
+
+    // Other work on the host skews every number here; record how busy it was.
+    let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let cfg = Qwen3Config::qwen3_0_6b();
+    let dir = root.join(format!("tmp/weights/qwen3_0_6b-random-seed{SEED}-f32"));
+    let weights_sha256 = if dir.join(WEIGHTS_FILE).is_file() {
+        sha256_file(&dir.join(WEIGHTS_FILE))?
+    } else {
+        eprintln!(
+            "synthesizing random qwen3_0_6b weights into {}",
+            dir.display()
+        );
+        synthesize_random_weights(&cfg, SEED, DType::F32, &dir)?
+    };
+
+    eprintln!("measuring memory bandwidth");
+    let bw = Stats::of(&bandwidth_gb_s(repeats));
+    eprintln!("measuring the small-m linear kernel against candle's matmul");
+    let crossover = linear_crossover(repeats)?;
+    if std::env::var_os("SIMREAL_BENCH_KERNELS_ONLY").is_some() {
+        for (m, a, b) in &crossover {
+            println!("m={m:3}  small-m {a:8.3} ms  candle {b:8.3} ms");
+        }
+        for (s, r, c) in [(1, 1, 128), (8, 1, 128), (1, 512, 0)] {
+            let (ms, gf) = attention_kernel(s, r, c, repeats);
+            println!(
+                "attention {s} seqs x {r} rows over {c} cached: {ms:.3} ms/layer, {gf:.1} GFLOP/s"
+            );
+        }
+        return Ok(());
+    }
+    eprintln!("benchmarking simreal's model (and candle-transformers, interleaved)");
+    let with_reference = std::env::var_os("SIMREAL_BENCH_SKIP_REFERENCE").is_none();
+    let ours = bench_ours(&dir, repeats, with_reference.then_some(dir.as_path()))?;
+    let ref_cold_ms = ours.ref_cold_ms;
+    let ref_warm = if ours.ref_decode_ms.is_empty() {
+        vec![f64::NAN]
+    } else {
+        ours.ref_decode_ms.clone()
+    };
+
+    let decode = Stats::of(&ours.decode_ms);
+    let ref_decode = Stats::of(&ref_warm);
+    let batch = Stats::of(&ours.batch_decode_tok_s);
+    let prefill = Stats::of(&ours.prefill_ms);
+    let bytes_per_step = cfg.weight_bytes_read_per_decode_step(DType::F32) as f64;
+    // The floor uses the best bandwidth seen: on a shared host the median understates what the
+    // memory system can deliver, and the question is how close decode gets to that.
+    let floor_ms = bytes_per_step / (bw.max * 1e9) * 1e3;
+    let single_tok_s = 1e3 / decode.median;
+    let attn_flops = 2.0
+        * 2.0
+        * (cfg.num_hidden_layers * cfg.num_attention_heads * cfg.head_dim) as f64
+        * (PREFILL * (PREFILL + 1) / 2) as f64;
+    let prefill_flops = cfg.dense_flops_per_token() as f64 * PREFILL as f64 + attn_flops;
+    let prefill_gflop_s = prefill_flops / (prefill.median / 1e3) / 1e9;
+    let cpu = proc_field("/proc/cpuinfo", "model name").unwrap_or_else(|| "unknown".into());
+    let mem = proc_field("/proc/meminfo", "MemTotal").unwrap_or_default();
+    let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let loadavg = |s: &str| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
+    let (load_before, load_after) = (loadavg(&load_before), loadavg(&load_after));
+
+    let result = json!({
+        "host": { "cpu_model": cpu, "cores": std::thread::available_parallelism()?.get(), "mem_total": mem,
+                  "threads": threads, "avx2_fma": std::arch::is_x86_feature_detected!("fma"),
+                  "loadavg_before": load_before, "loadavg_after": load_after },
+        "model": "qwen3_0_6b (random weights)", "dtype": "f32", "weights_sha256": weights_sha256,
+        "repeats": repeats, "context_tokens": CONTEXT, "decode_steps_per_repeat": DECODE_STEPS,
+        "memory_bandwidth_gb_s": bw.json(),
+        "weight_bytes_per_decode_step": bytes_per_step,
+        "bandwidth_floor_ms_per_token": floor_ms,
+        "decode_single_ms_per_token": { "ours": decode.json(), "candle_transformers": ref_decode.json(),
+            "ours_cold_first_step": ours.cold_decode_ms, "candle_transformers_cold_first_step": ref_cold_ms },
+        "speedup_vs_candle_transformers": ref_decode.median / decode.median,
+        "bandwidth_efficiency": floor_ms / decode.median,
+        "decode_op_breakdown_ms_per_step": ours.decode_ops.iter().map(|(op, a, b)| (op.as_str().to_string(), json!({"single": a, "batch8": b}))).collect::<serde_json::Map<_, _>>(),
+        "decode_batch8_tokens_per_s": batch.json(),
+        "batch8_over_single_throughput": batch.median / single_tok_s,
+        "prefill_512": { "ms": prefill.json(), "tokens_per_s": PREFILL as f64 / (prefill.median / 1e3),
+                         "gflop_per_s": prefill_gflop_s, "flops": prefill_flops },
+        "cold_prefill_128_ms": ours.cold_prefill_ms,
+        "load_s": ours.load_s,
+        "peak_rss_mib_ours": ours.peak_rss_mib,
+        "peak_rss_mib_end": peak_rss_mib(),
+        "linear_3072x1024_ms_by_rows": crossover.iter().map(|(m, a, b)| json!({"m": m, "small_m_kernel": a, "candle_matmul": b})).collect::<Vec<_>>(),
+        "small_m_max_rows": SMALL_M_MAX_ROWS,
+    });
+    let out = root.join("benches/results");
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(
+        out.join("engine.json"),
+        serde_json::to_string_pretty(&result)? + "\n",
+    )?;
+    let mut md = format!(
+        "# engine bench: qwen3_0_6b f32, random weights\n\n\
+         Host: {cpu}, {} cores, {mem}; {threads} threads (rayon global pool, also candle's GEMM). \
+         {repeats} repeats, min / median / max. Load average (1/5/15 min) before: {load_before}, \
+         after: {load_after} (other jobs on a shared host inflate and scatter the times).\n\n\
+         | measure | value |\n|---|---|\n\
+         | memory bandwidth (GB/s, streaming read of 1 GiB) | {} |\n\
+         | bandwidth floor (ms/token, {:.2} GB of weights per step at the max bandwidth) | {floor_ms:.1} |\n\
+         | decode ms/token at context {CONTEXT}, ours | {} |\n\
+         | decode ms/token at context {CONTEXT}, candle-transformers | {} |\n\
+         | cold first decode step ms, ours / candle-transformers | {:.1} / {ref_cold_ms:.1} |\n\
+         | speedup vs candle-transformers (median) | {:.2}× |\n\
+         | share of the bandwidth bound (median) | {:.0}% |\n\
+         | batch-8 decode tokens/s | {} |\n\
+         | batch-8 ÷ single-sequence throughput | {:.2}× |\n\
+         | prefill {PREFILL} tokens ms | {} |\n\
+         | prefill tokens/s, GFLOP/s | {:.0}, {prefill_gflop_s:.1} |\n\
+         | model load s | {:.1} |\n\
+         | peak RSS MiB (ours: load + decode, before the reference is loaded) | {:.0} |\n\n\
+         Per-op time of one warm decode step (ms), single sequence and batch of {BATCH}:\n\n\
+         | op | single | batch-{BATCH} |\n|---|---|---|\n",
+        std::thread::available_parallelism()?.get(),
+        bw.md(2),
+        bytes_per_step / 1e9,
+        decode.md(1),
+        ref_decode.md(1),
+        ours.cold_decode_ms,
+        ref_decode.median / decode.median,
+        100.0 * floor_ms / decode.median,
+        batch.md(2),
+        batch.median / single_tok_s,
+        prefill.md(0),
+        PREFILL as f64 / (prefill.median / 1e3),
+        ours.load_s,
+        ours.peak_rss_mib,
+    );
+    for (op, a, b) in &ours.decode_ops {
+        md.push_str(&format!("| {op} | {a:.2} | {b:.2} |\n"));
+    }
+    md.push_str(&format!(
+        "\nLinear `[m, 1024] x [3072, 1024]^T` (ms, min): small-m kernel vs candle matmul; \
+         the model uses the kernel up to m = {SMALL_M_MAX_ROWS}.\n\n| m | small-m kernel | candle matmul |\n|---|---|---|\n"
+    ));
+    for (m, a, b) in &crossover {
+        md.push_str(&format!("| {m} | {a:.3} | {b:.3} |\n"));
+    }
+    std::fs::write(out.join("engine.md"), md.clone())?;
+    println!("{md}");
+    Ok(())
+}
