@@ -501,7 +501,7 @@ mod tests {
             matches!(&e, Error::SchemaMismatch { msg, .. } if msg.contains("twice")),
             "{e}"
         );
-        fs::write(&d.join("f.csv"), "id,x\n0,NaN\n").unwrap();
+        fs::write(d.join("f.csv"), "id,x\n0,NaN\n").unwrap();
         let e = read_csv::<FloatRow>(d.join("f.csv"), &WITH_FLOAT).unwrap_err();
         assert!(
             matches!(&e, Error::InvalidValue { row: 1, column, .. } if column == "x"),

@@ -44,21 +44,6 @@ pub fn read_json<T: DeserializeOwned>(path: impl AsRef<Path>) -> Result<T> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn keys_sorted_two_space_trailing_newline() {
-        let s = to_json_string(&json!({"b": 1, "a": {"d": 2, "c": 3}})).unwrap();
-        assert_eq!(
-            s,
-            "{\n  \"a\": {\n    \"c\": 3,\n    \"d\": 2\n  },\n  \"b\": 1\n}\n"
-        );
-    }
-}
-
 /// Reads a JSON file, checks it against a JSON Schema (see `io::json_schemas`), then
 /// deserializes it. Errors name the file and the JSON path of the first violation.
 pub fn read_json_validated<T: DeserializeOwned>(
@@ -80,4 +65,19 @@ pub fn read_json_validated<T: DeserializeOwned>(
             msg: format!("field `{field}`: {}", e.into_inner()),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn keys_sorted_two_space_trailing_newline() {
+        let s = to_json_string(&json!({"b": 1, "a": {"d": 2, "c": 3}})).unwrap();
+        assert_eq!(
+            s,
+            "{\n  \"a\": {\n    \"c\": 3,\n    \"d\": 2\n  },\n  \"b\": 1\n}\n"
+        );
+    }
 }
