@@ -231,6 +231,8 @@ fn workload_real_compare_writes_every_file_and_refuses_mismatched_runs() {
     .unwrap_err();
     assert!(err.to_string().contains("KV blocks"), "{err}");
 
+    interop_sides_compare_against_our_runs(root, &a, &b);
+
     // Without explicit runs, the derived simulated run does not exist yet: the error names
     // the command that makes it.
     let err = compare(&job(Stage::Compare, root, &[])).unwrap_err();
@@ -245,4 +247,118 @@ fn copy_dir(from: &Path, to: &Path) {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
     }
+}
+
+fn seconds(ns: u64) -> String {
+    format!("{:.9}", ns as f64 / 1e9)
+}
+
+/// Rewrites run `b` as Vidur's `request_metrics.csv` (the simulated side) and as a vLLM
+/// benchmark JSON (the real side) and compares each with run `a`.
+fn interop_sides_compare_against_our_runs(root: &Path, a: &Path, b: &Path) {
+    let rows: Vec<RequestMetricsRow> =
+        read_csv(b.join("request_metrics.csv"), &REQUEST_METRICS).unwrap();
+    let vidur = root.join("vidur_output");
+    std::fs::create_dir_all(&vidur).unwrap();
+    let mut csv = String::from(
+        "Request Id,request_e2e_time,request_scheduling_delay,prefill_e2e_time,request_inter_arrival_delay,request_num_prefill_tokens,request_num_decode_tokens,request_num_restarts\n",
+    );
+    let mut previous_arrival = None;
+    for r in &rows {
+        csv.push_str(&format!(
+            "{},{},{},{},{},{},{},0\n",
+            r.request_id,
+            seconds(r.e2e_ns.unwrap()),
+            seconds(r.queue_delay_ns.unwrap()),
+            seconds(r.ttft_ns.unwrap()),
+            previous_arrival.map_or(String::new(), |p| seconds(r.arrival_time_ns - p)),
+            r.num_prefill_tokens,
+            r.num_decode_tokens,
+        ));
+        previous_arrival = Some(r.arrival_time_ns);
+    }
+    std::fs::write(vidur.join("request_metrics.csv"), csv).unwrap();
+    let dir = compare(&job(
+        Stage::Compare,
+        root,
+        &[
+            format!("compare.real_run={}", a.display()),
+            format!("compare.sim_run={}", vidur.display()),
+        ],
+    ))
+    .unwrap();
+    let summary: serde_json::Value =
+        read_json_validated(dir.join("summary.json"), &compare_summary_schema()).unwrap();
+    assert_eq!(summary["runs"]["sim"]["source"], "vidur_output");
+    assert_eq!(summary["join"]["requests_compared"], 10);
+    assert!(summary["metrics"]["itl"].is_null());
+    assert!(summary["unavailable_metrics"]["itl"]
+        .as_str()
+        .unwrap()
+        .contains("no per-token rows"));
+    let compared: Vec<Row> =
+        read_csv(dir.join("request_comparison.csv"), &REQUEST_COMPARISON).unwrap();
+    for (row, r) in compared.iter().zip(&rows) {
+        let ttft: i64 = row["sim_ttft_ns"].parse().unwrap();
+        assert!(
+            (ttft - r.ttft_ns.unwrap() as i64).abs() <= 1,
+            "{ttft} vs {:?}",
+            r.ttft_ns
+        );
+        let e2e: i64 = row["sim_e2e_ns"].parse().unwrap();
+        assert!((e2e - r.e2e_ns.unwrap() as i64).abs() <= 1);
+    }
+    let tokens: Vec<Row> = read_csv(dir.join("token_comparison.csv"), &TOKEN_COMPARISON).unwrap();
+    assert!(tokens.is_empty(), "Vidur has no token rows");
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(
+        md.contains("no per-token rows"),
+        "the report says token rows are omitted"
+    );
+
+    // vLLM: per-request TTFT and ITLs in seconds, in request order.
+    let tokens: Vec<simreal::io::records::TokenMetricsRow> = read_csv(
+        b.join("token_metrics.csv"),
+        &simreal::io::schema::TOKEN_METRICS,
+    )
+    .unwrap();
+    let itls: Vec<Vec<f64>> = rows
+        .iter()
+        .map(|r| {
+            tokens
+                .iter()
+                .filter(|t| t.request_id == r.request_id && t.token_index > 0)
+                .map(|t| t.token_latency_ns as f64 / 1e9)
+                .collect()
+        })
+        .collect();
+    let json = serde_json::json!({
+        "backend": "vllm",
+        "model_id": "Qwen/Qwen3-tiny",
+        "input_lens": rows.iter().map(|r| r.num_prefill_tokens).collect::<Vec<_>>(),
+        "output_lens": rows.iter().map(|r| r.num_decode_tokens_actual).collect::<Vec<_>>(),
+        "ttfts": rows.iter().map(|r| r.ttft_ns.unwrap() as f64 / 1e9).collect::<Vec<_>>(),
+        "itls": itls,
+        "errors": rows.iter().map(|_| "").collect::<Vec<_>>(),
+    });
+    let vllm = root.join("vllm-result.json");
+    std::fs::write(&vllm, json.to_string()).unwrap();
+    let dir = compare(&job(
+        Stage::Compare,
+        root,
+        &[
+            format!("compare.real_run={}", vllm.display()),
+            format!("compare.sim_run={}", a.display()),
+        ],
+    ))
+    .unwrap();
+    let summary: serde_json::Value =
+        read_json_validated(dir.join("summary.json"), &compare_summary_schema()).unwrap();
+    assert_eq!(summary["runs"]["real"][0]["source"], "vllm_benchmark");
+    assert!(
+        summary["metrics"]["queue_delay"].is_null(),
+        "vLLM measures no queue delay"
+    );
+    let total: u32 = rows.iter().map(|r| r.num_decode_tokens).sum();
+    assert_eq!(summary["metrics"]["itl"]["count"], total - 10);
 }
