@@ -267,3 +267,36 @@ fn run_jobs(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::apply_aliases;
+
+    #[test]
+    fn aliases_rewrite_only_their_own_bare_keys() {
+        let given: Vec<String> = [
+            "real_run=tmp/real/a,tmp/real/b",
+            "sim_run=/x/y.json",
+            "real_run_extra=1",
+            "model=qwen3_tiny",
+            "compare.sim_run=z",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let aliases = [
+            ("real_run", "compare.real_run"),
+            ("sim_run", "compare.sim_run"),
+        ];
+        assert_eq!(
+            apply_aliases(&given, &aliases),
+            [
+                "compare.real_run=tmp/real/a,tmp/real/b",
+                "compare.sim_run=/x/y.json",
+                "real_run_extra=1",
+                "model=qwen3_tiny",
+                "compare.sim_run=z",
+            ]
+        );
+    }
+}

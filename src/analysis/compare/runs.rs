@@ -106,8 +106,8 @@ impl RunData {
             .collect()
     }
 
-    /// Output tokens of request `id`'s ITL sample etc. are looked up often: tokens grouped by
-    /// request, each group in token order.
+    /// The token timings grouped by request, each group in token order; `None` when the
+    /// run has no token rows.
     pub fn tokens_by_request(&self) -> Option<BTreeMap<u64, Vec<TokenTime>>> {
         let tokens = self.tokens.as_ref()?;
         let mut map: BTreeMap<u64, Vec<TokenTime>> = BTreeMap::new();

@@ -10,6 +10,13 @@
 //! vLLM result JSON; unset, they are the `real` and `vidur` runs the same overrides produce,
 //! and a missing one is reported with the command that makes it. `real_run=a,b,c` compares
 //! against `a` and measures the real engine's noise from `b` and `c`.
+//!
+//! The error attribution is sharpest with the op-time predictor's batch replay of every real
+//! iteration: [`run_with`] takes that predictor (the one the simulated run used). [`run`]
+//! passes none, and the attribution then uses the simulated iterations whose composition
+//! matches the real one at the same position (usually the prefix before the runs diverge)
+//! and says so in the report. The `vidur` stage's loader builds the predictor from a config;
+//! the binary should hand it to [`run_with`] once that loader is on main.
 
 use std::path::{Path, PathBuf};
 
