@@ -165,6 +165,7 @@ fn workload_real_compare_writes_every_file_and_refuses_mismatched_runs() {
         "scatter_e2e",
         "error_hist_e2e",
         "iteration_time",
+        "iteration_time_by_batch_size",
         "timeline",
         "attribution",
     ] {
@@ -173,7 +174,7 @@ fn workload_real_compare_writes_every_file_and_refuses_mismatched_runs() {
             "missing figure {key}"
         );
     }
-    assert!(pngs >= 11);
+    assert!(pngs >= 12);
 
     // Reports: the verdict comes first; the HTML embeds every figure.
     let md = std::fs::read_to_string(dir.join("report.md")).unwrap();

@@ -371,7 +371,7 @@ pub fn compare_summary_schema() -> Value {
                     }),
                 )),
                 "attribution": obj(
-                    &["source", "iterations_covered", "real_iterations", "execution", "cpu_overhead", "by_op_class", "iteration_median_abs_err_pct", "scheduling", "decomposition", "notes"],
+                    &["source", "iterations_covered", "real_iterations", "execution", "cpu_overhead", "by_op_class", "iteration_median_abs_err_pct", "scheduling", "decomposition", "busy", "by_batch_size", "notes"],
                     json!({
                         "source": {"type": ["string", "null"]},
                         "iterations_covered": {"type": "integer", "minimum": 0},
@@ -404,6 +404,28 @@ pub fn compare_summary_schema() -> Value {
                                 "scheduling_ms": {"type": "number"},
                             }),
                         )),
+                        "busy": nullable(obj(
+                            &["real_busy_ms", "sim_busy_ms", "busy_err_pct", "real_iterations", "sim_iterations", "real_mean_iteration_ms", "sim_mean_iteration_ms"],
+                            json!({
+                                "real_busy_ms": {"type": "number", "minimum": 0},
+                                "sim_busy_ms": {"type": "number", "minimum": 0},
+                                "busy_err_pct": nullable_number(),
+                                "real_iterations": {"type": "integer", "minimum": 1},
+                                "sim_iterations": {"type": "integer", "minimum": 1},
+                                "real_mean_iteration_ms": {"type": "number", "minimum": 0},
+                                "sim_mean_iteration_ms": {"type": "number", "minimum": 0},
+                            }),
+                        )),
+                        "by_batch_size": {"type": "array", "items": obj(
+                            &["num_requests", "real_iterations", "sim_iterations", "real_mean_ms", "sim_mean_ms"],
+                            json!({
+                                "num_requests": {"type": "integer", "minimum": 0},
+                                "real_iterations": {"type": "integer", "minimum": 0},
+                                "sim_iterations": {"type": "integer", "minimum": 0},
+                                "real_mean_ms": nullable_number(),
+                                "sim_mean_ms": nullable_number(),
+                            }),
+                        )},
                         "notes": {"type": "array", "items": {"type": "string"}},
                     }),
                 ),

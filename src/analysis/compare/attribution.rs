@@ -423,6 +423,74 @@ pub struct GapDecomposition {
     pub scheduling_ms: f64,
 }
 
+/// Total and per-iteration engine time of both runs, whatever the coverage of the
+/// per-iteration predictions.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BusyTime {
+    /// Σ real iteration durations, ms.
+    pub real_busy_ms: f64,
+    /// Σ simulated iteration durations, ms.
+    pub sim_busy_ms: f64,
+    /// `100 · (sim − real) / real` of the busy time.
+    pub busy_err_pct: Option<f64>,
+    pub real_iterations: usize,
+    pub sim_iterations: usize,
+    pub real_mean_iteration_ms: f64,
+    pub sim_mean_iteration_ms: f64,
+}
+
+/// Mean iteration time at one batch size (requests per iteration), on each side. Unlike
+/// the paired predictions this needs no identical batches, so it covers the whole run: it
+/// shows at which batch sizes the simulator's iterations are too fast or too slow.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BatchSizeTiming {
+    pub num_requests: u32,
+    pub real_iterations: usize,
+    pub sim_iterations: usize,
+    pub real_mean_ms: Option<f64>,
+    pub sim_mean_ms: Option<f64>,
+}
+
+fn busy_time(real: &RunData, sim: &RunData) -> Option<BusyTime> {
+    let (r, s) = (real.batches.as_ref()?, sim.batches.as_ref()?);
+    if r.is_empty() || s.is_empty() {
+        return None;
+    }
+    let total = |b: &[BatchMetricsRow]| b.iter().map(|x| x.duration_ns as f64).sum::<f64>() / 1e6;
+    let (rt, st) = (total(r), total(s));
+    Some(BusyTime {
+        real_busy_ms: rt,
+        sim_busy_ms: st,
+        busy_err_pct: (rt > 0.0).then(|| 100.0 * (st - rt) / rt),
+        real_iterations: r.len(),
+        sim_iterations: s.len(),
+        real_mean_iteration_ms: rt / r.len() as f64,
+        sim_mean_iteration_ms: st / s.len() as f64,
+    })
+}
+
+fn by_batch_size(real: &RunData, sim: &RunData) -> Vec<BatchSizeTiming> {
+    let mut groups: BTreeMap<u32, [(usize, f64); 2]> = BTreeMap::new();
+    for (side, run) in [real, sim].into_iter().enumerate() {
+        for b in run.batches.iter().flatten() {
+            let g = groups.entry(b.num_requests).or_default();
+            g[side].0 += 1;
+            g[side].1 += b.duration_ns as f64 / 1e6;
+        }
+    }
+    let mean = |(n, sum): (usize, f64)| (n > 0).then(|| sum / n as f64);
+    groups
+        .into_iter()
+        .map(|(num_requests, [r, s])| BatchSizeTiming {
+            num_requests,
+            real_iterations: r.0,
+            sim_iterations: s.0,
+            real_mean_ms: mean(r),
+            sim_mean_ms: mean(s),
+        })
+        .collect()
+}
+
 /// The whole attribution.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Attribution {
@@ -442,6 +510,10 @@ pub struct Attribution {
     /// (c).
     pub scheduling: Option<SchedulingDivergence>,
     pub decomposition: Option<GapDecomposition>,
+    /// Busy time of both runs.
+    pub busy: Option<BusyTime>,
+    /// Mean iteration time by batch size, both runs.
+    pub by_batch_size: Vec<BatchSizeTiming>,
     /// What limits this attribution, one sentence each.
     pub notes: Vec<String>,
 }
@@ -451,6 +523,8 @@ impl Attribution {
     pub fn of(real: &RunData, sim: &RunData, predictions: Option<&IterationPredictions>) -> Self {
         let mut notes = Vec::new();
         let scheduling = SchedulingDivergence::of(real, sim);
+        let busy_totals = busy_time(real, sim);
+        let by_batch_size = by_batch_size(real, sim);
         if scheduling.is_none() {
             notes.push("Scheduling divergence needs batch_metrics.csv on both sides; one side has no iterations.".into());
         }
@@ -468,6 +542,8 @@ impl Attribution {
                 iteration_median_abs_err_pct: None,
                 scheduling,
                 decomposition: None,
+                busy: busy_totals,
+                by_batch_size,
                 notes,
             };
         };
@@ -575,8 +651,26 @@ impl Attribution {
             iteration_median_abs_err_pct,
             scheduling,
             decomposition,
+            busy: busy_totals,
+            by_batch_size,
             notes,
         }
+    }
+
+    /// How much longer (positive) or shorter simulated iterations are than real ones of
+    /// the same batch size, %: the per-size relative differences of the mean iteration time,
+    /// weighted by the real run's iterations at each size. `None` without shared sizes.
+    pub fn same_batch_size_err_pct(&self) -> Option<f64> {
+        let (mut weighted, mut weight) = (0.0, 0.0);
+        for b in &self.by_batch_size {
+            if let (Some(r), Some(s)) = (b.real_mean_ms, b.sim_mean_ms) {
+                if r > 0.0 {
+                    weighted += b.real_iterations as f64 * (s - r) / r;
+                    weight += b.real_iterations as f64;
+                }
+            }
+        }
+        (weight > 0.0).then(|| 100.0 * weighted / weight)
     }
 
     /// The largest single contributor, for the verdict: the op class or CPU overhead with
@@ -718,6 +812,23 @@ mod tests {
         assert!((s.differing_fraction - 0.5).abs() < 1e-12);
         assert!((s.first_divergence_ms.unwrap() - 0.002).abs() < 1e-12);
         assert!((s.first_divergence_fraction.unwrap() - 2.0 / 3.0).abs() < 1e-12);
+        // Busy time: real 3000 ns over 3 iterations, sim 5400 over 4 (+80 %).
+        let b = a.busy.as_ref().unwrap();
+        assert!((b.real_busy_ms - 3000e-6).abs() < 1e-12);
+        assert!((b.sim_busy_ms - 5400e-6).abs() < 1e-12);
+        assert!((b.busy_err_pct.unwrap() - 80.0).abs() < 1e-9);
+        assert!((b.sim_mean_iteration_ms - 1350e-6).abs() < 1e-12);
+        // Every iteration has one request (num_requests = 1 in `batch`): one size, real mean
+        // 1000 ns, sim mean 1350 ns → +35 %.
+        assert_eq!(a.by_batch_size.len(), 1);
+        assert_eq!(
+            (
+                a.by_batch_size[0].real_iterations,
+                a.by_batch_size[0].sim_iterations
+            ),
+            (3, 4)
+        );
+        assert!((a.same_batch_size_err_pct().unwrap() - 35.0).abs() < 1e-9);
         assert_eq!(
             a.dominant_source().unwrap(),
             "attn decode prediction (over by 0.0 ms)"

@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use crate::analysis::plots::{
-    cdf_overlay, error_histogram, grouped_bars, paired_scatter, timeline, Axis, FigureFiles,
-    FigureSize, FigureSpec, Panel, Series, TimelineSpec, XySeries,
+    cdf_overlay, error_histogram, grouped_bars, line_chart, paired_scatter, timeline, Axis,
+    FigureFiles, FigureSize, FigureSpec, Panel, Series, TimelineSpec, XySeries,
 };
 use crate::Result;
 
@@ -324,5 +324,44 @@ pub fn attribution_figure(dir: &Path, size: FigureSize, a: &Attribution) -> Resu
             a.real_iterations,
             a.source.as_deref().map_or_else(|| "no per-iteration predictions".into(), describe_source)
         ),
+    }))
+}
+
+/// Mean iteration time against batch size, real and simulated.
+pub fn batch_size_figure(dir: &Path, size: FigureSize, a: &Attribution) -> Result<Option<Figure>> {
+    let side = |get: fn(&super::attribution::BatchSizeTiming) -> Option<f64>| -> Vec<(f64, f64)> {
+        a.by_batch_size
+            .iter()
+            .filter_map(|b| Some((f64::from(b.num_requests), get(b)?)))
+            .collect()
+    };
+    let (real, sim) = (side(|b| b.real_mean_ms), side(|b| b.sim_mean_ms));
+    if real.is_empty() || sim.is_empty() {
+        return Ok(None);
+    }
+    let spec = FigureSpec::new(
+        "Mean iteration time by batch size",
+        "batch size (requests in the iteration)",
+        "mean iteration time (ms)",
+    )
+    .with_size(size.width_px, size.height_px);
+    let files = line_chart(
+        &dir.join("iteration_time_by_batch_size"),
+        &spec,
+        &[
+            XySeries {
+                name: REAL,
+                points: &real,
+            },
+            XySeries {
+                name: SIM,
+                points: &sim,
+            },
+        ],
+    )?;
+    Ok(Some(Figure {
+        key: "iteration_time_by_batch_size".into(),
+        files,
+        caption: "Mean duration of the iterations of each batch size in each run, over all iterations; the gap between the lines is the execution-time error at that size, free of scheduling divergence.".into(),
     }))
 }

@@ -172,6 +172,27 @@ impl ComparisonResults {
             (Some(src), _, _) => text.push_str(&format!(" The largest error source is {src}.")),
             _ => {}
         }
+        if let Some(d) = &a.decomposition {
+            text.push_str(&format!(
+                " Of the {:+.1} ms busy-time gap, execution-time prediction accounts for {:+.1} ms, CPU overhead for {:+.1} ms and scheduling divergence for {:+.1} ms.",
+                d.gap_ms, d.execution_ms, d.cpu_overhead_ms, d.scheduling_ms
+            ));
+        } else if let Some(b) = &a.busy {
+            text.push_str(&format!(
+                " Over the whole runs the engine is busy {:.2} s real vs {:.2} s simulated ({})",
+                b.real_busy_ms / 1e3,
+                b.sim_busy_ms / 1e3,
+                pct(b.busy_err_pct)
+            ));
+            match a.same_batch_size_err_pct() {
+                Some(e) => text.push_str(&format!(
+                    ", and at equal batch size simulated iterations are {:.1}% {} than real ones.",
+                    e.abs(),
+                    if e >= 0.0 { "longer" } else { "shorter" }
+                )),
+                None => text.push('.'),
+            }
+        }
         if let Some(s) = &self.attribution.scheduling {
             match s.first_divergence_ms {
                 Some(t) => text.push_str(&format!(
@@ -278,6 +299,7 @@ impl ComparisonResults {
         self.attribution_blocks(&mut doc)?;
         place(&mut doc, "attribution")?;
         place(&mut doc, "iteration_time")?;
+        place(&mut doc, "iteration_time_by_batch_size")?;
         place(&mut doc, "timeline")?;
 
         doc.section("Distributions");
@@ -488,6 +510,23 @@ impl ComparisonResults {
                     .map(|t| format!(", first at {t:.1} ms"))
                     .unwrap_or_default(),
                 s.compared_by
+            ));
+        }
+        if let Some(b) = &a.busy {
+            lines.push(format!(
+                "Busy time (Σ iteration durations): {:.1} ms real over {} iterations ({:.2} ms each) vs {:.1} ms simulated over {} ({:.2} ms each), {}.",
+                b.real_busy_ms,
+                b.real_iterations,
+                b.real_mean_iteration_ms,
+                b.sim_busy_ms,
+                b.sim_iterations,
+                b.sim_mean_iteration_ms,
+                pct(b.busy_err_pct)
+            ));
+        }
+        if let Some(e) = a.same_batch_size_err_pct() {
+            lines.push(format!(
+                "At equal batch size, simulated iterations are {e:+.1}% longer than real ones (weighted by the real run's iterations; figure below)."
             ));
         }
         if let Some(m) = a.iteration_median_abs_err_pct {

@@ -34,7 +34,9 @@ use crate::vidur_ext::predictor::ExecutionTimePredictor;
 use crate::{Error, Result};
 
 use super::attribution::{Attribution, IterationPredictions};
-use super::figures::{attribution_figure, iteration_figure, metric_figures, timeline_figure};
+use super::figures::{
+    attribution_figure, batch_size_figure, iteration_figure, metric_figures, timeline_figure,
+};
 use super::join::{join_requests, join_tokens, RequestComparisonRow, RequestJoin, TokenJoin};
 use super::report::{ComparisonResults, JoinSummary, RunInfo};
 use super::runs::{check_comparable, load_run, RunData, RunSource};
@@ -282,11 +284,9 @@ pub fn write_outputs(
     if let Some(p) = &comparison.predictions {
         figures.extend(iteration_figure(&fig_dir, size, p)?);
     }
-    figures.extend(attribution_figure(
-        &fig_dir,
-        size,
-        &comparison.results.attribution,
-    )?);
+    let attribution = &comparison.results.attribution;
+    figures.extend(attribution_figure(&fig_dir, size, attribution)?);
+    figures.extend(batch_size_figure(&fig_dir, size, attribution)?);
     figures.extend(timeline_figure(&fig_dir, size, real, sim)?);
 
     let summary = comparison.results.summary_json(&utc_now())?;
