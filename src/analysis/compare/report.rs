@@ -526,7 +526,9 @@ impl ComparisonResults {
         }
         if let Some(e) = a.same_batch_size_err_pct() {
             lines.push(format!(
-                "At equal batch size, simulated iterations are {e:+.1}% longer than real ones (weighted by the real run's iterations; figure below)."
+                "At equal batch size, simulated iterations are {:.1}% {} than real ones (per-size difference of the mean iteration time, weighted by the real run's iterations; figure below).",
+                e.abs(),
+                if e >= 0.0 { "longer" } else { "shorter" }
             ));
         }
         if let Some(m) = a.iteration_median_abs_err_pct {
