@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use crate::config::types::{Architecture, Dtype, MemoryPlanner, ModelConfig, SimrealConfig};
+use crate::vidur_ext::memory_planner::{plan_memory, MemoryPlannerInput};
 use crate::{Error, Result};
 
 impl ModelConfig {
@@ -92,9 +93,9 @@ pub struct Computed {
 }
 
 impl SimrealConfig {
-    /// The element type of weights and KV cache.
+    /// The element type of weights and KV cache: `hardware.dtype`, else `backend.dtype`.
     pub fn dtype(&self) -> Dtype {
-        self.backend.dtype
+        self.hardware.dtype.unwrap_or(self.backend.dtype)
     }
 
     /// Sizes one replica's KV pool. `backend.num_kv_blocks` wins; otherwise the configured
@@ -183,40 +184,64 @@ impl SimrealConfig {
     }
 }
 
-/// Vidur's memory planner (VIDUR_NOTES.md §1c): fp16 parameters of the transformer layers
-/// only, request slots of `max_tokens` tokens each across all layers.
+/// Vidur's memory planner (VIDUR_NOTES.md §1c), via the one implementation in
+/// [`crate::vidur_ext::memory_planner`]. The model's own `head_dim` is passed (equal to
+/// Vidur's `hidden / q_heads` for Llama; Qwen3 declares a larger one).
 fn vidur_num_blocks(cfg: &SimrealConfig) -> Result<u64> {
     let m = &cfg.model;
-    let tp = u64::from(cfg.vidur.tensor_parallel_size);
-    let pp = u64::from(cfg.vidur.pipeline_parallel_size);
-    let e = u64::from(m.hidden_size);
-    let q_heads = u64::from(m.num_attention_heads);
-    let kv_heads = u64::from(m.num_key_value_heads);
-    let hd = e / q_heads;
-    let mlp_matrices = 3; // gated MLP (all models here)
-    let params_per_layer = e * hd * (q_heads / tp + 2 * kv_heads.div_ceil(tp))
-        + e * hd * q_heads / tp
-        + mlp_matrices * e * u64::from(m.intermediate_size) / tp;
-    let param_bytes = 2 * params_per_layer * u64::from(m.num_hidden_layers) / pp;
-    let available =
-        (cfg.hardware.memory_bytes as f64 * (1.0 - cfg.hardware.memory_margin_fraction)) as u64;
-    let max_tokens = u64::from(cfg.vidur.max_tokens);
-    let kv_per_request =
-        2 * 2 * hd * kv_heads.div_ceil(tp) * max_tokens * u64::from(m.num_hidden_layers);
-    if param_bytes >= available {
-        return Err(Error::config(
-            "hardware.memory_bytes",
-            "Vidur's planner: parameters exceed the memory budget",
-        ));
+    let input = MemoryPlannerInput {
+        total_memory_gb: cfg.hardware.memory_bytes as f64 / f64::from(1u32 << 30),
+        memory_margin_fraction: cfg.hardware.memory_margin_fraction,
+        num_layers: m.num_hidden_layers,
+        num_q_heads: m.num_attention_heads,
+        num_kv_heads: m.num_key_value_heads,
+        embedding_dim: m.hidden_size,
+        mlp_hidden_dim: m.intermediate_size,
+        // Every architecture configured here (Llama, Qwen3) has a gated (SwiGLU) MLP.
+        use_gated_mlp: true,
+        head_dim: Some(m.head_dim),
+        tensor_parallel_size: cfg.vidur.tensor_parallel_size,
+        pipeline_parallel_size: cfg.vidur.pipeline_parallel_size,
+        max_request_tokens: cfg.vidur.max_tokens,
+        block_size: cfg.scheduler.block_size,
+    };
+    plan_memory(&input)
+        .map(|plan| plan.num_blocks)
+        .map_err(|e| Error::config("vidur.memory_planner", format!("Vidur's planner: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::io::Stage;
+    use crate::stage::Job;
+
+    fn blocks(overrides: &[&str]) -> (u64, String) {
+        let job = Job::from_overrides(Stage::Vidur, overrides).unwrap();
+        let pool = job.config.kv_pool().unwrap();
+        (pool.num_blocks, pool.source)
     }
-    let max_batch_size = (available - param_bytes) / kv_per_request;
-    let slots = max_batch_size * pp;
-    let blocks = (max_tokens / u64::from(cfg.scheduler.block_size)) * slots;
-    if blocks == 0 {
-        return Err(Error::config(
-            "hardware.memory_bytes",
-            "Vidur's planner: not one request slot fits",
-        ));
+
+    #[test]
+    fn vidur_planner_reproduces_vidurs_pools() {
+        // VIDUR_NOTES.md §1c worked values (A100-80GB, margin 0.1, 4096-token requests).
+        let (n, source) = blocks(&[
+            "model=llama2_70b",
+            "hardware=a100_80g",
+            "vidur.tensor_parallel_size=2",
+            "vidur.memory_planner=vidur",
+        ]);
+        assert_eq!((n, source.as_str()), (3_328, "vidur"));
+        let (n, _) = blocks(&[
+            "model=llama2_7b",
+            "hardware=a100_80g",
+            "vidur.memory_planner=vidur",
+        ]);
+        assert_eq!(n, 7_424);
     }
-    Ok(blocks)
+
+    #[test]
+    fn explicit_pool_wins_over_every_planner() {
+        let (n, source) = blocks(&["backend.num_kv_blocks=77", "vidur.memory_planner=vidur"]);
+        assert_eq!((n, source.as_str()), (77, "backend.num_kv_blocks"));
+    }
 }

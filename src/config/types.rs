@@ -80,6 +80,11 @@ pub struct HardwareConfig {
     pub memory_margin_fraction: f64,
     /// Worker threads (rayon pool for candle on CPU).
     pub cpu_threads: usize,
+    /// Element type of weights and KV cache when serving on this device; `None` =
+    /// `backend.dtype`. GPU presets set `bf16` (Vidur plans fp16), so a simulated A100 does not
+    /// inherit the CPU backend's f32.
+    #[serde(default)]
+    pub dtype: Option<Dtype>,
 }
 
 /// Where tensors live.
@@ -144,17 +149,9 @@ pub struct WorkloadConfig {
     pub trace_replay: Option<TraceReplayConfig>,
 }
 
-/// Which op-time predictor the simulator uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PredictorKind {
-    /// This project's model of our own measurements.
-    Native,
-    /// Vidur's batch formula over an interpolation of the bundle.
-    VidurCompat,
-    /// Vidur's own cached random-forest prediction tables.
-    VidurTables,
-}
+/// Which op-time predictor the simulator uses (`native`, `vidur_compat`, `vidur_tables`);
+/// one enum shared with the predictor module.
+pub use crate::vidur_ext::predictor::PredictorKind;
 
 /// How the simulator dispatches requests to replicas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -256,6 +253,18 @@ impl SimrealConfig {
             .map_err(|e| prefix_key(e, "scheduler"))?;
         self.workload.validate(self.model.max_model_len)?;
         self.vidur.validate(&self.model)?;
+        if let Some(dtype) = self.hardware.dtype {
+            if self.backend.device == Device::Cuda && dtype != self.backend.dtype {
+                return Err(Error::config(
+                    "hardware.dtype",
+                    format!(
+                        "{} differs from backend.dtype {} of a CUDA backend; set them equal",
+                        dtype.as_str(),
+                        self.backend.dtype.as_str()
+                    ),
+                ));
+            }
+        }
         self.profile.validate()?;
         self.compare.validate()?;
         if self

@@ -4,5 +4,7 @@
 pub mod bundle;
 pub mod memory_planner;
 pub mod predictor;
+pub mod sim_stage;
+pub mod simulator;
 
 pub use bundle::{Op, OpSet};
