@@ -11,18 +11,18 @@
 //! and a missing one is reported with the command that makes it. `real_run=a,b,c` compares
 //! against `a` and measures the real engine's noise from `b` and `c`.
 //!
-//! The error attribution is sharpest with the op-time predictor's batch replay of every real
-//! iteration: [`run_with`] takes that predictor (the one the simulated run used). [`run`]
-//! passes none, and the attribution then uses the simulated iterations whose composition
-//! matches the real one at the same position (usually the prefix before the runs diverge)
-//! and says so in the report. The `vidur` stage's loader builds the predictor from a config;
-//! the binary should hand it to [`run_with`] once that loader is on main.
+//! The error attribution replays every real iteration through the op-time predictor the
+//! simulated run used, rebuilt from the resolved config that run saved ([`sim_predictor`]).
+//! Where that is impossible (the simulated side is Vidur's output, or its bundle is gone),
+//! it uses the simulated iterations whose composition matches the real one at the same
+//! position (usually the prefix before the runs diverge), and the report says so.
 
 use std::path::{Path, PathBuf};
 
 use crate::analysis::plots::FigureSize;
 use crate::config::plan::{command_for, compare_id};
-use crate::config::resolve_input_path;
+use crate::config::yaml::parse_yaml_value;
+use crate::config::{resolve_input_path, SimrealConfig};
 use crate::io::csv::CsvWriter;
 use crate::io::json_schemas::{compare_summary_schema, validate};
 use crate::io::provenance::{utc_now, InputRef};
@@ -31,6 +31,7 @@ use crate::io::schema::{ITERATION_COMPARISON, REQUEST_COMPARISON, TOKEN_COMPARIS
 use crate::io::write_json;
 use crate::stage::Job;
 use crate::vidur_ext::predictor::ExecutionTimePredictor;
+use crate::vidur_ext::sim_stage::{SimInputs, BACKEND_NAME};
 use crate::{Error, Result};
 
 use super::attribution::{Attribution, IterationPredictions};
@@ -215,16 +216,11 @@ pub fn compare(
     if let Some(t) = &tokens {
         explanations.extend(t.drops.explanations());
     }
-    let mut notes: Vec<String> = reals
+    let notes: Vec<String> = reals
         .iter()
         .chain([sim])
         .flat_map(|r| r.notes.iter().cloned())
         .collect();
-    if replay.is_none() {
-        notes.push(
-            "No op-time predictor was given for batch replay; execution and CPU-overhead errors are measured on the simulated iterations whose composition matches the real one at the same position.".into(),
-        );
-    }
     let results = ComparisonResults {
         compare_id: compare_id.to_string(),
         real_runs: reals.iter().map(RunInfo::of).collect(),
@@ -300,13 +296,42 @@ pub fn write_outputs(
     doc.write_html(&dir.join("report.html"))
 }
 
+/// The op-time predictor a simulated run of this project used, rebuilt with the `vidur`
+/// stage's own loader from the resolved config the run saved (`config.yaml`). `Err` holds
+/// the reason when it cannot be rebuilt (another kind of run, a bundle that is gone, ...).
+pub fn sim_predictor(
+    job: &Job,
+    sim: &RunData,
+) -> std::result::Result<Box<dyn ExecutionTimePredictor>, String> {
+    if sim.source != RunSource::Simreal || sim.backend != BACKEND_NAME {
+        return Err(format!(
+            "the simulated side is a {} with backend `{}`, not a run of the vidur stage",
+            sim.source.describe(),
+            sim.backend
+        ));
+    }
+    let path = sim.path.join("config.yaml");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let value = parse_yaml_value(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let config: SimrealConfig =
+        serde_json::from_value(value).map_err(|e| format!("{}: {e}", path.display()))?;
+    let sim_job = Job {
+        stage: Stage::Vidur,
+        config,
+        ..job.clone()
+    };
+    SimInputs::load(&sim_job)
+        .map(|inputs| inputs.predictor)
+        .map_err(|e| e.to_string())
+}
+
 /// Runs the stage for one job; returns the comparison's directory.
 pub fn run(job: &Job) -> Result<PathBuf> {
     run_with(job, None)
 }
 
-/// [`run`] with an op-time predictor to replay the real run's iterations for the error
-/// attribution (the predictor the simulated run used).
+/// [`run`] with a given op-time predictor for the batch replay instead of the one rebuilt
+/// from the simulated run ([`sim_predictor`]).
 pub fn run_with(job: &Job, replay: Option<&dyn ExecutionTimePredictor>) -> Result<PathBuf> {
     let cfg = &job.config;
     let inputs = CompareInputs::resolve(job)?;
@@ -323,7 +348,19 @@ pub fn run_with(job: &Job, replay: Option<&dyn ExecutionTimePredictor>) -> Resul
         Prepared::Fresh(staging) => staging,
     };
     let mut meta = job.run_meta(&id)?;
+    let rebuilt;
+    let (replay, replay_note) = match replay {
+        Some(p) => (Some(p), None),
+        None => match sim_predictor(job, &sim) {
+            Ok(p) => {
+                rebuilt = p;
+                (Some(rebuilt.as_ref()), None)
+            }
+            Err(why) => (None, Some(format!("No batch replay: {why}."))),
+        },
+    };
     let mut comparison = compare(&id, &reals, &sim, replay)?;
+    comparison.results.notes.extend(replay_note);
     let size = FigureSize {
         width_px: cfg.compare.figure_width_px,
         height_px: cfg.compare.figure_height_px,
