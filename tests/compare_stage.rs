@@ -1,9 +1,10 @@
-//! End to end on `qwen3_tiny`: workload → real (three runs) → compare.
+//! End to end on `qwen3_tiny`: workload → real (two runs) → vidur → compare.
 //!
-//! The simulator stage is developed on its own branch; until it is merged, a second real
-//! run stands in for the simulated one (same files, same schema), and a third measures the
-//! real engine's run-to-run noise. Checks every output file against its schema, figure
-//! sizes, the join against the inputs, and the stage's refusals.
+//! The simulator predicts from a small closed-form bundle written where `vidur_profile`
+//! would put it (profiling is its own stage and takes longer than a test should); the
+//! second real run measures the real engine's run-to-run noise. Checks every output file
+//! against its schema, figure sizes, the join against the inputs, the batch replay's exact
+//! decomposition of the gap, the interop formats and the stage's refusals.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,10 @@ use simreal::io::schema::{
 };
 use simreal::io::{read_csv, read_json_validated, Stage};
 use simreal::stage::Job;
+use simreal::vidur_ext::bundle::{
+    AttentionRow, AttentionTable, BundleLocation, BundleModelSpec, BundleWriter, MlpRow, MlpTable,
+    Op, OpStats, ProfilingMeta, EXTRA_MLP_OPS, PROFILING_META_SCHEMA_VERSION, VIDUR_MLP_OPS,
+};
 use simreal::Error;
 
 const WIDTH_PX: u32 = 640;
@@ -66,21 +71,104 @@ fn png_size(path: &Path) -> (u32, u32) {
 
 type Row = HashMap<String, String>;
 
+/// A small bundle with times linear in the work, where `vidur_profile` would write this
+/// config's; accuracy does not matter here, only that the simulator and the replay run.
+fn write_bundle(job: &Job) -> PathBuf {
+    let cfg = &job.config;
+    let m = &cfg.model;
+    let spec = BundleModelSpec {
+        n_head: m.num_attention_heads,
+        n_kv_head: m.num_key_value_heads,
+        n_embd: m.hidden_size,
+        n_expanded_embd: m.intermediate_size,
+        vocab_size: m.vocab_size,
+        use_gated_mlp: true,
+        num_tensor_parallel_workers: 1,
+        block_size: cfg.scheduler.block_size,
+    };
+    let stats = |ms: f64| OpStats::from_samples_ms(&[0.9 * ms, ms, 1.1 * ms]).unwrap();
+    let dir = cfg.bundle_dir().unwrap();
+    let w = BundleWriter::new(BundleLocation::new(
+        &dir,
+        &cfg.hardware.device_sku,
+        &m.hf_name,
+    ))
+    .unwrap();
+    let ops: Vec<Op> = VIDUR_MLP_OPS.into_iter().chain(EXTRA_MLP_OPS).collect();
+    let rows = [1u32, 2, 4, 8, 16, 32, 64, 128, 256, 512]
+        .into_iter()
+        .map(|t| MlpRow {
+            num_tokens: t,
+            ops: ops
+                .iter()
+                .map(|&op| (op, stats(0.01 + 1e-4 * f64::from(t))))
+                .collect(),
+        })
+        .collect();
+    w.write_mlp(&[MlpTable { spec, rows }]).unwrap();
+    let mut rows = Vec::new();
+    for batch_size in [1u32, 2, 4, 8, 16, 32] {
+        for kv in [16u32, 64, 128, 256, 512] {
+            rows.push(AttentionRow {
+                batch_size,
+                prefill_chunk_size: 0,
+                kv_cache_size: kv,
+                is_prefill: false,
+                attention: stats(0.01 + 1e-5 * f64::from(batch_size * kv)),
+                kv_cache_save: None,
+            });
+        }
+    }
+    for chunk in [16u32, 32, 64, 128, 256, 512] {
+        for kv in [0u32, 128, 512] {
+            rows.push(AttentionRow {
+                batch_size: 1,
+                prefill_chunk_size: chunk,
+                kv_cache_size: kv,
+                is_prefill: true,
+                attention: stats(0.02 + 1e-6 * f64::from(chunk) * f64::from(kv + chunk)),
+                kv_cache_save: None,
+            });
+        }
+    }
+    w.write_attention(&[AttentionTable {
+        spec,
+        max_model_len: Some(m.max_model_len),
+        attention_backend: Some("test".into()),
+        profile_method: Some("closed_form".into()),
+        rows,
+    }])
+    .unwrap();
+    w.write_meta(&ProfilingMeta {
+        schema_version: PROFILING_META_SCHEMA_VERSION,
+        device: cfg.hardware.device_sku.clone(),
+        model_name: m.hf_name.clone(),
+        network_device: None,
+        has_cpu_overheads: false,
+        models: vec![spec],
+        ops: vec![],
+        details: Default::default(),
+    })
+    .unwrap();
+    std::fs::write(dir.join("_SUCCESS"), "").unwrap();
+    dir
+}
+
 #[test]
-fn workload_real_compare_writes_every_file_and_refuses_mismatched_runs() {
+fn workload_real_vidur_compare_writes_every_file_and_refuses_mismatched_runs() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     simreal::workloads::stage::run(&job(Stage::Workload, root, &[])).unwrap();
-    let (a, b, c) = (
-        real_run(root, "real-a"),
-        real_run(root, "real-b"),
-        real_run(root, "real-c"),
-    );
+    let a = simreal::real_bench::stage::run(&job(Stage::Real, root, &[])).unwrap();
+    let c = real_run(root, "real-c");
+    write_bundle(&job(Stage::VidurProfile, root, &[]));
+    let b = simreal::vidur_ext::sim_stage::run(&job(Stage::Vidur, root, &[])).unwrap();
 
-    let runs = [
-        format!("compare.real_run={},{}", a.display(), c.display()),
-        format!("compare.sim_run={}", b.display()),
-    ];
+    // The derived runs need no paths: this compares `a` with `b`.
+    let derived = compare(&job(Stage::Compare, root, &[])).unwrap();
+    assert!(derived.join("_SUCCESS").is_file());
+    // With a second real run for the noise.
+    let runs = [format!("compare.real_run={},{}", a.display(), c.display())];
     let dir = compare(&job(Stage::Compare, root, &runs)).unwrap();
     assert!(dir.starts_with(root.join("compare")));
     assert!(dir.join("_SUCCESS").is_file());
@@ -129,6 +217,21 @@ fn workload_real_compare_writes_every_file_and_refuses_mismatched_runs() {
     }
     assert_eq!(summary["metrics"]["itl"]["count"], expected_tokens - 10);
     assert_eq!(summary["runs"]["real"].as_array().unwrap().len(), 2);
+    // The predictor the simulator used replays every real iteration, and the busy-time gap
+    // splits exactly into its three parts.
+    let attribution = &summary["attribution"];
+    assert_eq!(attribution["source"], "replay:native");
+    assert_eq!(
+        attribution["iterations_covered"],
+        attribution["real_iterations"]
+    );
+    let d = &attribution["decomposition"];
+    let part = |k: &str| d[k].as_f64().unwrap();
+    let sum = part("execution_ms") + part("cpu_overhead_ms") + part("scheduling_ms");
+    assert!(
+        (sum - part("gap_ms")).abs() < 1e-6 * part("real_busy_ms"),
+        "{d}"
+    );
     let verdict = summary["verdict"].as_str().unwrap();
     assert!(verdict.contains("P50 TTFT within"), "{verdict}");
     let _: serde_json::Value =
@@ -234,9 +337,14 @@ fn workload_real_compare_writes_every_file_and_refuses_mismatched_runs() {
 
     interop_sides_compare_against_our_runs(root, &a, &b);
 
-    // Without explicit runs, the derived simulated run does not exist yet: the error names
-    // the command that makes it.
-    let err = compare(&job(Stage::Compare, root, &[])).unwrap_err();
+    // The runs another seed would produce do not exist: the error names the command that
+    // makes them.
+    let err = compare(&job(
+        Stage::Compare,
+        root,
+        &["workload.seed=99".to_string()],
+    ))
+    .unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, Error::MissingInput { .. }), "{msg}");
     assert!(msg.contains("cargo run --release --bin"), "{msg}");

@@ -154,6 +154,17 @@ fn join_runs(real: &RunData, sim: &RunData) -> Result<(RequestJoin, Option<Token
     Ok((requests, tokens))
 }
 
+/// Checks that every run belongs to the reference real run's experiment.
+fn check_all(reals: &[RunData], sim: &RunData) -> Result<()> {
+    let real = reals
+        .first()
+        .ok_or_else(|| Error::InvalidInput("compare: no real run".into()))?;
+    check_comparable(real, sim)?;
+    reals[1..]
+        .iter()
+        .try_for_each(|other| check_comparable(real, other))
+}
+
 /// Everything [`compare`] computes, plus the tables written next to it.
 pub struct Comparison {
     pub results: ComparisonResults,
@@ -172,13 +183,8 @@ pub fn compare(
     sim: &RunData,
     replay: Option<&dyn ExecutionTimePredictor>,
 ) -> Result<Comparison> {
-    let real = reals
-        .first()
-        .ok_or_else(|| Error::InvalidInput("compare: no real run".into()))?;
-    check_comparable(real, sim)?;
-    for other in &reals[1..] {
-        check_comparable(real, other)?;
-    }
+    check_all(reals, sim)?;
+    let real = &reals[0];
     let (requests, tokens) = join_runs(real, sim)?;
     let noise_joins = reals[1..]
         .iter()
@@ -337,6 +343,8 @@ pub fn run_with(job: &Job, replay: Option<&dyn ExecutionTimePredictor>) -> Resul
     let inputs = CompareInputs::resolve(job)?;
     // Inputs are loaded and checked before the output dir is touched.
     let (reals, sim) = inputs.load()?;
+    // Refusals do not depend on whether an earlier comparison is cached.
+    check_all(&reals, &sim)?;
     let keys: Vec<String> = reals.iter().map(run_key).collect();
     let id = job.own_run_id(compare_id(&keys, &run_key(&sim))?);
     let location = cfg.location(Stage::Compare, id.clone());
