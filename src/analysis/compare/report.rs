@@ -196,8 +196,12 @@ impl ComparisonResults {
         if let Some(s) = &self.attribution.scheduling {
             match s.first_divergence_ms {
                 Some(t) => text.push_str(&format!(
-                    " The two runs form identical batches for the first {} iterations and diverge at {:.0} ms; {} of {} iterations differ.",
-                    s.identical_prefix,
+                    " The two runs form identical batches {} and diverge at {:.0} ms; {} of {} iterations differ.",
+                    match s.identical_prefix {
+                        0 => "in no iteration".to_string(),
+                        1 => "for the first iteration".to_string(),
+                        n => format!("for the first {n} iterations"),
+                    },
                     t,
                     s.differing_iterations,
                     s.real_iterations.max(s.sim_iterations)
