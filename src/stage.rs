@@ -219,8 +219,35 @@ pub fn exit(result: anyhow::Result<()>) -> ExitCode {
 /// Runs `f` for every job of a stage binary and prints each primary output path (the last
 /// line of output is always the path of the last job's primary output).
 pub fn run_binary(stage: Stage, f: impl Fn(&Job) -> Result<PathBuf>) -> ExitCode {
-    let args = StageArgs::parse();
+    run_binary_with_aliases(stage, &[], f)
+}
+
+/// [`run_binary`] for a stage with bare command-line keys: each `(alias, key)` rewrites an
+/// override `alias=value` to `key=value` before composing (e.g. `compare -- real_run=dir`).
+pub fn run_binary_with_aliases(
+    stage: Stage,
+    aliases: &[(&str, &str)],
+    f: impl Fn(&Job) -> Result<PathBuf>,
+) -> ExitCode {
+    let mut args = StageArgs::parse();
+    args.overrides = apply_aliases(&args.overrides, aliases);
     exit(run_jobs(&args, stage, f))
+}
+
+/// Rewrites `alias=value` overrides to `key=value`; everything else is kept as given.
+pub fn apply_aliases(overrides: &[String], aliases: &[(&str, &str)]) -> Vec<String> {
+    overrides
+        .iter()
+        .map(|o| {
+            aliases
+                .iter()
+                .find_map(|(alias, key)| {
+                    let value = o.strip_prefix(alias)?.strip_prefix('=')?;
+                    Some(format!("{key}={value}"))
+                })
+                .unwrap_or_else(|| o.clone())
+        })
+        .collect()
 }
 
 fn run_jobs(
@@ -239,4 +266,37 @@ fn run_jobs(
         println!("{}", path.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::apply_aliases;
+
+    #[test]
+    fn aliases_rewrite_only_their_own_bare_keys() {
+        let given: Vec<String> = [
+            "real_run=tmp/real/a,tmp/real/b",
+            "sim_run=/x/y.json",
+            "real_run_extra=1",
+            "model=qwen3_tiny",
+            "compare.sim_run=z",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let aliases = [
+            ("real_run", "compare.real_run"),
+            ("sim_run", "compare.sim_run"),
+        ];
+        assert_eq!(
+            apply_aliases(&given, &aliases),
+            [
+                "compare.real_run=tmp/real/a,tmp/real/b",
+                "compare.sim_run=/x/y.json",
+                "real_run_extra=1",
+                "model=qwen3_tiny",
+                "compare.sim_run=z",
+            ]
+        );
+    }
 }

@@ -33,8 +33,8 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::FontStyle;
 
-use crate::analysis::{temp_sibling, write_atomic};
 use crate::error::IoContext;
+use crate::io::{write_atomic, write_atomic_with};
 use crate::{bail, ensure, Error, Result};
 
 // ---------------------------------------------------------------------------------------
@@ -1394,16 +1394,13 @@ fn render(
         ))
     };
 
-    let tmp_png = temp_sibling(&png, "png");
-    let drawn = {
-        let root = BitMapBackend::new(&tmp_png, dims).into_drawing_area();
-        draw_figure(&root, size, title, charts)
-    };
-    if let Err(e) = drawn {
-        let _ = fs::remove_file(&tmp_png);
-        return Err(fail(&png, e));
-    }
-    fs::rename(&tmp_png, &png).with_path(&png)?;
+    write_atomic_with(&png, |tmp| {
+        let root = BitMapBackend::new(tmp, dims).into_drawing_area();
+        draw_figure(&root, size, title, charts).map_err(|e| fail(&png, e))?;
+        // The backend encodes the PNG when it is dropped, after which the file is complete.
+        drop(root);
+        Ok(())
+    })?;
 
     let mut svg_text = String::new();
     {

@@ -20,7 +20,7 @@ use std::fs;
 use std::path::{Component, Path, PathBuf};
 
 use crate::analysis::plots::FigureFiles;
-use crate::analysis::write_atomic;
+use crate::io::write_atomic;
 use crate::{ensure, Error, Result};
 
 /// A run of text with one style.

@@ -13,13 +13,22 @@ use crate::Result;
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// A unique hidden sibling of `path` for its temporary version. The extension stays last
+/// (`figures/cdf.png` → `figures/.cdf.tmp-<pid>-<n>.png`) because some writers, such as the
+/// PNG encoder, pick the format from it.
 fn temp_path_for(path: &Path) -> PathBuf {
     let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let name = path
-        .file_name()
+    let pid = std::process::id();
+    let stem = path
+        .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
+    match path.extension() {
+        Some(ext) => {
+            path.with_file_name(format!(".{stem}.tmp-{pid}-{n}.{}", ext.to_string_lossy()))
+        }
+        None => path.with_file_name(format!(".{stem}.tmp-{pid}-{n}")),
+    }
 }
 
 /// A buffered writer to a temp file that becomes `path` only on [`AtomicFile::commit`].
@@ -104,6 +113,31 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
     file.commit()
 }
 
+/// Produces `path` atomically with a writer that insists on creating the file itself (an
+/// image encoder given a path, say): `write` creates the temporary path it is given, which
+/// is then synced and renamed over `path`. If `write` fails, the temporary file is removed.
+pub fn write_atomic_with(
+    path: impl AsRef<Path>,
+    write: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
+    let path = path.as_ref();
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).with_path(parent)?;
+    }
+    let temp = temp_path_for(path);
+    let result = write(&temp).and_then(|()| {
+        File::open(&temp)
+            .and_then(|f| f.sync_all())
+            .with_path(&temp)?;
+        fs::rename(&temp, path).with_path(path)
+    });
+    if result.is_err() {
+        // Best effort: the error that matters is the one being returned.
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -121,6 +155,30 @@ pub(crate) mod tests {
         write_atomic(&path, b"done").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"done");
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn write_with_keeps_the_extension_and_cleans_up_on_failure() {
+        let dir = tempdir();
+        let path = dir.join("figure.png");
+        write_atomic_with(&path, |tmp| {
+            assert_eq!(tmp.extension().unwrap(), "png");
+            assert_eq!(tmp.parent(), Some(dir.as_path()));
+            fs::write(tmp, b"png bytes").with_path(tmp)
+        })
+        .unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"png bytes");
+        let failed = write_atomic_with(dir.join("other.svg"), |tmp| {
+            fs::write(tmp, b"half").with_path(tmp)?;
+            Err(crate::Error::Msg("encoder failed".into()))
+        });
+        assert!(failed.is_err());
+        assert_eq!(
+            fs::read_dir(&dir).unwrap().count(),
+            1,
+            "temp file left behind"
+        );
         fs::remove_dir_all(dir).unwrap();
     }
 

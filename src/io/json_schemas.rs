@@ -140,11 +140,309 @@ pub fn workload_meta_schema() -> Value {
     )
 }
 
+fn nullable_number() -> Value {
+    json!({"type": ["number", "null"]})
+}
+
+fn summary_stats_schema() -> Value {
+    obj(
+        &["count", "mean", "min", "p50", "p90", "p95", "p99", "max"],
+        json!({
+            "count": {"type": "integer", "minimum": 1},
+            "mean": {"type": "number"},
+            "std": nullable_number(),
+            "min": {"type": "number"},
+            "p50": {"type": "number"},
+            "p90": {"type": "number"},
+            "p95": {"type": "number"},
+            "p99": {"type": "number"},
+            "max": {"type": "number"},
+        }),
+    )
+}
+
+fn stat_error_schema() -> Value {
+    obj(
+        &["real_ms", "sim_ms", "err_pct", "abs_err_pct"],
+        json!({
+            "real_ms": {"type": "number"},
+            "sim_ms": {"type": "number"},
+            "err_pct": nullable_number(),
+            "abs_err_pct": nullable_number(),
+        }),
+    )
+}
+
+fn metric_comparison_schema() -> Value {
+    let stats: serde_json::Map<String, Value> = ["mean", "p50", "p90", "p95", "p99"]
+        .iter()
+        .map(|k| (k.to_string(), stat_error_schema()))
+        .collect();
+    let mut schema = obj(
+        &[
+            "metric",
+            "count",
+            "real",
+            "sim",
+            "stat_errors",
+            "paired",
+            "ks",
+            "wasserstein_ms",
+            "noise",
+        ],
+        json!({
+            "metric": {"type": "string", "enum": ["ttft", "tpot", "itl", "e2e", "queue_delay"]},
+            "count": {"type": "integer", "minimum": 1},
+            "real": summary_stats_schema(),
+            "sim": summary_stats_schema(),
+            "stat_errors": obj(&["mean", "p50", "p90", "p95", "p99"], Value::Object(stats)),
+            "paired": {
+                "type": ["object", "null"],
+                "required": ["pairs", "zero_real", "mape_pct", "median_ape_pct", "mean_signed_pct"],
+                "properties": {
+                    "pairs": {"type": "integer", "minimum": 1},
+                    "zero_real": {"type": "integer", "minimum": 0},
+                    "mape_pct": {"type": "number", "minimum": 0},
+                    "median_ape_pct": {"type": "number", "minimum": 0},
+                    "mean_signed_pct": {"type": "number"},
+                },
+            },
+            "ks": obj(
+                &["statistic", "p_value", "method"],
+                json!({
+                    "statistic": {"type": "number", "minimum": 0},
+                    "p_value": {"type": "number", "minimum": 0},
+                    "method": {"type": "string", "enum": ["exact", "asymptotic"]},
+                }),
+            ),
+            "wasserstein_ms": {"type": "number", "minimum": 0},
+            "noise": {
+                "type": ["object", "null"],
+                "required": ["num_other_runs", "max_abs_stat_diff_pct", "max_mape_pct"],
+                "properties": {
+                    "num_other_runs": {"type": "integer", "minimum": 1},
+                    "max_abs_stat_diff_pct": {"type": "object"},
+                    "max_mape_pct": nullable_number(),
+                },
+            },
+        }),
+    );
+    schema["type"] = json!(["object", "null"]);
+    schema
+}
+
+fn compared_run_schema() -> Value {
+    obj(
+        &[
+            "run_id",
+            "path",
+            "source",
+            "backend",
+            "num_requests",
+            "has_tokens",
+            "has_iterations",
+        ],
+        json!({
+            "run_id": {"type": "string"},
+            "path": {"type": "string"},
+            "source": {"type": "string", "enum": ["simreal", "vidur_output", "vllm_benchmark"]},
+            "backend": {"type": "string"},
+            "model": {"type": ["string", "null"]},
+            "workload_id": {"type": ["string", "null"]},
+            "kv_blocks": {"type": ["integer", "null"]},
+            "num_requests": {"type": "integer", "minimum": 0},
+            "has_tokens": {"type": "boolean"},
+            "has_iterations": {"type": "boolean"},
+        }),
+    )
+}
+
+fn throughput_schema() -> Value {
+    obj(
+        &[
+            "completed_requests",
+            "output_tokens",
+            "span_s",
+            "requests_per_s",
+            "output_tokens_per_s",
+        ],
+        json!({
+            "completed_requests": {"type": "integer", "minimum": 0},
+            "output_tokens": {"type": "integer", "minimum": 0},
+            "span_s": {"type": "number", "minimum": 0},
+            "requests_per_s": {"type": "number", "minimum": 0},
+            "output_tokens_per_s": {"type": "number", "minimum": 0},
+        }),
+    )
+}
+
+fn component_schema() -> Value {
+    obj(
+        &[
+            "name",
+            "measured_ms",
+            "predicted_ms",
+            "diff_ms",
+            "diff_pct_of_busy",
+            "err_pct",
+        ],
+        json!({
+            "name": {"type": "string"},
+            "measured_ms": {"type": "number"},
+            "predicted_ms": {"type": "number"},
+            "diff_ms": {"type": "number"},
+            "diff_pct_of_busy": {"type": "number"},
+            "err_pct": nullable_number(),
+        }),
+    )
+}
+
+fn nullable(mut schema: Value) -> Value {
+    let t = schema["type"].clone();
+    schema["type"] = json!([t, "null"]);
+    schema
+}
+
+/// `summary.json` of the `compare` stage.
+pub fn compare_summary_schema() -> Value {
+    let metrics: serde_json::Map<String, Value> = ["ttft", "tpot", "itl", "e2e", "queue_delay"]
+        .iter()
+        .map(|k| (k.to_string(), metric_comparison_schema()))
+        .collect();
+    with_header(
+        obj(
+            &[
+                "schema_version",
+                "compare_id",
+                "created_at",
+                "verdict",
+                "definitions",
+                "runs",
+                "join",
+                "metrics",
+                "unavailable_metrics",
+                "throughput",
+                "attribution",
+                "notes",
+            ],
+            json!({
+                "schema_version": {"type": "integer", "enum": [SCHEMA_VERSION]},
+                "compare_id": {"type": "string"},
+                "created_at": {"type": "string"},
+                "verdict": {"type": "string"},
+                "definitions": {"type": "object"},
+                "runs": obj(
+                    &["real", "sim"],
+                    json!({
+                        "real": {"type": "array", "items": compared_run_schema()},
+                        "sim": compared_run_schema(),
+                    }),
+                ),
+                "join": obj(
+                    &["requests_compared", "requests_dropped", "request_drops", "tokens_compared", "token_drops", "explanations"],
+                    json!({
+                        "requests_compared": {"type": "integer", "minimum": 1},
+                        "requests_dropped": {"type": "integer", "minimum": 0},
+                        "request_drops": obj(
+                            &["only_in_real", "only_in_sim", "error_in_real", "error_in_sim", "error_in_both", "incomplete"],
+                            json!({
+                                "only_in_real": {"type": "integer", "minimum": 0},
+                                "only_in_sim": {"type": "integer", "minimum": 0},
+                                "error_in_real": {"type": "integer", "minimum": 0},
+                                "error_in_sim": {"type": "integer", "minimum": 0},
+                                "error_in_both": {"type": "integer", "minimum": 0},
+                                "incomplete": {"type": "integer", "minimum": 0},
+                            }),
+                        ),
+                        "tokens_compared": {"type": ["integer", "null"], "minimum": 0},
+                        "token_drops": {"type": ["object", "null"]},
+                        "explanations": {"type": "array", "items": {"type": "string"}},
+                    }),
+                ),
+                "metrics": obj(&["ttft", "tpot", "itl", "e2e", "queue_delay"], Value::Object(metrics)),
+                "unavailable_metrics": {"type": "object"},
+                "throughput": nullable(obj(
+                    &["real", "sim", "requests_per_s_err_pct", "output_tokens_per_s_err_pct"],
+                    json!({
+                        "real": throughput_schema(),
+                        "sim": throughput_schema(),
+                        "requests_per_s_err_pct": nullable_number(),
+                        "output_tokens_per_s_err_pct": nullable_number(),
+                    }),
+                )),
+                "attribution": obj(
+                    &["source", "iterations_covered", "real_iterations", "execution", "cpu_overhead", "by_op_class", "iteration_median_abs_err_pct", "scheduling", "decomposition", "busy", "by_batch_size", "notes"],
+                    json!({
+                        "source": {"type": ["string", "null"]},
+                        "iterations_covered": {"type": "integer", "minimum": 0},
+                        "real_iterations": {"type": "integer", "minimum": 0},
+                        "execution": nullable(component_schema()),
+                        "cpu_overhead": nullable(component_schema()),
+                        "by_op_class": {"type": "array", "items": component_schema()},
+                        "iteration_median_abs_err_pct": nullable_number(),
+                        "scheduling": nullable(obj(
+                            &["real_iterations", "sim_iterations", "compared_by", "identical_prefix", "differing_iterations", "differing_fraction", "first_divergence_ms", "first_divergence_fraction"],
+                            json!({
+                                "real_iterations": {"type": "integer", "minimum": 0},
+                                "sim_iterations": {"type": "integer", "minimum": 0},
+                                "compared_by": {"type": "string"},
+                                "identical_prefix": {"type": "integer", "minimum": 0},
+                                "differing_iterations": {"type": "integer", "minimum": 0},
+                                "differing_fraction": {"type": "number", "minimum": 0},
+                                "first_divergence_ms": nullable_number(),
+                                "first_divergence_fraction": nullable_number(),
+                            }),
+                        )),
+                        "decomposition": nullable(obj(
+                            &["real_busy_ms", "sim_busy_ms", "gap_ms", "execution_ms", "cpu_overhead_ms", "scheduling_ms"],
+                            json!({
+                                "real_busy_ms": {"type": "number"},
+                                "sim_busy_ms": {"type": "number"},
+                                "gap_ms": {"type": "number"},
+                                "execution_ms": {"type": "number"},
+                                "cpu_overhead_ms": {"type": "number"},
+                                "scheduling_ms": {"type": "number"},
+                            }),
+                        )),
+                        "busy": nullable(obj(
+                            &["real_busy_ms", "sim_busy_ms", "busy_err_pct", "real_iterations", "sim_iterations", "real_mean_iteration_ms", "sim_mean_iteration_ms"],
+                            json!({
+                                "real_busy_ms": {"type": "number", "minimum": 0},
+                                "sim_busy_ms": {"type": "number", "minimum": 0},
+                                "busy_err_pct": nullable_number(),
+                                "real_iterations": {"type": "integer", "minimum": 1},
+                                "sim_iterations": {"type": "integer", "minimum": 1},
+                                "real_mean_iteration_ms": {"type": "number", "minimum": 0},
+                                "sim_mean_iteration_ms": {"type": "number", "minimum": 0},
+                            }),
+                        )),
+                        "by_batch_size": {"type": "array", "items": obj(
+                            &["num_requests", "real_iterations", "sim_iterations", "real_mean_ms", "sim_mean_ms"],
+                            json!({
+                                "num_requests": {"type": "integer", "minimum": 0},
+                                "real_iterations": {"type": "integer", "minimum": 0},
+                                "sim_iterations": {"type": "integer", "minimum": 0},
+                                "real_mean_ms": nullable_number(),
+                                "sim_mean_ms": nullable_number(),
+                            }),
+                        )},
+                        "notes": {"type": "array", "items": {"type": "string"}},
+                    }),
+                ),
+                "notes": {"type": "array", "items": {"type": "string"}},
+            }),
+        ),
+        "summary.json",
+        "what the compare stage found: statistics, attribution and verdict",
+    )
+}
+
 /// Every JSON contract: (file stem, schema).
 pub fn json_file_schemas() -> Vec<(&'static str, Value)> {
     vec![
         ("run_meta", run_meta_schema()),
         ("workload_meta", workload_meta_schema()),
+        ("summary", compare_summary_schema()),
     ]
 }
 

@@ -22,7 +22,7 @@ pub mod rundir;
 pub mod schema;
 pub mod specs;
 
-pub use self::atomic::{write_atomic, AtomicFile};
+pub use self::atomic::{write_atomic, write_atomic_with, AtomicFile};
 pub use self::csv::{read_csv, write_csv, CsvWriter};
 pub use self::ids::stable_id;
 pub use self::json::{read_json, read_json_validated, to_json_string, write_json};

@@ -120,7 +120,7 @@ const fn opt(
     }
 }
 
-use ColumnType::{Bool, Str, U64};
+use ColumnType::{Bool, Str, F64, I64, U64};
 
 pub static TRACE_LENGTHS: CsvSchema = CsvSchema {
     file_name: "trace_lengths.csv",
@@ -455,8 +455,216 @@ pub static BATCH_REQUESTS: CsvSchema = CsvSchema {
     ],
 };
 
-/// Every CSV contract produced by the stages of one run.
-pub fn csv_schemas() -> [&'static CsvSchema; 6] {
+pub static REQUEST_COMPARISON: CsvSchema = CsvSchema {
+    file_name: "request_comparison.csv",
+    version: SCHEMA_VERSION,
+    description: "compare: one row per request that both runs served without error, real and \
+simulated metrics side by side. Errors are `100 · (sim − real) / real`, empty where the real \
+value is 0 or either side lacks the metric (a one-token request has no TPOT; a request that \
+stopped early on either side has no comparable E2E or TPOT).",
+    columns: &[
+        col("request_id", U64, "", "request id from the workload"),
+        col("arrival_time_ns", U64, "ns", "arrival in the real run"),
+        col("num_prefill_tokens", U64, "tokens", "prompt length"),
+        col(
+            "num_decode_tokens",
+            U64,
+            "tokens",
+            "output tokens requested",
+        ),
+        col_null(
+            "real_ttft_ns",
+            U64,
+            "ns",
+            "TTFT = first token − arrival, real run",
+        ),
+        col_null("sim_ttft_ns", U64, "ns", "TTFT, simulated run"),
+        col_null(
+            "ttft_err_pct",
+            F64,
+            "%",
+            "signed relative error of the simulated TTFT",
+        ),
+        col_null(
+            "ttft_abs_err_pct",
+            F64,
+            "%",
+            "absolute relative error of the simulated TTFT",
+        ),
+        col_null(
+            "real_tpot_ns",
+            U64,
+            "ns",
+            "TPOT = (completion − first token) / (output tokens − 1), real run",
+        ),
+        col_null("sim_tpot_ns", U64, "ns", "TPOT, simulated run"),
+        col_null(
+            "tpot_err_pct",
+            F64,
+            "%",
+            "signed relative error of the simulated TPOT",
+        ),
+        col_null(
+            "tpot_abs_err_pct",
+            F64,
+            "%",
+            "absolute relative error of the simulated TPOT",
+        ),
+        col_null(
+            "real_e2e_ns",
+            U64,
+            "ns",
+            "E2E = completion − arrival, real run",
+        ),
+        col_null("sim_e2e_ns", U64, "ns", "E2E, simulated run"),
+        col_null(
+            "e2e_err_pct",
+            F64,
+            "%",
+            "signed relative error of the simulated E2E",
+        ),
+        col_null(
+            "e2e_abs_err_pct",
+            F64,
+            "%",
+            "absolute relative error of the simulated E2E",
+        ),
+        col_null(
+            "real_queue_delay_ns",
+            U64,
+            "ns",
+            "queue delay = first scheduled − arrival, real run",
+        ),
+        col_null(
+            "sim_queue_delay_ns",
+            U64,
+            "ns",
+            "queue delay, simulated run",
+        ),
+        col_null(
+            "queue_delay_err_pct",
+            F64,
+            "%",
+            "signed relative error of the simulated queue delay",
+        ),
+        col_null(
+            "queue_delay_abs_err_pct",
+            F64,
+            "%",
+            "absolute relative error of the simulated queue delay",
+        ),
+    ],
+};
+
+pub static TOKEN_COMPARISON: CsvSchema = CsvSchema {
+    file_name: "token_comparison.csv",
+    version: SCHEMA_VERSION,
+    description: "compare: one row per output token that both runs emitted (same request, same \
+token index), real and simulated emission times and gaps side by side.",
+    columns: &[
+        col("request_id", U64, "", "request id"),
+        col("token_index", U64, "", "0-based output token index"),
+        col(
+            "real_token_time_ns",
+            U64,
+            "ns",
+            "emission time since the run's origin, real run",
+        ),
+        col(
+            "sim_token_time_ns",
+            U64,
+            "ns",
+            "emission time, simulated run",
+        ),
+        col(
+            "token_time_diff_ns",
+            I64,
+            "ns",
+            "sim_token_time_ns − real_token_time_ns",
+        ),
+        col(
+            "real_token_latency_ns",
+            U64,
+            "ns",
+            "gap since the request's previous token (ITL), real run; 0 for token 0",
+        ),
+        col(
+            "sim_token_latency_ns",
+            U64,
+            "ns",
+            "the same gap, simulated run",
+        ),
+        col_null(
+            "token_latency_err_pct",
+            F64,
+            "%",
+            "signed relative error of the simulated gap; empty for token 0 and real gaps of 0",
+        ),
+    ],
+};
+
+pub static ITERATION_COMPARISON: CsvSchema = CsvSchema {
+    file_name: "iteration_comparison.csv",
+    version: SCHEMA_VERSION,
+    description: "compare: one row per iteration of the real run whose duration was also \
+predicted — by replaying its exact composition through the op-time predictor, or, where no \
+replay is available, by the simulated iteration of identical composition at the same position.",
+    columns: &[
+        col("batch_id", U64, "", "iteration id in the real run"),
+        col(
+            "start_time_ns",
+            U64,
+            "ns",
+            "when the real iteration started",
+        ),
+        col("num_requests", U64, "", "requests in the iteration"),
+        col(
+            "num_tokens",
+            U64,
+            "tokens",
+            "tokens scheduled in the iteration",
+        ),
+        col(
+            "measured_ns",
+            U64,
+            "ns",
+            "measured duration of the real iteration",
+        ),
+        col(
+            "predicted_ns",
+            U64,
+            "ns",
+            "predicted duration of the same composition",
+        ),
+        col_null(
+            "measured_cpu_overhead_ns",
+            U64,
+            "ns",
+            "measured CPU overhead (schedule, prepare, sample, process outputs)",
+        ),
+        col_null(
+            "predicted_cpu_overhead_ns",
+            U64,
+            "ns",
+            "predicted CPU overhead",
+        ),
+        col(
+            "error_pct",
+            F64,
+            "%",
+            "100 · (predicted − measured) / measured",
+        ),
+        col(
+            "source",
+            Str,
+            "",
+            "`replay:<predictor>` or `matched_sim_iteration`",
+        ),
+    ],
+};
+
+/// Every CSV contract the stages produce.
+pub fn csv_schemas() -> [&'static CsvSchema; 9] {
     [
         &TRACE_LENGTHS,
         &TRACE_INTERVALS,
@@ -464,6 +672,9 @@ pub fn csv_schemas() -> [&'static CsvSchema; 6] {
         &TOKEN_METRICS,
         &BATCH_METRICS,
         &BATCH_REQUESTS,
+        &REQUEST_COMPARISON,
+        &TOKEN_COMPARISON,
+        &ITERATION_COMPARISON,
     ]
 }
 

@@ -1,0 +1,367 @@
+//! The comparison's figures, drawn with `analysis::plots` (real run first, simulated second,
+//! so colours match across figures).
+
+use std::path::Path;
+
+use crate::analysis::plots::{
+    cdf_overlay, error_histogram, grouped_bars, line_chart, paired_scatter, timeline, Axis,
+    FigureFiles, FigureSize, FigureSpec, Panel, Series, TimelineSpec, XySeries,
+};
+use crate::Result;
+
+use super::attribution::{describe_source, Attribution, IterationPredictions};
+use super::runs::RunData;
+use super::statistics::{Metric, PairedSamples};
+
+/// One drawn figure and the caption the report gives it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Figure {
+    /// File stem under `figures/`, e.g. `cdf_ttft`.
+    pub key: String,
+    pub files: FigureFiles,
+    pub caption: String,
+}
+
+/// Names of the two sides in legends.
+pub const REAL: &str = "real";
+/// Names of the two sides in legends.
+pub const SIM: &str = "simulated";
+
+/// A log axis when the sample spans more than two decades (latencies under load), else
+/// linear.
+fn wants_log(values: impl Iterator<Item = f64>) -> bool {
+    let (mut lo, mut hi) = (f64::INFINITY, 0.0f64);
+    for v in values {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    lo > 0.0 && hi / lo > 100.0
+}
+
+/// Signed per-pair relative errors, %, leaving out pairs whose real value is 0.
+pub fn signed_errors_pct(samples: &PairedSamples) -> Vec<f64> {
+    samples
+        .real_ms
+        .iter()
+        .zip(&samples.sim_ms)
+        .filter(|(r, _)| **r != 0.0)
+        .map(|(r, s)| 100.0 * (s - r) / r)
+        .collect()
+}
+
+/// Draws the CDF overlay, the paired scatter and the error histogram of every metric that
+/// has samples (ITL and queue delay: CDF only).
+pub fn metric_figures(
+    dir: &Path,
+    size: FigureSize,
+    samples: &[(Metric, PairedSamples)],
+) -> Result<Vec<Figure>> {
+    let mut out = Vec::new();
+    for (metric, s) in samples {
+        if s.real_ms.is_empty() {
+            continue;
+        }
+        let label = metric.label();
+        let key = metric.key();
+        let mut spec = FigureSpec::new(
+            format!("{label}: real vs simulated (n = {})", s.real_ms.len()),
+            format!("{label} (ms)"),
+            "fraction of requests ≤ x",
+        )
+        .with_size(size.width_px, size.height_px);
+        if *metric == Metric::Itl {
+            spec.title = format!(
+                "ITL: real vs simulated (n = {} token gaps)",
+                s.real_ms.len()
+            );
+            spec.y.label = "fraction of token gaps ≤ x".into();
+        }
+        if wants_log(s.real_ms.iter().chain(&s.sim_ms).copied()) {
+            spec = spec.log_x();
+        }
+        let files = cdf_overlay(
+            &dir.join(format!("cdf_{key}")),
+            &spec,
+            &[
+                Series {
+                    name: REAL,
+                    values: &s.real_ms,
+                },
+                Series {
+                    name: SIM,
+                    values: &s.sim_ms,
+                },
+            ],
+        )?;
+        out.push(Figure {
+            key: format!("cdf_{key}"),
+            files,
+            caption: format!(
+                "Empirical CDFs of {label}, real and simulated, over the {} compared {}.",
+                s.real_ms.len(),
+                if *metric == Metric::Itl {
+                    "token gaps"
+                } else {
+                    "requests"
+                }
+            ),
+        });
+        if matches!(metric, Metric::Itl | Metric::QueueDelay) {
+            continue;
+        }
+        let mut spec = FigureSpec::new(
+            format!("{label} per request: simulated vs real"),
+            format!("real {label} (ms)"),
+            format!("simulated {label} (ms)"),
+        )
+        .with_size(size.width_px, size.height_px);
+        if wants_log(s.real_ms.iter().chain(&s.sim_ms).copied()) {
+            spec = spec.log_x().log_y();
+        }
+        let files = paired_scatter(
+            &dir.join(format!("scatter_{key}")),
+            &spec,
+            "requests",
+            &s.real_ms,
+            &s.sim_ms,
+        )?;
+        out.push(Figure {
+            key: format!("scatter_{key}"),
+            files,
+            caption: format!(
+                "Simulated against real {label}, one point per request; points above the diagonal are over-predicted."
+            ),
+        });
+        let errors = signed_errors_pct(s);
+        let spec = FigureSpec::new(
+            format!("{label}: per-request error of the simulator"),
+            format!("{label} error, 100 · (sim − real) / real (%)"),
+            "requests",
+        )
+        .with_size(size.width_px, size.height_px);
+        let bins = (errors.len() as f64).sqrt().ceil().clamp(5.0, 60.0) as usize;
+        let files = error_histogram(
+            &dir.join(format!("error_hist_{key}")),
+            &spec,
+            &errors,
+            bins,
+            None,
+        )?;
+        out.push(Figure {
+            key: format!("error_hist_{key}"),
+            files,
+            caption: format!("Distribution of the per-request signed {label} error; right of 0 means the simulator is slower."),
+        });
+    }
+    Ok(out)
+}
+
+/// Predicted against measured duration of every covered real iteration.
+pub fn iteration_figure(
+    dir: &Path,
+    size: FigureSize,
+    p: &IterationPredictions,
+) -> Result<Option<Figure>> {
+    if p.iterations.is_empty() {
+        return Ok(None);
+    }
+    let measured: Vec<f64> = p
+        .iterations
+        .iter()
+        .map(|i| i.measured_ns as f64 / 1e6)
+        .collect();
+    let predicted: Vec<f64> = p
+        .iterations
+        .iter()
+        .map(|i| i.predicted_ns as f64 / 1e6)
+        .collect();
+    let mut spec = FigureSpec::new(
+        "Iteration time: predicted vs measured, same composition",
+        "measured iteration time (ms)",
+        "predicted iteration time (ms)",
+    )
+    .with_size(size.width_px, size.height_px);
+    if wants_log(measured.iter().chain(&predicted).copied()) {
+        spec = spec.log_x().log_y();
+    }
+    let files = paired_scatter(
+        &dir.join("iteration_time"),
+        &spec,
+        "real iterations",
+        &measured,
+        &predicted,
+    )?;
+    Ok(Some(Figure {
+        key: "iteration_time".into(),
+        files,
+        caption: format!(
+            "Predicted against measured duration of {} of the real run's {} iterations, each with its exact composition ({}).",
+            p.iterations.len(),
+            p.real_iterations,
+            describe_source(&p.source)
+        ),
+    }))
+}
+
+/// Batch size, queue depth and KV blocks used over time, real and simulated.
+pub fn timeline_figure(
+    dir: &Path,
+    size: FigureSize,
+    real: &RunData,
+    sim: &RunData,
+) -> Result<Option<Figure>> {
+    let (Some(rb), Some(sb)) = (&real.batches, &sim.batches) else {
+        return Ok(None);
+    };
+    type Get = fn(&crate::io::records::BatchMetricsRow) -> Option<f64>;
+    let series = |rows: &[crate::io::records::BatchMetricsRow], get: Get| -> Vec<(f64, f64)> {
+        let mut pts: Vec<(f64, f64)> = rows
+            .iter()
+            .filter_map(|b| Some((b.start_time_ns as f64 / 1e9, get(b)?)))
+            .collect();
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        pts
+    };
+    let quantities: [(&str, Get); 3] = [
+        ("batch size (requests)", |b| Some(f64::from(b.num_requests))),
+        ("queue depth (requests)", |b| {
+            b.num_waiting_requests.map(f64::from)
+        }),
+        ("KV blocks used", |b| Some(f64::from(b.num_kv_blocks_used))),
+    ];
+    type Points = Vec<(f64, f64)>;
+    let data: Vec<(&str, Points, Points)> = quantities
+        .iter()
+        .map(|(label, get)| (*label, series(rb, *get), series(sb, *get)))
+        .filter(|(_, r, s)| !r.is_empty() || !s.is_empty())
+        .collect();
+    if data.is_empty() {
+        return Ok(None);
+    }
+    let panels: Vec<Panel<'_>> = data
+        .iter()
+        .map(|(label, r, s)| Panel {
+            y: Axis::linear(*label),
+            series: vec![
+                XySeries {
+                    name: REAL,
+                    points: r,
+                },
+                XySeries {
+                    name: SIM,
+                    points: s,
+                },
+            ],
+            steps: true,
+        })
+        .collect();
+    let spec = TimelineSpec {
+        title: "Engine state over time: real vs simulated".into(),
+        x: Axis::linear("time since the trace origin (s)"),
+        size,
+    };
+    let files = timeline(&dir.join("timeline"), &spec, &panels)?;
+    Ok(Some(Figure {
+        key: "timeline".into(),
+        files,
+        caption: "Per-iteration batch size, waiting requests and KV blocks in use, real and simulated, on the trace's clock.".into(),
+    }))
+}
+
+/// The attribution as bars: each component's contribution to the busy-time gap, ms.
+pub fn attribution_figure(dir: &Path, size: FigureSize, a: &Attribution) -> Result<Option<Figure>> {
+    // At most five op classes by themselves; the rest summed, so the labels stay legible.
+    const SHOWN: usize = 5;
+    let mut categories: Vec<String> = Vec::new();
+    let mut values: Vec<f64> = Vec::new();
+    for c in a.by_op_class.iter().take(SHOWN) {
+        categories.push(c.name.clone());
+        values.push(c.diff_ms);
+    }
+    if a.by_op_class.len() > SHOWN {
+        categories.push("other ops".into());
+        values.push(a.by_op_class[SHOWN..].iter().map(|c| c.diff_ms).sum());
+    }
+    if a.by_op_class.is_empty() {
+        if let Some(e) = &a.execution {
+            categories.push("execution".into());
+            values.push(e.diff_ms);
+        }
+    }
+    if let Some(c) = &a.cpu_overhead {
+        categories.push("CPU overhead".into());
+        values.push(c.diff_ms);
+    }
+    if let Some(d) = &a.decomposition {
+        categories.push("scheduling".into());
+        values.push(d.scheduling_ms);
+    }
+    if categories.is_empty() {
+        return Ok(None);
+    }
+    let names: Vec<&str> = categories.iter().map(String::as_str).collect();
+    let spec = FigureSpec::new(
+        "Where the gap comes from: simulated − real busy time",
+        "component",
+        "contribution to the gap (ms)",
+    )
+    .with_size(size.width_px, size.height_px);
+    let files = grouped_bars(
+        &dir.join("attribution"),
+        &spec,
+        &names,
+        &[Series {
+            name: "simulated − real (ms)",
+            values: &values,
+        }],
+    )?;
+    Ok(Some(Figure {
+        key: "attribution".into(),
+        files,
+        caption: format!(
+            "Contribution of each source to the difference in busy time over {} of {} real iterations ({}); positive means the simulator spends more time.",
+            a.iterations_covered,
+            a.real_iterations,
+            a.source.as_deref().map_or_else(|| "no per-iteration predictions".into(), describe_source)
+        ),
+    }))
+}
+
+/// Mean iteration time against batch size, real and simulated.
+pub fn batch_size_figure(dir: &Path, size: FigureSize, a: &Attribution) -> Result<Option<Figure>> {
+    let side = |get: fn(&super::attribution::BatchSizeTiming) -> Option<f64>| -> Vec<(f64, f64)> {
+        a.by_batch_size
+            .iter()
+            .filter_map(|b| Some((f64::from(b.num_requests), get(b)?)))
+            .collect()
+    };
+    let (real, sim) = (side(|b| b.real_mean_ms), side(|b| b.sim_mean_ms));
+    if real.is_empty() || sim.is_empty() {
+        return Ok(None);
+    }
+    let spec = FigureSpec::new(
+        "Mean iteration time by batch size",
+        "batch size (requests in the iteration)",
+        "mean iteration time (ms)",
+    )
+    .with_size(size.width_px, size.height_px);
+    let files = line_chart(
+        &dir.join("iteration_time_by_batch_size"),
+        &spec,
+        &[
+            XySeries {
+                name: REAL,
+                points: &real,
+            },
+            XySeries {
+                name: SIM,
+                points: &sim,
+            },
+        ],
+    )?;
+    Ok(Some(Figure {
+        key: "iteration_time_by_batch_size".into(),
+        files,
+        caption: "Mean duration of the iterations of each batch size in each run, over all iterations; the gap between the lines is the execution-time error at that size, free of scheduling divergence.".into(),
+    }))
+}
