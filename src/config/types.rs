@@ -213,6 +213,8 @@ pub struct ProfileConfig {
     pub warmup: u32,
     /// Timed forwards per grid point; each gives one sample per layer.
     pub repeats: u32,
+    /// Minimum samples per op and grid point: models with few layers run more forwards.
+    pub min_samples: u32,
     /// Timed calls of final_norm / lm_head / sampler per logits-row count.
     pub logits_repeats: u32,
     /// Decode iterations of the engine loop timed per CPU-overhead batch size.

@@ -65,6 +65,7 @@ pub fn compute_grid(cfg: &SimrealConfig) -> Result<ComputeGrid> {
         prefill_kv_sizes: p.prefill_kv_sizes.clone(),
         warmup: p.warmup,
         repeats: p.repeats,
+        min_samples: p.min_samples,
         logits_repeats: p.logits_repeats,
         max_model_len: cfg.model.max_model_len,
     })
@@ -166,7 +167,7 @@ pub fn run(job: &Job) -> Result<PathBuf> {
         plan.token_points.len(),
         plan.skipped.len()
     );
-    let mut progress = Progress::new(plan.cost(&grid) + cpu_cost);
+    let mut progress = Progress::new(plan.cost(&grid, cfg.model.num_hidden_layers) + cpu_cost);
     let started = Instant::now();
     let compute = profile_compute(&model, &grid, &plan, block_size, PROFILE_SEED, &mut progress)?;
     let compute_s = started.elapsed().as_secs_f64();

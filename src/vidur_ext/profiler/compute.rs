@@ -48,6 +48,9 @@ pub struct ComputeGrid {
     pub warmup: u32,
     /// Timed forwards per grid point (each gives one sample per layer).
     pub repeats: u32,
+    /// More timed forwards when `repeats × layers` gives fewer samples per op than this
+    /// (a 2-layer model needs many cheap forwards for a stable median).
+    pub min_samples: u32,
     /// Timed calls of the per-iteration logits ops per row count (one sample per call).
     pub logits_repeats: u32,
     /// Longest sequence served (`kv + chunk` above it is not profiled, as in Vidur).
@@ -95,6 +98,12 @@ impl ComputeGrid {
             return Err(Error::config("profile.repeats", "must be positive"));
         }
         Ok(grid)
+    }
+
+    /// Timed forwards per grid point for a model of `num_layers` layers.
+    pub fn timed_forwards(&self, num_layers: u32) -> u32 {
+        self.repeats
+            .max(self.min_samples.div_ceil(num_layers.max(1)))
     }
 }
 
@@ -275,9 +284,9 @@ impl ComputePlan {
         })
     }
 
-    /// Estimated cost of running the plan (progress units).
-    pub fn cost(&self, grid: &ComputeGrid) -> f64 {
-        let per_point = f64::from(grid.warmup + grid.repeats);
+    /// Estimated cost of running the plan on a `num_layers`-layer model (progress units).
+    pub fn cost(&self, grid: &ComputeGrid, num_layers: u32) -> f64 {
+        let per_point = f64::from(grid.warmup + grid.timed_forwards(num_layers));
         let forwards: f64 = self
             .attention_points
             .iter()
@@ -396,32 +405,24 @@ pub fn profile_compute(
     fill_cache(model, &mut cache, &mut rng)?;
 
     let mut pool = Pool::default();
-    let mut recorder = SampleRecorder::default();
-    progress.phase("attention grid");
-    for &shape in &plan.attention_points {
-        run_shape(
-            model, &mut cache, shape, true, grid, &mut rng, &mut recorder, &mut pool, progress,
-        )?;
-    }
-    progress.phase("token-count grid");
-    for &shape in &plan.token_points {
-        run_shape(
-            model, &mut cache, shape, false, grid, &mut rng, &mut recorder, &mut pool, progress,
-        )?;
-    }
+    let num_layers = model.config().num_hidden_layers as u32;
+    progress.phase("attention and token-count grid");
+    run_forwards(model, &mut cache, plan, grid, num_layers, &mut rng, &mut pool, progress)?;
     drop(cache);
 
     progress.phase("per-iteration logits ops");
+    let counts = plan.token_counts();
+    let mut logits = time_logits_ops(model, &counts, grid, &mut rng, progress)?;
     let mut mlp_rows = Vec::new();
     let mut forward_overhead = Vec::new();
-    for n in plan.token_counts() {
+    for n in counts {
         let mut ops = OpStatsSet::default();
         let pooled = pool.token_ops.remove(&n).unwrap_or_default();
         for op in TOKEN_OPS {
             let samples = pooled.get(&op).map(Vec::as_slice).unwrap_or(&[]);
             ops.set(bundle_op(op)?, stats(samples, &format!("{op} at {n} tokens"))?);
         }
-        for (op, samples) in time_logits_ops(model, n, grid, &mut rng, progress)? {
+        for (op, samples) in logits.remove(&n).unwrap_or_default() {
             ops.set(bundle_op(op)?, stats(&samples, &format!("{op} at {n} rows"))?);
         }
         mlp_rows.push(MlpRow { num_tokens: n, ops });
@@ -476,109 +477,145 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
-/// Runs one shape `warmup + repeats` times and pools the timed forwards' samples.
+/// Runs every shape of the plan, interleaved: `warmup` passes over all shapes, then the
+/// timed passes. Interleaving spreads each point's samples over the whole profiling time,
+/// so a burst of load from other processes blurs every point a little instead of
+/// distorting a few (which would also bend the interpolants between neighbours).
 #[allow(clippy::too_many_arguments)]
-fn run_shape(
+fn run_forwards(
     model: &Qwen3Model,
     cache: &mut PagedKvCache,
-    shape: ForwardShape,
-    keep_attention: bool,
+    plan: &ComputePlan,
     grid: &ComputeGrid,
+    num_layers: u32,
     rng: &mut ChaCha8Rng,
-    recorder: &mut SampleRecorder,
     pool: &mut Pool,
     progress: &mut Progress,
 ) -> Result<()> {
-    let (seqs, tokens, kv) = shape.layout();
+    let shapes: Vec<(ForwardShape, bool)> = plan
+        .attention_points
+        .iter()
+        .map(|s| (*s, true))
+        .chain(plan.token_points.iter().map(|s| (*s, false)))
+        .collect();
     let bs = cache.block_size();
     let vocab = model.config().vocab_size as u32;
-    let blocks_per_seq = (kv + tokens).div_ceil(bs as u32) as usize;
-    let token_ids: Vec<Vec<u32>> = (0..seqs)
-        .map(|_| (0..tokens).map(|_| rng.random_range(0..vocab)).collect())
-        .collect();
-    let tables: Vec<Vec<usize>> = (0..seqs as usize)
-        .map(|i| (i * blocks_per_seq..(i + 1) * blocks_per_seq).collect())
-        .collect();
-    let inputs: Vec<SequenceInput<'_>> = token_ids
+    // Token ids and block tables first: the prepared batches borrow them.
+    let data: Vec<(Vec<Vec<u32>>, Vec<Vec<usize>>)> = shapes
         .iter()
-        .zip(&tables)
-        .map(|(ids, table)| SequenceInput {
-            token_ids: ids,
-            num_cached_tokens: kv as usize,
-            block_table: table,
-            // Logits ops are timed separately by rows; the layers do not depend on them.
-            wants_logits: false,
+        .map(|(shape, _)| {
+            let (seqs, tokens, kv) = shape.layout();
+            let blocks_per_seq = (kv + tokens).div_ceil(bs as u32) as usize;
+            let ids = (0..seqs)
+                .map(|_| (0..tokens).map(|_| rng.random_range(0..vocab)).collect())
+                .collect();
+            let tables = (0..seqs as usize)
+                .map(|i| (i * blocks_per_seq..(i + 1) * blocks_per_seq).collect())
+                .collect();
+            (ids, tables)
         })
         .collect();
-    let batch = model.prepare_batch(cache, &inputs)?;
-    let n = shape.num_tokens();
-    let (attn_op, label) = match shape {
-        ForwardShape::Decode { .. } => (ModelOp::AttnDecode, shape.label()),
-        ForwardShape::Prefill { .. } => (ModelOp::AttnPrefill, shape.label()),
-    };
-    for r in 0..grid.warmup + grid.repeats {
-        progress.step(&label);
-        recorder.clear();
-        let start = Instant::now();
-        model.forward(&batch, cache, Some(&mut *recorder))?;
-        let wall_ms = start.elapsed().as_secs_f64() * 1e3;
-        progress.advance(shape.cost());
-        if r < grid.warmup {
-            continue;
-        }
-        pool.num_forwards += 1;
-        let per_n = pool.token_ops.entry(n).or_default();
-        for op in TOKEN_OPS {
-            per_n
-                .entry(op)
-                .or_default()
-                .extend_from_slice(recorder.samples_ms(op));
-        }
-        let f = pool.forwards.entry(n).or_default();
-        f.0.push(wall_ms);
-        f.1.push((wall_ms - recorder.total_ms()).max(0.0));
-        if keep_attention {
-            let a = pool.attention.entry(shape).or_default();
-            a.0.extend_from_slice(recorder.samples_ms(attn_op));
-            a.1.extend_from_slice(recorder.samples_ms(ModelOp::AttnKvCacheSave));
+    let inputs: Vec<Vec<SequenceInput<'_>>> = shapes
+        .iter()
+        .zip(&data)
+        .map(|((shape, _), (ids, tables))| {
+            let (_, _, kv) = shape.layout();
+            ids.iter()
+                .zip(tables)
+                .map(|(ids, table)| SequenceInput {
+                    token_ids: ids,
+                    num_cached_tokens: kv as usize,
+                    block_table: table,
+                    // Logits ops are timed by rows; the layers do not depend on them.
+                    wants_logits: false,
+                })
+                .collect()
+        })
+        .collect();
+    let batches = inputs
+        .iter()
+        .map(|seqs| model.prepare_batch(cache, seqs))
+        .collect::<Result<Vec<_>>>()?;
+    let timed = grid.timed_forwards(num_layers);
+    let mut recorder = SampleRecorder::default();
+    for pass in 0..grid.warmup + timed {
+        for ((shape, keep_attention), batch) in shapes.iter().zip(&batches) {
+            let (shape, n) = (*shape, shape.num_tokens());
+            progress.step(&format!("pass {}/{} {}", pass + 1, grid.warmup + timed, shape.label()));
+            recorder.clear();
+            let start = Instant::now();
+            model.forward(batch, cache, Some(&mut recorder))?;
+            let wall_ms = start.elapsed().as_secs_f64() * 1e3;
+            progress.advance(shape.cost());
+            if pass < grid.warmup {
+                continue;
+            }
+            pool.num_forwards += 1;
+            let per_n = pool.token_ops.entry(n).or_default();
+            for op in TOKEN_OPS {
+                per_n
+                    .entry(op)
+                    .or_default()
+                    .extend_from_slice(recorder.samples_ms(op));
+            }
+            let f = pool.forwards.entry(n).or_default();
+            f.0.push(wall_ms);
+            f.1.push((wall_ms - recorder.total_ms()).max(0.0));
+            if *keep_attention {
+                let attn_op = match shape {
+                    ForwardShape::Decode { .. } => ModelOp::AttnDecode,
+                    ForwardShape::Prefill { .. } => ModelOp::AttnPrefill,
+                };
+                let a = pool.attention.entry(shape).or_default();
+                a.0.extend_from_slice(recorder.samples_ms(attn_op));
+                a.1.extend_from_slice(recorder.samples_ms(ModelOp::AttnKvCacheSave));
+            }
         }
     }
     Ok(())
 }
 
-/// Times `final_norm`, `lm_head` and `sampler` for `rows` logits rows.
+/// Times `final_norm`, `lm_head` and `sampler` for every logits-row count in `rows`,
+/// interleaved over the counts like the forwards.
 fn time_logits_ops(
     model: &Qwen3Model,
-    rows: u32,
+    rows: &[u32],
     grid: &ComputeGrid,
     rng: &mut ChaCha8Rng,
     progress: &mut Progress,
-) -> Result<Vec<(ModelOp, Vec<f64>)>> {
+) -> Result<BTreeMap<u32, Vec<(ModelOp, Vec<f64>)>>> {
     let vocab = model.config().vocab_size as u32;
-    let ids: Vec<u32> = (0..rows).map(|_| rng.random_range(0..vocab)).collect();
     let device = model.device();
-    // Hidden states with the magnitudes of real activations: embeddings of random tokens.
-    let x = model.emb(&Tensor::from_vec(ids, rows as usize, device)?)?;
-    let row_ids = Tensor::arange(0u32, rows, device)?;
-    let mut out = vec![
-        (ModelOp::FinalNorm, Vec::new()),
-        (ModelOp::LmHead, Vec::new()),
-        (ModelOp::Sampler, Vec::new()),
-    ];
-    let label = format!("final_norm/lm_head/sampler rows={rows}");
-    for r in 0..grid.warmup + grid.logits_repeats {
-        progress.step(&label);
-        let t0 = Instant::now();
-        let h = model.final_norm(&x, &row_ids)?;
-        let t1 = Instant::now();
-        let logits = model.lm_head(&h)?;
-        let t2 = Instant::now();
-        let sampled = model.sampler(&logits)?;
-        let t3 = Instant::now();
-        std::hint::black_box(sampled);
-        progress.advance(4.0 + f64::from(rows) / 4.0);
-        if r >= grid.warmup {
-            for ((_, v), d) in out.iter_mut().zip([t1 - t0, t2 - t1, t3 - t2]) {
+    let mut inputs = Vec::with_capacity(rows.len());
+    for &n in rows {
+        let ids: Vec<u32> = (0..n).map(|_| rng.random_range(0..vocab)).collect();
+        // Hidden states with the magnitudes of real activations: embeddings of random tokens.
+        let x = model.emb(&Tensor::from_vec(ids, n as usize, device)?)?;
+        inputs.push((n, x, Tensor::arange(0u32, n, device)?));
+    }
+    let mut out: BTreeMap<u32, Vec<(ModelOp, Vec<f64>)>> = BTreeMap::new();
+    let passes = grid.warmup + grid.logits_repeats;
+    for pass in 0..passes {
+        for (n, x, row_ids) in &inputs {
+            progress.step(&format!("pass {}/{passes} final_norm/lm_head/sampler rows={n}", pass + 1));
+            let t0 = Instant::now();
+            let h = model.final_norm(x, row_ids)?;
+            let t1 = Instant::now();
+            let logits = model.lm_head(&h)?;
+            let t2 = Instant::now();
+            let sampled = model.sampler(&logits)?;
+            let t3 = Instant::now();
+            std::hint::black_box(sampled);
+            progress.advance(4.0 + f64::from(*n) / 4.0);
+            if pass < grid.warmup {
+                continue;
+            }
+            let entry = out.entry(*n).or_insert_with(|| {
+                [ModelOp::FinalNorm, ModelOp::LmHead, ModelOp::Sampler]
+                    .map(|op| (op, Vec::new()))
+                    .to_vec()
+            });
+            for ((_, v), d) in entry.iter_mut().zip([t1 - t0, t2 - t1, t3 - t2]) {
                 v.push(d.as_secs_f64() * 1e3);
             }
         }
@@ -647,6 +684,7 @@ mod tests {
             prefill_kv_sizes: vec![0, 32],
             warmup: 1,
             repeats: 2,
+            min_samples: 8,
             logits_repeats: 2,
             max_model_len: 128,
         }
