@@ -314,7 +314,10 @@ fn native_and_vidur_compat_differ_where_documented() {
     // Both charge the CPU overheads at batch size 1, except that native charges sampling
     // as the `sampler` op instead of the `sampler_e2e` term.
     close_ns(c.cpu_overhead_ns, cpu_ms(1.0).iter().sum());
-    close_ns(n.cpu_overhead_ns, cpu_ms(1.0).iter().sum::<f64>() - cpu_ms(1.0)[1]);
+    close_ns(
+        n.cpu_overhead_ns,
+        cpu_ms(1.0).iter().sum::<f64>() - cpu_ms(1.0)[1],
+    );
     // Both look two decodes up as one (batch 2, mean KV) call; Vidur at KV + 1 rounded to 64
     // and ×1.1 for GQA, native at the cached tokens, without the overhead.
     let decodes = shapes(&[(1, 127, false), (1, 127, false)]);
@@ -343,7 +346,10 @@ fn extrapolation_is_flagged_per_op() {
     let wide = vec![RequestShape::decode(10); 20];
     let got = p.predict(&wide);
     assert!(got.extrapolated);
-    assert_eq!(got.extrapolated_ops.iter().collect::<Vec<_>>(), vec![Op::AttnDecode]);
+    assert_eq!(
+        got.extrapolated_ops.iter().collect::<Vec<_>>(),
+        vec![Op::AttnDecode]
+    );
     assert!(matches!(
         p.try_predict(&wide, &IterationContext::default()),
         Err(Error::OutOfRange(_))

@@ -86,7 +86,10 @@ fn profile_writes_a_bundle_that_loads_and_reruns_up_to_date() {
     assert!(bundle.has_op(Op::AttnKvCacheSave));
     assert_eq!(bundle.attention.decode_medians().len(), 4);
     assert_eq!(bundle.attention.prefill_medians().len(), 4);
-    assert_eq!(bundle.attention.profile_method.as_deref(), Some("in_forward"));
+    assert_eq!(
+        bundle.attention.profile_method.as_deref(),
+        Some("in_forward")
+    );
     let cpu = bundle.cpu_overheads.as_ref().unwrap();
     assert_eq!(
         cpu.rows.iter().map(|r| r.batch_size).collect::<Vec<_>>(),
@@ -96,7 +99,14 @@ fn profile_writes_a_bundle_that_loads_and_reruns_up_to_date() {
     let meta = ProfilingMeta::read(&dir.join("profiling_meta.json")).unwrap();
     assert_eq!(meta.device, "cpu");
     assert_eq!(meta.model_name, "simreal/Qwen3-tiny");
-    for key in ["device_fingerprint", "threads", "dtype", "grid", "git_commit", "date"] {
+    for key in [
+        "device_fingerprint",
+        "threads",
+        "dtype",
+        "grid",
+        "git_commit",
+        "date",
+    ] {
         assert!(meta.details.contains_key(key), "profiling_meta lacks {key}");
     }
     assert_eq!(meta.details["threads"], 2);
@@ -109,9 +119,15 @@ fn profile_writes_a_bundle_that_loads_and_reruns_up_to_date() {
     assert_eq!(report["bundle_root"], dir.display().to_string());
 
     // Same config ⇒ same bundle, not recomputed.
-    let marker = std::fs::metadata(dir.join("_SUCCESS")).unwrap().modified().unwrap();
+    let marker = std::fs::metadata(dir.join("_SUCCESS"))
+        .unwrap()
+        .modified()
+        .unwrap();
     assert_eq!(profile_stage::run(&job).unwrap(), dir);
-    let again = std::fs::metadata(dir.join("_SUCCESS")).unwrap().modified().unwrap();
+    let again = std::fs::metadata(dir.join("_SUCCESS"))
+        .unwrap()
+        .modified()
+        .unwrap();
     assert_eq!(marker, again, "a complete bundle must be reused");
 
     // Bad inputs. A bundle for another model:
@@ -126,7 +142,10 @@ fn profile_writes_a_bundle_that_loads_and_reruns_up_to_date() {
     let text = std::fs::read_to_string(&mlp).unwrap();
     std::fs::write(&mlp, &text[..text.len() - 7]).unwrap();
     let err = load_bundle(&job.config, &copy).unwrap_err().to_string();
-    assert!(err.contains("mlp.csv") && err.contains("truncated"), "{err}");
+    assert!(
+        err.contains("mlp.csv") && err.contains("truncated"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -156,7 +175,10 @@ fn empty_or_unfittable_grids_are_config_errors() {
         &["profile.prefill_kv_sizes=[5000]"],
     );
     let err = profile_stage::run(&job).unwrap_err().to_string();
-    assert!(err.contains("no prefill attention grid point fits"), "{err}");
+    assert!(
+        err.contains("no prefill attention grid point fits"),
+        "{err}"
+    );
     assert!(!job.config.bundle_dir().unwrap().exists());
 }
 
@@ -220,8 +242,13 @@ fn replay_of_a_real_run_has_a_row_per_iteration() {
         real_run: Some(root.join("no_such_run")),
         bundle: None,
     };
-    let err = replay_stage::run(&replay, &missing).unwrap_err().to_string();
-    assert!(err.contains("does not exist") && err.contains("bin real"), "{err}");
+    let err = replay_stage::run(&replay, &missing)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("does not exist") && err.contains("bin real"),
+        "{err}"
+    );
 }
 
 fn copy_dir(from: &Path, to: &Path) {

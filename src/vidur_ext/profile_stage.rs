@@ -169,7 +169,14 @@ pub fn run(job: &Job) -> Result<PathBuf> {
     );
     let mut progress = Progress::new(plan.cost(&grid, cfg.model.num_hidden_layers) + cpu_cost);
     let started = Instant::now();
-    let compute = profile_compute(&model, &grid, &plan, block_size, PROFILE_SEED, &mut progress)?;
+    let compute = profile_compute(
+        &model,
+        &grid,
+        &plan,
+        block_size,
+        PROFILE_SEED,
+        &mut progress,
+    )?;
     let compute_s = started.elapsed().as_secs_f64();
     progress.phase("CPU overheads in the engine loop");
     let cpu_rows = profile_cpu_overheads(
@@ -189,12 +196,9 @@ pub fn run(job: &Job) -> Result<PathBuf> {
     ));
 
     let spec = bundle_spec(cfg);
-    let bundle_location = BundleLocation::new(
-        staging.path(),
-        &cfg.hardware.device_sku,
-        &cfg.model.hf_name,
-    )
-    .with_cpu_overheads(CpuOverheadSource::Standard);
+    let bundle_location =
+        BundleLocation::new(staging.path(), &cfg.hardware.device_sku, &cfg.model.hf_name)
+            .with_cpu_overheads(CpuOverheadSource::Standard);
     let writer = BundleWriter::new(bundle_location.clone())?;
     writer.write_mlp(&[MlpTable {
         spec,
@@ -264,7 +268,10 @@ pub fn run(job: &Job) -> Result<PathBuf> {
     cross_validate(&bundle)?.write(staging.path())?;
 
     job.write_resolved_config(staging.path())?;
-    meta.weights = Some(format!("timing only: {}", profiling_meta.details["weights"]));
+    meta.weights = Some(format!(
+        "timing only: {}",
+        profiling_meta.details["weights"]
+    ));
     meta.extra = json!({
         "bundle_id": bundle_id,
         "threads": threads::current(),

@@ -40,8 +40,13 @@ pub const REPLAY_DIR: &str = "replay";
 /// `token_metrics.csv` (entries that emitted a token). Errors name the file and batch when
 /// the three files disagree.
 pub fn read_real_run(dir: &Path) -> Result<Vec<ReplayIteration>> {
-    require_complete(dir, "real run", "cargo run --release --bin real -- <overrides>")?;
-    let batches: Vec<BatchMetricsRow> = read_csv(dir.join(BATCH_METRICS.file_name), &BATCH_METRICS)?;
+    require_complete(
+        dir,
+        "real run",
+        "cargo run --release --bin real -- <overrides>",
+    )?;
+    let batches: Vec<BatchMetricsRow> =
+        read_csv(dir.join(BATCH_METRICS.file_name), &BATCH_METRICS)?;
     let entries: Vec<BatchRequestRow> =
         read_csv(dir.join(BATCH_REQUESTS.file_name), &BATCH_REQUESTS)?;
     let tokens: Vec<TokenMetricsRow> = read_csv(dir.join(TOKEN_METRICS.file_name), &TOKEN_METRICS)?;
@@ -59,12 +64,14 @@ pub fn read_real_run(dir: &Path) -> Result<Vec<ReplayIteration>> {
     }
     let mut iterations = Vec::with_capacity(batches.len());
     for b in &batches {
-        let requests = shapes.remove(&b.batch_id).ok_or_else(|| Error::Mismatch(format!(
-            "{}: batch_id {} has no rows in {}",
-            dir.join(BATCH_METRICS.file_name).display(),
-            b.batch_id,
-            BATCH_REQUESTS.file_name
-        )))?;
+        let requests = shapes.remove(&b.batch_id).ok_or_else(|| {
+            Error::Mismatch(format!(
+                "{}: batch_id {} has no rows in {}",
+                dir.join(BATCH_METRICS.file_name).display(),
+                b.batch_id,
+                BATCH_REQUESTS.file_name
+            ))
+        })?;
         if requests.len() != b.num_requests as usize {
             return Err(Error::Mismatch(format!(
                 "{}: batch_id {} has num_requests {} but {} rows in {}",
@@ -149,10 +156,7 @@ pub fn build_predictor(
 }
 
 /// Reads `real_run`, predicts each iteration with `predictor` and compares.
-pub fn replay_run(
-    predictor: &dyn ExecutionTimePredictor,
-    real_run: &Path,
-) -> Result<ReplayReport> {
+pub fn replay_run(predictor: &dyn ExecutionTimePredictor, real_run: &Path) -> Result<ReplayReport> {
     let iterations = read_real_run(real_run)?;
     replay_batches(predictor, &iterations)
 }
@@ -237,7 +241,11 @@ pub fn write_replay(
             opt(b.measured_cpu_overhead_ns),
             b.predicted_cpu_overhead_ns.to_string(),
             b.extrapolated.to_string(),
-            it.requests.iter().filter(|r| r.is_prefill).count().to_string(),
+            it.requests
+                .iter()
+                .filter(|r| r.is_prefill)
+                .count()
+                .to_string(),
         ];
         for op in REPLAY_OPS {
             row.push(opt(it.measured_ops_ns[op.index()]));

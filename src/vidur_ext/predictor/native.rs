@@ -125,7 +125,8 @@ impl NativePredictor {
         let (mut decodes, mut decode_kv) = (0.0, 0.0);
         for r in batch {
             if r.is_prefill {
-                let l = self.prefill_lookup(f64::from(r.num_tokens), f64::from(r.num_context_tokens));
+                let l =
+                    self.prefill_lookup(f64::from(r.num_tokens), f64::from(r.num_context_tokens));
                 acc.add(Op::AttnPrefill, layers, l);
             } else {
                 decodes += 1.0;

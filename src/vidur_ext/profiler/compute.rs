@@ -375,6 +375,12 @@ fn stats(samples_ms: &[f64], what: &str) -> Result<OpStats> {
         })
 }
 
+/// Per sequence of a shape: its token ids and its block table.
+type ShapeInputs = (Vec<Vec<u32>>, Vec<Vec<usize>>);
+
+/// Samples (ms) of several ops.
+type OpSamples = Vec<(ModelOp, Vec<f64>)>;
+
 /// Samples pooled while running the plan.
 #[derive(Default)]
 struct Pool {
@@ -407,7 +413,9 @@ pub fn profile_compute(
     let mut pool = Pool::default();
     let num_layers = model.config().num_hidden_layers as u32;
     progress.phase("attention and token-count grid");
-    run_forwards(model, &mut cache, plan, grid, num_layers, &mut rng, &mut pool, progress)?;
+    run_forwards(
+        model, &mut cache, plan, grid, num_layers, &mut rng, &mut pool, progress,
+    )?;
     drop(cache);
 
     progress.phase("per-iteration logits ops");
@@ -420,10 +428,16 @@ pub fn profile_compute(
         let pooled = pool.token_ops.remove(&n).unwrap_or_default();
         for op in TOKEN_OPS {
             let samples = pooled.get(&op).map(Vec::as_slice).unwrap_or(&[]);
-            ops.set(bundle_op(op)?, stats(samples, &format!("{op} at {n} tokens"))?);
+            ops.set(
+                bundle_op(op)?,
+                stats(samples, &format!("{op} at {n} tokens"))?,
+            );
         }
         for (op, samples) in logits.remove(&n).unwrap_or_default() {
-            ops.set(bundle_op(op)?, stats(&samples, &format!("{op} at {n} rows"))?);
+            ops.set(
+                bundle_op(op)?,
+                stats(&samples, &format!("{op} at {n} rows"))?,
+            );
         }
         mlp_rows.push(MlpRow { num_tokens: n, ops });
         if let Some((wall, untimed)) = pool.forwards.get(&n) {
@@ -501,7 +515,7 @@ fn run_forwards(
     let bs = cache.block_size();
     let vocab = model.config().vocab_size as u32;
     // Token ids and block tables first: the prepared batches borrow them.
-    let data: Vec<(Vec<Vec<u32>>, Vec<Vec<usize>>)> = shapes
+    let data: Vec<ShapeInputs> = shapes
         .iter()
         .map(|(shape, _)| {
             let (seqs, tokens, kv) = shape.layout();
@@ -541,7 +555,12 @@ fn run_forwards(
     for pass in 0..grid.warmup + timed {
         for ((shape, keep_attention), batch) in shapes.iter().zip(&batches) {
             let (shape, n) = (*shape, shape.num_tokens());
-            progress.step(&format!("pass {}/{} {}", pass + 1, grid.warmup + timed, shape.label()));
+            progress.step(&format!(
+                "pass {}/{} {}",
+                pass + 1,
+                grid.warmup + timed,
+                shape.label()
+            ));
             recorder.clear();
             let start = Instant::now();
             model.forward(batch, cache, Some(&mut recorder))?;
@@ -583,7 +602,7 @@ fn time_logits_ops(
     grid: &ComputeGrid,
     rng: &mut ChaCha8Rng,
     progress: &mut Progress,
-) -> Result<BTreeMap<u32, Vec<(ModelOp, Vec<f64>)>>> {
+) -> Result<BTreeMap<u32, OpSamples>> {
     let vocab = model.config().vocab_size as u32;
     let device = model.device();
     let mut inputs = Vec::with_capacity(rows.len());
@@ -597,7 +616,10 @@ fn time_logits_ops(
     let passes = grid.warmup + grid.logits_repeats;
     for pass in 0..passes {
         for (n, x, row_ids) in &inputs {
-            progress.step(&format!("pass {}/{passes} final_norm/lm_head/sampler rows={n}", pass + 1));
+            progress.step(&format!(
+                "pass {}/{passes} final_norm/lm_head/sampler rows={n}",
+                pass + 1
+            ));
             let t0 = Instant::now();
             let h = model.final_norm(x, row_ids)?;
             let t1 = Instant::now();
@@ -640,8 +662,10 @@ fn fill_cache(model: &Qwen3Model, cache: &mut PagedKvCache, rng: &mut ChaCha8Rng
             .collect()
     };
     let dtype = model.dtype();
-    let k_all = Tensor::from_vec(random(rng), (max_rows, width), model.device())?.to_dtype(dtype)?;
-    let v_all = Tensor::from_vec(random(rng), (max_rows, width), model.device())?.to_dtype(dtype)?;
+    let k_all =
+        Tensor::from_vec(random(rng), (max_rows, width), model.device())?.to_dtype(dtype)?;
+    let v_all =
+        Tensor::from_vec(random(rng), (max_rows, width), model.device())?.to_dtype(dtype)?;
     let ids = vec![0u32; rows_per_seq];
     let num_blocks = cache.num_blocks();
     let mut first = 0;
@@ -716,7 +740,10 @@ mod tests {
                 prefill(64, 32),
             ]
         );
-        assert!(plan.skipped.iter().any(|s| s.contains("decode batch=2 kv=100")));
+        assert!(plan
+            .skipped
+            .iter()
+            .any(|s| s.contains("decode batch=2 kv=100")));
         // 1 and 8 are covered by attention points; 3 is an extra prefill at kv 0.
         assert_eq!(plan.token_points, vec![prefill(3, 0)]);
         assert_eq!(plan.token_counts(), vec![1, 2, 3, 8, 64]);
@@ -729,7 +756,10 @@ mod tests {
         let mut g = grid();
         g.prefill_kv_sizes.clear();
         let e = ComputeGrid::new(g).unwrap_err().to_string();
-        assert!(e.contains("profile.prefill_kv_sizes") && e.contains("empty"), "{e}");
+        assert!(
+            e.contains("profile.prefill_kv_sizes") && e.contains("empty"),
+            "{e}"
+        );
         let mut g = grid();
         g.prefill_chunk_sizes = vec![1];
         assert!(ComputeGrid::new(g).is_err());

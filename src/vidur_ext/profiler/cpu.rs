@@ -87,7 +87,9 @@ pub fn profile_cpu_overheads(
 /// above the scheduler's watermark.
 fn pool_blocks(sched: &SchedulerConfig, b: u32, tokens: u32) -> usize {
     let per_request = if sched.policy == Policy::Orca {
-        sched.orca_blocks_per_request().max(tokens.div_ceil(sched.block_size))
+        sched
+            .orca_blocks_per_request()
+            .max(tokens.div_ceil(sched.block_size))
     } else {
         tokens.div_ceil(sched.block_size) + 1
     };

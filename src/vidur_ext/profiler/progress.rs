@@ -121,7 +121,11 @@ impl Progress {
 fn fmt_duration(d: Duration) -> String {
     let s = d.as_secs_f64();
     if s >= 60.0 {
-        format!("{}m{:02}s", (s / 60.0).floor() as u64, (s % 60.0).floor() as u64)
+        format!(
+            "{}m{:02}s",
+            (s / 60.0).floor() as u64,
+            (s % 60.0).floor() as u64
+        )
     } else {
         format!("{s:.1}s")
     }
