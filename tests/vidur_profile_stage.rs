@@ -15,7 +15,7 @@ use simreal::Error;
 
 /// A tiny grid: 2 decode batch sizes × 2 KV sizes, 2 chunks × 2 KV sizes, one extra token
 /// count, one warm-up-free pass.
-const TINY_GRID: [&str; 12] = [
+const TINY_GRID: [&str; 11] = [
     "profile.num_tokens=[1,3]",
     "profile.decode_batch_sizes=[1,2]",
     "profile.decode_kv_sizes=[16,48]",
@@ -25,7 +25,6 @@ const TINY_GRID: [&str; 12] = [
     "profile.warmup=0",
     "profile.repeats=1",
     "profile.min_samples=1",
-    "profile.logits_repeats=1",
     "profile.cpu_overhead_iterations=2",
     "model=qwen3_tiny",
 ];

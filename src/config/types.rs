@@ -215,8 +215,6 @@ pub struct ProfileConfig {
     pub repeats: u32,
     /// Minimum samples per op and grid point: models with few layers run more forwards.
     pub min_samples: u32,
-    /// Timed calls of final_norm / lm_head / sampler per logits-row count.
-    pub logits_repeats: u32,
     /// Decode iterations of the engine loop timed per CPU-overhead batch size.
     pub cpu_overhead_iterations: u32,
 }
@@ -598,7 +596,6 @@ impl ProfileConfig {
             ));
         }
         nonzero("profile.repeats", u64::from(self.repeats))?;
-        nonzero("profile.logits_repeats", u64::from(self.logits_repeats))?;
         nonzero(
             "profile.cpu_overhead_iterations",
             u64::from(self.cpu_overhead_iterations),

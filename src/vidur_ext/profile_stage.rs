@@ -66,7 +66,6 @@ pub fn compute_grid(cfg: &SimrealConfig) -> Result<ComputeGrid> {
         warmup: p.warmup,
         repeats: p.repeats,
         min_samples: p.min_samples,
-        logits_repeats: p.logits_repeats,
         max_model_len: cfg.model.max_model_len,
     })
 }
@@ -227,11 +226,12 @@ pub fn run(job: &Job) -> Result<PathBuf> {
         "threads": threads::current(),
         "dtype": cfg.backend.dtype.as_str(),
         "weights": weights.provenance,
-        "method": "per-layer ops, attention and emb timed inside Qwen3Model::forward \
-                   (one sample per layer per forward, token-level ops pooled over forwards \
-                   with the same token count); final_norm/lm_head/sampler timed by calling \
-                   them on logits-row inputs; CPU overheads from the real engine loop's \
-                   decode iterations at each batch size",
+        "method": "every op (per-layer, attention, emb, final_norm, lm_head) timed inside \
+                   Qwen3Model::forward, one sample per layer per forward; token-level ops \
+                   pooled over forwards with the same token count; logits ops keyed by \
+                   logits rows from decode-shaped forwards (one row per sequence), the \
+                   sampler timed right after each forward as the engine does; CPU overheads \
+                   from the real engine loop's decode iterations at each batch size",
         "grid": grid,
         "plan": plan,
         "cpu_overhead_batch_sizes": cpu_sizes,

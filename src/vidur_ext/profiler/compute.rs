@@ -8,11 +8,13 @@
 //! real iteration leaves them); an `L`-layer forward gives `L` samples of every per-layer op.
 //!
 //! Token-level ops depend only on the number of tokens, so their samples are pooled over
-//! every forward with the same token count (decode batches, prefill chunks, and extra
-//! `num_tokens` points run as a prefill at an empty cache). The per-iteration logits ops
-//! (`final_norm`, `lm_head`, `sampler`) are keyed by logits rows, which a profiling forward
-//! cannot vary independently of its tokens, so they are timed by calling the same three
-//! functions on `rows`-row inputs.
+//! every forward with the same token count. The per-iteration logits ops (`final_norm`,
+//! `lm_head`, and `sampler`, which the engine calls right after the forward) are keyed by
+//! logits rows: every decode-shaped forward asks for one logits row per sequence, and every
+//! token count without a decode grid point (extra `num_tokens`, prefill chunk sizes) is run
+//! as that many one-token sequences at an empty cache, so each token count `n` also gives
+//! the logits ops at `n` rows — in the same context as in the engine. (Timed in isolation
+//! instead, `lm_head` measured up to 2.4× slower than inside the engine's iterations.)
 //!
 //! The KV cache is filled with random keys and values before timing: attention over
 //! never-written (zero-page) memory would read one shared physical page and run
@@ -51,8 +53,6 @@ pub struct ComputeGrid {
     /// More timed forwards when `repeats × layers` gives fewer samples per op than this
     /// (a 2-layer model needs many cheap forwards for a stable median).
     pub min_samples: u32,
-    /// Timed calls of the per-iteration logits ops per row count (one sample per call).
-    pub logits_repeats: u32,
     /// Longest sequence served (`kv + chunk` above it is not profiled, as in Vidur).
     pub max_model_len: u32,
 }
@@ -94,7 +94,7 @@ impl ComputeGrid {
                 "a prefill chunk has at least 2 tokens (a 1-token chunk is a decode)",
             ));
         }
-        if grid.repeats == 0 || grid.logits_repeats == 0 {
+        if grid.repeats == 0 {
             return Err(Error::config("profile.repeats", "must be positive"));
         }
         Ok(grid)
@@ -174,7 +174,8 @@ impl ForwardShape {
 }
 
 /// What will be run: attention grid points (their attention becomes an `attention.csv`
-/// row) and extra token points (only their token-level ops are kept).
+/// row) and token points (one-token sequences at an empty cache, for the token-level and
+/// logits ops of token counts no decode point has).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ComputePlan {
     pub attention_points: Vec<ForwardShape>,
@@ -232,22 +233,26 @@ impl ComputePlan {
                 }
             }
         }
-        let covered: Vec<u32> = attention_points.iter().map(|s| s.num_tokens()).collect();
+        // Token counts whose logits rows no decode point gives: extra points and chunks.
+        let covered: Vec<u32> = attention_points
+            .iter()
+            .filter(|s| matches!(s, ForwardShape::Decode { .. }))
+            .map(|s| s.num_tokens())
+            .collect();
+        let mut wanted: Vec<u32> = grid
+            .num_tokens
+            .iter()
+            .chain(&grid.prefill_chunk_sizes)
+            .copied()
+            .filter(|n| !covered.contains(n))
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
         let mut token_points = Vec::new();
-        for &n in &grid.num_tokens {
-            if covered.contains(&n) {
-                continue;
-            }
-            let s = if n == 1 {
-                ForwardShape::Decode {
-                    batch_size: 1,
-                    kv_cache_size: 0,
-                }
-            } else {
-                ForwardShape::Prefill {
-                    chunk: n,
-                    kv_cache_size: 0,
-                }
+        for n in wanted {
+            let s = ForwardShape::Decode {
+                batch_size: n,
+                kv_cache_size: 0,
             };
             if fits(s) {
                 token_points.push(s);
@@ -293,19 +298,10 @@ impl ComputePlan {
             .chain(&self.token_points)
             .map(|s| s.cost() * per_point)
             .sum();
-        forwards + self.logits_cost(grid)
+        forwards
     }
 
-    fn logits_cost(&self, grid: &ComputeGrid) -> f64 {
-        // lm_head reads the whole vocabulary matrix: comparable to a few dense tokens.
-        let calls = f64::from(grid.warmup + grid.logits_repeats);
-        self.token_counts()
-            .iter()
-            .map(|&n| calls * (4.0 + f64::from(n) / 4.0))
-            .sum()
-    }
-
-    /// Every token count measured (the `mlp.csv` rows), ascending.
+    /// Every token count measured (the `mlp.csv` rows, each with its logits ops), ascending.
     pub fn token_counts(&self) -> Vec<u32> {
         let mut v: Vec<u32> = self
             .attention_points
@@ -354,6 +350,9 @@ const TOKEN_OPS: [ModelOp; 11] = [
     ModelOp::MlpDownProj,
 ];
 
+/// Per-iteration ops keyed by logits rows.
+const LOGITS_OPS: [ModelOp; 3] = [ModelOp::FinalNorm, ModelOp::LmHead, ModelOp::Sampler];
+
 /// The bundle's op for a model op (same stable names).
 fn bundle_op(op: ModelOp) -> Result<Op> {
     Op::from_name(op.as_str())
@@ -378,9 +377,6 @@ fn stats(samples_ms: &[f64], what: &str) -> Result<OpStats> {
 /// Per sequence of a shape: its token ids and its block table.
 type ShapeInputs = (Vec<Vec<u32>>, Vec<Vec<usize>>);
 
-/// Samples (ms) of several ops.
-type OpSamples = Vec<(ModelOp, Vec<f64>)>;
-
 /// Samples pooled while running the plan.
 #[derive(Default)]
 struct Pool {
@@ -388,6 +384,8 @@ struct Pool {
     token_ops: BTreeMap<u32, BTreeMap<ModelOp, Vec<f64>>>,
     /// Per attention point: (attention samples, kv-cache-save samples).
     attention: BTreeMap<ForwardShape, (Vec<f64>, Vec<f64>)>,
+    /// Per (logits rows, op) of [`LOGITS_OPS`].
+    logits: BTreeMap<(u32, ModelOp), Vec<f64>>,
     /// Per token count: (forward wall ms, untimed ms).
     forwards: BTreeMap<u32, (Vec<f64>, Vec<f64>)>,
     num_forwards: usize,
@@ -418,9 +416,7 @@ pub fn profile_compute(
     )?;
     drop(cache);
 
-    progress.phase("per-iteration logits ops");
     let counts = plan.token_counts();
-    let mut logits = time_logits_ops(model, &counts, grid, &mut rng, progress)?;
     let mut mlp_rows = Vec::new();
     let mut forward_overhead = Vec::new();
     for n in counts {
@@ -433,10 +429,11 @@ pub fn profile_compute(
                 stats(samples, &format!("{op} at {n} tokens"))?,
             );
         }
-        for (op, samples) in logits.remove(&n).unwrap_or_default() {
+        for op in LOGITS_OPS {
+            let samples = pool.logits.get(&(n, op)).map(Vec::as_slice).unwrap_or(&[]);
             ops.set(
                 bundle_op(op)?,
-                stats(&samples, &format!("{op} at {n} rows"))?,
+                stats(samples, &format!("{op} at {n} rows"))?,
             );
         }
         mlp_rows.push(MlpRow { num_tokens: n, ops });
@@ -540,8 +537,8 @@ fn run_forwards(
                     token_ids: ids,
                     num_cached_tokens: kv as usize,
                     block_table: table,
-                    // Logits ops are timed by rows; the layers do not depend on them.
-                    wants_logits: false,
+                    // One logits row per decoding sequence, as in the engine.
+                    wants_logits: matches!(shape, ForwardShape::Decode { .. }),
                 })
                 .collect()
         })
@@ -563,8 +560,13 @@ fn run_forwards(
             ));
             recorder.clear();
             let start = Instant::now();
-            model.forward(batch, cache, Some(&mut recorder))?;
+            let logits = model.forward(batch, cache, Some(&mut recorder))?;
             let wall_ms = start.elapsed().as_secs_f64() * 1e3;
+            // The engine samples right after the forward.
+            let sample_start = Instant::now();
+            std::hint::black_box(model.sampler(&logits)?);
+            let sampler_ms = sample_start.elapsed().as_secs_f64() * 1e3;
+            drop(logits);
             progress.advance(shape.cost());
             if pass < grid.warmup {
                 continue;
@@ -576,6 +578,18 @@ fn run_forwards(
                     .entry(op)
                     .or_default()
                     .extend_from_slice(recorder.samples_ms(op));
+            }
+            if let ForwardShape::Decode { batch_size, .. } = shape {
+                for op in [ModelOp::FinalNorm, ModelOp::LmHead] {
+                    pool.logits
+                        .entry((batch_size, op))
+                        .or_default()
+                        .extend_from_slice(recorder.samples_ms(op));
+                }
+                pool.logits
+                    .entry((batch_size, ModelOp::Sampler))
+                    .or_default()
+                    .push(sampler_ms);
             }
             let f = pool.forwards.entry(n).or_default();
             f.0.push(wall_ms);
@@ -592,57 +606,6 @@ fn run_forwards(
         }
     }
     Ok(())
-}
-
-/// Times `final_norm`, `lm_head` and `sampler` for every logits-row count in `rows`,
-/// interleaved over the counts like the forwards.
-fn time_logits_ops(
-    model: &Qwen3Model,
-    rows: &[u32],
-    grid: &ComputeGrid,
-    rng: &mut ChaCha8Rng,
-    progress: &mut Progress,
-) -> Result<BTreeMap<u32, OpSamples>> {
-    let vocab = model.config().vocab_size as u32;
-    let device = model.device();
-    let mut inputs = Vec::with_capacity(rows.len());
-    for &n in rows {
-        let ids: Vec<u32> = (0..n).map(|_| rng.random_range(0..vocab)).collect();
-        // Hidden states with the magnitudes of real activations: embeddings of random tokens.
-        let x = model.emb(&Tensor::from_vec(ids, n as usize, device)?)?;
-        inputs.push((n, x, Tensor::arange(0u32, n, device)?));
-    }
-    let mut out: BTreeMap<u32, Vec<(ModelOp, Vec<f64>)>> = BTreeMap::new();
-    let passes = grid.warmup + grid.logits_repeats;
-    for pass in 0..passes {
-        for (n, x, row_ids) in &inputs {
-            progress.step(&format!(
-                "pass {}/{passes} final_norm/lm_head/sampler rows={n}",
-                pass + 1
-            ));
-            let t0 = Instant::now();
-            let h = model.final_norm(x, row_ids)?;
-            let t1 = Instant::now();
-            let logits = model.lm_head(&h)?;
-            let t2 = Instant::now();
-            let sampled = model.sampler(&logits)?;
-            let t3 = Instant::now();
-            std::hint::black_box(sampled);
-            progress.advance(4.0 + f64::from(*n) / 4.0);
-            if pass < grid.warmup {
-                continue;
-            }
-            let entry = out.entry(*n).or_insert_with(|| {
-                [ModelOp::FinalNorm, ModelOp::LmHead, ModelOp::Sampler]
-                    .map(|op| (op, Vec::new()))
-                    .to_vec()
-            });
-            for ((_, v), d) in entry.iter_mut().zip([t1 - t0, t2 - t1, t3 - t2]) {
-                v.push(d.as_secs_f64() * 1e3);
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// Writes random keys and values into every block of `cache`, through the model's own
@@ -709,7 +672,6 @@ mod tests {
             warmup: 1,
             repeats: 2,
             min_samples: 8,
-            logits_repeats: 2,
             max_model_len: 128,
         }
     }
@@ -744,11 +706,14 @@ mod tests {
             .skipped
             .iter()
             .any(|s| s.contains("decode batch=2 kv=100")));
-        // 1 and 8 are covered by attention points; 3 is an extra prefill at kv 0.
-        assert_eq!(plan.token_points, vec![prefill(3, 0)]);
+        // 1 and 2 have decode points; 3, 8 and 64 run as one-token sequences at kv 0.
+        assert_eq!(
+            plan.token_points,
+            vec![decode(3, 0), decode(8, 0), decode(64, 0)]
+        );
         assert_eq!(plan.token_counts(), vec![1, 2, 3, 8, 64]);
-        // Largest: decode(1, 100) = 7 blocks; prefill(64, 32) = 6 blocks; decode(2,16) = 4.
-        assert_eq!(plan.cache_blocks, 7);
+        // Largest: 64 one-token sequences = 64 blocks (decode(1, 100) needs 7).
+        assert_eq!(plan.cache_blocks, 64);
     }
 
     #[test]
