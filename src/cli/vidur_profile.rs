@@ -1,1 +1,11 @@
-fn main() {}
+//! `vidur_profile`: profile the engine's ops on this device into a Vidur-format bundle.
+//!
+//! `cargo run --release --bin vidur_profile -- [overrides]`, e.g. `model=qwen3_tiny`.
+
+use std::process::ExitCode;
+
+use simreal::io::Stage;
+
+fn main() -> ExitCode {
+    simreal::stage::run_binary(Stage::VidurProfile, simreal::vidur_ext::profile_stage::run)
+}

@@ -191,18 +191,29 @@ pub struct VidurConfig {
     pub seed: u64,
 }
 
-/// The operator profiling grid.
+/// The operator profiling grid (stage `vidur_profile`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileConfig {
+    /// Extra token counts for the token-level ops (decode batch sizes and prefill chunk
+    /// sizes are measured anyway).
     pub num_tokens: Vec<u32>,
     pub decode_batch_sizes: Vec<u32>,
+    /// Cached tokens per decoding sequence.
     pub decode_kv_sizes: Vec<u32>,
+    /// Prefill chunk lengths (at least 2 tokens).
     pub prefill_chunk_sizes: Vec<u32>,
+    /// Cached tokens before a prefill chunk (0 = a whole prompt).
     pub prefill_kv_sizes: Vec<u32>,
     pub cpu_overhead_batch_sizes: Vec<u32>,
+    /// Discarded forwards (and logits-op calls) per grid point.
     pub warmup: u32,
+    /// Timed forwards per grid point; each gives one sample per layer.
     pub repeats: u32,
+    /// Minimum samples per op and grid point: models with few layers run more forwards.
+    pub min_samples: u32,
+    /// Decode iterations of the engine loop timed per CPU-overhead batch size.
+    pub cpu_overhead_iterations: u32,
 }
 
 /// The `compare` stage's inputs.
@@ -575,13 +586,23 @@ impl ProfileConfig {
                 return Err(Error::config(key, "grid points must be positive"));
             }
         }
+        if self.prefill_chunk_sizes.contains(&1) {
+            return Err(Error::config(
+                "profile.prefill_chunk_sizes",
+                "a prefill chunk has at least 2 tokens (1 token is a decode)",
+            ));
+        }
         if self.prefill_kv_sizes.is_empty() {
             return Err(Error::config(
                 "profile.prefill_kv_sizes",
                 "the grid is empty",
             ));
         }
-        nonzero("profile.repeats", u64::from(self.repeats))
+        nonzero("profile.repeats", u64::from(self.repeats))?;
+        nonzero(
+            "profile.cpu_overhead_iterations",
+            u64::from(self.cpu_overhead_iterations),
+        )
     }
 }
 

@@ -1,18 +1,23 @@
 //! `native`: this project's model of our CPU engine.
 //!
-//! Differences from Vidur's formula, each following how our engine actually runs:
-//! - **attention per request**: our engine computes attention sequence by sequence, so the
-//!   batch's attention is the sum over requests — decodes at (batch 1, the request's cached
-//!   tokens), prefill chunks at (chunk, cached tokens) — instead of Vidur's aggregation into
-//!   one (batch, mean KV) decode and one sum-of-squares prefill, and without its GQA
-//!   batching overheads;
+//! Differences from Vidur's formula, each following how our engine actually runs (and
+//! checked against batch replays of real runs, `docs/predictor_accuracy.md`):
+//! - **decode attention as one call**: the engine runs every decode of an iteration in one
+//!   paged-attention call whose work is the batch's summed context, so it is looked up once
+//!   at (number of decodes, mean cached tokens) — like Vidur, but without rounding and
+//!   without Vidur's GQA batching overhead (the profiler measured real batches);
+//! - **prefill attention per request**, interpolated between profiled chunk sizes in
+//!   proportion to the attention work `chunk·kv + chunk·(chunk+1)/2` rather than in chunk²
+//!   alone, which is exact for any cost linear in that work;
 //! - **interpolation at exact sizes** instead of rounding tokens to 8 and KV to 64. KV keys
 //!   are cached tokens, the profiler's `kv_cache_size` (Vidur looks decodes up at
 //!   `num_processed_tokens`, one more);
 //! - **the ops Vidur leaves out**, when the bundle has them: `attn_qk_norm` per layer,
 //!   `add` [`NativeConfig::adds_per_layer`] times per layer (Qwen3 has two residual adds, the
 //!   profiler times one), and per iteration `emb` (first stage), `final_norm`, `lm_head` and
-//!   `sampler` (last stage; the last two keyed by logits rows).
+//!   `sampler` (last stage; keyed by logits rows, as the engine normalises only those rows);
+//! - **sampling is an op**: when the bundle times `sampler` by logits rows, the CPU term
+//!   `sampler_e2e` (keyed by batch size) is not charged again.
 //!
 //! Each op family has one method below, so the model can be tuned family by family on real
 //! measurements.
@@ -36,10 +41,11 @@ pub struct NativeConfig {
 }
 
 impl Default for NativeConfig {
+    /// Our engine: two residual adds per layer, final norm over the logits rows only.
     fn default() -> Self {
         NativeConfig {
             adds_per_layer: 2,
-            final_norm_over_logits_rows: false,
+            final_norm_over_logits_rows: true,
         }
     }
 }
@@ -114,16 +120,43 @@ impl NativePredictor {
         acc.add(Op::Add, adds, self.curves.token_op(Op::Add, tokens));
     }
 
-    /// Attention, request by request.
+    /// Attention: decodes as one call at (decodes, mean context); prefills one by one.
     fn attention(&self, acc: &mut Acc, batch: &[RequestShape], layers: f64) {
+        let (mut decodes, mut decode_kv) = (0.0, 0.0);
         for r in batch {
-            let kv = f64::from(r.num_context_tokens);
             if r.is_prefill {
-                let l = self.curves.attn_prefill(f64::from(r.num_tokens), kv);
+                let l =
+                    self.prefill_lookup(f64::from(r.num_tokens), f64::from(r.num_context_tokens));
                 acc.add(Op::AttnPrefill, layers, l);
             } else {
-                acc.add(Op::AttnDecode, layers, self.curves.attn_decode(1.0, kv));
+                decodes += 1.0;
+                decode_kv += f64::from(r.num_context_tokens);
             }
+        }
+        if decodes > 0.0 {
+            let l = self.curves.attn_decode(decodes, decode_kv / decodes);
+            acc.add(Op::AttnDecode, layers, l);
+        }
+    }
+
+    /// Prefill attention of one chunk: exact at profiled chunks; between two profiled chunks
+    /// `c0 < chunk < c1`, linear in the attention work `w(c) = c·kv + c·(c+1)/2` between the
+    /// two chunks' values at this `kv`; outside them, the grid's documented rule.
+    fn prefill_lookup(&self, chunk: f64, kv: f64) -> Lookup {
+        let grid = self.curves.prefill();
+        let outer = grid.outer_keys();
+        let c2 = chunk * chunk;
+        let i = outer.partition_point(|&o| o < c2);
+        if i == 0 || i >= outer.len() || outer[i] == c2 {
+            return self.curves.attn_prefill(chunk, kv);
+        }
+        let (c0, c1) = (outer[i - 1].sqrt(), outer[i].sqrt());
+        let (lo, hi) = (grid.groups()[i - 1].eval(kv), grid.groups()[i].eval(kv));
+        let work = |c: f64| c * kv + c * (c + 1.0) / 2.0;
+        let t = (work(chunk) - work(c0)) / (work(c1) - work(c0));
+        Lookup {
+            value_ms: lo.value_ms + t * (hi.value_ms - lo.value_ms),
+            extrapolated: lo.extrapolated || hi.extrapolated,
         }
     }
 
@@ -187,7 +220,12 @@ impl NativePredictor {
     fn cpu_overheads(&self, batch_size: f64) -> ([f64; CpuOverheadTerm::COUNT], bool) {
         let mut ms = [0.0; CpuOverheadTerm::COUNT];
         let mut extrapolated = false;
+        // Sampling is charged as the `sampler` op when the bundle times it.
+        let sampler_is_op = self.curves.series(Op::Sampler).is_some();
         for term in CpuOverheadTerm::ALL {
+            if term == CpuOverheadTerm::SamplerE2e && sampler_is_op {
+                continue;
+            }
             if self.config.cpu_overheads.contains(term) {
                 let l = self.curves.cpu_term(term, batch_size);
                 ms[term.index()] = l.value_ms;

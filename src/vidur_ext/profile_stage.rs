@@ -1,0 +1,297 @@
+//! The `vidur_profile` stage: profile the engine's ops on this device into a Vidur bundle.
+//!
+//! `tmp/vidur_profile/<bundle_id>/`:
+//! `compute/<device_sku>/<org>/<model>/{mlp.csv,attention.csv}`,
+//! `cpu_overhead/<device_sku>/<org>/<model>/cpu_overheads.csv`, `profiling_meta.json`,
+//! `predictor_report.{json,md}` (cross-validated interpolation error per op), `config.yaml`,
+//! `run_meta.json`, `_SUCCESS`. The bundle id hashes what determines the timings
+//! (architecture, device, dtype, threads, block size, grid), so the same config reuses it.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::Device;
+use serde_json::json;
+
+use crate::config::types::SimrealConfig;
+use crate::io::provenance::{utc_now, HostFingerprint};
+use crate::io::rundir::{prepare, require_complete, Prepared, Stage};
+use crate::io::write_json;
+use crate::real_bench::model::{Qwen3Model, WeightSource};
+use crate::real_bench::stage::{candle_dtype, qwen3_config, resolve_weights};
+use crate::real_bench::threads;
+use crate::stage::Job;
+use crate::vidur_ext::bundle::{
+    AttentionTable, Bundle, BundleLocation, BundleModelSpec, BundleWriter, CpuOverheadSource,
+    CpuOverheadTable, LoadOptions, MlpTable, ProfilingMeta, PROFILING_META_SCHEMA_VERSION,
+};
+use crate::vidur_ext::predictor::cross_validate;
+use crate::vidur_ext::profiler::{
+    profile_compute, profile_cpu_overheads, ComputeGrid, ComputePlan, Progress,
+};
+use crate::{Error, Result};
+
+/// `attention_backend` written to `attention.csv`.
+pub const ATTENTION_BACKEND: &str = "simreal_paged_cpu";
+/// `profile_method` written to `attention.csv`: ops timed inside whole forward passes.
+pub const PROFILE_METHOD: &str = "in_forward";
+/// Seed of the profiler's random token ids and KV-cache contents (timing does not depend on
+/// values; fixed so reruns do identical work).
+const PROFILE_SEED: u64 = 0x5EED_0F11;
+
+/// The bundle rows a config's model selects (TP = 1, gated MLP as in Qwen3 and Llama).
+pub fn bundle_spec(cfg: &SimrealConfig) -> BundleModelSpec {
+    let m = &cfg.model;
+    BundleModelSpec {
+        n_head: m.num_attention_heads,
+        n_kv_head: m.num_key_value_heads,
+        n_embd: m.hidden_size,
+        n_expanded_embd: m.intermediate_size,
+        vocab_size: m.vocab_size,
+        use_gated_mlp: true,
+        num_tensor_parallel_workers: cfg.vidur.tensor_parallel_size,
+        block_size: cfg.scheduler.block_size,
+    }
+}
+
+/// The compute grid of a config's `profile` section.
+pub fn compute_grid(cfg: &SimrealConfig) -> Result<ComputeGrid> {
+    let p = &cfg.profile;
+    ComputeGrid::new(ComputeGrid {
+        num_tokens: p.num_tokens.clone(),
+        decode_batch_sizes: p.decode_batch_sizes.clone(),
+        decode_kv_sizes: p.decode_kv_sizes.clone(),
+        prefill_chunk_sizes: p.prefill_chunk_sizes.clone(),
+        prefill_kv_sizes: p.prefill_kv_sizes.clone(),
+        warmup: p.warmup,
+        repeats: p.repeats,
+        min_samples: p.min_samples,
+        max_model_len: cfg.model.max_model_len,
+    })
+}
+
+/// Loads the bundle at `dir` for the config's model. A bundle of ours (with
+/// `profiling_meta.json`) must have been profiled for the same model (`model.hf_name`); any
+/// bundle must have rows for the model's dimensions. Errors name what differs.
+pub fn load_bundle(cfg: &SimrealConfig, dir: &Path) -> Result<Bundle> {
+    let spec = bundle_spec(cfg);
+    let location = if dir.join("profiling_meta.json").is_file() {
+        let (location, meta) = BundleLocation::from_meta(dir)?;
+        if meta.model_name != cfg.model.hf_name {
+            return Err(Error::Mismatch(format!(
+                "bundle {} was profiled for `{}`, but the configured model `{}` is `{}`",
+                dir.display(),
+                meta.model_name,
+                cfg.model.name,
+                cfg.model.hf_name
+            )));
+        }
+        if !meta.models.contains(&spec) {
+            return Err(Error::Mismatch(format!(
+                "bundle {} holds {}, but the config needs {spec}",
+                dir.display(),
+                meta.models
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )));
+        }
+        location
+    } else {
+        BundleLocation::new(dir, &cfg.hardware.device_sku, &cfg.model.hf_name)
+    };
+    Bundle::load(&location, &spec, &LoadOptions::default())
+}
+
+/// Finds the bundle a config uses: `vidur.bundle`, or the one this stage writes for it,
+/// which must be complete.
+pub fn configured_bundle_dir(job: &Job) -> Result<PathBuf> {
+    let dir = job.config.bundle_dir()?;
+    if job.config.vidur.bundle.is_none() {
+        require_complete(
+            &dir,
+            "profiling bundle",
+            &job.command_for(Stage::VidurProfile),
+        )?;
+    }
+    Ok(dir)
+}
+
+/// Runs the stage for one job; returns the bundle dir.
+pub fn run(job: &Job) -> Result<PathBuf> {
+    let cfg = &job.config;
+    qwen3_config(cfg)?;
+    if cfg.vidur.tensor_parallel_size != 1 || cfg.vidur.pipeline_parallel_size != 1 {
+        return Err(Error::config(
+            "vidur.tensor_parallel_size",
+            "the CPU engine runs on one device: profile with TP = PP = 1",
+        ));
+    }
+    let grid = compute_grid(cfg)?;
+    let bundle_id = job.own_run_id(cfg.bundle_id()?);
+    let location = cfg.location(Stage::VidurProfile, bundle_id.clone());
+    let pool = cfg.kv_pool()?;
+    let block_size = cfg.scheduler.block_size;
+    // Plan before touching the run dir, so an unfittable grid fails cleanly.
+    let plan = ComputePlan::new(&grid, block_size, pool.num_blocks)?;
+    let staging = match prepare(&location, cfg.output.force)? {
+        Prepared::UpToDate(path) => {
+            eprintln!("up to date: {}", path.display());
+            return Ok(path);
+        }
+        Prepared::Fresh(staging) => staging,
+    };
+    let mut meta = job.run_meta(&bundle_id)?;
+    threads::init(cfg.hardware.cpu_threads)?;
+    let weights = resolve_weights(cfg)?;
+    let model = Qwen3Model::load(
+        &WeightSource::Dir(weights.dir.clone()),
+        candle_dtype(cfg.backend.dtype),
+        &Device::Cpu,
+    )?;
+    let cpu_sizes = &cfg.profile.cpu_overhead_batch_sizes;
+    let cpu_iterations = cfg.profile.cpu_overhead_iterations;
+    let cpu_cost: f64 = cpu_sizes
+        .iter()
+        .map(|&b| f64::from(b + 8) * f64::from(cpu_iterations + 2))
+        .sum();
+    eprintln!(
+        "vidur_profile: {} on {} ({} threads, {}): {} attention points, {} token points, {} skipped",
+        cfg.model.name,
+        cfg.hardware.device_sku,
+        threads::current(),
+        cfg.backend.dtype.as_str(),
+        plan.attention_points.len(),
+        plan.token_points.len(),
+        plan.skipped.len()
+    );
+    let mut progress = Progress::new(plan.cost(&grid, cfg.model.num_hidden_layers) + cpu_cost);
+    let started = Instant::now();
+    let compute = profile_compute(
+        &model,
+        &grid,
+        &plan,
+        block_size,
+        PROFILE_SEED,
+        &mut progress,
+    )?;
+    let compute_s = started.elapsed().as_secs_f64();
+    progress.phase("CPU overheads in the engine loop");
+    let cpu_rows = profile_cpu_overheads(
+        &model,
+        &cfg.scheduler,
+        cpu_sizes,
+        cpu_iterations,
+        &mut progress,
+    )?;
+    let total_s = started.elapsed().as_secs_f64();
+    progress.finish(&format!(
+        "{} forwards, {} mlp rows, {} attention rows, {} cpu rows",
+        compute.num_forwards,
+        compute.mlp_rows.len(),
+        compute.attention_rows.len(),
+        cpu_rows.len()
+    ));
+
+    let spec = bundle_spec(cfg);
+    let bundle_location =
+        BundleLocation::new(staging.path(), &cfg.hardware.device_sku, &cfg.model.hf_name)
+            .with_cpu_overheads(CpuOverheadSource::Standard);
+    let writer = BundleWriter::new(bundle_location.clone())?;
+    writer.write_mlp(&[MlpTable {
+        spec,
+        rows: compute.mlp_rows.clone(),
+    }])?;
+    writer.write_attention(&[AttentionTable {
+        spec,
+        max_model_len: Some(cfg.model.max_model_len),
+        attention_backend: Some(ATTENTION_BACKEND.into()),
+        profile_method: Some(PROFILE_METHOD.into()),
+        rows: compute.attention_rows.clone(),
+    }])?;
+    writer.write_cpu_overheads(&[CpuOverheadTable {
+        model_name: cfg.model.hf_name.clone(),
+        tensor_parallel_degree: 1,
+        rows: cpu_rows,
+    }])?;
+    let host = HostFingerprint::collect("cpu", threads::current());
+    let git = meta.git_commit.clone();
+    let details = json!({
+        "bundle_id": bundle_id,
+        "date": utc_now(),
+        "git_commit": git,
+        "git_dirty": meta.git_dirty,
+        "device_fingerprint": host,
+        "threads": threads::current(),
+        "dtype": cfg.backend.dtype.as_str(),
+        "weights": weights.provenance,
+        "method": "every op (per-layer, attention, emb, final_norm, lm_head) timed inside \
+                   Qwen3Model::forward, one sample per layer per forward; token-level ops \
+                   pooled over forwards with the same token count; logits ops keyed by \
+                   logits rows from decode-shaped forwards (one row per sequence), the \
+                   sampler timed right after each forward as the engine does; CPU overheads \
+                   from the real engine loop's decode iterations at each batch size",
+        "grid": grid,
+        "plan": plan,
+        "cpu_overhead_batch_sizes": cpu_sizes,
+        "cpu_overhead_iterations": cpu_iterations,
+        "forward_overhead": compute.forward_overhead,
+        "num_forwards": compute.num_forwards,
+        "profile_compute_s": compute_s,
+        "profile_total_s": total_s,
+        "load_average_before": load_average(),
+    });
+    let mut profiling_meta = ProfilingMeta {
+        schema_version: PROFILING_META_SCHEMA_VERSION,
+        device: cfg.hardware.device_sku.clone(),
+        model_name: cfg.model.hf_name.clone(),
+        network_device: None,
+        has_cpu_overheads: true,
+        models: vec![spec],
+        ops: Vec::new(),
+        details: details
+            .as_object()
+            .map(|m| m.clone().into_iter().collect())
+            .unwrap_or_default(),
+    };
+    // Read back what was written: validates the files as any consumer will load them.
+    let mut bundle = Bundle::load(&bundle_location, &spec, &LoadOptions::default())?;
+    profiling_meta.ops = crate::vidur_ext::bundle::Op::ALL
+        .into_iter()
+        .filter(|op| bundle.has_op(*op))
+        .map(|op| op.name().to_owned())
+        .collect();
+    writer.write_meta(&profiling_meta)?;
+    // The report names the bundle where it will live, not the staging dir.
+    bundle.location.root = staging.final_path().to_path_buf();
+    cross_validate(&bundle)?.write(staging.path())?;
+
+    job.write_resolved_config(staging.path())?;
+    meta.weights = Some(format!(
+        "timing only: {}",
+        profiling_meta.details["weights"]
+    ));
+    meta.extra = json!({
+        "bundle_id": bundle_id,
+        "threads": threads::current(),
+        "num_forwards": compute.num_forwards,
+        "profile_total_s": total_s,
+        "skipped_grid_points": plan.skipped,
+        "peak_rss_bytes": threads::peak_rss_bytes(),
+    });
+    meta.ended_at = utc_now();
+    write_json(staging.file("run_meta.json"), &meta)?;
+    eprintln!("vidur_profile: bundle written in {total_s:.1} s");
+    staging.commit()
+}
+
+/// `/proc/loadavg`'s 1-minute value: the profile is only as good as the machine was quiet.
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}

@@ -1,0 +1,351 @@
+//! Batch replay of a real run: predict every recorded iteration from its composition and
+//! compare with what the engine measured — the "oracle schedule" check, which isolates
+//! prediction error from scheduling divergence.
+//!
+//! [`read_real_run`] turns a `real` run dir into [`ReplayIteration`]s, [`build_predictor`]
+//! fits the configured predictor on a bundle, [`replay_run`] does both and predicts, and
+//! [`write_replay`] writes `replay.csv` (one row per iteration: measured vs predicted total,
+//! model time, CPU overhead and every op) and `replay_summary.json`. [`run`] is the `replay`
+//! binary: `tmp/replay/<id>/`.
+//!
+//! Accounting (the same on both sides): an iteration's duration is its CPU overhead —
+//! scheduling, input preparation and output processing — plus its model time, which
+//! includes sampling (the `sampler` op, keyed by logits rows like the LM head).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::config::types::{PredictorKind, SimrealConfig};
+use crate::io::records::{BatchMetricsRow, BatchRequestRow, TokenMetricsRow};
+use crate::io::rundir::{is_complete, require_complete, Stage, SUCCESS_MARKER};
+use crate::io::schema::{BATCH_METRICS, BATCH_REQUESTS, TOKEN_METRICS};
+use crate::io::{read_csv, stable_id, write_atomic, write_json};
+use crate::stage::Job;
+use crate::vidur_ext::bundle::{Bundle, Op};
+use crate::vidur_ext::predictor::{
+    replay_batches, CpuOverheadFlags, ExecutionTimePredictor, NativeConfig, NativePredictor,
+    PredictorConfig, ReplayIteration, ReplayReport, RequestShape, VidurCompatPredictor,
+};
+use crate::vidur_ext::profile_stage::{configured_bundle_dir, load_bundle};
+use crate::{Error, Result};
+
+/// Output directory of replays under the output root.
+pub const REPLAY_DIR: &str = "replay";
+
+/// Reads a complete `real` run into one [`ReplayIteration`] per `batch_metrics.csv` row,
+/// with its `batch_requests.csv` rows as request shapes and its logits rows counted from
+/// `token_metrics.csv` (entries that emitted a token). Errors name the file and batch when
+/// the three files disagree.
+pub fn read_real_run(dir: &Path) -> Result<Vec<ReplayIteration>> {
+    require_complete(
+        dir,
+        "real run",
+        "cargo run --release --bin real -- <overrides>",
+    )?;
+    let batches: Vec<BatchMetricsRow> =
+        read_csv(dir.join(BATCH_METRICS.file_name), &BATCH_METRICS)?;
+    let entries: Vec<BatchRequestRow> =
+        read_csv(dir.join(BATCH_REQUESTS.file_name), &BATCH_REQUESTS)?;
+    let tokens: Vec<TokenMetricsRow> = read_csv(dir.join(TOKEN_METRICS.file_name), &TOKEN_METRICS)?;
+    let mut shapes: BTreeMap<u64, Vec<RequestShape>> = BTreeMap::new();
+    for e in &entries {
+        shapes.entry(e.batch_id).or_default().push(RequestShape {
+            num_tokens: e.num_tokens,
+            num_context_tokens: e.num_context_tokens,
+            is_prefill: e.is_prefill,
+        });
+    }
+    let mut logits_rows: BTreeMap<u64, u32> = BTreeMap::new();
+    for t in &tokens {
+        *logits_rows.entry(t.batch_id).or_default() += 1;
+    }
+    let mut iterations = Vec::with_capacity(batches.len());
+    for b in &batches {
+        let requests = shapes.remove(&b.batch_id).ok_or_else(|| {
+            Error::Mismatch(format!(
+                "{}: batch_id {} has no rows in {}",
+                dir.join(BATCH_METRICS.file_name).display(),
+                b.batch_id,
+                BATCH_REQUESTS.file_name
+            ))
+        })?;
+        if requests.len() != b.num_requests as usize {
+            return Err(Error::Mismatch(format!(
+                "{}: batch_id {} has num_requests {} but {} rows in {}",
+                dir.display(),
+                b.batch_id,
+                b.num_requests,
+                requests.len(),
+                BATCH_REQUESTS.file_name
+            )));
+        }
+        let cpu = match (
+            b.cpu_schedule_ns,
+            b.cpu_prepare_inputs_ns,
+            b.cpu_process_outputs_ns,
+        ) {
+            (Some(s), Some(p), Some(o)) => Some(s + p + o),
+            _ => None,
+        };
+        let mut measured_ops_ns = [None; Op::COUNT];
+        for (name, v) in crate::io::schema::OP_NAMES.iter().zip(b.ops()) {
+            if let Some(op) = Op::from_name(name) {
+                measured_ops_ns[op.index()] = v;
+            }
+        }
+        iterations.push(ReplayIteration {
+            batch_id: b.batch_id,
+            measured_duration_ns: b.duration_ns,
+            measured_cpu_overhead_ns: cpu,
+            measured_ops_ns,
+            requests,
+            num_logits_rows: Some(logits_rows.get(&b.batch_id).copied().unwrap_or(0)),
+        });
+    }
+    if let Some(id) = shapes.keys().next() {
+        return Err(Error::Mismatch(format!(
+            "{}: batch_id {id} is in {} but not in {}",
+            dir.display(),
+            BATCH_REQUESTS.file_name,
+            BATCH_METRICS.file_name
+        )));
+    }
+    Ok(iterations)
+}
+
+/// The predictor a config chooses, fitted on `bundle`. CPU overheads are charged when
+/// `vidur.cpu_overheads` is set.
+pub fn build_predictor(
+    cfg: &SimrealConfig,
+    bundle: &Bundle,
+) -> Result<Box<dyn ExecutionTimePredictor>> {
+    let m = &cfg.model;
+    let flags = if cfg.vidur.cpu_overheads {
+        CpuOverheadFlags::ALL
+    } else {
+        CpuOverheadFlags::NONE
+    };
+    let config = PredictorConfig::new(
+        m.num_hidden_layers,
+        m.num_attention_heads,
+        m.num_key_value_heads,
+        m.hidden_size,
+    )
+    .with_parallelism(
+        cfg.vidur.tensor_parallel_size,
+        cfg.vidur.pipeline_parallel_size,
+    )
+    .with_cpu_overheads(flags);
+    Ok(match cfg.vidur.predictor {
+        PredictorKind::Native => Box::new(NativePredictor::new(
+            bundle,
+            config,
+            NativeConfig::default(),
+        )?),
+        PredictorKind::VidurCompat => Box::new(VidurCompatPredictor::new(bundle, config)?),
+        PredictorKind::VidurTables => {
+            return Err(Error::config(
+                "vidur.predictor",
+                "batch replay predicts from a bundle: use native or vidur_compat",
+            ))
+        }
+    })
+}
+
+/// Reads `real_run`, predicts each iteration with `predictor` and compares.
+pub fn replay_run(predictor: &dyn ExecutionTimePredictor, real_run: &Path) -> Result<ReplayReport> {
+    let iterations = read_real_run(real_run)?;
+    replay_batches(predictor, &iterations)
+}
+
+/// Header of `replay.csv` before the per-op columns.
+const REPLAY_COLUMNS: [&str; 13] = [
+    "batch_id",
+    "num_requests",
+    "num_tokens",
+    "num_logits_rows",
+    "measured_ns",
+    "predicted_ns",
+    "error_pct",
+    "measured_model_ns",
+    "predicted_model_ns",
+    "measured_cpu_overhead_ns",
+    "predicted_cpu_overhead_ns",
+    "extrapolated",
+    "num_prefill_requests",
+];
+
+/// Ops written to `replay.csv` as `measured_<op>_ns, predicted_<op>_ns` pairs.
+const REPLAY_OPS: [Op; 17] = [
+    Op::Emb,
+    Op::InputLayernorm,
+    Op::AttnPreProj,
+    Op::AttnQkNorm,
+    Op::AttnRope,
+    Op::AttnKvCacheSave,
+    Op::AttnPrefill,
+    Op::AttnDecode,
+    Op::AttnPostProj,
+    Op::PostAttentionLayernorm,
+    Op::MlpUpProj,
+    Op::MlpAct,
+    Op::MlpDownProj,
+    Op::Add,
+    Op::FinalNorm,
+    Op::LmHead,
+    Op::Sampler,
+];
+
+/// Writes `replay.csv` and `replay_summary.json` into `dir` (atomically, file by file).
+/// `iterations` are the replayed ones (for logits rows and measured ops), in report order.
+pub fn write_replay(
+    dir: &Path,
+    predictor: &dyn ExecutionTimePredictor,
+    iterations: &[ReplayIteration],
+    report: &ReplayReport,
+    inputs: serde_json::Value,
+) -> Result<()> {
+    let mut header: Vec<String> = REPLAY_COLUMNS.iter().map(|c| c.to_string()).collect();
+    for op in REPLAY_OPS {
+        header.push(format!("measured_{op}_ns"));
+        header.push(format!("predicted_{op}_ns"));
+    }
+    let path = dir.join("replay.csv");
+    let mut w = csv::WriterBuilder::new().from_writer(Vec::new());
+    let csv_err = |e: csv::Error| Error::parse(&path, e.to_string());
+    w.write_record(&header).map_err(csv_err)?;
+    let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
+    for (it, b) in iterations.iter().zip(&report.batches) {
+        // Predicted again for the per-op breakdown, which the report does not keep.
+        let ctx = crate::vidur_ext::predictor::IterationContext {
+            pipeline_stage: 0,
+            num_logits_rows: it.num_logits_rows,
+        };
+        let p = predictor.predict_with(&it.requests, &ctx);
+        let measured_model = it
+            .measured_cpu_overhead_ns
+            .map(|c| it.measured_duration_ns.saturating_sub(c));
+        let mut row = vec![
+            b.batch_id.to_string(),
+            b.num_requests.to_string(),
+            b.num_tokens.to_string(),
+            opt(it.num_logits_rows.map(u64::from)),
+            b.measured_ns.to_string(),
+            b.predicted_ns.to_string(),
+            format!("{:.4}", b.error_pct),
+            opt(measured_model),
+            b.predicted_model_ns.to_string(),
+            opt(b.measured_cpu_overhead_ns),
+            b.predicted_cpu_overhead_ns.to_string(),
+            b.extrapolated.to_string(),
+            it.requests
+                .iter()
+                .filter(|r| r.is_prefill)
+                .count()
+                .to_string(),
+        ];
+        for op in REPLAY_OPS {
+            row.push(opt(it.measured_ops_ns[op.index()]));
+            row.push(format!("{}", (p.op_ms(op) * 1e6).round() as u64));
+        }
+        w.write_record(&row).map_err(csv_err)?;
+    }
+    let bytes = w
+        .into_inner()
+        .map_err(|e| Error::parse(&path, e.to_string()))?;
+    write_atomic(&path, &bytes)?;
+    #[derive(Serialize)]
+    struct Summary<'a> {
+        inputs: serde_json::Value,
+        summary: &'a crate::vidur_ext::predictor::ReplaySummary,
+    }
+    write_json(
+        dir.join("replay_summary.json"),
+        &Summary {
+            inputs,
+            summary: &report.summary,
+        },
+    )
+}
+
+/// Explicit inputs of the `replay` binary (`real_run=<dir>`, `bundle=<dir>`); each `None`
+/// is derived from the config, as the `real` and `vidur_profile` stages name their runs.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayInputs {
+    pub real_run: Option<PathBuf>,
+    pub bundle: Option<PathBuf>,
+}
+
+/// Runs a replay for one job; returns `tmp/replay/<id>/`.
+pub fn run(job: &Job, inputs: &ReplayInputs) -> Result<PathBuf> {
+    let cfg = &job.config;
+    let real_run = match &inputs.real_run {
+        Some(p) => p.clone(),
+        None => {
+            let dir = cfg.real_run_dir()?;
+            require_complete(&dir, "real run", &job.command_for(Stage::Real))?;
+            dir
+        }
+    };
+    let bundle_dir = match &inputs.bundle {
+        Some(p) => p.clone(),
+        None => configured_bundle_dir(job)?,
+    };
+    let bundle = load_bundle(cfg, &bundle_dir)?;
+    let predictor = build_predictor(cfg, &bundle)?;
+    let name = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| p.display().to_string())
+    };
+    let id_parts = json!({
+        "real_run": name(&real_run),
+        "bundle": name(&bundle_dir),
+        "predictor": predictor.name(),
+        "cpu_overheads": cfg.vidur.cpu_overheads,
+    });
+    let id = format!(
+        "rpl-{}-{}-{}",
+        cfg.model.name,
+        predictor.name(),
+        stable_id(&id_parts, "", 12)?
+    );
+    let out = cfg.output.root.join(REPLAY_DIR).join(&id);
+    if is_complete(&out) && !cfg.output.force {
+        eprintln!("up to date: {}", out.display());
+        return Ok(out);
+    }
+    let iterations = read_real_run(&real_run)?;
+    let report = replay_batches(predictor.as_ref(), &iterations)?;
+    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
+    let marker = out.join(SUCCESS_MARKER);
+    if marker.exists() {
+        std::fs::remove_file(&marker).map_err(|e| Error::io(&marker, e))?;
+    }
+    let inputs_json = json!({
+        "real_run": real_run.display().to_string(),
+        "bundle": bundle_dir.display().to_string(),
+        "predictor": predictor.name(),
+        "cpu_overheads": cfg.vidur.cpu_overheads,
+    });
+    write_replay(&out, predictor.as_ref(), &iterations, &report, inputs_json)?;
+    write_atomic(&marker, b"")?;
+    let s = &report.summary;
+    eprintln!(
+        "replay ({}): {} iterations, total {:+.2}%, per-iteration |error| median {:.2}% p90 {:.2}%{}",
+        s.predictor,
+        s.num_batches,
+        s.total_error_pct,
+        s.duration.median_abs_pct,
+        s.duration.p90_abs_pct,
+        if s.num_extrapolated > 0 {
+            format!(", {} extrapolated", s.num_extrapolated)
+        } else {
+            String::new()
+        }
+    );
+    Ok(out)
+}
