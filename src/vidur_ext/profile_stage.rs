@@ -240,7 +240,7 @@ pub fn run(job: &Job) -> Result<PathBuf> {
         "num_forwards": compute.num_forwards,
         "profile_compute_s": compute_s,
         "profile_total_s": total_s,
-        "load_average_before": load_average(),
+        "load_average_1min_at_end": load_average(),
     });
     let mut profiling_meta = ProfilingMeta {
         schema_version: PROFILING_META_SCHEMA_VERSION,
