@@ -11,6 +11,7 @@ pub mod error;
 pub mod analysis;
 pub mod config;
 pub mod io;
+pub mod pipeline;
 pub mod real_bench;
 pub mod scheduler;
 pub mod stage;

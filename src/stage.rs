@@ -92,6 +92,14 @@ impl Job {
         }
     }
 
+    /// This job's configuration with `extra` overrides appended (recomposed and revalidated).
+    pub fn with_overrides(&self, extra: &[String]) -> Result<Job> {
+        let dir = ConfigDir::new(&self.composed.config_dir)?;
+        let mut overrides = self.overrides.clone();
+        overrides.extend(extra.iter().cloned());
+        Self::compose(self.stage, &dir, &self.composed.config_name, &overrides)
+    }
+
     /// The command that runs `stage` with this job's overrides (for error hints).
     pub fn command_for(&self, stage: Stage) -> String {
         command_for(stage, &self.overrides)

@@ -146,14 +146,7 @@ pub fn compare_id(real_runs: &[String], sim_run: &str) -> Result<String> {
 
 /// The command that produces a stage's run for the given overrides, for error hints.
 pub fn command_for(stage: Stage, overrides: &[String]) -> String {
-    let bin = match stage {
-        Stage::Workload => "workload",
-        Stage::Real => "real",
-        Stage::VidurProfile => "vidur_profile",
-        Stage::Vidur => "vidur",
-        Stage::Compare => "compare",
-        Stage::Sweep => "pipeline",
-    };
+    let bin = stage.binary_name();
     let mut cmd = format!("cargo run --release --bin {bin}");
     let passed: Vec<&String> = overrides
         .iter()

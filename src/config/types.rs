@@ -27,6 +27,7 @@ pub struct SimrealConfig {
     pub vidur: VidurConfig,
     pub profile: ProfileConfig,
     pub compare: CompareConfig,
+    pub capacity: CapacityConfig,
     pub output: OutputConfig,
 }
 
@@ -228,6 +229,22 @@ pub struct CompareConfig {
     pub figure_height_px: u32,
 }
 
+/// The capacity search (`pipeline --capacity`): the highest request rate at which the real
+/// engine's queue delay stays within an SLO, found by Vidur's binary search.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapacityConfig {
+    /// Quantile of the queue delay held to the SLO (0.99 = P99, as Vidur).
+    pub slo_quantile: f64,
+    /// The SLO on that quantile, seconds (Vidur's default 5).
+    pub slo_queue_delay_s: f64,
+    /// First probe at `start_qps`; the search brackets from there.
+    pub start_qps: f64,
+    /// Stop when the bracket is narrower than this % of the current rate (Vidur: 2.5).
+    pub min_granularity_pct: f64,
+    pub max_iterations: u32,
+}
+
 /// Where outputs go.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -278,6 +295,7 @@ impl SimrealConfig {
         }
         self.profile.validate()?;
         self.compare.validate()?;
+        self.capacity.validate()?;
         if self
             .output
             .run_id
@@ -603,6 +621,21 @@ impl ProfileConfig {
             "profile.cpu_overhead_iterations",
             u64::from(self.cpu_overhead_iterations),
         )
+    }
+}
+
+impl CapacityConfig {
+    fn validate(&self) -> Result<()> {
+        if !self.slo_quantile.is_finite() || !(0.0..=1.0).contains(&self.slo_quantile) {
+            return Err(Error::config(
+                "capacity.slo_quantile",
+                format!("must be in [0, 1], got {}", self.slo_quantile),
+            ));
+        }
+        positive_finite("capacity.slo_queue_delay_s", self.slo_queue_delay_s)?;
+        positive_finite("capacity.start_qps", self.start_qps)?;
+        positive_finite("capacity.min_granularity_pct", self.min_granularity_pct)?;
+        nonzero("capacity.max_iterations", u64::from(self.max_iterations))
     }
 }
 

@@ -75,7 +75,7 @@ pub fn run_meta_schema() -> Value {
             json!({
                 "schema_version": {"type": "integer", "enum": [SCHEMA_VERSION]},
                 "run_id": {"type": "string"},
-                "run_type": {"type": "string", "enum": ["workload", "real", "vidur", "vidur_profile", "compare", "sweeps"]},
+                "run_type": {"type": "string", "enum": ["workload", "real", "vidur", "vidur_profile", "compare", "sweeps", "capacity"]},
                 "model": {"type": "string"},
                 "started_at": {"type": "string"},
                 "ended_at": {"type": "string"},

@@ -25,9 +25,23 @@ pub enum Stage {
     Vidur,
     Compare,
     Sweep,
+    Capacity,
 }
 
 impl Stage {
+    /// The binary that produces this stage's runs (sweeps and capacity searches are
+    /// `pipeline` modes).
+    pub fn binary_name(self) -> &'static str {
+        match self {
+            Stage::Workload => "workload",
+            Stage::Real => "real",
+            Stage::VidurProfile => "vidur_profile",
+            Stage::Vidur => "vidur",
+            Stage::Compare => "compare",
+            Stage::Sweep | Stage::Capacity => "pipeline",
+        }
+    }
+
     /// Directory name under the output root (and `run_type` in `run_meta.json`).
     pub fn dir_name(self) -> &'static str {
         match self {
@@ -37,6 +51,7 @@ impl Stage {
             Stage::Vidur => "vidur",
             Stage::Compare => "compare",
             Stage::Sweep => "sweeps",
+            Stage::Capacity => "capacity",
         }
     }
 }

@@ -663,8 +663,58 @@ replay is available, by the simulated iteration of identical composition at the 
     ],
 };
 
+/// `sweep.csv`: one row per sweep point (`pipeline -m ...`).
+pub static SWEEP: CsvSchema = CsvSchema {
+    file_name: "sweep.csv",
+    version: SCHEMA_VERSION,
+    description: "One row per point of a sweep: its configuration, load and the real-vs-simulated errors of its comparison.",
+    columns: &[
+        col("point", U64, "", "0-based index of the sweep point"),
+        col("overrides", Str, "", "the point's overrides, space-separated"),
+        col("model", Str, "", "model option"),
+        col("policy", Str, "", "replica scheduler policy"),
+        col_null("qps", F64, "req/s", "offered request rate (workload.qps); empty for static/trace arrivals"),
+        col_null("capacity_qps", F64, "req/s", "capacity from a completed capacity search of this configuration"),
+        col_null("load_fraction", F64, "", "qps / capacity_qps"),
+        col("compare_dir", Str, "", "the point's comparison"),
+        col("requests_compared", U64, "", "requests paired between the real and simulated runs"),
+        col_null("real_requests_per_s", F64, "req/s", "real throughput"),
+        col_null("sim_requests_per_s", F64, "req/s", "simulated throughput"),
+        col_null("ttft_p50_real_ms", F64, "ms", "real TTFT P50"),
+        col_null("ttft_p50_sim_ms", F64, "ms", "simulated TTFT P50"),
+        col_null("ttft_p50_err_pct", F64, "%", "100·(sim − real)/real of TTFT P50"),
+        col_null("ttft_p90_real_ms", F64, "ms", "real TTFT P90"),
+        col_null("ttft_p90_sim_ms", F64, "ms", "simulated TTFT P90"),
+        col_null("ttft_p90_err_pct", F64, "%", "100·(sim − real)/real of TTFT P90"),
+        col_null("ttft_p99_real_ms", F64, "ms", "real TTFT P99"),
+        col_null("ttft_p99_sim_ms", F64, "ms", "simulated TTFT P99"),
+        col_null("ttft_p99_err_pct", F64, "%", "100·(sim − real)/real of TTFT P99"),
+        col_null("ttft_mape_pct", F64, "%", "per-request mean absolute % error of TTFT"),
+        col_null("tpot_p50_real_ms", F64, "ms", "real TPOT P50"),
+        col_null("tpot_p50_sim_ms", F64, "ms", "simulated TPOT P50"),
+        col_null("tpot_p50_err_pct", F64, "%", "100·(sim − real)/real of TPOT P50"),
+        col_null("tpot_p90_real_ms", F64, "ms", "real TPOT P90"),
+        col_null("tpot_p90_sim_ms", F64, "ms", "simulated TPOT P90"),
+        col_null("tpot_p90_err_pct", F64, "%", "100·(sim − real)/real of TPOT P90"),
+        col_null("tpot_p99_real_ms", F64, "ms", "real TPOT P99"),
+        col_null("tpot_p99_sim_ms", F64, "ms", "simulated TPOT P99"),
+        col_null("tpot_p99_err_pct", F64, "%", "100·(sim − real)/real of TPOT P99"),
+        col_null("tpot_mape_pct", F64, "%", "per-request mean absolute % error of TPOT"),
+        col_null("e2e_p50_real_ms", F64, "ms", "real E2E P50"),
+        col_null("e2e_p50_sim_ms", F64, "ms", "simulated E2E P50"),
+        col_null("e2e_p50_err_pct", F64, "%", "100·(sim − real)/real of E2E P50"),
+        col_null("e2e_p90_real_ms", F64, "ms", "real E2E P90"),
+        col_null("e2e_p90_sim_ms", F64, "ms", "simulated E2E P90"),
+        col_null("e2e_p90_err_pct", F64, "%", "100·(sim − real)/real of E2E P90"),
+        col_null("e2e_p99_real_ms", F64, "ms", "real E2E P99"),
+        col_null("e2e_p99_sim_ms", F64, "ms", "simulated E2E P99"),
+        col_null("e2e_p99_err_pct", F64, "%", "100·(sim − real)/real of E2E P99"),
+        col_null("e2e_mape_pct", F64, "%", "per-request mean absolute % error of E2E"),
+    ],
+};
+
 /// Every CSV contract the stages produce.
-pub fn csv_schemas() -> [&'static CsvSchema; 9] {
+pub fn csv_schemas() -> [&'static CsvSchema; 10] {
     [
         &TRACE_LENGTHS,
         &TRACE_INTERVALS,
@@ -675,6 +725,7 @@ pub fn csv_schemas() -> [&'static CsvSchema; 9] {
         &REQUEST_COMPARISON,
         &TOKEN_COMPARISON,
         &ITERATION_COMPARISON,
+        &SWEEP,
     ]
 }
 

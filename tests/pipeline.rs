@@ -1,0 +1,262 @@
+//! The `pipeline` binary end to end on `qwen3_tiny` with a tiny profiling grid: the whole
+//! study, a rerun that only says "up to date", `--print-plan` agreeing with what was written,
+//! a `kill -9` in the middle of the `real` stage that leaves nothing read as complete and is
+//! redone alone, and a two-point sweep.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use common::{bin, run, run_ok, TempRoot};
+use simreal::io::read_csv;
+use simreal::io::schema::SWEEP;
+
+/// A study that takes seconds: tiny model, tiny grid, a short workload.
+const STUDY: &[&str] = &[
+    "model=qwen3_tiny",
+    "workload.num_requests=8",
+    "workload.qps=8",
+    "workload.lengths.min_tokens=16",
+    "workload.lengths.max_tokens=48",
+    "profile.num_tokens=[1,3]",
+    "profile.decode_batch_sizes=[1,2]",
+    "profile.decode_kv_sizes=[16,48]",
+    "profile.prefill_chunk_sizes=[8,16]",
+    "profile.prefill_kv_sizes=[0,16]",
+    "profile.cpu_overhead_batch_sizes=[1,2]",
+    "profile.min_samples=1",
+    "profile.cpu_overhead_iterations=2",
+    "compare.figure_width_px=480",
+    "compare.figure_height_px=360",
+];
+
+const STAGES: [&str; 5] = ["workload", "vidur_profile", "real", "vidur", "compare"];
+
+fn args(root: &TempRoot, extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = STUDY.iter().map(|s| s.to_string()).collect();
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v.push(root.root_override());
+    v
+}
+
+fn refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// `--print-plan` of these overrides.
+fn plan(overrides: &[String]) -> serde_json::Value {
+    let mut a = vec!["--print-plan".to_string()];
+    a.extend(overrides.iter().cloned());
+    let out = run("pipeline", &refs(&a));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("--print-plan prints JSON")
+}
+
+fn stage_dir(plan: &serde_json::Value, stage: &str) -> PathBuf {
+    PathBuf::from(plan["stages"][stage]["dir"].as_str().expect("stage dir"))
+}
+
+fn modified(path: &Path) -> SystemTime {
+    std::fs::metadata(path).unwrap().modified().unwrap()
+}
+
+#[test]
+fn study_runs_once_then_is_up_to_date_and_matches_its_plan() {
+    let root = TempRoot::new("pipeline-study");
+    let a = args(&root, &[]);
+    let before = plan(&a);
+    for s in STAGES {
+        assert_eq!(before["stages"][s]["complete"], false, "{s}");
+    }
+
+    let report = run_ok("pipeline", &refs(&a));
+    assert_eq!(report.file_name().unwrap(), "report.md");
+    assert!(report.is_file(), "{}", report.display());
+    assert!(report.with_file_name("report.html").is_file());
+
+    let after = plan(&a);
+    for s in STAGES {
+        assert_eq!(after["stages"][s]["complete"], true, "{s}");
+        assert_eq!(after["stages"][s]["id"], before["stages"][s]["id"], "{s}");
+        assert!(stage_dir(&after, s).join("_SUCCESS").is_file(), "{s}");
+    }
+    assert_eq!(report.parent().unwrap(), stage_dir(&after, "compare"));
+    // The plan's commands are the stage binaries with the same overrides.
+    assert_eq!(after["stages"]["real"]["command"][0], "real");
+    assert_eq!(after["overrides"].as_array().unwrap().len(), a.len());
+
+    let markers: Vec<SystemTime> = STAGES
+        .iter()
+        .map(|s| modified(&stage_dir(&after, s).join("_SUCCESS")))
+        .collect();
+    let out = run("pipeline", &refs(&a));
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for s in STAGES {
+        let dir = stage_dir(&after, s);
+        assert!(
+            stderr.contains(&format!("up to date: {}", dir.display())),
+            "{s} was not up to date:\n{stderr}"
+        );
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.lines().last().map(|l| root_relative(l, &report)),
+        Some(report.clone())
+    );
+    let again: Vec<SystemTime> = STAGES
+        .iter()
+        .map(|s| modified(&stage_dir(&after, s).join("_SUCCESS")))
+        .collect();
+    assert_eq!(markers, again, "a rerun rewrote a complete stage");
+}
+
+/// The printed report path, made absolute the way `run_ok` does.
+fn root_relative(line: &str, like: &Path) -> PathBuf {
+    let p = PathBuf::from(line.trim());
+    if p.is_absolute() {
+        p
+    } else {
+        let joined = Path::new(env!("CARGO_MANIFEST_DIR")).join(p);
+        assert!(joined.ends_with(like.file_name().unwrap()));
+        joined
+    }
+}
+
+#[test]
+fn kill_9_mid_real_stage_redoes_only_that_stage() {
+    let root = TempRoot::new("pipeline-kill");
+    // Arrivals over ~5 s, so that the real stage is surely running when it is killed.
+    let a = args(&root, &["workload.num_requests=30", "workload.qps=6"]);
+    let p = plan(&a);
+    let real_dir = stage_dir(&p, "real");
+    let real_parent = real_dir.parent().unwrap().to_path_buf();
+    let real_id = p["stages"]["real"]["id"].as_str().unwrap().to_string();
+
+    let mut child = Command::new(bin("pipeline"))
+        .args(&a)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("RAYON_NUM_THREADS", "2")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let staging_prefix = format!(".{real_id}.staging-");
+    let staging_of = |parent: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(parent)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        p.file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with(&staging_prefix))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(300);
+    // Wait until the real stage has written something into its staging dir.
+    loop {
+        let writing = staging_of(&real_parent)
+            .iter()
+            .any(|d| std::fs::read_dir(d).is_ok_and(|mut rd| rd.next().is_some()));
+        if writing {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "pipeline ended before the real stage could be interrupted"
+        );
+        assert!(Instant::now() < deadline, "the real stage never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let killed = plan(&a);
+    assert_eq!(killed["stages"]["workload"]["complete"], true);
+    assert_eq!(killed["stages"]["vidur_profile"]["complete"], true);
+    for s in ["real", "vidur", "compare"] {
+        assert_eq!(killed["stages"][s]["complete"], false, "{s}");
+    }
+    assert!(!real_dir.exists(), "a killed stage left its final dir");
+    assert_eq!(
+        staging_of(&real_parent).len(),
+        1,
+        "the killed run's staging dir"
+    );
+    // Another stage reading the half-written run refuses it, naming the command.
+    let sim = run("vidur", &refs(&a));
+    assert!(
+        sim.status.success(),
+        "vidur needs only the workload and the bundle"
+    );
+    let compare = run("compare", &refs(&a));
+    assert!(!compare.status.success());
+    let stderr = String::from_utf8_lossy(&compare.stderr);
+    assert!(stderr.contains("real"), "{stderr}");
+
+    let workload_marker = stage_dir(&p, "workload").join("_SUCCESS");
+    let workload_time = modified(&workload_marker);
+    let out = run("pipeline", &refs(&a));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for s in ["workload", "vidur_profile", "vidur"] {
+        let dir = stage_dir(&p, s);
+        assert!(
+            stderr.contains(&format!("up to date: {}", dir.display())),
+            "{s} was redone:\n{stderr}"
+        );
+    }
+    assert!(!stderr.contains(&format!("up to date: {}", real_dir.display())));
+    assert!(real_dir.join("_SUCCESS").is_file());
+    assert_eq!(modified(&workload_marker), workload_time);
+    assert!(
+        staging_of(&real_parent).is_empty(),
+        "the stale staging dir was not swept"
+    );
+}
+
+#[test]
+fn two_point_sweep_writes_a_schema_checked_summary() {
+    let root = TempRoot::new("pipeline-sweep");
+    let mut a = vec!["-m".to_string()];
+    a.extend(args(&root, &["workload.qps=4,8"]));
+    let report = run_ok("pipeline", &refs(&a));
+    assert_eq!(report.file_name().unwrap(), "sweep_report.md");
+    let dir = report.parent().unwrap();
+    assert!(dir.join("_SUCCESS").is_file());
+    let rows: Vec<HashMap<String, String>> =
+        read_csv(dir.join("sweep.csv"), &SWEEP).expect("sweep.csv matches SWEEP");
+    assert_eq!(rows.len(), 2);
+    let md = std::fs::read_to_string(&report).unwrap();
+    assert!(
+        md.contains("workload.qps=4") && md.contains("workload.qps=8"),
+        "{md}"
+    );
+    // One error-vs-load figure per metric, PNG and SVG.
+    for m in ["ttft", "tpot", "e2e"] {
+        for ext in ["png", "svg"] {
+            let f = dir.join("figures").join(format!("{m}_error_vs_load.{ext}"));
+            assert!(f.is_file(), "{}", f.display());
+        }
+    }
+    // The same sweep again is up to date (every point and the summary).
+    let out = run("pipeline", &refs(&a));
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("up to date: {}", dir.display()))
+    );
+}
