@@ -81,7 +81,7 @@ impl Job {
     pub fn from_overrides(stage: Stage, overrides: &[&str]) -> Result<Self> {
         let dir = ConfigDir::locate(None)?;
         let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
-        Self::compose(stage, &dir, stage.dir_name(), &overrides)
+        Self::compose(stage, &dir, stage.binary_name(), &overrides)
     }
 
     /// The same configuration composed for another stage (same overrides).
@@ -183,7 +183,7 @@ pub fn jobs(args: &StageArgs, stage: Stage) -> Result<Vec<Job>> {
     let name = args
         .config_name
         .clone()
-        .unwrap_or_else(|| stage.dir_name().to_string());
+        .unwrap_or_else(|| stage.binary_name().to_string());
     let combos = if args.multirun {
         expand_multirun(&args.overrides)?
     } else {

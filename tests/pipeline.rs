@@ -140,12 +140,13 @@ fn kill_9_mid_real_stage_redoes_only_that_stage() {
     let real_parent = real_dir.parent().unwrap().to_path_buf();
     let real_id = p["stages"]["real"]["id"].as_str().unwrap().to_string();
 
+    let log = root.path().join("killed-pipeline.log");
     let mut child = Command::new(bin("pipeline"))
         .args(&a)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("RAYON_NUM_THREADS", "2")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
     let staging_prefix = format!(".{real_id}.staging-");
@@ -163,21 +164,22 @@ fn kill_9_mid_real_stage_redoes_only_that_stage() {
             .unwrap_or_default()
     };
     let deadline = Instant::now() + Duration::from_secs(300);
-    // Wait until the real stage has written something into its staging dir.
-    loop {
-        let writing = staging_of(&real_parent)
-            .iter()
-            .any(|d| std::fs::read_dir(d).is_ok_and(|mut rd| rd.next().is_some()));
-        if writing {
-            break;
-        }
+    // Wait until the real stage has its staging dir, then let it serve for a moment.
+    while staging_of(&real_parent).is_empty() {
         assert!(
             child.try_wait().unwrap().is_none(),
-            "pipeline ended before the real stage could be interrupted"
+            "pipeline ended before the real stage started: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
         );
         assert!(Instant::now() < deadline, "the real stage never started");
         std::thread::sleep(Duration::from_millis(20));
     }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "pipeline ended before the real stage could be interrupted: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 
@@ -259,4 +261,63 @@ fn two_point_sweep_writes_a_schema_checked_summary() {
     assert!(
         String::from_utf8_lossy(&out.stderr).contains(&format!("up to date: {}", dir.display()))
     );
+}
+
+#[test]
+fn fidelity_benchmark_searches_capacity_and_reports_real_spread() {
+    let root = TempRoot::new("pipeline-fidelity");
+    let mut a = vec!["--fidelity".to_string()];
+    a.extend(args(
+        &root,
+        &[
+            "fidelity.policies=[sarathi]",
+            "fidelity.load_fractions=[0.5]",
+            "fidelity.real_repeats=2",
+            "capacity.start_qps=4",
+            "capacity.max_iterations=2",
+        ],
+    ));
+    let md = run_ok("pipeline", &refs(&a));
+    assert_eq!(md.file_name().unwrap(), "fidelity.md");
+    let dir = md.parent().unwrap();
+    assert!(dir.join("_SUCCESS").is_file());
+    let result: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("fidelity.json")).unwrap())
+            .unwrap();
+    let caps = result["capacities"].as_array().unwrap();
+    assert_eq!(caps.len(), 1);
+    assert_eq!(caps[0]["policy"], "sarathi");
+    assert_eq!(caps[0]["probes"].as_array().unwrap().len(), 2);
+    let capacity = caps[0]["capacity_qps"].as_f64().expect("a capacity");
+    let points = result["points"].as_array().unwrap();
+    assert_eq!(points.len(), 1);
+    let p = &points[0];
+    assert!((p["qps"].as_f64().unwrap() - 0.5 * capacity).abs() < 1e-3);
+    assert_eq!(p["real_runs"].as_array().unwrap().len(), 2);
+    let cells = p["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 9);
+    // Two real runs: every percentile has the real engine's spread beside the error.
+    assert!(cells.iter().all(|c| c["real_spread_pct"].is_number()));
+    assert_eq!(
+        result["cells_total"].as_u64(),
+        Some(9),
+        "{}",
+        serde_json::to_string_pretty(&result).unwrap()
+    );
+    let text = std::fs::read_to_string(&md).unwrap();
+    assert!(text.contains("## Capacity") && text.contains("sarathi"), "{text}");
+
+    // Bad settings fail before any work, naming the key or the option.
+    let mut bad = vec!["--fidelity".to_string()];
+    bad.extend(args(&root, &["fidelity.load_fractions=[0.3,-1]"]));
+    let out = run("pipeline", &refs(&bad));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("fidelity.load_fractions[1]"), "{stderr}");
+    let mut bad = vec!["--fidelity".to_string()];
+    bad.extend(args(&root, &["fidelity.policies=[sarathi,fcfs]"]));
+    let out = run("pipeline", &refs(&bad));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("fcfs") && stderr.contains("vllm"), "{stderr}");
 }

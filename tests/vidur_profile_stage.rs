@@ -10,7 +10,7 @@ use simreal::io::{read_csv, Stage};
 use simreal::stage::Job;
 use simreal::vidur_ext::bundle::{Op, ProfilingMeta};
 use simreal::vidur_ext::profile_stage::{self, load_bundle};
-use simreal::vidur_ext::replay_stage::{self, read_real_run, ReplayInputs};
+use simreal::vidur_ext::replay_stage::{self, read_real_run};
 use simreal::Error;
 
 /// A tiny grid: 2 decode batch sizes × 2 KV sizes, 2 chunks × 2 KV sizes, one extra token
@@ -208,7 +208,7 @@ fn replay_of_a_real_run_has_a_row_per_iteration() {
     );
 
     let replay = profile.for_stage(Stage::Vidur);
-    let out = replay_stage::run(&replay, &ReplayInputs::default()).unwrap();
+    let out = replay_stage::run(&replay).unwrap();
     assert!(out.starts_with(root.join("replay")) && out.join("_SUCCESS").is_file());
     let csv_text = std::fs::read_to_string(out.join("replay.csv")).unwrap();
     let mut lines = csv_text.lines();
@@ -232,18 +232,20 @@ fn replay_of_a_real_run_has_a_row_per_iteration() {
     assert_eq!(summary["summary"]["predictor"], "native");
 
     // Explicit dirs give the same replay; a missing real run names the command that makes it.
-    let explicit = ReplayInputs {
-        real_run: Some(real_dir.clone()),
-        bundle: Some(profile.config.bundle_dir().unwrap()),
-    };
-    assert_eq!(replay_stage::run(&replay, &explicit).unwrap(), out);
-    let missing = ReplayInputs {
-        real_run: Some(root.join("no_such_run")),
-        bundle: None,
-    };
-    let err = replay_stage::run(&replay, &missing)
-        .unwrap_err()
-        .to_string();
+    let explicit = replay
+        .with_overrides(&[
+            format!("compare.real_run={}", real_dir.display()),
+            format!("vidur.bundle={}", profile.config.bundle_dir().unwrap().display()),
+        ])
+        .unwrap();
+    assert_eq!(replay_stage::run(&explicit).unwrap(), out);
+    let missing = replay
+        .with_overrides(&[format!(
+            "compare.real_run={}",
+            root.join("no_such_run").display()
+        )])
+        .unwrap();
+    let err = replay_stage::run(&missing).unwrap_err().to_string();
     assert!(
         err.contains("does not exist") && err.contains("bin real"),
         "{err}"

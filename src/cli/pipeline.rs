@@ -5,6 +5,8 @@
 //! - `-m workload.qps=0.5,1,2 model=qwen3_tiny,qwen3_0_6b`: a sweep (every combination), then
 //!   `tmp/sweeps/<id>/sweep_report.md`.
 //! - `--capacity [overrides]`: the capacity search of the real engine (`tmp/capacity/<id>/`).
+//! - `--fidelity [overrides]`: the fidelity benchmark (`tmp/fidelity/<id>/fidelity.md`): per
+//!   policy a capacity search, then studies at fractions of capacity with repeated real runs.
 //! - `--print-plan [overrides]`: every stage's run id, dir, marker and command as JSON, without
 //!   running anything (what `workflow/Snakefile` builds its DAG from).
 
@@ -13,18 +15,21 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use simreal::io::Stage;
-use simreal::pipeline::{capacity, display_path, plan, run_study, sweep};
+use simreal::pipeline::{capacity, display_path, fidelity, plan, run_study, sweep};
 use simreal::stage::{exit, jobs, StageArgs};
 
 #[derive(Debug, Parser)]
 #[command(about = "Run the whole real-vs-simulated study, a sweep, or a capacity search")]
 struct Args {
     /// Print every stage's run id, dir and command as JSON and exit.
-    #[arg(long, conflicts_with = "capacity")]
+    #[arg(long, conflicts_with_all = ["capacity", "fidelity"])]
     print_plan: bool,
     /// Search the real engine's capacity (highest rate within the queue-delay SLO).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "fidelity")]
     capacity: bool,
+    /// Run the fidelity benchmark (settings under `fidelity.` in the config).
+    #[arg(long)]
+    fidelity: bool,
     #[command(flatten)]
     stage: StageArgs,
 }
@@ -53,6 +58,13 @@ fn run(args: &Args) -> anyhow::Result<()> {
         for job in &jobs {
             let dir = capacity::run(job).context("capacity search failed")?;
             println!("{}", display_path(&dir.join("capacity.md")));
+        }
+        return Ok(());
+    }
+    if args.fidelity {
+        for job in &jobs {
+            let dir = fidelity::run(job).context("fidelity benchmark failed")?;
+            println!("{}", display_path(&dir.join("fidelity.md")));
         }
         return Ok(());
     }

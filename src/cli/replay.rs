@@ -4,33 +4,16 @@
 //! same overrides name; `real_run=<dir>` and `bundle=<dir>` point at others. The predictor is
 //! `vidur.predictor` (`native` or `vidur_compat`). Output: `tmp/replay/<id>/`.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
 use simreal::io::Stage;
-use simreal::stage::{exit, jobs, StageArgs};
-use simreal::vidur_ext::replay_stage::{run, ReplayInputs};
+use simreal::stage::run_binary_with_aliases;
+use simreal::vidur_ext::replay_stage::run;
 
 fn main() -> ExitCode {
-    let mut inputs = ReplayInputs::default();
-    let mut args = Vec::new();
-    for a in std::env::args() {
-        if let Some(p) = a.strip_prefix("real_run=") {
-            inputs.real_run = Some(PathBuf::from(p));
-        } else if let Some(p) = a.strip_prefix("bundle=") {
-            inputs.bundle = Some(PathBuf::from(p));
-        } else {
-            args.push(a);
-        }
-    }
-    let args = StageArgs::parse_from(args);
-    exit((|| -> anyhow::Result<()> {
-        use anyhow::Context;
-        for job in jobs(&args, Stage::Vidur)? {
-            let out = run(&job, &inputs).context("replay failed")?;
-            println!("{}", out.display());
-        }
-        Ok(())
-    })())
+    run_binary_with_aliases(
+        Stage::Vidur,
+        &[("real_run", "compare.real_run"), ("bundle", "vidur.bundle")],
+        run,
+    )
 }

@@ -28,6 +28,7 @@ pub struct SimrealConfig {
     pub profile: ProfileConfig,
     pub compare: CompareConfig,
     pub capacity: CapacityConfig,
+    pub fidelity: FidelityConfig,
     pub output: OutputConfig,
 }
 
@@ -245,6 +246,20 @@ pub struct CapacityConfig {
     pub max_iterations: u32,
 }
 
+/// `pipeline --fidelity`: real vs simulated percentiles at fractions of the measured capacity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FidelityConfig {
+    /// Options of the `vidur` group (replica schedulers) benchmarked, each with its own
+    /// capacity search.
+    pub policies: Vec<String>,
+    /// Offered loads as fractions of each policy's capacity.
+    pub load_fractions: Vec<f64>,
+    /// Real runs per point (the first is the study's own); more than one gives the real
+    /// engine's run-to-run spread.
+    pub real_repeats: u32,
+}
+
 /// Where outputs go.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -296,6 +311,7 @@ impl SimrealConfig {
         self.profile.validate()?;
         self.compare.validate()?;
         self.capacity.validate()?;
+        self.fidelity.validate()?;
         if self
             .output
             .run_id
@@ -636,6 +652,21 @@ impl CapacityConfig {
         positive_finite("capacity.start_qps", self.start_qps)?;
         positive_finite("capacity.min_granularity_pct", self.min_granularity_pct)?;
         nonzero("capacity.max_iterations", u64::from(self.max_iterations))
+    }
+}
+
+impl FidelityConfig {
+    fn validate(&self) -> Result<()> {
+        if self.policies.is_empty() {
+            return Err(Error::config("fidelity.policies", "is empty"));
+        }
+        if self.load_fractions.is_empty() {
+            return Err(Error::config("fidelity.load_fractions", "is empty"));
+        }
+        for (i, f) in self.load_fractions.iter().enumerate() {
+            positive_finite(&format!("fidelity.load_fractions[{i}]"), *f)?;
+        }
+        nonzero("fidelity.real_repeats", u64::from(self.real_repeats))
     }
 }
 

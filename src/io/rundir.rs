@@ -26,11 +26,12 @@ pub enum Stage {
     Compare,
     Sweep,
     Capacity,
+    Fidelity,
 }
 
 impl Stage {
-    /// The binary that produces this stage's runs (sweeps and capacity searches are
-    /// `pipeline` modes).
+    /// The binary that produces this stage's runs (sweeps, capacity searches and the fidelity
+    /// benchmark are `pipeline` modes); also the name of its primary config.
     pub fn binary_name(self) -> &'static str {
         match self {
             Stage::Workload => "workload",
@@ -38,7 +39,7 @@ impl Stage {
             Stage::VidurProfile => "vidur_profile",
             Stage::Vidur => "vidur",
             Stage::Compare => "compare",
-            Stage::Sweep | Stage::Capacity => "pipeline",
+            Stage::Sweep | Stage::Capacity | Stage::Fidelity => "pipeline",
         }
     }
 
@@ -52,6 +53,7 @@ impl Stage {
             Stage::Compare => "compare",
             Stage::Sweep => "sweeps",
             Stage::Capacity => "capacity",
+            Stage::Fidelity => "fidelity",
         }
     }
 }

@@ -63,7 +63,7 @@ pub fn capacity_id(job: &Job) -> Result<String> {
     let mut config =
         serde_json::to_value(&job.config).map_err(|e| Error::InvalidInput(e.to_string()))?;
     if let Some(m) = config.as_object_mut() {
-        for k in ["output", "compare", "profile", "vidur"] {
+        for k in ["output", "compare", "profile", "vidur", "fidelity"] {
             m.remove(k);
         }
         if let Some(w) = m.get_mut("workload").and_then(|w| w.as_object_mut()) {

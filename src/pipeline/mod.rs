@@ -4,9 +4,11 @@
 //! stage in order and reports what it did; a second invocation prints `up to date` for every
 //! stage and the report path. [`plan`] derives every stage's run id, dir and command without
 //! running anything, which is what the Snakemake workflow builds its DAG from. Sweeps
-//! ([`sweep`]) and the capacity search ([`capacity`]) are built on the same study.
+//! ([`sweep`]), the capacity search ([`capacity`]) and the fidelity benchmark ([`fidelity`])
+//! are built on the same study.
 
 pub mod capacity;
+pub mod fidelity;
 pub mod sweep;
 
 use std::collections::BTreeMap;
@@ -38,7 +40,7 @@ pub fn run_stage(job: &Job, stage: Stage) -> Result<PathBuf> {
         Stage::Real => crate::real_bench::stage::run(&job),
         Stage::Vidur => crate::vidur_ext::sim_stage::run(&job),
         Stage::Compare => crate::analysis::compare::stage::run(&job),
-        Stage::Sweep | Stage::Capacity => Err(Error::InvalidInput(format!(
+        Stage::Sweep | Stage::Capacity | Stage::Fidelity => Err(Error::InvalidInput(format!(
             "`{}` is not a stage of a study",
             stage.dir_name()
         ))),
@@ -97,7 +99,7 @@ pub fn plan(job: &Job) -> Result<Plan> {
                 let dir = cfg.location(Stage::Compare, id.clone()).path();
                 (id, dir)
             }
-            Stage::Sweep | Stage::Capacity => continue,
+            Stage::Sweep | Stage::Capacity | Stage::Fidelity => continue,
         };
         let mut command = vec![stage.binary_name().to_string()];
         command.extend(job.overrides.iter().cloned());

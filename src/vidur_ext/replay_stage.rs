@@ -271,18 +271,12 @@ pub fn write_replay(
     )
 }
 
-/// Explicit inputs of the `replay` binary (`real_run=<dir>`, `bundle=<dir>`); each `None`
-/// is derived from the config, as the `real` and `vidur_profile` stages name their runs.
-#[derive(Debug, Clone, Default)]
-pub struct ReplayInputs {
-    pub real_run: Option<PathBuf>,
-    pub bundle: Option<PathBuf>,
-}
-
-/// Runs a replay for one job; returns `tmp/replay/<id>/`.
-pub fn run(job: &Job, inputs: &ReplayInputs) -> Result<PathBuf> {
+/// Runs a replay for one job; returns `tmp/replay/<id>/`. The real run is the first of
+/// `compare.real_run` (`real_run=` on the command line) or the one this config produces; the
+/// bundle is `vidur.bundle` (`bundle=`) or the one `vidur_profile` makes for this config.
+pub fn run(job: &Job) -> Result<PathBuf> {
     let cfg = &job.config;
-    let real_run = match &inputs.real_run {
+    let real_run = match cfg.compare.real_run_dirs().first() {
         Some(p) => p.clone(),
         None => {
             let dir = cfg.real_run_dir()?;
@@ -290,10 +284,7 @@ pub fn run(job: &Job, inputs: &ReplayInputs) -> Result<PathBuf> {
             dir
         }
     };
-    let bundle_dir = match &inputs.bundle {
-        Some(p) => p.clone(),
-        None => configured_bundle_dir(job)?,
-    };
+    let bundle_dir = configured_bundle_dir(job)?;
     let bundle = load_bundle(cfg, &bundle_dir)?;
     let predictor = build_predictor(cfg, &bundle)?;
     let name = |p: &Path| {

@@ -199,7 +199,16 @@ pub fn synthesize_random_weights(
         .and_then(|f| f.sync_all())
         .with_path(&st_path)?;
     let hash = sha256_file(&st_path)?;
-    std::fs::rename(&tmp, out_dir).with_path(out_dir)?;
+    if let Err(e) = std::fs::rename(&tmp, out_dir) {
+        // Another process synthesized the same snapshot first (concurrent stages): the bytes
+        // are a function of (config, seed, dtype), so theirs is ours.
+        let _ = std::fs::remove_dir_all(&tmp);
+        if out_dir.join(WEIGHTS_FILE).is_file() && sha256_file(&out_dir.join(WEIGHTS_FILE))? == hash
+        {
+            return Ok(hash);
+        }
+        return Err(Error::io(out_dir, e));
+    }
     Ok(hash)
 }
 
