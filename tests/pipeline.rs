@@ -282,8 +282,7 @@ fn fidelity_benchmark_searches_capacity_and_reports_real_spread() {
     let dir = md.parent().unwrap();
     assert!(dir.join("_SUCCESS").is_file());
     let result: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("fidelity.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.join("fidelity.json")).unwrap()).unwrap();
     let caps = result["capacities"].as_array().unwrap();
     assert_eq!(caps.len(), 1);
     assert_eq!(caps[0]["policy"], "sarathi");
@@ -305,7 +304,10 @@ fn fidelity_benchmark_searches_capacity_and_reports_real_spread() {
         serde_json::to_string_pretty(&result).unwrap()
     );
     let text = std::fs::read_to_string(&md).unwrap();
-    assert!(text.contains("## Capacity") && text.contains("sarathi"), "{text}");
+    assert!(
+        text.contains("## Capacity") && text.contains("sarathi"),
+        "{text}"
+    );
 
     // Bad settings fail before any work, naming the key or the option.
     let mut bad = vec!["--fidelity".to_string()];
@@ -319,5 +321,8 @@ fn fidelity_benchmark_searches_capacity_and_reports_real_spread() {
     let out = run("pipeline", &refs(&bad));
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("fcfs") && stderr.contains("vllm"), "{stderr}");
+    assert!(
+        stderr.contains("fcfs") && stderr.contains("vllm"),
+        "{stderr}"
+    );
 }

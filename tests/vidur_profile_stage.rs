@@ -235,7 +235,10 @@ fn replay_of_a_real_run_has_a_row_per_iteration() {
     let explicit = replay
         .with_overrides(&[
             format!("compare.real_run={}", real_dir.display()),
-            format!("vidur.bundle={}", profile.config.bundle_dir().unwrap().display()),
+            format!(
+                "vidur.bundle={}",
+                profile.config.bundle_dir().unwrap().display()
+            ),
         ])
         .unwrap();
     assert_eq!(replay_stage::run(&explicit).unwrap(), out);

@@ -92,7 +92,7 @@ mod avx2 {
 
     /// Same contract as [`super::rows_generic`].
     ///
-    /// Inputs are taken in groups of up to 4; each group makes one pass over this cache tile
+    /// Inputs are taken in groups of up to 4 (the last of 1–3); each group makes one pass over this cache tile
     /// of weight rows (the first from DRAM, later ones from L2), so any number of inputs
     /// costs a single streaming read of the weights. Within a group, the tile shape keeps `R × M ≤ 8`
     /// accumulators plus the `R` weight vectors in registers.
@@ -107,6 +107,11 @@ mod avx2 {
             if left >= 4 {
                 group::<2, 4>(x, m, w_rows, k, out, i0);
                 i0 += 4;
+            } else if left == 3 {
+                // One pass for three inputs rather than two (2 + 1): every pass re-reads the
+                // tile, so the time grows with ⌈m / 4⌉, smoothly in m.
+                group::<2, 3>(x, m, w_rows, k, out, i0);
+                i0 += 3;
             } else if left >= 2 {
                 group::<ROW_TILE, 2>(x, m, w_rows, k, out, i0);
                 i0 += 2;
@@ -305,6 +310,7 @@ mod tests {
             (1, 37, 19),
             (3, 70, 64),
             (5, 33, 131),
+            (7, 41, 40),
             (16, 129, 96),
         ] {
             let x: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
