@@ -10,25 +10,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{bin, run, run_ok, TempRoot};
+use common::{bin, run, run_ok, TempRoot, TINY_PROFILE_GRID};
 use simreal::io::read_csv;
 use simreal::io::schema::SWEEP;
 
-/// A study that takes seconds: tiny model, tiny grid, a short workload.
+/// A study that takes seconds: tiny model, a short workload, and (with
+/// [`TINY_PROFILE_GRID`]) a tiny profiling grid.
 const STUDY: &[&str] = &[
     "model=qwen3_tiny",
     "workload.num_requests=8",
     "workload.qps=8",
     "workload.lengths.min_tokens=16",
     "workload.lengths.max_tokens=48",
-    "profile.num_tokens=[1,3]",
-    "profile.decode_batch_sizes=[1,2]",
-    "profile.decode_kv_sizes=[16,48]",
-    "profile.prefill_chunk_sizes=[8,16]",
-    "profile.prefill_kv_sizes=[0,16]",
-    "profile.cpu_overhead_batch_sizes=[1,2]",
-    "profile.min_samples=1",
-    "profile.cpu_overhead_iterations=2",
     "compare.figure_width_px=480",
     "compare.figure_height_px=360",
 ];
@@ -36,7 +29,11 @@ const STUDY: &[&str] = &[
 const STAGES: [&str; 5] = ["workload", "vidur_profile", "real", "vidur", "compare"];
 
 fn args(root: &TempRoot, extra: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = STUDY.iter().map(|s| s.to_string()).collect();
+    let mut v: Vec<String> = STUDY
+        .iter()
+        .chain(&TINY_PROFILE_GRID)
+        .map(|s| s.to_string())
+        .collect();
     v.extend(extra.iter().map(|s| s.to_string()));
     v.push(root.root_override());
     v

@@ -13,21 +13,8 @@ use simreal::vidur_ext::profile_stage::{self, load_bundle};
 use simreal::vidur_ext::replay_stage::{self, read_real_run};
 use simreal::Error;
 
-/// A tiny grid: 2 decode batch sizes × 2 KV sizes, 2 chunks × 2 KV sizes, one extra token
-/// count, one warm-up-free pass.
-const TINY_GRID: [&str; 11] = [
-    "profile.num_tokens=[1,3]",
-    "profile.decode_batch_sizes=[1,2]",
-    "profile.decode_kv_sizes=[16,48]",
-    "profile.prefill_chunk_sizes=[8,16]",
-    "profile.prefill_kv_sizes=[0,16]",
-    "profile.cpu_overhead_batch_sizes=[1,2]",
-    "profile.warmup=0",
-    "profile.repeats=1",
-    "profile.min_samples=1",
-    "profile.cpu_overhead_iterations=2",
-    "model=qwen3_tiny",
-];
+mod common;
+use common::TINY_PROFILE_GRID;
 
 fn out_root(case: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -39,7 +26,8 @@ fn out_root(case: &str) -> PathBuf {
 
 fn job(stage: Stage, root: &Path, extra: &[&str]) -> Job {
     let root_override = format!("output.root={}", root.display());
-    let mut overrides: Vec<&str> = TINY_GRID.to_vec();
+    let mut overrides: Vec<&str> = TINY_PROFILE_GRID.to_vec();
+    overrides.push("model=qwen3_tiny");
     overrides.push(&root_override);
     overrides.extend_from_slice(extra);
     Job::from_overrides(stage, &overrides).expect("config composes")

@@ -19,13 +19,9 @@ use crate::io::provenance::{utc_now, InputRef};
 use crate::io::rundir::{prepare, Prepared, Stage};
 use crate::io::{read_json, write_atomic, write_json};
 use crate::pipeline::capacity::{self, CapacityResult, CAPACITY_FILE};
-use crate::pipeline::{run_stage, run_study};
+use crate::pipeline::{run_stage, run_study, stat_error, SUMMARY_METRICS, SUMMARY_QUANTILES};
 use crate::stage::Job;
 use crate::{Error, Result};
-
-/// Metrics and quantiles of the benchmark table.
-pub const METRICS: [&str; 3] = ["ttft", "tpot", "e2e"];
-pub const QUANTILES: [&str; 3] = ["p50", "p90", "p99"];
 
 /// The targets of the benchmark: |error| of every P50 within 3 %, of every P90/P99 within 5 %.
 pub fn target_pct(quantile: &str) -> f64 {
@@ -129,18 +125,17 @@ fn point(job: &Job, policy: &str, load_fraction: f64, capacity_qps: f64) -> Resu
 /// The benchmark cells of a comparison's `summary.json`.
 fn cells(summary: &Value) -> Vec<Cell> {
     let mut out = Vec::new();
-    for m in METRICS {
-        let metric = &summary["metrics"][m];
-        for q in QUANTILES {
-            let e = &metric["stat_errors"][q];
-            let err_pct = e["err_pct"].as_f64();
+    for (m, _) in SUMMARY_METRICS {
+        for q in SUMMARY_QUANTILES {
+            let err_pct = stat_error(summary, m, q, "err_pct");
             out.push(Cell {
                 metric: m.to_string(),
                 quantile: q.to_string(),
-                real_ms: e["real_ms"].as_f64(),
-                sim_ms: e["sim_ms"].as_f64(),
+                real_ms: stat_error(summary, m, q, "real_ms"),
+                sim_ms: stat_error(summary, m, q, "sim_ms"),
                 err_pct,
-                real_spread_pct: metric["noise"]["max_abs_stat_diff_pct"][q].as_f64(),
+                real_spread_pct: summary["metrics"][m]["noise"]["max_abs_stat_diff_pct"][q]
+                    .as_f64(),
                 within_target: err_pct.map(|v| v.abs() <= target_pct(q)),
             });
         }
@@ -252,13 +247,13 @@ pub fn render(r: &FidelityResult) -> String {
         ));
     }
     s.push_str("\n## Error by point\n\n| policy | load | req/s |");
-    for m in METRICS {
-        for q in QUANTILES {
-            s.push_str(&format!(" {} {} |", m.to_uppercase(), q.to_uppercase()));
+    for (_, label) in SUMMARY_METRICS {
+        for q in SUMMARY_QUANTILES {
+            s.push_str(&format!(" {label} {} |", q.to_uppercase()));
         }
     }
     s.push_str("\n|---|---:|---:|");
-    s.push_str(&"---:|".repeat(METRICS.len() * QUANTILES.len()));
+    s.push_str(&"---:|".repeat(SUMMARY_METRICS.len() * SUMMARY_QUANTILES.len()));
     s.push('\n');
     for p in &r.points {
         s.push_str(&format!(

@@ -31,6 +31,22 @@ pub const STUDY: [Stage; 5] = [
     Stage::Compare,
 ];
 
+/// Metrics (key in a comparison's `summary.json`, label) that sweeps and the fidelity
+/// benchmark summarise, and the percentiles they summarise them by.
+pub const SUMMARY_METRICS: [(&str, &str); 3] = [("ttft", "TTFT"), ("tpot", "TPOT"), ("e2e", "E2E")];
+pub const SUMMARY_QUANTILES: [&str; 3] = ["p50", "p90", "p99"];
+
+/// `metrics.<metric>.stat_errors.<quantile>.<field>` of a comparison's `summary.json`
+/// (`real_ms`, `sim_ms`, `err_pct`); `None` where the metric was not available.
+pub fn stat_error(
+    summary: &serde_json::Value,
+    metric: &str,
+    quantile: &str,
+    field: &str,
+) -> Option<f64> {
+    summary["metrics"][metric]["stat_errors"][quantile][field].as_f64()
+}
+
 /// Runs one stage of `job`'s configuration in this process.
 pub fn run_stage(job: &Job, stage: Stage) -> Result<PathBuf> {
     let job = job.for_stage(stage);

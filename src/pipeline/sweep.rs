@@ -19,13 +19,11 @@ use crate::io::read_json;
 use crate::io::rundir::{prepare, Prepared, Stage};
 use crate::io::schema::SWEEP;
 use crate::io::{write_json, CsvWriter};
-use crate::pipeline::{capacity, run_study, StudyOutcome};
+use crate::pipeline::{
+    capacity, run_study, stat_error, StudyOutcome, SUMMARY_METRICS, SUMMARY_QUANTILES,
+};
 use crate::stage::Job;
 use crate::{Error, Result};
-
-/// Metrics and quantiles summarised per point.
-const METRICS: [(&str, &str); 3] = [("ttft", "TTFT"), ("tpot", "TPOT"), ("e2e", "E2E")];
-const QUANTILES: [&str; 3] = ["p50", "p90", "p99"];
 
 /// A `sweep.csv` value: serializes as the bare value (empty for `None`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -53,9 +51,8 @@ impl PointResult {
         Some(self.qps? / self.capacity_qps?)
     }
 
-    /// `metrics.<m>.stat_errors.<q>.<field>` of the comparison's summary.
     fn stat(&self, metric: &str, quantile: &str, field: &str) -> Option<f64> {
-        self.summary["metrics"][metric]["stat_errors"][quantile][field].as_f64()
+        stat_error(&self.summary, metric, quantile, field)
     }
 
     fn row(&self, point: usize) -> Vec<Field> {
@@ -76,8 +73,8 @@ impl PointResult {
             Field::Number(self.summary["throughput"]["real"]["requests_per_s"].as_f64()),
             Field::Number(self.summary["throughput"]["sim"]["requests_per_s"].as_f64()),
         ];
-        for (m, _) in METRICS {
-            for q in QUANTILES {
+        for (m, _) in SUMMARY_METRICS {
+            for q in SUMMARY_QUANTILES {
                 for field in ["real_ms", "sim_ms", "err_pct"] {
                     row.push(Field::Number(self.stat(m, q, field)));
                 }
@@ -186,12 +183,12 @@ fn error_vs_load_figures(
 ) -> Result<Vec<(String, crate::analysis::plots::FigureFiles)>> {
     let (x_label, xs) = x_axis(points);
     let mut figures = Vec::new();
-    for (m, label) in METRICS {
+    for (m, label) in SUMMARY_METRICS {
         // One series per (model, policy, quantile).
         let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
         for (p, x) in points.iter().zip(&xs) {
             let Some(x) = x else { continue };
-            for q in QUANTILES {
+            for q in SUMMARY_QUANTILES {
                 if let Some(err) = p.stat(m, q, "err_pct") {
                     series
                         .entry(format!("{} {} {}", p.model, p.policy, q.to_uppercase()))

@@ -9,6 +9,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// A `vidur_profile` grid that takes a second on `qwen3_tiny`: 2 decode batch sizes × 2 KV
+/// sizes, 2 chunks × 2 KV sizes, one extra token count, one warm-up-free pass.
+pub const TINY_PROFILE_GRID: [&str; 10] = [
+    "profile.num_tokens=[1,3]",
+    "profile.decode_batch_sizes=[1,2]",
+    "profile.decode_kv_sizes=[16,48]",
+    "profile.prefill_chunk_sizes=[8,16]",
+    "profile.prefill_kv_sizes=[0,16]",
+    "profile.cpu_overhead_batch_sizes=[1,2]",
+    "profile.warmup=0",
+    "profile.repeats=1",
+    "profile.min_samples=1",
+    "profile.cpu_overhead_iterations=2",
+];
+
 /// A fresh, empty temp dir (removed on drop).
 pub struct TempRoot(pub PathBuf);
 
