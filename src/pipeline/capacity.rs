@@ -204,7 +204,7 @@ pub fn run(job: &Job) -> Result<PathBuf> {
     let result = CapacityResult {
         capacity_id: id.clone(),
         model: cfg.model.name.clone(),
-        policy: format!("{:?}", cfg.scheduler.policy).to_lowercase(),
+        policy: cfg.scheduler.policy.name().to_string(),
         capacity_qps,
         min_qps_over_slo: min_over,
         slo_quantile: cfg.capacity.slo_quantile,

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::analysis::plots::{line_chart, FigureSpec, XySeries};
+use crate::analysis::plots::{line_chart, FigureFiles, FigureSpec, XySeries};
 use crate::analysis::report_doc::{Cell, Document, FigureRef, Table};
 use crate::io::ids::stable_id;
 use crate::io::provenance::{utc_now, InputRef};
@@ -97,7 +97,7 @@ fn point_result(job: &Job, outcome: &StudyOutcome) -> Result<PointResult> {
     Ok(PointResult {
         overrides: job.overrides.clone(),
         model: job.config.model.name.clone(),
-        policy: format!("{:?}", job.config.scheduler.policy).to_lowercase(),
+        policy: job.config.scheduler.policy.name().to_string(),
         qps: job.config.workload.qps,
         capacity_qps: capacity::lookup(job)?.and_then(|c| c.capacity_qps),
         compare_dir,
@@ -177,10 +177,7 @@ fn x_axis(points: &[PointResult]) -> (&'static str, Vec<Option<f64>>) {
     }
 }
 
-fn error_vs_load_figures(
-    dir: &Path,
-    points: &[PointResult],
-) -> Result<Vec<(String, crate::analysis::plots::FigureFiles)>> {
+fn error_vs_load_figures(dir: &Path, points: &[PointResult]) -> Result<Vec<(String, FigureFiles)>> {
     let (x_label, xs) = x_axis(points);
     let mut figures = Vec::new();
     for (m, label) in SUMMARY_METRICS {
@@ -221,7 +218,7 @@ fn error_vs_load_figures(
 fn report(
     id: &str,
     points: &[PointResult],
-    figures: &[(String, crate::analysis::plots::FigureFiles)],
+    figures: &[(String, FigureFiles)],
     dir: &Path,
 ) -> Result<Document> {
     let mut doc = Document::new(format!("Sweep {id}"));

@@ -22,6 +22,17 @@ pub enum Policy {
     Orca,
 }
 
+impl Policy {
+    /// The name used in configs and outputs (`vllm`, `sarathi`, `orca`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::Vllm => "vllm",
+            Policy::Sarathi => "sarathi",
+            Policy::Orca => "orca",
+        }
+    }
+}
+
 /// Knobs of one replica scheduler, named and defaulted as Vidur 0.0.1 names them.
 ///
 /// The KV pool size (`num_blocks`) and the number of pipeline stages are not here: the caller
