@@ -85,6 +85,25 @@ fn study_runs_once_then_is_up_to_date_and_matches_its_plan() {
         assert!(stage_dir(&after, s).join("_SUCCESS").is_file(), "{s}");
     }
     assert_eq!(report.parent().unwrap(), stage_dir(&after, "compare"));
+    // Profile and real run timed the same reference iteration: the comparison reports the
+    // device's speed in both.
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(report.with_file_name("summary.json")).unwrap(),
+    )
+    .unwrap();
+    let speed = &summary["attribution"]["device_speed"];
+    assert!(
+        speed["profile_reference_ms"].as_f64().unwrap() > 0.0,
+        "{speed}"
+    );
+    assert!(
+        speed["real_reference_ms"].as_f64().unwrap() > 0.0,
+        "{speed}"
+    );
+    assert!(speed["real_slower_pct"].is_number(), "{speed}");
+    assert!(std::fs::read_to_string(&report)
+        .unwrap()
+        .contains("Device speed: a fixed reference iteration"));
     // The plan's commands are the stage binaries with the same overrides.
     assert_eq!(after["stages"]["real"]["command"][0], "real");
     assert_eq!(after["overrides"].as_array().unwrap().len(), a.len());

@@ -427,6 +427,16 @@ pub fn compare_summary_schema() -> Value {
                             }),
                         )},
                         "notes": {"type": "array", "items": {"type": "string"}},
+                        // Appended after v1's first release: optional, so older summaries
+                        // still validate.
+                        "device_speed": nullable(obj(
+                            &["profile_reference_ms", "real_reference_ms", "real_slower_pct"],
+                            json!({
+                                "profile_reference_ms": {"type": "number", "minimum": 0},
+                                "real_reference_ms": {"type": "number", "minimum": 0},
+                                "real_slower_pct": {"type": "number"},
+                            }),
+                        )),
                     }),
                 ),
                 "notes": {"type": "array", "items": {"type": "string"}},

@@ -17,6 +17,7 @@ use crate::config::types::SimrealConfig;
 use crate::io::provenance::{utc_now, HostFingerprint};
 use crate::io::rundir::{prepare, require_complete, Prepared, Stage};
 use crate::io::write_json;
+use crate::real_bench::engine::{Engine, EngineSettings};
 use crate::real_bench::model::{Qwen3Model, WeightSource};
 use crate::real_bench::stage::{candle_dtype, qwen3_config, resolve_weights};
 use crate::real_bench::threads;
@@ -118,6 +119,31 @@ pub fn configured_bundle_dir(job: &Job) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// Times of the real engine's warm-up iteration ([`Engine::warm_up`]: a fixed 32-token
+/// prefill plus one decode), run in this process before and after profiling. The real stage
+/// records the same iteration (`warmup_iteration_ms` in its `run_meta.json`), so `compare`
+/// can tell a change of the device's speed between profile and real run from a prediction
+/// error. The first time of a process is cold.
+fn reference_iteration_ms(model: &Qwen3Model, cfg: &SimrealConfig) -> Result<Vec<f64>> {
+    const ITERATIONS: u32 = 5;
+    const BLOCKS: usize = 16;
+    let mut engine = Engine::new(
+        model,
+        &cfg.scheduler,
+        BLOCKS,
+        EngineSettings {
+            backend_name: "vidur_profile".into(),
+            replica_id: 0,
+            max_model_len: cfg.model.max_model_len,
+        },
+    )?;
+    Ok(engine
+        .warm_up(ITERATIONS)?
+        .iter()
+        .map(|d| d.as_secs_f64() * 1e3)
+        .collect())
+}
+
 /// Runs the stage for one job; returns the bundle dir.
 pub fn run(job: &Job) -> Result<PathBuf> {
     let cfg = &job.config;
@@ -168,6 +194,7 @@ pub fn run(job: &Job) -> Result<PathBuf> {
     );
     let mut progress = Progress::new(plan.cost(&grid, cfg.model.num_hidden_layers) + cpu_cost);
     let started = Instant::now();
+    let mut reference_ms = reference_iteration_ms(&model, cfg)?;
     let compute = profile_compute(
         &model,
         &grid,
@@ -185,6 +212,7 @@ pub fn run(job: &Job) -> Result<PathBuf> {
         cpu_iterations,
         &mut progress,
     )?;
+    reference_ms.extend(reference_iteration_ms(&model, cfg)?);
     let total_s = started.elapsed().as_secs_f64();
     progress.finish(&format!(
         "{} forwards, {} mlp rows, {} attention rows, {} cpu rows",
@@ -241,6 +269,7 @@ pub fn run(job: &Job) -> Result<PathBuf> {
         "profile_compute_s": compute_s,
         "profile_total_s": total_s,
         "load_average_1min_at_end": load_average(),
+        "reference_iteration_ms": reference_ms,
     });
     let mut profiling_meta = ProfilingMeta {
         schema_version: PROFILING_META_SCHEMA_VERSION,

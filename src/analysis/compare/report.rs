@@ -193,6 +193,19 @@ impl ComparisonResults {
                 None => text.push('.'),
             }
         }
+        if let Some(d) = a
+            .device_speed
+            .as_ref()
+            .filter(|d| d.real_slower_pct.abs() >= 1.0)
+        {
+            text.push_str(&format!(
+                " The device itself ran a fixed reference iteration {:.1}% {} during the real run than when the bundle was profiled ({:.1} vs {:.1} ms), which moves every prediction by about as much.",
+                d.real_slower_pct.abs(),
+                if d.real_slower_pct > 0.0 { "slower" } else { "faster" },
+                d.real_reference_ms,
+                d.profile_reference_ms
+            ));
+        }
         if let Some(s) = &self.attribution.scheduling {
             match s.first_divergence_ms {
                 Some(t) => text.push_str(&format!(
@@ -493,6 +506,13 @@ impl ComparisonResults {
                 e.diff_pct_of_busy
             ));
         }
+        lines.push(match &a.device_speed {
+            Some(d) => format!(
+                "Device speed: a fixed reference iteration (32-token prefill + 1 decode) took {:.1} ms when the bundle was profiled and {:.1} ms before the real run ({:+.1}%); (a) includes this drift.",
+                d.profile_reference_ms, d.real_reference_ms, d.real_slower_pct
+            ),
+            None => "Device speed: not comparable (the real run or the bundle did not record the reference iteration), so a change of the machine's speed cannot be told from (a).".into(),
+        });
         if let Some(c) = &a.cpu_overhead {
             lines.push(format!(
                 "(b) CPU overhead: {:.1} ms predicted vs {:.1} ms measured ({}), i.e. {:+.1}% of busy time.",

@@ -34,7 +34,7 @@ use crate::vidur_ext::predictor::ExecutionTimePredictor;
 use crate::vidur_ext::sim_stage::{SimInputs, BACKEND_NAME};
 use crate::{Error, Result};
 
-use super::attribution::{Attribution, IterationPredictions};
+use super::attribution::{Attribution, DeviceSpeed, IterationPredictions};
 use super::figures::{
     attribution_figure, batch_size_figure, iteration_figure, metric_figures, timeline_figure,
 };
@@ -216,7 +216,8 @@ pub fn compare(
         Some(p) => Some(IterationPredictions::from_replay(real, p)?),
         None => IterationPredictions::from_matched_iterations(real, sim),
     };
-    let attribution = Attribution::of(real, sim, predictions.as_ref());
+    let mut attribution = Attribution::of(real, sim, predictions.as_ref());
+    attribution.device_speed = device_speed(real, sim);
 
     let mut explanations = requests.drops.explanations();
     if let Some(t) = &tokens {
@@ -300,6 +301,31 @@ pub fn write_outputs(
     let doc = comparison.results.document(dir, &figures)?;
     doc.write_markdown(&dir.join("report.md"))?;
     doc.write_html(&dir.join("report.html"))
+}
+
+/// The device's speed at profiling vs real-run time: the reference iteration the real run
+/// timed while warming up (`warmup_iteration_ms` in its `run_meta.json`) against the same
+/// iteration timed by the `vidur_profile` run that made the simulated run's bundle
+/// (`reference_iteration_ms` in its `profiling_meta.json`). `None` when either is missing
+/// (other sources, bundles from elsewhere, runs made before it was recorded).
+fn device_speed(real: &RunData, sim: &RunData) -> Option<DeviceSpeed> {
+    let json = |path: PathBuf| -> Option<serde_json::Value> {
+        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+    };
+    let floats = |v: &serde_json::Value| -> Option<Vec<f64>> {
+        v.as_array()?
+            .iter()
+            .map(serde_json::Value::as_f64)
+            .collect()
+    };
+    let real_meta = json(real.path.join("run_meta.json"))?;
+    let sim_meta = json(sim.path.join("run_meta.json"))?;
+    let bundle = PathBuf::from(sim_meta["inputs"]["bundle"]["path"].as_str()?);
+    let profiling = json(bundle.join("profiling_meta.json"))?;
+    DeviceSpeed::of(
+        &floats(&profiling["details"]["reference_iteration_ms"])?,
+        &floats(&real_meta["extra"]["warmup_iteration_ms"])?,
+    )
 }
 
 /// The op-time predictor a simulated run of this project used, rebuilt with the `vidur`
