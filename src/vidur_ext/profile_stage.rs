@@ -40,7 +40,8 @@ pub const PROFILE_METHOD: &str = "in_forward";
 /// values; fixed so reruns do identical work).
 const PROFILE_SEED: u64 = 0x5EED_0F11;
 
-/// The bundle rows a config's model selects (TP = 1, gated MLP as in Qwen3 and Llama).
+/// The bundle rows a config's model selects: its key columns (every architecture configured
+/// here, Llama and Qwen3, has a gated SwiGLU MLP). Shared by the profiler and the simulator.
 pub fn bundle_spec(cfg: &SimrealConfig) -> BundleModelSpec {
     let m = &cfg.model;
     BundleModelSpec {

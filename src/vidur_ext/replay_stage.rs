@@ -178,26 +178,13 @@ const REPLAY_COLUMNS: [&str; 13] = [
     "num_prefill_requests",
 ];
 
-/// Ops written to `replay.csv` as `measured_<op>_ns, predicted_<op>_ns` pairs.
-const REPLAY_OPS: [Op; 17] = [
-    Op::Emb,
-    Op::InputLayernorm,
-    Op::AttnPreProj,
-    Op::AttnQkNorm,
-    Op::AttnRope,
-    Op::AttnKvCacheSave,
-    Op::AttnPrefill,
-    Op::AttnDecode,
-    Op::AttnPostProj,
-    Op::PostAttentionLayernorm,
-    Op::MlpUpProj,
-    Op::MlpAct,
-    Op::MlpDownProj,
-    Op::Add,
-    Op::FinalNorm,
-    Op::LmHead,
-    Op::Sampler,
-];
+/// Ops written to `replay.csv` as `measured_<op>_ns, predicted_<op>_ns` pairs: all but the
+/// network ops, which a single-device real run never has.
+fn replay_ops() -> impl Iterator<Item = Op> {
+    Op::ALL
+        .into_iter()
+        .filter(|op| !matches!(op, Op::AllReduce | Op::SendRecv))
+}
 
 /// Writes `replay.csv` and `replay_summary.json` into `dir` (atomically, file by file).
 /// `iterations` are the replayed ones (for logits rows and measured ops), in report order.
@@ -209,7 +196,7 @@ pub fn write_replay(
     inputs: serde_json::Value,
 ) -> Result<()> {
     let mut header: Vec<String> = REPLAY_COLUMNS.iter().map(|c| c.to_string()).collect();
-    for op in REPLAY_OPS {
+    for op in replay_ops() {
         header.push(format!("measured_{op}_ns"));
         header.push(format!("predicted_{op}_ns"));
     }
@@ -247,7 +234,7 @@ pub fn write_replay(
                 .count()
                 .to_string(),
         ];
-        for op in REPLAY_OPS {
+        for op in replay_ops() {
             row.push(opt(it.measured_ops_ns[op.index()]));
             row.push(format!("{}", (p.op_ms(op) * 1e6).round() as u64));
         }

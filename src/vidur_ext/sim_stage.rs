@@ -33,13 +33,13 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::bundle::{
-    Bundle, BundleLocation, BundleModelSpec, CpuOverheadSource, CpuOverheadTerm, DuplicatePolicy,
-    LoadOptions,
+    Bundle, BundleLocation, CpuOverheadSource, CpuOverheadTerm, DuplicatePolicy, LoadOptions,
 };
 use super::predictor::{
     CpuOverheadFlags, ExecutionTimePredictor, NativeConfig, NativePredictor, PredictorConfig,
     VidurCompatPredictor, VidurTablesPredictor,
 };
+use super::profile_stage;
 use super::simulator::{
     little_check, CsvSink, CsvSinkCounts, SimConfig, SimRequest, SimSummary, Simulator,
 };
@@ -135,22 +135,6 @@ impl SimInputs {
             num_prefill_tokens: r.lengths.num_prefill_tokens,
             num_decode_tokens: r.lengths.num_decode_tokens,
         })
-    }
-}
-
-/// The model as a bundle's key columns name it.
-fn bundle_spec(cfg: &SimrealConfig) -> BundleModelSpec {
-    let m = &cfg.model;
-    BundleModelSpec {
-        n_head: m.num_attention_heads,
-        n_kv_head: m.num_key_value_heads,
-        n_embd: m.hidden_size,
-        n_expanded_embd: m.intermediate_size,
-        vocab_size: m.vocab_size,
-        // Every architecture configured here (Llama, Qwen3) has a gated (SwiGLU) MLP.
-        use_gated_mlp: true,
-        num_tensor_parallel_workers: cfg.vidur.tensor_parallel_size,
-        block_size: cfg.scheduler.block_size,
     }
 }
 
@@ -332,7 +316,7 @@ fn load_bundle(job: &Job, notes: &mut Vec<String>) -> Result<(Bundle, PredictorS
         pipeline_stages: v.pipeline_parallel_size,
         ..LoadOptions::default()
     };
-    let bundle = Bundle::load(&location, &bundle_spec(cfg), &options)?;
+    let bundle = Bundle::load(&location, &profile_stage::bundle_spec(cfg), &options)?;
     let files: Vec<PathBuf> = [Some(location.mlp_csv()), Some(location.attention_csv())]
         .into_iter()
         .chain([
