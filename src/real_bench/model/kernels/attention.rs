@@ -252,7 +252,28 @@ mod avx2 {
             #[target_feature(enable = "avx2,fma,f16c")]
             pub(super) unsafe fn $qk(q: &[f32], keys: &[$t], scores: &mut [f32]) {
                 let hd = q.len();
-                for (s, key) in scores.iter_mut().zip(keys.chunks_exact(hd)) {
+                let n = scores.len().min(keys.len() / hd);
+                let mut j = 0;
+                // Eight keys at a time: eight independent FMA chains hide the FMA latency
+                // that a single key's dot product (one chain of hd / 8 FMAs) is bound by.
+                while j + 8 <= n {
+                    let mut acc = [_mm256_setzero_ps(); 8];
+                    let base = keys.as_ptr().add(j * hd);
+                    let mut d = 0;
+                    // SAFETY (all loads): d + 8 <= hd; key `j + i` spans hd elements of `keys`.
+                    while d + 8 <= hd {
+                        let qv = _mm256_loadu_ps(q.as_ptr().add(d));
+                        for (i, a) in acc.iter_mut().enumerate() {
+                            let $p = base.add(i * hd + d);
+                            *a = _mm256_fmadd_ps(qv, $load, *a);
+                        }
+                        d += 8;
+                    }
+                    // SAFETY: j + 8 <= n <= scores.len().
+                    _mm256_storeu_ps(scores.as_mut_ptr().add(j), hsum8(acc));
+                    j += 8;
+                }
+                for (s, key) in scores[j..n].iter_mut().zip(keys[j * hd..].chunks_exact(hd)) {
                     let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
                     let mut d = 0;
                     // SAFETY (all loads): d + 8 <= hd = q.len() = key.len().
@@ -325,6 +346,23 @@ mod avx2 {
     block_fns!(qk_f16, pv_f16, f16, |p| _mm256_cvtph_ps(_mm_loadu_si128(
         p as *const __m128i
     )));
+
+    /// The eight horizontal sums of `a`, as one vector (lane `i` = Σ lanes of `a[i]`).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn hsum8(a: [__m256; 8]) -> __m256 {
+        // Pairwise hadds leave each 128-bit half with partial sums of four inputs; adding
+        // the halves finishes them.
+        let t0 = _mm256_hadd_ps(a[0], a[1]);
+        let t1 = _mm256_hadd_ps(a[2], a[3]);
+        let t2 = _mm256_hadd_ps(a[4], a[5]);
+        let t3 = _mm256_hadd_ps(a[6], a[7]);
+        let u0 = _mm256_hadd_ps(t0, t1);
+        let u1 = _mm256_hadd_ps(t2, t3);
+        _mm256_add_ps(
+            _mm256_permute2f128_ps(u0, u1, 0x20),
+            _mm256_permute2f128_ps(u0, u1, 0x31),
+        )
+    }
 
     #[target_feature(enable = "avx2,fma,f16c")]
     fn hsum(v: __m256) -> f32 {
@@ -473,11 +511,12 @@ mod tests {
 
     #[test]
     fn matches_naive_reference_for_a_mixed_batch_with_shuffled_blocks() {
-        // 16: portable-width tails only; 80: one 64-wide register block plus a tail; 128: the
-        // real head size.
-        for hd in [16usize, 80, 128] {
+        // head_dim 16: portable-width tails only; 80: one 64-wide register block plus a tail;
+        // 128: the real head size. Blocks of 4 slots take the one-key score loop only, blocks of
+        // 16 (the default) also the eight-key one, with partly filled last blocks.
+        for (hd, bs) in [(16usize, 4usize), (80, 4), (128, 4), (80, 16), (128, 16)] {
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
-            let (nh, nkv, bs, num_blocks) = (4, 2, 4, 40);
+            let (nh, nkv, num_blocks) = (4, 2, 40);
             let dims = AttnDims {
                 num_heads: nh,
                 num_kv_heads: nkv,
@@ -550,7 +589,10 @@ mod tests {
                 .zip(&want)
                 .map(|(a, b)| (a - b).abs())
                 .fold(0f32, f32::max);
-            assert!(max_err < 1e-5, "head_dim {hd}: max abs error {max_err}");
+            assert!(
+                max_err < 1e-5,
+                "head_dim {hd}, block {bs}: max abs error {max_err}"
+            );
 
             // The same problem stored in bf16 stays within bf16 rounding of the f32 answer.
             let to_bf = |x: &[f32]| x.iter().map(|v| bf16::from_f32(*v)).collect::<Vec<_>>();

@@ -42,41 +42,80 @@ pub fn matmul_xwt_f32(x: &[f32], m: usize, w: &[f32], n: usize, k: usize) -> Vec
     if m == 0 || n == 0 {
         return Vec::new();
     }
-    // Tasks own disjoint output rows `o`, so they write a transposed `[n, m]` buffer.
-    let mut y_t = vec![0f32; n * m];
+    let mut y = vec![0f32; m * n];
     let use_simd = has_avx2_fma();
     let rows_per_task = (n / (rayon::current_num_threads() * TASKS_PER_THREAD))
         .clamp(MIN_ROWS_PER_TASK, MAX_ROWS_PER_TASK)
         .next_multiple_of(ROW_TILE);
-    y_t.par_chunks_mut(rows_per_task * m)
-        .enumerate()
-        .for_each(|(task, out)| {
-            let row0 = task * rows_per_task;
-            let tile = cache_tile_rows(k);
-            for (t, out) in out.chunks_mut(tile * m).enumerate() {
-                let first = row0 + t * tile;
-                let w_rows = &w[first * k..(first + out.len() / m) * k];
+    let tile = cache_tile_rows(k);
+    let y_cols = DisjointColumns::new(&mut y, n);
+    (0..n.div_ceil(rows_per_task))
+        .into_par_iter()
+        .for_each_init(Vec::new, |out, task| {
+            // The kernel fills a transposed `[rows, m]` block (one weight row's outputs
+            // together); this task's columns of `y` get it while it is still in cache.
+            let task_end = n.min((task + 1) * rows_per_task);
+            for first in (task * rows_per_task..task_end).step_by(tile) {
+                let rows = tile.min(task_end - first);
+                let w_rows = &w[first * k..(first + rows) * k];
+                out.clear();
+                out.resize(rows * m, 0.0);
                 #[cfg(target_arch = "x86_64")]
                 if use_simd {
                     // SAFETY: `has_avx2_fma()` confirmed the CPU supports the target features
                     // `rows_avx2_fma` is compiled with; it has no other safety requirement.
                     unsafe { rows_avx2_fma(x, m, w_rows, k, out) };
-                    continue;
+                } else {
+                    rows_generic::<false>(x, m, w_rows, k, out);
                 }
-                let _ = use_simd;
+                #[cfg(not(target_arch = "x86_64"))]
                 rows_generic::<false>(x, m, w_rows, k, out);
+                let _ = use_simd;
+                // SAFETY: tasks cover disjoint ranges of weight rows, hence of columns.
+                unsafe { y_cols.write_block(first, rows, out) };
             }
         });
-    if m == 1 {
-        return y_t;
-    }
-    let mut y = vec![0f32; m * n];
-    for (o, col) in y_t.chunks_exact(m).enumerate() {
-        for (i, v) in col.iter().enumerate() {
-            y[i * n + o] = *v;
+    y
+}
+
+/// `y: [m, n]` row-major, written by tasks that each own a range of columns.
+struct DisjointColumns<'a> {
+    ptr: *mut f32,
+    len: usize,
+    n: usize,
+    _y: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: tasks write disjoint columns (see `write_block`), so sharing the pointer is sound.
+unsafe impl Sync for DisjointColumns<'_> {}
+
+impl<'a> DisjointColumns<'a> {
+    fn new(y: &'a mut [f32], n: usize) -> Self {
+        Self {
+            ptr: y.as_mut_ptr(),
+            len: y.len(),
+            n,
+            _y: std::marker::PhantomData,
         }
     }
-    y
+
+    /// Stores the transposed block `block: [cols, m]` into columns `first..first + cols`.
+    ///
+    /// # Safety
+    /// No other thread may access these columns during the call.
+    unsafe fn write_block(&self, first: usize, cols: usize, block: &[f32]) {
+        let m = self.len / self.n;
+        assert!(first + cols <= self.n && block.len() == cols * m);
+        for i in 0..m {
+            // SAFETY: row `i`, columns `first..first + cols` lie inside `y` (asserted above)
+            // and are this caller's alone.
+            let row =
+                unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i * self.n + first), cols) };
+            for (o, v) in row.iter_mut().enumerate() {
+                *v = block[o * m + i];
+            }
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
