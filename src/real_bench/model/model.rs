@@ -9,6 +9,7 @@ use half::{bf16, f16};
 use super::batch::{ForwardBatch, SequenceInput};
 use super::config::Qwen3Config;
 use super::kernels::attention::{paged_attention, AttnDims, AttnSeq};
+use super::kernels::elementwise::{rms_norm_f32, silu_mul_f32};
 use super::kernels::linear::matmul_xwt_f32;
 use super::kv_cache::{AttentionPath, CacheElement, KvStore, PagedKvCache};
 use super::tensor_attention::{self as tensor_attn, TensorAttnDims, TensorAttnMeta};
@@ -443,6 +444,11 @@ impl Qwen3Model {
 
     /// `mlp_act`: `silu(gate) · up`.
     pub fn mlp_act(&self, gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+        if host_f32(&[gate, up]) && gate.dims() == up.dims() {
+            let y =
+                with_slice::<f32, _>(gate, |g| with_slice::<f32, _>(up, |u| silu_mul_f32(g, u)))??;
+            return Ok(Tensor::from_vec(y, gate.dims(), gate.device())?);
+        }
         Ok((candle_nn::ops::silu(gate)? * up)?)
     }
 
@@ -505,11 +511,14 @@ impl Qwen3Model {
     }
 
     fn rms_norm(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::ops::rms_norm(
-            &x.contiguous()?,
-            w,
-            self.cfg.rms_norm_eps as f32,
-        )?)
+        let eps = self.cfg.rms_norm_eps as f32;
+        if host_f32(&[x, w]) && x.dims().last() == Some(&w.elem_count()) {
+            let y = with_slice::<f32, _>(x, |xs| {
+                with_slice::<f32, _>(w, |ws| rms_norm_f32(xs, ws, eps))
+            })??;
+            return Ok(Tensor::from_vec(y, x.dims(), x.device())?);
+        }
+        Ok(candle_nn::ops::rms_norm(&x.contiguous()?, w, eps)?)
     }
 
     fn attention(
@@ -693,6 +702,12 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
         return Ok(Tensor::from_vec(y, (m, n), x.device())?);
     }
     Ok(x.matmul(&w.t()?)?)
+}
+
+/// Whether every tensor is f32 on the CPU: the case the hand-written kernels cover.
+fn host_f32(ts: &[&Tensor]) -> bool {
+    ts.iter()
+        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
 }
 
 /// Calls `f` with the elements of a CPU tensor (made contiguous first if needed).

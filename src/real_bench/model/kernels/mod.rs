@@ -1,12 +1,13 @@
-//! Hand-written CPU kernels for the two places where candle's generic ops fall short on a
-//! serving workload: projections with few rows (decode batches) and attention over a paged
-//! KV cache (which candle does not have).
+//! Hand-written CPU kernels for the places where candle's generic ops fall short on a serving
+//! workload: projections with few rows (decode batches), attention over a paged KV cache
+//! (which candle does not have), and the small per-element ops between them.
 //!
 //! Each kernel has a portable Rust version and an AVX2+FMA version written with intrinsics
 //! (auto-vectorisation proved unreliable for these loop shapes), chosen at run time when the
 //! CPU has the features, so the binary stays portable.
 
 pub mod attention;
+pub mod elementwise;
 pub mod linear;
 
 use half::{bf16, f16};
