@@ -119,7 +119,7 @@ impl std::fmt::Display for ModelOp {
 /// only queue kernels, it is the GPU time between CUDA events recorded around the op on
 /// candle's stream, reported in forward order when the forward ends. On other devices the
 /// forward synchronizes the device around each op and reports wall time.
-pub trait OpTimer {
+pub trait OpTimer: Send {
     /// `layer` is `Some` for per-layer ops, `None` for per-iteration ones.
     fn record(&mut self, op: ModelOp, layer: Option<usize>, elapsed: Duration);
 
