@@ -218,6 +218,25 @@ fn replay_of_a_real_run_has_a_row_per_iteration() {
             .unwrap();
     assert_eq!(summary["summary"]["num_batches"], batches.len());
     assert_eq!(summary["summary"]["predictor"], "native");
+    // Both processes timed the reference iteration, so the replay also reports the errors
+    // with the device's drift between them taken out, recomputed here from replay.csv.
+    let speed = &summary["device_speed"];
+    let factor = speed["real_reference_ms"].as_f64().unwrap()
+        / speed["profile_reference_ms"].as_f64().unwrap();
+    let adjusted = &summary["speed_adjusted"];
+    assert!((adjusted["factor"].as_f64().unwrap() - factor).abs() < 1e-12);
+    let (mut measured, mut predicted) = (0f64, 0f64);
+    let (m_col, p_col) = (
+        header.iter().position(|c| *c == "measured_ns").unwrap(),
+        header.iter().position(|c| *c == "predicted_ns").unwrap(),
+    );
+    for line in csv_text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        measured += f[m_col].parse::<f64>().unwrap();
+        predicted += f[p_col].parse::<f64>().unwrap() * factor;
+    }
+    let want = 100.0 * (predicted - measured) / measured;
+    assert!((adjusted["total_error_pct"].as_f64().unwrap() - want).abs() < 1e-6);
 
     // Explicit dirs give the same replay; a missing real run names the command that makes it.
     let explicit = replay

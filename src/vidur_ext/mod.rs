@@ -4,6 +4,7 @@
 //! discrete-event simulator and its stage ([`simulator`], [`sim_stage`]).
 
 pub mod bundle;
+pub mod device_speed;
 pub mod memory_planner;
 pub mod predictor;
 pub mod profile_stage;

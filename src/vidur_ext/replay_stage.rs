@@ -25,6 +25,7 @@ use crate::io::schema::{BATCH_METRICS, BATCH_REQUESTS, TOKEN_METRICS};
 use crate::io::{read_csv, stable_id, write_atomic, write_json};
 use crate::stage::Job;
 use crate::vidur_ext::bundle::{Bundle, Op};
+use crate::vidur_ext::device_speed::DeviceSpeed;
 use crate::vidur_ext::predictor::{
     replay_batches, CpuOverheadFlags, ExecutionTimePredictor, NativeConfig, NativePredictor,
     PredictorConfig, ReplayIteration, ReplayReport, RequestShape, VidurCompatPredictor,
@@ -194,6 +195,7 @@ pub fn write_replay(
     iterations: &[ReplayIteration],
     report: &ReplayReport,
     inputs: serde_json::Value,
+    speed: Option<&(DeviceSpeed, SpeedAdjusted)>,
 ) -> Result<()> {
     let mut header: Vec<String> = REPLAY_COLUMNS.iter().map(|c| c.to_string()).collect();
     for op in replay_ops() {
@@ -248,14 +250,62 @@ pub fn write_replay(
     struct Summary<'a> {
         inputs: serde_json::Value,
         summary: &'a crate::vidur_ext::predictor::ReplaySummary,
+        device_speed: Option<&'a DeviceSpeed>,
+        speed_adjusted: Option<&'a SpeedAdjusted>,
     }
     write_json(
         dir.join("replay_summary.json"),
         &Summary {
             inputs,
             summary: &report.summary,
+            device_speed: speed.map(|s| &s.0),
+            speed_adjusted: speed.map(|s| &s.1),
         },
     )
+}
+
+/// The replay's errors had every prediction been scaled by the device-speed factor
+/// (real ÷ profile reference time): what is left once the device's own drift between
+/// profiling and the real run is taken out. Reported beside the raw errors, never instead
+/// of them — the factor comes from the real run's warm-up, which a plain simulation would
+/// not have.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SpeedAdjusted {
+    /// Real ÷ profile reference time.
+    pub factor: f64,
+    /// Error of the summed duration, %.
+    pub total_error_pct: f64,
+    /// Median per-iteration |error| of the duration, %.
+    pub median_abs_error_pct: f64,
+}
+
+impl SpeedAdjusted {
+    pub fn of(report: &ReplayReport, speed: &DeviceSpeed) -> SpeedAdjusted {
+        let factor = speed.real_over_profile();
+        let (mut measured, mut predicted) = (0f64, 0f64);
+        let mut abs_err: Vec<f64> = report
+            .batches
+            .iter()
+            .map(|b| {
+                let p = b.predicted_ns as f64 * factor;
+                measured += b.measured_ns as f64;
+                predicted += p;
+                100.0 * ((p - b.measured_ns as f64) / b.measured_ns as f64).abs()
+            })
+            .collect();
+        abs_err.sort_by(f64::total_cmp);
+        let n = abs_err.len();
+        let median_abs_error_pct = match n {
+            0 => f64::NAN,
+            _ if n % 2 == 1 => abs_err[n / 2],
+            _ => (abs_err[n / 2 - 1] + abs_err[n / 2]) / 2.0,
+        };
+        SpeedAdjusted {
+            factor,
+            total_error_pct: 100.0 * (predicted - measured) / measured,
+            median_abs_error_pct,
+        }
+    }
 }
 
 /// Runs a replay for one job; returns `tmp/replay/<id>/`. The real run is the first of
@@ -309,8 +359,32 @@ pub fn run(job: &Job) -> Result<PathBuf> {
         "predictor": predictor.name(),
         "cpu_overheads": cfg.vidur.cpu_overheads,
     });
-    write_replay(&out, predictor.as_ref(), &iterations, &report, inputs_json)?;
+    let speed = DeviceSpeed::between(&bundle_dir, &real_run).map(|d| {
+        let adjusted = SpeedAdjusted::of(&report, &d);
+        (d, adjusted)
+    });
+    write_replay(
+        &out,
+        predictor.as_ref(),
+        &iterations,
+        &report,
+        inputs_json,
+        speed.as_ref(),
+    )?;
     write_atomic(&marker, b"")?;
+    if let Some((d, a)) = &speed {
+        eprintln!(
+            "device speed: the reference iteration took {:.1} ms when profiled, {:.1} ms before \
+             the real run ({:+.1}%); with predictions scaled by {:.3}: total {:+.2}%, \
+             per-iteration |error| median {:.2}%",
+            d.profile_reference_ms,
+            d.real_reference_ms,
+            d.real_slower_pct,
+            a.factor,
+            a.total_error_pct,
+            a.median_abs_error_pct
+        );
+    }
     let s = &report.summary;
     eprintln!(
         "replay ({}): {} iterations, total {:+.2}%, per-iteration |error| median {:.2}% p90 {:.2}%{}",

@@ -27,6 +27,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+pub use crate::vidur_ext::device_speed::DeviceSpeed;
+
 use crate::io::records::{BatchMetricsRow, BatchRequestRow};
 use crate::io::schema::OP_NAMES;
 use crate::vidur_ext::bundle::Op;
@@ -491,46 +493,6 @@ fn by_batch_size(real: &RunData, sim: &RunData) -> Vec<BatchSizeTiming> {
         .collect()
 }
 
-/// The device's speed when the bundle was profiled vs when the real run ran, from the same
-/// fixed iteration timed in both processes (the real engine's warm-up iteration: a 32-token
-/// prefill plus one decode). A shared or throttled machine changes speed between the two,
-/// and the predictor can only be as right as that.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DeviceSpeed {
-    /// Median time of the reference iteration in the profiling process, ms.
-    pub profile_reference_ms: f64,
-    /// Median time of the reference iteration before the real run served, ms.
-    pub real_reference_ms: f64,
-    /// `100 · (real − profile) / profile`: positive = the device was slower for the real run.
-    pub real_slower_pct: f64,
-}
-
-impl DeviceSpeed {
-    /// From the two runs' samples (each list's first time is a cold start and is left out);
-    /// `None` when either side has fewer than two samples.
-    pub fn of(profile_ms: &[f64], real_ms: &[f64]) -> Option<DeviceSpeed> {
-        let warm_median = |v: &[f64]| -> Option<f64> {
-            let warm = v.get(1..).filter(|w| !w.is_empty())?;
-            let mut w: Vec<f64> = warm.iter().copied().filter(|x| x.is_finite()).collect();
-            w.sort_by(f64::total_cmp);
-            let n = w.len();
-            match n {
-                0 => None,
-                _ if n % 2 == 1 => Some(w[n / 2]),
-                _ => Some((w[n / 2 - 1] + w[n / 2]) / 2.0),
-            }
-        };
-        let profile_reference_ms = warm_median(profile_ms)?;
-        let real_reference_ms = warm_median(real_ms)?;
-        (profile_reference_ms > 0.0).then(|| DeviceSpeed {
-            profile_reference_ms,
-            real_reference_ms,
-            real_slower_pct: 100.0 * (real_reference_ms - profile_reference_ms)
-                / profile_reference_ms,
-        })
-    }
-}
-
 /// The whole attribution.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Attribution {
@@ -943,23 +905,5 @@ mod tests {
         assert!(a.execution.is_none() && a.cpu_overhead.is_none());
         assert!(a.notes.iter().any(|n| n.contains("not separated")));
         assert_eq!(a.scheduling.as_ref().unwrap().differing_iterations, 3);
-    }
-
-    #[test]
-    fn device_speed_leaves_out_the_cold_first_time() {
-        // Profile 100 ms warm (the 300 ms first time is cold), real run 110 ms warm.
-        let d =
-            DeviceSpeed::of(&[300.0, 99.0, 100.0, 101.0], &[500.0, 110.0, 112.0, 108.0]).unwrap();
-        assert_eq!(d.profile_reference_ms, 100.0);
-        assert_eq!(d.real_reference_ms, 110.0);
-        assert!((d.real_slower_pct - 10.0).abs() < 1e-9);
-        assert!(
-            DeviceSpeed::of(&[100.0], &[100.0, 100.0]).is_none(),
-            "no warm profile time"
-        );
-        assert!(
-            DeviceSpeed::of(&[1.0, 0.0], &[1.0, 5.0]).is_none(),
-            "zero reference"
-        );
     }
 }

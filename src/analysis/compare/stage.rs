@@ -309,23 +309,11 @@ pub fn write_outputs(
 /// (`reference_iteration_ms` in its `profiling_meta.json`). `None` when either is missing
 /// (other sources, bundles from elsewhere, runs made before it was recorded).
 fn device_speed(real: &RunData, sim: &RunData) -> Option<DeviceSpeed> {
-    let json = |path: PathBuf| -> Option<serde_json::Value> {
-        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
-    };
-    let floats = |v: &serde_json::Value| -> Option<Vec<f64>> {
-        v.as_array()?
-            .iter()
-            .map(serde_json::Value::as_f64)
-            .collect()
-    };
-    let real_meta = json(real.path.join("run_meta.json"))?;
-    let sim_meta = json(sim.path.join("run_meta.json"))?;
+    let sim_meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sim.path.join("run_meta.json")).ok()?)
+            .ok()?;
     let bundle = PathBuf::from(sim_meta["inputs"]["bundle"]["path"].as_str()?);
-    let profiling = json(bundle.join("profiling_meta.json"))?;
-    DeviceSpeed::of(
-        &floats(&profiling["details"]["reference_iteration_ms"])?,
-        &floats(&real_meta["extra"]["warmup_iteration_ms"])?,
-    )
+    DeviceSpeed::between(&bundle, &real.path)
 }
 
 /// The op-time predictor a simulated run of this project used, rebuilt with the `vidur`
