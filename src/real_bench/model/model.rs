@@ -224,16 +224,21 @@ impl Qwen3Model {
         cache: &mut PagedKvCache,
         timer: Option<&mut dyn OpTimer>,
     ) -> Result<Tensor> {
-        // On a rayon worker, as the kernels' parallel loops are: called from another thread,
-        // each of those loops would wake the sleeping workers and put the caller to sleep
-        // (hundreds of hand-offs per forward), and the caller's serial ops would compete
-        // with the workers' spinning for the cores.
-        rayon::scope(|_| {
+        let run = move || -> Result<Tensor> {
             let mut clock = OpClock::new(timer, &self.device)?;
             let logits = self.forward_ops(batch, cache, &mut clock)?;
             clock.finish()?;
             Ok(logits)
-        })
+        };
+        if !self.device.is_cpu() {
+            // The GPU context stays on the caller's thread.
+            return run();
+        }
+        // On a rayon worker, as the kernels' parallel loops are: called from another thread,
+        // each of those loops would wake the sleeping workers and put the caller to sleep
+        // (hundreds of hand-offs per forward), and the caller's serial ops would compete
+        // with the workers' spinning for the cores.
+        rayon::scope(|_| run())
     }
 
     fn forward_ops(
