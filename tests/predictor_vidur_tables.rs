@@ -1,9 +1,11 @@
 //! `vidur_tables` against Vidur's own prediction tables: batch durations computed by hand
 //! from the table rows with Vidur's formula must equal the predictor's.
 
-use std::collections::HashMap;
-use std::io::Read;
+mod common;
+
 use std::path::{Path, PathBuf};
+
+use common::vidur_formula::{vidur_reference, Req, VidurFormula};
 
 use simreal::vidur_ext::bundle::Op;
 use simreal::vidur_ext::predictor::{
@@ -12,140 +14,11 @@ use simreal::vidur_ext::predictor::{
 use simreal::Error;
 
 fn tables_dir() -> PathBuf {
-    let crate_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    crate_dir
-        .ancestors()
-        .skip(1)
-        .map(|d| d.join("shared/vidur_reference/predictor_tables"))
-        .find(|d| d.is_dir())
-        .expect("../shared/vidur_reference/predictor_tables is missing")
+    vidur_reference("predictor_tables")
 }
 
 fn config() -> PredictorConfig {
     PredictorConfig::new(80, 64, 8, 8192).with_parallelism(2, 1)
-}
-
-/// The rows of the one `<op>_<8 hex>_predictions.csv[.gz]`, parsed independently of the
-/// library: key tuple (as integers) → prediction.
-fn table(op: &str) -> HashMap<Vec<u64>, f64> {
-    let dir = tables_dir();
-    let mut matches: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            let name = p.file_name().unwrap().to_str().unwrap();
-            let rest = name.strip_prefix(op).and_then(|r| r.strip_prefix('_'));
-            rest.is_some_and(|r| {
-                r.len() > 9
-                    && r[..8].bytes().all(|b| b.is_ascii_hexdigit())
-                    && (&r[8..] == "_predictions.csv" || &r[8..] == "_predictions.csv.gz")
-            })
-        })
-        .collect();
-    assert_eq!(matches.len(), 1, "{op}: {matches:?}");
-    let path = matches.remove(0);
-    let mut text = String::new();
-    let file = std::fs::File::open(&path).unwrap();
-    if path.extension().unwrap() == "gz" {
-        flate2::read::GzDecoder::new(file)
-            .read_to_string(&mut text)
-            .unwrap();
-    } else {
-        std::io::BufReader::new(file)
-            .read_to_string(&mut text)
-            .unwrap();
-    }
-    let mut out = HashMap::new();
-    for line in text.lines().skip(1) {
-        let cells: Vec<&str> = line.split(',').collect();
-        let (pred, keys) = cells.split_last().unwrap();
-        let key = keys.iter().map(|k| k.parse::<u64>().unwrap()).collect();
-        assert!(out.insert(key, pred.parse::<f64>().unwrap()).is_none());
-    }
-    out
-}
-
-/// `(num_tokens, num_context_tokens, is_prefill)` of one request.
-type Req = (u64, u64, bool);
-
-/// Vidur's `get_execution_time(...).model_time` for one batch (TP2, PP1, 80 layers, GQA),
-/// redone by hand from the tables, in ms.
-struct Hand {
-    tables: HashMap<&'static str, HashMap<Vec<u64>, f64>>,
-}
-
-impl Hand {
-    fn new() -> Hand {
-        let names = [
-            "attn_pre_proj",
-            "attn_post_proj",
-            "attn_rope",
-            "attn_kv_cache_save",
-            "mlp_up_proj",
-            "mlp_down_proj",
-            "mlp_act",
-            "input_layernorm",
-            "post_attention_layernorm",
-            "add",
-            "all_reduce",
-            "attn_decode",
-            "attn_prefill",
-        ];
-        Hand {
-            tables: names.into_iter().map(|n| (n, table(n))).collect(),
-        }
-    }
-
-    fn at(&self, op: &str, key: &[u64]) -> f64 {
-        self.tables[op][key]
-    }
-
-    /// `(num_tokens, context, is_prefill)` per request.
-    fn model_ms(&self, batch: &[Req]) -> (f64, f64, f64) {
-        let total: u64 = batch.iter().map(|r| r.0).sum();
-        let rounded = total.div_ceil(8) * 8;
-        let t = |op: &str| self.at(op, &[rounded]);
-        let decodes: Vec<u64> = batch.iter().filter(|r| !r.2).map(|r| r.1 + 1).collect();
-        let decode = if decodes.is_empty() {
-            0.0
-        } else {
-            let n = decodes.len() as u64;
-            let mean = (decodes.iter().sum::<u64>() as f64 / n as f64) as u64; // int(np.mean)
-            let kv = mean.div_ceil(64) * 64;
-            let overhead = if n > 1 { 0.1 } else { 0.0 };
-            self.at("attn_decode", &[n, kv]) * (1.0 + overhead)
-        };
-        let prefills: Vec<(u64, u64)> = batch
-            .iter()
-            .filter(|r| r.2)
-            .map(|r| (r.1.div_ceil(64) * 64, r.0))
-            .collect();
-        let prefill = if prefills.is_empty() {
-            0.0
-        } else {
-            let k: u64 = prefills.iter().map(|p| p.0).sum();
-            let c = (prefills.iter().map(|p| p.1 * p.1).sum::<u64>() as f64)
-                .powf(0.5)
-                .round() as u64;
-            let overhead = if prefills.len() > 1 { 0.1 } else { 0.0 };
-            self.at("attn_prefill", &[k, c * c]) * (1.0 + overhead)
-        };
-        let tp = t("all_reduce") + 0.02 + 0.0 * 2f64.powf(1.25);
-        let attention = t("attn_pre_proj")
-            + t("attn_post_proj")
-            + t("attn_rope")
-            + self.at("attn_kv_cache_save", &[total])
-            + decode
-            + prefill
-            + tp
-            + t("input_layernorm");
-        let mlp = t("mlp_up_proj")
-            + t("mlp_down_proj")
-            + t("mlp_act")
-            + tp
-            + t("post_attention_layernorm");
-        ((attention + mlp + t("add")) * 80.0, decode, prefill)
-    }
 }
 
 fn shapes(batch: &[Req]) -> Vec<RequestShape> {
@@ -162,7 +35,7 @@ fn shapes(batch: &[Req]) -> Vec<RequestShape> {
 #[test]
 fn hand_built_batches_equal_vidurs_formula() {
     let p = VidurTablesPredictor::from_dir(&tables_dir(), config()).unwrap();
-    let hand = Hand::new();
+    let hand = VidurFormula::new();
     let batches: [(&str, Vec<Req>); 5] = [
         // num_processed 101, 201, 302 → mean 201 → kv 256; 3 tokens → 8.
         (
@@ -236,7 +109,7 @@ fn lookups_outside_the_tables_are_flagged() {
         vec![Op::AttnPrefill]
     );
     // Proportional above the table: kv 8192 is twice kv 4096's value for a single decode.
-    let hand = Hand::new();
+    let hand = VidurFormula::new();
     let got = p.predict(&[RequestShape::decode(8191)]);
     assert_eq!(
         got.op_ms(Op::AttnDecode),

@@ -3,135 +3,16 @@
 //! gives for that batch — recomputed here from the raw table files, independently of the
 //! library's parser and formula.
 
+mod common;
+
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::PathBuf;
 
+use common::vidur_formula::{vidur_reference as reference, Req, VidurFormula};
 use simreal::io::records::RequestStatus;
 use simreal::scheduler::{Policy, SchedulerConfig};
 use simreal::vidur_ext::predictor::{PredictorConfig, VidurTablesPredictor};
 use simreal::vidur_ext::simulator::{little_check, MemorySink, SimConfig, SimRequest, Simulator};
-
-/// `shared/vidur_reference/<sub>` beside the checkout (or beside a worktree's parent).
-fn reference(sub: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .skip(1)
-        .map(|d| d.join("shared/vidur_reference").join(sub))
-        .find(|d| d.exists())
-        .unwrap_or_else(|| panic!("shared/vidur_reference/{sub} is missing"))
-}
-
-/// `key tuple → prediction (ms)` of the one `<op>_<hash8>_predictions.csv[.gz]`.
-fn table(op: &str) -> HashMap<Vec<u64>, f64> {
-    let dir = reference("predictor_tables");
-    let path = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            let name = p.file_name().unwrap().to_str().unwrap();
-            name.strip_prefix(op)
-                .and_then(|r| r.strip_prefix('_'))
-                .is_some_and(|r| {
-                    r.len() > 9
-                        && r[..8].bytes().all(|b| b.is_ascii_hexdigit())
-                        && r[8..].starts_with("_predictions.csv")
-                })
-        })
-        .unwrap_or_else(|| panic!("no table for {op}"));
-    let mut text = String::new();
-    let file = std::fs::File::open(&path).unwrap();
-    if path.extension().unwrap() == "gz" {
-        flate2::read::GzDecoder::new(file)
-            .read_to_string(&mut text)
-            .unwrap();
-    } else {
-        std::io::BufReader::new(file)
-            .read_to_string(&mut text)
-            .unwrap();
-    }
-    text.lines()
-        .skip(1)
-        .map(|line| {
-            let cells: Vec<&str> = line.split(',').collect();
-            let (pred, keys) = cells.split_last().unwrap();
-            (
-                keys.iter().map(|k| k.parse().unwrap()).collect(),
-                pred.parse().unwrap(),
-            )
-        })
-        .collect()
-}
-
-/// Vidur's `get_execution_time(batch).total_time` (TP2, 80 layers, GQA, no CPU overheads),
-/// ms, for requests `(tokens scheduled, tokens cached, is_prefill)`.
-struct VidurFormula {
-    tables: HashMap<&'static str, HashMap<Vec<u64>, f64>>,
-}
-
-impl VidurFormula {
-    fn new() -> Self {
-        let ops = [
-            "attn_pre_proj",
-            "attn_post_proj",
-            "attn_rope",
-            "attn_kv_cache_save",
-            "mlp_up_proj",
-            "mlp_down_proj",
-            "mlp_act",
-            "input_layernorm",
-            "post_attention_layernorm",
-            "add",
-            "all_reduce",
-            "attn_decode",
-            "attn_prefill",
-        ];
-        VidurFormula {
-            tables: ops.into_iter().map(|op| (op, table(op))).collect(),
-        }
-    }
-
-    fn ms(&self, batch: &[(u64, u64, bool)]) -> f64 {
-        let at = |op: &str, key: &[u64]| self.tables[op][key];
-        let total: u64 = batch.iter().map(|r| r.0).sum();
-        let rounded = total.div_ceil(8) * 8;
-        let t = |op: &str| at(op, &[rounded]);
-        // Decodes: num_processed = cached + 1; kv = ceil(int(mean) / 64) · 64.
-        let decodes: Vec<u64> = batch.iter().filter(|r| !r.2).map(|r| r.1 + 1).collect();
-        let decode = if decodes.is_empty() {
-            0.0
-        } else {
-            let n = decodes.len() as u64;
-            let kv = (decodes.iter().sum::<u64>() / n).div_ceil(64) * 64;
-            at("attn_decode", &[n, kv]) * if n > 1 { 1.1 } else { 1.0 }
-        };
-        // Prefills: K = Σ ceil(num_processed / 64) · 64, C = round(√Σ chunk²) (half-even).
-        let prefills: Vec<(u64, u64)> = batch.iter().filter(|r| r.2).map(|r| (r.0, r.1)).collect();
-        let prefill = if prefills.is_empty() {
-            0.0
-        } else {
-            let k: u64 = prefills.iter().map(|p| p.1.div_ceil(64) * 64).sum();
-            let sq: u64 = prefills.iter().map(|p| p.0 * p.0).sum();
-            let c = (sq as f64).sqrt().round_ties_even() as u64;
-            at("attn_prefill", &[k, c * c]) * if prefills.len() > 1 { 1.1 } else { 1.0 }
-        };
-        let tp = t("all_reduce") + 0.02;
-        let attention = t("attn_pre_proj")
-            + t("attn_post_proj")
-            + t("attn_rope")
-            + at("attn_kv_cache_save", &[total])
-            + decode
-            + prefill
-            + tp
-            + t("input_layernorm");
-        let mlp = t("mlp_up_proj")
-            + t("mlp_down_proj")
-            + t("mlp_act")
-            + tp
-            + t("post_attention_layernorm");
-        (attention + mlp + t("add")) * 80.0
-    }
-}
 
 /// The first `n` requests of Vidur's `splitwise_conv` trace, replayed as Vidur does: counts
 /// truncated, each ≥ 1, prompts shortened so that prompt + output ≤ 4096.
@@ -180,7 +61,7 @@ fn every_simulated_batch_lasts_what_vidurs_formula_says() {
         assert!(little_check(&summary, &sink.requests).exact);
         assert!(sink.requests.iter().all(|r| r.status == RequestStatus::Ok));
         assert_eq!(summary.num_extrapolated_batches, 0);
-        let mut entries: HashMap<u64, Vec<(u64, u64, bool)>> = HashMap::new();
+        let mut entries: HashMap<u64, Vec<Req>> = HashMap::new();
         for r in &sink.batch_requests {
             entries.entry(r.batch_id).or_default().push((
                 u64::from(r.num_tokens),
@@ -194,7 +75,7 @@ fn every_simulated_batch_lasts_what_vidurs_formula_says() {
             sink.batches.len()
         );
         for b in &sink.batches {
-            let ms = formula.ms(&entries[&b.batch_id]);
+            let ms = formula.model_ms(&entries[&b.batch_id]).0;
             let expected_ns = (ms * 1e6).round() as i64;
             // Float sums in another order may differ in the last bits: allow 1 ns.
             assert!(
