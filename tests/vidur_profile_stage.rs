@@ -237,6 +237,7 @@ fn replay_of_a_real_run_has_a_row_per_iteration() {
     }
     let want = 100.0 * (predicted - measured) / measured;
     assert!((adjusted["total_error_pct"].as_f64().unwrap() - want).abs() < 1e-6);
+    assert_eq!(adjusted["duration"]["count"], batches.len());
 
     // Explicit dirs give the same replay; a missing real run names the command that makes it.
     let explicit = replay

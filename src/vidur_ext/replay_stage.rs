@@ -27,8 +27,9 @@ use crate::stage::Job;
 use crate::vidur_ext::bundle::{Bundle, Op};
 use crate::vidur_ext::device_speed::DeviceSpeed;
 use crate::vidur_ext::predictor::{
-    replay_batches, CpuOverheadFlags, ExecutionTimePredictor, NativeConfig, NativePredictor,
-    PredictorConfig, ReplayIteration, ReplayReport, RequestShape, VidurCompatPredictor,
+    replay_batches, CpuOverheadFlags, ErrorStats, ExecutionTimePredictor, NativeConfig,
+    NativePredictor, PredictorConfig, ReplayIteration, ReplayReport, RequestShape,
+    VidurCompatPredictor,
 };
 use crate::vidur_ext::profile_stage::{configured_bundle_dir, load_bundle};
 use crate::{Error, Result};
@@ -275,35 +276,25 @@ pub struct SpeedAdjusted {
     pub factor: f64,
     /// Error of the summed duration, %.
     pub total_error_pct: f64,
-    /// Median per-iteration |error| of the duration, %.
-    pub median_abs_error_pct: f64,
+    /// Per-iteration errors of the duration, as in the raw summary.
+    pub duration: Option<ErrorStats>,
 }
 
 impl SpeedAdjusted {
     pub fn of(report: &ReplayReport, speed: &DeviceSpeed) -> SpeedAdjusted {
         let factor = speed.real_over_profile();
-        let (mut measured, mut predicted) = (0f64, 0f64);
-        let mut abs_err: Vec<f64> = report
+        let pairs: Vec<(f64, f64)> = report
             .batches
             .iter()
-            .map(|b| {
-                let p = b.predicted_ns as f64 * factor;
-                measured += b.measured_ns as f64;
-                predicted += p;
-                100.0 * ((p - b.measured_ns as f64) / b.measured_ns as f64).abs()
-            })
+            .map(|b| (b.measured_ns as f64, b.predicted_ns as f64 * factor))
             .collect();
-        abs_err.sort_by(f64::total_cmp);
-        let n = abs_err.len();
-        let median_abs_error_pct = match n {
-            0 => f64::NAN,
-            _ if n % 2 == 1 => abs_err[n / 2],
-            _ => (abs_err[n / 2 - 1] + abs_err[n / 2]) / 2.0,
-        };
+        let (measured, predicted) = pairs
+            .iter()
+            .fold((0.0, 0.0), |(m, p), (a, b)| (m + a, p + b));
         SpeedAdjusted {
             factor,
             total_error_pct: 100.0 * (predicted - measured) / measured,
-            median_abs_error_pct,
+            duration: ErrorStats::from_pairs(pairs),
         }
     }
 }
@@ -382,7 +373,7 @@ pub fn run(job: &Job) -> Result<PathBuf> {
             d.real_slower_pct,
             a.factor,
             a.total_error_pct,
-            a.median_abs_error_pct
+            a.duration.as_ref().map_or(f64::NAN, |d| d.median_abs_pct)
         );
     }
     let s = &report.summary;
