@@ -10,6 +10,7 @@
 
 use rayon::prelude::*;
 
+use super::elementwise::exp_minus_max_in_place;
 use super::{fmadd, has_avx2_fma, Element};
 
 /// Query rows per task in a prefill chunk: keeps tasks numerous enough to balance a single
@@ -83,7 +84,9 @@ pub fn paged_attention<T: AttnElement>(
     let simd = has_avx2_fma() && dims.head_dim % 8 == 0;
     let results: Vec<Vec<f32>> = tasks
         .par_iter()
-        .map(|&(s, h, r0, r1)| task(dims, q, kv, &seqs[s], h, r0, r1, simd))
+        .map_init(Scratch::default, |scratch, &(s, h, r0, r1)| {
+            task(dims, q, kv, &seqs[s], h, r0, r1, simd, scratch)
+        })
         .collect();
     let group = dims.num_heads / kv_heads;
     let hd = dims.head_dim;
@@ -99,9 +102,27 @@ pub fn paged_attention<T: AttnElement>(
     }
 }
 
+/// Per-thread buffers of [`task`], reused across tasks so that a decode step (one task per
+/// sequence and kv head in each of 28 layers) does not allocate thousands of times.
+#[derive(Default)]
+struct Scratch {
+    /// `[group, max context]` scores, then softmax numerators.
+    scores: Vec<f32>,
+    /// `[group, head_dim]` scaled queries.
+    q: Vec<f32>,
+    /// `[group, head_dim]` weighted sums of values.
+    acc: Vec<f32>,
+    /// `[group]` reciprocal softmax denominators.
+    inv_sums: Vec<f32>,
+}
+
 /// Rows `r0..r1` of one sequence for the query heads of `kv_head`; returns
 /// `[r1 - r0, group, head_dim]` in f32. `simd`: the CPU has AVX2/FMA/F16C and
 /// `head_dim % 8 == 0`.
+///
+/// The group's query heads share each block of keys and values while it is in L1: per row,
+/// one pass over the sequence's K and one over its V, not one per query head (Qwen3 0.6B has
+/// two query heads per kv head).
 #[allow(clippy::too_many_arguments)]
 fn task<T: AttnElement>(
     dims: AttnDims,
@@ -112,6 +133,7 @@ fn task<T: AttnElement>(
     r0: usize,
     r1: usize,
     simd: bool,
+    scratch: &mut Scratch,
 ) -> Vec<f32> {
     let AttnDims {
         num_heads,
@@ -122,9 +144,17 @@ fn task<T: AttnElement>(
     } = dims;
     let group = num_heads / num_kv_heads;
     let width = num_heads * hd;
-    let mut scores = vec![0f32; seq.num_cached + r1];
-    let mut q_f32 = vec![0f32; hd];
-    let mut acc = vec![0f32; hd];
+    let stride = seq.num_cached + r1;
+    let Scratch {
+        scores,
+        q: q_f32,
+        acc,
+        inv_sums,
+    } = scratch;
+    scores.resize(group * stride, 0.0);
+    q_f32.resize(group * hd, 0.0);
+    acc.resize(group * hd, 0.0);
+    inv_sums.resize(group, 0.0);
     let mut res = vec![0f32; (r1 - r0) * group * hd];
     let head_stride = bs * hd;
     let block_stride = num_kv_heads * head_stride;
@@ -133,37 +163,35 @@ fn task<T: AttnElement>(
         let base = seq.block_table[b] * block_stride + kv_head * head_stride;
         (base, bs.min(ctx - b * bs))
     };
-    for t in r0..r1 {
+    for (t, out_rows) in (r0..r1).zip(res.chunks_exact_mut(group * hd)) {
         let ctx = seq.num_cached + t + 1;
         let num_blocks = ctx.div_ceil(bs);
-        for g in 0..group {
-            let qh = kv_head * group + g;
-            let q_off = (seq.row_offset + t) * width + qh * hd;
-            for (dst, src) in q_f32.iter_mut().zip(&q[q_off..q_off + hd]) {
-                *dst = src.to_f32() * scale;
+        // The group's query heads are adjacent in the row: one contiguous `[group, hd]` slice.
+        let q_off = (seq.row_offset + t) * width + kv_head * group * hd;
+        for (dst, src) in q_f32.iter_mut().zip(&q[q_off..q_off + group * hd]) {
+            *dst = src.to_f32() * scale;
+        }
+        for b in 0..num_blocks {
+            let (base, slots) = block(b, ctx);
+            let keys = &kv.k[base..base + slots * hd];
+            for (qg, sg) in q_f32.chunks_exact(hd).zip(scores.chunks_exact_mut(stride)) {
+                T::qk_block(qg, keys, &mut sg[b * bs..b * bs + slots], simd);
             }
-            for b in 0..num_blocks {
-                let (base, slots) = block(b, ctx);
-                let keys = &kv.k[base..base + slots * hd];
-                T::qk_block(&q_f32, keys, &mut scores[b * bs..b * bs + slots], simd);
+        }
+        for (inv, sg) in inv_sums.iter_mut().zip(scores.chunks_exact_mut(stride)) {
+            *inv = 1.0 / exp_minus_max_in_place(&mut sg[..ctx]);
+        }
+        acc.fill(0.0);
+        for b in 0..num_blocks {
+            let (base, slots) = block(b, ctx);
+            let values = &kv.v[base..base + slots * hd];
+            for (ag, sg) in acc.chunks_exact_mut(hd).zip(scores.chunks_exact(stride)) {
+                T::pv_block(ag, &sg[b * bs..b * bs + slots], values, simd);
             }
-            let max = scores[..ctx]
-                .iter()
-                .fold(f32::NEG_INFINITY, |m, s| m.max(*s));
-            let mut sum = 0f32;
-            for s in &mut scores[..ctx] {
-                *s = (*s - max).exp();
-                sum += *s;
-            }
-            acc.fill(0.0);
-            for b in 0..num_blocks {
-                let (base, slots) = block(b, ctx);
-                let values = &kv.v[base..base + slots * hd];
-                T::pv_block(&mut acc, &scores[b * bs..b * bs + slots], values, simd);
-            }
-            let inv = 1.0 / sum;
-            let dst = ((t - r0) * group + g) * hd;
-            for (o, a) in res[dst..dst + hd].iter_mut().zip(&acc) {
+        }
+        let heads = out_rows.chunks_exact_mut(hd).zip(acc.chunks_exact(hd));
+        for ((o, a), inv) in heads.zip(inv_sums.iter()) {
+            for (o, a) in o.iter_mut().zip(a) {
                 *o = a * inv;
             }
         }

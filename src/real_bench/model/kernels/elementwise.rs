@@ -71,6 +71,27 @@ pub fn silu_mul_f32(gate: &[f32], up: &[f32]) -> Vec<f32> {
     y
 }
 
+/// Softmax numerators in place: `s[i] = e^(s[i] - max(s))`; returns their sum (≥ 1 for a
+/// non-empty slice). Subtracting the maximum keeps `e^x` from overflowing.
+pub(crate) fn exp_minus_max_in_place(scores: &mut [f32]) -> f32 {
+    let max = scores.iter().fold(f32::NEG_INFINITY, |m, s| m.max(*s));
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: `has_avx2_fma()` confirmed the target features.
+        return unsafe { avx2::exp_minus_max(scores, max) };
+    }
+    exp_minus_max_portable(scores, max)
+}
+
+fn exp_minus_max_portable(scores: &mut [f32], max: f32) -> f32 {
+    let mut sum = 0f32;
+    for s in scores {
+        *s = (*s - max).exp();
+        sum += *s;
+    }
+    sum
+}
+
 fn silu_mul_portable(gate: &[f32], up: &[f32], out: &mut [f32]) {
     for ((o, g), u) in out.iter_mut().zip(gate).zip(up) {
         *o = g / (1.0 + (-g).exp()) * u;
@@ -98,6 +119,27 @@ mod avx2 {
             i += 8;
         }
         super::silu_mul_portable(&gate[i..n], &up[i..n], &mut out[i..n]);
+    }
+
+    /// # Safety
+    /// AVX2 and FMA must be available.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn exp_minus_max(scores: &mut [f32], max: f32) -> f32 {
+        let n = scores.len();
+        let m = _mm256_set1_ps(max);
+        let mut sum = _mm256_setzero_ps();
+        let mut i = 0;
+        while i + 8 <= n {
+            // SAFETY: i + 8 <= n = scores.len().
+            let p = scores.as_mut_ptr().add(i);
+            let e = exp(_mm256_sub_ps(_mm256_loadu_ps(p), m));
+            _mm256_storeu_ps(p, e);
+            sum = _mm256_add_ps(sum, e);
+            i += 8;
+        }
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), sum);
+        lanes.iter().sum::<f32>() + super::exp_minus_max_portable(&mut scores[i..], max)
     }
 
     /// `e^x` per lane, within 2 ulp of the exact value on [-87.3, 88.3]; outside, the value
@@ -158,6 +200,21 @@ mod tests {
         for (row, got) in x.chunks(width).zip(y.chunks(width)) {
             assert_eq!(got, rms_norm_f32(row, &w, 1e-6).as_slice());
         }
+    }
+
+    #[test]
+    fn exp_minus_max_matches_f64_softmax_numerators() {
+        // 21 values: two full AVX2 chunks plus a scalar tail, spanning e^0 down to underflow.
+        let mut s: Vec<f32> = (0..21).map(|i| 3.0 - 4.5 * i as f32).collect();
+        s.swap(0, 13);
+        let orig = s.clone();
+        let sum = exp_minus_max_in_place(&mut s);
+        let want: Vec<f64> = orig.iter().map(|v| (*v as f64 - 3.0).exp()).collect();
+        for (got, w) in s.iter().zip(&want) {
+            assert!((*got as f64 - w).abs() <= 2e-7 * w + 1e-37, "{got} vs {w}");
+        }
+        let want_sum: f64 = want.iter().sum();
+        assert!((sum as f64 - want_sum).abs() <= 1e-6 * want_sum);
     }
 
     #[test]
