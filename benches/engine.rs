@@ -155,7 +155,7 @@ fn linear_crossover(repeats: usize) -> Result<Vec<(usize, f64, f64)>> {
         .map(|w| Tensor::from_slice(w, (n, k), &Device::Cpu))
         .collect::<candle_core::Result<_>>()?;
     let mut rows = Vec::new();
-    for m in [1usize, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128] {
+    for m in [1usize, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384] {
         let x: Vec<f32> = (0..m * k).map(|i| ((i % 13) as f32 - 6.0) / 10.0).collect();
         let xt = Tensor::from_slice(&x, (m, k), &Device::Cpu)?;
         let mut ours = Vec::new();

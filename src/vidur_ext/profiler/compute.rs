@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use candle_core::Tensor;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -489,9 +490,10 @@ fn median(v: &[f64]) -> f64 {
 }
 
 /// Runs every shape of the plan, interleaved: `warmup` passes over all shapes, then the
-/// timed passes. Interleaving spreads each point's samples over the whole profiling time,
-/// so a burst of load from other processes blurs every point a little instead of
-/// distorting a few (which would also bend the interpolants between neighbours).
+/// timed passes, each in a seeded random order. Interleaving spreads each point's samples
+/// over the whole profiling time, so a burst of load from other processes blurs every point
+/// a little instead of distorting a few (which would also bend the interpolants between
+/// neighbours).
 #[allow(clippy::too_many_arguments)]
 fn run_forwards(
     model: &Qwen3Model,
@@ -549,8 +551,14 @@ fn run_forwards(
         .collect::<Result<Vec<_>>>()?;
     let timed = grid.timed_forwards(num_layers);
     let mut recorder = SampleRecorder::default();
+    let mut order: Vec<usize> = (0..shapes.len()).collect();
     for pass in 0..grid.warmup + timed {
-        for ((shape, keep_attention), batch) in shapes.iter().zip(&batches) {
+        // A new order every pass: with a fixed one, whatever a shape leaves behind (cold
+        // caches after the largest prefill, freed buffers) slows the same next shape in every
+        // pass, and the median keeps it (`lm_head` at 3 rows measured 2.2× its neighbours).
+        order.shuffle(rng);
+        for &i in &order {
+            let ((shape, keep_attention), batch) = (&shapes[i], &batches[i]);
             let (shape, n) = (*shape, shape.num_tokens());
             progress.step(&format!(
                 "pass {}/{} {}",
