@@ -1,4 +1,5 @@
-//! The KV pool is lazily zeroed: resident memory follows the blocks written, not the pool size.
+//! The KV pool is lazily zeroed: resident memory follows the blocks written, not the pool size,
+//! until a serving engine maps the whole pool before it serves.
 //! (Its own test binary, so no other test allocates while RSS is being read.)
 
 use candle_core::{DType, Device};
@@ -54,4 +55,31 @@ fn a_large_pool_costs_only_the_blocks_written() {
         "a 100-token forward grew RSS by {:.0} MiB",
         used - before
     );
+
+    // Mapping every block up front makes the whole 1 GiB resident and keeps the cached K/V:
+    // a decode that reads the 100 cached tokens gives the same logits before and after.
+    let decode = SequenceInput {
+        token_ids: &[7],
+        num_cached_tokens: 100,
+        block_table: &table,
+        wants_logits: true,
+    };
+    let logits_before = model.forward_seqs(&[decode], &mut cache, None).unwrap();
+    cache.map_all_blocks();
+    let mapped = rss_mib();
+    assert!(
+        mapped - before > 1000.0,
+        "mapping the pool grew RSS by only {:.0} MiB",
+        mapped - before
+    );
+    let logits_after = model.forward_seqs(&[decode], &mut cache, None).unwrap();
+    let diff = (logits_before - logits_after)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert_eq!(diff, 0.0, "mapping the pool changed the cached K/V");
 }

@@ -129,7 +129,8 @@ impl<'m> Engine<'m> {
         num_kv_blocks: usize,
         settings: EngineSettings,
     ) -> Result<Self> {
-        let cache = model.new_kv_cache(num_kv_blocks, scheduler_cfg.block_size as usize)?;
+        let mut cache = model.new_kv_cache(num_kv_blocks, scheduler_cfg.block_size as usize)?;
+        cache.map_all_blocks();
         let scheduler = ReplicaScheduler::new(scheduler_cfg, num_kv_blocks, 1)?;
         Ok(Self {
             model,

@@ -38,6 +38,26 @@ impl KvBuf {
     }
 }
 
+impl KvBuf {
+    /// Rewrites one element of every 4 KiB page with its own value, so that the OS maps the
+    /// whole buffer now (a write fault) and the contents stay as they were.
+    fn touch_pages(&mut self) {
+        fn touch<T: Copy>(v: &mut [T], elem_bytes: usize) {
+            for x in v.iter_mut().step_by(4096 / elem_bytes) {
+                let p: *mut T = x;
+                // SAFETY: `p` comes from a live `&mut T`. Volatile, so that rewriting a value
+                // with itself is not optimised away.
+                unsafe { p.write_volatile(p.read_volatile()) };
+            }
+        }
+        match self {
+            KvBuf::F32(v) => touch(v, 4),
+            KvBuf::BF16(v) => touch(v, 2),
+            KvBuf::F16(v) => touch(v, 2),
+        }
+    }
+}
+
 /// One layer's K and V pools, each `[num_blocks, num_kv_heads, block_size, head_dim]`.
 #[derive(Debug)]
 pub(crate) struct LayerCache {
@@ -221,6 +241,20 @@ impl PagedKvCache {
             device: device.clone(),
             store,
         })
+    }
+
+    /// Maps the whole host pool into memory now rather than page by page when blocks are
+    /// first written. A serving engine calls this before it serves, as vLLM allocates its KV
+    /// pool up front: otherwise every new block's first `attn_kv_cache_save` pays page faults
+    /// (measured 4.6× its profiled time over a qwen3_0_6b run), which the profiler, whose
+    /// cache is filled before timing, never sees. Device tensors are allocated eagerly anyway.
+    pub fn map_all_blocks(&mut self) {
+        if let KvStore::Host(layers) = &mut self.store {
+            for layer in layers {
+                layer.k.touch_pages();
+                layer.v.touch_pages();
+            }
+        }
     }
 
     /// The attention implementation this cache's layout serves.
