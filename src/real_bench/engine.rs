@@ -129,8 +129,7 @@ impl<'m> Engine<'m> {
         num_kv_blocks: usize,
         settings: EngineSettings,
     ) -> Result<Self> {
-        let mut cache = model.new_kv_cache(num_kv_blocks, scheduler_cfg.block_size as usize)?;
-        cache.map_all_blocks();
+        let cache = model.new_kv_cache(num_kv_blocks, scheduler_cfg.block_size as usize)?;
         let scheduler = ReplicaScheduler::new(scheduler_cfg, num_kv_blocks, 1)?;
         Ok(Self {
             model,
@@ -175,6 +174,22 @@ impl<'m> Engine<'m> {
             times.push(start.elapsed());
         }
         Ok(times)
+    }
+
+    /// Maps into memory, before serving, every KV block `requests` can hold (see
+    /// [`PagedKvCache::map_blocks`]), and returns how many that is. The block pool hands out
+    /// the lowest never-used id only when all lower ones are in use (freed blocks are reused
+    /// first), so ids stay below the most blocks ever held at once, which is at most the
+    /// requests' blocks of prompt plus output together (the pool size if smaller).
+    pub fn map_kv_blocks_for(&mut self, requests: &[EngineRequest]) -> usize {
+        let bs = self.cache.block_size();
+        let needed: usize = requests
+            .iter()
+            .map(|r| (r.prompt.len() + r.num_decode_tokens as usize).div_ceil(bs))
+            .sum();
+        let blocks = needed.min(self.cache.num_blocks());
+        self.cache.map_blocks(blocks);
+        blocks
     }
 
     /// Serves `requests` (sorted by arrival) under open-loop arrivals on `clock`.
@@ -502,6 +517,27 @@ mod tests {
             prompt: (0..prompt_len).map(|i| 100 + i).collect(),
             num_decode_tokens: decode,
         }
+    }
+
+    #[test]
+    fn maps_the_blocks_the_requests_can_hold_at_most() {
+        let model = tiny();
+        let settings = EngineSettings {
+            backend_name: "candle_cpu".into(),
+            replica_id: 0,
+            max_model_len: 4096,
+        };
+        let cfg = SchedulerConfig::default(); // 16-token blocks
+        let mut engine = Engine::new(&model, &cfg, 100, settings.clone()).unwrap();
+        // 20 + 3 tokens → 2 blocks, 16 + 0 → 1, 40 + 9 → 4.
+        let requests = [request(0, 20, 3), request(1, 16, 0), request(2, 40, 9)];
+        assert_eq!(engine.map_kv_blocks_for(&requests), 7);
+        let mut small = Engine::new(&model, &cfg, 5, settings).unwrap();
+        assert_eq!(
+            small.map_kv_blocks_for(&requests),
+            5,
+            "never more than the pool"
+        );
     }
 
     #[test]

@@ -320,6 +320,7 @@ pub fn run(job: &Job) -> Result<PathBuf> {
             max_model_len: cfg.model.max_model_len,
         },
     )?;
+    engine.map_kv_blocks_for(&requests);
     let warmup = engine.warm_up(cfg.backend.warmup_iterations)?;
     eprintln!(
         "real: {} requests on {} ({} KV blocks of {} tokens, {} threads)",

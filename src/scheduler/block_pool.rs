@@ -72,6 +72,35 @@ mod tests {
     }
 
     #[test]
+    fn ids_stay_below_the_most_blocks_ever_held_at_once() {
+        // The real engine maps only that many leading blocks before serving.
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut pool = BlockPool::new(1000);
+        let mut tables: Vec<Vec<u32>> = vec![Vec::new(); 6];
+        let (mut peak_held, mut max_id) = (0, 0);
+        for _ in 0..2000 {
+            let t = rng.random_range(0..tables.len());
+            if rng.random_bool(0.4) {
+                pool.release(&mut tables[t]);
+            } else if pool.num_free() > 0 {
+                let n = rng.random_range(1..=pool.num_free().min(4));
+                pool.allocate(n, &mut tables[t]);
+            }
+            peak_held = peak_held.max(pool.num_allocated());
+            max_id = max_id.max(tables.iter().flatten().copied().max().unwrap_or(0));
+        }
+        assert!(
+            peak_held < 1000,
+            "the pool filled up; the check needs headroom"
+        );
+        assert!(
+            max_id < peak_held,
+            "id {max_id} handed out with at most {peak_held} held"
+        );
+    }
+
+    #[test]
     #[should_panic]
     fn over_allocation_is_a_bug() {
         let mut pool = BlockPool::new(1);

@@ -36,14 +36,12 @@ impl KvBuf {
             }
         })
     }
-}
 
-impl KvBuf {
-    /// Rewrites one element of every 4 KiB page with its own value, so that the OS maps the
-    /// whole buffer now (a write fault) and the contents stay as they were.
-    fn touch_pages(&mut self) {
-        fn touch<T: Copy>(v: &mut [T], elem_bytes: usize) {
-            for x in v.iter_mut().step_by(4096 / elem_bytes) {
+    /// Rewrites one element of every 4 KiB page of the first `len` elements with its own
+    /// value, so that the OS maps them now (a write fault) and the contents stay as they were.
+    fn touch_pages(&mut self, len: usize) {
+        fn touch<T: Copy>(v: &mut [T], len: usize, elem_bytes: usize) {
+            for x in v.iter_mut().take(len).step_by(4096 / elem_bytes) {
                 let p: *mut T = x;
                 // SAFETY: `p` comes from a live `&mut T`. Volatile, so that rewriting a value
                 // with itself is not optimised away.
@@ -51,9 +49,9 @@ impl KvBuf {
             }
         }
         match self {
-            KvBuf::F32(v) => touch(v, 4),
-            KvBuf::BF16(v) => touch(v, 2),
-            KvBuf::F16(v) => touch(v, 2),
+            KvBuf::F32(v) => touch(v, len, 4),
+            KvBuf::BF16(v) => touch(v, len, 2),
+            KvBuf::F16(v) => touch(v, len, 2),
         }
     }
 }
@@ -243,16 +241,20 @@ impl PagedKvCache {
         })
     }
 
-    /// Maps the whole host pool into memory now rather than page by page when blocks are
-    /// first written. A serving engine calls this before it serves, as vLLM allocates its KV
-    /// pool up front: otherwise every new block's first `attn_kv_cache_save` pays page faults
-    /// (measured 4.6× its profiled time over a qwen3_0_6b run), which the profiler, whose
-    /// cache is filled before timing, never sees. Device tensors are allocated eagerly anyway.
-    pub fn map_all_blocks(&mut self) {
+    /// Maps blocks `0..num_blocks` of the host pool into memory now rather than page by page
+    /// when they are first written. A serving engine does this before it serves, as vLLM
+    /// allocates its KV pool up front: otherwise every new block's first
+    /// `attn_kv_cache_save` pays page faults (4.6× its profiled time over a qwen3_0_6b run),
+    /// which the profiler, whose cache is filled before timing, never sees. Device tensors
+    /// are allocated eagerly anyway. Block `b` spans one contiguous range of each layer's
+    /// buffers, so blocks `0..n` are a prefix of every buffer.
+    pub fn map_blocks(&mut self, num_blocks: usize) {
+        let len =
+            num_blocks.min(self.num_blocks) * self.block_size * self.num_kv_heads * self.head_dim;
         if let KvStore::Host(layers) = &mut self.store {
             for layer in layers {
-                layer.k.touch_pages();
-                layer.v.touch_pages();
+                layer.k.touch_pages(len);
+                layer.v.touch_pages(len);
             }
         }
     }
