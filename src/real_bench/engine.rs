@@ -510,7 +510,7 @@ mod tests {
         Qwen3Model::load(&source, DType::F32, &Device::Cpu).unwrap()
     }
 
-    fn settings(max_model_len: u32) -> EngineSettings {
+    fn engine_settings(max_model_len: u32) -> EngineSettings {
         EngineSettings {
             backend_name: "candle_cpu".into(),
             replica_id: 0,
@@ -530,7 +530,7 @@ mod tests {
     #[test]
     fn maps_the_blocks_the_requests_can_hold_at_most() {
         let model = tiny();
-        let settings = settings(4096);
+        let settings = engine_settings(4096);
         let cfg = SchedulerConfig::default(); // 16-token blocks
         let mut engine = Engine::new(&model, &cfg, 100, settings.clone()).unwrap();
         // 20 + 3 tokens → 2 blocks, 16 + 0 → 1, 40 + 9 → 4.
@@ -547,7 +547,7 @@ mod tests {
     #[test]
     fn oversized_requests_become_error_rows_and_the_run_continues() {
         let model = tiny();
-        let settings = settings(64);
+        let settings = engine_settings(64);
         let mut engine = Engine::new(&model, &SchedulerConfig::default(), 8, settings).unwrap();
         let requests = [
             request(0, 20, 3),
@@ -573,7 +573,7 @@ mod tests {
     #[test]
     fn request_larger_than_the_pool_is_rejected_not_stalled() {
         let model = tiny();
-        let settings = settings(4096);
+        let settings = engine_settings(4096);
         // 4 blocks of 16 tokens: a 100-token prompt can never fit.
         let mut engine = Engine::new(&model, &SchedulerConfig::default(), 4, settings).unwrap();
         let record = engine

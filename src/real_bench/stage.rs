@@ -320,14 +320,15 @@ pub fn run(job: &Job) -> Result<PathBuf> {
             max_model_len: cfg.model.max_model_len,
         },
     )?;
-    engine.map_kv_blocks_for(&requests);
+    let mapped_blocks = engine.map_kv_blocks_for(&requests);
     let warmup = engine.warm_up(cfg.backend.warmup_iterations)?;
     eprintln!(
-        "real: {} requests on {} ({} KV blocks of {} tokens, {} threads)",
+        "real: {} requests on {} ({} KV blocks of {} tokens, {} of them mapped before serving, {} threads)",
         requests.len(),
         cfg.model.name,
         pool.num_blocks,
         pool.block_size,
+        mapped_blocks,
         threads::current()
     );
     let clock = MonotonicClock::start();
