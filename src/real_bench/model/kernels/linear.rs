@@ -269,8 +269,8 @@ mod avx2 {
         ahead: [&[f32]; R],
     ) -> [[f32; M]; R] {
         let k = x[0].len();
-        for s in w.iter().chain(&ahead) {
-            assert_eq!(s.len(), k, "weight row and input differ in length");
+        for s in w.iter().chain(&ahead).chain(&x) {
+            assert_eq!(s.len(), k, "weight rows and inputs differ in length");
         }
         let full = k / LANES;
         let mut acc = [[_mm256_setzero_ps(); M]; R];
