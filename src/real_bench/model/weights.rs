@@ -286,11 +286,141 @@ pub(crate) fn load_dir(
     };
     let mut tensors = HashMap::new();
     for f in files {
-        let part = candle_core::safetensors::load(&f, device)
-            .map_err(|e| Error::parse(&f, e.to_string()))?;
-        tensors.extend(part);
+        tensors.extend(read_safetensors(&f, device)?);
     }
     Ok((cfg, tensors))
+}
+
+/// Bytes of the little-endian header length that starts a `.safetensors` file.
+const SAFETENSORS_LEN_BYTES: u64 = 8;
+/// Upper bound on a header, as in the format's reference reader: a corrupt length must not
+/// make us allocate gigabytes.
+const SAFETENSORS_MAX_HEADER_BYTES: u64 = 100 << 20;
+
+/// Reads a `.safetensors` file tensor by tensor, each straight into its own buffer. candle's
+/// `safetensors::load` reads the whole file into memory first and copies every tensor out
+/// of it, which made a run's peak RSS twice the weights; this keeps it at the weights plus
+/// nothing. F32, BF16 and F16 tensors (what the model can use) are supported.
+pub(crate) fn read_safetensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
+    ensure!(
+        cfg!(target_endian = "little"),
+        InvalidInput: "reading {} needs a little-endian host (safetensors data is little-endian)", path.display()
+    );
+    let mut file = std::fs::File::open(path).with_path(path)?;
+    let file_bytes = file.metadata().with_path(path)?.len();
+    let bad = |msg: String| Error::parse(path, msg);
+    let mut len = [0u8; SAFETENSORS_LEN_BYTES as usize];
+    file.read_exact(&mut len)
+        .map_err(|e| bad(format!("no header length: {e}")))?;
+    let header_bytes = u64::from_le_bytes(len);
+    if header_bytes > SAFETENSORS_MAX_HEADER_BYTES
+        || SAFETENSORS_LEN_BYTES + header_bytes > file_bytes
+    {
+        return Err(bad(format!(
+            "header length {header_bytes} does not fit a {file_bytes}-byte file"
+        )));
+    }
+    let mut header = vec![0u8; header_bytes as usize];
+    file.read_exact(&mut header)
+        .map_err(|e| bad(format!("truncated header: {e}")))?;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&header)
+        .map_err(|e| bad(format!("header is not a JSON object: {e}")))?;
+    let data_start = SAFETENSORS_LEN_BYTES + header_bytes;
+    let data_bytes = file_bytes - data_start;
+    let mut entries = header
+        .iter()
+        .filter(|(name, _)| *name != "__metadata__")
+        .map(|(name, info)| {
+            let entry: SafetensorsEntry = serde_json::from_value(info.clone())
+                .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
+            let numel: usize = entry.shape.iter().product();
+            let [start, end] = entry.data_offsets;
+            let elem_bytes = match entry.dtype.as_str() {
+                "F32" => 4,
+                "BF16" | "F16" => 2,
+                other => {
+                    return Err(bad(format!(
+                        "tensor `{name}` has dtype {other}; only F32, BF16 and F16 are supported"
+                    )))
+                }
+            };
+            if start > end || end > data_bytes || (end - start) != (numel * elem_bytes) as u64 {
+                return Err(bad(format!(
+                    "tensor `{name}`: data offsets {start}..{end} do not hold {numel} {} \
+                     elements inside {data_bytes} bytes of data",
+                    entry.dtype
+                )));
+            }
+            Ok((name.clone(), entry))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // In file order, so that the reads go through the file once, front to back.
+    entries.sort_by_key(|(_, e)| e.data_offsets[0]);
+    let mut tensors = HashMap::with_capacity(entries.len());
+    for (name, entry) in entries {
+        use std::io::Seek;
+        file.seek(std::io::SeekFrom::Start(data_start + entry.data_offsets[0]))
+            .with_path(path)?;
+        let numel = entry.shape.iter().product();
+        let read_err = |e: std::io::Error| bad(format!("tensor `{name}`: {e}"));
+        let shape = entry.shape.as_slice();
+        let tensor = match entry.dtype.as_str() {
+            "F32" => Tensor::from_vec(
+                read_elements::<f32>(&mut file, numel).map_err(read_err)?,
+                shape,
+                device,
+            ),
+            "BF16" => Tensor::from_vec(
+                read_elements::<half::bf16>(&mut file, numel).map_err(read_err)?,
+                shape,
+                device,
+            ),
+            _ => Tensor::from_vec(
+                read_elements::<half::f16>(&mut file, numel).map_err(read_err)?,
+                shape,
+                device,
+            ),
+        }?;
+        tensors.insert(name, tensor);
+    }
+    Ok(tensors)
+}
+
+/// One tensor's entry in a `.safetensors` header.
+#[derive(serde::Deserialize)]
+struct SafetensorsEntry {
+    dtype: String,
+    shape: Vec<usize>,
+    /// Byte range in the data section (after the header).
+    data_offsets: [u64; 2],
+}
+
+/// Element types whose every bit pattern is a valid value, so that file bytes may be read
+/// straight into them.
+///
+/// # Safety
+/// Implementors must be plain data without padding or invalid bit patterns.
+unsafe trait PlainBits: Copy + Default {}
+// SAFETY: IEEE floats of 32 and 16 bits: any bit pattern is a value, no padding.
+unsafe impl PlainBits for f32 {}
+// SAFETY: as above (bf16 is a u16 newtype).
+unsafe impl PlainBits for half::bf16 {}
+// SAFETY: as above (f16 is a u16 newtype).
+unsafe impl PlainBits for half::f16 {}
+
+/// Reads `len` little-endian elements from the current position of `file`.
+fn read_elements<T: PlainBits>(file: &mut std::fs::File, len: usize) -> std::io::Result<Vec<T>> {
+    let mut values = vec![T::default(); len];
+    // SAFETY: `values` owns `len` initialised elements, i.e. exactly this many bytes, and
+    // `T: PlainBits` makes any bytes written through the view a valid `T`.
+    let bytes = unsafe {
+        std::slice::from_raw_parts_mut(
+            values.as_mut_ptr().cast::<u8>(),
+            std::mem::size_of_val(values.as_slice()),
+        )
+    };
+    file.read_exact(bytes)?;
+    Ok(values)
 }
 
 /// The distinct shard files a `model.safetensors.index.json` refers to.
@@ -378,5 +508,76 @@ mod tests {
             sha256_file(&p).unwrap(),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn safetensors_reader_matches_candle_for_every_supported_dtype() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        let dev = Device::Cpu;
+        let base = Tensor::arange(0f32, 24., &dev)
+            .unwrap()
+            .affine(0.37, -2.0)
+            .unwrap();
+        let tensors: HashMap<String, Tensor> = [
+            ("a.f32", base.reshape((2, 3, 4)).unwrap()),
+            (
+                "b.bf16",
+                base.reshape((6, 4)).unwrap().to_dtype(DType::BF16).unwrap(),
+            ),
+            ("c.f16", base.to_dtype(DType::F16).unwrap()),
+            ("d.empty", Tensor::zeros((0, 3), DType::F32, &dev).unwrap()),
+        ]
+        .into_iter()
+        .map(|(n, t)| (n.to_string(), t))
+        .collect();
+        candle_core::safetensors::save(&tensors, &path).unwrap();
+        let want = candle_core::safetensors::load(&path, &dev).unwrap();
+        let got = read_safetensors(&path, &dev).unwrap();
+        assert_eq!(got.len(), want.len());
+        for (name, w) in &want {
+            let g = &got[name];
+            assert_eq!((g.dtype(), g.dims()), (w.dtype(), w.dims()), "{name}");
+            let (g, w) = (
+                g.to_dtype(DType::F32).unwrap(),
+                w.to_dtype(DType::F32).unwrap(),
+            );
+            let (g, w) = (g.flatten_all().unwrap(), w.flatten_all().unwrap());
+            assert_eq!(
+                g.to_vec1::<f32>().unwrap(),
+                w.to_vec1::<f32>().unwrap(),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn safetensors_reader_rejects_truncated_and_inconsistent_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        let t = Tensor::ones((4, 4), DType::F32, &Device::Cpu).unwrap();
+        candle_core::safetensors::save(&HashMap::from([("w".to_string(), t)]), &path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let expect_err = |bytes: &[u8], what: &str| {
+            std::fs::write(&path, bytes).unwrap();
+            let err = read_safetensors(&path, &Device::Cpu)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(what) && err.contains("m.safetensors"), "{err}");
+        };
+        // Data cut short: the offsets no longer fit.
+        expect_err(&bytes[..bytes.len() - 4], "do not hold 16 F32 elements");
+        // Header cut short.
+        expect_err(&bytes[..8 + header_len / 2], "does not fit");
+        // A dtype the model cannot use.
+        let header = String::from_utf8(bytes[8..8 + header_len].to_vec()).unwrap();
+        let mut other = bytes.clone();
+        other[8..8 + header_len].copy_from_slice(header.replace("F32", "I32").as_bytes());
+        expect_err(&other, "only F32, BF16 and F16");
+        // Not JSON.
+        let mut garbage = bytes.clone();
+        garbage[8] = b'[';
+        expect_err(&garbage, "not a JSON object");
     }
 }
