@@ -2,7 +2,7 @@
 //! the same names and shapes (so every path of the product runs without a download).
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
@@ -299,8 +299,8 @@ const SAFETENSORS_MAX_HEADER_BYTES: u64 = 100 << 20;
 
 /// Reads a `.safetensors` file tensor by tensor, each straight into its own buffer. candle's
 /// `safetensors::load` reads the whole file into memory first and copies every tensor out
-/// of it, which made a run's peak RSS twice the weights; this keeps it at the weights plus
-/// nothing. F32, BF16 and F16 tensors (what the model can use) are supported.
+/// of it, which made a run's peak RSS twice the weights; this keeps it at the weights' size.
+/// F32, BF16 and F16 tensors (what the model can use) are supported.
 pub(crate) fn read_safetensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
     ensure!(
         cfg!(target_endian = "little"),
@@ -333,54 +333,54 @@ pub(crate) fn read_safetensors(path: &Path, device: &Device) -> Result<HashMap<S
         .map(|(name, info)| {
             let entry: SafetensorsEntry = serde_json::from_value(info.clone())
                 .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
-            let numel: usize = entry.shape.iter().product();
-            let [start, end] = entry.data_offsets;
-            let elem_bytes = match entry.dtype.as_str() {
-                "F32" => 4,
-                "BF16" | "F16" => 2,
+            let dtype = match entry.dtype.as_str() {
+                "F32" => DType::F32,
+                "BF16" => DType::BF16,
+                "F16" => DType::F16,
                 other => {
                     return Err(bad(format!(
                         "tensor `{name}` has dtype {other}; only F32, BF16 and F16 are supported"
                     )))
                 }
             };
-            if start > end || end > data_bytes || (end - start) != (numel * elem_bytes) as u64 {
+            let numel = entry
+                .shape
+                .iter()
+                .try_fold(1usize, |n, &d| n.checked_mul(d));
+            let [start, end] = entry.data_offsets;
+            let fits = numel
+                .and_then(|n| n.checked_mul(dtype.size_in_bytes()))
+                .is_some_and(|bytes| {
+                    start <= end && end <= data_bytes && end - start == bytes as u64
+                });
+            if !fits {
                 return Err(bad(format!(
-                    "tensor `{name}`: data offsets {start}..{end} do not hold {numel} {} \
-                     elements inside {data_bytes} bytes of data",
-                    entry.dtype
+                    "tensor `{name}`: data offsets {start}..{end} do not hold a {:?} {} tensor \
+                     inside {data_bytes} bytes of data",
+                    entry.shape, entry.dtype
                 )));
             }
-            Ok((name.clone(), entry))
+            Ok((name.clone(), dtype, entry))
         })
         .collect::<Result<Vec<_>>>()?;
     // In file order, so that the reads go through the file once, front to back.
-    entries.sort_by_key(|(_, e)| e.data_offsets[0]);
+    entries.sort_by_key(|(_, _, e)| e.data_offsets[0]);
     let mut tensors = HashMap::with_capacity(entries.len());
-    for (name, entry) in entries {
-        use std::io::Seek;
-        file.seek(std::io::SeekFrom::Start(data_start + entry.data_offsets[0]))
+    for (name, dtype, entry) in entries {
+        file.seek(SeekFrom::Start(data_start + entry.data_offsets[0]))
             .with_path(path)?;
         let numel = entry.shape.iter().product();
-        let read_err = |e: std::io::Error| bad(format!("tensor `{name}`: {e}"));
         let shape = entry.shape.as_slice();
-        let tensor = match entry.dtype.as_str() {
-            "F32" => Tensor::from_vec(
-                read_elements::<f32>(&mut file, numel).map_err(read_err)?,
-                shape,
-                device,
-            ),
-            "BF16" => Tensor::from_vec(
-                read_elements::<half::bf16>(&mut file, numel).map_err(read_err)?,
-                shape,
-                device,
-            ),
-            _ => Tensor::from_vec(
-                read_elements::<half::f16>(&mut file, numel).map_err(read_err)?,
-                shape,
-                device,
-            ),
-        }?;
+        let tensor = match dtype {
+            DType::F32 => {
+                read_elements::<f32>(&mut file, numel).map(|v| Tensor::from_vec(v, shape, device))
+            }
+            DType::BF16 => read_elements::<half::bf16>(&mut file, numel)
+                .map(|v| Tensor::from_vec(v, shape, device)),
+            _ => read_elements::<half::f16>(&mut file, numel)
+                .map(|v| Tensor::from_vec(v, shape, device)),
+        }
+        .map_err(|e| bad(format!("tensor `{name}`: {e}")))??;
         tensors.insert(name, tensor);
     }
     Ok(tensors)
@@ -567,7 +567,7 @@ mod tests {
             assert!(err.contains(what) && err.contains("m.safetensors"), "{err}");
         };
         // Data cut short: the offsets no longer fit.
-        expect_err(&bytes[..bytes.len() - 4], "do not hold 16 F32 elements");
+        expect_err(&bytes[..bytes.len() - 4], "do not hold a [4, 4] F32 tensor");
         // Header cut short.
         expect_err(&bytes[..8 + header_len / 2], "does not fit");
         // A dtype the model cannot use.
@@ -579,5 +579,14 @@ mod tests {
         let mut garbage = bytes.clone();
         garbage[8] = b'[';
         expect_err(&garbage, "not a JSON object");
+        // A shape whose element count overflows is an error, not a wrapped size.
+        let huge = header.replace("[4,4]", "[4611686018427387904,8]");
+        let mut overflow = (huge.len() as u64).to_le_bytes().to_vec();
+        overflow.extend_from_slice(huge.as_bytes());
+        overflow.extend_from_slice(&bytes[8 + header_len..]);
+        expect_err(
+            &overflow,
+            "do not hold a [4611686018427387904, 8] F32 tensor",
+        );
     }
 }
