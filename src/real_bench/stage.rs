@@ -297,6 +297,7 @@ pub fn run(job: &Job) -> Result<PathBuf> {
     };
     let mut meta = job.run_meta(&run_id)?;
     threads::init(cfg.hardware.cpu_threads)?;
+    threads::reset_peak_rss();
     let device = open_device(cfg.backend.device)?;
     let gpu = gpu_identity(&device)?;
 

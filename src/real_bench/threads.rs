@@ -59,7 +59,15 @@ pub fn current() -> usize {
     rayon::current_num_threads()
 }
 
-/// Peak resident set size of this process (Linux `VmHWM`), if known.
+/// Starts a new peak for [`peak_rss_bytes`] (Linux `clear_refs`), so that a stage run after
+/// another in the same process (the `pipeline` binary) reports its own peak, not the
+/// earlier stage's. Best effort: elsewhere the peak stays the process's.
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`) since the last
+/// [`reset_peak_rss`], if known.
 pub fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     status
@@ -100,6 +108,21 @@ mod tests {
         assert!(
             faults < 500,
             "20 allocate-write-free cycles took {faults} page faults"
+        );
+    }
+
+    #[test]
+    fn peak_rss_restarts_after_a_reset() {
+        // 512 MiB, written so that it is resident, then returned to the OS (far above any
+        // mmap threshold). Other tests of this binary allocate at most a few MiB.
+        let big = std::hint::black_box(vec![1u8; 512 << 20]);
+        drop(big);
+        let before = peak_rss_bytes().expect("VmHWM is readable on Linux");
+        reset_peak_rss();
+        let after = peak_rss_bytes().expect("VmHWM is readable on Linux");
+        assert!(
+            after + (256 << 20) < before,
+            "peak {before} bytes before the reset, {after} after"
         );
     }
 }

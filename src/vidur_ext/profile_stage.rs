@@ -171,6 +171,7 @@ pub fn run(job: &Job) -> Result<PathBuf> {
     };
     let mut meta = job.run_meta(&bundle_id)?;
     threads::init(cfg.hardware.cpu_threads)?;
+    threads::reset_peak_rss();
     let weights = resolve_weights(cfg)?;
     let model = Qwen3Model::load(
         &WeightSource::Dir(weights.dir.clone()),
