@@ -70,6 +70,7 @@ impl SimrealConfig {
                 "dtype": self.backend.dtype,
                 "block_size": self.scheduler.block_size,
                 "profile": self.profile,
+                "timing": self.timing,
             }),
         )
     }
@@ -86,6 +87,7 @@ impl SimrealConfig {
                 "backend": self.backend,
                 "scheduler": self.scheduler,
                 "kv_pool_blocks": self.kv_pool()?.num_blocks,
+                "timing": self.timing,
             }),
         )
     }

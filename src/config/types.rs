@@ -29,6 +29,8 @@ pub struct SimrealConfig {
     pub compare: CompareConfig,
     pub capacity: CapacityConfig,
     pub fidelity: FidelityConfig,
+    /// How the timed stages (`real`, `vidur_profile`) run their threads and memory.
+    pub timing: TimingSettings,
     pub output: OutputConfig,
 }
 
@@ -258,6 +260,46 @@ pub struct FidelityConfig {
     /// Real runs per point (the first is the study's own); more than one gives the real
     /// engine's run-to-run spread.
     pub real_repeats: u32,
+}
+
+/// How a timed stage runs its threads and memory, so that identical work takes the same
+/// time (config `timing`; the choice is measured in `benches/results/timing_stability.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimingSettings {
+    pub priority: Priority,
+    /// Pin worker `i` of the pool to the `i`-th CPU the process may use.
+    pub pin_threads: bool,
+    /// Lock every current and future page in RAM (`mlockall`).
+    pub lock_memory: bool,
+}
+
+impl TimingSettings {
+    /// What the engine did before these settings existed.
+    pub const UNMANAGED: TimingSettings = TimingSettings {
+        priority: Priority::Normal,
+        pin_threads: false,
+        lock_memory: false,
+    };
+}
+
+/// Scheduling class of the timed threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    /// The default time-sharing class: other processes on the machine take CPU time from
+    /// the timed threads whenever they run.
+    Normal,
+    /// The time-sharing class at the highest weight: nice −20 for the timed threads and,
+    /// where the kernel groups processes by session (autogroup), for the stage's session
+    /// group, restored when the stage ends. Other processes still run, but get about 1 % of
+    /// a CPU the timed threads want. Needs root or `CAP_SYS_NICE`.
+    Elevated,
+    /// `SCHED_RR` at the lowest real-time priority: the timed threads run whenever they are
+    /// ready, ahead of every normal process. The kernel's real-time throttling still leaves
+    /// the rest of the machine 5 % of each second, which pauses the timed threads for 50 ms
+    /// once per second of uninterrupted work. Needs root or `CAP_SYS_NICE`.
+    Realtime,
 }
 
 /// Where outputs go.

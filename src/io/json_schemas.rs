@@ -437,6 +437,14 @@ pub fn compare_summary_schema() -> Value {
                                 "real_slower_pct": {"type": "number"},
                             }),
                         )),
+                        "speed_corrected": nullable(obj(
+                            &["execution", "iteration_median_abs_err_pct", "drift_explains_pct"],
+                            json!({
+                                "execution": component_schema(),
+                                "iteration_median_abs_err_pct": nullable_number(),
+                                "drift_explains_pct": nullable_number(),
+                            }),
+                        )),
                     }),
                 ),
                 "notes": {"type": "array", "items": {"type": "string"}},

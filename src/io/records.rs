@@ -219,6 +219,8 @@ pub struct BatchMetricsRow {
     pub op_send_recv_ns: Option<u64>,
     #[serde(default)]
     pub extrapolated: Option<bool>,
+    #[serde(default)]
+    pub cpu_time_ns: Option<u64>,
 }
 
 impl BatchMetricsRow {
@@ -271,6 +273,35 @@ impl BatchMetricsRow {
             self.op_send_recv_ns,
         ]
     }
+}
+
+/// `phase` of a `device_speed.csv` row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpeedPhase {
+    /// A probe before the run's first iteration.
+    Before,
+    /// A probe in a gap between iterations.
+    Idle,
+    /// A host sample while the device was busy (no probe, steal time only).
+    Busy,
+    /// A probe after the run's last iteration.
+    After,
+}
+
+/// `device_speed.csv`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceSpeedRow {
+    pub sample_id: u64,
+    pub time_ns: i64,
+    pub phase: SpeedPhase,
+    pub memory_probe_ns: Option<u64>,
+    pub compute_probe_ns: Option<u64>,
+    pub memory_gb_per_s: Option<f64>,
+    pub compute_gflop_per_s: Option<f64>,
+    pub steal_pct: Option<f64>,
+    pub competing_cpu_pct: Option<f64>,
+    pub load_average_1min: Option<f64>,
 }
 
 /// `batch_requests.csv`
@@ -352,6 +383,21 @@ mod tests {
                 is_prefill: true,
             },
             &schema::BATCH_REQUESTS,
+        );
+        assert_matches(
+            &DeviceSpeedRow {
+                sample_id: 0,
+                time_ns: -5,
+                phase: SpeedPhase::Before,
+                memory_probe_ns: Some(1),
+                compute_probe_ns: Some(1),
+                memory_gb_per_s: Some(1.0),
+                compute_gflop_per_s: Some(1.0),
+                steal_pct: None,
+                competing_cpu_pct: None,
+                load_average_1min: None,
+            },
+            &schema::DEVICE_SPEED,
         );
     }
 

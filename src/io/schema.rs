@@ -424,6 +424,12 @@ pub static BATCH_METRICS: CsvSchema = CsvSchema {
             "",
             "simulator: a prediction left the profiled grid",
         ),
+        opt(
+            "cpu_time_ns",
+            U64,
+            "ns",
+            "real engine: CPU time all threads of the process used during the iteration (with duration_ns and the thread count, how much of the wall time the device really computed)",
+        ),
     ],
 };
 
@@ -713,8 +719,71 @@ pub static SWEEP: CsvSchema = CsvSchema {
     ],
 };
 
+pub static DEVICE_SPEED: CsvSchema = CsvSchema {
+    file_name: "device_speed.csv",
+    version: SCHEMA_VERSION,
+    description: "The device's speed while a timed stage ran (`real`, `vidur_profile`), measured independently of the workload: one row per calibration probe (fixed memory-bound and compute-bound kernels, before and after the run and in idle gaps) and per host sample taken while busy (steal time only).",
+    columns: &[
+        col("sample_id", U64, "", "0, 1, 2, … in time order"),
+        col(
+            "time_ns",
+            I64,
+            "ns",
+            "when the sample was taken, relative to the run's time origin (negative before it)",
+        ),
+        col(
+            "phase",
+            Str,
+            "",
+            "`before` or `after` the run, `idle` (a probe in a gap between iterations), `busy` (a host sample while serving or profiling, no probe)",
+        ),
+        col_null(
+            "memory_probe_ns",
+            U64,
+            "ns",
+            "median time of the memory-bound kernel (a 32 MiB read from DRAM on every thread); empty for `busy` rows",
+        ),
+        col_null(
+            "compute_probe_ns",
+            U64,
+            "ns",
+            "median time of the compute-bound kernel (FMA chains on every thread); empty for `busy` rows",
+        ),
+        col_null(
+            "memory_gb_per_s",
+            F64,
+            "GB/s",
+            "bandwidth the memory probe achieved",
+        ),
+        col_null(
+            "compute_gflop_per_s",
+            F64,
+            "GFLOP/s",
+            "rate the compute probe achieved",
+        ),
+        col_null(
+            "steal_pct",
+            F64,
+            "%",
+            "share of the host's CPU time the hypervisor stole since the previous sample (/proc/stat); empty for the first sample or where unknown",
+        ),
+        col_null(
+            "competing_cpu_pct",
+            F64,
+            "%",
+            "share of the host's CPU time other processes ran since the previous sample (/proc/stat busy time minus this process's CPU time); empty for the first sample or where unknown",
+        ),
+        col_null(
+            "load_average_1min",
+            F64,
+            "",
+            "/proc/loadavg 1-minute load average when sampled",
+        ),
+    ],
+};
+
 /// Every CSV contract the stages produce.
-pub fn csv_schemas() -> [&'static CsvSchema; 10] {
+pub fn csv_schemas() -> [&'static CsvSchema; 11] {
     [
         &TRACE_LENGTHS,
         &TRACE_INTERVALS,
@@ -726,6 +795,7 @@ pub fn csv_schemas() -> [&'static CsvSchema; 10] {
         &TOKEN_COMPARISON,
         &ITERATION_COMPARISON,
         &SWEEP,
+        &DEVICE_SPEED,
     ]
 }
 

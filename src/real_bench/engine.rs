@@ -19,6 +19,7 @@ use crate::io::records::{
     BatchMetricsRow, BatchRequestRow, RequestMetricsRow, RequestTimes, TokenMetricsRow, NUM_OPS,
 };
 use crate::io::schema::OP_NAMES;
+use crate::real_bench::device_probe::process_cpu_time_ns;
 use crate::real_bench::model::{ModelOp, OpTotals, PagedKvCache, Qwen3Model, SequenceInput};
 use crate::scheduler::{ReplicaScheduler, RequestSpec, ScheduledBatch, SchedulerConfig};
 use crate::{Error, Result};
@@ -51,6 +52,11 @@ impl MonotonicClock {
             origin: Instant::now(),
         }
     }
+
+    /// The instant that is t = 0.
+    pub fn origin(&self) -> Instant {
+        self.origin
+    }
 }
 
 /// Below this, sleeping overshoots by more than the remaining time: spin instead.
@@ -76,6 +82,41 @@ impl Clock for MonotonicClock {
         }
     }
 }
+
+/// Where the engine is in a run, for progress reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeProgress {
+    /// Time since the run's origin.
+    pub now_ns: u64,
+    /// Requests finished (served or rejected) so far.
+    pub num_requests_done: usize,
+    pub num_requests_total: usize,
+    /// Output tokens emitted so far.
+    pub num_tokens: usize,
+    pub num_iterations: usize,
+}
+
+/// Told what the engine does while it serves, so that a stage can report progress and use
+/// idle gaps (e.g. to probe the device's speed) without the engine knowing about either.
+pub trait ServeObserver {
+    /// The engine has nothing to run from `now_ns` until the next arrival at `wake_ns`. The
+    /// observer may use part of the gap but must return well before `wake_ns`: the engine
+    /// then sleeps until `wake_ns` (and serves late if the observer overran).
+    fn idle(&mut self, now_ns: u64, wake_ns: u64) {
+        let _ = (now_ns, wake_ns);
+    }
+
+    /// An iteration has ended.
+    fn iteration_done(&mut self, progress: &ServeProgress) {
+        let _ = progress;
+    }
+}
+
+/// Observes nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoObserver;
+
+impl ServeObserver for NoObserver {}
 
 /// Static facts the engine records with every row.
 #[derive(Debug, Clone)]
@@ -194,6 +235,16 @@ impl<'m> Engine<'m> {
 
     /// Serves `requests` (sorted by arrival) under open-loop arrivals on `clock`.
     pub fn run(&mut self, requests: &[EngineRequest], clock: &dyn Clock) -> Result<EngineRecord> {
+        self.run_observed(requests, clock, &mut NoObserver)
+    }
+
+    /// [`Engine::run`], telling `observer` about idle gaps and finished iterations.
+    pub fn run_observed(
+        &mut self,
+        requests: &[EngineRequest],
+        clock: &dyn Clock,
+        observer: &mut dyn ServeObserver,
+    ) -> Result<EngineRecord> {
         if requests
             .windows(2)
             .any(|w| w[1].arrival_time_ns < w[0].arrival_time_ns)
@@ -211,6 +262,7 @@ impl<'m> Engine<'m> {
 
         loop {
             let t_start = clock.now_ns();
+            let cpu_start_ns = process_cpu_time_ns();
             // Admission happens at the scheduling point, as in the simulator.
             while next_arrival < requests.len() && requests[next_arrival].arrival_time_ns <= t_start
             {
@@ -230,6 +282,7 @@ impl<'m> Engine<'m> {
                     )));
                 }
                 let wake = requests[next_arrival].arrival_time_ns;
+                observer.idle(t_start, wake);
                 clock.sleep_until_ns(wake);
                 record.idle_ns += clock.now_ns().saturating_sub(t_start);
                 continue;
@@ -304,6 +357,7 @@ impl<'m> Engine<'m> {
                 )));
             }
             let t_end = clock.now_ns();
+            let cpu_time_ns = process_cpu_time_ns().saturating_sub(cpu_start_ns);
             for (emitted, &token_id) in outcome.tokens.iter().zip(&sampled) {
                 let s = states.get_mut(&emitted.request_id).ok_or_else(|| {
                     Error::Msg(format!("token for unknown request {}", emitted.request_id))
@@ -339,7 +393,7 @@ impl<'m> Engine<'m> {
                         .push(finish_row(*id, &s, &self.settings, None));
                 }
             }
-            record.batches.push(self.batch_row(
+            let mut row = self.batch_row(
                 &batch,
                 [
                     t_start,
@@ -350,7 +404,9 @@ impl<'m> Engine<'m> {
                     t_end,
                 ],
                 &ops,
-            ));
+            );
+            row.cpu_time_ns = Some(cpu_time_ns);
+            record.batches.push(row);
             record
                 .batch_requests
                 .extend(batch.entries.iter().map(|e| BatchRequestRow {
@@ -361,6 +417,13 @@ impl<'m> Engine<'m> {
                     is_prefill: e.is_prefill,
                 }));
             last_end_ns = t_end;
+            observer.iteration_done(&ServeProgress {
+                now_ns: t_end,
+                num_requests_done: record.requests.len(),
+                num_requests_total: requests.len(),
+                num_tokens: record.tokens.len(),
+                num_iterations: record.batches.len(),
+            });
         }
 
         // Anything left is a request that never completed (none, unless the scheduler stalled).

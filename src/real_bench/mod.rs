@@ -5,7 +5,9 @@
 
 #[cfg(any(feature = "cuda", feature = "cuda-check"))]
 pub mod cuda;
+pub mod device_probe;
 pub mod engine;
 pub mod model;
+pub mod speed_timeline;
 pub mod stage;
 pub mod threads;

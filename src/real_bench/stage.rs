@@ -15,15 +15,21 @@ use candle_core::{DType, Device};
 use crate::config::resolve_input_path;
 use crate::config::types::{Architecture, Device as ConfigDevice, Dtype, SimrealConfig};
 use crate::io::provenance::{utc_now, InputRef};
+use crate::io::records::SpeedPhase;
 use crate::io::rundir::{prepare, Prepared, Stage};
+use crate::io::schema::DEVICE_SPEED;
 use crate::io::schema::{BATCH_METRICS, BATCH_REQUESTS, REQUEST_METRICS, TOKEN_METRICS};
 use crate::io::{write_csv, write_json};
 use crate::real_bench::engine::{
-    Engine, EngineRecord, EngineRequest, EngineSettings, MonotonicClock,
+    Clock, Engine, EngineRecord, EngineRequest, EngineSettings, MonotonicClock, ServeObserver,
+    ServeProgress,
 };
 use crate::real_bench::model::{
     sha256_file, synthesize_random_weights, Qwen3Config, Qwen3Model, WeightSource, CONFIG_FILE,
     WEIGHTS_FILE,
+};
+use crate::real_bench::speed_timeline::{
+    SpeedTimeline, MIN_IDLE_GAP_FOR_PROBE_NS, PROBE_MARGIN_NS,
 };
 use crate::real_bench::threads;
 use crate::stage::Job;
@@ -297,6 +303,7 @@ pub fn run(job: &Job) -> Result<PathBuf> {
     };
     let mut meta = job.run_meta(&run_id)?;
     threads::init(cfg.hardware.cpu_threads)?;
+    let timing = threads::apply_timing(&cfg.timing);
     threads::reset_peak_rss();
     let device = open_device(cfg.backend.device)?;
     let gpu = gpu_identity(&device)?;
@@ -332,10 +339,24 @@ pub fn run(job: &Job) -> Result<PathBuf> {
         mapped_blocks,
         threads::current()
     );
+    let mut timeline = SpeedTimeline::new();
+    for _ in 0..PROBES_AT_EACH_END {
+        timeline.probe(SpeedPhase::Before);
+    }
+    let profile_reference = ProfileReference::of_configured_bundle(cfg);
     let clock = MonotonicClock::start();
-    let record = engine.run(&requests, &clock)?;
+    let mut monitor = ServeMonitor::new(&mut timeline, &clock, profile_reference);
+    let record = engine.run_observed(&requests, &clock, &mut monitor)?;
+    for _ in 0..PROBES_AT_EACH_END {
+        timeline.probe(SpeedPhase::After);
+    }
 
     write_record(staging.path(), &record)?;
+    write_csv(
+        staging.file(DEVICE_SPEED.file_name),
+        &DEVICE_SPEED,
+        &timeline.rows(clock.origin()),
+    )?;
     job.write_resolved_config(staging.path())?;
     meta.seed = Some(cfg.workload.seed);
     meta.weights = Some(weights.provenance.clone());
@@ -362,8 +383,10 @@ pub fn run(job: &Job) -> Result<PathBuf> {
         "weights_load_s": load_s,
         "kv_pool": pool,
         "threads": threads::current(),
+        "timing": timing.applied(),
         "peak_rss_bytes": threads::peak_rss_bytes(),
         "summary": summary,
+        "device_speed": timeline.summary(),
     });
     if let (Some(identity), Some(extra)) = (gpu, meta.extra.as_object_mut()) {
         // batch_metrics.csv's model_forward_ns is host wall time (device synchronized); this is
@@ -388,6 +411,119 @@ pub fn run(job: &Job) -> Result<PathBuf> {
         summary.makespan_s
     );
     staging.commit()
+}
+
+/// Probes taken before the first and after the last iteration.
+const PROBES_AT_EACH_END: usize = 3;
+/// At most one idle-gap probe per this much run time.
+const MIN_NS_BETWEEN_IDLE_PROBES: u64 = 2_000_000_000;
+/// A progress line per this much run time.
+const PROGRESS_EVERY_NS: u64 = 5_000_000_000;
+
+/// The profile's probe medians, to say how fast the device is now against when the bundle
+/// this config uses was profiled.
+#[derive(Debug, Clone, Copy)]
+struct ProfileReference {
+    memory_probe_ns: f64,
+    compute_probe_ns: f64,
+}
+
+impl ProfileReference {
+    /// From the configured bundle's `profiling_meta.json`, when it exists and recorded
+    /// probes; `None` otherwise (the progress line then shows absolute probe times).
+    fn of_configured_bundle(cfg: &SimrealConfig) -> Option<ProfileReference> {
+        let dir = cfg.bundle_dir().ok()?;
+        let text = std::fs::read_to_string(dir.join("profiling_meta.json")).ok()?;
+        let meta: serde_json::Value = serde_json::from_str(&text).ok()?;
+        let all = &meta["details"]["device_speed"]["all"];
+        Some(ProfileReference {
+            memory_probe_ns: all["memory_probe_ns"].as_f64()?,
+            compute_probe_ns: all["compute_probe_ns"].as_f64()?,
+        })
+    }
+}
+
+/// Watches a serve: probes the device in idle gaps, samples host steal time while busy,
+/// and prints a progress line every few seconds.
+struct ServeMonitor<'a> {
+    timeline: &'a mut SpeedTimeline,
+    clock: &'a MonotonicClock,
+    reference: Option<ProfileReference>,
+    last_idle_probe_ns: Option<u64>,
+    last_progress_ns: u64,
+}
+
+impl<'a> ServeMonitor<'a> {
+    fn new(
+        timeline: &'a mut SpeedTimeline,
+        clock: &'a MonotonicClock,
+        reference: Option<ProfileReference>,
+    ) -> Self {
+        ServeMonitor {
+            timeline,
+            clock,
+            reference,
+            last_idle_probe_ns: None,
+            last_progress_ns: 0,
+        }
+    }
+
+    /// "memory 1.62 ms (+4.1 % vs profile), compute 0.71 ms (−0.3 %)" from the latest probe.
+    fn device_speed_text(&self) -> String {
+        let Some(p) = self.timeline.latest_probe() else {
+            return "no probe yet".into();
+        };
+        let part = |name: &str, ns: u64, reference: Option<f64>| match reference {
+            Some(r) if r > 0.0 => format!(
+                "{name} {:.2} ms ({:+.1} % vs profile)",
+                ns as f64 / 1e6,
+                100.0 * (ns as f64 - r) / r
+            ),
+            _ => format!("{name} {:.2} ms", ns as f64 / 1e6),
+        };
+        format!(
+            "probe: {}, {}",
+            part(
+                "memory",
+                p.memory_ns,
+                self.reference.map(|r| r.memory_probe_ns)
+            ),
+            part(
+                "compute",
+                p.compute_ns,
+                self.reference.map(|r| r.compute_probe_ns)
+            )
+        )
+    }
+}
+
+impl ServeObserver for ServeMonitor<'_> {
+    fn idle(&mut self, now_ns: u64, wake_ns: u64) {
+        let gap_ns = wake_ns.saturating_sub(now_ns);
+        let due = self
+            .last_idle_probe_ns
+            .is_none_or(|last| now_ns >= last + MIN_NS_BETWEEN_IDLE_PROBES);
+        if due && gap_ns >= MIN_IDLE_GAP_FOR_PROBE_NS.max(PROBE_MARGIN_NS * 2) {
+            self.timeline.probe(SpeedPhase::Idle);
+            self.last_idle_probe_ns = Some(self.clock.now_ns());
+        }
+    }
+
+    fn iteration_done(&mut self, p: &ServeProgress) {
+        self.timeline.busy_tick();
+        if p.now_ns >= self.last_progress_ns + PROGRESS_EVERY_NS {
+            self.last_progress_ns = p.now_ns;
+            eprintln!(
+                "real: {}/{} requests, {} tokens, {} iterations, {:.1} s; {}",
+                p.num_requests_done,
+                p.num_requests_total,
+                p.num_tokens,
+                p.num_iterations,
+                p.now_ns as f64 / 1e9,
+                self.device_speed_text()
+            );
+        }
+    }
 }
 
 /// Writes a run's four CSVs into `dir`.

@@ -54,6 +54,273 @@ fn keep_freed_buffers() {
     }
 }
 
+pub use crate::config::types::{Priority, TimingSettings};
+
+/// What [`apply_timing`] could do (each part needs permissions a machine may refuse).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AppliedTiming {
+    pub requested: TimingSettings,
+    /// Threads (pool workers and the caller) now in the requested priority.
+    pub prioritized_threads: usize,
+    /// Whether the session's autogroup was given nice −20 (`elevated` only).
+    pub autogroup_elevated: bool,
+    /// Pool workers pinned to one CPU each.
+    pub pinned_threads: usize,
+    pub memory_locked: bool,
+    /// Why a requested part did not apply.
+    pub refused: Vec<String>,
+}
+
+/// The settings [`apply_timing`] applied; dropping it restores the process as it was, so
+/// that the stages after a timed one (in the `pipeline` binary) run as usual.
+#[derive(Debug)]
+pub struct TimingGuard {
+    applied: AppliedTiming,
+    /// The session autogroup's nice before, to write back.
+    autogroup_nice_before: Option<i32>,
+    /// The CPUs the workers could use before pinning.
+    cpus_before: Option<Vec<usize>>,
+}
+
+impl TimingGuard {
+    /// What was applied and what was refused.
+    pub fn applied(&self) -> &AppliedTiming {
+        &self.applied
+    }
+}
+
+impl Drop for TimingGuard {
+    fn drop(&mut self) {
+        if self.applied.prioritized_threads > 0 {
+            rayon::broadcast(|_| set_normal_priority());
+            set_normal_priority();
+        }
+        if let Some(nice) = self.autogroup_nice_before {
+            let _ = std::fs::write(AUTOGROUP, nice.to_string());
+        }
+        if let Some(cpus) = &self.cpus_before {
+            rayon::broadcast(|_| set_affinity(cpus));
+        }
+        if self.applied.memory_locked {
+            // SAFETY: munlockall only changes how pages are kept.
+            #[cfg(target_os = "linux")]
+            unsafe {
+                libc::munlockall()
+            };
+        }
+    }
+}
+
+/// Applies `settings` to the calling thread and every worker of rayon's global pool
+/// ([`init`] first). Best effort: what the machine refuses is reported in
+/// [`AppliedTiming::refused`] (and on stderr), and the stages record it in `run_meta.json`.
+pub fn apply_timing(settings: &TimingSettings) -> TimingGuard {
+    let mut guard = TimingGuard {
+        applied: AppliedTiming {
+            requested: *settings,
+            prioritized_threads: 0,
+            autogroup_elevated: false,
+            pinned_threads: 0,
+            memory_locked: false,
+            refused: Vec::new(),
+        },
+        autogroup_nice_before: None,
+        cpus_before: None,
+    };
+    let applied = &mut guard.applied;
+    let set: Option<fn() -> std::result::Result<(), String>> = match settings.priority {
+        Priority::Normal => None,
+        Priority::Elevated => Some(|| set_nice(ELEVATED_NICE)),
+        Priority::Realtime => Some(set_realtime),
+    };
+    if let Some(set) = set {
+        let mut results = rayon::broadcast(|_| set());
+        results.push(set());
+        applied.prioritized_threads = results.iter().filter(|r| r.is_ok()).count();
+        if let Some(Err(e)) = results.into_iter().find(Result::is_err) {
+            applied
+                .refused
+                .push(format!("{:?} priority: {e}", settings.priority));
+        }
+    }
+    if settings.priority == Priority::Elevated {
+        // With autogroup, nice only weighs threads against their own session's: the
+        // session's group needs the weight too.
+        if let Some(before) = autogroup_nice() {
+            match std::fs::write(AUTOGROUP, ELEVATED_NICE.to_string()) {
+                Ok(()) => {
+                    applied.autogroup_elevated = true;
+                    guard.autogroup_nice_before = Some(before);
+                }
+                Err(e) => applied.refused.push(format!("autogroup nice: {e}")),
+            }
+        }
+    }
+    if settings.pin_threads {
+        match allowed_cpus() {
+            Ok(cpus) if !cpus.is_empty() => {
+                let results =
+                    rayon::broadcast(|ctx| set_affinity(&[cpus[ctx.index() % cpus.len()]]));
+                applied.pinned_threads = results.iter().filter(|r| r.is_ok()).count();
+                if let Some(Err(e)) = results.into_iter().find(Result::is_err) {
+                    applied.refused.push(format!("pinning: {e}"));
+                }
+                guard.cpus_before = Some(cpus);
+            }
+            Ok(_) => applied.refused.push("pinning: no CPU allowed".into()),
+            Err(e) => applied.refused.push(format!("pinning: {e}")),
+        }
+    }
+    if settings.lock_memory {
+        match lock_all_memory() {
+            Ok(()) => applied.memory_locked = true,
+            Err(e) => applied.refused.push(format!("memory lock: {e}")),
+        }
+    }
+    for why in &applied.refused {
+        eprintln!("timing: not applied: {why}");
+    }
+    guard
+}
+
+/// The nice value of [`Priority::Elevated`].
+const ELEVATED_NICE: i32 = -20;
+/// The session's autogroup (Linux with `CONFIG_SCHED_AUTOGROUP`).
+const AUTOGROUP: &str = "/proc/self/autogroup";
+
+/// The session autogroup's nice (`/autogroup-2 nice 0`), where the kernel has autogroups
+/// and they are enabled.
+fn autogroup_nice() -> Option<i32> {
+    let enabled = std::fs::read_to_string("/proc/sys/kernel/sched_autogroup_enabled").ok()?;
+    if enabled.trim() != "1" {
+        return None;
+    }
+    std::fs::read_to_string(AUTOGROUP)
+        .ok()?
+        .split_whitespace()
+        .nth(2)?
+        .parse()
+        .ok()
+}
+
+/// Sets the calling thread's nice value.
+fn set_nice(nice: i32) -> std::result::Result<(), String> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid has no preconditions; setpriority with a thread id changes only
+        // that thread's nice value.
+        let tid = unsafe { libc::gettid() };
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) } == 0 {
+            Ok(())
+        } else {
+            Err(last_os_error())
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = nice;
+        Err("only supported on Linux".into())
+    }
+}
+
+/// Back to the time-sharing class at nice 0 (best effort).
+fn set_normal_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: pid 0 is the calling thread; `param` is valid for SCHED_OTHER.
+        unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) };
+    }
+    let _ = set_nice(0);
+}
+
+#[cfg(target_os = "linux")]
+fn last_os_error() -> String {
+    std::io::Error::last_os_error().to_string()
+}
+
+/// Moves the calling thread into `SCHED_RR` at the lowest real-time priority.
+fn set_realtime() -> std::result::Result<(), String> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: sched_get_priority_min has no preconditions.
+        let lowest = unsafe { libc::sched_get_priority_min(libc::SCHED_RR) };
+        let param = libc::sched_param {
+            sched_priority: lowest.max(1),
+        };
+        // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_RR, &param) } == 0 {
+            Ok(())
+        } else {
+            Err(last_os_error())
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    Err("only supported on Linux".into())
+}
+
+/// The CPUs the process may run on, ascending.
+fn allowed_cpus() -> std::result::Result<Vec<usize>, String> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: a zeroed cpu_set_t is a valid empty set.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is this thread.
+        let rc =
+            unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+        if rc != 0 {
+            return Err(last_os_error());
+        }
+        Ok((0..libc::CPU_SETSIZE as usize)
+            // SAFETY: `cpu` is below CPU_SETSIZE.
+            .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+            .collect())
+    }
+    #[cfg(not(target_os = "linux"))]
+    Err("only supported on Linux".into())
+}
+
+/// Lets the calling thread run only on `cpus`.
+fn set_affinity(cpus: &[usize]) -> std::result::Result<(), String> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: a zeroed cpu_set_t is a valid empty set.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        for &cpu in cpus.iter().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
+            // SAFETY: `cpu` is below CPU_SETSIZE.
+            unsafe { libc::CPU_SET(cpu, &mut set) };
+        }
+        // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is this thread.
+        let rc =
+            unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(last_os_error())
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = cpus;
+        Err("only supported on Linux".into())
+    }
+}
+
+/// `mlockall(MCL_CURRENT | MCL_FUTURE)`.
+fn lock_all_memory() -> std::result::Result<(), String> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: mlockall only changes how pages are kept; failure leaves memory as it was.
+        if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } == 0 {
+            Ok(())
+        } else {
+            Err(last_os_error())
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    Err("only supported on Linux".into())
+}
+
 /// Threads of the global pool.
 pub fn current() -> usize {
     rayon::current_num_threads()

@@ -7,6 +7,15 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::io::read_csv;
+use crate::io::records::DeviceSpeedRow;
+use crate::io::schema::DEVICE_SPEED;
+use crate::vidur_ext::bundle::Op;
+use crate::vidur_ext::predictor::{
+    BatchPrediction, ExecutionTimePredictor, IterationContext, RequestShape,
+};
+use crate::Result;
+
 /// The device's speed when the bundle was profiled vs when the real run ran, from the same
 /// fixed iteration timed in both processes (the real engine's warm-up iteration: a 32-token
 /// prefill plus one decode). A shared or throttled machine changes speed between the two,
@@ -72,6 +81,328 @@ impl DeviceSpeed {
     /// Real ÷ profile reference time: how much slower (> 1) the device ran the real run.
     pub fn real_over_profile(&self) -> f64 {
         self.real_reference_ms / self.profile_reference_ms
+    }
+}
+
+/// The probe levels of a device state: median kernel times, ns.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ProbeLevels {
+    pub memory_probe_ns: f64,
+    pub compute_probe_ns: f64,
+}
+
+/// Shares of the host's CPU time that the timed process could not have: stolen by the
+/// hypervisor or run by other processes, %.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct HostLoad {
+    pub steal_pct: f64,
+    pub competing_cpu_pct: f64,
+}
+
+impl HostLoad {
+    /// The fraction of the CPUs left to the timed process, in (0, 1].
+    fn available_fraction(&self) -> f64 {
+        (1.0 - (self.steal_pct + self.competing_cpu_pct) / 100.0).clamp(MIN_AVAILABLE, 1.0)
+    }
+}
+
+/// Below this available fraction a correction stops scaling (a 10× slowdown is already
+/// far outside what any prediction can be trusted for).
+const MIN_AVAILABLE: f64 = 0.1;
+
+/// A stage's device-speed timeline, read back from its `device_speed.csv`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceTimeline {
+    /// `(time_ns, levels)` of every probe, in time order.
+    probes: Vec<(i64, ProbeLevels)>,
+    /// `(time_ns, load)` of every sample with host counters: each describes the interval
+    /// since the previous sample.
+    host: Vec<(i64, HostLoad)>,
+}
+
+impl DeviceTimeline {
+    /// From the rows of a `device_speed.csv`; `None` without a single probe.
+    pub fn from_rows(rows: &[DeviceSpeedRow]) -> Option<DeviceTimeline> {
+        let mut rows: Vec<&DeviceSpeedRow> = rows.iter().collect();
+        rows.sort_by_key(|r| (r.time_ns, r.sample_id));
+        let probes: Vec<(i64, ProbeLevels)> = rows
+            .iter()
+            .filter_map(|r| {
+                Some((
+                    r.time_ns,
+                    ProbeLevels {
+                        memory_probe_ns: r.memory_probe_ns? as f64,
+                        compute_probe_ns: r.compute_probe_ns? as f64,
+                    },
+                ))
+            })
+            .collect();
+        let host = rows
+            .iter()
+            .filter(|r| r.steal_pct.is_some() || r.competing_cpu_pct.is_some())
+            .map(|r| {
+                (
+                    r.time_ns,
+                    HostLoad {
+                        steal_pct: r.steal_pct.unwrap_or(0.0),
+                        competing_cpu_pct: r.competing_cpu_pct.unwrap_or(0.0),
+                    },
+                )
+            })
+            .collect();
+        (!probes.is_empty()).then_some(DeviceTimeline { probes, host })
+    }
+
+    /// Reads `<dir>/device_speed.csv`; `Ok(None)` when the stage did not record one (runs
+    /// and bundles made before it existed, bundles from elsewhere) or it has no probe.
+    pub fn read(dir: &Path) -> Result<Option<DeviceTimeline>> {
+        let path = dir.join(DEVICE_SPEED.file_name);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let rows: Vec<DeviceSpeedRow> = read_csv(&path, &DEVICE_SPEED)?;
+        Ok(DeviceTimeline::from_rows(&rows))
+    }
+
+    /// `(time_ns, levels)` of every probe, in time order.
+    pub fn probes(&self) -> &[(i64, ProbeLevels)] {
+        &self.probes
+    }
+
+    /// `(time_ns, load)` of every host sample, in time order (each covers the interval since
+    /// the previous one).
+    pub fn host_samples(&self) -> &[(i64, HostLoad)] {
+        &self.host
+    }
+
+    /// Median probe levels over the whole timeline.
+    pub fn median_levels(&self) -> ProbeLevels {
+        let med =
+            |f: fn(&ProbeLevels) -> f64| median(self.probes.iter().map(|(_, l)| f(l)).collect());
+        ProbeLevels {
+            memory_probe_ns: med(|l| l.memory_probe_ns),
+            compute_probe_ns: med(|l| l.compute_probe_ns),
+        }
+    }
+
+    /// Median host load over the timeline (the profile's usual state).
+    pub fn median_host_load(&self) -> HostLoad {
+        HostLoad {
+            steal_pct: median(self.host.iter().map(|(_, h)| h.steal_pct).collect()),
+            competing_cpu_pct: median(self.host.iter().map(|(_, h)| h.competing_cpu_pct).collect()),
+        }
+    }
+
+    /// Probe levels at `t_ns`: linear between the probes around it, the nearest probe's
+    /// outside them.
+    pub fn levels_at(&self, t_ns: i64) -> ProbeLevels {
+        let i = self.probes.partition_point(|(t, _)| *t <= t_ns);
+        match (i.checked_sub(1).map(|j| self.probes[j]), self.probes.get(i)) {
+            (Some((t0, a)), Some(&(t1, b))) if t1 > t0 => {
+                let w = (t_ns - t0) as f64 / (t1 - t0) as f64;
+                ProbeLevels {
+                    memory_probe_ns: a.memory_probe_ns
+                        + w * (b.memory_probe_ns - a.memory_probe_ns),
+                    compute_probe_ns: a.compute_probe_ns
+                        + w * (b.compute_probe_ns - a.compute_probe_ns),
+                }
+            }
+            (Some((_, a)), _) => a,
+            (None, Some(&(_, b))) => b,
+            (None, None) => unreachable!("a timeline has at least one probe"),
+        }
+    }
+
+    /// Host load over the sample interval that contains `t_ns` (zero outside the samples).
+    pub fn host_load_at(&self, t_ns: i64) -> HostLoad {
+        let i = self.host.partition_point(|(t, _)| *t < t_ns);
+        self.host.get(i).map(|(_, h)| *h).unwrap_or_default()
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| x.is_finite());
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => v[n / 2],
+        _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// What limits an op's time, as the share of it spent waiting for memory: the rest scales
+/// with compute speed. From the op's arithmetic intensity `I` (FLOP per byte it must move)
+/// and the device's balance `B` (the probes' FLOP/s ÷ bytes/s): a roofline with both terms
+/// added, memory share = B / (B + I).
+fn memory_share(intensity_flop_per_byte: f64, balance_flop_per_byte: f64) -> f64 {
+    balance_flop_per_byte / (balance_flop_per_byte + intensity_flop_per_byte.max(0.0))
+}
+
+/// Scales predictions made from a bundle to the device state of a real run, using only the
+/// two stages' device-speed timelines: calibration probes (memory-bound and compute-bound)
+/// and host CPU shares (steal, other processes). It never sees the run's own iteration or
+/// token timings, so it cannot fit the run it corrects.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpeedCorrection {
+    /// The bundle's device state: its median probes and host load.
+    reference: ProbeLevels,
+    reference_host: HostLoad,
+    run: DeviceTimeline,
+    /// FLOP per byte at which the device's memory and compute time are equal.
+    balance_flop_per_byte: f64,
+    /// Bytes per weight and KV element.
+    element_bytes: f64,
+    /// Query heads per KV head (how often attention reuses each cached element).
+    kv_group: f64,
+}
+
+/// One correction factor per kind of work at one instant: predicted × factor.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SpeedFactors {
+    /// Memory-bound work (the memory probe's ratio, with host load).
+    pub memory: f64,
+    /// Compute-bound work (the compute probe's ratio, with host load).
+    pub compute: f64,
+}
+
+impl SpeedCorrection {
+    /// From the bundle's timeline and the run's; `element_bytes` of the served dtype and
+    /// `kv_group` = query heads ÷ KV heads of the model.
+    pub fn new(
+        bundle: &DeviceTimeline,
+        run: DeviceTimeline,
+        element_bytes: u64,
+        kv_group: u32,
+    ) -> SpeedCorrection {
+        let reference = bundle.median_levels();
+        // The probes' own work: 32 MiB read, 2 threads × 250k × 12 × 8 × 2 FLOP; the ratio of
+        // their rates, whatever the thread count, since both kernels use every thread.
+        let memory_rate = 32.0 * 1024.0 * 1024.0 / reference.memory_probe_ns;
+        let compute_rate = PROBE_FLOPS_PER_THREAD * 2.0 / reference.compute_probe_ns;
+        SpeedCorrection {
+            reference,
+            reference_host: bundle.median_host_load(),
+            run,
+            balance_flop_per_byte: compute_rate / memory_rate,
+            element_bytes: element_bytes.max(1) as f64,
+            kv_group: f64::from(kv_group.max(1)),
+        }
+    }
+
+    /// The factors at `t_ns` of the run's clock.
+    pub fn factors_at(&self, t_ns: i64) -> SpeedFactors {
+        let now = self.run.levels_at(t_ns);
+        let host = self.reference_host.available_fraction()
+            / self.run.host_load_at(t_ns).available_fraction();
+        SpeedFactors {
+            memory: now.memory_probe_ns / self.reference.memory_probe_ns * host,
+            compute: now.compute_probe_ns / self.reference.compute_probe_ns * host,
+        }
+    }
+
+    /// The device's balance (FLOP per byte) in the bundle's state.
+    pub fn balance_flop_per_byte(&self) -> f64 {
+        self.balance_flop_per_byte
+    }
+
+    /// Arithmetic intensity of `op` in an iteration of `batch` with `logits_rows` sequences
+    /// producing logits, FLOP per byte.
+    fn intensity(&self, op: Op, batch: &[RequestShape], logits_rows: u32) -> f64 {
+        let b = self.element_bytes;
+        let tokens: f64 = batch.iter().map(|r| f64::from(r.num_tokens)).sum();
+        match op {
+            // Each weight element: 2 FLOP per row of input.
+            Op::AttnPreProj | Op::AttnPostProj | Op::MlpUpProj | Op::MlpDownProj => {
+                2.0 * tokens / b
+            }
+            Op::LmHead => 2.0 * f64::from(logits_rows.max(1)) / b,
+            // Each cached element: 2 FLOP per query head of its group per query token.
+            Op::AttnDecode => 2.0 * self.kv_group / b,
+            Op::AttnPrefill => {
+                let prefill: Vec<&RequestShape> = batch.iter().filter(|r| r.is_prefill).collect();
+                let chunk = prefill.iter().map(|r| f64::from(r.num_tokens)).sum::<f64>()
+                    / prefill.len().max(1) as f64;
+                2.0 * self.kv_group * chunk / b
+            }
+            // Elementwise ops and copies: about one FLOP per element moved.
+            _ => 1.0 / b,
+        }
+    }
+
+    /// `p` (predicted for `batch` at `t_ns` of the run) scaled to the run's device state:
+    /// each op by its memory/compute mix, CPU overheads as compute.
+    pub fn correct(
+        &self,
+        p: &BatchPrediction,
+        batch: &[RequestShape],
+        logits_rows: u32,
+        t_ns: i64,
+    ) -> BatchPrediction {
+        let f = self.factors_at(t_ns);
+        let mut ops_ms = p.ops_ms;
+        for op in Op::ALL {
+            let share = memory_share(
+                self.intensity(op, batch, logits_rows),
+                self.balance_flop_per_byte,
+            );
+            ops_ms[op.index()] *= share * f.memory + (1.0 - share) * f.compute;
+        }
+        let cpu_overheads_ms = p.cpu_overheads_ms.map(|ms| ms * f.compute);
+        // The model time grows with the ops that make it up (a predictor's model time is the
+        // sum of its ops, up to what it leaves unattributed, which keeps its ratio).
+        let ops_before: f64 = p.ops_ms.iter().sum();
+        let ops_after: f64 = ops_ms.iter().sum();
+        let model_ms = p.model_ns as f64 / 1e6
+            * if ops_before > 0.0 {
+                ops_after / ops_before
+            } else {
+                f.compute
+            };
+        BatchPrediction::from_parts(
+            model_ms,
+            ops_ms,
+            cpu_overheads_ms,
+            p.extrapolated_ops,
+            p.extrapolated && p.extrapolated_ops.is_empty(),
+        )
+    }
+}
+
+/// FLOP of one thread's compute probe (`device_probe`: 250,000 iterations of 12 chains × 8
+/// lanes × 2 FLOP).
+const PROBE_FLOPS_PER_THREAD: f64 = 250_000.0 * 12.0 * 8.0 * 2.0;
+
+/// A predictor whose every prediction is scaled to a real run's device state at the
+/// iteration's start ([`IterationContext::start_time_ns`]; without it, at t = 0).
+pub struct SpeedCorrectedPredictor<'p> {
+    inner: &'p dyn ExecutionTimePredictor,
+    correction: SpeedCorrection,
+}
+
+impl<'p> SpeedCorrectedPredictor<'p> {
+    pub fn new(inner: &'p dyn ExecutionTimePredictor, correction: SpeedCorrection) -> Self {
+        SpeedCorrectedPredictor { inner, correction }
+    }
+
+    /// The correction applied.
+    pub fn correction(&self) -> &SpeedCorrection {
+        &self.correction
+    }
+}
+
+impl ExecutionTimePredictor for SpeedCorrectedPredictor<'_> {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn predict_with(&self, batch: &[RequestShape], ctx: &IterationContext) -> BatchPrediction {
+        let p = self.inner.predict_with(batch, ctx);
+        let rows = ctx.num_logits_rows.unwrap_or(batch.len() as u32);
+        let t_ns = ctx
+            .start_time_ns
+            .map_or(0, |t| i64::try_from(t).unwrap_or(i64::MAX));
+        self.correction.correct(&p, batch, rows, t_ns)
     }
 }
 

@@ -15,10 +15,14 @@ use serde_json::json;
 
 use crate::config::types::SimrealConfig;
 use crate::io::provenance::{utc_now, HostFingerprint};
+use crate::io::records::SpeedPhase;
 use crate::io::rundir::{prepare, require_complete, Prepared, Stage};
-use crate::io::write_json;
+use crate::io::schema::DEVICE_SPEED;
+use crate::io::{write_csv, write_json};
+use crate::real_bench::device_probe::load_average_1min;
 use crate::real_bench::engine::{Engine, EngineSettings};
 use crate::real_bench::model::{Qwen3Model, WeightSource};
+use crate::real_bench::speed_timeline::SpeedTimeline;
 use crate::real_bench::stage::{candle_dtype, qwen3_config, resolve_weights};
 use crate::real_bench::threads;
 use crate::stage::Job;
@@ -145,6 +149,9 @@ fn reference_iteration_ms(model: &Qwen3Model, cfg: &SimrealConfig) -> Result<Vec
         .collect())
 }
 
+/// Probes of the device's speed before and after profiling (`device_speed.csv`).
+const PROBES_AT_EACH_END: usize = 3;
+
 /// Runs the stage for one job; returns the bundle dir.
 pub fn run(job: &Job) -> Result<PathBuf> {
     let cfg = &job.config;
@@ -171,6 +178,7 @@ pub fn run(job: &Job) -> Result<PathBuf> {
     };
     let mut meta = job.run_meta(&bundle_id)?;
     threads::init(cfg.hardware.cpu_threads)?;
+    let timing = threads::apply_timing(&cfg.timing);
     threads::reset_peak_rss();
     let weights = resolve_weights(cfg)?;
     let model = Qwen3Model::load(
@@ -195,6 +203,10 @@ pub fn run(job: &Job) -> Result<PathBuf> {
         plan.skipped.len()
     );
     let mut progress = Progress::new(plan.cost(&grid, cfg.model.num_hidden_layers) + cpu_cost);
+    let mut timeline = SpeedTimeline::new();
+    for _ in 0..PROBES_AT_EACH_END {
+        timeline.probe(SpeedPhase::Before);
+    }
     let started = Instant::now();
     let mut reference_ms = reference_iteration_ms(&model, cfg)?;
     let compute = profile_compute(
@@ -204,6 +216,7 @@ pub fn run(job: &Job) -> Result<PathBuf> {
         block_size,
         PROFILE_SEED,
         &mut progress,
+        &mut timeline,
     )?;
     let compute_s = started.elapsed().as_secs_f64();
     progress.phase("CPU overheads in the engine loop");
@@ -216,6 +229,9 @@ pub fn run(job: &Job) -> Result<PathBuf> {
     )?;
     reference_ms.extend(reference_iteration_ms(&model, cfg)?);
     let total_s = started.elapsed().as_secs_f64();
+    for _ in 0..PROBES_AT_EACH_END {
+        timeline.probe(SpeedPhase::After);
+    }
     progress.finish(&format!(
         "{} forwards, {} mlp rows, {} attention rows, {} cpu rows",
         compute.num_forwards,
@@ -254,6 +270,7 @@ pub fn run(job: &Job) -> Result<PathBuf> {
         "git_dirty": meta.git_dirty,
         "device_fingerprint": host,
         "threads": threads::current(),
+        "timing": timing.applied(),
         "dtype": cfg.backend.dtype.as_str(),
         "weights": weights.provenance,
         "method": "every op (per-layer, attention, emb, final_norm, lm_head) timed inside \
@@ -270,8 +287,9 @@ pub fn run(job: &Job) -> Result<PathBuf> {
         "num_forwards": compute.num_forwards,
         "profile_compute_s": compute_s,
         "profile_total_s": total_s,
-        "load_average_1min_at_end": load_average(),
+        "load_average_1min_at_end": load_average_1min(),
         "reference_iteration_ms": reference_ms,
+        "device_speed": timeline.summary(),
     });
     let mut profiling_meta = ProfilingMeta {
         schema_version: PROFILING_META_SCHEMA_VERSION,
@@ -294,6 +312,11 @@ pub fn run(job: &Job) -> Result<PathBuf> {
         .map(|op| op.name().to_owned())
         .collect();
     writer.write_meta(&profiling_meta)?;
+    write_csv(
+        staging.file(DEVICE_SPEED.file_name),
+        &DEVICE_SPEED,
+        &timeline.rows(started),
+    )?;
     // The report names the bundle where it will live, not the staging dir.
     bundle.location.root = staging.final_path().to_path_buf();
     cross_validate(&bundle)?.write(staging.path())?;
@@ -315,14 +338,4 @@ pub fn run(job: &Job) -> Result<PathBuf> {
     write_json(staging.file("run_meta.json"), &meta)?;
     eprintln!("vidur_profile: bundle written in {total_s:.1} s");
     staging.commit()
-}
-
-/// `/proc/loadavg`'s 1-minute value: the profile is only as good as the machine was quiet.
-fn load_average() -> Option<f64> {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }

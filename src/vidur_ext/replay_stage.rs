@@ -25,7 +25,9 @@ use crate::io::schema::{BATCH_METRICS, BATCH_REQUESTS, TOKEN_METRICS};
 use crate::io::{read_csv, stable_id, write_atomic, write_json};
 use crate::stage::Job;
 use crate::vidur_ext::bundle::{Bundle, Op};
-use crate::vidur_ext::device_speed::DeviceSpeed;
+use crate::vidur_ext::device_speed::{
+    DeviceSpeed, DeviceTimeline, SpeedCorrectedPredictor, SpeedCorrection,
+};
 use crate::vidur_ext::predictor::{
     replay_batches, CpuOverheadFlags, ErrorStats, ExecutionTimePredictor, NativeConfig,
     NativePredictor, PredictorConfig, ReplayIteration, ReplayReport, RequestShape,
@@ -105,6 +107,7 @@ pub fn read_real_run(dir: &Path) -> Result<Vec<ReplayIteration>> {
             measured_ops_ns,
             requests,
             num_logits_rows: Some(logits_rows.get(&b.batch_id).copied().unwrap_or(0)),
+            start_time_ns: Some(b.start_time_ns),
         });
     }
     if let Some(id) = shapes.keys().next() {
@@ -195,6 +198,7 @@ pub fn write_replay(
     predictor: &dyn ExecutionTimePredictor,
     iterations: &[ReplayIteration],
     report: &ReplayReport,
+    corrected: Option<&ReplayReport>,
     inputs: serde_json::Value,
     speed: Option<&(DeviceSpeed, SpeedAdjusted)>,
 ) -> Result<()> {
@@ -203,18 +207,15 @@ pub fn write_replay(
         header.push(format!("measured_{op}_ns"));
         header.push(format!("predicted_{op}_ns"));
     }
+    header.push("predicted_speed_corrected_ns".into());
     let path = dir.join("replay.csv");
     let mut w = csv::WriterBuilder::new().from_writer(Vec::new());
     let csv_err = |e: csv::Error| Error::parse(&path, e.to_string());
     w.write_record(&header).map_err(csv_err)?;
     let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
-    for (it, b) in iterations.iter().zip(&report.batches) {
+    for (i, (it, b)) in iterations.iter().zip(&report.batches).enumerate() {
         // Predicted again for the per-op breakdown, which the report does not keep.
-        let ctx = crate::vidur_ext::predictor::IterationContext {
-            pipeline_stage: 0,
-            num_logits_rows: it.num_logits_rows,
-        };
-        let p = predictor.predict_with(&it.requests, &ctx);
+        let p = predictor.predict_with(&it.requests, &it.context());
         let measured_model = it
             .measured_cpu_overhead_ns
             .map(|c| it.measured_duration_ns.saturating_sub(c));
@@ -241,6 +242,7 @@ pub fn write_replay(
             row.push(opt(it.measured_ops_ns[op.index()]));
             row.push(format!("{}", (p.op_ms(op) * 1e6).round() as u64));
         }
+        row.push(opt(corrected.map(|c| c.batches[i].predicted_ns)));
         w.write_record(&row).map_err(csv_err)?;
     }
     let bytes = w
@@ -251,6 +253,9 @@ pub fn write_replay(
     struct Summary<'a> {
         inputs: serde_json::Value,
         summary: &'a crate::vidur_ext::predictor::ReplaySummary,
+        /// The same replay with every prediction scaled to the run's device speed over time
+        /// (probes and host load only; see `vidur_ext::device_speed`).
+        speed_corrected: Option<&'a crate::vidur_ext::predictor::ReplaySummary>,
         device_speed: Option<&'a DeviceSpeed>,
         speed_adjusted: Option<&'a SpeedAdjusted>,
     }
@@ -259,6 +264,7 @@ pub fn write_replay(
         &Summary {
             inputs,
             summary: &report.summary,
+            speed_corrected: corrected.map(|c| &c.summary),
             device_speed: speed.map(|s| &s.0),
             speed_adjusted: speed.map(|s| &s.1),
         },
@@ -297,6 +303,28 @@ impl SpeedAdjusted {
             duration: ErrorStats::from_pairs(pairs),
         }
     }
+}
+
+/// The correction of a bundle's predictions to a real run's device speed over time, when
+/// both recorded a device-speed timeline (`device_speed.csv`); `None` otherwise.
+pub fn speed_correction(
+    cfg: &SimrealConfig,
+    bundle_dir: &Path,
+    real_run: &Path,
+) -> Result<Option<SpeedCorrection>> {
+    let (Some(bundle), Some(run)) = (
+        DeviceTimeline::read(bundle_dir)?,
+        DeviceTimeline::read(real_run)?,
+    ) else {
+        return Ok(None);
+    };
+    let m = &cfg.model;
+    Ok(Some(SpeedCorrection::new(
+        &bundle,
+        run,
+        cfg.backend.dtype.size_bytes(),
+        m.num_attention_heads / m.num_key_value_heads.max(1),
+    )))
 }
 
 /// Runs a replay for one job; returns `tmp/replay/<id>/`. The real run is the first of
@@ -339,6 +367,13 @@ pub fn run(job: &Job) -> Result<PathBuf> {
     }
     let iterations = read_real_run(&real_run)?;
     let report = replay_batches(predictor.as_ref(), &iterations)?;
+    let correction = speed_correction(cfg, &bundle_dir, &real_run)?;
+    let corrected = correction
+        .map(|c| {
+            let p = SpeedCorrectedPredictor::new(predictor.as_ref(), c);
+            replay_batches(&p, &iterations)
+        })
+        .transpose()?;
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
     let marker = out.join(SUCCESS_MARKER);
     if marker.exists() {
@@ -359,6 +394,7 @@ pub fn run(job: &Job) -> Result<PathBuf> {
         predictor.as_ref(),
         &iterations,
         &report,
+        corrected.as_ref(),
         inputs_json,
         speed.as_ref(),
     )?;
@@ -374,6 +410,15 @@ pub fn run(job: &Job) -> Result<PathBuf> {
             a.factor,
             a.total_error_pct,
             a.duration.as_ref().map_or(f64::NAN, |d| d.median_abs_pct)
+        );
+    }
+    if let Some(c) = &corrected {
+        eprintln!(
+            "corrected for the device's speed (probes and host load): total {:+.2}%, \
+             per-iteration |error| median {:.2}% p90 {:.2}%",
+            c.summary.total_error_pct,
+            c.summary.duration.median_abs_pct,
+            c.summary.duration.p90_abs_pct
         );
     }
     let s = &report.summary;

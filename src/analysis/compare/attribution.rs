@@ -157,6 +157,7 @@ impl IterationPredictions {
                 measured_ops_ns,
                 requests,
                 num_logits_rows: None,
+                start_time_ns: Some(b.start_time_ns),
             });
         }
         let report = replay_batches(predictor, &iterations)?;
@@ -520,6 +521,42 @@ pub struct Attribution {
     pub notes: Vec<String>,
     /// Speed of the device at profiling vs real-run time, where both runs recorded it.
     pub device_speed: Option<DeviceSpeed>,
+    /// (a) again with every prediction scaled to the device's measured speed over the real
+    /// run (probes and host load; `vidur_ext::device_speed`), where both the bundle and the
+    /// run recorded a device-speed timeline.
+    pub speed_corrected: Option<SpeedCorrected>,
+}
+
+/// The execution-time error once predictions follow the device's measured speed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SpeedCorrected {
+    /// (a) with the corrected predictions.
+    pub execution: ComponentError,
+    /// Median |error| of a corrected iteration, %.
+    pub iteration_median_abs_err_pct: Option<f64>,
+    /// How much of the raw execution-time gap the device's speed explains:
+    /// `100 · (raw − corrected) / raw` of the difference; `None` when the raw one is 0.
+    pub drift_explains_pct: Option<f64>,
+}
+
+impl SpeedCorrected {
+    /// From the raw attribution and the same real run replayed with corrected predictions.
+    pub fn of(
+        raw: &Attribution,
+        real: &RunData,
+        sim: &RunData,
+        corrected: &IterationPredictions,
+    ) -> Option<Self> {
+        let raw_exec = raw.execution.as_ref()?;
+        let c = Attribution::of(real, sim, Some(corrected));
+        let execution = c.execution?;
+        Some(SpeedCorrected {
+            drift_explains_pct: (raw_exec.diff_ms != 0.0)
+                .then(|| 100.0 * (raw_exec.diff_ms - execution.diff_ms) / raw_exec.diff_ms),
+            execution,
+            iteration_median_abs_err_pct: c.iteration_median_abs_err_pct,
+        })
+    }
 }
 
 impl Attribution {
@@ -550,6 +587,7 @@ impl Attribution {
                 by_batch_size,
                 notes,
                 device_speed: None,
+                speed_corrected: None,
             };
         };
         let busy: f64 = p.iterations.iter().map(|i| i.measured_ns as f64).sum();
@@ -660,6 +698,7 @@ impl Attribution {
             by_batch_size,
             notes,
             device_speed: None,
+            speed_corrected: None,
         }
     }
 

@@ -7,6 +7,7 @@ use crate::analysis::plots::{
     cdf_overlay, error_histogram, grouped_bars, line_chart, paired_scatter, timeline, Axis,
     FigureFiles, FigureSize, FigureSpec, Panel, Series, TimelineSpec, XySeries,
 };
+use crate::vidur_ext::device_speed::DeviceTimeline;
 use crate::Result;
 
 use super::attribution::{describe_source, Attribution, IterationPredictions};
@@ -209,6 +210,7 @@ pub fn timeline_figure(
     size: FigureSize,
     real: &RunData,
     sim: &RunData,
+    speed: Option<&DeviceSpeedPanels>,
 ) -> Result<Option<Figure>> {
     let (Some(rb), Some(sb)) = (&real.batches, &sim.batches) else {
         return Ok(None);
@@ -238,7 +240,7 @@ pub fn timeline_figure(
     if data.is_empty() {
         return Ok(None);
     }
-    let panels: Vec<Panel<'_>> = data
+    let mut panels: Vec<Panel<'_>> = data
         .iter()
         .map(|(label, r, s)| Panel {
             y: Axis::linear(*label),
@@ -255,6 +257,36 @@ pub fn timeline_figure(
             steps: true,
         })
         .collect();
+    if let Some(speed) = speed {
+        panels.push(Panel {
+            y: Axis::linear(speed.probe_label),
+            series: vec![
+                XySeries {
+                    name: "memory-bound probe",
+                    points: &speed.memory_ratio,
+                },
+                XySeries {
+                    name: "compute-bound probe",
+                    points: &speed.compute_ratio,
+                },
+            ],
+            steps: false,
+        });
+        panels.push(Panel {
+            y: Axis::linear("host CPU not ours (%)"),
+            series: vec![
+                XySeries {
+                    name: "stolen by the hypervisor",
+                    points: &speed.steal_pct,
+                },
+                XySeries {
+                    name: "other processes",
+                    points: &speed.competing_pct,
+                },
+            ],
+            steps: true,
+        });
+    }
     let spec = TimelineSpec {
         title: "Engine state over time: real vs simulated".into(),
         x: Axis::linear("time since the trace origin (s)"),
@@ -264,8 +296,59 @@ pub fn timeline_figure(
     Ok(Some(Figure {
         key: "timeline".into(),
         files,
-        caption: "Per-iteration batch size, waiting requests and KV blocks in use, real and simulated, on the trace's clock.".into(),
+        caption: if speed.is_some() {
+            "Per-iteration batch size, waiting requests and KV blocks in use, real and simulated, on the trace's clock; below, the device's speed during the real run: calibration-probe time against the profile's (above 1 = slower than when the bundle was profiled) and the share of the host's CPU time taken by the hypervisor or other processes."
+        } else {
+            "Per-iteration batch size, waiting requests and KV blocks in use, real and simulated, on the trace's clock."
+        }
+        .into(),
     }))
+}
+
+/// The real run's device-speed timeline as timeline panels (time in s).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceSpeedPanels {
+    /// What the probe ratios are relative to.
+    pub probe_label: &'static str,
+    pub memory_ratio: Vec<(f64, f64)>,
+    pub compute_ratio: Vec<(f64, f64)>,
+    pub steal_pct: Vec<(f64, f64)>,
+    pub competing_pct: Vec<(f64, f64)>,
+}
+
+impl DeviceSpeedPanels {
+    /// The run's probes relative to the bundle's median (or, without a bundle timeline, to
+    /// the run's own median), and its host samples.
+    pub fn of(run: &DeviceTimeline, bundle: Option<&DeviceTimeline>) -> DeviceSpeedPanels {
+        let (reference, probe_label) = match bundle {
+            Some(b) => (b.median_levels(), "probe time ÷ profile's"),
+            None => (run.median_levels(), "probe time ÷ run median"),
+        };
+        let s = |t: i64| t as f64 / 1e9;
+        DeviceSpeedPanels {
+            probe_label,
+            memory_ratio: run
+                .probes()
+                .iter()
+                .map(|(t, l)| (s(*t), l.memory_probe_ns / reference.memory_probe_ns))
+                .collect(),
+            compute_ratio: run
+                .probes()
+                .iter()
+                .map(|(t, l)| (s(*t), l.compute_probe_ns / reference.compute_probe_ns))
+                .collect(),
+            steal_pct: run
+                .host_samples()
+                .iter()
+                .map(|(t, h)| (s(*t), h.steal_pct))
+                .collect(),
+            competing_pct: run
+                .host_samples()
+                .iter()
+                .map(|(t, h)| (s(*t), h.competing_cpu_pct))
+                .collect(),
+        }
+    }
 }
 
 /// The attribution as bars: each component's contribution to the busy-time gap, ms.

@@ -193,6 +193,13 @@ impl ComparisonResults {
                 None => text.push('.'),
             }
         }
+        if let (Some(raw), Some(c)) = (&a.execution, &a.speed_corrected) {
+            text.push_str(&format!(
+                " Corrected for the device's measured speed during the real run, execution time is off by {} instead of {}.",
+                pct(c.execution.err_pct),
+                pct(raw.err_pct)
+            ));
+        }
         if let Some(d) = a
             .device_speed
             .as_ref()
@@ -512,6 +519,17 @@ impl ComparisonResults {
                 d.profile_reference_ms, d.real_reference_ms, d.real_slower_pct
             ),
             None => "Device speed: not comparable (the real run or the bundle did not record the reference iteration), so a change of the machine's speed cannot be told from (a).".into(),
+        });
+        lines.push(match &a.speed_corrected {
+            Some(c) => format!(
+                "(a) corrected for the device's measured speed (calibration probes and host CPU load during the real run against during profiling; never the run's own timings): {:.1} ms predicted vs {:.1} ms measured ({}), median |error| of an iteration {}{}.",
+                c.execution.predicted_ms,
+                c.execution.measured_ms,
+                pct(c.execution.err_pct),
+                c.iteration_median_abs_err_pct.map_or("n/a".into(), |e| format!("{e:.1}%")),
+                c.drift_explains_pct.map_or(String::new(), |e| format!("; the device's speed explains {e:.0}% of the raw execution-time gap"))
+            ),
+            None => "(a) corrected for the device's speed: not available (the real run or the bundle has no device_speed.csv).".into(),
         });
         if let Some(c) = &a.cpu_overhead {
             lines.push(format!(

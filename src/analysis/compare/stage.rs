@@ -34,9 +34,10 @@ use crate::vidur_ext::predictor::ExecutionTimePredictor;
 use crate::vidur_ext::sim_stage::{SimInputs, BACKEND_NAME};
 use crate::{Error, Result};
 
-use super::attribution::{Attribution, DeviceSpeed, IterationPredictions};
+use super::attribution::{Attribution, DeviceSpeed, IterationPredictions, SpeedCorrected};
 use super::figures::{
     attribution_figure, batch_size_figure, iteration_figure, metric_figures, timeline_figure,
+    DeviceSpeedPanels,
 };
 use super::join::{join_requests, join_tokens, RequestComparisonRow, RequestJoin, TokenJoin};
 use super::report::{ComparisonResults, JoinSummary, RunInfo};
@@ -44,6 +45,8 @@ use super::runs::{check_comparable, load_run, RunData, RunSource};
 use super::statistics::{
     noise_of, paired_samples, Metric, MetricComparison, PairedSamples, ThroughputComparison,
 };
+use crate::vidur_ext::device_speed::{DeviceTimeline, SpeedCorrectedPredictor, SpeedCorrection};
+use crate::vidur_ext::replay_stage::speed_correction;
 
 /// Bare command-line keys of this stage and the config keys they stand for.
 pub const ALIASES: [(&str, &str); 2] = [
@@ -181,7 +184,7 @@ pub fn compare(
     compare_id: &str,
     reals: &[RunData],
     sim: &RunData,
-    replay: Option<&dyn ExecutionTimePredictor>,
+    replay: Option<&ReplayPredictors<'_>>,
 ) -> Result<Comparison> {
     check_all(reals, sim)?;
     let real = &reals[0];
@@ -213,11 +216,15 @@ pub fn compare(
     }
 
     let predictions = match replay {
-        Some(p) => Some(IterationPredictions::from_replay(real, p)?),
+        Some(p) => Some(IterationPredictions::from_replay(real, p.raw)?),
         None => IterationPredictions::from_matched_iterations(real, sim),
     };
     let mut attribution = Attribution::of(real, sim, predictions.as_ref());
     attribution.device_speed = device_speed(real, sim);
+    if let Some(corrected) = replay.and_then(|p| p.speed_corrected) {
+        let c = IterationPredictions::from_replay(real, corrected)?;
+        attribution.speed_corrected = SpeedCorrected::of(&attribution, real, sim, &c);
+    }
 
     let mut explanations = requests.drops.explanations();
     if let Some(t) = &tokens {
@@ -290,7 +297,17 @@ pub fn write_outputs(
     let attribution = &comparison.results.attribution;
     figures.extend(attribution_figure(&fig_dir, size, attribution)?);
     figures.extend(batch_size_figure(&fig_dir, size, attribution)?);
-    figures.extend(timeline_figure(&fig_dir, size, real, sim)?);
+    let speed = match DeviceTimeline::read(&real.path)? {
+        Some(run) => {
+            let bundle = match sim_bundle_dir(sim) {
+                Some(dir) => DeviceTimeline::read(&dir)?,
+                None => None,
+            };
+            Some(DeviceSpeedPanels::of(&run, bundle.as_ref()))
+        }
+        None => None,
+    };
+    figures.extend(timeline_figure(&fig_dir, size, real, sim, speed.as_ref())?);
 
     let summary = comparison.results.summary_json(&utc_now())?;
     validate(&summary, &compare_summary_schema()).map_err(|(at, msg)| Error::SchemaMismatch {
@@ -309,11 +326,42 @@ pub fn write_outputs(
 /// (`reference_iteration_ms` in its `profiling_meta.json`). `None` when either is missing
 /// (other sources, bundles from elsewhere, runs made before it was recorded).
 fn device_speed(real: &RunData, sim: &RunData) -> Option<DeviceSpeed> {
+    DeviceSpeed::between(&sim_bundle_dir(sim)?, &real.path)
+}
+
+/// The bundle a simulated run of this project predicted from (its `run_meta.json`).
+fn sim_bundle_dir(sim: &RunData) -> Option<PathBuf> {
     let sim_meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(sim.path.join("run_meta.json")).ok()?)
             .ok()?;
-    let bundle = PathBuf::from(sim_meta["inputs"]["bundle"]["path"].as_str()?);
-    DeviceSpeed::between(&bundle, &real.path)
+    Some(PathBuf::from(
+        sim_meta["inputs"]["bundle"]["path"].as_str()?,
+    ))
+}
+
+/// The predictors the batch replay uses: the simulated run's own, and the same scaled to
+/// the real run's measured device speed when both recorded a device-speed timeline.
+pub struct ReplayPredictors<'p> {
+    pub raw: &'p dyn ExecutionTimePredictor,
+    pub speed_corrected: Option<&'p dyn ExecutionTimePredictor>,
+}
+
+/// The speed correction from the simulated run's bundle to `real` (see
+/// [`speed_correction`]); `None` when either side has no device-speed timeline or the
+/// simulated run's config cannot be read.
+fn sim_speed_correction(sim: &RunData, real: &RunData) -> Result<Option<SpeedCorrection>> {
+    let (Ok(config), Some(bundle)) = (sim_config(sim), sim_bundle_dir(sim)) else {
+        return Ok(None);
+    };
+    speed_correction(&config, &bundle, &real.path)
+}
+
+/// The resolved config a simulated run of this project saved (`config.yaml`).
+fn sim_config(sim: &RunData) -> std::result::Result<SimrealConfig, String> {
+    let path = sim.path.join("config.yaml");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let value = parse_yaml_value(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_value(value).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// The op-time predictor a simulated run of this project used, rebuilt with the `vidur`
@@ -330,11 +378,7 @@ pub fn sim_predictor(
             sim.backend
         ));
     }
-    let path = sim.path.join("config.yaml");
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let value = parse_yaml_value(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    let config: SimrealConfig =
-        serde_json::from_value(value).map_err(|e| format!("{}: {e}", path.display()))?;
+    let config = sim_config(sim)?;
     let sim_job = Job {
         stage: Stage::Vidur,
         config,
@@ -381,7 +425,18 @@ pub fn run_with(job: &Job, replay: Option<&dyn ExecutionTimePredictor>) -> Resul
             Err(why) => (None, Some(format!("No batch replay: {why}."))),
         },
     };
-    let mut comparison = compare(&id, &reals, &sim, replay)?;
+    let correction = match replay {
+        Some(_) => sim_speed_correction(&sim, &reals[0])?,
+        None => None,
+    };
+    let corrected = replay
+        .zip(correction)
+        .map(|(p, c)| SpeedCorrectedPredictor::new(p, c));
+    let predictors = replay.map(|raw| ReplayPredictors {
+        raw,
+        speed_corrected: corrected.as_ref().map(|c| c as &dyn ExecutionTimePredictor),
+    });
+    let mut comparison = compare(&id, &reals, &sim, predictors.as_ref())?;
     comparison.results.notes.extend(replay_note);
     let size = FigureSize {
         width_px: cfg.compare.figure_width_px,

@@ -102,6 +102,9 @@ pub struct IterationContext {
     /// sequence — exact without chunked prefill, an upper bound with it. Only the native
     /// predictor uses it (Vidur does not model the LM head).
     pub num_logits_rows: Option<u32>,
+    /// When the iteration starts on the run's clock, ns: what a correction for the device's
+    /// speed over time reads ([`crate::vidur_ext::device_speed::SpeedCorrectedPredictor`]).
+    pub start_time_ns: Option<u64>,
 }
 
 /// One iteration's predicted duration.

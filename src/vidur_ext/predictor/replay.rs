@@ -25,6 +25,19 @@ pub struct ReplayIteration {
     pub requests: Vec<RequestShape>,
     /// Sequences that emitted a token (from `token_metrics.csv`), if known.
     pub num_logits_rows: Option<u32>,
+    /// When the iteration started on the run's clock.
+    pub start_time_ns: Option<u64>,
+}
+
+impl ReplayIteration {
+    /// What a predictor is told about this iteration besides its shapes.
+    pub fn context(&self) -> IterationContext {
+        IterationContext {
+            pipeline_stage: 0,
+            num_logits_rows: self.num_logits_rows,
+            start_time_ns: self.start_time_ns,
+        }
+    }
 }
 
 /// Predicted vs measured for one iteration.
@@ -111,10 +124,7 @@ pub fn replay_batches(
                 "batch replay: batch_id {id} has a measured duration of 0 ns"
             )));
         }
-        let ctx = IterationContext {
-            pipeline_stage: 0,
-            num_logits_rows: it.num_logits_rows,
-        };
+        let ctx = it.context();
         let p = predictor.predict_with(&it.requests, &ctx);
         if let Some(cpu) = it.measured_cpu_overhead_ns {
             let model = it.measured_duration_ns.saturating_sub(cpu);

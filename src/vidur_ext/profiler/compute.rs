@@ -21,7 +21,7 @@
 //! unrealistically fast. Sequences use disjoint blocks, as in the engine.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use candle_core::Tensor;
 use rand::seq::SliceRandom;
@@ -31,7 +31,9 @@ use serde::Serialize;
 
 use super::progress::Progress;
 use super::recorder::SampleRecorder;
+use crate::io::records::SpeedPhase;
 use crate::real_bench::model::{ModelOp, PagedKvCache, Qwen3Model, SequenceInput};
+use crate::real_bench::speed_timeline::SpeedTimeline;
 use crate::vidur_ext::bundle::{AttentionRow, MlpRow, Op, OpStats, OpStatsSet};
 use crate::{Error, Result};
 
@@ -401,6 +403,7 @@ pub fn profile_compute(
     block_size: u32,
     seed: u64,
     progress: &mut Progress,
+    timeline: &mut SpeedTimeline,
 ) -> Result<ComputeProfile> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let num_blocks = usize::try_from(plan.cache_blocks)
@@ -413,7 +416,7 @@ pub fn profile_compute(
     let num_layers = model.config().num_hidden_layers as u32;
     progress.phase("attention and token-count grid");
     run_forwards(
-        model, &mut cache, plan, grid, num_layers, &mut rng, &mut pool, progress,
+        model, &mut cache, plan, grid, num_layers, &mut rng, &mut pool, progress, timeline,
     )?;
     drop(cache);
 
@@ -489,6 +492,12 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
+/// Idle time after each profiled forward, as a fraction of its wall time (≥ 5 % keeps a
+/// real-time thread clear of the kernel's throttling).
+const GAP_FRACTION: f64 = 0.1;
+/// The shortest idle gap after a profiled forward.
+const MIN_GAP: Duration = Duration::from_millis(1);
+
 /// Runs every shape of the plan, interleaved: `warmup` passes over all shapes, then the
 /// timed passes, each in a seeded random order. Interleaving spreads each point's samples
 /// over the whole profiling time, so a burst of load from other processes blurs every point
@@ -504,6 +513,7 @@ fn run_forwards(
     rng: &mut ChaCha8Rng,
     pool: &mut Pool,
     progress: &mut Progress,
+    timeline: &mut SpeedTimeline,
 ) -> Result<()> {
     let shapes: Vec<(ForwardShape, bool)> = plan
         .attention_points
@@ -553,6 +563,10 @@ fn run_forwards(
     let mut recorder = SampleRecorder::default();
     let mut order: Vec<usize> = (0..shapes.len()).collect();
     for pass in 0..grid.warmup + timed {
+        if pass > 0 {
+            // The device's speed between passes, for the bundle's timeline.
+            timeline.probe(SpeedPhase::Idle);
+        }
         // A new order every pass: with a fixed one, whatever a shape leaves behind (cold
         // caches after the largest prefill, freed buffers) slows the same next shape in every
         // pass, and the median keeps it (`lm_head` at 3 rows measured 2.2× its neighbours).
@@ -566,6 +580,7 @@ fn run_forwards(
                 grid.warmup + timed,
                 shape.label()
             ));
+            timeline.busy_tick();
             recorder.clear();
             let start = Instant::now();
             let logits = model.forward(batch, cache, Some(&mut recorder))?;
@@ -575,6 +590,11 @@ fn run_forwards(
             std::hint::black_box(model.sampler(&logits)?);
             let sampler_ms = sample_start.elapsed().as_secs_f64() * 1e3;
             drop(logits);
+            // A gap after every forward, as the engine has between iterations (its CPU
+            // phases, idle time): forwards back to back would also run a real-time thread
+            // into the kernel's throttling (50 ms paused per second of uninterrupted work),
+            // which a real run at moderate load never meets.
+            std::thread::sleep(Duration::from_secs_f64(wall_ms * 1e-3 * GAP_FRACTION).max(MIN_GAP));
             progress.advance(shape.cost());
             if pass < grid.warmup {
                 continue;

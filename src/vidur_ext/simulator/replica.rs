@@ -250,6 +250,7 @@ impl Replica {
         let ctx = IterationContext {
             pipeline_stage: stage,
             num_logits_rows: Some(f.num_logits_rows),
+            start_time_ns: Some(now_ns),
         };
         let prediction = env.predictor.predict_with(&f.shapes, &ctx);
         f.charge.add(&prediction);

@@ -1,0 +1,405 @@
+//! How fast the device is right now, measured independently of the workload.
+//!
+//! A [`DeviceProbe`] times two fixed kernels on every worker thread of the pool at once:
+//!
+//! - **memory-bound**: a read of a 32 MiB window flushed from the caches first, so that it
+//!   streams from DRAM as the model's weights do in a decode step;
+//! - **compute-bound**: independent FMA chains on registers, as the inner loop of a prefill
+//!   GEMM keeps the FMA units busy.
+//!
+//! Each takes about a millisecond; a probe runs them three times, interleaved, and keeps the
+//! medians. The kernels, sizes and repeat count are fixed ([`PROBE_VERSION`]), so probe times
+//! from different runs, processes and commits compare directly: a ratio of two memory probes
+//! is how much slower the device streamed memory, whatever the workload did.
+//!
+//! Also here: the host's CPU time stolen by the hypervisor ([`HostCpuTimes`], from
+//! `/proc/stat`) and the process's own CPU time ([`process_cpu_time_ns`]), which the real
+//! engine records per iteration next to wall time.
+
+use std::time::Instant;
+
+use crate::{Error, Result};
+
+/// Version of the probe's kernels and sizes; probes of different versions do not compare.
+pub const PROBE_VERSION: u32 = 1;
+
+/// Bytes each memory probe reads.
+const MEMORY_WINDOW_BYTES: usize = 32 << 20;
+/// FMA-chain iterations per thread of each compute probe (12 chains of 8 lanes each).
+const COMPUTE_ITERATIONS_PER_THREAD: u64 = 250_000;
+/// Independent FMA chains: enough to cover the FMA latency on two ports.
+const COMPUTE_CHAINS: usize = 12;
+/// Lanes per chain (one AVX2 register of f32).
+const COMPUTE_LANES: usize = 8;
+/// Timed repeats of each kernel per probe; the median is kept.
+const PROBE_REPEATS: usize = 3;
+
+/// One probe of the device: median kernel times and the rates they imply.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProbeSample {
+    /// Median time of the memory-bound kernel, ns.
+    pub memory_ns: u64,
+    /// Median time of the compute-bound kernel, ns.
+    pub compute_ns: u64,
+    /// Bytes the memory kernel read.
+    pub memory_bytes: u64,
+    /// Floating-point operations the compute kernel did (all threads).
+    pub compute_flops: u64,
+}
+
+impl ProbeSample {
+    /// Memory bandwidth the probe achieved, GB/s (10⁹ bytes per second).
+    pub fn memory_gb_per_s(&self) -> f64 {
+        self.memory_bytes as f64 / self.memory_ns.max(1) as f64
+    }
+
+    /// Compute rate the probe achieved, GFLOP/s.
+    pub fn compute_gflop_per_s(&self) -> f64 {
+        self.compute_flops as f64 / self.compute_ns.max(1) as f64
+    }
+}
+
+/// The probe's kernels and their buffer (32 MiB, allocated and touched once).
+pub struct DeviceProbe {
+    window: Vec<f32>,
+    threads: usize,
+}
+
+impl DeviceProbe {
+    /// Allocates the probe's buffer and runs each kernel once, so that the first sample is
+    /// not a cold start. Runs on rayon's global pool, which must already be initialised
+    /// ([`crate::real_bench::threads::init`]).
+    pub fn new() -> DeviceProbe {
+        let len = MEMORY_WINDOW_BYTES / std::mem::size_of::<f32>();
+        // Distinct values, so no page is shared with another (a zero page would be).
+        let window: Vec<f32> = (0..len).map(|i| (i % 1021) as f32 * 1e-3).collect();
+        let mut probe = DeviceProbe {
+            window,
+            threads: rayon::current_num_threads(),
+        };
+        probe.memory_once();
+        probe.compute_once();
+        probe
+    }
+
+    /// Threads each kernel runs on (the pool's).
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Times each kernel [`PROBE_REPEATS`] times, interleaved, and returns the medians.
+    pub fn measure(&mut self) -> ProbeSample {
+        let mut memory = [0u64; PROBE_REPEATS];
+        let mut compute = [0u64; PROBE_REPEATS];
+        for i in 0..PROBE_REPEATS {
+            memory[i] = self.memory_once();
+            compute[i] = self.compute_once();
+        }
+        memory.sort_unstable();
+        compute.sort_unstable();
+        ProbeSample {
+            memory_ns: memory[PROBE_REPEATS / 2],
+            compute_ns: compute[PROBE_REPEATS / 2],
+            memory_bytes: (self.window.len() * std::mem::size_of::<f32>()) as u64,
+            compute_flops: self.threads as u64
+                * COMPUTE_ITERATIONS_PER_THREAD
+                * (COMPUTE_CHAINS * COMPUTE_LANES * 2) as u64,
+        }
+    }
+
+    /// One memory-bound kernel: flush the window from the caches, then read it with every
+    /// thread (a contiguous share each), timed from the first read to the last thread's end.
+    fn memory_once(&mut self) -> u64 {
+        flush_from_caches(&self.window);
+        let threads = self.threads;
+        let share = self.window.len().div_ceil(threads);
+        let window = &self.window;
+        let start = Instant::now();
+        let sums = rayon::broadcast(|ctx| {
+            let first = (ctx.index() * share).min(window.len());
+            let last = (first + share).min(window.len());
+            sum_f32(&window[first..last])
+        });
+        let ns = start.elapsed().as_nanos() as u64;
+        std::hint::black_box(sums);
+        ns
+    }
+
+    /// One compute-bound kernel: FMA chains on registers on every thread.
+    fn compute_once(&mut self) -> u64 {
+        let start = Instant::now();
+        let out = rayon::broadcast(|ctx| fma_chains(COMPUTE_ITERATIONS_PER_THREAD, ctx.index()));
+        let ns = start.elapsed().as_nanos() as u64;
+        std::hint::black_box(out);
+        ns
+    }
+}
+
+impl Default for DeviceProbe {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Evicts `data` from every cache level (x86_64 `clflush`), so the next read comes from DRAM.
+/// Elsewhere a no-op: the probe then reads what the caches kept of its window.
+fn flush_from_caches(data: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_clflush, _mm_mfence};
+        const LINE_BYTES: usize = 64;
+        let bytes = std::mem::size_of_val(data);
+        let base = data.as_ptr().cast::<u8>();
+        for offset in (0..bytes).step_by(LINE_BYTES) {
+            // SAFETY: `offset < bytes`, so the address lies inside `data`; clflush (SSE2,
+            // baseline on x86_64) only evicts the line and does not change memory.
+            unsafe { _mm_clflush(base.add(offset)) };
+        }
+        // SAFETY: a fence has no memory-safety preconditions.
+        unsafe { _mm_mfence() };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = data;
+}
+
+/// Sum of `data`, read once front to back.
+fn sum_f32(data: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was detected at run time.
+        return unsafe { avx2::sum(data) };
+    }
+    let mut acc = [0f32; 8];
+    let mut chunks = data.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+}
+
+/// `iterations` rounds of [`COMPUTE_CHAINS`] independent 8-lane FMAs; returns a value that
+/// depends on every chain so none is optimised away. `seed` varies the start per thread.
+fn fma_chains(iterations: u64, seed: usize) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: AVX2 and FMA were detected at run time.
+        return unsafe { avx2::fma_chains(iterations, seed) };
+    }
+    let mut acc = [[0f32; COMPUTE_LANES]; COMPUTE_CHAINS];
+    for (c, chain) in acc.iter_mut().enumerate() {
+        chain.fill((seed + c) as f32 * 1e-3);
+    }
+    // x ← x·a + b converges to b / (1 − a) and stays finite and normal.
+    let (a, b) = (0.999_9f32, 1e-4f32);
+    for _ in 0..iterations {
+        for chain in acc.iter_mut() {
+            for x in chain.iter_mut() {
+                *x = x.mul_add(a, b);
+            }
+        }
+    }
+    acc.iter().flatten().sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{COMPUTE_CHAINS, COMPUTE_LANES};
+
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn sum(data: &[f32]) -> f32 {
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut chunks = data.chunks_exact(32);
+        for c in &mut chunks {
+            for (k, a) in acc.iter_mut().enumerate() {
+                // SAFETY: `c` has 32 elements, so lanes 8k..8k+8 are in bounds.
+                *a = _mm256_add_ps(*a, unsafe { _mm256_loadu_ps(c.as_ptr().add(8 * k)) });
+            }
+        }
+        let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let mut lanes = [0f32; 8];
+        // SAFETY: `lanes` holds 8 f32.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v) };
+        lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn fma_chains(iterations: u64, seed: usize) -> f32 {
+        const _: () = assert!(COMPUTE_LANES == 8);
+        let mut acc = [_mm256_setzero_ps(); COMPUTE_CHAINS];
+        for (c, a) in acc.iter_mut().enumerate() {
+            *a = _mm256_set1_ps((seed + c) as f32 * 1e-3);
+        }
+        let a = _mm256_set1_ps(0.999_9);
+        let b = _mm256_set1_ps(1e-4);
+        for _ in 0..iterations {
+            for x in acc.iter_mut() {
+                *x = _mm256_fmadd_ps(*x, a, b);
+            }
+        }
+        let mut total = _mm256_setzero_ps();
+        for x in acc {
+            total = _mm256_add_ps(total, x);
+        }
+        let mut lanes = [0f32; 8];
+        // SAFETY: `lanes` holds 8 f32.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), total) };
+        lanes.iter().sum()
+    }
+}
+
+/// Cumulative CPU time of the whole host (all CPUs), from `/proc/stat`'s `cpu` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostCpuTimes {
+    /// Time the hypervisor ran something else while a vCPU wanted to run, ns.
+    pub steal_ns: u64,
+    /// Time some process ran (user + nice + system + irq + softirq), ns.
+    pub busy_ns: u64,
+    /// All accounted time (user + nice + system + idle + iowait + irq + softirq + steal), ns.
+    pub total_ns: u64,
+}
+
+impl HostCpuTimes {
+    /// Reads `/proc/stat` now; `None` where it does not exist (not Linux).
+    pub fn read() -> Option<HostCpuTimes> {
+        let text = std::fs::read_to_string("/proc/stat").ok()?;
+        // SAFETY: sysconf has no preconditions.
+        let ticks_per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        Self::parse(&text, u64::try_from(ticks_per_s).ok().filter(|&t| t > 0)?).ok()
+    }
+
+    /// Parses `/proc/stat` text whose counters tick `ticks_per_s` times a second.
+    pub fn parse(text: &str, ticks_per_s: u64) -> Result<HostCpuTimes> {
+        let bad = |msg: &str| Error::InvalidInput(format!("/proc/stat: {msg}"));
+        let line = text
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some("cpu"))
+            .ok_or_else(|| bad("no aggregate `cpu` line"))?;
+        let fields: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .map(|v| {
+                v.parse::<u64>()
+                    .map_err(|_| bad("a counter is not an integer"))
+            })
+            .collect::<Result<_>>()?;
+        if fields.len() < 8 {
+            return Err(bad("the `cpu` line has fewer than 8 counters"));
+        }
+        // guest and guest_nice (fields 9, 10) are already counted in user and nice.
+        let to_ns = |ticks: u64| ticks.saturating_mul(1_000_000_000) / ticks_per_s;
+        Ok(HostCpuTimes {
+            steal_ns: to_ns(fields[7]),
+            busy_ns: to_ns(fields[0] + fields[1] + fields[2] + fields[5] + fields[6]),
+            total_ns: to_ns(fields[..8].iter().sum()),
+        })
+    }
+
+    /// Percentage of all CPU time stolen between `earlier` and `self`; `None` when no time
+    /// was accounted in between (the counters tick every 10 ms).
+    pub fn steal_pct_since(&self, earlier: &HostCpuTimes) -> Option<f64> {
+        let total = self.total_ns.checked_sub(earlier.total_ns)?;
+        let steal = self.steal_ns.checked_sub(earlier.steal_ns)?;
+        (total > 0).then(|| 100.0 * steal as f64 / total as f64)
+    }
+
+    /// Percentage of all CPU time that other processes ran between `earlier` and `self`,
+    /// given the CPU time `own_cpu_ns` this process used in between; `None` when no time was
+    /// accounted. Counter granularity (10 ms) makes small values noisy; clamped at 0.
+    pub fn competing_pct_since(&self, earlier: &HostCpuTimes, own_cpu_ns: u64) -> Option<f64> {
+        let total = self.total_ns.checked_sub(earlier.total_ns)?;
+        let busy = self.busy_ns.checked_sub(earlier.busy_ns)?;
+        (total > 0).then(|| 100.0 * busy.saturating_sub(own_cpu_ns) as f64 / total as f64)
+    }
+}
+
+/// CPU time used by every thread of this process so far, ns (`CLOCK_PROCESS_CPUTIME_ID`).
+pub fn process_cpu_time_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write into; the clock id is a constant.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64
+}
+
+/// `/proc/loadavg`'s 1-minute value, if readable.
+pub fn load_average_1min() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_steal_and_total_in_ns() {
+        let text = "cpu  100 5 30 800 10 1 2 52 7 0\ncpu0 50 0 15 400 5 0 1 26 0 0\nintr 1\n";
+        let t = HostCpuTimes::parse(text, 100).unwrap();
+        assert_eq!(t.steal_ns, 520_000_000);
+        // 100 + 5 + 30 + 800 + 10 + 1 + 2 + 52 = 1000 ticks; guest (7) is inside user.
+        assert_eq!(t.total_ns, 10_000_000_000);
+        // user + nice + system + irq + softirq = 100 + 5 + 30 + 1 + 2.
+        assert_eq!(t.busy_ns, 1_380_000_000);
+        let later = HostCpuTimes {
+            steal_ns: t.steal_ns + 250_000_000,
+            busy_ns: t.busy_ns + 600_000_000,
+            total_ns: t.total_ns + 1_000_000_000,
+        };
+        assert_eq!(later.steal_pct_since(&t), Some(25.0));
+        // 600 ms busy, 450 ms of it this process: others ran 15 % of the time.
+        assert_eq!(later.competing_pct_since(&t, 450_000_000), Some(15.0));
+        assert_eq!(later.competing_pct_since(&t, 900_000_000), Some(0.0));
+        assert_eq!(t.steal_pct_since(&t), None, "no time accounted");
+        assert!(HostCpuTimes::parse("cpu0 1 2 3\n", 100).is_err());
+        assert!(HostCpuTimes::parse("cpu 1 2 3 4\n", 100).is_err());
+        assert!(HostCpuTimes::parse("cpu 1 2 x 4 5 6 7 8\n", 100).is_err());
+    }
+
+    #[test]
+    fn kernels_compute_what_they_claim() {
+        let data: Vec<f32> = (0..1003).map(|i| (i % 7) as f32).collect();
+        let expected: f32 = data.iter().sum();
+        assert!((sum_f32(&data) - expected).abs() < 1e-3);
+        // Every lane converges towards b / (1 − a) = 1 from below.
+        let v = fma_chains(100_000, 0);
+        let lanes = (COMPUTE_CHAINS * COMPUTE_LANES) as f32;
+        assert!(v > 0.99 * lanes && v <= lanes * 1.0001, "{v}");
+    }
+
+    #[test]
+    fn a_probe_reports_positive_times_and_its_work() {
+        let mut probe = DeviceProbe::new();
+        let s = probe.measure();
+        assert!(s.memory_ns > 0 && s.compute_ns > 0);
+        assert_eq!(s.memory_bytes, MEMORY_WINDOW_BYTES as u64);
+        assert_eq!(
+            s.compute_flops,
+            probe.threads() as u64 * COMPUTE_ITERATIONS_PER_THREAD * 192
+        );
+        assert!(s.memory_gb_per_s() > 0.0 && s.compute_gflop_per_s() > 0.0);
+    }
+
+    #[test]
+    fn process_cpu_time_advances_with_work() {
+        let before = process_cpu_time_ns();
+        std::hint::black_box(fma_chains(200_000, 1));
+        assert!(process_cpu_time_ns() > before);
+    }
+}

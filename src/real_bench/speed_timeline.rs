@@ -1,0 +1,266 @@
+//! The device-speed timeline of a timed stage (`device_speed.csv`): calibration probes before
+//! and after the run and in idle gaps, and host steal samples while busy.
+//!
+//! The timeline says how fast the device was *independently of the workload*: probes run
+//! fixed kernels ([`DeviceProbe`]), busy samples read only host counters. Nothing here reads
+//! the run's own iteration or token timings, so a correction built on it cannot fit the
+//! run it corrects.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::device_probe::{
+    load_average_1min, process_cpu_time_ns, DeviceProbe, HostCpuTimes, ProbeSample,
+};
+use crate::io::records::{DeviceSpeedRow, SpeedPhase};
+
+/// A gap between iterations must be at least this long for a probe to run in it.
+pub const MIN_IDLE_GAP_FOR_PROBE_NS: u64 = 80_000_000;
+/// A probe ends at least this long before the next arrival (it takes ~15 ms).
+pub const PROBE_MARGIN_NS: u64 = 40_000_000;
+/// [`SpeedTimeline::busy_tick`] samples the host at most this often.
+const BUSY_SAMPLE_EVERY_NS: u128 = 2_000_000_000;
+
+/// One sample as taken; times are made relative to the run's origin when written.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    at: Instant,
+    phase: SpeedPhase,
+    probe: Option<ProbeSample>,
+    host: HostShares,
+    load_average_1min: Option<f64>,
+}
+
+/// Shares of the host's CPU time since the previous sample.
+#[derive(Debug, Clone, Copy, Default)]
+struct HostShares {
+    steal_pct: Option<f64>,
+    competing_pct: Option<f64>,
+}
+
+/// Records a stage's device-speed timeline.
+pub struct SpeedTimeline {
+    probe: DeviceProbe,
+    samples: Vec<Sample>,
+    /// Host counters and this process's CPU time at the previous sample.
+    last_host: Option<(HostCpuTimes, u64)>,
+}
+
+impl SpeedTimeline {
+    /// Allocates the probe (and warms its kernels). Call after the thread pool is set up.
+    pub fn new() -> SpeedTimeline {
+        SpeedTimeline {
+            probe: DeviceProbe::new(),
+            samples: Vec::new(),
+            last_host: HostCpuTimes::read().map(|h| (h, process_cpu_time_ns())),
+        }
+    }
+
+    /// Steal and competing shares since the previous sample; remembers this reading.
+    fn host_shares(&mut self) -> HostShares {
+        let Some(now) = HostCpuTimes::read() else {
+            return HostShares::default();
+        };
+        let own_now = process_cpu_time_ns();
+        let shares = match self.last_host {
+            Some((earlier, own_then)) => HostShares {
+                steal_pct: now.steal_pct_since(&earlier),
+                competing_pct: now.competing_pct_since(&earlier, own_now.saturating_sub(own_then)),
+            },
+            None => HostShares::default(),
+        };
+        self.last_host = Some((now, own_now));
+        shares
+    }
+
+    /// Runs a probe now (~15 ms) and records it under `phase`.
+    pub fn probe(&mut self, phase: SpeedPhase) -> ProbeSample {
+        let at = Instant::now();
+        let sample = self.probe.measure();
+        let host = self.host_shares();
+        self.samples.push(Sample {
+            at,
+            phase,
+            probe: Some(sample),
+            host,
+            load_average_1min: load_average_1min(),
+        });
+        sample
+    }
+
+    /// Records the host's steal time while the device is busy (no probe: reads counters).
+    pub fn busy_sample(&mut self) {
+        let at = Instant::now();
+        let host = self.host_shares();
+        self.samples.push(Sample {
+            at,
+            phase: SpeedPhase::Busy,
+            probe: None,
+            host,
+            load_average_1min: load_average_1min(),
+        });
+    }
+
+    /// Takes a [`SpeedTimeline::busy_sample`] if the last sample of any kind is at least
+    /// two seconds old; cheap enough to call once per unit of work.
+    pub fn busy_tick(&mut self) {
+        let due = self
+            .samples
+            .last()
+            .is_none_or(|s| s.at.elapsed().as_nanos() >= BUSY_SAMPLE_EVERY_NS);
+        if due {
+            self.busy_sample();
+        }
+    }
+
+    /// The latest probe taken, if any.
+    pub fn latest_probe(&self) -> Option<ProbeSample> {
+        self.samples.iter().rev().find_map(|s| s.probe)
+    }
+
+    /// The rows of `device_speed.csv`, timed relative to `origin` (the run's t = 0).
+    pub fn rows(&self, origin: Instant) -> Vec<DeviceSpeedRow> {
+        self.samples
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let time_ns = if s.at >= origin {
+                    i64::try_from((s.at - origin).as_nanos()).unwrap_or(i64::MAX)
+                } else {
+                    -i64::try_from((origin - s.at).as_nanos()).unwrap_or(i64::MAX)
+                };
+                DeviceSpeedRow {
+                    sample_id: i as u64,
+                    time_ns,
+                    phase: s.phase,
+                    memory_probe_ns: s.probe.map(|p| p.memory_ns),
+                    compute_probe_ns: s.probe.map(|p| p.compute_ns),
+                    memory_gb_per_s: s.probe.map(|p| p.memory_gb_per_s()),
+                    compute_gflop_per_s: s.probe.map(|p| p.compute_gflop_per_s()),
+                    steal_pct: s.host.steal_pct,
+                    competing_cpu_pct: s.host.competing_pct,
+                    load_average_1min: s.load_average_1min,
+                }
+            })
+            .collect()
+    }
+
+    /// Counts and medians for `run_meta.json`.
+    pub fn summary(&self) -> SpeedSummary {
+        let probes: Vec<(SpeedPhase, ProbeSample)> = self
+            .samples
+            .iter()
+            .filter_map(|s| Some((s.phase, s.probe?)))
+            .collect();
+        let median_of = |phase: Option<SpeedPhase>| -> Option<ProbeMedians> {
+            let chosen: Vec<&ProbeSample> = probes
+                .iter()
+                .filter(|(p, _)| phase.is_none_or(|want| *p == want))
+                .map(|(_, s)| s)
+                .collect();
+            ProbeMedians::of(&chosen)
+        };
+        let max_of = |f: fn(&HostShares) -> Option<f64>| {
+            self.samples
+                .iter()
+                .filter_map(|s| f(&s.host))
+                .reduce(f64::max)
+        };
+        SpeedSummary {
+            probe_version: super::device_probe::PROBE_VERSION,
+            probe_threads: self.probe.threads(),
+            num_probes: probes.len(),
+            num_busy_samples: self
+                .samples
+                .iter()
+                .filter(|s| s.phase == SpeedPhase::Busy)
+                .count(),
+            before: median_of(Some(SpeedPhase::Before)),
+            idle: median_of(Some(SpeedPhase::Idle)),
+            after: median_of(Some(SpeedPhase::After)),
+            all: median_of(None),
+            max_steal_pct: max_of(|h| h.steal_pct),
+            max_competing_cpu_pct: max_of(|h| h.competing_pct),
+        }
+    }
+}
+
+impl Default for SpeedTimeline {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Median probe times over some probes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ProbeMedians {
+    pub count: usize,
+    pub memory_probe_ns: f64,
+    pub compute_probe_ns: f64,
+}
+
+impl ProbeMedians {
+    fn of(samples: &[&ProbeSample]) -> Option<ProbeMedians> {
+        let median = |mut v: Vec<f64>| -> Option<f64> {
+            v.sort_by(f64::total_cmp);
+            let n = v.len();
+            match n {
+                0 => None,
+                _ if n % 2 == 1 => Some(v[n / 2]),
+                _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+            }
+        };
+        Some(ProbeMedians {
+            count: samples.len(),
+            memory_probe_ns: median(samples.iter().map(|s| s.memory_ns as f64).collect())?,
+            compute_probe_ns: median(samples.iter().map(|s| s.compute_ns as f64).collect())?,
+        })
+    }
+}
+
+/// What `run_meta.json` (and a bundle's `profiling_meta.json`) says of the timeline.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SpeedSummary {
+    pub probe_version: u32,
+    pub probe_threads: usize,
+    pub num_probes: usize,
+    pub num_busy_samples: usize,
+    pub before: Option<ProbeMedians>,
+    pub idle: Option<ProbeMedians>,
+    pub after: Option<ProbeMedians>,
+    pub all: Option<ProbeMedians>,
+    pub max_steal_pct: Option<f64>,
+    pub max_competing_cpu_pct: Option<f64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_timed_from_the_origin_and_summarised_by_phase() {
+        let mut t = SpeedTimeline::new();
+        t.probe(SpeedPhase::Before);
+        let origin = Instant::now();
+        t.busy_sample();
+        t.probe(SpeedPhase::Idle);
+        t.probe(SpeedPhase::After);
+        let rows = t.rows(origin);
+        assert_eq!(rows.len(), 4);
+        assert!(rows[0].time_ns < 0, "the before-probe precedes t = 0");
+        assert!(rows[1..].iter().all(|r| r.time_ns >= 0));
+        assert!(rows.windows(2).all(|w| w[0].time_ns <= w[1].time_ns));
+        assert_eq!(rows[1].phase, SpeedPhase::Busy);
+        assert!(rows[1].memory_probe_ns.is_none() && rows[1].compute_probe_ns.is_none());
+        assert!(rows[2].memory_probe_ns.is_some() && rows[2].memory_gb_per_s.is_some());
+        let s = t.summary();
+        assert_eq!((s.num_probes, s.num_busy_samples), (3, 1));
+        assert_eq!(s.before.unwrap().count, 1);
+        assert_eq!(s.all.unwrap().count, 3);
+        assert_eq!(
+            t.latest_probe().unwrap().memory_ns as f64,
+            s.after.unwrap().memory_probe_ns
+        );
+    }
+}
