@@ -111,7 +111,11 @@ pub fn plan(job: &Job) -> Result<Plan> {
             Stage::Real => (real_id.clone(), cfg.real_run_dir()?),
             Stage::Vidur => (sim_id.clone(), cfg.sim_run_dir()?),
             Stage::Compare => {
-                let id = compare_id(std::slice::from_ref(&real_id), &sim_id)?;
+                let id = compare_id(
+                    std::slice::from_ref(&real_id),
+                    &sim_id,
+                    &cfg.compare.settings_key()?,
+                )?;
                 let dir = cfg.location(Stage::Compare, id.clone()).path();
                 (id, dir)
             }

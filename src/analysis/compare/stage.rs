@@ -36,7 +36,8 @@ use crate::{Error, Result};
 
 use super::attribution::{Attribution, DeviceSpeed, IterationPredictions};
 use super::figures::{
-    attribution_figure, batch_size_figure, iteration_figure, metric_figures, timeline_figure,
+    attribution_figure, batch_size_figure, error_bar_figures, iteration_figure, metric_figures,
+    timeline_figure,
 };
 use super::join::{join_requests, join_tokens, RequestComparisonRow, RequestJoin, TokenJoin};
 use super::report::{ComparisonResults, JoinSummary, RunInfo};
@@ -44,6 +45,7 @@ use super::runs::{check_comparable, load_run, RunData, RunSource};
 use super::statistics::{
     noise_of, paired_samples, Metric, MetricComparison, PairedSamples, ThroughputComparison,
 };
+use super::verdict::{AlignedSamples, FidelitySummary, MetricFidelity, VerdictSettings};
 
 /// Bare command-line keys of this stage and the config keys they stand for.
 pub const ALIASES: [(&str, &str); 2] = [
@@ -170,7 +172,10 @@ pub struct Comparison {
     pub results: ComparisonResults,
     pub requests: RequestJoin,
     pub tokens: Option<TokenJoin>,
+    /// Reference real run against the simulated run.
     pub samples: Vec<(Metric, PairedSamples)>,
+    /// Every real run against the simulated run.
+    pub aligned: Vec<(Metric, AlignedSamples)>,
     pub predictions: Option<IterationPredictions>,
 }
 
@@ -182,6 +187,7 @@ pub fn compare(
     reals: &[RunData],
     sim: &RunData,
     replay: Option<&dyn ExecutionTimePredictor>,
+    settings: &VerdictSettings,
 ) -> Result<Comparison> {
     check_all(reals, sim)?;
     let real = &reals[0];
@@ -194,8 +200,10 @@ pub fn compare(
     let mut metrics = Vec::new();
     let mut unavailable = Vec::new();
     let mut samples = Vec::new();
+    let mut aligned = Vec::new();
     for metric in Metric::ALL {
         let s = paired_samples(metric, &requests, tokens.as_ref());
+        let a = AlignedSamples::of(metric, (&requests, tokens.as_ref()), &noise_joins);
         match MetricComparison::of(metric, &s)? {
             Some(mut c) => {
                 let others = noise_joins
@@ -205,12 +213,19 @@ pub fn compare(
                     })
                     .collect::<Result<Vec<_>>>()?;
                 c.noise = noise_of(&others.into_iter().flatten().collect::<Vec<_>>());
+                c.fidelity = MetricFidelity::assess(metric, &a, settings)?;
                 metrics.push(c);
             }
             None => unavailable.push((metric, unavailable_reason(metric, real, sim))),
         }
         samples.push((metric, s));
+        aligned.push((metric, a));
     }
+    let fidelity = FidelitySummary::of(
+        reals.len(),
+        metrics.iter().filter_map(|m| m.fidelity.as_ref()),
+        settings,
+    );
 
     let predictions = match replay {
         Some(p) => Some(IterationPredictions::from_replay(real, p)?),
@@ -242,6 +257,7 @@ pub fn compare(
         },
         metrics,
         unavailable,
+        fidelity,
         throughput: ThroughputComparison::of(&real.requests, &sim.requests)?,
         attribution,
         notes,
@@ -251,6 +267,7 @@ pub fn compare(
         requests,
         tokens,
         samples,
+        aligned,
         predictions,
     })
 }
@@ -283,7 +300,8 @@ pub fn write_outputs(
     w.finish()?;
 
     let fig_dir = dir.join("figures");
-    let mut figures = metric_figures(&fig_dir, size, &comparison.samples)?;
+    let mut figures = metric_figures(&fig_dir, size, &comparison.samples, &comparison.aligned)?;
+    figures.extend(error_bar_figures(&fig_dir, size, &comparison.results)?);
     if let Some(p) = &comparison.predictions {
         figures.extend(iteration_figure(&fig_dir, size, p)?);
     }
@@ -360,7 +378,11 @@ pub fn run_with(job: &Job, replay: Option<&dyn ExecutionTimePredictor>) -> Resul
     // Refusals do not depend on whether an earlier comparison is cached.
     check_all(&reals, &sim)?;
     let keys: Vec<String> = reals.iter().map(run_key).collect();
-    let id = job.own_run_id(compare_id(&keys, &run_key(&sim))?);
+    let id = job.own_run_id(compare_id(
+        &keys,
+        &run_key(&sim),
+        &cfg.compare.settings_key()?,
+    )?);
     let location = cfg.location(Stage::Compare, id.clone());
     let staging = match prepare(&location, cfg.output.force)? {
         Prepared::UpToDate(path) => {
@@ -381,7 +403,13 @@ pub fn run_with(job: &Job, replay: Option<&dyn ExecutionTimePredictor>) -> Resul
             Err(why) => (None, Some(format!("No batch replay: {why}."))),
         },
     };
-    let mut comparison = compare(&id, &reals, &sim, replay)?;
+    let mut comparison = compare(
+        &id,
+        &reals,
+        &sim,
+        replay,
+        &VerdictSettings::of(&cfg.compare),
+    )?;
     comparison.results.notes.extend(replay_note);
     let size = FigureSize {
         width_px: cfg.compare.figure_width_px,
