@@ -186,24 +186,35 @@ impl ComparisonResults {
             .map_or(self.join.requests_compared, |f| f.groups)
     }
 
-    /// Names of the cells with `verdict`, largest |error| first, with their numbers.
+    /// Names of the cells with `verdict`, with their numbers: the farthest from the real
+    /// runs first (by noise ratio when there is a band, then by |error|).
     fn described(&self, verdict: CellVerdict) -> Vec<String> {
         let mut cells: Vec<(Metric, &StatCell)> =
             self.cells().filter(|(_, c)| c.verdict == verdict).collect();
-        let size = |c: &StatCell| {
-            c.estimate
-                .as_ref()
-                .and_then(|e| e.err_pct)
-                .map_or(0.0, f64::abs)
+        let measured = self.fidelity.noise_measured;
+        let key = |c: &StatCell| {
+            let e = c.estimate.as_ref();
+            let ratio = match e {
+                // A band of zero width has no ratio: any distance from it is the largest.
+                Some(e) if measured => e.noise_ratio.unwrap_or(f64::INFINITY),
+                _ => 0.0,
+            };
+            (ratio, e.and_then(|e| e.err_pct).map_or(0.0, f64::abs))
         };
-        cells.sort_by(|a, b| size(b.1).total_cmp(&size(a.1)));
+        cells.sort_by(|a, b| {
+            let (ka, kb) = (key(a.1), key(b.1));
+            kb.0.total_cmp(&ka.0).then(kb.1.total_cmp(&ka.1))
+        });
         cells
             .into_iter()
             .map(|(m, c)| {
                 let name = cell_name(m, c.stat);
                 let Some(e) = &c.estimate else { return name };
                 let Some(err) = e.err_pct else { return name };
-                let mut text = format!("{name} ({}%", with_interval(err, e.err_ci_pct, 1, true));
+                let mut text = format!("{name} ({err:+.1}%");
+                if let Some([lo, hi]) = e.err_ci_pct {
+                    text.push_str(&format!(" [{lo:+.1}, {hi:+.1}]"));
+                }
                 if let Some(r) = e.noise_ratio {
                     text.push_str(&format!(", {r:.1}× the runs' spread"));
                 }
@@ -274,18 +285,22 @@ impl ComparisonResults {
                 .map(|(m, c)| format!("{} (n < {})", cell_name(m, c.stat), c.min_samples))
                 .collect();
             parts.push(format!(
-                "{} not reported, from fewer samples than they need: {}",
-                names.len(),
+                "Not reported, from fewer samples than they need: {}",
                 name_some(&names)
             ));
         }
         if c.undefined > 0 {
+            let names: Vec<String> = self
+                .cells()
+                .filter(|(_, c)| c.verdict == CellVerdict::Undefined)
+                .map(|(m, c)| cell_name(m, c.stat))
+                .collect();
             parts.push(format!(
-                "{} without a relative error, the real value being 0",
-                c.undefined
+                "Without a relative error, the real value being 0: {}",
+                name_some(&names)
             ));
         }
-        (!parts.is_empty()).then(|| format!("Statistics {}.", parts.join("; ")))
+        (!parts.is_empty()).then(|| format!("{}.", parts.join(". ")))
     }
 
     /// Distribution level: KS and Wasserstein-1 against the real runs' own distances.
