@@ -240,10 +240,10 @@ pub fn error_bar_figures(
         }
         let (label, key) = (m.metric.label(), m.metric.key());
         let spec = FigureSpec::new(
-            format!(
-                "{label}: simulator error against {} real run(s)",
-                f.num_real_runs
-            ),
+            match f.num_real_runs {
+                1 => format!("{label}: simulator error against one real run"),
+                k => format!("{label}: simulator error against {k} real runs"),
+            },
             "statistic",
             "error vs pooled real value, 100 · (sim − real) / real (%)",
         )
