@@ -48,6 +48,9 @@ pub struct GroupedSample {
     /// `groups[i]` is the group of `values[i]`.
     groups: Vec<u32>,
     num_groups: usize,
+    /// Sum and number of each group's values, for the mean of a resample.
+    group_sums: Vec<f64>,
+    group_sizes: Vec<u64>,
 }
 
 impl GroupedSample {
@@ -76,10 +79,19 @@ impl GroupedSample {
         }
         let mut order: Vec<usize> = (0..values.len()).collect();
         order.sort_by(|&a, &b| values[a].total_cmp(&values[b]).then(a.cmp(&b)));
+        let mut members: Vec<Vec<f64>> = vec![Vec::new(); num_groups];
+        for (&v, &g) in values.iter().zip(groups) {
+            members[g].push(v);
+        }
         Ok(Self {
             values: order.iter().map(|&i| values[i]).collect(),
             groups: order.iter().map(|&i| groups[i] as u32).collect(),
             num_groups,
+            group_sums: members
+                .iter()
+                .map(|m| compensated_sum(m.iter().copied()))
+                .collect(),
+            group_sizes: members.iter().map(|m| m.len() as u64).collect(),
         })
     }
 
@@ -100,7 +112,11 @@ impl GroupedSample {
 
     /// Every statistic of the sample itself; equal to [`Summary`](super::Summary)'s.
     pub fn stats(&self) -> StatValues {
-        self.weighted(|_| 1)
+        let mut out = self.percentiles(|_| 1);
+        // Summed in sorted order, as `Summary` does, so that the two agree to the bit.
+        out.0[Stat::Mean as usize] =
+            compensated_sum(self.values.iter().copied()) / self.values.len() as f64;
+        out
     }
 
     /// Every statistic of the resample in which group `g` appears `counts[g]` times (at
@@ -115,11 +131,19 @@ impl GroupedSample {
             counts.iter().any(|&c| c > 0),
             InvalidInput: "GroupedSample::resampled: no group drawn"
         );
-        Ok(self.weighted(|i| u64::from(counts[self.groups[i] as usize])))
+        let mut out = self.percentiles(|i| u64::from(counts[self.groups[i] as usize]));
+        let drawn = |g: usize| f64::from(counts[g]);
+        let total = compensated_sum((0..self.num_groups).map(|g| drawn(g) * self.group_sums[g]));
+        let size: u64 = (0..self.num_groups)
+            .map(|g| u64::from(counts[g]) * self.group_sizes[g])
+            .sum();
+        out.0[Stat::Mean as usize] = total / size as f64;
+        Ok(out)
     }
 
-    /// The statistics of the sample with value `i` repeated `weight(i)` times (total > 0).
-    fn weighted(&self, weight: impl Fn(usize) -> u64) -> StatValues {
+    /// The percentiles of the sample with value `i` repeated `weight(i)` times (total > 0);
+    /// the mean is left 0 for the caller.
+    fn percentiles(&self, weight: impl Fn(usize) -> u64) -> StatValues {
         let total: u64 = (0..self.values.len()).map(&weight).sum();
         // Each percentile needs the values at two ranks of the expanded, sorted sample:
         // ⌊h⌋ and ⌊h⌋ + 1 with h = (total − 1)·q/100, as numpy's linear method.
@@ -139,21 +163,17 @@ impl GroupedSample {
         let mut at = [0.0f64; 8];
         let mut next = 0;
         let mut end = 0u64;
-        let mut terms = Vec::with_capacity(self.values.len());
         for (i, &v) in self.values.iter().enumerate() {
-            let w = weight(i);
-            if w == 0 {
-                continue;
-            }
-            end += w;
+            end += weight(i);
             while next < wanted.len() && wanted[next].0 < end {
                 at[wanted[next].1] = v;
                 next += 1;
             }
-            terms.push(v * w as f64);
+            if next == wanted.len() {
+                break;
+            }
         }
         let mut out = [0.0; 5];
-        out[Stat::Mean as usize] = compensated_sum(terms) / total as f64;
         for (k, stat) in PERCENTILE_STATS.iter().enumerate() {
             out[*stat as usize] = interpolate(at[2 * k], at[2 * k + 1], fractions[k]);
         }
