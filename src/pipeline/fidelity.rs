@@ -339,7 +339,7 @@ pub fn render(r: &FidelityResult, min_requests: u32) -> String {
     let mut s = format!(
         "# Fidelity benchmark: {}\n\n\
          Is the simulator distinguishable from running the real engine again? Each point \
-         compares the simulator with {} real run(s) of the same workload (`{}`, {} requests) \
+         compares the simulator with {} of the same workload (`{}`, {} requests) \
          at a fraction of each policy's measured capacity. Per cell: the simulator's error \
          against the pooled real value with its bootstrap confidence interval, the real runs' \
          band (their own spread, % of the pooled value), the noise ratio |sim − real| / band \
@@ -352,7 +352,10 @@ pub fn render(r: &FidelityResult, min_requests: u32) -> String {
          ## Capacity (real engine, P{:.0} queue delay ≤ SLO)\n\n\
          | policy | capacity req/s | lowest rate over SLO | probes |\n|---|---:|---:|---:|\n",
         r.model,
-        r.real_repeats,
+        match r.real_repeats {
+            1 => "one real run (its run-to-run noise unmeasured)".to_string(),
+            k => format!("{k} real runs"),
+        },
         r.workload,
         r.num_requests,
         if targets_text.is_empty() {
@@ -469,7 +472,7 @@ pub fn render(r: &FidelityResult, min_requests: u32) -> String {
         "\n## Real runs\n\n| policy | load | req/s | serving time of each real run (s) | point wall time (s) |\n|---|---:|---:|---|---:|\n",
     );
     for p in &r.points {
-        let times: Vec<String> = p.real_run_s.iter().map(|t| format!("{t:.0}")).collect();
+        let times: Vec<String> = p.real_run_s.iter().map(|t| format!("{t:.1}")).collect();
         s.push_str(&format!(
             "| {} | {} | {:.4} | {} | {:.0} |\n",
             p.policy,
@@ -583,7 +586,8 @@ mod tests {
             "fewer requests than min_requests: {md}"
         );
         assert!(md.contains("-4.0 [-5.0, -3.0]"), "{md}");
-        assert!(md.contains("| 170, 172 |"), "{md}");
+        assert!(md.contains("| 170.0, 172.4 |"), "{md}");
+        assert!(md.contains("with 2 real runs of the same workload"), "{md}");
         assert!(md.contains("Took 10.0 min"), "{md}");
     }
 

@@ -258,9 +258,10 @@ impl ComparisonResults {
             t
         } else {
             format!(
-                "With one real run the real engine's run-to-run noise is unmeasured, so the simulator's error cannot be set against it (compare several real runs: real_run=a,b,c). Against the absolute targets alone ({n} requests), {} of {} statistics are within target",
+                "With one real run the real engine's run-to-run noise is unmeasured, so the simulator's error cannot be set against it (compare several real runs: real_run=a,b,c). Against the absolute targets alone ({n} requests), {} of {} statistics {} within target",
                 c.within_target,
-                c.judged()
+                c.judged(),
+                if c.within_target == 1 { "is" } else { "are" }
             )
         };
         if c.off > 0 {

@@ -180,16 +180,6 @@ pub enum CellVerdict {
 }
 
 impl CellVerdict {
-    /// Every verdict, the four judgements first.
-    pub const ALL: [CellVerdict; 6] = [
-        CellVerdict::Indistinguishable,
-        CellVerdict::NoiseLimited,
-        CellVerdict::WithinTarget,
-        CellVerdict::Off,
-        CellVerdict::NTooSmall,
-        CellVerdict::Undefined,
-    ];
-
     /// Name in prose and tables.
     pub fn label(self) -> &'static str {
         match self {
@@ -492,11 +482,6 @@ impl VerdictCounts {
         }
     }
 
-    /// The count of `v`.
-    pub fn get(&self, v: CellVerdict) -> usize {
-        *self.clone().slot(v)
-    }
-
     /// Cells judged (the four verdicts).
     pub fn judged(&self) -> usize {
         self.indistinguishable + self.noise_limited + self.within_target + self.off
@@ -713,7 +698,7 @@ mod tests {
         assert!(!off.distribution.wasserstein_ms.within_real_range.unwrap());
         let counts = VerdictCounts::of(off.cells.values().map(|c| c.verdict));
         assert_eq!(counts.judged(), 5);
-        assert_eq!(counts.get(CellVerdict::Off), counts.off);
+        assert_eq!(counts.off + counts.within_target, 5, "{counts:?}");
     }
 
     #[test]

@@ -95,21 +95,6 @@ impl GroupedSample {
         })
     }
 
-    /// Number of values.
-    pub fn len(&self) -> usize {
-        self.values.len()
-    }
-
-    /// Never true (construction refuses an empty sample); for clippy's `len` convention.
-    pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
-    }
-
-    /// Number of groups.
-    pub fn num_groups(&self) -> usize {
-        self.num_groups
-    }
-
     /// Every statistic of the sample itself; equal to [`Summary`](super::Summary)'s.
     pub fn stats(&self) -> StatValues {
         let mut out = self.percentiles(|_| 1);
