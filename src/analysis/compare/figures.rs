@@ -125,8 +125,14 @@ fn cdf_figure(
                     },
                 ],
             )?;
+            let why = match aligned {
+                Some(a) if a.real_ms.len() > 1 => {
+                    "no value is in every real run, so their envelope is not drawn"
+                }
+                _ => "one real run: its run-to-run noise is unmeasured",
+            };
             let caption = format!(
-                "Empirical CDFs of {label}, real and simulated, over the {n} compared {units} (one real run: its run-to-run noise is unmeasured)."
+                "Empirical CDFs of {label}, real and simulated, over the {n} compared {units} ({why})."
             );
             (files, caption)
         }
