@@ -5,8 +5,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use simreal::analysis::plots::{
-    cdf_overlay, error_histogram, grouped_bars, line_chart, paired_scatter, timeline, Axis,
-    FigureFiles, FigureSpec, Panel, Series, TimelineSpec, XySeries,
+    cdf_envelope, cdf_overlay, error_bars, error_histogram, grouped_bars, line_chart,
+    paired_scatter, timeline, Axis, ErrorBar, FigureFiles, FigureSpec, Panel, Series, TimelineSpec,
+    XySeries,
 };
 
 /// A fresh directory under the system temp dir, removed when dropped.
@@ -138,6 +139,103 @@ fn cdf_overlay_linear_and_log() {
     .unwrap();
     assert_figure(&files, (900, 600), &["1", "10", "100"]);
     assert_eq!(files.notes.len(), 1, "{:?}", files.notes);
+}
+
+#[test]
+fn cdf_envelope_shades_the_runs_and_draws_the_curves() {
+    let dir = TempDir::new("cdf-envelope");
+    let run = |scale: f64| -> Vec<f64> { (1..=150).map(|i| scale * f64::from(i)).collect() };
+    let runs = [run(1.0), run(1.05), run(0.95)];
+    let pooled = runs.concat();
+    let sim = run(1.2);
+    let spec =
+        FigureSpec::new("TTFT: real vs simulated", "TTFT (ms)", "fraction ≤ x").with_size(800, 600);
+    let envelope: Vec<&[f64]> = runs.iter().map(Vec::as_slice).collect();
+    let curves = [
+        Series {
+            name: "real (pooled)",
+            values: &pooled,
+        },
+        Series {
+            name: "simulated",
+            values: &sim,
+        },
+    ];
+    let files = cdf_envelope(
+        &dir.stem("cdf_env"),
+        &spec,
+        "3 real runs",
+        &envelope,
+        &curves,
+    )
+    .unwrap();
+    assert_figure(
+        &files,
+        (800, 600),
+        &["3 real runs", "real (pooled)", "simulated", "TTFT (ms)"],
+    );
+    let svg = fs::read_to_string(&files.svg).unwrap();
+    assert!(svg.contains("<polygon"), "the envelope is a filled polygon");
+    // On a log axis too; one sample is no envelope.
+    let files = cdf_envelope(
+        &dir.stem("cdf_env_log"),
+        &spec.clone().log_x(),
+        "runs",
+        &envelope,
+        &curves,
+    )
+    .unwrap();
+    assert!(files.notes.is_empty(), "{:?}", files.notes);
+    assert!(cdf_envelope(&dir.stem("x"), &spec, "runs", &envelope[..1], &curves).is_err());
+    assert!(cdf_envelope(&dir.stem("x"), &spec, "runs", &[&[], &[1.0]], &curves).is_err());
+}
+
+#[test]
+fn error_bars_with_bands_targets_and_intervals() {
+    let dir = TempDir::new("error-bars");
+    let spec = FigureSpec::new("TTFT: simulator error", "statistic", "error (%)");
+    let bars = [
+        ErrorBar {
+            value: 1.5,
+            interval: Some([0.5, 2.5]),
+            band: Some([-2.0, 3.0]),
+            target: Some(3.0),
+        },
+        ErrorBar {
+            value: -8.0,
+            interval: None,
+            band: None,
+            target: Some(5.0),
+        },
+    ];
+    let files = error_bars(
+        &dir.stem("error_bars"),
+        &spec,
+        &["P50", "P99"],
+        &bars,
+        "real runs' band",
+        "simulator (95 % CI)",
+    )
+    .unwrap();
+    assert_figure(
+        &files,
+        (1200, 800),
+        &[
+            "P50",
+            "P99",
+            "real runs&apos; band",
+            "target (±)",
+            "simulator (95 % CI)",
+        ],
+    );
+    assert!(error_bars(&dir.stem("x"), &spec, &["P50"], &bars, "a", "b").is_err());
+    let bad = [ErrorBar {
+        value: f64::NAN,
+        interval: None,
+        band: None,
+        target: None,
+    }];
+    assert!(error_bars(&dir.stem("x"), &spec, &["P50"], &bad, "a", "b").is_err());
 }
 
 #[test]

@@ -167,6 +167,13 @@ fn workload_real_vidur_compare_writes_every_file_and_refuses_mismatched_runs() {
     // The derived runs need no paths: this compares `a` with `b`.
     let derived = compare(&job(Stage::Compare, root, &[])).unwrap();
     assert!(derived.join("_SUCCESS").is_file());
+    let one: serde_json::Value =
+        read_json_validated(derived.join("summary.json"), &compare_summary_schema()).unwrap();
+    assert_eq!(one["fidelity"]["noise_measured"], false);
+    assert!(one["verdict"]
+        .as_str()
+        .unwrap()
+        .starts_with("With one real run the real engine's run-to-run noise is unmeasured"));
     // With a second real run for the noise.
     let runs = [format!("compare.real_run={},{}", a.display(), c.display())];
     let dir = compare(&job(Stage::Compare, root, &runs)).unwrap();
@@ -214,7 +221,18 @@ fn workload_real_vidur_compare_writes_every_file_and_refuses_mismatched_runs() {
             summary["unavailable_metrics"]
         );
         assert_eq!(m["noise"]["num_other_runs"], 1, "{metric}");
+        // Both real runs against the simulator: every statistic has a verdict, a band of
+        // the two runs' values and (10 requests) no P90/P95/P99 for the request metrics.
+        let f = &m["fidelity"];
+        assert_eq!(f["num_real_runs"], 2, "{metric}");
+        let p50 = &f["cells"]["p50"]["estimate"];
+        assert_eq!(p50["real_runs_ms"].as_array().unwrap().len(), 2, "{metric}");
+        assert!(p50["real_band_ms"].is_array(), "{metric}: {p50}");
+        if metric != "itl" {
+            assert_eq!(f["cells"]["p99"]["verdict"], "n_too_small", "{metric}");
+        }
     }
+    assert_eq!(summary["fidelity"]["noise_measured"], true);
     assert_eq!(summary["metrics"]["itl"]["count"], expected_tokens - 10);
     assert_eq!(summary["runs"]["real"].as_array().unwrap().len(), 2);
     // The predictor the simulator used replays every real iteration, and the busy-time gap
@@ -233,7 +251,14 @@ fn workload_real_vidur_compare_writes_every_file_and_refuses_mismatched_runs() {
         "{d}"
     );
     let verdict = summary["verdict"].as_str().unwrap();
-    assert!(verdict.contains("P50 TTFT within"), "{verdict}");
+    assert!(
+        verdict.starts_with("Against 2 real runs of the same workload (10 requests in every run)"),
+        "{verdict}"
+    );
+    assert!(
+        verdict.contains("Not reported, from fewer samples"),
+        "{verdict}"
+    );
     let _: serde_json::Value =
         read_json_validated(dir.join("run_meta.json"), &run_meta_schema()).unwrap();
 
@@ -264,6 +289,8 @@ fn workload_real_vidur_compare_writes_every_file_and_refuses_mismatched_runs() {
         "cdf_itl",
         "cdf_e2e",
         "cdf_queue_delay",
+        "error_bars_ttft",
+        "error_bars_e2e",
         "scatter_ttft",
         "scatter_e2e",
         "error_hist_e2e",
@@ -277,7 +304,7 @@ fn workload_real_vidur_compare_writes_every_file_and_refuses_mismatched_runs() {
             "missing figure {key}"
         );
     }
-    assert!(pngs >= 12);
+    assert!(pngs >= 14);
 
     // Reports: the verdict comes first; the HTML embeds every figure.
     let md = std::fs::read_to_string(dir.join("report.md")).unwrap();

@@ -280,25 +280,28 @@ fn two_point_sweep_writes_a_schema_checked_summary() {
 }
 
 #[test]
-fn fidelity_benchmark_searches_capacity_and_reports_real_spread() {
+fn fidelity_benchmark_searches_capacity_and_reports_verdicts_against_the_real_runs() {
     let root = TempRoot::new("pipeline-fidelity");
+    // 12 requests: P90 (needs 10) is judged, P99 (needs 100) is not.
+    let settings = [
+        "fidelity.policies=[sarathi]",
+        "fidelity.load_fractions=[0.5]",
+        "fidelity.real_repeats=2",
+        "workload.num_requests=12",
+        "fidelity.min_requests=12",
+        "capacity.start_qps=4",
+        "capacity.max_iterations=2",
+    ];
     let mut a = vec!["--fidelity".to_string()];
-    a.extend(args(
-        &root,
-        &[
-            "fidelity.policies=[sarathi]",
-            "fidelity.load_fractions=[0.5]",
-            "fidelity.real_repeats=2",
-            "capacity.start_qps=4",
-            "capacity.max_iterations=2",
-        ],
-    ));
+    a.extend(args(&root, &settings));
     let md = run_ok("pipeline", &refs(&a));
     assert_eq!(md.file_name().unwrap(), "fidelity.md");
     let dir = md.parent().unwrap();
     assert!(dir.join("_SUCCESS").is_file());
     let result: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("fidelity.json")).unwrap()).unwrap();
+    assert_eq!(result["workload"], "poisson_short");
+    assert_eq!(result["num_requests"], 12);
     let caps = result["capacities"].as_array().unwrap();
     assert_eq!(caps.len(), 1);
     assert_eq!(caps[0]["policy"], "sarathi");
@@ -309,36 +312,74 @@ fn fidelity_benchmark_searches_capacity_and_reports_real_spread() {
     let p = &points[0];
     assert!((p["qps"].as_f64().unwrap() - 0.5 * capacity).abs() < 1e-3);
     assert_eq!(p["real_runs"].as_array().unwrap().len(), 2);
+    assert_eq!(p["real_run_s"].as_array().unwrap().len(), 2);
+    assert_eq!(p["requests_compared"], 12);
     let cells = p["cells"].as_array().unwrap();
     assert_eq!(cells.len(), 9);
-    // Two real runs: every percentile has the real engine's spread beside the error.
-    assert!(cells.iter().all(|c| c["real_spread_pct"].is_number()));
-    assert_eq!(
-        result["cells_total"].as_u64(),
-        Some(9),
-        "{}",
-        serde_json::to_string_pretty(&result).unwrap()
-    );
+    for c in cells {
+        let verdict = c["verdict"].as_str().unwrap();
+        if c["stat"] == "p99" {
+            assert_eq!(verdict, "n_too_small", "{c}");
+            assert!(c["estimate"].is_null(), "{c}");
+        } else {
+            // Two real runs: the band, the interval and the verdict sit beside the error.
+            let e = &c["estimate"];
+            assert_eq!(e["real_band_ms"].as_array().unwrap().len(), 2, "{c}");
+            assert_eq!(e["err_ci_pct"].as_array().unwrap().len(), 2, "{c}");
+            assert!(
+                ["indistinguishable", "noise_limited", "within_target", "off"].contains(&verdict),
+                "{c}"
+            );
+        }
+    }
+    let counts = &result["counts"];
+    let total: u64 = [
+        "indistinguishable",
+        "noise_limited",
+        "within_target",
+        "off",
+        "n_too_small",
+        "undefined",
+    ]
+    .iter()
+    .map(|k| counts[k].as_u64().unwrap())
+    .sum();
+    assert_eq!(result["cells_total"], 9);
+    assert_eq!(total, 9, "{counts}");
+    assert_eq!(counts["n_too_small"], 3);
     let text = std::fs::read_to_string(&md).unwrap();
     assert!(
-        text.contains("## Capacity") && text.contains("sarathi"),
+        text.contains("## Capacity")
+            && text.contains("## Verdicts by point")
+            && text.contains("**9 cells: "),
         "{text}"
     );
+    assert!(!text.contains('⚠') && text.contains("| 12 |"), "{text}");
 
     // Bad settings fail before any work, naming the key or the option.
-    let mut bad = vec!["--fidelity".to_string()];
-    bad.extend(args(&root, &["fidelity.load_fractions=[0.3,-1]"]));
-    let out = run("pipeline", &refs(&bad));
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("fidelity.load_fractions[1]"), "{stderr}");
-    let mut bad = vec!["--fidelity".to_string()];
-    bad.extend(args(&root, &["fidelity.policies=[sarathi,fcfs]"]));
-    let out = run("pipeline", &refs(&bad));
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("fcfs") && stderr.contains("vllm"),
-        "{stderr}"
-    );
+    for (extra, expected) in [
+        (
+            "fidelity.load_fractions=[0.3,-1]",
+            vec!["fidelity.load_fractions[1]"],
+        ),
+        ("fidelity.policies=[sarathi,fcfs]", vec!["fcfs", "vllm"]),
+        (
+            "fidelity.min_requests=13",
+            vec!["fidelity.min_requests", "12 requests"],
+        ),
+        (
+            "fidelity.workload=nonesuch",
+            vec!["nonesuch", "poisson_short"],
+        ),
+    ] {
+        let mut bad = vec!["--fidelity".to_string()];
+        bad.extend(args(&root, &settings));
+        bad.push(extra.to_string());
+        let out = run("pipeline", &refs(&bad));
+        assert!(!out.status.success(), "{extra}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        for e in expected {
+            assert!(stderr.contains(e), "{extra}: {stderr}");
+        }
+    }
 }

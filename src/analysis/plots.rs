@@ -214,24 +214,40 @@ pub fn cdf_overlay(stem: &Path, spec: &FigureSpec, samples: &[Series<'_>]) -> Re
         InvalidInput: "cdf_overlay: the cumulative-fraction axis must be linear"
     );
     let mut notes = Vec::new();
+    let curves = ecdf_curves("cdf_overlay", spec.x.scale, samples, &mut notes)?;
+    let x_values = curves
+        .iter()
+        .flat_map(|(_, e, _)| e.iter().map(|(v, _)| *v));
+    let x = AxisPlan::fit(spec.x.scale, x_values, true);
+    let layers = cdf_layers(&x, spec.size, curves, 0);
+    let y = AxisPlan::fixed_linear(0.0, 1.0, 0.2, 0.02);
+    let chart = Chart::new(spec, x, y, layers, LegendAt::LowerRight);
+    render(stem, spec.size, &spec.title, &[chart], notes)
+}
+
+/// A curve of [`cdf_overlay`]: name, ECDF points, and how many leading points the axis
+/// cannot show.
+type EcdfCurve<'a> = (&'a str, Vec<(f64, f64)>, usize);
+
+/// The ECDF of every non-empty sample, with a note for each empty one and each whose
+/// values ≤ 0 a log axis cannot place.
+fn ecdf_curves<'a>(
+    what: &str,
+    scale: Scale,
+    samples: &[Series<'a>],
+    notes: &mut Vec<String>,
+) -> Result<Vec<EcdfCurve<'a>>> {
     let mut curves = Vec::new();
     for s in samples {
-        check_finite("cdf_overlay", s.name, s.values)?;
+        check_finite(what, s.name, s.values)?;
         if s.values.is_empty() {
             notes.push(format!("Series \"{}\" is empty and not drawn.", s.name));
             continue;
         }
         let ecdf = crate::analysis::stats::ecdf(s.values)?;
-        let hidden = ecdf
-            .iter()
-            .take_while(|(v, _)| !shown(spec.x.scale, *v))
-            .count();
+        let hidden = ecdf.iter().take_while(|(v, _)| !shown(scale, *v)).count();
         if hidden > 0 {
-            let below: usize = s
-                .values
-                .iter()
-                .filter(|v| !shown(spec.x.scale, **v))
-                .count();
+            let below = s.values.iter().filter(|v| !shown(scale, **v)).count();
             notes.push(format!(
                 "{below} value(s) ≤ 0 of \"{}\" cannot be placed on the log axis; its curve starts at their fraction.",
                 s.name
@@ -239,44 +255,231 @@ pub fn cdf_overlay(stem: &Path, spec: &FigureSpec, samples: &[Series<'_>]) -> Re
         }
         curves.push((s.name, ecdf, hidden));
     }
+    Ok(curves)
+}
 
-    let x_values = curves
+/// ECDFs (name, points, how many leading points the axis cannot show) as step lines,
+/// coloured from palette index `first_color` on.
+fn cdf_layers(
+    x: &AxisPlan,
+    size: FigureSize,
+    curves: Vec<EcdfCurve<'_>>,
+    first_color: usize,
+) -> Vec<Layer> {
+    curves
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, ecdf, hidden))| {
+            let start_fraction = if hidden > 0 { ecdf[hidden - 1].1 } else { 0.0 };
+            let points = step_path(x, size, start_fraction, &ecdf[hidden..]);
+            Layer::line(Some(name.to_string()), first_color + i, points)
+        })
+        .collect()
+}
+
+/// The step path of a right-continuous function from `x.lo` to `x.hi`, given its value
+/// `start` left of the first jump and `(value, level after)` at each jump. Jumps closer
+/// together than half a pixel are merged into the last of them, which keeps large samples
+/// (10⁵ token latencies) from bloating the SVG without a visible change; jumps the axis
+/// cannot show are skipped.
+fn step_path(x: &AxisPlan, size: FigureSize, start: f64, jumps: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let mut points = Vec::with_capacity(2 * jumps.len() + 2);
+    points.push((x.lo, start));
+    let buckets = 2.0 * f64::from(size.width_px);
+    let bucket = |px: f64| ((px - x.lo) / (x.hi - x.lo) * buckets).floor() as i64;
+    let mut steps = jumps
         .iter()
-        .flat_map(|(_, e, _)| e.iter().map(|(v, _)| *v));
-    let x = AxisPlan::fit(spec.x.scale, x_values, true);
-    let y = AxisPlan::fixed_linear(0.0, 1.0, 0.2, 0.02);
-    let mut layers = Vec::new();
-    for (i, (name, ecdf, hidden)) in curves.into_iter().enumerate() {
-        let start_fraction = if hidden > 0 { ecdf[hidden - 1].1 } else { 0.0 };
-        let visible = &ecdf[hidden..];
-        let mut points = Vec::with_capacity(2 * visible.len() + 2);
-        points.push((x.lo, start_fraction));
-        // Steps closer together than half a pixel are merged into the last of them, which
-        // keeps large samples (10⁵ token latencies) from bloating the SVG without a
-        // visible change.
-        let buckets = 2.0 * f64::from(spec.size.width_px);
-        let bucket = |px: f64| ((px - x.lo) / (x.hi - x.lo) * buckets).floor() as i64;
-        let mut steps = visible
-            .iter()
-            .filter_map(|&(v, fraction)| Some((x.to_plot(v)?, fraction)))
-            .peekable();
-        let mut previous = start_fraction;
-        while let Some((px, fraction)) = steps.next() {
-            if steps
-                .peek()
-                .is_some_and(|&(next, _)| bucket(next) == bucket(px))
-            {
-                continue;
-            }
-            points.push((px, previous));
-            points.push((px, fraction));
-            previous = fraction;
+        .filter_map(|&(v, level)| Some((x.to_plot(v)?, level)))
+        .peekable();
+    let mut previous = start;
+    while let Some((px, level)) = steps.next() {
+        if steps
+            .peek()
+            .is_some_and(|&(next, _)| bucket(next) == bucket(px))
+        {
+            continue;
         }
-        points.push((x.hi, previous));
-        layers.push(Layer::line(Some(name.to_string()), i, points));
+        points.push((px, previous));
+        points.push((px, level));
+        previous = level;
     }
+    points.push((x.hi, previous));
+    points
+}
+
+/// Empirical CDFs over the envelope of a group of samples: the area between the lowest and
+/// the highest of the group's CDFs at every value is shaded (e.g. the real engine's
+/// repeated runs: a curve inside it is as close as a rerun), and `curves` are drawn on top
+/// as in [`cdf_overlay`], in the same colours; the envelope is a light shade of the first.
+pub fn cdf_envelope(
+    stem: &Path,
+    spec: &FigureSpec,
+    envelope_name: &str,
+    envelope: &[&[f64]],
+    curves: &[Series<'_>],
+) -> Result<FigureFiles> {
+    check_spec("cdf_envelope", spec)?;
+    ensure!(
+        spec.y.scale == Scale::Linear,
+        InvalidInput: "cdf_envelope: the cumulative-fraction axis must be linear"
+    );
+    ensure!(
+        envelope.len() >= 2 && envelope.iter().all(|e| !e.is_empty()),
+        InvalidInput: "cdf_envelope: the envelope needs two or more non-empty samples, got {}",
+        envelope.len()
+    );
+    for (i, e) in envelope.iter().enumerate() {
+        check_finite("cdf_envelope", &format!("{envelope_name} #{i}"), e)?;
+    }
+    let mut notes = Vec::new();
+    let drawn = ecdf_curves("cdf_envelope", spec.x.scale, curves, &mut notes)?;
+    let sorted: Vec<Vec<f64>> = envelope
+        .iter()
+        .map(|e| {
+            let mut v = e.to_vec();
+            v.sort_by(f64::total_cmp);
+            v
+        })
+        .collect();
+    let mut at: Vec<f64> = sorted.iter().flatten().copied().collect();
+    at.sort_by(f64::total_cmp);
+    at.dedup();
+    // (value, lowest CDF, highest CDF) at every distinct value of the group.
+    let bounds: Vec<(f64, f64, f64)> = at
+        .iter()
+        .map(|&v| {
+            let fractions = sorted
+                .iter()
+                .map(|s| s.partition_point(|&w| w <= v) as f64 / s.len() as f64);
+            let (lo, hi) = fractions.fold((1.0f64, 0.0f64), |(lo, hi), f| (lo.min(f), hi.max(f)));
+            (v, lo, hi)
+        })
+        .collect();
+    let hidden = bounds
+        .iter()
+        .take_while(|b| !shown(spec.x.scale, b.0))
+        .count();
+    if hidden > 0 {
+        notes.push(format!(
+            "Values ≤ 0 of \"{envelope_name}\" cannot be placed on the log axis; the band starts at their fraction."
+        ));
+    }
+    let x_values = at
+        .iter()
+        .copied()
+        .chain(drawn.iter().flat_map(|(_, e, _)| e.iter().map(|(v, _)| *v)));
+    let x = AxisPlan::fit(spec.x.scale, x_values, true);
+    let (start_lo, start_hi) = bounds[..hidden].last().map_or((0.0, 0.0), |b| (b.1, b.2));
+    let visible = &bounds[hidden..];
+    let upper: Vec<(f64, f64)> = visible.iter().map(|b| (b.0, b.2)).collect();
+    let lower: Vec<(f64, f64)> = visible.iter().map(|b| (b.0, b.1)).collect();
+    let mut polygon = step_path(&x, spec.size, start_hi, &upper);
+    polygon.extend(step_path(&x, spec.size, start_lo, &lower).into_iter().rev());
+    let mut layers = vec![Layer::area(
+        Some(envelope_name.to_string()),
+        0,
+        vec![polygon],
+    )];
+    layers.extend(cdf_layers(&x, spec.size, drawn, 0));
+    let y = AxisPlan::fixed_linear(0.0, 1.0, 0.2, 0.02);
     let chart = Chart::new(spec, x, y, layers, LegendAt::LowerRight);
     render(stem, spec.size, &spec.title, &[chart], notes)
+}
+
+/// One category of [`error_bars`]: a value with its interval, against a band and a target.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ErrorBar {
+    /// The point, e.g. the simulator's error in %.
+    pub value: f64,
+    /// Its confidence interval, drawn as a whisker.
+    pub interval: Option<[f64; 2]>,
+    /// A reference band, shaded behind the point (e.g. the real runs' spread around 0).
+    pub band: Option<[f64; 2]>,
+    /// ± this target, drawn as two short dark ticks.
+    pub target: Option<f64>,
+}
+
+/// Per category a shaded band (`band_name`), ± target ticks, and a point with its interval
+/// (`value_name`); the zero line is drawn. The y axis must be linear; `spec.x` only labels
+/// the categories.
+pub fn error_bars(
+    stem: &Path,
+    spec: &FigureSpec,
+    categories: &[&str],
+    bars: &[ErrorBar],
+    band_name: &str,
+    value_name: &str,
+) -> Result<FigureFiles> {
+    check_spec("error_bars", spec)?;
+    ensure!(
+        spec.y.scale == Scale::Linear,
+        InvalidInput: "error_bars: the value axis must be linear"
+    );
+    ensure!(
+        !categories.is_empty() && categories.len() == bars.len() && categories.len() <= 100,
+        InvalidInput: "error_bars: {} categories and {} bars given; 1..=100 of each, as many",
+        categories.len(),
+        bars.len()
+    );
+    let mut values = vec![0.0];
+    for b in bars {
+        values.push(b.value);
+        values.extend(b.interval.iter().flatten());
+        values.extend(b.band.iter().flatten());
+        values.extend(b.target.iter().flat_map(|t| [*t, -*t]));
+    }
+    check_finite("error_bars", value_name, &values)?;
+    let y = AxisPlan::fit(Scale::Linear, values.into_iter(), true);
+    let x = AxisPlan::categories(categories);
+    let mut bands = Vec::new();
+    let mut targets = Vec::new();
+    let mut whiskers = Vec::new();
+    let mut points = Vec::new();
+    for (c, b) in bars.iter().enumerate() {
+        let mid = c as f64 + 0.5;
+        if let Some([lo, hi]) = b.band {
+            bands.push(vec![
+                (mid - 0.3, lo),
+                (mid + 0.3, lo),
+                (mid + 0.3, hi),
+                (mid - 0.3, hi),
+            ]);
+        }
+        if let Some(t) = b.target {
+            for level in [t, -t] {
+                targets.push([(mid - 0.4, level), (mid + 0.4, level)]);
+            }
+        }
+        if let Some([lo, hi]) = b.interval {
+            whiskers.push([(mid, lo), (mid, hi)]);
+            for level in [lo, hi] {
+                whiskers.push([(mid - 0.08, level), (mid + 0.08, level)]);
+            }
+        }
+        points.push((mid, b.value));
+    }
+    let mut layers = Vec::new();
+    if !bands.is_empty() {
+        layers.push(Layer::area(Some(band_name.to_string()), 0, bands));
+    }
+    if !targets.is_empty() {
+        layers.push(Layer::segments(
+            Some("target (±)".to_string()),
+            None,
+            targets,
+        ));
+    }
+    layers.push(Layer::reference(None, vec![(x.lo, 0.0), (x.hi, 0.0)]));
+    layers.push(Layer::segments(None, Some(1), whiskers));
+    layers.push(Layer {
+        shape: Shape::Markers(points),
+        ..Layer::points(Some(value_name.to_string()), 1, Vec::new())
+    });
+    let chart = Chart {
+        x_grid: false,
+        ..Chart::new(spec, x, y, layers, LegendAt::UpperRight)
+    };
+    render(stem, spec.size, &spec.title, &[chart], Vec::new())
 }
 
 /// Paired scatter of simulated against real values (x = real, y = sim), one point per
@@ -1016,6 +1219,8 @@ const PALETTE: [RGBColor; 8] = [
     RGBColor(240, 228, 66),
 ];
 const REFERENCE_COLOR: RGBColor = RGBColor(60, 60, 60);
+/// Opacity of shaded areas: light enough for lines drawn over them to stay legible.
+const AREA_OPACITY: f64 = 0.25;
 
 fn color(i: usize) -> RGBColor {
     PALETTE[i % PALETTE.len()]
@@ -1037,6 +1242,10 @@ enum Shape {
     Markers(Vec<(f64, f64)>),
     /// (x0, y0, x1, y1) rectangles.
     Bars(Vec<(f64, f64, f64, f64)>),
+    /// Translucent filled polygons (bands, envelopes).
+    Area(Vec<Vec<(f64, f64)>>),
+    /// Separate straight segments (whiskers, target ticks).
+    Segments(Vec<[(f64, f64); 2]>),
 }
 
 #[derive(Debug, Clone)]
@@ -1075,6 +1284,25 @@ impl Layer {
         }
     }
 
+    fn area(name: Option<String>, i: usize, polygons: Vec<Vec<(f64, f64)>>) -> Self {
+        Self {
+            name,
+            color: color(i),
+            reference: false,
+            shape: Shape::Area(polygons),
+        }
+    }
+
+    /// Segments in palette colour `i`, or thin and dark like a reference line for `None`.
+    fn segments(name: Option<String>, i: Option<usize>, segments: Vec<[(f64, f64); 2]>) -> Self {
+        Self {
+            name,
+            color: i.map_or(REFERENCE_COLOR, color),
+            reference: i.is_none(),
+            shape: Shape::Segments(segments),
+        }
+    }
+
     /// A thin dark line (y = x, zero line) drawn on top of the data.
     fn reference(name: Option<String>, points: Vec<(f64, f64)>) -> Self {
         Self {
@@ -1089,6 +1317,8 @@ impl Layer {
         match &self.shape {
             Shape::Line(p) | Shape::Points(p) | Shape::Markers(p) => p.is_empty(),
             Shape::Bars(r) => r.is_empty(),
+            Shape::Area(p) => p.is_empty(),
+            Shape::Segments(s) => s.is_empty(),
         }
     }
 }
@@ -1310,13 +1540,29 @@ fn draw_chart<DB: DrawingBackend>(
                 )
                 .map_err(drawing_error)?
             }
+            Shape::Area(polygons) => {
+                let fill = layer.color.mix(AREA_OPACITY).filled();
+                ctx.draw_series(polygons.iter().map(|p| Polygon::new(p.clone(), fill)))
+                    .map_err(drawing_error)?
+            }
+            Shape::Segments(segments) => ctx
+                .draw_series(segments.iter().map(|s| PathElement::new(s.to_vec(), style)))
+                .map_err(drawing_error)?,
         };
         if let Some(name) = &layer.name {
             let c = layer.color;
             let marker = m.marker_px as i32 + 1;
             match layer.shape {
-                Shape::Line(_) => annotation.label(name.as_str()).legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + legend_line, y)], style)
+                Shape::Line(_) | Shape::Segments(_) => {
+                    annotation.label(name.as_str()).legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + legend_line, y)], style)
+                    })
+                }
+                Shape::Area(_) => annotation.label(name.as_str()).legend(move |(x, y)| {
+                    Rectangle::new(
+                        [(x, y - marker - 2), (x + legend_line, y + marker + 2)],
+                        c.mix(AREA_OPACITY).filled(),
+                    )
                 }),
                 Shape::Points(_) | Shape::Markers(_) => {
                     annotation.label(name.as_str()).legend(move |(x, y)| {

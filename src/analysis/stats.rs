@@ -8,13 +8,18 @@
 //! * the standard deviation is the *sample* standard deviation (`ddof = 1`, as pandas'
 //!   `describe()`), undefined for a single value;
 //! * [`ks_two_sample`] reproduces `scipy.stats.ks_2samp(a, b)` (two-sided,
-//!   `method='auto'`), [`wasserstein_1`] reproduces `scipy.stats.wasserstein_distance(a, b)`.
+//!   `method='auto'`), [`wasserstein_1`] reproduces `scipy.stats.wasserstein_distance(a, b)`;
+//! * [`GroupedSample`] and [`Bootstrap`] give percentile-method bootstrap confidence
+//!   intervals of every [`Stat`], resampling whole groups (requests) with replacement.
 //!
 //! Every input is validated: an empty sample or a non-finite value (NaN, ±∞) is an
 //! [`Error::InvalidInput`](crate::Error::InvalidInput) naming the function and the
 //! offending index, never a panic or a NaN in the output.
 
+mod bootstrap;
 mod kolmogorov;
+
+pub use bootstrap::{percentile_interval, Bootstrap, GroupedSample, StatValues};
 
 use serde::{Deserialize, Serialize};
 
@@ -90,15 +95,93 @@ fn percentile_of_valid(sorted: &[f64], q: f64) -> f64 {
     if i >= last {
         return sorted[last];
     }
-    let (a, b) = (sorted[i], sorted[i + 1]);
-    let weight = virtual_index - below;
-    // numpy interpolates from the nearer end, which keeps the result monotone in q and
-    // exact at the order statistics.
+    interpolate(sorted[i], sorted[i + 1], virtual_index - below)
+}
+
+/// The value `weight` of the way from `a` to `b`, as numpy computes it: from the nearer
+/// end, which keeps percentiles monotone in q and exact at the order statistics.
+fn interpolate(a: f64, b: f64, weight: f64) -> f64 {
     let span = b - a;
     if weight >= 0.5 {
         b - span * (1.0 - weight)
     } else {
         a + span * weight
+    }
+}
+
+/// A summary statistic that comparisons report and judge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stat {
+    Mean,
+    P50,
+    P90,
+    P95,
+    P99,
+}
+
+impl Stat {
+    /// Every statistic, in report order.
+    pub const ALL: [Stat; 5] = [Stat::Mean, Stat::P50, Stat::P90, Stat::P95, Stat::P99];
+
+    /// Key in JSON files (`mean`, `p50`, …).
+    pub const fn key(self) -> &'static str {
+        match self {
+            Stat::Mean => "mean",
+            Stat::P50 => "p50",
+            Stat::P90 => "p90",
+            Stat::P95 => "p95",
+            Stat::P99 => "p99",
+        }
+    }
+
+    /// Name in prose and tables (`mean`, `P50`, …).
+    pub fn label(self) -> &'static str {
+        match self {
+            Stat::Mean => "mean",
+            Stat::P50 => "P50",
+            Stat::P90 => "P90",
+            Stat::P95 => "P95",
+            Stat::P99 => "P99",
+        }
+    }
+
+    /// The statistic with this [`key`](Self::key).
+    pub fn from_key(key: &str) -> Option<Stat> {
+        Stat::ALL.into_iter().find(|s| s.key() == key)
+    }
+
+    /// The percentile (0..=100) of a percentile statistic; `None` for the mean.
+    pub fn percentile(self) -> Option<f64> {
+        match self {
+            Stat::Mean => None,
+            Stat::P50 => Some(50.0),
+            Stat::P90 => Some(90.0),
+            Stat::P95 => Some(95.0),
+            Stat::P99 => Some(99.0),
+        }
+    }
+
+    /// The fewest samples this statistic is reported from: the q-th percentile needs
+    /// n·(1 − q/100) ≥ 1, at least one sample beyond it — P99 from 100 samples, P95 from
+    /// 20, P90 from 10, P50 (and the mean) from 2. Below that, the percentile is an
+    /// extrapolation of the largest value, and no resample can ever exceed it.
+    pub fn min_samples(self) -> usize {
+        match self.percentile() {
+            Some(q) => ((100.0 / (100.0 - q)).round() as usize).max(2),
+            None => 2,
+        }
+    }
+
+    /// This statistic of a summary.
+    pub fn of(self, s: &Summary) -> f64 {
+        match self {
+            Stat::Mean => s.mean,
+            Stat::P50 => s.p50,
+            Stat::P90 => s.p90,
+            Stat::P95 => s.p95,
+            Stat::P99 => s.p99,
+        }
     }
 }
 

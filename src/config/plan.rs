@@ -140,9 +140,18 @@ impl SimrealConfig {
     }
 }
 
-/// Compare id: the two (or more) runs compared.
-pub fn compare_id(real_runs: &[String], sim_run: &str) -> Result<String> {
-    let hash = stable_id(&json!({"real": real_runs, "sim": sim_run}), "", ID_HEX_LEN)?;
+/// Compare id: the two (or more) runs compared and the comparison's settings
+/// ([`CompareConfig::settings_key`](crate::config::types::CompareConfig::settings_key)).
+pub fn compare_id(
+    real_runs: &[String],
+    sim_run: &str,
+    settings: &serde_json::Value,
+) -> Result<String> {
+    let hash = stable_id(
+        &json!({"real": real_runs, "sim": sim_run, "settings": settings}),
+        "",
+        ID_HEX_LEN,
+    )?;
     Ok(format!("cmp-{hash}"))
 }
 

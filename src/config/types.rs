@@ -230,6 +230,36 @@ pub struct CompareConfig {
     pub sim_run: Option<String>,
     pub figure_width_px: u32,
     pub figure_height_px: u32,
+    /// The verdict's absolute targets on |simulator error|, by statistic.
+    pub targets: TargetsConfig,
+    /// Bootstrap confidence intervals of the real values and the simulator's errors.
+    pub bootstrap: BootstrapConfig,
+}
+
+/// Targets on the simulator's |error| against the pooled real value, in % of that value,
+/// by statistic: a statistic outside the real runs' band but within its target is
+/// "within target", and a band is narrow enough to decide when it is narrower than twice
+/// the target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetsConfig {
+    pub mean: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p95: f64,
+    pub p99: f64,
+}
+
+/// Percentile-method bootstrap over requests (`docs/fidelity_verdict.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapConfig {
+    /// Resamples per metric (at least 1000).
+    pub resamples: u32,
+    /// Coverage of the intervals, in (0, 1).
+    pub confidence: f64,
+    /// Seed of the ChaCha8 generator (one stream per metric).
+    pub seed: u64,
 }
 
 /// The capacity search (`pipeline --capacity`): the highest request rate at which the real
@@ -260,6 +290,10 @@ pub struct FidelityConfig {
     /// Real runs per point (the first is the study's own); more than one gives the real
     /// engine's run-to-run spread.
     pub real_repeats: u32,
+    /// Option of the `workload` group every point runs (`None` = the configured workload).
+    pub workload: Option<String>,
+    /// Fewest requests a point's workload may have (each is compared in every run).
+    pub min_requests: u32,
 }
 
 /// How a timed stage runs its threads and memory, so that identical work takes the same
@@ -708,14 +742,63 @@ impl FidelityConfig {
         for (i, f) in self.load_fractions.iter().enumerate() {
             positive_finite(&format!("fidelity.load_fractions[{i}]"), *f)?;
         }
-        nonzero("fidelity.real_repeats", u64::from(self.real_repeats))
+        nonzero("fidelity.real_repeats", u64::from(self.real_repeats))?;
+        if self.workload.as_deref().is_some_and(str::is_empty) {
+            return Err(Error::config(
+                "fidelity.workload",
+                "is empty; name a workload group option or null",
+            ));
+        }
+        nonzero("fidelity.min_requests", u64::from(self.min_requests))
     }
 }
+
+/// Fewest bootstrap resamples allowed: fewer leave the percentile interval's endpoints
+/// (the 2.5th and 97.5th of the replicates) to a handful of draws.
+pub const MIN_BOOTSTRAP_RESAMPLES: u32 = 1000;
 
 impl CompareConfig {
     fn validate(&self) -> Result<()> {
         nonzero("compare.figure_width_px", u64::from(self.figure_width_px))?;
-        nonzero("compare.figure_height_px", u64::from(self.figure_height_px))
+        nonzero("compare.figure_height_px", u64::from(self.figure_height_px))?;
+        let t = &self.targets;
+        for (key, v) in [
+            ("mean", t.mean),
+            ("p50", t.p50),
+            ("p90", t.p90),
+            ("p95", t.p95),
+            ("p99", t.p99),
+        ] {
+            positive_finite(&format!("compare.targets.{key}"), v)?;
+        }
+        if self.bootstrap.resamples < MIN_BOOTSTRAP_RESAMPLES {
+            return Err(Error::config(
+                "compare.bootstrap.resamples",
+                format!(
+                    "must be at least {MIN_BOOTSTRAP_RESAMPLES}, got {}",
+                    self.bootstrap.resamples
+                ),
+            ));
+        }
+        let c = self.bootstrap.confidence;
+        if !(c > 0.0 && c < 1.0) {
+            return Err(Error::config(
+                "compare.bootstrap.confidence",
+                format!("must be in (0, 1), got {c}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// What shapes a comparison besides the runs it compares (statistics settings, figure
+    /// size): part of its id, so that changing a target recomputes the comparison.
+    pub fn settings_key(&self) -> Result<serde_json::Value> {
+        let mut v = serde_json::to_value(self).map_err(|e| Error::InvalidInput(e.to_string()))?;
+        if let Some(m) = v.as_object_mut() {
+            m.remove("real_run");
+            m.remove("sim_run");
+        }
+        Ok(v)
     }
 
     /// The real run dirs named by `real_run` (comma-separated), if any.

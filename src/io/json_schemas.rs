@@ -173,6 +173,137 @@ fn stat_error_schema() -> Value {
     )
 }
 
+fn interval_schema() -> Value {
+    json!({"type": "array", "items": {"type": "number"}})
+}
+
+fn nullable_interval() -> Value {
+    json!({"type": ["array", "null"], "items": {"type": "number"}})
+}
+
+const VERDICTS: [&str; 6] = [
+    "indistinguishable",
+    "noise_limited",
+    "within_target",
+    "off",
+    "n_too_small",
+    "undefined",
+];
+
+/// One statistic's verdict against every real run (`analysis::compare::verdict::StatCell`).
+fn stat_cell_schema() -> Value {
+    obj(
+        &["stat", "verdict", "target_pct", "min_samples", "estimate"],
+        json!({
+            "stat": {"type": "string", "enum": ["mean", "p50", "p90", "p95", "p99"]},
+            "verdict": {"type": "string", "enum": VERDICTS},
+            "target_pct": {"type": "number", "minimum": 0},
+            "min_samples": {"type": "integer", "minimum": 1},
+            "estimate": nullable(obj(
+                &["real_ms", "real_ci_ms", "real_runs_ms", "real_band_ms", "band_width_pct", "sim_ms", "err_pct", "err_ci_pct", "noise_ratio"],
+                json!({
+                    "real_ms": {"type": "number"},
+                    "real_ci_ms": interval_schema(),
+                    "real_runs_ms": {"type": "array", "items": {"type": "number"}},
+                    "real_band_ms": nullable_interval(),
+                    "band_width_pct": nullable_number(),
+                    "sim_ms": {"type": "number"},
+                    "err_pct": nullable_number(),
+                    "err_ci_pct": nullable_interval(),
+                    "noise_ratio": nullable_number(),
+                }),
+            )),
+        }),
+    )
+}
+
+fn distance_check_schema() -> Value {
+    obj(
+        &[
+            "sim_vs_real",
+            "real_vs_real",
+            "sim_mean",
+            "real_range",
+            "within_real_range",
+        ],
+        json!({
+            "sim_vs_real": {"type": "array", "items": {"type": "number", "minimum": 0}},
+            "real_vs_real": {"type": "array", "items": {"type": "number", "minimum": 0}},
+            "sim_mean": {"type": "number", "minimum": 0},
+            "real_range": nullable_interval(),
+            "within_real_range": {"type": ["boolean", "null"]},
+        }),
+    )
+}
+
+/// A metric's verdict against every real run (`analysis::compare::verdict::MetricFidelity`).
+fn metric_fidelity_schema() -> Value {
+    let cells: serde_json::Map<String, Value> = ["mean", "p50", "p90", "p95", "p99"]
+        .iter()
+        .map(|k| (k.to_string(), stat_cell_schema()))
+        .collect();
+    nullable(obj(
+        &["num_real_runs", "count", "groups", "cells", "distribution"],
+        json!({
+            "num_real_runs": {"type": "integer", "minimum": 1},
+            "count": {"type": "integer", "minimum": 1},
+            "groups": {"type": "integer", "minimum": 1},
+            "cells": obj(&["mean", "p50", "p90", "p95", "p99"], Value::Object(cells)),
+            "distribution": obj(
+                &["ks", "wasserstein_ms"],
+                json!({"ks": distance_check_schema(), "wasserstein_ms": distance_check_schema()}),
+            ),
+        }),
+    ))
+}
+
+/// The comparison-wide verdict (`analysis::compare::verdict::FidelitySummary`).
+fn fidelity_summary_schema() -> Value {
+    let counts: serde_json::Map<String, Value> = VERDICTS
+        .iter()
+        .map(|k| (k.to_string(), json!({"type": "integer", "minimum": 0})))
+        .collect();
+    obj(
+        &[
+            "num_real_runs",
+            "noise_measured",
+            "counts",
+            "targets_pct",
+            "bootstrap",
+            "distribution_metrics",
+            "ks_within_real_range",
+            "wasserstein_within_real_range",
+        ],
+        json!({
+            "num_real_runs": {"type": "integer", "minimum": 1},
+            "noise_measured": {"type": "boolean"},
+            "counts": obj(&VERDICTS, Value::Object(counts)),
+            "targets_pct": obj(
+                &["mean", "p50", "p90", "p95", "p99"],
+                json!({
+                    "mean": {"type": "number"},
+                    "p50": {"type": "number"},
+                    "p90": {"type": "number"},
+                    "p95": {"type": "number"},
+                    "p99": {"type": "number"},
+                }),
+            ),
+            "bootstrap": obj(
+                &["method", "resamples", "confidence", "seed"],
+                json!({
+                    "method": {"type": "string"},
+                    "resamples": {"type": "integer", "minimum": 1},
+                    "confidence": {"type": "number"},
+                    "seed": {"type": "integer", "minimum": 0},
+                }),
+            ),
+            "distribution_metrics": {"type": "integer", "minimum": 0},
+            "ks_within_real_range": {"type": "integer", "minimum": 0},
+            "wasserstein_within_real_range": {"type": "integer", "minimum": 0},
+        }),
+    )
+}
+
 fn metric_comparison_schema() -> Value {
     let stats: serde_json::Map<String, Value> = ["mean", "p50", "p90", "p95", "p99"]
         .iter()
@@ -189,6 +320,7 @@ fn metric_comparison_schema() -> Value {
             "ks",
             "wasserstein_ms",
             "noise",
+            "fidelity",
         ],
         json!({
             "metric": {"type": "string", "enum": ["ttft", "tpot", "itl", "e2e", "queue_delay"]},
@@ -225,6 +357,7 @@ fn metric_comparison_schema() -> Value {
                     "max_mape_pct": nullable_number(),
                 },
             },
+            "fidelity": metric_fidelity_schema(),
         }),
     );
     schema["type"] = json!(["object", "null"]);
@@ -324,6 +457,7 @@ pub fn compare_summary_schema() -> Value {
                 "throughput",
                 "attribution",
                 "notes",
+                "fidelity",
             ],
             json!({
                 "schema_version": {"type": "integer", "enum": [SCHEMA_VERSION]},
@@ -361,6 +495,7 @@ pub fn compare_summary_schema() -> Value {
                 ),
                 "metrics": obj(&["ttft", "tpot", "itl", "e2e", "queue_delay"], Value::Object(metrics)),
                 "unavailable_metrics": {"type": "object"},
+                "fidelity": fidelity_summary_schema(),
                 "throughput": nullable(obj(
                     &["real", "sim", "requests_per_s_err_pct", "output_tokens_per_s_err_pct"],
                     json!({

@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::analysis::stats::Stat;
 use crate::config::plan::compare_id;
 use crate::io::rundir::{is_complete, Stage, SUCCESS_MARKER};
 use crate::stage::Job;
@@ -37,14 +38,21 @@ pub const SUMMARY_METRICS: [(&str, &str); 3] = [("ttft", "TTFT"), ("tpot", "TPOT
 pub const SUMMARY_QUANTILES: [&str; 3] = ["p50", "p90", "p99"];
 
 /// `metrics.<metric>.stat_errors.<quantile>.<field>` of a comparison's `summary.json`
-/// (`real_ms`, `sim_ms`, `err_pct`); `None` where the metric was not available.
+/// (`real_ms`, `sim_ms`, `err_pct`); `None` where the metric was not available or has fewer
+/// samples than the percentile needs ([`Stat::min_samples`]: P99 from 100), as no report
+/// prints a percentile from too few.
 pub fn stat_error(
     summary: &serde_json::Value,
     metric: &str,
     quantile: &str,
     field: &str,
 ) -> Option<f64> {
-    summary["metrics"][metric]["stat_errors"][quantile][field].as_f64()
+    let m = &summary["metrics"][metric];
+    let needs = Stat::from_key(quantile)?.min_samples();
+    if m["count"].as_u64().is_none_or(|n| n < needs as u64) {
+        return None;
+    }
+    m["stat_errors"][quantile][field].as_f64()
 }
 
 /// Runs one stage of `job`'s configuration in this process.
@@ -111,7 +119,11 @@ pub fn plan(job: &Job) -> Result<Plan> {
             Stage::Real => (real_id.clone(), cfg.real_run_dir()?),
             Stage::Vidur => (sim_id.clone(), cfg.sim_run_dir()?),
             Stage::Compare => {
-                let id = compare_id(std::slice::from_ref(&real_id), &sim_id)?;
+                let id = compare_id(
+                    std::slice::from_ref(&real_id),
+                    &sim_id,
+                    &cfg.compare.settings_key()?,
+                )?;
                 let dir = cfg.location(Stage::Compare, id.clone()).path();
                 (id, dir)
             }
@@ -180,4 +192,29 @@ pub fn display_path(path: &Path) -> String {
         .unwrap_or_else(|| path.to_path_buf())
         .display()
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_error_leaves_out_percentiles_from_too_few_samples() {
+        let summary = |count: u64| {
+            serde_json::json!({"metrics": {"ttft": {
+                "count": count,
+                "stat_errors": {"p50": {"err_pct": 1.0}, "p90": {"err_pct": 2.0}, "p99": {"err_pct": 3.0}}
+            }}})
+        };
+        let s = summary(99);
+        assert_eq!(stat_error(&s, "ttft", "p50", "err_pct"), Some(1.0));
+        assert_eq!(stat_error(&s, "ttft", "p90", "err_pct"), Some(2.0));
+        assert_eq!(stat_error(&s, "ttft", "p99", "err_pct"), None);
+        assert_eq!(
+            stat_error(&summary(100), "ttft", "p99", "err_pct"),
+            Some(3.0)
+        );
+        assert_eq!(stat_error(&summary(9), "ttft", "p90", "err_pct"), None);
+        assert_eq!(stat_error(&s, "tpot", "p50", "err_pct"), None);
+    }
 }

@@ -239,7 +239,7 @@ fn report(
         "E2E P50",
         "E2E P99",
     ])?
-    .with_caption("Signed % error of the simulator per percentile.");
+    .with_caption("Signed % error of the simulator per percentile; empty where not compared or from fewer samples than the percentile needs (P99: 100).");
     for (i, p) in points.iter().enumerate() {
         let pct = |m: &str, q: &str| match p.stat(m, q, "err_pct") {
             Some(v) => Cell::num(v, 1),

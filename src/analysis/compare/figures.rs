@@ -4,15 +4,19 @@
 use std::path::Path;
 
 use crate::analysis::plots::{
-    cdf_overlay, error_histogram, grouped_bars, line_chart, paired_scatter, timeline, Axis,
-    FigureFiles, FigureSize, FigureSpec, Panel, Series, TimelineSpec, XySeries,
+    cdf_envelope, cdf_overlay, error_bars, error_histogram, grouped_bars, line_chart,
+    paired_scatter, timeline, Axis, ErrorBar, FigureFiles, FigureSize, FigureSpec, Panel, Series,
+    TimelineSpec, XySeries,
 };
+use crate::analysis::stats::Stat;
 use crate::vidur_ext::device_speed::DeviceTimeline;
 use crate::Result;
 
 use super::attribution::{describe_source, Attribution, IterationPredictions};
+use super::report::ComparisonResults;
 use super::runs::RunData;
 use super::statistics::{Metric, PairedSamples};
+use super::verdict::AlignedSamples;
 
 /// One drawn figure and the caption the report gives it.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,12 +54,105 @@ pub fn signed_errors_pct(samples: &PairedSamples) -> Vec<f64> {
         .collect()
 }
 
-/// Draws the CDF overlay, the paired scatter and the error histogram of every metric that
-/// has samples (ITL and queue delay: CDF only).
+/// The CDFs of one metric: with two or more real runs, their envelope shaded behind the
+/// pooled real and the simulated CDF; with one, the two CDFs.
+fn cdf_figure(
+    dir: &Path,
+    size: FigureSize,
+    metric: Metric,
+    paired: &PairedSamples,
+    aligned: Option<&AlignedSamples>,
+) -> Result<Figure> {
+    let (label, key) = (metric.label(), metric.key());
+    let units = if metric == Metric::Itl {
+        "token gaps"
+    } else {
+        "requests"
+    };
+    let runs = aligned.filter(|a| a.real_ms.len() > 1 && !a.is_empty());
+    let n = runs.map_or(paired.real_ms.len(), AlignedSamples::len);
+    let mut spec = FigureSpec::new(
+        format!("{label}: real vs simulated (n = {n} {units})"),
+        format!("{label} (ms)"),
+        format!("fraction of {units} ≤ x"),
+    )
+    .with_size(size.width_px, size.height_px);
+    let stem = dir.join(format!("cdf_{key}"));
+    let (files, caption) = match runs {
+        Some(a) => {
+            let pooled = a.real_ms.concat();
+            if wants_log(pooled.iter().chain(&a.sim_ms).copied()) {
+                spec = spec.log_x();
+            }
+            let envelope: Vec<&[f64]> = a.real_ms.iter().map(Vec::as_slice).collect();
+            let runs_name = format!("{} real runs (min–max)", a.real_ms.len());
+            let files = cdf_envelope(
+                &stem,
+                &spec,
+                &runs_name,
+                &envelope,
+                &[
+                    Series {
+                        name: "real (pooled)",
+                        values: &pooled,
+                    },
+                    Series {
+                        name: SIM,
+                        values: &a.sim_ms,
+                    },
+                ],
+            )?;
+            let caption = format!(
+                "Empirical CDFs of {label} over the {n} {units} present in every run: the shaded band spans the {} real runs' CDFs (lowest to highest at each value), the real line pools them; where the simulated CDF leaves the band it differs from the real engine by more than a rerun does.",
+                a.real_ms.len()
+            );
+            (files, caption)
+        }
+        None => {
+            if wants_log(paired.real_ms.iter().chain(&paired.sim_ms).copied()) {
+                spec = spec.log_x();
+            }
+            let files = cdf_overlay(
+                &stem,
+                &spec,
+                &[
+                    Series {
+                        name: REAL,
+                        values: &paired.real_ms,
+                    },
+                    Series {
+                        name: SIM,
+                        values: &paired.sim_ms,
+                    },
+                ],
+            )?;
+            let why = match aligned {
+                Some(a) if a.real_ms.len() > 1 => {
+                    "no value is in every real run, so their envelope is not drawn"
+                }
+                _ => "one real run: its run-to-run noise is unmeasured",
+            };
+            let caption = format!(
+                "Empirical CDFs of {label}, real and simulated, over the {n} compared {units} ({why})."
+            );
+            (files, caption)
+        }
+    };
+    Ok(Figure {
+        key: format!("cdf_{key}"),
+        files,
+        caption,
+    })
+}
+
+/// Draws the CDFs (with the real runs' envelope when there are several), the paired
+/// scatter and the error histogram of every metric that has samples (ITL and queue delay:
+/// CDF only).
 pub fn metric_figures(
     dir: &Path,
     size: FigureSize,
     samples: &[(Metric, PairedSamples)],
+    aligned: &[(Metric, AlignedSamples)],
 ) -> Result<Vec<Figure>> {
     let mut out = Vec::new();
     for (metric, s) in samples {
@@ -64,49 +161,8 @@ pub fn metric_figures(
         }
         let label = metric.label();
         let key = metric.key();
-        let mut spec = FigureSpec::new(
-            format!("{label}: real vs simulated (n = {})", s.real_ms.len()),
-            format!("{label} (ms)"),
-            "fraction of requests ≤ x",
-        )
-        .with_size(size.width_px, size.height_px);
-        if *metric == Metric::Itl {
-            spec.title = format!(
-                "ITL: real vs simulated (n = {} token gaps)",
-                s.real_ms.len()
-            );
-            spec.y.label = "fraction of token gaps ≤ x".into();
-        }
-        if wants_log(s.real_ms.iter().chain(&s.sim_ms).copied()) {
-            spec = spec.log_x();
-        }
-        let files = cdf_overlay(
-            &dir.join(format!("cdf_{key}")),
-            &spec,
-            &[
-                Series {
-                    name: REAL,
-                    values: &s.real_ms,
-                },
-                Series {
-                    name: SIM,
-                    values: &s.sim_ms,
-                },
-            ],
-        )?;
-        out.push(Figure {
-            key: format!("cdf_{key}"),
-            files,
-            caption: format!(
-                "Empirical CDFs of {label}, real and simulated, over the {} compared {}.",
-                s.real_ms.len(),
-                if *metric == Metric::Itl {
-                    "token gaps"
-                } else {
-                    "requests"
-                }
-            ),
-        });
+        let runs = aligned.iter().find(|(m, _)| m == metric).map(|(_, a)| a);
+        out.push(cdf_figure(dir, size, *metric, s, runs)?);
         if matches!(metric, Metric::Itl | Metric::QueueDelay) {
             continue;
         }
@@ -152,6 +208,68 @@ pub fn metric_figures(
             key: format!("error_hist_{key}"),
             files,
             caption: format!("Distribution of the per-request signed {label} error; right of 0 means the simulator is slower."),
+        });
+    }
+    Ok(out)
+}
+
+/// Per metric, the simulator's error on every reported statistic with its confidence
+/// interval, against the real runs' band (around the pooled value, in %) and the target.
+pub fn error_bar_figures(
+    dir: &Path,
+    size: FigureSize,
+    results: &ComparisonResults,
+) -> Result<Vec<Figure>> {
+    let interval_name = format!(
+        "simulator ({:.0} % CI)",
+        100.0 * results.fidelity.bootstrap.confidence
+    );
+    let mut out = Vec::new();
+    for m in &results.metrics {
+        let Some(f) = &m.fidelity else { continue };
+        let mut names = Vec::new();
+        let mut bars = Vec::new();
+        for stat in Stat::ALL {
+            let Some(c) = f.cell(stat) else { continue };
+            let Some(e) = &c.estimate else { continue };
+            let Some(err) = e.err_pct else { continue };
+            let relative = |v: f64| 100.0 * (v - e.real_ms) / e.real_ms;
+            names.push(stat.label());
+            bars.push(ErrorBar {
+                value: err,
+                interval: e.err_ci_pct,
+                band: e.real_band_ms.map(|[lo, hi]| [relative(lo), relative(hi)]),
+                target: Some(c.target_pct),
+            });
+        }
+        if bars.is_empty() {
+            continue;
+        }
+        let (label, key) = (m.metric.label(), m.metric.key());
+        let spec = FigureSpec::new(
+            match f.num_real_runs {
+                1 => format!("{label}: simulator error against one real run"),
+                k => format!("{label}: simulator error against {k} real runs"),
+            },
+            "statistic",
+            "error vs pooled real value, 100 · (sim − real) / real (%)",
+        )
+        .with_size(size.width_px, size.height_px);
+        let files = error_bars(
+            &dir.join(format!("error_bars_{key}")),
+            &spec,
+            &names,
+            &bars,
+            "real runs' band",
+            &interval_name,
+        )?;
+        out.push(Figure {
+            key: format!("error_bars_{key}"),
+            files,
+            caption: format!(
+                "{label}: the simulator's error on each statistic with its bootstrap interval; the shaded box is the real runs' own spread around their pooled value{}, the dark ticks the ± target. A point inside the box is as close as a rerun.",
+                if f.num_real_runs > 1 { "" } else { " (absent: one real run, noise unmeasured)" }
+            ),
         });
     }
     Ok(out)

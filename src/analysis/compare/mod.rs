@@ -10,8 +10,9 @@
 //! 2. [`join`] aligns the two runs request by request and token by token on what both
 //!    produced, counting every row it drops and why;
 //! 3. [`statistics`] summarises each metric on both sides (percentiles, paired errors,
-//!    Kolmogorov–Smirnov, Wasserstein-1, throughput) and, given repeated real runs, the real
-//!    engine's own run-to-run noise;
+//!    Kolmogorov–Smirnov, Wasserstein-1, throughput), and [`verdict`] sets the simulator
+//!    against every real run: pooled values, the real runs' band, bootstrap intervals, the
+//!    noise ratio and a verdict per statistic (with one real run, the noise is unmeasured);
 //! 4. [`attribution`] splits the gap into execution-time prediction error (by op class),
 //!    CPU-overhead error and scheduling divergence;
 //! 5. [`figures`] and [`report`] turn all of it into PNG/SVG figures, `summary.json`,
@@ -31,6 +32,7 @@ pub mod report;
 pub mod runs;
 pub mod stage;
 pub mod statistics;
+pub mod verdict;
 
 /// The metric definitions every report prints, `(metric, definition)`.
 pub const DEFINITIONS: [(&str, &str); 6] = [

@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use crate::analysis::report_doc::{Cell, Document, FigureRef, Inline, Table};
+use crate::analysis::stats::Stat;
 use crate::Result;
 
 use super::attribution::{describe_source, Attribution};
@@ -11,6 +12,7 @@ use super::figures::Figure;
 use super::join::{RequestDrops, TokenDrops};
 use super::runs::{RunData, RunSource};
 use super::statistics::{Metric, MetricComparison, ThroughputComparison};
+use super::verdict::{CellVerdict, DistanceCheck, FidelitySummary, StatCell};
 use super::DEFINITIONS;
 
 /// What `summary.json` and the report say about one compared run.
@@ -71,6 +73,8 @@ pub struct ComparisonResults {
     pub metrics: Vec<MetricComparison>,
     /// Metrics that could not be compared, with the reason.
     pub unavailable: Vec<(Metric, String)>,
+    /// The verdict against every real run, over all metrics.
+    pub fidelity: FidelitySummary,
     pub throughput: Option<ThroughputComparison>,
     pub attribution: Attribution,
     /// Notes from loading the runs and from the figures.
@@ -81,24 +85,57 @@ fn pct(v: Option<f64>) -> String {
     v.map_or_else(|| "n/a".into(), |v| format!("{v:+.1}%"))
 }
 
-fn within(err: Option<f64>) -> String {
-    match err {
-        Some(e) if e.abs() < 0.05 => "within 0.1%".into(),
-        Some(e) => format!(
-            "within {:.1}% ({})",
-            e.abs(),
-            if e > 0.0 {
-                "simulator slower"
-            } else {
-                "simulator faster"
-            }
-        ),
-        None => "not comparable (real value 0)".into(),
+fn cell_opt(v: Option<f64>, decimals: usize) -> Cell {
+    v.map_or(Cell::Empty, |v| Cell::num(v, decimals))
+}
+
+/// `12.3 [11.9, 12.8]`: a value with its interval.
+fn with_interval(value: f64, interval: Option<[f64; 2]>, decimals: usize, signed: bool) -> String {
+    let f = |v: f64| {
+        if signed {
+            format!("{v:+.decimals$}")
+        } else {
+            format!("{v:.decimals$}")
+        }
+    };
+    match interval {
+        Some([lo, hi]) => format!("{} [{}, {}]", f(value), f(lo), f(hi)),
+        None => f(value),
     }
 }
 
-fn cell_opt(v: Option<f64>, decimals: usize) -> Cell {
-    v.map_or(Cell::Empty, |v| Cell::num(v, decimals))
+/// `TTFT P99`.
+fn cell_name(metric: Metric, stat: Stat) -> String {
+    format!("{} {}", metric.label(), stat.label())
+}
+
+/// At most this many cells are named in a verdict sentence; the rest are counted.
+const NAMED_CELLS: usize = 4;
+
+/// `a, b, c and 2 more`.
+fn name_some(names: &[String]) -> String {
+    let shown = names.len().min(NAMED_CELLS);
+    let mut text = names[..shown].join(", ");
+    if names.len() > shown {
+        text.push_str(&format!(" and {} more", names.len() - shown));
+    }
+    text
+}
+
+/// A distance's real-vs-real range as `lo–hi`, or `–` with one real run.
+fn range_text(d: &DistanceCheck, decimals: usize) -> String {
+    d.real_range.map_or_else(
+        || "–".into(),
+        |[lo, hi]| format!("{lo:.decimals$}–{hi:.decimals$}"),
+    )
+}
+
+fn yes_no(v: Option<bool>) -> &'static str {
+    match v {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "–",
+    }
 }
 
 impl ComparisonResults {
@@ -107,129 +144,284 @@ impl ComparisonResults {
         self.metrics.iter().find(|m| m.metric == metric)
     }
 
-    /// The verdict paragraph: headline percentiles, noise, and the dominant error source.
+    /// Every statistic of every compared metric that has a cell, in report order.
+    pub fn cells(&self) -> impl Iterator<Item = (Metric, &StatCell)> + '_ {
+        self.metrics.iter().flat_map(|m| {
+            m.fidelity
+                .iter()
+                .flat_map(move |f| Stat::ALL.into_iter().filter_map(move |s| f.cell(s)))
+                .map(move |c| (m.metric, c))
+        })
+    }
+
+    /// The verdict paragraph: one sentence per part, in the order [`Self::verdict_sentences`]
+    /// gives.
     pub fn verdict(&self) -> String {
-        let mut parts = Vec::new();
-        for (metric, stat, name) in [
-            (Metric::Ttft, "p50", "P50 TTFT"),
-            (Metric::Ttft, "p99", "P99 TTFT"),
-            (Metric::Tpot, "p50", "P50 TPOT"),
-            (Metric::E2e, "p50", "P50 E2E"),
-            (Metric::E2e, "p99", "P99 E2E"),
-        ] {
-            if let Some(e) = self.metric(metric).and_then(|m| m.stat_error(stat)) {
-                parts.push(format!("{name} {}", within(e.err_pct)));
-            }
+        self.verdict_sentences().join(" ")
+    }
+
+    /// The verdict's sentences: the simulator against the real runs first, then what
+    /// explains the gap. Each part is its own method, so a new part is one more line here.
+    pub fn verdict_sentences(&self) -> Vec<String> {
+        [
+            self.rerun_sentence(),
+            self.not_judged_sentence(),
+            self.distribution_sentence(),
+            self.per_request_sentence(),
+            self.throughput_sentence(),
+            self.execution_sentence(),
+            self.speed_corrected_sentence(),
+            self.decomposition_sentence(),
+            self.device_speed_sentence(),
+            self.scheduling_sentence(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    /// Requests in every run (those the TTFT verdict resamples), else those compared.
+    fn requests_in_every_run(&self) -> usize {
+        self.metric(Metric::Ttft)
+            .and_then(|m| m.fidelity.as_ref())
+            .map_or(self.join.requests_compared, |f| f.groups)
+    }
+
+    /// Names of the cells with `verdict`, with their numbers: the farthest from the real
+    /// runs first (by noise ratio when there is a band, then by |error|).
+    fn described(&self, verdict: CellVerdict) -> Vec<String> {
+        let mut cells: Vec<(Metric, &StatCell)> =
+            self.cells().filter(|(_, c)| c.verdict == verdict).collect();
+        let measured = self.fidelity.noise_measured;
+        let key = |c: &StatCell| {
+            let e = c.estimate.as_ref();
+            let ratio = match e {
+                // A band of zero width has no ratio: any distance from it is the largest.
+                Some(e) if measured => e.noise_ratio.unwrap_or(f64::INFINITY),
+                _ => 0.0,
+            };
+            (ratio, e.and_then(|e| e.err_pct).map_or(0.0, f64::abs))
+        };
+        cells.sort_by(|a, b| {
+            let (ka, kb) = (key(a.1), key(b.1));
+            kb.0.total_cmp(&ka.0).then(kb.1.total_cmp(&ka.1))
+        });
+        cells
+            .into_iter()
+            .map(|(m, c)| {
+                let name = cell_name(m, c.stat);
+                let Some(e) = &c.estimate else { return name };
+                let Some(err) = e.err_pct else { return name };
+                let mut text = format!("{name} ({err:+.1}%");
+                if let Some([lo, hi]) = e.err_ci_pct {
+                    text.push_str(&format!(" [{lo:+.1}, {hi:+.1}]"));
+                }
+                if let Some(r) = e.noise_ratio {
+                    text.push_str(&format!(", {r:.1}× the runs' spread"));
+                }
+                text.push(')');
+                text
+            })
+            .collect()
+    }
+
+    /// The lead: how the simulator compares with a rerun of the real engine.
+    fn rerun_sentence(&self) -> Option<String> {
+        let f = &self.fidelity;
+        let c = &f.counts;
+        if c.judged() == 0 {
+            return Some(
+                "No statistic could be judged against the real runs (too few requests in every run)."
+                    .into(),
+            );
         }
-        let mut text = if parts.is_empty() {
-            "No latency metric could be compared.".to_string()
+        let n = self.requests_in_every_run();
+        let mut text = if f.noise_measured {
+            let mut t = format!(
+                "Against {} real runs of the same workload ({n} requests in every run), the simulator is as close to the real engine as a rerun is for {} of {} statistics (inside the real runs' band, itself narrower than twice the target)",
+                f.num_real_runs, c.indistinguishable, c.judged()
+            );
+            if c.within_target > 0 {
+                t.push_str(&format!(
+                    "; {} more {} within target though outside the band",
+                    c.within_target,
+                    if c.within_target == 1 { "is" } else { "are" }
+                ));
+            }
+            if c.noise_limited > 0 {
+                t.push_str(&format!(
+                    "; {} {} noise-limited, inside a band too wide to decide: {}",
+                    c.noise_limited,
+                    if c.noise_limited == 1 { "is" } else { "are" },
+                    name_some(&self.described(CellVerdict::NoiseLimited))
+                ));
+            }
+            t
         } else {
             format!(
-                "Against the real engine ({} requests compared), the simulator reproduces {}.",
-                self.join.requests_compared,
-                parts.join(", ")
+                "With one real run the real engine's run-to-run noise is unmeasured, so the simulator's error cannot be set against it (compare several real runs: real_run=a,b,c). Against the absolute targets alone ({n} requests), {} of {} statistics {} within target",
+                c.within_target,
+                c.judged(),
+                if c.within_target == 1 { "is" } else { "are" }
             )
         };
-        if let Some(p) = self.metric(Metric::E2e).and_then(|m| m.paired.as_ref()) {
+        if c.off > 0 {
             text.push_str(&format!(
-                " Per request, E2E is off by {:.1}% on average (median {:.1}%).",
-                p.mape_pct, p.median_ape_pct
+                "; it is off on {}: {}",
+                c.off,
+                name_some(&self.described(CellVerdict::Off))
             ));
         }
-        if let Some(noise) = self.metric(Metric::E2e).and_then(|m| m.noise.as_ref()) {
-            let p50 = noise
-                .max_abs_stat_diff_pct
-                .get("p50")
-                .copied()
-                .unwrap_or(0.0);
-            let p99 = noise
-                .max_abs_stat_diff_pct
-                .get("p99")
-                .copied()
-                .unwrap_or(0.0);
-            text.push_str(&format!(
-                " For scale, the real engine itself varies by up to {p50:.1}% (P50 E2E) and {p99:.1}% (P99 E2E) across {} repeated runs.",
-                noise.num_other_runs + 1
+        text.push('.');
+        Some(text)
+    }
+
+    /// Cells not judged, and why.
+    fn not_judged_sentence(&self) -> Option<String> {
+        let c = &self.fidelity.counts;
+        let mut parts = Vec::new();
+        if c.n_too_small > 0 {
+            let names: Vec<String> = self
+                .cells()
+                .filter(|(_, c)| c.verdict == CellVerdict::NTooSmall)
+                .map(|(m, c)| format!("{} (n < {})", cell_name(m, c.stat), c.min_samples))
+                .collect();
+            parts.push(format!(
+                "Not reported, from fewer samples than they need: {}",
+                name_some(&names)
             ));
         }
-        if let Some(t) = &self.throughput {
-            text.push_str(&format!(
-                " Throughput: {:.2} vs {:.2} requests/s ({}).",
-                t.real.requests_per_s,
-                t.sim.requests_per_s,
-                pct(t.requests_per_s_err_pct)
+        if c.undefined > 0 {
+            let names: Vec<String> = self
+                .cells()
+                .filter(|(_, c)| c.verdict == CellVerdict::Undefined)
+                .map(|(m, c)| cell_name(m, c.stat))
+                .collect();
+            parts.push(format!(
+                "Without a relative error, the real value being 0: {}",
+                name_some(&names)
             ));
         }
+        (!parts.is_empty()).then(|| format!("{}.", parts.join(". ")))
+    }
+
+    /// Distribution level: KS and Wasserstein-1 against the real runs' own distances.
+    fn distribution_sentence(&self) -> Option<String> {
+        let f = &self.fidelity;
+        (f.distribution_metrics > 0).then(|| {
+            format!(
+                "Distribution-level, the simulator is as close to a real run as another real run is for {} of {} metrics by KS distance and {} of {} by Wasserstein-1.",
+                f.ks_within_real_range,
+                f.distribution_metrics,
+                f.wasserstein_within_real_range,
+                f.distribution_metrics
+            )
+        })
+    }
+
+    fn per_request_sentence(&self) -> Option<String> {
+        let p = self.metric(Metric::E2e)?.paired.as_ref()?;
+        Some(format!(
+            "Per request, E2E is off by {:.1}% on average (median {:.1}%) against the reference real run.",
+            p.mape_pct, p.median_ape_pct
+        ))
+    }
+
+    fn throughput_sentence(&self) -> Option<String> {
+        let t = self.throughput.as_ref()?;
+        Some(format!(
+            "Throughput: {:.2} vs {:.2} requests/s ({}).",
+            t.real.requests_per_s,
+            t.sim.requests_per_s,
+            pct(t.requests_per_s_err_pct)
+        ))
+    }
+
+    /// The execution-time error of the batch replay and its largest source.
+    fn execution_sentence(&self) -> Option<String> {
         let a = &self.attribution;
         match (a.dominant_source(), &a.execution, &a.source) {
-            (Some(src), Some(exec), Some(how)) => text.push_str(&format!(
-                " On {} of {} real iterations predicted with their exact composition ({}), model execution time is off by {} and the largest single error is {src}.",
+            (Some(src), Some(exec), Some(how)) => Some(format!(
+                "On {} of {} real iterations predicted with their exact composition ({}), model execution time is off by {} and the largest single error is {src}.",
                 a.iterations_covered,
                 a.real_iterations,
                 describe_source(how),
                 pct(exec.err_pct)
             )),
-            (Some(src), _, _) => text.push_str(&format!(" The largest error source is {src}.")),
-            _ => {}
+            (Some(src), _, _) => Some(format!("The largest error source is {src}.")),
+            _ => None,
         }
+    }
+
+    /// The busy-time gap split into its parts, or the busy times when it cannot be split.
+    fn decomposition_sentence(&self) -> Option<String> {
+        let a = &self.attribution;
         if let Some(d) = &a.decomposition {
-            text.push_str(&format!(
-                " Of the {:+.1} ms busy-time gap, execution-time prediction accounts for {:+.1} ms, CPU overhead for {:+.1} ms and scheduling divergence for {:+.1} ms.",
+            return Some(format!(
+                "Of the {:+.1} ms busy-time gap, execution-time prediction accounts for {:+.1} ms, CPU overhead for {:+.1} ms and scheduling divergence for {:+.1} ms.",
                 d.gap_ms, d.execution_ms, d.cpu_overhead_ms, d.scheduling_ms
             ));
-        } else if let Some(b) = &a.busy {
-            text.push_str(&format!(
-                " Over the whole runs the engine is busy {:.2} s real vs {:.2} s simulated ({})",
-                b.real_busy_ms / 1e3,
-                b.sim_busy_ms / 1e3,
-                pct(b.busy_err_pct)
-            ));
-            match a.same_batch_size_err_pct() {
-                Some(e) => text.push_str(&format!(
-                    ", and at equal batch size simulated iterations are {:.1}% {} than real ones.",
-                    e.abs(),
-                    if e >= 0.0 { "longer" } else { "shorter" }
-                )),
-                None => text.push('.'),
-            }
         }
-        if let (Some(raw), Some(c)) = (&a.execution, &a.speed_corrected) {
-            text.push_str(&format!(
-                " Corrected for the device's measured speed during the real run, execution time is off by {} instead of {}.",
-                pct(c.execution.err_pct),
-                pct(raw.err_pct)
-            ));
+        let b = a.busy.as_ref()?;
+        let mut text = format!(
+            "Over the whole runs the engine is busy {:.2} s real vs {:.2} s simulated ({})",
+            b.real_busy_ms / 1e3,
+            b.sim_busy_ms / 1e3,
+            pct(b.busy_err_pct)
+        );
+        match a.same_batch_size_err_pct() {
+            Some(e) => text.push_str(&format!(
+                ", and at equal batch size simulated iterations are {:.1}% {} than real ones.",
+                e.abs(),
+                if e >= 0.0 { "longer" } else { "shorter" }
+            )),
+            None => text.push('.'),
         }
-        if let Some(d) = a
+        Some(text)
+    }
+
+    /// The execution-time error with predictions following the device's measured speed.
+    fn speed_corrected_sentence(&self) -> Option<String> {
+        let a = &self.attribution;
+        let (raw, c) = (a.execution.as_ref()?, a.speed_corrected.as_ref()?);
+        Some(format!(
+            "Corrected for the device's measured speed during the real run, execution time is off by {} instead of {}.",
+            pct(c.execution.err_pct),
+            pct(raw.err_pct)
+        ))
+    }
+
+    fn device_speed_sentence(&self) -> Option<String> {
+        let d = self
+            .attribution
             .device_speed
             .as_ref()
-            .filter(|d| d.real_slower_pct.abs() >= 1.0)
-        {
-            text.push_str(&format!(
-                " The device itself ran a fixed reference iteration {:.1}% {} during the real run than when the bundle was profiled ({:.1} vs {:.1} ms), which moves every prediction by about as much.",
-                d.real_slower_pct.abs(),
-                if d.real_slower_pct > 0.0 { "slower" } else { "faster" },
-                d.real_reference_ms,
-                d.profile_reference_ms
-            ));
-        }
-        if let Some(s) = &self.attribution.scheduling {
-            match s.first_divergence_ms {
-                Some(t) => text.push_str(&format!(
-                    " The two runs form identical batches {} and diverge at {:.0} ms; {} of {} iterations differ.",
-                    match s.identical_prefix {
-                        0 => "in no iteration".to_string(),
-                        1 => "for the first iteration".to_string(),
-                        n => format!("for the first {n} iterations"),
-                    },
-                    t,
-                    s.differing_iterations,
-                    s.real_iterations.max(s.sim_iterations)
-                )),
-                None => text.push_str(" Both runs form identical batches throughout."),
-            }
-        }
-        text
+            .filter(|d| d.real_slower_pct.abs() >= 1.0)?;
+        Some(format!(
+            "The device itself ran a fixed reference iteration {:.1}% {} during the real run than when the bundle was profiled ({:.1} vs {:.1} ms), which moves every prediction by about as much.",
+            d.real_slower_pct.abs(),
+            if d.real_slower_pct > 0.0 { "slower" } else { "faster" },
+            d.real_reference_ms,
+            d.profile_reference_ms
+        ))
+    }
+
+    fn scheduling_sentence(&self) -> Option<String> {
+        let s = self.attribution.scheduling.as_ref()?;
+        Some(match s.first_divergence_ms {
+            Some(t) => format!(
+                "The two runs form identical batches {} and diverge at {:.0} ms; {} of {} iterations differ.",
+                match s.identical_prefix {
+                    0 => "in no iteration".to_string(),
+                    1 => "for the first iteration".to_string(),
+                    n => format!("for the first {n} iterations"),
+                },
+                t,
+                s.differing_iterations,
+                s.real_iterations.max(s.sim_iterations)
+            ),
+            None => "Both runs form identical batches throughout.".into(),
+        })
     }
 
     /// `summary.json` content.
@@ -259,6 +451,7 @@ impl ComparisonResults {
             "join": to(&self.join)?,
             "metrics": metrics,
             "unavailable_metrics": unavailable,
+            "fidelity": to(&self.fidelity)?,
             "throughput": match &self.throughput { Some(t) => to(t)?, None => serde_json::Value::Null },
             "attribution": to(&self.attribution)?,
             "notes": self.notes,
@@ -283,8 +476,13 @@ impl ComparisonResults {
             Ok(())
         };
 
+        doc.section("Statistic by statistic");
+        doc.table(self.verdict_table()?);
+        for m in Metric::ALL {
+            place(&mut doc, &format!("error_bars_{}", m.key()))?;
+        }
+
         doc.section("Error table");
-        doc.table(self.percentile_table()?);
         doc.table(self.distribution_table()?);
         if !self.unavailable.is_empty() {
             doc.bullets(self.unavailable.iter().map(|(m, why)| {
@@ -393,6 +591,9 @@ impl ComparisonResults {
             ]);
         }
 
+        doc.section("Method");
+        doc.bullets(self.method().into_iter().map(|l| vec![Inline::text(l)]));
+
         doc.section("Definitions");
         doc.bullets(
             DEFINITIONS
@@ -402,8 +603,7 @@ impl ComparisonResults {
         doc.bullets([
             vec![Inline::text("Statistics are computed on the paired samples: the requests (tokens, for ITL) both runs produced, so both sides summarise the same requests.")],
             vec![Inline::text("MAPE / median APE: mean / median of the per-request absolute relative errors; bias: mean of the signed ones (positive = simulator slower).")],
-            vec![Inline::text("KS: two-sample Kolmogorov–Smirnov statistic and p-value (scipy's ks_2samp, method auto); W1: Wasserstein-1 distance between the two distributions, in ms.")],
-            vec![Inline::text("Noise: with several real runs, the largest difference between the first real run and any other, computed exactly as the simulator's error.")],
+            vec![Inline::text("KS: two-sample Kolmogorov–Smirnov statistic (scipy's ks_2samp); W1: Wasserstein-1 distance between two distributions, in ms.")],
         ]);
         if !self.notes.is_empty() {
             doc.section("Notes");
@@ -412,44 +612,85 @@ impl ComparisonResults {
         Ok(doc)
     }
 
-    fn percentile_table(&self) -> Result<Table> {
+    /// How the verdict was computed, one sentence each (the report's method section).
+    pub fn method(&self) -> Vec<String> {
+        let f = &self.fidelity;
+        let t = &f.targets_pct;
+        let confidence = 100.0 * f.bootstrap.confidence;
+        vec![
+            format!(
+                "Real value: each statistic of every real run's values pooled ({} run(s)), over the requests (ITL: token gaps) present in every run and in the simulated run. Real band: the smallest and largest of the runs' own statistics; with one run there is no band and the noise is unmeasured.",
+                f.num_real_runs
+            ),
+            format!(
+                "Confidence intervals ({confidence:.0} %): percentile bootstrap, {} resamples of the requests with replacement (ChaCha8, seed {}, one stream per metric). A drawn request brings every run's and the simulator's values, and for ITL all its token gaps, so the interval of the error is a paired one and the runs' correlation is kept.",
+                f.bootstrap.resamples, f.bootstrap.seed
+            ),
+            "Error: 100 · (sim − real) / real against the pooled real value. Noise ratio: |sim − real| / (band's max − min), the simulator's distance in units of the real runs' spread.".into(),
+            format!(
+                "Verdict: indistinguishable = inside the band and the band narrower than twice the target; noise-limited = inside a band too wide to decide (not a pass); within target = outside the band, |error| ≤ target; off = neither. Targets (|error|, %): mean {}, P50 {}, P90 {}, P95 {}, P99 {} (compare.targets).",
+                t.mean, t.p50, t.p90, t.p95, t.p99
+            ),
+            format!(
+                "A percentile is reported only from samples that put at least one value beyond it — n · (1 − q) ≥ 1: P99 from {}, P95 from {}, P90 from {}, P50 and the mean from {} — else \"n too small\".",
+                Stat::P99.min_samples(),
+                Stat::P95.min_samples(),
+                Stat::P90.min_samples(),
+                Stat::P50.min_samples()
+            ),
+            "Distribution level: the KS statistic and the Wasserstein-1 distance between the simulated run and each real run (mean over runs), against the same distances between every pair of real runs; \"as close as a rerun\" when the mean is at most the largest real-vs-real distance.".into(),
+        ]
+    }
+
+    fn verdict_table(&self) -> Result<Table> {
+        let confidence = 100.0 * self.fidelity.bootstrap.confidence;
         let mut t = Table::new([
-            "metric",
-            "n",
-            "real P50 (ms)",
-            "sim P50 (ms)",
-            "P50 err (%)",
-            "real P90 (ms)",
-            "sim P90 (ms)",
-            "P90 err (%)",
-            "real P99 (ms)",
-            "sim P99 (ms)",
-            "P99 err (%)",
-            "mean err (%)",
+            "metric".to_string(),
+            "statistic".into(),
+            "n".into(),
+            format!("real (ms) [{confidence:.0} % CI]"),
+            "real band (ms)".into(),
+            "band (%)".into(),
+            "sim (ms)".into(),
+            format!("error (%) [{confidence:.0} % CI]"),
+            "noise ratio".into(),
+            "target (%)".into(),
+            "verdict".into(),
         ])?
-        .with_caption("Summary statistics of real and simulated latencies; error = 100 · (sim − real) / real.");
+        .with_caption("The simulator against every real run: the pooled real value with its bootstrap interval, the band of the runs' own values, the simulator's error with its interval, and the error in units of the band's width.");
         for m in &self.metrics {
-            let e = |k: &str| m.stat_error(k);
-            let num = |k: &str, real: bool| {
-                e(k).map_or(Cell::Empty, |s| {
-                    Cell::num(if real { s.real_ms } else { s.sim_ms }, 3)
-                })
-            };
-            let err = |k: &str| cell_opt(e(k).and_then(|s| s.err_pct), 1);
-            t.push_row([
-                Cell::text(m.metric.label()),
-                Cell::int(m.count as i64),
-                num("p50", true),
-                num("p50", false),
-                err("p50"),
-                num("p90", true),
-                num("p90", false),
-                err("p90"),
-                num("p99", true),
-                num("p99", false),
-                err("p99"),
-                err("mean"),
-            ])?;
+            let Some(f) = &m.fidelity else { continue };
+            for stat in Stat::ALL {
+                let Some(c) = f.cell(stat) else { continue };
+                let mut row = vec![
+                    Cell::text(m.metric.label()),
+                    Cell::text(stat.label()),
+                    Cell::int(f.count as i64),
+                ];
+                match &c.estimate {
+                    Some(e) => row.extend([
+                        Cell::text(with_interval(e.real_ms, Some(e.real_ci_ms), 3, false)),
+                        e.real_band_ms.map_or(Cell::text("unmeasured"), |[lo, hi]| {
+                            Cell::text(format!("{lo:.3}–{hi:.3}"))
+                        }),
+                        cell_opt(e.band_width_pct, 1),
+                        Cell::num(e.sim_ms, 3),
+                        e.err_pct.map_or(Cell::Empty, |err| {
+                            Cell::text(with_interval(err, e.err_ci_pct, 1, true))
+                        }),
+                        cell_opt(e.noise_ratio, 2),
+                    ]),
+                    None => row.extend(std::iter::repeat_n(Cell::Empty, 6)),
+                }
+                row.push(Cell::num(c.target_pct, 1));
+                row.push(Cell::text(match c.verdict {
+                    CellVerdict::NTooSmall => {
+                        format!("n too small (needs ≥ {})", c.min_samples)
+                    }
+                    v => v.label().to_string(),
+                }));
+                t.push_row(row)?;
+            }
         }
         Ok(t)
     }
@@ -460,33 +701,50 @@ impl ComparisonResults {
             "MAPE (%)",
             "median APE (%)",
             "bias (%)",
-            "KS D",
-            "KS p",
-            "W1 (ms)",
-            "noise: max |ΔP50| (%)",
-            "noise: max |ΔP99| (%)",
-            "noise: max MAPE (%)",
+            "KS D sim–real",
+            "KS D real–real",
+            "W1 sim–real (ms)",
+            "W1 real–real (ms)",
+            "as close as a rerun (KS / W1)",
         ])?
-        .with_caption("Per-request errors, distribution distances, and the real engine's run-to-run noise (empty with a single real run).");
+        .with_caption("Per-request errors against the reference real run (MAPE, median APE, bias), and distribution distances: the simulated run against each real run (mean), beside the range of distances between the real runs themselves.");
         for m in &self.metrics {
-            let noise = m.noise.as_ref();
-            let n = |k: &str| {
-                cell_opt(
-                    noise.and_then(|n| n.max_abs_stat_diff_pct.get(k).copied()),
-                    1,
-                )
+            let paired = m.paired.as_ref();
+            let (ks, w1, close) = match &m.fidelity {
+                Some(f) => {
+                    let d = &f.distribution;
+                    (
+                        (
+                            Cell::num(d.ks.sim_mean, 3),
+                            Cell::text(range_text(&d.ks, 3)),
+                        ),
+                        (
+                            Cell::num(d.wasserstein_ms.sim_mean, 3),
+                            Cell::text(range_text(&d.wasserstein_ms, 3)),
+                        ),
+                        Cell::text(format!(
+                            "{} / {}",
+                            yes_no(d.ks.within_real_range),
+                            yes_no(d.wasserstein_ms.within_real_range)
+                        )),
+                    )
+                }
+                None => (
+                    (Cell::num(m.ks.statistic, 3), Cell::text("–")),
+                    (Cell::num(m.wasserstein_ms, 3), Cell::text("–")),
+                    Cell::text("–"),
+                ),
             };
             t.push_row([
                 Cell::text(m.metric.label()),
-                cell_opt(m.paired.as_ref().map(|p| p.mape_pct), 1),
-                cell_opt(m.paired.as_ref().map(|p| p.median_ape_pct), 1),
-                cell_opt(m.paired.as_ref().map(|p| p.mean_signed_pct), 1),
-                Cell::num(m.ks.statistic, 3),
-                Cell::num(m.ks.p_value, 3),
-                Cell::num(m.wasserstein_ms, 3),
-                n("p50"),
-                n("p99"),
-                cell_opt(noise.and_then(|n| n.max_mape_pct), 1),
+                cell_opt(paired.map(|p| p.mape_pct), 1),
+                cell_opt(paired.map(|p| p.median_ape_pct), 1),
+                cell_opt(paired.map(|p| p.mean_signed_pct), 1),
+                ks.0,
+                ks.1,
+                w1.0,
+                w1.1,
+                close,
             ])?;
         }
         Ok(t)

@@ -36,8 +36,8 @@ use crate::{Error, Result};
 
 use super::attribution::{Attribution, DeviceSpeed, IterationPredictions, SpeedCorrected};
 use super::figures::{
-    attribution_figure, batch_size_figure, iteration_figure, metric_figures, timeline_figure,
-    DeviceSpeedPanels,
+    attribution_figure, batch_size_figure, error_bar_figures, iteration_figure, metric_figures,
+    timeline_figure, DeviceSpeedPanels,
 };
 use super::join::{join_requests, join_tokens, RequestComparisonRow, RequestJoin, TokenJoin};
 use super::report::{ComparisonResults, JoinSummary, RunInfo};
@@ -45,6 +45,7 @@ use super::runs::{check_comparable, load_run, RunData, RunSource};
 use super::statistics::{
     noise_of, paired_samples, Metric, MetricComparison, PairedSamples, ThroughputComparison,
 };
+use super::verdict::{AlignedSamples, FidelitySummary, MetricFidelity, VerdictSettings};
 use crate::vidur_ext::device_speed::{DeviceTimeline, SpeedCorrectedPredictor, SpeedCorrection};
 use crate::vidur_ext::replay_stage::speed_correction;
 
@@ -173,7 +174,10 @@ pub struct Comparison {
     pub results: ComparisonResults,
     pub requests: RequestJoin,
     pub tokens: Option<TokenJoin>,
+    /// Reference real run against the simulated run.
     pub samples: Vec<(Metric, PairedSamples)>,
+    /// Every real run against the simulated run.
+    pub aligned: Vec<(Metric, AlignedSamples)>,
     pub predictions: Option<IterationPredictions>,
 }
 
@@ -185,6 +189,7 @@ pub fn compare(
     reals: &[RunData],
     sim: &RunData,
     replay: Option<&ReplayPredictors<'_>>,
+    settings: &VerdictSettings,
 ) -> Result<Comparison> {
     check_all(reals, sim)?;
     let real = &reals[0];
@@ -197,8 +202,10 @@ pub fn compare(
     let mut metrics = Vec::new();
     let mut unavailable = Vec::new();
     let mut samples = Vec::new();
+    let mut aligned = Vec::new();
     for metric in Metric::ALL {
         let s = paired_samples(metric, &requests, tokens.as_ref());
+        let a = AlignedSamples::of(metric, (&requests, tokens.as_ref()), &noise_joins);
         match MetricComparison::of(metric, &s)? {
             Some(mut c) => {
                 let others = noise_joins
@@ -208,12 +215,19 @@ pub fn compare(
                     })
                     .collect::<Result<Vec<_>>>()?;
                 c.noise = noise_of(&others.into_iter().flatten().collect::<Vec<_>>());
+                c.fidelity = MetricFidelity::assess(metric, &a, settings)?;
                 metrics.push(c);
             }
             None => unavailable.push((metric, unavailable_reason(metric, real, sim))),
         }
         samples.push((metric, s));
+        aligned.push((metric, a));
     }
+    let fidelity = FidelitySummary::of(
+        reals.len(),
+        metrics.iter().filter_map(|m| m.fidelity.as_ref()),
+        settings,
+    );
 
     let predictions = match replay {
         Some(p) => Some(IterationPredictions::from_replay(real, p.raw)?),
@@ -249,6 +263,7 @@ pub fn compare(
         },
         metrics,
         unavailable,
+        fidelity,
         throughput: ThroughputComparison::of(&real.requests, &sim.requests)?,
         attribution,
         notes,
@@ -258,6 +273,7 @@ pub fn compare(
         requests,
         tokens,
         samples,
+        aligned,
         predictions,
     })
 }
@@ -290,7 +306,8 @@ pub fn write_outputs(
     w.finish()?;
 
     let fig_dir = dir.join("figures");
-    let mut figures = metric_figures(&fig_dir, size, &comparison.samples)?;
+    let mut figures = metric_figures(&fig_dir, size, &comparison.samples, &comparison.aligned)?;
+    figures.extend(error_bar_figures(&fig_dir, size, &comparison.results)?);
     if let Some(p) = &comparison.predictions {
         figures.extend(iteration_figure(&fig_dir, size, p)?);
     }
@@ -404,7 +421,11 @@ pub fn run_with(job: &Job, replay: Option<&dyn ExecutionTimePredictor>) -> Resul
     // Refusals do not depend on whether an earlier comparison is cached.
     check_all(&reals, &sim)?;
     let keys: Vec<String> = reals.iter().map(run_key).collect();
-    let id = job.own_run_id(compare_id(&keys, &run_key(&sim))?);
+    let id = job.own_run_id(compare_id(
+        &keys,
+        &run_key(&sim),
+        &cfg.compare.settings_key()?,
+    )?);
     let location = cfg.location(Stage::Compare, id.clone());
     let staging = match prepare(&location, cfg.output.force)? {
         Prepared::UpToDate(path) => {
@@ -436,7 +457,13 @@ pub fn run_with(job: &Job, replay: Option<&dyn ExecutionTimePredictor>) -> Resul
         raw,
         speed_corrected: corrected.as_ref().map(|c| c as &dyn ExecutionTimePredictor),
     });
-    let mut comparison = compare(&id, &reals, &sim, predictors.as_ref())?;
+    let mut comparison = compare(
+        &id,
+        &reals,
+        &sim,
+        predictors.as_ref(),
+        &VerdictSettings::of(&cfg.compare),
+    )?;
     comparison.results.notes.extend(replay_note);
     let size = FigureSize {
         width_px: cfg.compare.figure_width_px,

@@ -2,19 +2,21 @@
 //! statistic, per-request (paired) errors, distribution distances, throughput, and the real
 //! engine's own run-to-run noise.
 //!
-//! Every sample here is the *paired* one — the requests (or tokens) both runs produced —
-//! so a real and a simulated percentile summarise the same requests.
+//! Every sample here is the *paired* one — the requests (or tokens) the reference real run
+//! and the simulated run both produced — so a real and a simulated percentile summarise the
+//! same requests. The verdict against all real runs together is [`super::verdict`]'s.
 
 use serde::Serialize;
 
 use crate::analysis::stats::{
     abs_rel_error_pct, ks_two_sample, signed_rel_error_pct, wasserstein_1, KsMethod, RelErrors,
-    Summary,
+    Stat, Summary,
 };
 use crate::io::records::{RequestMetricsRow, RequestStatus};
 use crate::Result;
 
 use super::join::{RequestJoin, RequestMetrics, TokenJoin};
+use super::verdict::MetricFidelity;
 
 /// The compared metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -121,17 +123,13 @@ impl StatError {
 }
 
 /// The summary statistics compared, with their `summary.json` keys.
-pub const STATS: [&str; 5] = ["mean", "p50", "p90", "p95", "p99"];
-
-fn stat(s: &Summary, key: &str) -> f64 {
-    match key {
-        "mean" => s.mean,
-        "p50" => s.p50,
-        "p90" => s.p90,
-        "p95" => s.p95,
-        _ => s.p99,
-    }
-}
+pub const STATS: [&str; 5] = [
+    Stat::Mean.key(),
+    Stat::P50.key(),
+    Stat::P90.key(),
+    Stat::P95.key(),
+    Stat::P99.key(),
+];
 
 /// Per-pair errors of one metric.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -187,6 +185,9 @@ pub struct MetricComparison {
     pub wasserstein_ms: f64,
     /// Run-to-run noise of the real engine, when several real runs were given.
     pub noise: Option<Noise>,
+    /// Against every real run: pooled value, band, intervals, verdict per statistic;
+    /// `None` when no value is in every run.
+    pub fidelity: Option<MetricFidelity>,
 }
 
 impl MetricComparison {
@@ -197,9 +198,9 @@ impl MetricComparison {
         }
         let real = Summary::from_samples(&samples.real_ms)?;
         let sim = Summary::from_samples(&samples.sim_ms)?;
-        let stat_errors = STATS
+        let stat_errors = Stat::ALL
             .iter()
-            .map(|&k| Ok((k.to_string(), StatError::of(stat(&real, k), stat(&sim, k))?)))
+            .map(|s| Ok((s.key().to_string(), StatError::of(s.of(&real), s.of(&sim))?)))
             .collect::<Result<_>>()?;
         let rel = RelErrors::from_pairs(&samples.sim_ms, &samples.real_ms)?;
         let paired = if rel.signed_pct.is_empty() {
@@ -231,6 +232,7 @@ impl MetricComparison {
             },
             wasserstein_ms: wasserstein_1(&samples.real_ms, &samples.sim_ms)?,
             noise: None,
+            fidelity: None,
         }))
     }
 
