@@ -249,16 +249,16 @@ fn native_matches_its_model_by_hand() {
 
     // Fewer logits rows: only the final norm, LM head and sampler change.
     let ctx = IterationContext {
-        pipeline_stage: 0,
         num_logits_rows: Some(2),
+        ..Default::default()
     };
     let fewer = p.predict_with(&shapes(&batch), &ctx);
     close_ns(fewer.model_ns, native_by_hand(&batch, 2.0).0);
     assert_eq!(fewer.op_ms(Op::AttnDecode), got.op_ms(Op::AttnDecode));
     // No logits at all (intermediate prefill chunks only): no final norm, LM head, sampler.
     let none = IterationContext {
-        pipeline_stage: 0,
         num_logits_rows: Some(0),
+        ..Default::default()
     };
     let chunk = p.predict_with(&shapes(&[(64, 0, true)]), &none);
     assert_eq!(
@@ -496,6 +496,7 @@ fn replay_compares_predicted_and_measured() {
                 measured_ops_ns,
                 requests: shapes(batch),
                 num_logits_rows: None,
+                start_time_ns: None,
             }
         })
         .collect();

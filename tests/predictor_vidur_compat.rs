@@ -387,7 +387,7 @@ fn pipeline_stages_split_layers_and_pay_send_recv() {
             &batch,
             &IterationContext {
                 pipeline_stage: s,
-                num_logits_rows: None,
+                ..Default::default()
             },
         )
     };
