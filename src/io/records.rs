@@ -300,7 +300,10 @@ pub struct DeviceSpeedRow {
     pub memory_gb_per_s: Option<f64>,
     pub compute_gflop_per_s: Option<f64>,
     pub steal_pct: Option<f64>,
+    #[serde(default)]
     pub competing_cpu_pct: Option<f64>,
+    #[serde(default)]
+    pub run_queue_wait_pct: Option<f64>,
     pub load_average_1min: Option<f64>,
 }
 
@@ -395,6 +398,7 @@ mod tests {
                 compute_gflop_per_s: Some(1.0),
                 steal_pct: None,
                 competing_cpu_pct: None,
+                run_queue_wait_pct: None,
                 load_average_1min: None,
             },
             &schema::DEVICE_SPEED,

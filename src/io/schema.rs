@@ -767,11 +767,17 @@ pub static DEVICE_SPEED: CsvSchema = CsvSchema {
             "%",
             "share of the host's CPU time the hypervisor stole since the previous sample (/proc/stat); empty for the first sample or where unknown",
         ),
-        col_null(
+        opt(
             "competing_cpu_pct",
             F64,
             "%",
             "share of the host's CPU time other processes ran since the previous sample (/proc/stat busy time minus this process's CPU time); empty for the first sample or where unknown",
+        ),
+        opt(
+            "run_queue_wait_pct",
+            F64,
+            "%",
+            "time the stage's threads waited, runnable, for a CPU since the previous sample (summed over threads, /proc/self/task/*/schedstat), % of the wall time: what other processes took from them; empty for the first sample or where unknown",
         ),
         col_null(
             "load_average_1min",

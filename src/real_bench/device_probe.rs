@@ -2,13 +2,13 @@
 //!
 //! A [`DeviceProbe`] times two fixed kernels on every worker thread of the pool at once:
 //!
-//! - **memory-bound**: a read of a 32 MiB window flushed from the caches first, so that it
+//! - **memory-bound**: a read of a 64 MiB window flushed from the caches first, so that it
 //!   streams from DRAM as the model's weights do in a decode step;
 //! - **compute-bound**: independent FMA chains on registers, as the inner loop of a prefill
 //!   GEMM keeps the FMA units busy.
 //!
-//! Each takes about a millisecond; a probe runs them three times, interleaved, and keeps the
-//! medians. The kernels, sizes and repeat count are fixed ([`PROBE_VERSION`]), so probe times
+//! Each takes a few milliseconds; a probe runs them five times, interleaved, and keeps the
+//! medians (about 40 ms in all). The kernels, sizes and repeat count are fixed ([`PROBE_VERSION`]), so probe times
 //! from different runs, processes and commits compare directly: a ratio of two memory probes
 //! is how much slower the device streamed memory, whatever the workload did.
 //!
@@ -21,18 +21,18 @@ use std::time::Instant;
 use crate::{Error, Result};
 
 /// Version of the probe's kernels and sizes; probes of different versions do not compare.
-pub const PROBE_VERSION: u32 = 1;
+pub const PROBE_VERSION: u32 = 2;
 
 /// Bytes each memory probe reads.
-const MEMORY_WINDOW_BYTES: usize = 32 << 20;
+const MEMORY_WINDOW_BYTES: usize = 64 << 20;
 /// FMA-chain iterations per thread of each compute probe (12 chains of 8 lanes each).
-const COMPUTE_ITERATIONS_PER_THREAD: u64 = 250_000;
+const COMPUTE_ITERATIONS_PER_THREAD: u64 = 1_000_000;
 /// Independent FMA chains: enough to cover the FMA latency on two ports.
 const COMPUTE_CHAINS: usize = 12;
 /// Lanes per chain (one AVX2 register of f32).
 const COMPUTE_LANES: usize = 8;
 /// Timed repeats of each kernel per probe; the median is kept.
-const PROBE_REPEATS: usize = 3;
+const PROBE_REPEATS: usize = 5;
 
 /// One probe of the device: median kernel times and the rates they imply.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -59,7 +59,13 @@ impl ProbeSample {
     }
 }
 
-/// The probe's kernels and their buffer (32 MiB, allocated and touched once).
+/// FLOP of one thread's compute kernel.
+pub const PROBE_FLOPS_PER_THREAD: u64 =
+    COMPUTE_ITERATIONS_PER_THREAD * (COMPUTE_CHAINS * COMPUTE_LANES * 2) as u64;
+/// Bytes the memory kernel reads.
+pub const PROBE_MEMORY_BYTES: u64 = MEMORY_WINDOW_BYTES as u64;
+
+/// The probe's kernels and their buffer (64 MiB, allocated and touched once).
 pub struct DeviceProbe {
     window: Vec<f32>,
     threads: usize,
@@ -100,10 +106,8 @@ impl DeviceProbe {
         ProbeSample {
             memory_ns: memory[PROBE_REPEATS / 2],
             compute_ns: compute[PROBE_REPEATS / 2],
-            memory_bytes: (self.window.len() * std::mem::size_of::<f32>()) as u64,
-            compute_flops: self.threads as u64
-                * COMPUTE_ITERATIONS_PER_THREAD
-                * (COMPUTE_CHAINS * COMPUTE_LANES * 2) as u64,
+            memory_bytes: PROBE_MEMORY_BYTES,
+            compute_flops: self.threads as u64 * PROBE_FLOPS_PER_THREAD,
         }
     }
 
@@ -334,6 +338,27 @@ pub fn process_cpu_time_ns() -> u64 {
     (ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64
 }
 
+/// Time every thread of this process has spent runnable but waiting for a CPU, ns: the sum
+/// of the `run_delay` field of each `/proc/self/task/<tid>/schedstat` (Linux with schedstats).
+/// Within the machine this is what steal time is to the hypervisor: time the threads lost
+/// to others while they had work. `None` where the files do not exist.
+pub fn own_run_queue_wait_ns() -> Option<u64> {
+    let mut total = 0u64;
+    for entry in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        // A thread may exit between listing and reading: skip it.
+        let Ok(text) = std::fs::read_to_string(entry.path().join("schedstat")) else {
+            continue;
+        };
+        total += parse_run_delay_ns(&text)?;
+    }
+    Some(total)
+}
+
+/// The `run_delay` (second) field of a `schedstat` line: `<run ns> <run_delay ns> <slices>`.
+fn parse_run_delay_ns(text: &str) -> Option<u64> {
+    text.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// `/proc/loadavg`'s 1-minute value, if readable.
 pub fn load_average_1min() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg")
@@ -373,6 +398,17 @@ mod tests {
     }
 
     #[test]
+    fn schedstat_run_delay_is_the_second_field() {
+        assert_eq!(parse_run_delay_ns("53322666 204988 29\n"), Some(204_988));
+        assert_eq!(parse_run_delay_ns("53322666\n"), None);
+        assert_eq!(parse_run_delay_ns("1 x 2"), None);
+        // This process exists, so its threads' files do (Linux).
+        if cfg!(target_os = "linux") {
+            assert!(own_run_queue_wait_ns().is_some());
+        }
+    }
+
+    #[test]
     fn kernels_compute_what_they_claim() {
         let data: Vec<f32> = (0..1003).map(|i| (i % 7) as f32).collect();
         let expected: f32 = data.iter().sum();
@@ -393,6 +429,7 @@ mod tests {
             s.compute_flops,
             probe.threads() as u64 * COMPUTE_ITERATIONS_PER_THREAD * 192
         );
+        assert_eq!(PROBE_FLOPS_PER_THREAD, COMPUTE_ITERATIONS_PER_THREAD * 192);
         assert!(s.memory_gb_per_s() > 0.0 && s.compute_gflop_per_s() > 0.0);
     }
 

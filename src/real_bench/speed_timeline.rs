@@ -11,14 +11,15 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::device_probe::{
-    load_average_1min, process_cpu_time_ns, DeviceProbe, HostCpuTimes, ProbeSample,
+    load_average_1min, own_run_queue_wait_ns, process_cpu_time_ns, DeviceProbe, HostCpuTimes,
+    ProbeSample,
 };
 use crate::io::records::{DeviceSpeedRow, SpeedPhase};
 
 /// A gap between iterations must be at least this long for a probe to run in it.
-pub const MIN_IDLE_GAP_FOR_PROBE_NS: u64 = 80_000_000;
-/// A probe ends at least this long before the next arrival (it takes ~15 ms).
-pub const PROBE_MARGIN_NS: u64 = 40_000_000;
+pub const MIN_IDLE_GAP_FOR_PROBE_NS: u64 = 150_000_000;
+/// A probe ends at least this long before the next arrival (it takes ~40 ms).
+pub const PROBE_MARGIN_NS: u64 = 60_000_000;
 /// [`SpeedTimeline::busy_tick`] samples the host at most this often.
 const BUSY_SAMPLE_EVERY_NS: u128 = 2_000_000_000;
 
@@ -37,14 +38,53 @@ struct Sample {
 struct HostShares {
     steal_pct: Option<f64>,
     competing_pct: Option<f64>,
+    /// This process's threads' run-queue wait, % of the wall time.
+    wait_pct: Option<f64>,
+}
+
+/// Counters read at a sample, to difference at the next.
+#[derive(Debug, Clone, Copy)]
+struct Counters {
+    at: Instant,
+    host: Option<HostCpuTimes>,
+    own_cpu_ns: u64,
+    own_wait_ns: Option<u64>,
+}
+
+impl Counters {
+    fn read() -> Counters {
+        Counters {
+            at: Instant::now(),
+            host: HostCpuTimes::read(),
+            own_cpu_ns: process_cpu_time_ns(),
+            own_wait_ns: own_run_queue_wait_ns(),
+        }
+    }
+
+    /// Shares between `earlier` and `self`.
+    fn shares_since(&self, earlier: &Counters) -> HostShares {
+        let (host, host_then) = (self.host.as_ref(), earlier.host.as_ref());
+        let wall_ns = (self.at - earlier.at).as_nanos() as f64;
+        HostShares {
+            steal_pct: host.zip(host_then).and_then(|(h, e)| h.steal_pct_since(e)),
+            competing_pct: host.zip(host_then).and_then(|(h, e)| {
+                h.competing_pct_since(e, self.own_cpu_ns.saturating_sub(earlier.own_cpu_ns))
+            }),
+            wait_pct: self
+                .own_wait_ns
+                .zip(earlier.own_wait_ns)
+                .filter(|_| wall_ns > 0.0)
+                .map(|(now, then)| 100.0 * now.saturating_sub(then) as f64 / wall_ns),
+        }
+    }
 }
 
 /// Records a stage's device-speed timeline.
 pub struct SpeedTimeline {
     probe: DeviceProbe,
     samples: Vec<Sample>,
-    /// Host counters and this process's CPU time at the previous sample.
-    last_host: Option<(HostCpuTimes, u64)>,
+    /// Counters at the previous sample.
+    last: Counters,
 }
 
 impl SpeedTimeline {
@@ -53,24 +93,15 @@ impl SpeedTimeline {
         SpeedTimeline {
             probe: DeviceProbe::new(),
             samples: Vec::new(),
-            last_host: HostCpuTimes::read().map(|h| (h, process_cpu_time_ns())),
+            last: Counters::read(),
         }
     }
 
-    /// Steal and competing shares since the previous sample; remembers this reading.
+    /// Shares since the previous sample; remembers this reading.
     fn host_shares(&mut self) -> HostShares {
-        let Some(now) = HostCpuTimes::read() else {
-            return HostShares::default();
-        };
-        let own_now = process_cpu_time_ns();
-        let shares = match self.last_host {
-            Some((earlier, own_then)) => HostShares {
-                steal_pct: now.steal_pct_since(&earlier),
-                competing_pct: now.competing_pct_since(&earlier, own_now.saturating_sub(own_then)),
-            },
-            None => HostShares::default(),
-        };
-        self.last_host = Some((now, own_now));
+        let now = Counters::read();
+        let shares = now.shares_since(&self.last);
+        self.last = now;
         shares
     }
 
@@ -140,6 +171,7 @@ impl SpeedTimeline {
                     compute_gflop_per_s: s.probe.map(|p| p.compute_gflop_per_s()),
                     steal_pct: s.host.steal_pct,
                     competing_cpu_pct: s.host.competing_pct,
+                    run_queue_wait_pct: s.host.wait_pct,
                     load_average_1min: s.load_average_1min,
                 }
             })
@@ -182,6 +214,7 @@ impl SpeedTimeline {
             all: median_of(None),
             max_steal_pct: max_of(|h| h.steal_pct),
             max_competing_cpu_pct: max_of(|h| h.competing_pct),
+            max_run_queue_wait_pct: max_of(|h| h.wait_pct),
         }
     }
 }
@@ -232,6 +265,7 @@ pub struct SpeedSummary {
     pub all: Option<ProbeMedians>,
     pub max_steal_pct: Option<f64>,
     pub max_competing_cpu_pct: Option<f64>,
+    pub max_run_queue_wait_pct: Option<f64>,
 }
 
 #[cfg(test)]

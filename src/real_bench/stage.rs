@@ -510,7 +510,8 @@ impl ServeObserver for ServeMonitor<'_> {
     }
 
     fn iteration_done(&mut self, p: &ServeProgress) {
-        self.timeline.busy_tick();
+        // One host sample per iteration: the steal and run-queue wait each iteration met.
+        self.timeline.busy_sample();
         if p.now_ns >= self.last_progress_ns + PROGRESS_EVERY_NS {
             self.last_progress_ns = p.now_ns;
             eprintln!(

@@ -84,25 +84,34 @@ impl DeviceSpeed {
     }
 }
 
-/// The probe levels of a device state: median kernel times, ns.
+/// The probe levels of a device state: kernel times, ns, and the rates they achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct ProbeLevels {
     pub memory_probe_ns: f64,
     pub compute_probe_ns: f64,
+    pub memory_gb_per_s: f64,
+    pub compute_gflop_per_s: f64,
 }
 
-/// Shares of the host's CPU time that the timed process could not have: stolen by the
-/// hypervisor or run by other processes, %.
+/// What the host took from the timed threads over a sample interval, %.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
 pub struct HostLoad {
+    /// Share of the host's CPU time the hypervisor stole.
     pub steal_pct: f64,
+    /// Share of the host's CPU time other processes ran (diagnostic only).
     pub competing_cpu_pct: f64,
+    /// The timed threads' run-queue wait, % of the wall time: what other processes took
+    /// from them while they had work.
+    pub run_queue_wait_pct: f64,
 }
 
 impl HostLoad {
-    /// The fraction of the CPUs left to the timed process, in (0, 1].
+    /// The fraction of the wall time the timed threads could compute, in (0, 1]: less the
+    /// hypervisor's steal and their own run-queue wait. Other processes' CPU time counts
+    /// only through that wait (a real-time stage runs ahead of them, and they use what it
+    /// leaves idle), so `competing_cpu_pct` stays a diagnostic.
     fn available_fraction(&self) -> f64 {
-        (1.0 - (self.steal_pct + self.competing_cpu_pct) / 100.0).clamp(MIN_AVAILABLE, 1.0)
+        (1.0 - (self.steal_pct + self.run_queue_wait_pct) / 100.0).clamp(MIN_AVAILABLE, 1.0)
     }
 }
 
@@ -133,19 +142,26 @@ impl DeviceTimeline {
                     ProbeLevels {
                         memory_probe_ns: r.memory_probe_ns? as f64,
                         compute_probe_ns: r.compute_probe_ns? as f64,
+                        memory_gb_per_s: r.memory_gb_per_s?,
+                        compute_gflop_per_s: r.compute_gflop_per_s?,
                     },
                 ))
             })
             .collect();
         let host = rows
             .iter()
-            .filter(|r| r.steal_pct.is_some() || r.competing_cpu_pct.is_some())
+            .filter(|r| {
+                r.steal_pct.is_some()
+                    || r.competing_cpu_pct.is_some()
+                    || r.run_queue_wait_pct.is_some()
+            })
             .map(|r| {
                 (
                     r.time_ns,
                     HostLoad {
                         steal_pct: r.steal_pct.unwrap_or(0.0),
                         competing_cpu_pct: r.competing_cpu_pct.unwrap_or(0.0),
+                        run_queue_wait_pct: r.run_queue_wait_pct.unwrap_or(0.0),
                     },
                 )
             })
@@ -182,6 +198,8 @@ impl DeviceTimeline {
         ProbeLevels {
             memory_probe_ns: med(|l| l.memory_probe_ns),
             compute_probe_ns: med(|l| l.compute_probe_ns),
+            memory_gb_per_s: med(|l| l.memory_gb_per_s),
+            compute_gflop_per_s: med(|l| l.compute_gflop_per_s),
         }
     }
 
@@ -190,6 +208,12 @@ impl DeviceTimeline {
         HostLoad {
             steal_pct: median(self.host.iter().map(|(_, h)| h.steal_pct).collect()),
             competing_cpu_pct: median(self.host.iter().map(|(_, h)| h.competing_cpu_pct).collect()),
+            run_queue_wait_pct: median(
+                self.host
+                    .iter()
+                    .map(|(_, h)| h.run_queue_wait_pct)
+                    .collect(),
+            ),
         }
     }
 
@@ -200,11 +224,12 @@ impl DeviceTimeline {
         match (i.checked_sub(1).map(|j| self.probes[j]), self.probes.get(i)) {
             (Some((t0, a)), Some(&(t1, b))) if t1 > t0 => {
                 let w = (t_ns - t0) as f64 / (t1 - t0) as f64;
+                let lerp = |x: f64, y: f64| x + w * (y - x);
                 ProbeLevels {
-                    memory_probe_ns: a.memory_probe_ns
-                        + w * (b.memory_probe_ns - a.memory_probe_ns),
-                    compute_probe_ns: a.compute_probe_ns
-                        + w * (b.compute_probe_ns - a.compute_probe_ns),
+                    memory_probe_ns: lerp(a.memory_probe_ns, b.memory_probe_ns),
+                    compute_probe_ns: lerp(a.compute_probe_ns, b.compute_probe_ns),
+                    memory_gb_per_s: lerp(a.memory_gb_per_s, b.memory_gb_per_s),
+                    compute_gflop_per_s: lerp(a.compute_gflop_per_s, b.compute_gflop_per_s),
                 }
             }
             (Some((_, a)), _) => a,
@@ -276,15 +301,13 @@ impl SpeedCorrection {
         kv_group: u32,
     ) -> SpeedCorrection {
         let reference = bundle.median_levels();
-        // The probes' own work: 32 MiB read, 2 threads × 250k × 12 × 8 × 2 FLOP; the ratio of
-        // their rates, whatever the thread count, since both kernels use every thread.
-        let memory_rate = 32.0 * 1024.0 * 1024.0 / reference.memory_probe_ns;
-        let compute_rate = PROBE_FLOPS_PER_THREAD * 2.0 / reference.compute_probe_ns;
         SpeedCorrection {
             reference,
             reference_host: bundle.median_host_load(),
             run,
-            balance_flop_per_byte: compute_rate / memory_rate,
+            // Both kernels use every thread, so their rates' ratio is the device's balance.
+            balance_flop_per_byte: reference.compute_gflop_per_s
+                / reference.memory_gb_per_s.max(f64::MIN_POSITIVE),
             element_bytes: element_bytes.max(1) as f64,
             kv_group: f64::from(kv_group.max(1)),
         }
@@ -368,10 +391,6 @@ impl SpeedCorrection {
         )
     }
 }
-
-/// FLOP of one thread's compute probe (`device_probe`: 250,000 iterations of 12 chains × 8
-/// lanes × 2 FLOP).
-const PROBE_FLOPS_PER_THREAD: f64 = 250_000.0 * 12.0 * 8.0 * 2.0;
 
 /// A predictor whose every prediction is scaled to a real run's device state at the
 /// iteration's start ([`IterationContext::start_time_ns`]; without it, at t = 0).

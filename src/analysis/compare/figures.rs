@@ -391,15 +391,19 @@ pub fn timeline_figure(
             steps: false,
         });
         panels.push(Panel {
-            y: Axis::linear("host CPU not ours (%)"),
+            y: Axis::linear("CPU time taken (%)"),
             series: vec![
                 XySeries {
-                    name: "stolen by the hypervisor",
+                    name: "stolen by the hypervisor (of the host)",
                     points: &speed.steal_pct,
                 },
                 XySeries {
-                    name: "other processes",
+                    name: "run by other processes (of the host)",
                     points: &speed.competing_pct,
+                },
+                XySeries {
+                    name: "our threads waited for a CPU (of wall time)",
+                    points: &speed.wait_pct,
                 },
             ],
             steps: true,
@@ -415,7 +419,7 @@ pub fn timeline_figure(
         key: "timeline".into(),
         files,
         caption: if speed.is_some() {
-            "Per-iteration batch size, waiting requests and KV blocks in use, real and simulated, on the trace's clock; below, the device's speed during the real run: calibration-probe time against the profile's (above 1 = slower than when the bundle was profiled) and the share of the host's CPU time taken by the hypervisor or other processes."
+            "Per-iteration batch size, waiting requests and KV blocks in use, real and simulated, on the trace's clock; below, the device's speed during the real run: calibration-probe time against the profile's (above 1 = slower than when the bundle was profiled) and what was taken from it: the host's CPU time stolen by the hypervisor or run by other processes, and the time the engine's threads waited for a CPU."
         } else {
             "Per-iteration batch size, waiting requests and KV blocks in use, real and simulated, on the trace's clock."
         }
@@ -432,6 +436,7 @@ pub struct DeviceSpeedPanels {
     pub compute_ratio: Vec<(f64, f64)>,
     pub steal_pct: Vec<(f64, f64)>,
     pub competing_pct: Vec<(f64, f64)>,
+    pub wait_pct: Vec<(f64, f64)>,
 }
 
 impl DeviceSpeedPanels {
@@ -464,6 +469,11 @@ impl DeviceSpeedPanels {
                 .host_samples()
                 .iter()
                 .map(|(t, h)| (s(*t), h.competing_cpu_pct))
+                .collect(),
+            wait_pct: run
+                .host_samples()
+                .iter()
+                .map(|(t, h)| (s(*t), h.run_queue_wait_pct))
                 .collect(),
         }
     }
