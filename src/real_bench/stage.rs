@@ -14,7 +14,7 @@ use candle_core::{DType, Device};
 
 use crate::config::resolve_input_path;
 use crate::config::types::{Architecture, Device as ConfigDevice, Dtype, SimrealConfig};
-use crate::io::provenance::{utc_now, InputRef};
+use crate::io::provenance::{absolute_path, utc_now, InputRef};
 use crate::io::rundir::{prepare, Prepared, Stage};
 use crate::io::schema::{BATCH_METRICS, BATCH_REQUESTS, REQUEST_METRICS, TOKEN_METRICS};
 use crate::io::{write_csv, write_json};
@@ -339,6 +339,8 @@ pub fn run(job: &Job) -> Result<PathBuf> {
     job.write_resolved_config(staging.path())?;
     meta.seed = Some(cfg.workload.seed);
     meta.weights = Some(weights.provenance.clone());
+    meta.backend = Some(cfg.backend.name.clone());
+    meta.workload_dir = Some(absolute_path(&workload.dir));
     meta.inputs.insert(
         "workload".into(),
         InputRef {

@@ -46,7 +46,7 @@ use super::simulator::{
 use crate::config::types::{resolve_input_path, GlobalSchedulerKind, PredictorKind};
 use crate::config::SimrealConfig;
 use crate::error::IoContext;
-use crate::io::provenance::{utc_now, InputRef};
+use crate::io::provenance::{absolute_path, utc_now, InputRef};
 use crate::io::rundir::{is_complete, prepare, require_complete, Prepared, Stage};
 use crate::io::schema::REQUEST_METRICS;
 use crate::io::{read_csv, write_json};
@@ -522,6 +522,13 @@ pub fn run(job: &Job) -> Result<PathBuf> {
             },
         );
     }
+    meta.workload_dir = Some(absolute_path(&inputs.workload.dir));
+    meta.profiling_root = inputs
+        .source
+        .bundle_dir
+        .as_ref()
+        .or(inputs.source.predictor_tables.as_ref())
+        .map(|dir| absolute_path(dir));
     let makespan_s = summary.makespan_ns as f64 / 1e9;
     let facts = SimRunFacts {
         predictor: inputs.source.clone(),

@@ -12,6 +12,7 @@ use super::vidur_formula::{self, VidurLookups};
 use super::{
     BatchPrediction, ExecutionTimePredictor, IterationContext, PredictorConfig, RequestShape,
 };
+use crate::vidur_ext::simulator::ClockKind;
 use crate::vidur_ext::bundle::{Bundle, CpuOverheadTerm, Op};
 use crate::Result;
 
@@ -70,5 +71,9 @@ impl ExecutionTimePredictor for VidurCompatPredictor {
 
     fn predict_with(&self, batch: &[RequestShape], ctx: &IterationContext) -> BatchPrediction {
         vidur_formula::predict(&self.curves, &self.config, batch, ctx.pipeline_stage)
+    }
+
+    fn clock(&self) -> ClockKind {
+        ClockKind::VidurSeconds
     }
 }

@@ -21,6 +21,7 @@ use super::{
     BatchPrediction, ExecutionTimePredictor, IterationContext, PredictorConfig, RequestShape,
 };
 use crate::error::IoContext;
+use crate::vidur_ext::simulator::ClockKind;
 use crate::vidur_ext::bundle::{CpuOverheadTerm, CsvTable, Op};
 use crate::{Error, Result};
 
@@ -111,6 +112,10 @@ impl ExecutionTimePredictor for VidurTablesPredictor {
 
     fn predict_with(&self, batch: &[RequestShape], ctx: &IterationContext) -> BatchPrediction {
         vidur_formula::predict(&self.tables, &self.config, batch, ctx.pipeline_stage)
+    }
+
+    fn clock(&self) -> ClockKind {
+        ClockKind::VidurSeconds
     }
 }
 

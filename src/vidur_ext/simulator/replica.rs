@@ -10,6 +10,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
+use super::clock::SimTime;
 use super::cluster::SimRequest;
 use super::events::{EventKind, EventQueue};
 use super::summary::Recorder;
@@ -34,8 +35,8 @@ pub(super) struct ReplicaSettings {
 }
 
 /// What a replica needs from the run while handling an event.
-pub(super) struct Env<'a, 's> {
-    pub queue: &'a mut EventQueue,
+pub(super) struct Env<'a, 's, T> {
+    pub queue: &'a mut EventQueue<T>,
     pub predictor: &'a dyn ExecutionTimePredictor,
     pub recorder: &'a mut Recorder<'s>,
     /// Run-wide batch ids, in formation order across replicas.
@@ -63,18 +64,22 @@ struct Charge {
 }
 
 impl Charge {
-    fn add(&mut self, p: &BatchPrediction) {
-        self.model_ns += p.model_ns;
+    /// Adds one stage's prediction, which the clock charged as `charged_ns` (its end minus
+    /// its start as written): the CPU terms as predicted, the model time the rest, so the
+    /// phases add up to the charged time on either clock (on the integer clock the rest is
+    /// `model_ns` exactly).
+    fn add(&mut self, p: &BatchPrediction, charged_ns: u64) {
         // Round at cumulative boundaries, summing in the predictor's order, so the terms add
         // up to exactly `cpu_overhead_ns` (rounding each term alone would not).
         let mut cumulative_ms = 0.0;
-        let mut charged_ns = 0;
+        let mut cpu_charged_ns = 0;
         for (i, ms) in p.cpu_overheads_ms.iter().enumerate() {
             cumulative_ms += ms;
             let boundary = ms_to_ns(cumulative_ms);
-            self.cpu_ns[i] += boundary.saturating_sub(charged_ns);
-            charged_ns = charged_ns.max(boundary);
+            self.cpu_ns[i] += boundary.saturating_sub(cpu_charged_ns);
+            cpu_charged_ns = cpu_charged_ns.max(boundary);
         }
+        self.model_ns += charged_ns.saturating_sub(cpu_charged_ns);
         for (total, ms) in self.ops_ns.iter_mut().zip(p.ops_ms) {
             *total += ms_to_ns(ms);
         }
@@ -84,11 +89,11 @@ impl Charge {
 }
 
 /// A formed batch that has not ended.
-struct InFlight {
+struct InFlight<T> {
     /// Run-wide id.
     id: u64,
     batch: ScheduledBatch,
-    start_ns: u64,
+    start: T,
     num_waiting: u32,
     shapes: Vec<RequestShape>,
     num_logits_rows: u32,
@@ -102,20 +107,20 @@ struct PipelineStage {
     queue: VecDeque<u64>,
 }
 
-/// One replica.
-pub(super) struct Replica {
+/// One replica, on a clock of time type `T`.
+pub(super) struct Replica<T> {
     id: u32,
     scheduler: ReplicaScheduler,
     stages: Vec<PipelineStage>,
-    in_flight: Vec<InFlight>,
+    in_flight: Vec<InFlight<T>>,
     requests: HashMap<u64, Tracked, BuildHasherDefault<IdHasher>>,
     max_model_len: u32,
     backend_name: String,
     spare_shapes: Vec<Vec<RequestShape>>,
 }
 
-impl Replica {
-    pub fn new(id: u32, settings: &ReplicaSettings) -> Result<Replica> {
+impl<T: SimTime> Replica<T> {
+    pub fn new(id: u32, settings: &ReplicaSettings) -> Result<Replica<T>> {
         let stages = settings.num_stages as usize;
         Ok(Replica {
             id,
@@ -201,7 +206,8 @@ impl Replica {
 
     /// A scheduling point: forms batches while a pipeline slot is free and sends them to
     /// the first stage.
-    pub fn schedule(&mut self, now_ns: u64, env: &mut Env) -> Result<()> {
+    pub fn schedule(&mut self, now: T, env: &mut Env<T>) -> Result<()> {
+        let now_ns = now.to_ns();
         while let Some(batch) = self.scheduler.schedule() {
             let id = *env.next_batch_id;
             *env.next_batch_id += 1;
@@ -225,7 +231,7 @@ impl Replica {
             self.in_flight.push(InFlight {
                 id,
                 batch,
-                start_ns: now_ns,
+                start: now,
                 num_waiting: self.scheduler.num_waiting() as u32,
                 shapes,
                 num_logits_rows,
@@ -233,11 +239,11 @@ impl Replica {
             });
             self.stages[0].queue.push_back(id);
         }
-        self.start_stage(0, now_ns, env)
+        self.start_stage(0, now, env)
     }
 
     /// Starts the next queued batch on `stage` if the stage is free.
-    fn start_stage(&mut self, stage: u32, now_ns: u64, env: &mut Env) -> Result<()> {
+    fn start_stage(&mut self, stage: u32, now: T, env: &mut Env<T>) -> Result<()> {
         let s = &mut self.stages[stage as usize];
         if s.busy {
             return Ok(());
@@ -252,9 +258,10 @@ impl Replica {
             num_logits_rows: Some(f.num_logits_rows),
         };
         let prediction = env.predictor.predict_with(&f.shapes, &ctx);
-        f.charge.add(&prediction);
+        let end = now.after(&prediction);
+        f.charge.add(&prediction, end.to_ns() - now.to_ns());
         env.queue.push(
-            now_ns + prediction.total_ns,
+            end,
             EventKind::StageEnd {
                 replica: self.id,
                 stage,
@@ -266,12 +273,12 @@ impl Replica {
 
     /// `stage` finished its share of batch `id`: hand the batch on (or end it) and start the
     /// stage's next batch.
-    pub fn on_stage_end(&mut self, stage: u32, id: u64, now_ns: u64, env: &mut Env) -> Result<()> {
+    pub fn on_stage_end(&mut self, stage: u32, id: u64, now: T, env: &mut Env<T>) -> Result<()> {
         self.stages[stage as usize].busy = false;
         let next = stage + 1;
         if next as usize == self.stages.len() {
             env.queue.push(
-                now_ns,
+                now,
                 EventKind::BatchEnd {
                     replica: self.id,
                     batch: id,
@@ -279,14 +286,15 @@ impl Replica {
             );
         } else {
             self.stages[next as usize].queue.push_back(id);
-            self.start_stage(next, now_ns, env)?;
+            self.start_stage(next, now, env)?;
         }
-        self.start_stage(stage, now_ns, env)
+        self.start_stage(stage, now, env)
     }
 
     /// Batch `id` left the last stage: emit its tokens, finish its completed requests, record
     /// it, and schedule again.
-    pub fn on_batch_end(&mut self, id: u64, now_ns: u64, env: &mut Env) -> Result<()> {
+    pub fn on_batch_end(&mut self, id: u64, now: T, env: &mut Env<T>) -> Result<()> {
+        let now_ns = now.to_ns();
         let pos = self
             .in_flight
             .iter()
@@ -332,7 +340,7 @@ impl Replica {
         f.shapes.clear();
         self.spare_shapes.push(std::mem::take(&mut f.shapes));
         env.queue
-            .push(now_ns, EventKind::ReplicaSchedule { replica: self.id });
+            .push(now, EventKind::ReplicaSchedule { replica: self.id });
         Ok(())
     }
 
@@ -356,7 +364,7 @@ impl Replica {
         Ok(())
     }
 
-    fn in_flight_mut(&mut self, id: u64) -> Result<&mut InFlight> {
+    fn in_flight_mut(&mut self, id: u64) -> Result<&mut InFlight<T>> {
         self.in_flight
             .iter_mut()
             .find(|f| f.id == id)
@@ -381,15 +389,16 @@ impl Replica {
         )
     }
 
-    fn batch_row(&self, f: &InFlight, end_ns: u64) -> BatchMetricsRow {
+    fn batch_row(&self, f: &InFlight<T>, end_ns: u64) -> BatchMetricsRow {
+        let start_ns = f.start.to_ns();
         let c = &f.charge;
         let cpu = |term: CpuOverheadTerm| c.cpu_ns[term.index()];
         let mut row = BatchMetricsRow {
             batch_id: f.id,
             replica_id: self.id,
-            start_time_ns: f.start_ns,
+            start_time_ns: start_ns,
             end_time_ns: end_ns,
-            duration_ns: end_ns - f.start_ns,
+            duration_ns: end_ns - start_ns,
             num_requests: f.batch.entries.len() as u32,
             num_kv_blocks_used: f.batch.num_kv_blocks_used,
             num_preempted: f.batch.preempted.len() as u32,
@@ -462,9 +471,11 @@ mod tests {
         p.cpu_overheads_ms = [1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0, 0.0, 0.0];
         p.cpu_overhead_ns = ms_to_ns(p.cpu_overheads_ms.iter().sum());
         let mut c = Charge::default();
-        c.add(&p);
+        c.add(&p, 2_000_000);
         assert_eq!(c.cpu_ns, [333_333, 333_334, 333_333, 0, 0]);
         assert_eq!(c.cpu_ns.iter().sum::<u64>(), p.cpu_overhead_ns);
         assert_eq!(p.cpu_overhead_ns, 1_000_000);
+        // The model time takes the rest of what the clock charged.
+        assert_eq!(c.model_ns, 1_000_000);
     }
 }
