@@ -175,15 +175,7 @@ fn check_architecture(dir: &Path, on_disk: &Qwen3Config, expected: &Qwen3Config)
 /// length against the trace.
 pub fn engine_requests(job: &Job, workload: &LoadedWorkload) -> Result<Vec<EngineRequest>> {
     let tokenizer = load_tokenizer(&job.config)?;
-    if tokenizer.reference() != workload.meta.tokenizer_ref {
-        return Err(Error::Mismatch(format!(
-            "workload {} was tokenized with `{}` but this config's tokenizer is `{}`",
-            workload.dir.display(),
-            workload.meta.tokenizer_ref,
-            tokenizer.reference()
-        )));
-    }
-    let prompts = workload.read_prompts()?;
+    let prompts = workload.read_prompts(&tokenizer)?;
     workload
         .requests
         .iter()

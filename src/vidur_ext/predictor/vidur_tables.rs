@@ -216,9 +216,15 @@ fn grid_index(k: u64, first: u64, step: u64, len: usize) -> (usize, f64, bool) {
 
 /// Checks that `keys` are exactly `first, first + step, …` and returns `(step, len)`.
 fn arithmetic(t: &CsvTable, col: usize, keys: &[u64], first: u64) -> Result<(u64, usize)> {
-    let mut distinct: Vec<u64> = keys.to_vec();
+    // A grid has few distinct keys among many rows (4,096 chunks in 266 k prefill rows):
+    // dedup through a set before sorting.
+    let mut distinct: Vec<u64> = keys
+        .iter()
+        .copied()
+        .collect::<std::collections::HashSet<u64>>()
+        .into_iter()
+        .collect();
     distinct.sort_unstable();
-    distinct.dedup();
     let step = if distinct.len() > 1 {
         distinct[1] - distinct[0]
     } else {

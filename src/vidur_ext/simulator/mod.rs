@@ -42,7 +42,9 @@ pub mod summary;
 pub use clock::{ClockKind, SimTime, VidurSeconds};
 pub use cluster::{SimConfig, SimRequest, Simulator};
 pub use events::{Event, EventKind, EventQueue};
-pub use sink::{CsvSink, CsvSinkCounts, DiscardSink, MemorySink, RequestsOnlySink, SimSink};
+pub use sink::{
+    CsvOutputs, CsvSink, CsvSinkCounts, DiscardSink, MemorySink, RequestsOnlySink, SimSink,
+};
 pub use summary::{little_check, LittleCheck, SimSummary};
 
 #[cfg(test)]
