@@ -360,8 +360,24 @@ impl Vidur {
     }
 }
 
+/// Copies of this build's stage binaries: the target dir may be shared with other checkouts,
+/// whose builds would replace `target/release/<bin>` while the benchmark runs.
+fn own_binaries(root: &Path) -> Result<[PathBuf; 2]> {
+    let dir = root.join("bin");
+    std::fs::create_dir_all(&dir)?;
+    let copy = |built: &str, name: &str| -> Result<PathBuf> {
+        let path = dir.join(name);
+        std::fs::copy(built, &path).with_context(|| format!("copying {built}"))?;
+        Ok(path)
+    };
+    Ok([
+        copy(env!("CARGO_BIN_EXE_workload"), "workload")?,
+        copy(env!("CARGO_BIN_EXE_vidur"), "vidur")?,
+    ])
+}
+
 /// Interleaved rounds: Vidur, ours with Vidur's outputs, ours with every row.
-fn end_to_end(shared: &Path, root: &Path) -> Result<EndToEnd> {
+fn end_to_end(shared: &Path, root: &Path, bins: &[PathBuf; 2]) -> Result<EndToEnd> {
     let vidur = Vidur::from_env();
     let ours_overrides = splitwise_overrides(shared, root, "vidur_tables");
     let vidur_rows = ["vidur.token_metrics=false", "vidur.batch_requests=false"];
@@ -418,16 +434,13 @@ fn end_to_end(shared: &Path, root: &Path) -> Result<EndToEnd> {
             o.retain(|s| !s.starts_with("output.root="));
             o.push(format!("output.root={}", out_root.display()));
             o.extend(extra.iter().map(|s| s.to_string()));
-            let stage = |bin: &str| {
+            let stage = |bin: &Path| {
                 let mut cmd = Command::new(bin);
                 cmd.arg("--").args(&o);
                 cmd
             };
-            let workload = run_process(
-                &mut stage(env!("CARGO_BIN_EXE_workload")),
-                &root.join("workload.log"),
-            )?;
-            let sim = run_process(&mut stage(env!("CARGO_BIN_EXE_vidur")), &root.join("vidur.log"))?;
+            let workload = run_process(&mut stage(&bins[0]), &root.join("workload.log"))?;
+            let sim = run_process(&mut stage(&bins[1]), &root.join("vidur.log"))?;
             record(&mut arms[i], &workload, &[&sim], bytes_under(&out_root));
             eprintln!(
                 "round {round}: {} {:.2} s (workload {:.2} s)",
@@ -557,6 +570,7 @@ fn main() -> Result<()> {
     let shared = shared()?;
     let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench_simulator");
     std::fs::create_dir_all(&root)?;
+    let bins = own_binaries(&root)?;
     let host = HostFingerprint::collect("cpu", 1);
     let created_at = utc_now();
     let load_start = load_average();
@@ -582,7 +596,7 @@ fn main() -> Result<()> {
         simulation.push(c);
     }
 
-    let end_to_end = end_to_end(&shared, &root)?;
+    let end_to_end = end_to_end(&shared, &root, &bins)?;
 
     let out = root.join("stream");
     let mut streaming = Vec::new();
@@ -688,7 +702,11 @@ fn markdown(r: &Report) -> String {
         ));
     }
     if let Some(sp) = e.speedup {
-        let rounds: Vec<String> = e.speedup_per_round.iter().map(|x| format!("{x:.0}×")).collect();
+        let rounds: Vec<String> = e
+            .speedup_per_round
+            .iter()
+            .map(|x| format!("{x:.0}×"))
+            .collect();
         s.push_str(&format!(
             "\nVidur ÷ ours (Vidur's outputs), round by round: {} — min / median / max \
              {:.0}× / {:.0}× / {:.0}×; target ≥ {:.0}×: {}.\n",

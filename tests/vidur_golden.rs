@@ -241,8 +241,7 @@ fn run_case(case: &Case, predictor: &dyn ExecutionTimePredictor) -> (GoldenSink,
 fn check(name: &str) {
     let m = manifest();
     let case = m.cases.iter().find(|c| c.name == name).unwrap();
-    let config =
-        PredictorConfig::new(80, 64, 8, 8192).with_parallelism(2, case.pipeline_stages);
+    let config = PredictorConfig::new(80, 64, 8, 8192).with_parallelism(2, case.pipeline_stages);
     let dir = tables_dir(case);
     let predictor = VidurTablesPredictor::from_dir(&dir, config).unwrap();
     let (sink, mis) = run_case(case, &predictor);

@@ -44,10 +44,16 @@ fn writes_contract_files_reuses_them_and_is_deterministic() {
     let tokenizer = Tokenizer::bundled_qwen3().unwrap();
     let prompts = prompts_bytes(&dir, &tokenizer);
     // Read again: the file is read, not rewritten.
-    let modified = fs::metadata(dir.join("prompts.jsonl")).unwrap().modified().unwrap();
+    let modified = fs::metadata(dir.join("prompts.jsonl"))
+        .unwrap()
+        .modified()
+        .unwrap();
     assert_eq!(prompts_bytes(&dir, &tokenizer), prompts);
     assert_eq!(
-        fs::metadata(dir.join("prompts.jsonl")).unwrap().modified().unwrap(),
+        fs::metadata(dir.join("prompts.jsonl"))
+            .unwrap()
+            .modified()
+            .unwrap(),
         modified
     );
 

@@ -43,8 +43,7 @@ use super::predictor::{
 };
 use super::profile_stage;
 use super::simulator::{
-    little_check, CsvOutputs, CsvSink, CsvSinkCounts, SimConfig, SimRequest, SimSummary,
-    Simulator,
+    little_check, CsvOutputs, CsvSink, CsvSinkCounts, SimConfig, SimRequest, SimSummary, Simulator,
 };
 use crate::config::types::{resolve_input_path, GlobalSchedulerKind, PredictorKind};
 use crate::config::SimrealConfig;

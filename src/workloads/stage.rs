@@ -97,7 +97,12 @@ pub fn load_tokenizer(cfg: &SimrealConfig) -> Result<Tokenizer> {
 /// Synthesizes the prompts of `specs` and writes them as `prompts.jsonl` (one compact JSON
 /// object per line, in request order), atomically. The one writer of the file, so the stage
 /// and a later materialization give the same bytes.
-fn write_prompts(path: &Path, specs: &[PromptSpec], seed: u64, tokenizer: &Tokenizer) -> Result<()> {
+fn write_prompts(
+    path: &Path,
+    specs: &[PromptSpec],
+    seed: u64,
+    tokenizer: &Tokenizer,
+) -> Result<()> {
     let prompts = PromptSynthesizer::new(tokenizer)?.synthesize_all(specs, seed)?;
     let mut file = AtomicFile::create(path)?;
     for p in prompts {
@@ -156,7 +161,12 @@ pub fn run(job: &Job) -> Result<PathBuf> {
     let tokenizer_ref = if cfg.output.eager_prompts {
         let tokenizer = load_tokenizer(cfg)?;
         let specs = workload.prompt_specs();
-        write_prompts(&staging.file(PROMPTS_FILE), &specs, cfg.workload.seed, &tokenizer)?;
+        write_prompts(
+            &staging.file(PROMPTS_FILE),
+            &specs,
+            cfg.workload.seed,
+            &tokenizer,
+        )?;
         tokenizer.reference().to_string()
     } else {
         tokenizer_source(cfg).reference()?

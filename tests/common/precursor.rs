@@ -36,7 +36,11 @@ pub fn check_run_meta(dir: &Path) {
     }
     assert_eq!(string("schema_version"), "v1", "{}", path.display());
     for key in REQUIRED_OBJECTS {
-        assert!(v[key].is_object(), "{}: `{key}` is not an object", path.display());
+        assert!(
+            v[key].is_object(),
+            "{}: `{key}` is not an object",
+            path.display()
+        );
     }
     for key in ["config_path", "config_name"] {
         let s = v["hydra"][key].as_str().unwrap_or_default();
@@ -51,14 +55,27 @@ pub fn check_run_meta(dir: &Path) {
         "vidur" => (&[], &["workload_dir", "profiling_root"]),
         "compare" => (&[], &["real_run_dir", "sim_run_dir"]),
         "vidur_profile" => (&[], &["profiling_root"]),
-        other => panic!("{}: run_type `{other}` is not a precursor stage", path.display()),
+        other => panic!(
+            "{}: run_type `{other}` is not a precursor stage",
+            path.display()
+        ),
     };
     for key in strings {
         string(key);
     }
     for key in dirs {
         let p = Path::new(string(key));
-        assert!(p.is_absolute(), "{}: {key} {} is not absolute", path.display(), p.display());
-        assert!(p.is_dir(), "{}: {key} {} is not a directory", path.display(), p.display());
+        assert!(
+            p.is_absolute(),
+            "{}: {key} {} is not absolute",
+            path.display(),
+            p.display()
+        );
+        assert!(
+            p.is_dir(),
+            "{}: {key} {} is not a directory",
+            path.display(),
+            p.display()
+        );
     }
 }

@@ -100,10 +100,6 @@ impl CsvTable {
         &self.path
     }
 
-    pub(crate) fn headers(&self) -> &[String] {
-        &self.headers
-    }
-
     /// Number of data rows.
     pub(crate) fn len(&self) -> usize {
         self.num_rows
@@ -146,16 +142,14 @@ impl CsvTable {
     /// A non-negative integer. Integral floats (`64.0`, which pandas writes for an int column
     /// that had a missing value) are accepted.
     pub(crate) fn u64(&self, row: usize, col: usize) -> Result<u64> {
-        let s = self.cell(row, col).trim();
-        if let Ok(v) = s.parse::<u64>() {
-            return Ok(v);
-        }
-        match s.parse::<f64>() {
-            Ok(v) if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v < 2f64.powi(53) => {
-                Ok(v as u64)
-            }
-            _ => Err(self.invalid(row, col, format!("`{s}` is not a non-negative integer"))),
-        }
+        let s = self.cell(row, col);
+        parse_count(s).ok_or_else(|| {
+            self.invalid(
+                row,
+                col,
+                format!("`{}` is not a non-negative integer", s.trim()),
+            )
+        })
     }
 
     /// A non-negative integer that fits `u32`.
@@ -174,12 +168,6 @@ impl CsvTable {
             Ok(v) if v.is_finite() => Ok(Some(v)),
             _ => Err(self.invalid(row, col, format!("`{s}` is not a finite number"))),
         }
-    }
-
-    /// A finite float that must be present.
-    pub(crate) fn f64(&self, row: usize, col: usize) -> Result<f64> {
-        self.opt_f64(row, col)?
-            .ok_or_else(|| self.invalid(row, col, "empty cell where a number is required"))
     }
 
     /// A boolean as pandas writes it (`True`/`False`, any case).
@@ -253,6 +241,21 @@ impl CsvTable {
 /// `time_stats.<op>.<suffix>`.
 pub(crate) fn stat_column(op: &str, suffix: &str) -> String {
     format!("time_stats.{op}.{suffix}")
+}
+
+/// A non-negative integer cell. Integral floats (`64.0`, which pandas writes for an int
+/// column that had a missing value) are accepted.
+pub(crate) fn parse_count(cell: &str) -> Option<u64> {
+    let s = cell.trim();
+    if let Ok(v) = s.parse::<u64>() {
+        return Some(v);
+    }
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v < 2f64.powi(53) => {
+            Some(v as u64)
+        }
+        _ => None,
+    }
 }
 
 fn csv_error(path: &Path, e: csv::Error) -> Error {
@@ -415,12 +418,12 @@ mod tests {
         let flag = t.column("flag").unwrap();
         assert_eq!(t.u32(1, a).unwrap(), 64);
         assert_eq!(t.opt_f64(1, b).unwrap(), None);
-        assert_eq!(t.f64(0, b).unwrap(), 2.5);
+        assert_eq!(t.opt_f64(0, b).unwrap(), Some(2.5));
         assert!(t.bool(0, flag).unwrap() && !t.bool(1, flag).unwrap());
         assert!(matches!(t.column("c"), Err(Error::ColumnNotFound { .. })));
-        match t.f64(1, b) {
+        match t.u32(0, b) {
             Err(Error::InvalidValue { row, column, .. }) => {
-                assert_eq!(row, 2);
+                assert_eq!(row, 1);
                 assert_eq!(column, "b");
             }
             other => panic!("expected InvalidValue, got {other:?}"),

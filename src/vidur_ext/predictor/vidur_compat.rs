@@ -12,8 +12,8 @@ use super::vidur_formula::{self, VidurLookups};
 use super::{
     BatchPrediction, ExecutionTimePredictor, IterationContext, PredictorConfig, RequestShape,
 };
-use crate::vidur_ext::simulator::ClockKind;
 use crate::vidur_ext::bundle::{Bundle, CpuOverheadTerm, Op};
+use crate::vidur_ext::simulator::ClockKind;
 use crate::Result;
 
 /// Vidur's formula with interpolated op times.

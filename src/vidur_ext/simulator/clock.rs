@@ -28,9 +28,9 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::vidur_ext::predictor::BatchPrediction;
 #[cfg(doc)]
 use crate::vidur_ext::predictor::ExecutionTimePredictor;
-use crate::vidur_ext::predictor::BatchPrediction;
 
 /// Which clock a simulation runs on (recorded in the run's summary).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]

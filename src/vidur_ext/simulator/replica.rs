@@ -14,7 +14,7 @@ use super::clock::SimTime;
 use super::cluster::SimRequest;
 use super::events::{EventKind, EventQueue};
 use super::summary::Recorder;
-use crate::io::records::{BatchMetricsRow, RequestMetricsRow, RequestTimes, TokenMetricsRow};
+use crate::io::records::{BatchMetricsRow, RequestMetricsRow, RequestTimeSummary, TokenMetricsRow};
 use crate::scheduler::{Rejection, ReplicaScheduler, RequestSpec, ScheduledBatch, SchedulerConfig};
 use crate::vidur_ext::bundle::{CpuOverheadTerm, Op, OpSet};
 use crate::vidur_ext::predictor::{
@@ -47,7 +47,7 @@ pub(super) struct Env<'a, 's, T> {
 struct Tracked {
     /// Arrival order in the run (the order of request rows).
     seq: u64,
-    times: RequestTimes,
+    times: RequestTimeSummary,
     num_prefill_tokens: u32,
     num_decode_tokens: u32,
 }
@@ -169,19 +169,12 @@ impl<T: SimTime> Replica<T> {
                 (kind, r.to_string())
             })
         };
-        let times = RequestTimes {
-            arrival_time_ns: req.arrival_time_ns,
-            scheduled_time_ns: None,
-            token_times_ns: Vec::new(),
-        };
+        let times = RequestTimeSummary::arrived(req.arrival_time_ns);
         match rejection {
             None => {
                 let tracked = Tracked {
                     seq,
-                    times: RequestTimes {
-                        token_times_ns: Vec::with_capacity(req.num_decode_tokens as usize),
-                        ..times
-                    },
+                    times,
                     num_prefill_tokens: req.num_prefill_tokens,
                     num_decode_tokens: req.num_decode_tokens,
                 };
@@ -189,7 +182,7 @@ impl<T: SimTime> Replica<T> {
                 Ok(())
             }
             Some((kind, msg)) => {
-                let row = RequestMetricsRow::from_times(
+                let row = RequestMetricsRow::from_summary(
                     req.request_id,
                     &times,
                     req.num_prefill_tokens,
@@ -306,17 +299,14 @@ impl<T: SimTime> Replica<T> {
             let tracked = self.requests.get_mut(&emitted.request_id).ok_or_else(|| {
                 Error::Msg(format!("token for unknown request {}", emitted.request_id))
             })?;
-            let times = &mut tracked.times.token_times_ns;
-            if emitted.token_index as usize != times.len() {
+            let times = &mut tracked.times;
+            if emitted.token_index != times.num_tokens {
                 return Err(Error::Msg(format!(
                     "request {} emitted token {} after {} tokens",
-                    emitted.request_id,
-                    emitted.token_index,
-                    times.len()
+                    emitted.request_id, emitted.token_index, times.num_tokens
                 )));
             }
-            let latency = times.last().map_or(0, |&prev| now_ns - prev);
-            times.push(now_ns);
+            let latency = times.push_token(now_ns);
             env.recorder.token(&TokenMetricsRow {
                 request_id: emitted.request_id,
                 token_index: emitted.token_index,
@@ -377,7 +367,7 @@ impl<T: SimTime> Replica<T> {
         t: &Tracked,
         error: Option<(&str, &str)>,
     ) -> RequestMetricsRow {
-        RequestMetricsRow::from_times(
+        RequestMetricsRow::from_summary(
             request_id,
             &t.times,
             t.num_prefill_tokens,

@@ -657,7 +657,9 @@ mod tests {
             extrapolated: Some(true),
             ..Default::default()
         };
-        full.set_ops(std::array::from_fn(|i| (i % 3 != 0).then_some(i as u64 * 1000)));
+        full.set_ops(std::array::from_fn(|i| {
+            (i % 3 != 0).then_some(i as u64 * 1000)
+        }));
         let rows = [full, BatchMetricsRow::default()];
         let mut sink = CsvSink::create(&dir, CsvOutputs::ALL).unwrap();
         for r in &rows {
