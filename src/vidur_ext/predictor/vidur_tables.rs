@@ -69,60 +69,51 @@ impl VidurTablesPredictor {
                 hint: Some("run Vidur once with this model/TP to populate its cache".into()),
             })
         };
-        let granularity = config.grid.kv_cache_granularity;
+        // Every table is found, in this order, before any is read.
+        let mut token_ops: Vec<Op> = TOKEN_OPS.to_vec();
+        if config.tensor_parallel_size > 1 {
+            token_ops.push(Op::AllReduce);
+        }
+        if config.pipeline_parallel_size > 1 {
+            token_ops.push(Op::SendRecv);
+        }
+        let token_paths = token_ops
+            .iter()
+            .map(|&op| Ok((op, path_of(op.name())?)))
+            .collect::<Result<Vec<_>>>()?;
+        let cpu_paths = CpuOverheadTerm::ALL
+            .into_iter()
+            .filter(|&term| config.cpu_overheads.contains(term))
+            .map(|term| Ok((term, path_of(term.name())?)))
+            .collect::<Result<Vec<_>>>()?;
+        let decode_path = path_of(Op::AttnDecode.name())?;
         let prefill_path = path_of(Op::AttnPrefill.name())?;
-        // The prefill table is as large as all the others together: read it meanwhile.
+        let granularity = config.grid.kv_cache_granularity;
         std::thread::scope(|scope| {
+            // The prefill table is as large as all the others together: read it meanwhile.
             let prefill = scope.spawn(|| DensePrefill::read(prefill_path, granularity));
-            let others = Self::read_small_tables(&path_of, &config);
+            let mut token: [Option<Dense1d>; Op::COUNT] = Default::default();
+            for (op, path) in token_paths {
+                token[op.index()] = Some(Dense1d::read(path, "num_tokens")?);
+            }
+            let mut cpu: [Option<Dense1d>; CpuOverheadTerm::COUNT] = Default::default();
+            for (term, path) in cpu_paths {
+                cpu[term.index()] = Some(Dense1d::read(path, "batch_size")?);
+            }
+            let decode = DenseDecode::read(decode_path, granularity)?;
             let prefill = prefill
                 .join()
-                .map_err(|_| Error::Msg("reading the prefill table panicked".into()))?;
-            let (token, decode, cpu) = others?;
+                .map_err(|_| Error::Msg("reading the prefill table panicked".into()))??;
             Ok(VidurTablesPredictor {
                 config,
                 tables: VidurTables {
                     token,
                     decode,
-                    prefill: prefill?,
+                    prefill,
                     cpu,
                 },
             })
         })
-    }
-
-    /// Every table but prefill attention's.
-    #[allow(clippy::type_complexity)]
-    fn read_small_tables<'a>(
-        path_of: &impl Fn(&str) -> Result<&'a PathBuf>,
-        config: &PredictorConfig,
-    ) -> Result<(
-        [Option<Dense1d>; Op::COUNT],
-        DenseDecode,
-        [Option<Dense1d>; CpuOverheadTerm::COUNT],
-    )> {
-        let mut token: [Option<Dense1d>; Op::COUNT] = Default::default();
-        let mut needed: Vec<Op> = TOKEN_OPS.to_vec();
-        if config.tensor_parallel_size > 1 {
-            needed.push(Op::AllReduce);
-        }
-        if config.pipeline_parallel_size > 1 {
-            needed.push(Op::SendRecv);
-        }
-        for op in needed {
-            token[op.index()] = Some(Dense1d::read(path_of(op.name())?, "num_tokens")?);
-        }
-        let mut cpu: [Option<Dense1d>; CpuOverheadTerm::COUNT] = Default::default();
-        for term in CpuOverheadTerm::ALL {
-            if config.cpu_overheads.contains(term) {
-                cpu[term.index()] = Some(Dense1d::read(path_of(term.name())?, "batch_size")?);
-            }
-        }
-        let decode = DenseDecode::read(
-            path_of(Op::AttnDecode.name())?,
-            config.grid.kv_cache_granularity,
-        )?;
-        Ok((token, decode, cpu))
     }
 
     /// The configuration.
