@@ -450,6 +450,9 @@ fn end_to_end(shared: &Path, root: &Path, bins: &[PathBuf; 2]) -> Result<EndToEn
             );
         }
     }
+    for dir in ["e2e", "vidur_run"] {
+        let _ = std::fs::remove_dir_all(root.join(dir));
+    }
     for a in &mut arms {
         a.wall = Spread::of(&a.wall_s);
     }
