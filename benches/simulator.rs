@@ -450,7 +450,7 @@ fn end_to_end(shared: &Path, root: &Path, bins: &[PathBuf; 2]) -> Result<EndToEn
             );
         }
     }
-    for dir in ["e2e", "vidur_run"] {
+    for dir in ["e2e", "vidur_run", "bin"] {
         let _ = std::fs::remove_dir_all(root.join(dir));
     }
     for a in &mut arms {
