@@ -83,6 +83,9 @@ fn study_runs_once_then_is_up_to_date_and_matches_its_plan() {
         assert_eq!(after["stages"][s]["complete"], true, "{s}");
         assert_eq!(after["stages"][s]["id"], before["stages"][s]["id"], "{s}");
         assert!(stage_dir(&after, s).join("_SUCCESS").is_file(), "{s}");
+        if s != "workload" {
+            common::precursor::check_run_meta(&stage_dir(&after, s));
+        }
     }
     assert_eq!(report.parent().unwrap(), stage_dir(&after, "compare"));
     // Profile and real run timed the same reference iteration: the comparison reports the

@@ -9,6 +9,7 @@ use simreal::vidur_ext::predictor::{
     BatchPrediction, ExecutionTimePredictor, IterationContext, PredictorConfig, RequestShape,
     VidurCompatPredictor,
 };
+use simreal::vidur_ext::simulator::ClockKind;
 use simreal::Error;
 
 fn reference() -> PathBuf {
@@ -267,6 +268,9 @@ fn decode_batch_matches_vidurs_formula_by_hand() {
     assert_eq!(got.model_ns, (model_ms * 1e6).round() as u64);
     assert_eq!(got.cpu_overhead_ns, 0);
     assert_eq!(got.total_ns, got.model_ns);
+    // Unrounded, in seconds, for Vidur's clock (no CPU terms: `model_ms · 10⁻³ + 0`).
+    assert_eq!(got.total_s, model_ms * 1e-3);
+    assert_eq!(p.clock(), ClockKind::VidurSeconds);
     assert!(!got.extrapolated);
     assert_eq!(got.op_ms(Op::AttnDecode), decode * 80.0);
     assert_eq!(got.op_ms(Op::AllReduce), 2.0 * tp * 80.0);

@@ -9,16 +9,24 @@ use simreal::io::read_csv;
 use simreal::io::records::{TraceIntervalRow, TraceLengthRow};
 use simreal::io::schema::{TRACE_INTERVALS, TRACE_LENGTHS};
 use simreal::workloads::stage::LoadedWorkload;
+use simreal::workloads::Tokenizer;
 
-const FILES: [&str; 7] = [
+const FILES: [&str; 6] = [
     "_SUCCESS",
     "config.yaml",
-    "prompts.jsonl",
     "run_meta.json",
     "trace_intervals.csv",
     "trace_lengths.csv",
     "workload_meta.json",
 ];
+
+/// The workload's prompts, materialized by the reader if the stage left them out.
+fn prompts_bytes(dir: &std::path::Path, tokenizer: &Tokenizer) -> Vec<u8> {
+    let loaded = LoadedWorkload::read(dir).unwrap();
+    let prompts = loaded.read_prompts(tokenizer).unwrap();
+    assert_eq!(prompts.len(), loaded.requests.len());
+    fs::read(dir.join("prompts.jsonl")).unwrap()
+}
 
 #[test]
 fn writes_contract_files_reuses_them_and_is_deterministic() {
@@ -29,30 +37,59 @@ fn writes_contract_files_reuses_them_and_is_deterministic() {
     for f in FILES {
         assert!(dir.join(f).is_file(), "missing {f}");
     }
+    // Prompt texts are left to their first reader, which writes them.
+    assert!(!dir.join("prompts.jsonl").exists());
     let loaded = LoadedWorkload::read(&dir).unwrap();
     assert_eq!(loaded.requests.len(), 30);
-    let prompts = loaded.read_prompts().unwrap();
-    assert_eq!(prompts.len(), 30);
+    let tokenizer = Tokenizer::bundled_qwen3().unwrap();
+    let prompts = prompts_bytes(&dir, &tokenizer);
+    // Read again: the file is read, not rewritten.
+    let modified = fs::metadata(dir.join("prompts.jsonl"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(prompts_bytes(&dir, &tokenizer), prompts);
+    assert_eq!(
+        fs::metadata(dir.join("prompts.jsonl"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        modified
+    );
 
     // A second run is a no-op that says so.
     let out = common::run("workload", &args);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("up to date"));
 
-    // Forcing a rerun gives byte-identical data files.
-    let before: Vec<Vec<u8>> = ["prompts.jsonl", "trace_lengths.csv", "trace_intervals.csv"]
+    // Forcing a rerun gives byte-identical data files, and the same prompts whether the
+    // stage writes them (`output.eager_prompts`) or their reader does.
+    let before: Vec<Vec<u8>> = ["trace_lengths.csv", "trace_intervals.csv"]
         .iter()
         .map(|f| fs::read(dir.join(f)).unwrap())
         .collect();
     let forced = [args.as_slice(), &["output.force=true"]].concat();
     let again = run_ok("workload", &forced);
     assert_eq!(again, dir);
-    for (f, bytes) in ["prompts.jsonl", "trace_lengths.csv", "trace_intervals.csv"]
+    for (f, bytes) in ["trace_lengths.csv", "trace_intervals.csv"]
         .iter()
         .zip(&before)
     {
         assert_eq!(&fs::read(dir.join(f)).unwrap(), bytes, "{f} changed");
     }
+    assert_eq!(prompts_bytes(&dir, &tokenizer), prompts);
+    let eager = [forced.as_slice(), &["output.eager_prompts=true"]].concat();
+    assert_eq!(run_ok("workload", &eager), dir);
+    assert_eq!(fs::read(dir.join("prompts.jsonl")).unwrap(), prompts);
+
+    // Another tokenizer is refused before anything is written.
+    let other = std::env::temp_dir().join(format!("simreal-wl-tok-{}.json", std::process::id()));
+    let err = LoadedWorkload::read(&dir)
+        .unwrap()
+        .read_prompts(&fake_tokenizer(&other))
+        .unwrap_err();
+    assert!(err.to_string().contains("was made with tokenizer"), "{err}");
+    fs::remove_file(other).unwrap();
 
     // Another seed is another workload, with other arrivals and lengths.
     let seeded = [args.as_slice(), &["workload.seed=7"]].concat();
@@ -144,4 +181,17 @@ fn cfg_job_prints_the_resolved_config_and_computed_properties() {
     assert!(text.contains("name: qwen3_0_6b"), "{text}");
     assert!(text.contains("qps: 4"), "{text}");
     assert!(text.contains("model_num_parameters: 596049920"), "{text}");
+}
+
+/// A two-word tokenizer written to `path`: any tokenizer other than the workload's.
+fn fake_tokenizer(path: &std::path::Path) -> Tokenizer {
+    fs::write(
+        path,
+        r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],
+           "normalizer":null,"pre_tokenizer":{"type":"Whitespace"},"post_processor":null,
+           "decoder":null,"model":{"type":"WordLevel","vocab":{"a":0,"[UNK]":1},
+           "unk_token":"[UNK]"}}"#,
+    )
+    .unwrap();
+    Tokenizer::from_file(path).unwrap()
 }

@@ -193,6 +193,10 @@ pub struct VidurConfig {
     pub memory_planner: MemoryPlanner,
     pub max_tokens: u32,
     pub seed: u64,
+    /// Write `token_metrics.csv` (one row per simulated output token).
+    pub token_metrics: bool,
+    /// Write `batch_requests.csv` (one row per request per simulated batch).
+    pub batch_requests: bool,
 }
 
 /// The operator profiling grid (stage `vidur_profile`).
@@ -345,6 +349,9 @@ pub struct OutputConfig {
     pub run_id: Option<String>,
     /// Redo a complete run.
     pub force: bool,
+    /// The `workload` stage writes `prompts.jsonl` itself instead of leaving it to its first
+    /// reader (the texts are the same; see `workloads::stage`). Not part of any run id.
+    pub eager_prompts: bool,
 }
 
 impl SimrealConfig {

@@ -73,7 +73,8 @@ pub fn run_meta_schema() -> Value {
                 "inputs",
             ],
             json!({
-                "schema_version": {"type": "integer", "enum": [SCHEMA_VERSION]},
+                // "v1" (written since the precursor aliases), 1 (written before).
+                "schema_version": {"type": ["string", "integer"], "enum": [format!("v{SCHEMA_VERSION}"), SCHEMA_VERSION]},
                 "run_id": {"type": "string"},
                 "run_type": {"type": "string", "enum": ["workload", "real", "vidur", "vidur_profile", "compare", "sweeps", "capacity"]},
                 "model": {"type": "string"},
@@ -88,6 +89,11 @@ pub fn run_meta_schema() -> Value {
                 "inputs": {"type": "object"},
                 "weights": {"type": ["string", "null"]},
                 "extra": {"type": "object"},
+                "backend": {"type": "string"},
+                "workload_dir": {"type": "string"},
+                "profiling_root": {"type": "string"},
+                "real_run_dir": {"type": "string"},
+                "sim_run_dir": {"type": "string"},
             }),
         ),
         "run_meta.json",

@@ -165,8 +165,17 @@ pub struct InputRef {
 }
 
 /// `run_meta.json`, common to every stage.
+///
+/// Besides our own fields it carries the flat fields of the precursor toolkit's `run_meta`
+/// schema (CodeGandee/gpu-simulate-test, `contracts/run_meta.schema.json`), so that its
+/// analysis code reads our runs: `schema_version` as the string `"v1"`, and per stage
+/// `backend` and `workload_dir` (real), `workload_dir` and `profiling_root` (vidur),
+/// `profiling_root` (vidur_profile), `real_run_dir` and `sim_run_dir` (compare), as absolute
+/// paths. They repeat what `hydra.choices` and `inputs` already say.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunMeta {
+    /// Written as `"v1"`; runs written before read as well with the integer `1`.
+    #[serde(with = "run_meta_version")]
     pub schema_version: u32,
     pub run_id: String,
     /// `workload | real | vidur | vidur_profile | compare | sweep`
@@ -187,6 +196,57 @@ pub struct RunMeta {
     pub weights: Option<String>,
     /// Stage-specific facts (warm-up iterations, counts, timings).
     pub extra: serde_json::Value,
+    /// Precursor alias: the real engine's backend (`backend.name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    /// Precursor alias: the workload dir a real or simulated run replayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_dir: Option<String>,
+    /// Precursor alias: the profiling bundle a simulation's predictor was built from (Vidur's
+    /// prediction-table dir for `vidur_tables`), or the bundle a profile run wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profiling_root: Option<String>,
+    /// Precursor alias: the (first) real run a comparison read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub real_run_dir: Option<String>,
+    /// Precursor alias: the simulated run a comparison read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sim_run_dir: Option<String>,
+}
+
+/// `path` made absolute against the working directory (it need not exist yet), as the
+/// precursor's path fields are.
+pub fn absolute_path(path: &Path) -> String {
+    std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
+}
+
+/// `schema_version` of `run_meta.json`: `"v<N>"` on disk, the precursor's form; the bare
+/// integer of earlier runs is accepted on reading.
+mod run_meta_version {
+    use serde::{de, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(version: &u32, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("v{version}"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Version {
+            Number(u32),
+            Text(String),
+        }
+        match Version::deserialize(d)? {
+            Version::Number(n) => Ok(n),
+            Version::Text(t) => t
+                .strip_prefix('v')
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| de::Error::custom(format!("schema_version `{t}` is not `v<N>`"))),
+        }
+    }
 }
 
 impl RunMeta {
@@ -216,6 +276,11 @@ impl RunMeta {
             inputs: BTreeMap::new(),
             weights: None,
             extra: serde_json::Value::Object(Default::default()),
+            backend: None,
+            workload_dir: None,
+            profiling_root: None,
+            real_run_dir: None,
+            sim_run_dir: None,
         }
     }
 }
@@ -233,6 +298,31 @@ mod tests {
         assert_eq!(format_utc(t), "2024-02-29T12:34:56.789000Z");
         let t = UNIX_EPOCH + Duration::from_secs(4_102_444_799); // 2099-12-31T23:59:59
         assert_eq!(format_utc(t), "2099-12-31T23:59:59.000000Z");
+    }
+
+    #[test]
+    fn schema_version_is_written_as_v1_and_read_in_either_form() {
+        let meta = RunMeta::begin(
+            "r",
+            "real",
+            "m",
+            serde_json::json!({}),
+            HydraInfo {
+                config_path: "c".into(),
+                config_name: "real".into(),
+                overrides: vec![],
+                choices: BTreeMap::new(),
+            },
+            HostFingerprint::collect("cpu", 1),
+        );
+        let mut v = serde_json::to_value(&meta).unwrap();
+        assert_eq!(v["schema_version"], "v1");
+        assert!(v.get("backend").is_none(), "unset aliases are not written");
+        assert_eq!(serde_json::from_value::<RunMeta>(v.clone()).unwrap(), meta);
+        v["schema_version"] = serde_json::json!(1);
+        assert_eq!(serde_json::from_value::<RunMeta>(v.clone()).unwrap(), meta);
+        v["schema_version"] = serde_json::json!("one");
+        assert!(serde_json::from_value::<RunMeta>(v).is_err());
     }
 
     #[test]

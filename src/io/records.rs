@@ -80,6 +80,50 @@ pub struct RequestTimes {
     pub token_times_ns: Vec<u64>,
 }
 
+impl RequestTimes {
+    /// What a request row needs of these times.
+    pub fn summary(&self) -> RequestTimeSummary {
+        RequestTimeSummary {
+            arrival_time_ns: self.arrival_time_ns,
+            scheduled_time_ns: self.scheduled_time_ns,
+            first_token_time_ns: self.token_times_ns.first().copied(),
+            last_token_time_ns: self.token_times_ns.last().copied(),
+            num_tokens: self.token_times_ns.len() as u32,
+        }
+    }
+}
+
+/// A request's times as its row needs them: of its output tokens only the first, the last
+/// and how many — so that a simulator need not keep millions of token times.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestTimeSummary {
+    pub arrival_time_ns: u64,
+    pub scheduled_time_ns: Option<u64>,
+    pub first_token_time_ns: Option<u64>,
+    pub last_token_time_ns: Option<u64>,
+    pub num_tokens: u32,
+}
+
+impl RequestTimeSummary {
+    /// A request that arrived at `arrival_time_ns` and has not run yet.
+    pub fn arrived(arrival_time_ns: u64) -> Self {
+        RequestTimeSummary {
+            arrival_time_ns,
+            ..Default::default()
+        }
+    }
+
+    /// Records the next output token at `time_ns`; returns its latency (the gap since the
+    /// previous token, 0 for the first).
+    pub fn push_token(&mut self, time_ns: u64) -> u64 {
+        let latency = self.last_token_time_ns.map_or(0, |prev| time_ns - prev);
+        self.first_token_time_ns.get_or_insert(time_ns);
+        self.last_token_time_ns = Some(time_ns);
+        self.num_tokens += 1;
+        latency
+    }
+}
+
 impl RequestMetricsRow {
     /// Builds a row from raw times, deriving TTFT, TPOT, E2E and queue delay exactly as
     /// DESIGN.md defines them, so real and simulated runs cannot disagree on definitions.
@@ -94,9 +138,33 @@ impl RequestMetricsRow {
         backend: &str,
         error: Option<(&str, &str)>,
     ) -> Self {
-        let first = times.token_times_ns.first().copied();
-        let last = times.token_times_ns.last().copied();
-        let actual = times.token_times_ns.len() as u32;
+        Self::from_summary(
+            request_id,
+            &times.summary(),
+            num_prefill_tokens,
+            num_decode_tokens,
+            num_preemptions,
+            replica_id,
+            backend,
+            error,
+        )
+    }
+
+    /// [`RequestMetricsRow::from_times`] from the summary of the times.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_summary(
+        request_id: u64,
+        times: &RequestTimeSummary,
+        num_prefill_tokens: u32,
+        num_decode_tokens: u32,
+        num_preemptions: u32,
+        replica_id: u32,
+        backend: &str,
+        error: Option<(&str, &str)>,
+    ) -> Self {
+        let first = times.first_token_time_ns;
+        let last = times.last_token_time_ns;
+        let actual = times.num_tokens;
         let arrival = times.arrival_time_ns;
         let tpot_ns = match (first, last) {
             (Some(f), Some(l)) if actual > 1 => {
@@ -442,6 +510,30 @@ mod tests {
         assert_eq!(failed.status, RequestStatus::Error);
         assert_eq!(failed.ttft_ns, None);
         assert_eq!(failed.e2e_ns, None);
+    }
+
+    #[test]
+    fn a_summary_of_pushed_tokens_gives_the_same_row_as_the_times() {
+        let times = RequestTimes {
+            arrival_time_ns: 100,
+            scheduled_time_ns: Some(150),
+            token_times_ns: vec![400, 450, 530],
+        };
+        let mut summary = RequestTimeSummary::arrived(100);
+        summary.scheduled_time_ns = Some(150);
+        let latencies: Vec<u64> = times
+            .token_times_ns
+            .iter()
+            .map(|&t| summary.push_token(t))
+            .collect();
+        assert_eq!(latencies, [0, 50, 80]);
+        assert_eq!(summary, times.summary());
+        for error in [None, Some(("incomplete", "cut"))] {
+            assert_eq!(
+                RequestMetricsRow::from_summary(7, &summary, 10, 3, 1, 0, "b", error),
+                RequestMetricsRow::from_times(7, &times, 10, 3, 1, 0, "b", error)
+            );
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use candle_core::{DType, Device};
 
 use crate::config::resolve_input_path;
 use crate::config::types::{Architecture, Device as ConfigDevice, Dtype, SimrealConfig};
-use crate::io::provenance::{utc_now, InputRef};
+use crate::io::provenance::{absolute_path, utc_now, InputRef};
 use crate::io::records::SpeedPhase;
 use crate::io::rundir::{prepare, Prepared, Stage};
 use crate::io::schema::DEVICE_SPEED;
@@ -181,15 +181,7 @@ fn check_architecture(dir: &Path, on_disk: &Qwen3Config, expected: &Qwen3Config)
 /// length against the trace.
 pub fn engine_requests(job: &Job, workload: &LoadedWorkload) -> Result<Vec<EngineRequest>> {
     let tokenizer = load_tokenizer(&job.config)?;
-    if tokenizer.reference() != workload.meta.tokenizer_ref {
-        return Err(Error::Mismatch(format!(
-            "workload {} was tokenized with `{}` but this config's tokenizer is `{}`",
-            workload.dir.display(),
-            workload.meta.tokenizer_ref,
-            tokenizer.reference()
-        )));
-    }
-    let prompts = workload.read_prompts()?;
+    let prompts = workload.read_prompts(&tokenizer)?;
     workload
         .requests
         .iter()
@@ -360,6 +352,8 @@ pub fn run(job: &Job) -> Result<PathBuf> {
     job.write_resolved_config(staging.path())?;
     meta.seed = Some(cfg.workload.seed);
     meta.weights = Some(weights.provenance.clone());
+    meta.backend = Some(cfg.backend.name.clone());
+    meta.workload_dir = Some(absolute_path(&workload.dir));
     meta.inputs.insert(
         "workload".into(),
         InputRef {

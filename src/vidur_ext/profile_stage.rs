@@ -14,7 +14,7 @@ use candle_core::Device;
 use serde_json::json;
 
 use crate::config::types::SimrealConfig;
-use crate::io::provenance::{utc_now, HostFingerprint};
+use crate::io::provenance::{absolute_path, utc_now, HostFingerprint};
 use crate::io::records::SpeedPhase;
 use crate::io::rundir::{prepare, require_complete, Prepared, Stage};
 use crate::io::schema::DEVICE_SPEED;
@@ -326,6 +326,7 @@ pub fn run(job: &Job) -> Result<PathBuf> {
         "timing only: {}",
         profiling_meta.details["weights"]
     ));
+    meta.profiling_root = Some(absolute_path(staging.final_path()));
     meta.extra = json!({
         "bundle_id": bundle_id,
         "threads": threads::current(),

@@ -4,6 +4,8 @@
 //! pool) → [`Simulator`] → `tmp/vidur/<run_id>/`: `request_metrics.csv`,
 //! `token_metrics.csv`, `batch_metrics.csv`, `batch_requests.csv` (schema v1, as `real`
 //! writes them, `backend = vidur_sim`), `config.yaml`, `run_meta.json`, `_SUCCESS`.
+//! `vidur.token_metrics=false` / `vidur.batch_requests=false` leave out those two files
+//! (millions of rows on a long trace; Vidur writes neither).
 //!
 //! Inputs:
 //! - the workload this config names (`LoadedWorkload::for_job`); it must be for this model;
@@ -41,12 +43,12 @@ use super::predictor::{
 };
 use super::profile_stage;
 use super::simulator::{
-    little_check, CsvSink, CsvSinkCounts, SimConfig, SimRequest, SimSummary, Simulator,
+    little_check, CsvOutputs, CsvSink, CsvSinkCounts, SimConfig, SimRequest, SimSummary, Simulator,
 };
 use crate::config::types::{resolve_input_path, GlobalSchedulerKind, PredictorKind};
 use crate::config::SimrealConfig;
 use crate::error::IoContext;
-use crate::io::provenance::{utc_now, InputRef};
+use crate::io::provenance::{absolute_path, utc_now, InputRef};
 use crate::io::rundir::{is_complete, prepare, require_complete, Prepared, Stage};
 use crate::io::schema::REQUEST_METRICS;
 use crate::io::{read_csv, write_json};
@@ -477,7 +479,11 @@ pub fn run(job: &Job) -> Result<PathBuf> {
     );
 
     let started = Instant::now();
-    let mut sink = CsvSink::create(staging.path())?;
+    let outputs = CsvOutputs {
+        token_metrics: cfg.vidur.token_metrics,
+        batch_requests: cfg.vidur.batch_requests,
+    };
+    let mut sink = CsvSink::create(staging.path(), outputs)?;
     let simulator = Simulator::new(inputs.sim_config.clone(), inputs.predictor.as_ref())?;
     let summary = simulator.run(inputs.requests(), &mut sink)?;
     let rows = sink.finish()?;
@@ -522,6 +528,13 @@ pub fn run(job: &Job) -> Result<PathBuf> {
             },
         );
     }
+    meta.workload_dir = Some(absolute_path(&inputs.workload.dir));
+    meta.profiling_root = inputs
+        .source
+        .bundle_dir
+        .as_ref()
+        .or(inputs.source.predictor_tables.as_ref())
+        .map(|dir| absolute_path(dir));
     let makespan_s = summary.makespan_ns as f64 / 1e9;
     let facts = SimRunFacts {
         predictor: inputs.source.clone(),

@@ -1,8 +1,18 @@
 //! The `workload` stage: generate a workload and write it in the contract's files, and the
 //! reader the other stages use to load one back.
 //!
-//! `tmp/workload/<workload_id>/`: `prompts.jsonl`, `trace_lengths.csv`,
-//! `trace_intervals.csv`, `workload_meta.json`, `config.yaml`, `run_meta.json`, `_SUCCESS`.
+//! `tmp/workload/<workload_id>/`: `trace_lengths.csv`, `trace_intervals.csv`,
+//! `workload_meta.json`, `config.yaml`, `run_meta.json`, `_SUCCESS`, and `prompts.jsonl`.
+//!
+//! **Prompt texts are materialized on first use.** They are a pure function of what the dir
+//! already records (each request's prompt length, `seed`, the tokenizer `tokenizer_ref`
+//! names), cost more to make than everything else (exact-token texts: 110 MB and seconds for
+//! 19 k requests), and only the real engine reads them. So the stage leaves `prompts.jsonl`
+//! out, and [`LoadedWorkload::read_prompts`] writes it — atomically, byte for byte what the
+//! stage would have written — the first time a consumer asks, then reads it like any other
+//! file. A complete dir is thus complete either way: its prompts are fixed when `_SUCCESS`
+//! is written, whether or not their text is on disk yet. `output.eager_prompts=true` makes the
+//! stage write them itself (for readers outside this project).
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -20,8 +30,8 @@ use crate::io::schema::{SCHEMA_VERSION, TRACE_INTERVALS, TRACE_LENGTHS};
 use crate::io::{read_csv, read_json_validated, write_csv, write_json, AtomicFile};
 use crate::stage::Job;
 use crate::workloads::{
-    replay_trace, PromptSynthesizer, RequestLengths, Tokenizer, TokenizerSource, Workload,
-    WorkloadSummary,
+    replay_trace, PromptSpec, PromptSynthesizer, RequestLengths, Tokenizer, TokenizerSource,
+    Workload, WorkloadSummary,
 };
 use crate::{Error, Result};
 
@@ -71,13 +81,41 @@ pub struct WorkloadMeta {
     pub summary: WorkloadSummary,
 }
 
-/// The tokenizer a config names.
-pub fn load_tokenizer(cfg: &SimrealConfig) -> Result<Tokenizer> {
-    let source = match &cfg.model.tokenizer {
+/// Where the tokenizer a config names comes from.
+pub fn tokenizer_source(cfg: &SimrealConfig) -> TokenizerSource {
+    match &cfg.model.tokenizer {
         Some(path) => TokenizerSource::File(resolve_input_path(path)),
         None => TokenizerSource::BundledQwen3,
-    };
-    Tokenizer::load(&source)
+    }
+}
+
+/// The tokenizer a config names.
+pub fn load_tokenizer(cfg: &SimrealConfig) -> Result<Tokenizer> {
+    Tokenizer::load(&tokenizer_source(cfg))
+}
+
+/// Synthesizes the prompts of `specs` and writes them as `prompts.jsonl` (one compact JSON
+/// object per line, in request order), atomically. The one writer of the file, so the stage
+/// and a later materialization give the same bytes.
+fn write_prompts(
+    path: &Path,
+    specs: &[PromptSpec],
+    seed: u64,
+    tokenizer: &Tokenizer,
+) -> Result<()> {
+    let prompts = PromptSynthesizer::new(tokenizer)?.synthesize_all(specs, seed)?;
+    let mut file = AtomicFile::create(path)?;
+    for p in prompts {
+        let record = PromptRecord {
+            prompt_id: p.prompt_id,
+            text: p.text,
+            num_tokens: p.num_tokens,
+        };
+        let line = serde_json::to_string(&record)
+            .map_err(|e| Error::InvalidInput(format!("prompt {}: {e}", record.prompt_id)))?;
+        writeln!(file, "{line}").with_path(path)?;
+    }
+    file.commit()
 }
 
 /// The in-memory workload a config describes (no prompts yet).
@@ -120,24 +158,19 @@ pub fn run(job: &Job) -> Result<PathBuf> {
     let mut run_meta = job.run_meta(&workload_id)?;
 
     let workload = build_workload(cfg)?;
-    let tokenizer = load_tokenizer(cfg)?;
-    let synthesizer = PromptSynthesizer::new(&tokenizer)?;
-    let prompts = synthesizer.synthesize_all(&workload.prompt_specs(), cfg.workload.seed)?;
-
-    // prompts.jsonl: one compact JSON object per line, in request order.
-    let prompts_path = staging.file(PROMPTS_FILE);
-    let mut file = AtomicFile::create(&prompts_path)?;
-    for p in &prompts {
-        let record = PromptRecord {
-            prompt_id: p.prompt_id,
-            text: p.text.clone(),
-            num_tokens: p.num_tokens,
-        };
-        let line = serde_json::to_string(&record)
-            .map_err(|e| Error::InvalidInput(format!("prompt {}: {e}", p.prompt_id)))?;
-        writeln!(file, "{line}").with_path(&prompts_path)?;
-    }
-    file.commit()?;
+    let tokenizer_ref = if cfg.output.eager_prompts {
+        let tokenizer = load_tokenizer(cfg)?;
+        let specs = workload.prompt_specs();
+        write_prompts(
+            &staging.file(PROMPTS_FILE),
+            &specs,
+            cfg.workload.seed,
+            &tokenizer,
+        )?;
+        tokenizer.reference().to_string()
+    } else {
+        tokenizer_source(cfg).reference()?
+    };
 
     let lengths: Vec<TraceLengthRow> = workload
         .lengths
@@ -178,7 +211,7 @@ pub fn run(job: &Job) -> Result<PathBuf> {
         workload_id: workload_id.clone(),
         model: cfg.model.name.clone(),
         seed: cfg.workload.seed,
-        tokenizer_ref: tokenizer.reference().to_string(),
+        tokenizer_ref,
         created_at: utc_now(),
         git_commit: run_meta.git_commit.clone(),
         paths: WorkloadPaths {
@@ -353,9 +386,30 @@ impl LoadedWorkload {
         })
     }
 
-    /// Reads `prompts.jsonl`, checking one prompt per request with the recorded length.
-    pub fn read_prompts(&self) -> Result<Vec<PromptRecord>> {
+    /// Reads `prompts.jsonl`, checking one prompt per request with the recorded length;
+    /// materializes the file first if it is not there yet (see the module docs).
+    /// `tokenizer` must be the one the workload was made for (`tokenizer_ref`).
+    pub fn read_prompts(&self, tokenizer: &Tokenizer) -> Result<Vec<PromptRecord>> {
+        if tokenizer.reference() != self.meta.tokenizer_ref {
+            return Err(Error::Mismatch(format!(
+                "workload {} was made with tokenizer `{}`, not `{}`",
+                self.dir.display(),
+                self.meta.tokenizer_ref,
+                tokenizer.reference()
+            )));
+        }
         let path = self.dir.join(&self.meta.paths.prompts);
+        if !path.is_file() {
+            let specs: Vec<PromptSpec> = self
+                .requests
+                .iter()
+                .map(|r| PromptSpec {
+                    prompt_id: r.request_id,
+                    num_tokens: r.lengths.num_prefill_tokens,
+                })
+                .collect();
+            write_prompts(&path, &specs, self.meta.seed, tokenizer)?;
+        }
         let file = std::fs::File::open(&path).with_path(&path)?;
         let mut prompts = Vec::with_capacity(self.requests.len());
         for (i, line) in std::io::BufReader::new(file).lines().enumerate() {

@@ -44,6 +44,43 @@ pub enum TokenizerSource {
 impl TokenizerSource {
     const BUNDLED_PREFIX: &'static str = "bundled:";
     const BUNDLED_QWEN3: &'static str = "bundled:qwen3";
+
+    /// The reference string of the tokenizer this source names — what
+    /// [`Tokenizer::reference`] says once it is loaded — without loading it (a file is read
+    /// and hashed, not parsed).
+    pub fn reference(&self) -> Result<String> {
+        match self {
+            TokenizerSource::BundledQwen3 => Ok(bundled_reference(BUNDLED_QWEN3_SHA256)),
+            TokenizerSource::File(path) => Ok(file_reference(path, &read_tokenizer_file(path)?)),
+        }
+    }
+}
+
+fn bundled_reference(sha256: &str) -> String {
+    format!(
+        "{}@sha256:{}",
+        TokenizerSource::BUNDLED_QWEN3,
+        &sha256[..REFERENCE_HASH_HEX_CHARS]
+    )
+}
+
+fn file_reference(path: &Path, json: &[u8]) -> String {
+    format!(
+        "file:{}@sha256:{}",
+        path.display(),
+        &sha256_hex(json)[..REFERENCE_HASH_HEX_CHARS]
+    )
+}
+
+fn read_tokenizer_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::MissingInput {
+            path: path.to_path_buf(),
+            msg: "tokenizer file not found".to_string(),
+            hint: Some("use `bundled:qwen3` or a path to a tokenizer.json".to_string()),
+        },
+        _ => Error::io(path, e),
+    })
 }
 
 impl fmt::Display for TokenizerSource {
@@ -152,32 +189,17 @@ impl Tokenizer {
         let inner = parse_tokenizer_json(&json, "the bundled Qwen3 tokenizer")?;
         Ok(Self {
             inner,
-            reference: format!(
-                "{}@sha256:{}",
-                TokenizerSource::BUNDLED_QWEN3,
-                &sha256[..REFERENCE_HASH_HEX_CHARS]
-            ),
+            reference: bundled_reference(&sha256),
         })
     }
 
     /// A Hugging Face `tokenizer.json` file.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let json = std::fs::read(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::MissingInput {
-                path: path.to_path_buf(),
-                msg: "tokenizer file not found".to_string(),
-                hint: Some("use `bundled:qwen3` or a path to a tokenizer.json".to_string()),
-            },
-            _ => Error::io(path, e),
-        })?;
+        let json = read_tokenizer_file(path)?;
         let inner = parse_tokenizer_json(&json, &path.display().to_string())?;
         Ok(Self {
             inner,
-            reference: format!(
-                "file:{}@sha256:{}",
-                path.display(),
-                &sha256_hex(&json)[..REFERENCE_HASH_HEX_CHARS]
-            ),
+            reference: file_reference(path, &json),
         })
     }
 
@@ -239,6 +261,19 @@ mod tests {
             serde_saphyr::from_str::<TokenizerSource>(&yaml).unwrap(),
             TokenizerSource::BundledQwen3
         );
+    }
+
+    #[test]
+    fn a_source_knows_its_reference_without_loading() {
+        let loaded = Tokenizer::bundled_qwen3().unwrap();
+        assert_eq!(
+            TokenizerSource::BundledQwen3.reference().unwrap(),
+            loaded.reference()
+        );
+        let err = TokenizerSource::File("/nonexistent/tokenizer.json".into())
+            .reference()
+            .unwrap_err();
+        assert!(matches!(err, Error::MissingInput { .. }), "{err}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod precursor;
 pub mod vidur_formula;
 
 use std::path::{Path, PathBuf};

@@ -154,7 +154,8 @@ pub fn load_simreal(dir: &Path, make_it: &str) -> Result<RunData> {
     let mut requests: Vec<RequestMetricsRow> =
         read_csv(dir.join(REQUEST_METRICS.file_name), &REQUEST_METRICS)?;
     requests.sort_by_key(|r| r.request_id);
-    let tokens: Vec<TokenMetricsRow> = read_csv(dir.join(TOKEN_METRICS.file_name), &TOKEN_METRICS)?;
+    // A simulated run may leave token rows out (`vidur.token_metrics=false`).
+    let tokens = read_optional::<TokenMetricsRow>(dir, &TOKEN_METRICS)?;
     let batches = read_optional::<BatchMetricsRow>(dir, &BATCH_METRICS)?;
     let batch_requests = read_optional::<BatchRequestRow>(dir, &BATCH_REQUESTS)?;
     let backend = requests
@@ -179,7 +180,7 @@ pub fn load_simreal(dir: &Path, make_it: &str) -> Result<RunData> {
         backend,
         identity,
         requests,
-        tokens: Some(tokens.iter().map(TokenTime::from).collect()),
+        tokens: tokens.map(|t| t.iter().map(TokenTime::from).collect()),
         batches,
         batch_requests,
         notes: Vec::new(),

@@ -25,7 +25,7 @@ use crate::config::yaml::parse_yaml_value;
 use crate::config::{resolve_input_path, SimrealConfig};
 use crate::io::csv::CsvWriter;
 use crate::io::json_schemas::{compare_summary_schema, validate};
-use crate::io::provenance::{utc_now, InputRef};
+use crate::io::provenance::{absolute_path, utc_now, InputRef};
 use crate::io::rundir::{prepare, Prepared, Stage};
 use crate::io::schema::{ITERATION_COMPARISON, REQUEST_COMPARISON, TOKEN_COMPARISON};
 use crate::io::write_json;
@@ -481,6 +481,8 @@ pub fn run_with(job: &Job, replay: Option<&dyn ExecutionTimePredictor>) -> Resul
         meta.inputs.insert(key, input_ref(r));
     }
     meta.inputs.insert("sim".into(), input_ref(&sim));
+    meta.real_run_dir = Some(absolute_path(&reals[0].path));
+    meta.sim_run_dir = Some(absolute_path(&sim.path));
     let results = &comparison.results;
     meta.extra = serde_json::json!({
         "verdict": results.verdict(),

@@ -51,7 +51,7 @@ pub use op::{Op, OpSet};
 pub use stats::OpStats;
 
 pub(crate) use meta::to_sorted_json;
-pub(crate) use table::{write_atomic, CsvTable};
+pub(crate) use table::{parse_count, write_atomic};
 
 use crate::{Error, Result};
 

@@ -43,6 +43,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use super::bundle::{BundleModelSpec, CpuOverheadTerm, Op, OpSet};
+use super::simulator::ClockKind;
 use crate::{Error, Result};
 
 pub use cross_validation::{cross_validate, ErrorStats, OpReport, PredictorReport};
@@ -120,6 +121,11 @@ pub struct BatchPrediction {
     pub cpu_overhead_ns: u64,
     /// `model_ns + cpu_overhead_ns`.
     pub total_ns: u64,
+    /// The unrounded total in seconds, computed as Vidur's `ExecutionTime.total_time`:
+    /// `model_ms · 10⁻³ + (schedule + sampler_e2e + prepare_inputs_e2e +
+    /// process_model_outputs + ray_comm_time) · 10⁻³`, in that order. What the Vidur clock
+    /// ([`crate::vidur_ext::simulator::clock`]) adds to its time.
+    pub total_s: f64,
     /// Time per op class for the whole stage (per-layer time × layers; per-iteration ops
     /// once), ms. Indexed by [`Op::index`].
     pub ops_ms: [f64; Op::COUNT],
@@ -137,6 +143,7 @@ impl BatchPrediction {
         model_ns: 0,
         cpu_overhead_ns: 0,
         total_ns: 0,
+        total_s: 0.0,
         ops_ms: [0.0; Op::COUNT],
         cpu_overheads_ms: [0.0; CpuOverheadTerm::COUNT],
         extrapolated: false,
@@ -156,6 +163,7 @@ impl BatchPrediction {
         extrapolated_ops: OpSet,
         cpu_extrapolated: bool,
     ) -> BatchPrediction {
+        // Summed in index order, which is Vidur's (`ExecutionTime._get_cpu_overhead`).
         let cpu_ms: f64 = cpu_overheads_ms.iter().sum();
         let model_ns = ms_to_ns(model_ms);
         let cpu_overhead_ns = ms_to_ns(cpu_ms);
@@ -163,6 +171,7 @@ impl BatchPrediction {
             model_ns,
             cpu_overhead_ns,
             total_ns: model_ns + cpu_overhead_ns,
+            total_s: model_ms * 1e-3 + cpu_ms * 1e-3,
             ops_ms,
             cpu_overheads_ms,
             extrapolated: cpu_extrapolated || !extrapolated_ops.is_empty(),
@@ -189,6 +198,13 @@ pub trait ExecutionTimePredictor: Send + Sync {
     /// Predicts one iteration. Infallible and allocation-free: an empty batch predicts
     /// zero, a lookup outside the grid is extrapolated and flagged.
     fn predict_with(&self, batch: &[RequestShape], ctx: &IterationContext) -> BatchPrediction;
+
+    /// The simulator clock this predictor's times are meant for: Vidur's float seconds for
+    /// Vidur's formula (so that long runs reproduce Vidur's clock exactly), integer ns
+    /// otherwise.
+    fn clock(&self) -> ClockKind {
+        ClockKind::IntegerNs
+    }
 
     /// Predicts one iteration of pipeline stage 0 with default context.
     fn predict(&self, batch: &[RequestShape]) -> BatchPrediction {

@@ -13,6 +13,7 @@ use super::{
     BatchPrediction, ExecutionTimePredictor, IterationContext, PredictorConfig, RequestShape,
 };
 use crate::vidur_ext::bundle::{Bundle, CpuOverheadTerm, Op};
+use crate::vidur_ext::simulator::ClockKind;
 use crate::Result;
 
 /// Vidur's formula with interpolated op times.
@@ -70,5 +71,9 @@ impl ExecutionTimePredictor for VidurCompatPredictor {
 
     fn predict_with(&self, batch: &[RequestShape], ctx: &IterationContext) -> BatchPrediction {
         vidur_formula::predict(&self.curves, &self.config, batch, ctx.pipeline_stage)
+    }
+
+    fn clock(&self) -> ClockKind {
+        ClockKind::VidurSeconds
     }
 }

@@ -168,9 +168,15 @@ pub(crate) fn predict(
     let tp_comm = if tp == 1 {
         0.0
     } else {
-        token_op(&mut flags, Op::AllReduce)
-            + cfg.nccl_cpu_launch_overhead_ms
-            + cfg.nccl_cpu_skew_overhead_per_device_ms * f64::from(tp).powf(1.25)
+        // `TP^1.25` only when there is a skew to scale (Vidur's default is none): the power
+        // is a noticeable share of a batch's prediction, and 0 · x = 0 exactly.
+        let per_device = cfg.nccl_cpu_skew_overhead_per_device_ms;
+        let skew = if per_device == 0.0 {
+            0.0
+        } else {
+            per_device * f64::from(tp).powf(1.25)
+        };
+        token_op(&mut flags, Op::AllReduce) + cfg.nccl_cpu_launch_overhead_ms + skew
     };
     let pp_comm = if pipeline_stage + 1 >= cfg.pipeline_parallel_size {
         0.0

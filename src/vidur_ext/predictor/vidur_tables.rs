@@ -13,6 +13,7 @@
 //! `Error::OutOfRange`.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::interp::Lookup;
@@ -21,7 +22,8 @@ use super::{
     BatchPrediction, ExecutionTimePredictor, IterationContext, PredictorConfig, RequestShape,
 };
 use crate::error::IoContext;
-use crate::vidur_ext::bundle::{CpuOverheadTerm, CsvTable, Op};
+use crate::vidur_ext::bundle::{parse_count, CpuOverheadTerm, Op};
+use crate::vidur_ext::simulator::ClockKind;
 use crate::{Error, Result};
 
 /// The token-keyed ops Vidur always predicts.
@@ -67,34 +69,50 @@ impl VidurTablesPredictor {
                 hint: Some("run Vidur once with this model/TP to populate its cache".into()),
             })
         };
-        let mut token: [Option<Dense1d>; Op::COUNT] = Default::default();
-        let mut needed: Vec<Op> = TOKEN_OPS.to_vec();
+        // Every table is found, in this order, before any is read.
+        let mut token_ops: Vec<Op> = TOKEN_OPS.to_vec();
         if config.tensor_parallel_size > 1 {
-            needed.push(Op::AllReduce);
+            token_ops.push(Op::AllReduce);
         }
         if config.pipeline_parallel_size > 1 {
-            needed.push(Op::SendRecv);
+            token_ops.push(Op::SendRecv);
         }
-        for op in needed {
-            token[op.index()] = Some(Dense1d::read(path_of(op.name())?, "num_tokens")?);
-        }
-        let mut cpu: [Option<Dense1d>; CpuOverheadTerm::COUNT] = Default::default();
-        for term in CpuOverheadTerm::ALL {
-            if config.cpu_overheads.contains(term) {
-                cpu[term.index()] = Some(Dense1d::read(path_of(term.name())?, "batch_size")?);
-            }
-        }
+        let token_paths = token_ops
+            .iter()
+            .map(|&op| Ok((op, path_of(op.name())?)))
+            .collect::<Result<Vec<_>>>()?;
+        let cpu_paths = CpuOverheadTerm::ALL
+            .into_iter()
+            .filter(|&term| config.cpu_overheads.contains(term))
+            .map(|term| Ok((term, path_of(term.name())?)))
+            .collect::<Result<Vec<_>>>()?;
+        let decode_path = path_of(Op::AttnDecode.name())?;
+        let prefill_path = path_of(Op::AttnPrefill.name())?;
         let granularity = config.grid.kv_cache_granularity;
-        let decode = DenseDecode::read(path_of(Op::AttnDecode.name())?, granularity)?;
-        let prefill = DensePrefill::read(path_of(Op::AttnPrefill.name())?, granularity)?;
-        Ok(VidurTablesPredictor {
-            config,
-            tables: VidurTables {
-                token,
-                decode,
-                prefill,
-                cpu,
-            },
+        std::thread::scope(|scope| {
+            // The prefill table is as large as all the others together: read it meanwhile.
+            let prefill = scope.spawn(|| DensePrefill::read(prefill_path, granularity));
+            let mut token: [Option<Dense1d>; Op::COUNT] = Default::default();
+            for (op, path) in token_paths {
+                token[op.index()] = Some(Dense1d::read(path, "num_tokens")?);
+            }
+            let mut cpu: [Option<Dense1d>; CpuOverheadTerm::COUNT] = Default::default();
+            for (term, path) in cpu_paths {
+                cpu[term.index()] = Some(Dense1d::read(path, "batch_size")?);
+            }
+            let decode = DenseDecode::read(decode_path, granularity)?;
+            let prefill = prefill
+                .join()
+                .map_err(|_| Error::Msg("reading the prefill table panicked".into()))??;
+            Ok(VidurTablesPredictor {
+                config,
+                tables: VidurTables {
+                    token,
+                    decode,
+                    prefill,
+                    cpu,
+                },
+            })
         })
     }
 
@@ -111,6 +129,10 @@ impl ExecutionTimePredictor for VidurTablesPredictor {
 
     fn predict_with(&self, batch: &[RequestShape], ctx: &IterationContext) -> BatchPrediction {
         vidur_formula::predict(&self.tables, &self.config, batch, ctx.pipeline_stage)
+    }
+
+    fn clock(&self) -> ClockKind {
+        ClockKind::VidurSeconds
     }
 }
 
@@ -170,23 +192,187 @@ fn find_tables(dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
     Ok(found)
 }
 
-fn read_table(path: &Path) -> Result<CsvTable> {
-    let file = std::fs::File::open(path).with_path(path)?;
-    if path.extension().is_some_and(|e| e == "gz") {
-        CsvTable::from_reader(path, flate2::read::GzDecoder::new(file))
-    } else {
-        CsvTable::from_reader(path, file)
-    }
+/// A prediction table's rows: its integer key columns and `prediction` (ms, finite and
+/// non-negative: Vidur predicts exactly 0 for an op whose training targets were filled with
+/// 0), parsed straight from the file's bytes. The prefill table has 266 k rows; through a
+/// general table of string cells it was most of a simulation's start-up.
+struct PredictionRows<const K: usize> {
+    path: PathBuf,
+    key_columns: [&'static str; K],
+    keys: Vec<[u64; K]>,
+    values: Vec<f64>,
 }
 
-/// A prediction in ms: finite and non-negative (Vidur predicts exactly 0 for an op whose
-/// training targets were filled with 0).
-fn prediction(t: &CsvTable, row: usize, col: usize) -> Result<f64> {
-    let v = t.f64(row, col)?;
-    if v < 0.0 {
-        return Err(t.invalid(row, col, format!("{v} ms is negative")));
+impl<const K: usize> PredictionRows<K> {
+    fn read(path: &Path, key_columns: [&'static str; K]) -> Result<Self> {
+        let file = std::fs::File::open(path).with_path(path)?;
+        let mut bytes = Vec::new();
+        if path.extension().is_some_and(|e| e == "gz") {
+            flate2::read::GzDecoder::new(file).read_to_end(&mut bytes)
+        } else {
+            std::io::BufReader::new(file).read_to_end(&mut bytes)
+        }
+        .with_path(path)?;
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|e| Error::parse(path, format!("not UTF-8 text: {e}")))?;
+        // A file cut mid-row may still parse (`4096` cut to `40`); the missing newline is the
+        // only trace of the truncation.
+        if !text.ends_with('\n') {
+            return Err(Error::parse(
+                path,
+                "last row is not terminated by a newline: the file looks truncated",
+            ));
+        }
+        let mut lines = text.lines();
+        let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+        let column = |name: &str| {
+            header
+                .iter()
+                .position(|h| *h == name)
+                .ok_or_else(|| Error::ColumnNotFound {
+                    path: path.to_path_buf(),
+                    column: name.to_owned(),
+                    hint: Some(format!("the header has {} columns", header.len())),
+                })
+        };
+        let mut key_index = [0; K];
+        for (i, name) in key_index.iter_mut().zip(key_columns) {
+            *i = column(name)?;
+        }
+        let value_index = column("prediction")?;
+        let mut rows = PredictionRows {
+            path: path.to_path_buf(),
+            key_columns,
+            keys: Vec::new(),
+            values: Vec::new(),
+        };
+        for (i, line) in lines.enumerate() {
+            let row = i + 1;
+            let mut key = [0u64; K];
+            let mut value = None;
+            let mut num_fields = 0;
+            for (c, field) in line.split(',').enumerate() {
+                num_fields += 1;
+                if c == value_index {
+                    value = Some(match field.trim().parse::<f64>() {
+                        Ok(v) if v.is_finite() && v >= 0.0 => v,
+                        _ => {
+                            return Err(rows.invalid(
+                                row,
+                                "prediction",
+                                format!("`{field}` is not a finite non-negative number of ms"),
+                            ))
+                        }
+                    });
+                } else if let Some(k) = key_index.iter().position(|&kc| kc == c) {
+                    key[k] = parse_count(field).ok_or_else(|| {
+                        rows.invalid(
+                            row,
+                            key_columns[k],
+                            format!("`{field}` is not a non-negative integer"),
+                        )
+                    })?;
+                }
+            }
+            if num_fields != header.len() {
+                return Err(Error::parse(
+                    path,
+                    format!(
+                        "row {row} has {num_fields} fields but the header has {}",
+                        header.len()
+                    ),
+                ));
+            }
+            rows.keys.push(key);
+            rows.values.push(value.unwrap_or_default());
+        }
+        if rows.keys.is_empty() {
+            return Err(Error::MissingInput {
+                path: path.to_path_buf(),
+                msg: "empty grid: the table has no rows".into(),
+                hint: None,
+            });
+        }
+        Ok(rows)
     }
-    Ok(v)
+
+    /// An [`Error::InvalidValue`] at a 1-based data row.
+    fn invalid(&self, row: usize, column: &str, msg: impl Into<String>) -> Error {
+        Error::InvalidValue {
+            path: self.path.clone(),
+            row,
+            column: column.into(),
+            msg: msg.into(),
+        }
+    }
+
+    /// Checks that the values of key column `k` are exactly `first, first + step, …` and
+    /// returns `(step, len)`.
+    fn arithmetic(&self, k: usize, first: u64) -> Result<(u64, usize)> {
+        // A grid has few distinct keys among many rows (4,096 chunks in 266 k prefill rows):
+        // dedup through a set before sorting.
+        let mut distinct: Vec<u64> = self
+            .keys
+            .iter()
+            .map(|key| key[k])
+            .collect::<std::collections::HashSet<u64>>()
+            .into_iter()
+            .collect();
+        distinct.sort_unstable();
+        let step = if distinct.len() > 1 {
+            distinct[1] - distinct[0]
+        } else {
+            1
+        };
+        let ok = distinct.first() == Some(&first)
+            && step > 0
+            && distinct
+                .iter()
+                .enumerate()
+                .all(|(i, &v)| v == first + step * i as u64);
+        if !ok {
+            return Err(Error::SchemaMismatch {
+                path: self.path.clone(),
+                msg: format!(
+                    "`{}` keys are not an evenly spaced grid starting at {first}",
+                    self.key_columns[k]
+                ),
+            });
+        }
+        Ok((step, distinct.len()))
+    }
+
+    /// A dense table of `len` values, row `r` at `index(keys[r])`; duplicated and missing
+    /// keys are errors (named by key column `k`).
+    fn fill(&self, k: usize, len: usize, index: impl Fn(&[u64; K]) -> usize) -> Result<Vec<f64>> {
+        // Values are finite, so NaN marks a key not seen yet.
+        let mut values = vec![f64::NAN; len];
+        for (r, (key, &v)) in self.keys.iter().zip(&self.values).enumerate() {
+            let slot = &mut values[index(key)];
+            if !slot.is_nan() {
+                return Err(self.invalid(r + 1, self.key_columns[k], "duplicated key"));
+            }
+            *slot = v;
+        }
+        let missing = values.iter().filter(|v| v.is_nan()).count();
+        if missing > 0 {
+            return Err(Error::SchemaMismatch {
+                path: self.path.clone(),
+                msg: format!("incomplete grid: {missing} of {len} keys have no prediction"),
+            });
+        }
+        Ok(values)
+    }
+
+    fn check_granularity(&self, step: u64, granularity: u32) -> Result<()> {
+        if step != u64::from(granularity) {
+            return Err(Error::Mismatch(format!(
+                "{}: kv_cache_size step {step} differs from the configured granularity {granularity}",
+                self.path.display()
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Index of key `k` on an arithmetic grid `first, first + step, …` of `len` keys, plus the
@@ -209,57 +395,6 @@ fn grid_index(k: u64, first: u64, step: u64, len: usize) -> (usize, f64, bool) {
     (offset.div_ceil(step) as usize, 1.0, offset % step != 0)
 }
 
-/// Checks that `keys` are exactly `first, first + step, …` and returns `(step, len)`.
-fn arithmetic(t: &CsvTable, col: usize, keys: &[u64], first: u64) -> Result<(u64, usize)> {
-    let mut distinct: Vec<u64> = keys.to_vec();
-    distinct.sort_unstable();
-    distinct.dedup();
-    let step = if distinct.len() > 1 {
-        distinct[1] - distinct[0]
-    } else {
-        1
-    };
-    let ok = distinct.first() == Some(&first)
-        && step > 0
-        && distinct
-            .iter()
-            .enumerate()
-            .all(|(i, &k)| k == first + step * i as u64);
-    if !ok {
-        return Err(Error::SchemaMismatch {
-            path: t.path().to_path_buf(),
-            msg: format!(
-                "`{}` keys are not an evenly spaced grid starting at {first}",
-                t.headers()[col]
-            ),
-        });
-    }
-    Ok((step, distinct.len()))
-}
-
-/// Fills a dense table, rejecting duplicated and missing keys.
-fn fill_dense(
-    t: &CsvTable,
-    key_col: usize,
-    cells: &[(usize, usize, f64)],
-    len: usize,
-) -> Result<Vec<f64>> {
-    let mut values: Vec<Option<f64>> = vec![None; len];
-    for &(row, i, v) in cells {
-        if values[i].replace(v).is_some() {
-            return Err(t.invalid(row, key_col, "duplicated key"));
-        }
-    }
-    let missing = values.iter().filter(|v| v.is_none()).count();
-    if missing > 0 {
-        return Err(Error::SchemaMismatch {
-            path: t.path().to_path_buf(),
-            msg: format!("incomplete grid: {missing} of {len} keys have no prediction"),
-        });
-    }
-    Ok(values.into_iter().flatten().collect())
-}
-
 /// A table keyed by one integer 1..=N.
 #[derive(Clone, Debug)]
 struct Dense1d {
@@ -267,34 +402,17 @@ struct Dense1d {
 }
 
 impl Dense1d {
-    fn read(path: &Path, key: &str) -> Result<Dense1d> {
-        let t = read_table(path)?;
-        let key_col = t.column(key)?;
-        let pred_col = t.column("prediction")?;
-        let keys: Vec<u64> = (0..t.len())
-            .map(|r| t.u64(r, key_col))
-            .collect::<Result<_>>()?;
-        if keys.is_empty() {
-            return Err(Error::MissingInput {
-                path: path.to_path_buf(),
-                msg: "empty grid: the table has no rows".into(),
-                hint: None,
-            });
-        }
-        let (step, len) = arithmetic(&t, key_col, &keys, 1)?;
+    fn read(path: &Path, key: &'static str) -> Result<Dense1d> {
+        let t = PredictionRows::read(path, [key])?;
+        let (step, len) = t.arithmetic(0, 1)?;
         if step != 1 {
             return Err(Error::SchemaMismatch {
                 path: path.to_path_buf(),
                 msg: format!("`{key}` must cover 1..=N in steps of 1, found steps of {step}"),
             });
         }
-        let cells: Vec<(usize, usize, f64)> = keys
-            .iter()
-            .enumerate()
-            .map(|(r, &k)| Ok((r, (k - 1) as usize, prediction(&t, r, pred_col)?)))
-            .collect::<Result<_>>()?;
         Ok(Dense1d {
-            values: fill_dense(&t, key_col, &cells, len)?,
+            values: t.fill(0, len, |k| (k[0] - 1) as usize)?,
         })
     }
 
@@ -318,36 +436,24 @@ struct DenseDecode {
 
 impl DenseDecode {
     fn read(path: &Path, granularity: u32) -> Result<DenseDecode> {
-        let t = read_table(path)?;
-        let b_col = t.column("batch_size")?;
-        let kv_col = t.column("kv_cache_size")?;
-        let pred_col = t.column("prediction")?;
-        let bs: Vec<u64> = (0..t.len())
-            .map(|r| t.u64(r, b_col))
-            .collect::<Result<_>>()?;
-        let kvs: Vec<u64> = (0..t.len())
-            .map(|r| t.u64(r, kv_col))
-            .collect::<Result<_>>()?;
-        let (b_step, num_batch) = arithmetic(&t, b_col, &bs, 1)?;
-        let (kv_step, num_kv) = arithmetic(&t, kv_col, &kvs, 0)?;
-        check_granularity(&t, kv_step, granularity)?;
+        let t = PredictionRows::read(path, ["batch_size", "kv_cache_size"])?;
+        let (b_step, num_batch) = t.arithmetic(0, 1)?;
+        let (kv_step, num_kv) = t.arithmetic(1, 0)?;
+        t.check_granularity(kv_step, granularity)?;
         if b_step != 1 {
             return Err(Error::SchemaMismatch {
                 path: path.to_path_buf(),
                 msg: "`batch_size` must cover 1..=B in steps of 1".into(),
             });
         }
-        let cells: Vec<(usize, usize, f64)> = (0..t.len())
-            .map(|r| {
-                let i = (bs[r] - 1) as usize * num_kv + (kvs[r] / kv_step) as usize;
-                Ok((r, i, prediction(&t, r, pred_col)?))
-            })
-            .collect::<Result<_>>()?;
+        let values = t.fill(0, num_batch * num_kv, |k| {
+            (k[0] - 1) as usize * num_kv + (k[1] / kv_step) as usize
+        })?;
         Ok(DenseDecode {
             num_batch,
             num_kv,
             kv_step,
-            values: fill_dense(&t, b_col, &cells, num_batch * num_kv)?,
+            values,
         })
     }
 
@@ -372,43 +478,37 @@ struct DensePrefill {
 
 impl DensePrefill {
     fn read(path: &Path, granularity: u32) -> Result<DensePrefill> {
-        let t = read_table(path)?;
-        let kv_col = t.column("kv_cache_size")?;
-        let sq_col = t.column("prefill_chunk_size_squared")?;
-        let pred_col = t.column("prediction")?;
-        let kvs: Vec<u64> = (0..t.len())
-            .map(|r| t.u64(r, kv_col))
-            .collect::<Result<_>>()?;
-        let chunks: Vec<u64> = (0..t.len())
-            .map(|r| {
-                let sq = t.u64(r, sq_col)?;
-                let c = sq.isqrt();
-                if c * c != sq {
-                    return Err(t.invalid(r, sq_col, format!("{sq} is not a perfect square")));
-                }
-                Ok(c)
-            })
-            .collect::<Result<_>>()?;
-        let (kv_step, num_kv) = arithmetic(&t, kv_col, &kvs, 0)?;
-        check_granularity(&t, kv_step, granularity)?;
-        let (c_step, num_chunk) = arithmetic(&t, sq_col, &chunks, 1)?;
+        let mut t = PredictionRows::read(path, ["kv_cache_size", "prefill_chunk_size_squared"])?;
+        // Keyed by chunk², gridded by chunk.
+        for r in 0..t.keys.len() {
+            let sq = t.keys[r][1];
+            let c = sq.isqrt();
+            if c * c != sq {
+                return Err(t.invalid(
+                    r + 1,
+                    "prefill_chunk_size_squared",
+                    format!("{sq} is not a perfect square"),
+                ));
+            }
+            t.keys[r][1] = c;
+        }
+        let (kv_step, num_kv) = t.arithmetic(0, 0)?;
+        t.check_granularity(kv_step, granularity)?;
+        let (c_step, num_chunk) = t.arithmetic(1, 1)?;
         if c_step != 1 {
             return Err(Error::SchemaMismatch {
                 path: path.to_path_buf(),
                 msg: "chunks (√prefill_chunk_size_squared) must cover 1..=C in steps of 1".into(),
             });
         }
-        let cells: Vec<(usize, usize, f64)> = (0..t.len())
-            .map(|r| {
-                let i = (kvs[r] / kv_step) as usize * num_chunk + (chunks[r] - 1) as usize;
-                Ok((r, i, prediction(&t, r, pred_col)?))
-            })
-            .collect::<Result<_>>()?;
+        let values = t.fill(0, num_kv * num_chunk, |k| {
+            (k[0] / kv_step) as usize * num_chunk + (k[1] - 1) as usize
+        })?;
         Ok(DensePrefill {
             num_kv,
             kv_step,
             num_chunk,
-            values: fill_dense(&t, kv_col, &cells, num_kv * num_chunk)?,
+            values,
         })
     }
 
@@ -423,19 +523,58 @@ impl DensePrefill {
     }
 }
 
-fn check_granularity(t: &CsvTable, step: u64, granularity: u32) -> Result<()> {
-    if step != u64::from(granularity) {
-        return Err(Error::Mismatch(format!(
-            "{}: kv_cache_size step {step} differs from the configured granularity {granularity}",
-            t.path().display()
-        )));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `text` as a prediction table file in a temp dir (removed with the returned guard).
+    fn table_file(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("attn_decode_0123abcd_predictions.csv");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn reads_a_decode_table_and_rejects_broken_ones() {
+        let good = "batch_size,kv_cache_size,prediction\n1,0,0.5\n1,64,0.75\n2,0,1.0\n2,64,1.5\n";
+        let t = DenseDecode::read(&table_file(good).1, 64).unwrap();
+        assert_eq!((t.num_batch, t.num_kv, t.kv_step), (2, 2, 64));
+        assert_eq!(t.values, [0.5, 0.75, 1.0, 1.5]);
+        let err = |text: &str| DenseDecode::read(&table_file(text).1, 64).unwrap_err();
+        let dup = good.replace("2,64,1.5", "2,0,1.5");
+        assert!(
+            matches!(err(&dup), Error::InvalidValue { row: 4, .. }),
+            "{}",
+            err(&dup)
+        );
+        let missing = good.replace("2,64,1.5\n", "");
+        assert!(matches!(err(&missing), Error::SchemaMismatch { .. }));
+        assert!(err(good.trim_end()).to_string().contains("truncated"));
+        let negative = good.replace("0.75", "-0.75");
+        assert!(matches!(err(&negative), Error::InvalidValue { row: 2, .. }));
+        let ragged = good.replace("1,64,0.75", "1,64");
+        assert!(matches!(err(&ragged), Error::Parse { .. }));
+        let renamed = good.replace("prediction", "value");
+        assert!(matches!(err(&renamed), Error::ColumnNotFound { .. }));
+        assert!(matches!(
+            DenseDecode::read(&table_file(good).1, 16).unwrap_err(),
+            Error::Mismatch(_)
+        ));
+    }
+
+    #[test]
+    fn prefill_keys_must_be_squares() {
+        let text =
+            "kv_cache_size,prefill_chunk_size_squared,prediction\n0,1,1.0\n0,4,2.0\n0,8,3.0\n";
+        let err = DensePrefill::read(&table_file(text).1, 64).unwrap_err();
+        assert!(err.to_string().contains("not a perfect square"), "{err}");
+        let text = "kv_cache_size,prefill_chunk_size_squared,prediction\n\
+                    0,1,1.0\n0,4,2.0\n64,1,3.0\n64,4,4.0\n";
+        let t = DensePrefill::read(&table_file(text).1, 64).unwrap();
+        assert_eq!((t.num_kv, t.num_chunk), (2, 2));
+        assert_eq!(t.values, [1.0, 2.0, 3.0, 4.0]);
+    }
 
     #[test]
     fn grid_index_edges() {

@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use super::clock::{ClockKind, SimTime, VidurSeconds};
 use super::events::{EventKind, EventQueue};
 use super::replica::{Env, Replica, ReplicaSettings};
 use super::sink::SimSink;
@@ -76,7 +77,7 @@ impl<'p> Simulator<'p> {
             )));
         }
         let sim = Simulator { config, predictor };
-        Replica::new(0, &sim.replica_settings()?)?;
+        Replica::<u64>::new(0, &sim.replica_settings()?)?;
         Ok(sim)
     }
 
@@ -98,19 +99,31 @@ impl<'p> Simulator<'p> {
     }
 
     /// Replays `requests` (sorted by arrival; pulled lazily, one instant at a time) and
-    /// pushes every output row into `sink`.
+    /// pushes every output row into `sink`, on the clock the predictor asks for
+    /// ([`ExecutionTimePredictor::clock`]).
     pub fn run<I>(&self, requests: I, sink: &mut dyn SimSink) -> Result<SimSummary>
     where
+        I: IntoIterator<Item = SimRequest>,
+    {
+        match self.predictor.clock() {
+            ClockKind::IntegerNs => self.run_on::<u64, I>(requests, sink),
+            ClockKind::VidurSeconds => self.run_on::<VidurSeconds, I>(requests, sink),
+        }
+    }
+
+    fn run_on<T, I>(&self, requests: I, sink: &mut dyn SimSink) -> Result<SimSummary>
+    where
+        T: SimTime,
         I: IntoIterator<Item = SimRequest>,
     {
         let settings = self.replica_settings()?;
         let n = self.config.num_replicas;
         let mut replicas = (0..n)
-            .map(|id| Replica::new(id, &settings))
+            .map(|id| Replica::<T>::new(id, &settings))
             .collect::<Result<Vec<_>>>()?;
         let mut global =
             GlobalScheduler::new(self.config.global_policy, n as usize, self.config.seed)?;
-        let mut queue = EventQueue::new();
+        let mut queue = EventQueue::<T>::new();
         let mut recorder = Recorder::new(sink);
         let mut stream = requests.into_iter().peekable();
         let mut arrived: Vec<(u64, SimRequest)> = Vec::new();
@@ -121,14 +134,15 @@ impl<'p> Simulator<'p> {
         let mut waiting = vec![0usize; n as usize];
 
         if let Some(first) = stream.peek() {
-            queue.push(first.arrival_time_ns, EventKind::Arrival);
+            queue.push(T::from_ns(first.arrival_time_ns), EventKind::Arrival);
         }
         while let Some(event) = queue.pop() {
-            let now = event.time_ns;
-            recorder.advance(now);
+            let now = event.time;
+            let now_ns = now.to_ns();
+            recorder.advance(now_ns);
             match event.kind {
                 EventKind::Arrival => {
-                    while let Some(r) = stream.next_if(|r| r.arrival_time_ns <= now) {
+                    while let Some(r) = stream.next_if(|r| T::from_ns(r.arrival_time_ns) <= now) {
                         if r.arrival_time_ns < last_arrival_ns {
                             return Err(unsorted(&r, last_arrival_ns));
                         }
@@ -138,10 +152,10 @@ impl<'p> Simulator<'p> {
                         recorder.arrived();
                     }
                     if let Some(next) = stream.peek() {
-                        if next.arrival_time_ns < now {
-                            return Err(unsorted(next, now));
+                        if next.arrival_time_ns < now_ns {
+                            return Err(unsorted(next, now_ns));
                         }
-                        queue.push(next.arrival_time_ns, EventKind::Arrival);
+                        queue.push(T::from_ns(next.arrival_time_ns), EventKind::Arrival);
                     }
                     queue.push(now, EventKind::GlobalSchedule);
                 }
@@ -198,7 +212,7 @@ impl<'p> Simulator<'p> {
         for r in &mut replicas {
             r.abandon_unfinished(&mut recorder)?;
         }
-        recorder.finish(queue.num_pushed())
+        recorder.finish(queue.num_pushed(), T::KIND)
     }
 }
 

@@ -1,5 +1,6 @@
 //! The event queue: a binary heap of events ordered by (time, event-type priority, sequence
-//! number), so that the order of events is total and independent of heap internals.
+//! number), so that the order of events is total and independent of heap internals. Time is
+//! either clock of [`super::clock`] (integer ns by default).
 //!
 //! Priorities settle what happens first at one instant: arrivals are dispatched to replicas,
 //! pipeline stages and batches finish, and only then do replicas form new batches. That is
@@ -42,58 +43,68 @@ impl EventKind {
     }
 }
 
-/// An event at a virtual time.
+/// An event at a virtual time `T` (ns since the trace's origin, or a [`super::clock`] type).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Event {
-    /// Virtual time, ns since the trace's origin.
-    pub time_ns: u64,
+pub struct Event<T = u64> {
+    /// Virtual time.
+    pub time: T,
     pub kind: EventKind,
     /// Position in push order; breaks ties between events of one time and priority.
     pub seq: u64,
 }
 
-impl Event {
-    fn key(&self) -> (u64, u8, u64) {
-        (self.time_ns, self.kind.priority(), self.seq)
+impl<T: Ord + Copy> Event<T> {
+    fn key(&self) -> (T, u8, u64) {
+        (self.time, self.kind.priority(), self.seq)
     }
 }
 
-impl Ord for Event {
+impl<T: Ord + Copy> Ord for Event<T> {
     fn cmp(&self, other: &Self) -> Ordering {
         self.key().cmp(&other.key())
     }
 }
 
-impl PartialOrd for Event {
+impl<T: Ord + Copy> PartialOrd for Event<T> {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
 
 /// A min-queue of events.
-#[derive(Debug, Default)]
-pub struct EventQueue {
-    heap: BinaryHeap<Reverse<Event>>,
+#[derive(Debug)]
+pub struct EventQueue<T = u64> {
+    heap: BinaryHeap<Reverse<Event<T>>>,
     next_seq: u64,
     num_pushed: u64,
 }
 
-impl EventQueue {
+impl<T> Default for EventQueue<T> {
+    fn default() -> Self {
+        EventQueue {
+            heap: BinaryHeap::new(),
+            next_seq: 0,
+            num_pushed: 0,
+        }
+    }
+}
+
+impl<T: Ord + Copy> EventQueue<T> {
     /// An empty queue.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Schedules `kind` at `time_ns`.
-    pub fn push(&mut self, time_ns: u64, kind: EventKind) {
+    /// Schedules `kind` at `time`.
+    pub fn push(&mut self, time: T, kind: EventKind) {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.num_pushed += 1;
-        self.heap.push(Reverse(Event { time_ns, kind, seq }));
+        self.heap.push(Reverse(Event { time, kind, seq }));
     }
 
     /// Removes and returns the earliest event.
-    pub fn pop(&mut self) -> Option<Event> {
+    pub fn pop(&mut self) -> Option<Event<T>> {
         self.heap.pop().map(|Reverse(e)| e)
     }
 
@@ -141,7 +152,7 @@ mod tests {
             },
         );
         let order: Vec<(u64, EventKind)> =
-            std::iter::from_fn(|| q.pop().map(|e| (e.time_ns, e.kind))).collect();
+            std::iter::from_fn(|| q.pop().map(|e| (e.time, e.kind))).collect();
         assert_eq!(
             order,
             [

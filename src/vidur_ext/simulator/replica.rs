@@ -10,10 +10,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
+use super::clock::SimTime;
 use super::cluster::SimRequest;
 use super::events::{EventKind, EventQueue};
 use super::summary::Recorder;
-use crate::io::records::{BatchMetricsRow, RequestMetricsRow, RequestTimes, TokenMetricsRow};
+use crate::io::records::{BatchMetricsRow, RequestMetricsRow, RequestTimeSummary, TokenMetricsRow};
 use crate::scheduler::{Rejection, ReplicaScheduler, RequestSpec, ScheduledBatch, SchedulerConfig};
 use crate::vidur_ext::bundle::{CpuOverheadTerm, Op, OpSet};
 use crate::vidur_ext::predictor::{
@@ -34,8 +35,8 @@ pub(super) struct ReplicaSettings {
 }
 
 /// What a replica needs from the run while handling an event.
-pub(super) struct Env<'a, 's> {
-    pub queue: &'a mut EventQueue,
+pub(super) struct Env<'a, 's, T> {
+    pub queue: &'a mut EventQueue<T>,
     pub predictor: &'a dyn ExecutionTimePredictor,
     pub recorder: &'a mut Recorder<'s>,
     /// Run-wide batch ids, in formation order across replicas.
@@ -46,7 +47,7 @@ pub(super) struct Env<'a, 's> {
 struct Tracked {
     /// Arrival order in the run (the order of request rows).
     seq: u64,
-    times: RequestTimes,
+    times: RequestTimeSummary,
     num_prefill_tokens: u32,
     num_decode_tokens: u32,
 }
@@ -63,18 +64,22 @@ struct Charge {
 }
 
 impl Charge {
-    fn add(&mut self, p: &BatchPrediction) {
-        self.model_ns += p.model_ns;
+    /// Adds one stage's prediction, which the clock charged as `charged_ns` (its end minus
+    /// its start as written): the CPU terms as predicted, the model time the rest, so the
+    /// phases add up to the charged time on either clock (on the integer clock the rest is
+    /// `model_ns` exactly).
+    fn add(&mut self, p: &BatchPrediction, charged_ns: u64) {
         // Round at cumulative boundaries, summing in the predictor's order, so the terms add
         // up to exactly `cpu_overhead_ns` (rounding each term alone would not).
         let mut cumulative_ms = 0.0;
-        let mut charged_ns = 0;
+        let mut cpu_charged_ns = 0;
         for (i, ms) in p.cpu_overheads_ms.iter().enumerate() {
             cumulative_ms += ms;
             let boundary = ms_to_ns(cumulative_ms);
-            self.cpu_ns[i] += boundary.saturating_sub(charged_ns);
-            charged_ns = charged_ns.max(boundary);
+            self.cpu_ns[i] += boundary.saturating_sub(cpu_charged_ns);
+            cpu_charged_ns = cpu_charged_ns.max(boundary);
         }
+        self.model_ns += charged_ns.saturating_sub(cpu_charged_ns);
         for (total, ms) in self.ops_ns.iter_mut().zip(p.ops_ms) {
             *total += ms_to_ns(ms);
         }
@@ -84,11 +89,11 @@ impl Charge {
 }
 
 /// A formed batch that has not ended.
-struct InFlight {
+struct InFlight<T> {
     /// Run-wide id.
     id: u64,
     batch: ScheduledBatch,
-    start_ns: u64,
+    start: T,
     num_waiting: u32,
     shapes: Vec<RequestShape>,
     num_logits_rows: u32,
@@ -102,20 +107,20 @@ struct PipelineStage {
     queue: VecDeque<u64>,
 }
 
-/// One replica.
-pub(super) struct Replica {
+/// One replica, on a clock of time type `T`.
+pub(super) struct Replica<T> {
     id: u32,
     scheduler: ReplicaScheduler,
     stages: Vec<PipelineStage>,
-    in_flight: Vec<InFlight>,
+    in_flight: Vec<InFlight<T>>,
     requests: HashMap<u64, Tracked, BuildHasherDefault<IdHasher>>,
     max_model_len: u32,
     backend_name: String,
     spare_shapes: Vec<Vec<RequestShape>>,
 }
 
-impl Replica {
-    pub fn new(id: u32, settings: &ReplicaSettings) -> Result<Replica> {
+impl<T: SimTime> Replica<T> {
+    pub fn new(id: u32, settings: &ReplicaSettings) -> Result<Replica<T>> {
         let stages = settings.num_stages as usize;
         Ok(Replica {
             id,
@@ -164,19 +169,12 @@ impl Replica {
                 (kind, r.to_string())
             })
         };
-        let times = RequestTimes {
-            arrival_time_ns: req.arrival_time_ns,
-            scheduled_time_ns: None,
-            token_times_ns: Vec::new(),
-        };
+        let times = RequestTimeSummary::arrived(req.arrival_time_ns);
         match rejection {
             None => {
                 let tracked = Tracked {
                     seq,
-                    times: RequestTimes {
-                        token_times_ns: Vec::with_capacity(req.num_decode_tokens as usize),
-                        ..times
-                    },
+                    times,
                     num_prefill_tokens: req.num_prefill_tokens,
                     num_decode_tokens: req.num_decode_tokens,
                 };
@@ -184,7 +182,7 @@ impl Replica {
                 Ok(())
             }
             Some((kind, msg)) => {
-                let row = RequestMetricsRow::from_times(
+                let row = RequestMetricsRow::from_summary(
                     req.request_id,
                     &times,
                     req.num_prefill_tokens,
@@ -201,7 +199,8 @@ impl Replica {
 
     /// A scheduling point: forms batches while a pipeline slot is free and sends them to
     /// the first stage.
-    pub fn schedule(&mut self, now_ns: u64, env: &mut Env) -> Result<()> {
+    pub fn schedule(&mut self, now: T, env: &mut Env<T>) -> Result<()> {
+        let now_ns = now.to_ns();
         while let Some(batch) = self.scheduler.schedule() {
             let id = *env.next_batch_id;
             *env.next_batch_id += 1;
@@ -225,7 +224,7 @@ impl Replica {
             self.in_flight.push(InFlight {
                 id,
                 batch,
-                start_ns: now_ns,
+                start: now,
                 num_waiting: self.scheduler.num_waiting() as u32,
                 shapes,
                 num_logits_rows,
@@ -233,11 +232,11 @@ impl Replica {
             });
             self.stages[0].queue.push_back(id);
         }
-        self.start_stage(0, now_ns, env)
+        self.start_stage(0, now, env)
     }
 
     /// Starts the next queued batch on `stage` if the stage is free.
-    fn start_stage(&mut self, stage: u32, now_ns: u64, env: &mut Env) -> Result<()> {
+    fn start_stage(&mut self, stage: u32, now: T, env: &mut Env<T>) -> Result<()> {
         let s = &mut self.stages[stage as usize];
         if s.busy {
             return Ok(());
@@ -250,12 +249,13 @@ impl Replica {
         let ctx = IterationContext {
             pipeline_stage: stage,
             num_logits_rows: Some(f.num_logits_rows),
-            start_time_ns: Some(now_ns),
+            start_time_ns: Some(now.to_ns()),
         };
         let prediction = env.predictor.predict_with(&f.shapes, &ctx);
-        f.charge.add(&prediction);
+        let end = now.after(&prediction);
+        f.charge.add(&prediction, end.to_ns() - now.to_ns());
         env.queue.push(
-            now_ns + prediction.total_ns,
+            end,
             EventKind::StageEnd {
                 replica: self.id,
                 stage,
@@ -267,12 +267,12 @@ impl Replica {
 
     /// `stage` finished its share of batch `id`: hand the batch on (or end it) and start the
     /// stage's next batch.
-    pub fn on_stage_end(&mut self, stage: u32, id: u64, now_ns: u64, env: &mut Env) -> Result<()> {
+    pub fn on_stage_end(&mut self, stage: u32, id: u64, now: T, env: &mut Env<T>) -> Result<()> {
         self.stages[stage as usize].busy = false;
         let next = stage + 1;
         if next as usize == self.stages.len() {
             env.queue.push(
-                now_ns,
+                now,
                 EventKind::BatchEnd {
                     replica: self.id,
                     batch: id,
@@ -280,14 +280,15 @@ impl Replica {
             );
         } else {
             self.stages[next as usize].queue.push_back(id);
-            self.start_stage(next, now_ns, env)?;
+            self.start_stage(next, now, env)?;
         }
-        self.start_stage(stage, now_ns, env)
+        self.start_stage(stage, now, env)
     }
 
     /// Batch `id` left the last stage: emit its tokens, finish its completed requests, record
     /// it, and schedule again.
-    pub fn on_batch_end(&mut self, id: u64, now_ns: u64, env: &mut Env) -> Result<()> {
+    pub fn on_batch_end(&mut self, id: u64, now: T, env: &mut Env<T>) -> Result<()> {
+        let now_ns = now.to_ns();
         let pos = self
             .in_flight
             .iter()
@@ -299,17 +300,14 @@ impl Replica {
             let tracked = self.requests.get_mut(&emitted.request_id).ok_or_else(|| {
                 Error::Msg(format!("token for unknown request {}", emitted.request_id))
             })?;
-            let times = &mut tracked.times.token_times_ns;
-            if emitted.token_index as usize != times.len() {
+            let times = &mut tracked.times;
+            if emitted.token_index != times.num_tokens {
                 return Err(Error::Msg(format!(
                     "request {} emitted token {} after {} tokens",
-                    emitted.request_id,
-                    emitted.token_index,
-                    times.len()
+                    emitted.request_id, emitted.token_index, times.num_tokens
                 )));
             }
-            let latency = times.last().map_or(0, |&prev| now_ns - prev);
-            times.push(now_ns);
+            let latency = times.push_token(now_ns);
             env.recorder.token(&TokenMetricsRow {
                 request_id: emitted.request_id,
                 token_index: emitted.token_index,
@@ -333,7 +331,7 @@ impl Replica {
         f.shapes.clear();
         self.spare_shapes.push(std::mem::take(&mut f.shapes));
         env.queue
-            .push(now_ns, EventKind::ReplicaSchedule { replica: self.id });
+            .push(now, EventKind::ReplicaSchedule { replica: self.id });
         Ok(())
     }
 
@@ -357,7 +355,7 @@ impl Replica {
         Ok(())
     }
 
-    fn in_flight_mut(&mut self, id: u64) -> Result<&mut InFlight> {
+    fn in_flight_mut(&mut self, id: u64) -> Result<&mut InFlight<T>> {
         self.in_flight
             .iter_mut()
             .find(|f| f.id == id)
@@ -370,7 +368,7 @@ impl Replica {
         t: &Tracked,
         error: Option<(&str, &str)>,
     ) -> RequestMetricsRow {
-        RequestMetricsRow::from_times(
+        RequestMetricsRow::from_summary(
             request_id,
             &t.times,
             t.num_prefill_tokens,
@@ -382,15 +380,16 @@ impl Replica {
         )
     }
 
-    fn batch_row(&self, f: &InFlight, end_ns: u64) -> BatchMetricsRow {
+    fn batch_row(&self, f: &InFlight<T>, end_ns: u64) -> BatchMetricsRow {
+        let start_ns = f.start.to_ns();
         let c = &f.charge;
         let cpu = |term: CpuOverheadTerm| c.cpu_ns[term.index()];
         let mut row = BatchMetricsRow {
             batch_id: f.id,
             replica_id: self.id,
-            start_time_ns: f.start_ns,
+            start_time_ns: start_ns,
             end_time_ns: end_ns,
-            duration_ns: end_ns - f.start_ns,
+            duration_ns: end_ns - start_ns,
             num_requests: f.batch.entries.len() as u32,
             num_kv_blocks_used: f.batch.num_kv_blocks_used,
             num_preempted: f.batch.preempted.len() as u32,
@@ -463,9 +462,11 @@ mod tests {
         p.cpu_overheads_ms = [1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0, 0.0, 0.0];
         p.cpu_overhead_ns = ms_to_ns(p.cpu_overheads_ms.iter().sum());
         let mut c = Charge::default();
-        c.add(&p);
+        c.add(&p, 2_000_000);
         assert_eq!(c.cpu_ns, [333_333, 333_334, 333_333, 0, 0]);
         assert_eq!(c.cpu_ns.iter().sum::<u64>(), p.cpu_overhead_ns);
         assert_eq!(p.cpu_overhead_ns, 1_000_000);
+        // The model time takes the rest of what the clock charged.
+        assert_eq!(c.model_ns, 1_000_000);
     }
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::clock::ClockKind;
 use super::sink::SimSink;
 use crate::io::records::{BatchMetricsRow, RequestMetricsRow, RequestStatus, TokenMetricsRow};
 use crate::scheduler::BatchEntry;
@@ -32,6 +33,8 @@ pub struct SimSummary {
     pub makespan_ns: u64,
     /// Events processed.
     pub num_events: u64,
+    /// The event clock the run used.
+    pub clock: ClockKind,
     /// ∫ (requests in the system) dt over [0, makespan]: arrived and not yet finished.
     pub request_area_ns: u128,
     /// ∫ (requests waiting for their first batch) dt over [0, makespan].
@@ -190,7 +193,7 @@ impl<'s> Recorder<'s> {
     }
 
     /// Closes the run at the last event's time.
-    pub fn finish(mut self, num_events: u64) -> Result<SimSummary> {
+    pub fn finish(mut self, num_events: u64, clock: ClockKind) -> Result<SimSummary> {
         if !self.pending.is_empty() || self.next_seq != self.summary.num_requests {
             return Err(Error::Msg(format!(
                 "simulator bookkeeping: {} of {} requests were reported ({} held back)",
@@ -201,6 +204,7 @@ impl<'s> Recorder<'s> {
         }
         self.summary.makespan_ns = self.last_time_ns;
         self.summary.num_events = num_events;
+        self.summary.clock = clock;
         self.summary.extrapolated_ops = self
             .extrapolated_ops
             .iter()
