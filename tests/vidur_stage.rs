@@ -7,10 +7,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use simreal::io::records::{
-    BatchMetricsRow, BatchRequestRow, RequestMetricsRow, RequestStatus, TokenMetricsRow,
+    BatchMetricsRow, BatchRequestRow, DeviceSpeedRow, RequestMetricsRow, RequestStatus, SpeedPhase,
+    TokenMetricsRow,
 };
-use simreal::io::schema::{BATCH_METRICS, BATCH_REQUESTS, REQUEST_METRICS, TOKEN_METRICS};
-use simreal::io::{read_csv, read_json, Stage};
+use simreal::io::schema::{
+    BATCH_METRICS, BATCH_REQUESTS, DEVICE_SPEED, REQUEST_METRICS, TOKEN_METRICS,
+};
+use simreal::io::{read_csv, read_json, write_csv, Stage};
 use simreal::stage::Job;
 use simreal::vidur_ext::bundle::{
     AttentionRow, AttentionTable, BundleLocation, BundleModelSpec, BundleWriter, MlpRow, MlpTable,
@@ -349,4 +352,106 @@ fn inputs_for_another_model_are_clear_errors() {
     assert!(matches!(err, Error::Mismatch(_)), "{err}");
     assert!(err.to_string().contains("qwen3_0_6b"), "{err}");
     assert!(!sim.config.sim_run_dir().unwrap().exists());
+}
+
+/// A `device_speed.csv` with probes at 0 and 10 s of the given rates and one host sample.
+fn write_device_speed(dir: &Path, memory_gb_per_s: f64, compute_gflop_per_s: f64) {
+    std::fs::create_dir_all(dir).unwrap();
+    let probe = |sample_id: u64, time_ns: i64, phase: SpeedPhase| DeviceSpeedRow {
+        sample_id,
+        time_ns,
+        phase,
+        memory_probe_ns: Some((64e6 / memory_gb_per_s) as u64),
+        compute_probe_ns: Some((1e9 / compute_gflop_per_s) as u64),
+        memory_gb_per_s: Some(memory_gb_per_s),
+        compute_gflop_per_s: Some(compute_gflop_per_s),
+        steal_pct: None,
+        competing_cpu_pct: None,
+        run_queue_wait_pct: None,
+        load_average_1min: Some(1.0),
+    };
+    let rows = [
+        probe(0, 0, SpeedPhase::Before),
+        DeviceSpeedRow {
+            steal_pct: Some(0.0),
+            competing_cpu_pct: Some(0.0),
+            run_queue_wait_pct: Some(0.0),
+            ..probe(1, 5_000_000_000, SpeedPhase::Busy)
+        },
+        probe(2, 10_000_000_000, SpeedPhase::After),
+    ];
+    write_csv(dir.join(DEVICE_SPEED.file_name), &DEVICE_SPEED, &rows).unwrap();
+}
+
+#[test]
+fn device_speed_correction_scales_to_the_run_probes_and_never_reads_its_timings() {
+    let root = root("speed");
+    simreal::workloads::stage::run(&job(&root, Stage::Workload, &[])).unwrap();
+    let raw_job = job(&root, Stage::Vidur, &[]);
+    let bundle = write_bundle(&raw_job);
+    let raw = read_run(&sim_stage::run(&raw_job).unwrap());
+
+    // Two real runs on a device half as fast as the profile's: one with timings of its own,
+    // one whose timing files are garbage. The correction must not read them.
+    let corrected = |real_run: &Path| {
+        let real = format!("compare.real_run={}", real_run.display());
+        let j = job(
+            &root,
+            Stage::Vidur,
+            &["vidur.device_speed_correction=true", &real],
+        );
+        sim_stage::run(&j)
+    };
+    let (timed, garbage) = (root.join("real-timed"), root.join("real-garbage"));
+    for (dir, text) in [(&timed, "batch_id\n0\n"), (&garbage, "\u{0}not a csv\"")] {
+        write_device_speed(dir, 5.0, 50.0);
+        for file in DATA_FILES.iter().chain(&["run_meta.json"]) {
+            std::fs::write(dir.join(file), text).unwrap();
+        }
+    }
+
+    // Without the bundle's timeline there is nothing to scale from: a clear error.
+    let err = corrected(&timed).unwrap_err().to_string();
+    assert!(
+        err.contains("vidur.device_speed_correction") && err.contains("device_speed.csv"),
+        "{err}"
+    );
+    write_device_speed(&bundle, 10.0, 100.0);
+
+    let (a, b) = (corrected(&timed).unwrap(), corrected(&garbage).unwrap());
+    assert_ne!(a, b);
+    for name in DATA_FILES.iter().filter(|f| f.ends_with(".csv")) {
+        assert_eq!(
+            std::fs::read(a.join(name)).unwrap(),
+            std::fs::read(b.join(name)).unwrap(),
+            "{name} depends on the real run's own timings"
+        );
+    }
+
+    // Half the probe rates: every op twice as long, so the first batch (the same prefill in
+    // both runs) takes twice the raw prediction.
+    let scaled = read_run(&a);
+    let (r0, s0) = (&raw.batches[0], &scaled.batches[0]);
+    assert_eq!(r0.num_prefill_tokens, s0.num_prefill_tokens);
+    let ratio = s0.duration_ns as f64 / r0.duration_ns as f64;
+    assert!((ratio - 2.0).abs() < 1e-3, "{ratio}");
+    assert_eq!(
+        scaled.meta["inputs"]["device_speed_of"]["path"],
+        timed.display().to_string()
+    );
+
+    // A different device timeline changes the prediction.
+    write_device_speed(&timed, 10.0, 100.0);
+    let same = format!("compare.real_run={}", timed.display());
+    let j = job(
+        &root,
+        Stage::Vidur,
+        &[
+            "vidur.device_speed_correction=true",
+            &same,
+            "output.force=true",
+        ],
+    );
+    let unscaled = read_run(&sim_stage::run(&j).unwrap());
+    assert_eq!(unscaled.batches[0].duration_ns, r0.duration_ns);
 }

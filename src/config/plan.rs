@@ -110,8 +110,21 @@ impl SimrealConfig {
                 "scheduler": self.scheduler,
                 "vidur": self.vidur,
                 "kv_pool_blocks": self.kv_pool()?.num_blocks,
+                "device_speed_of": self.device_speed_run_dir()?,
             }),
         )
+    }
+
+    /// The real run whose device speed the simulator's predictions are scaled to
+    /// (`vidur.device_speed_correction`): `compare.real_run`'s first, else this config's.
+    pub fn device_speed_run_dir(&self) -> Result<Option<PathBuf>> {
+        if !self.vidur.device_speed_correction {
+            return Ok(None);
+        }
+        match self.compare.real_run_dirs().into_iter().next() {
+            Some(dir) => Ok(Some(dir)),
+            None => self.real_run_dir().map(Some),
+        }
     }
 
     /// Location of a stage's run for this config (`output.run_id` is applied by the stage

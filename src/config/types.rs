@@ -197,6 +197,11 @@ pub struct VidurConfig {
     pub token_metrics: bool,
     /// Write `batch_requests.csv` (one row per request per simulated batch).
     pub batch_requests: bool,
+    /// Scale the bundle's predictions to the real run's measured device speed over time
+    /// (its `device_speed.csv` against the bundle's): what the simulator would predict on
+    /// the device as it was during that run. Off = a prediction that does not depend on any
+    /// real run.
+    pub device_speed_correction: bool,
 }
 
 /// The operator profiling grid (stage `vidur_profile`).

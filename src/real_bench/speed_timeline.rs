@@ -231,6 +231,8 @@ pub struct ProbeMedians {
     pub count: usize,
     pub memory_probe_ns: f64,
     pub compute_probe_ns: f64,
+    pub memory_gb_per_s: f64,
+    pub compute_gflop_per_s: f64,
 }
 
 impl ProbeMedians {
@@ -248,6 +250,8 @@ impl ProbeMedians {
             count: samples.len(),
             memory_probe_ns: median(samples.iter().map(|s| s.memory_ns as f64).collect())?,
             compute_probe_ns: median(samples.iter().map(|s| s.compute_ns as f64).collect())?,
+            memory_gb_per_s: median(samples.iter().map(|s| s.memory_gb_per_s()).collect())?,
+            compute_gflop_per_s: median(samples.iter().map(|s| s.compute_gflop_per_s()).collect())?,
         })
     }
 }

@@ -418,8 +418,8 @@ const PROGRESS_EVERY_NS: u64 = 5_000_000_000;
 /// this config uses was profiled.
 #[derive(Debug, Clone, Copy)]
 struct ProfileReference {
-    memory_probe_ns: f64,
-    compute_probe_ns: f64,
+    memory_gb_per_s: f64,
+    compute_gflop_per_s: f64,
 }
 
 impl ProfileReference {
@@ -431,8 +431,8 @@ impl ProfileReference {
         let meta: serde_json::Value = serde_json::from_str(&text).ok()?;
         let all = &meta["details"]["device_speed"]["all"];
         Some(ProfileReference {
-            memory_probe_ns: all["memory_probe_ns"].as_f64()?,
-            compute_probe_ns: all["compute_probe_ns"].as_f64()?,
+            memory_gb_per_s: all["memory_gb_per_s"].as_f64()?,
+            compute_gflop_per_s: all["compute_gflop_per_s"].as_f64()?,
         })
     }
 }
@@ -462,30 +462,32 @@ impl<'a> ServeMonitor<'a> {
         }
     }
 
-    /// "memory 1.62 ms (+4.1 % vs profile), compute 0.71 ms (−0.3 %)" from the latest probe.
+    /// "probe: memory 21.3 GB/s (−4.1 % vs profile), compute 171 GFLOP/s (+0.3 % …)" from
+    /// the latest probe.
     fn device_speed_text(&self) -> String {
         let Some(p) = self.timeline.latest_probe() else {
             return "no probe yet".into();
         };
-        let part = |name: &str, ns: u64, reference: Option<f64>| match reference {
+        let part = |name: &str, unit: &str, rate: f64, reference: Option<f64>| match reference {
             Some(r) if r > 0.0 => format!(
-                "{name} {:.2} ms ({:+.1} % vs profile)",
-                ns as f64 / 1e6,
-                100.0 * (ns as f64 - r) / r
+                "{name} {rate:.1} {unit} ({:+.1} % vs profile)",
+                100.0 * (rate - r) / r
             ),
-            _ => format!("{name} {:.2} ms", ns as f64 / 1e6),
+            _ => format!("{name} {rate:.1} {unit}"),
         };
         format!(
             "probe: {}, {}",
             part(
                 "memory",
-                p.memory_ns,
-                self.reference.map(|r| r.memory_probe_ns)
+                "GB/s",
+                p.memory_gb_per_s(),
+                self.reference.map(|r| r.memory_gb_per_s)
             ),
             part(
                 "compute",
-                p.compute_ns,
-                self.reference.map(|r| r.compute_probe_ns)
+                "GFLOP/s",
+                p.compute_gflop_per_s(),
+                self.reference.map(|r| r.compute_gflop_per_s)
             )
         )
     }

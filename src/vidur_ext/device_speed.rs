@@ -7,6 +7,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::config::SimrealConfig;
 use crate::io::read_csv;
 use crate::io::records::DeviceSpeedRow;
 use crate::io::schema::DEVICE_SPEED;
@@ -14,6 +15,7 @@ use crate::vidur_ext::bundle::Op;
 use crate::vidur_ext::predictor::{
     BatchPrediction, ExecutionTimePredictor, IterationContext, RequestShape,
 };
+use crate::vidur_ext::simulator::clock::ClockKind;
 use crate::Result;
 
 /// The device's speed when the bundle was profiled vs when the real run ran, from the same
@@ -292,6 +294,29 @@ pub struct SpeedFactors {
 }
 
 impl SpeedCorrection {
+    /// The correction of the predictions of the bundle at `bundle_dir` to the device speed
+    /// over time of the real run at `real_run`, for `cfg`'s model and dtype, when both
+    /// recorded a device-speed timeline (`device_speed.csv`); `None` otherwise.
+    pub fn between(
+        cfg: &SimrealConfig,
+        bundle_dir: &Path,
+        real_run: &Path,
+    ) -> Result<Option<SpeedCorrection>> {
+        let (Some(bundle), Some(run)) = (
+            DeviceTimeline::read(bundle_dir)?,
+            DeviceTimeline::read(real_run)?,
+        ) else {
+            return Ok(None);
+        };
+        let m = &cfg.model;
+        Ok(Some(SpeedCorrection::new(
+            &bundle,
+            run,
+            cfg.backend.dtype.size_bytes(),
+            m.num_attention_heads / m.num_key_value_heads.max(1),
+        )))
+    }
+
     /// From the bundle's timeline and the run's; `element_bytes` of the served dtype and
     /// `kv_group` = query heads ÷ KV heads of the model.
     pub fn new(
@@ -318,9 +343,13 @@ impl SpeedCorrection {
         let now = self.run.levels_at(t_ns);
         let host = self.reference_host.available_fraction()
             / self.run.host_load_at(t_ns).available_fraction();
+        // Rates, not times: they compare across probe versions (kernel sizes).
         SpeedFactors {
-            memory: now.memory_probe_ns / self.reference.memory_probe_ns * host,
-            compute: now.compute_probe_ns / self.reference.compute_probe_ns * host,
+            memory: self.reference.memory_gb_per_s / now.memory_gb_per_s.max(f64::MIN_POSITIVE)
+                * host,
+            compute: self.reference.compute_gflop_per_s
+                / now.compute_gflop_per_s.max(f64::MIN_POSITIVE)
+                * host,
         }
     }
 
@@ -393,14 +422,15 @@ impl SpeedCorrection {
 }
 
 /// A predictor whose every prediction is scaled to a real run's device state at the
-/// iteration's start ([`IterationContext::start_time_ns`]; without it, at t = 0).
-pub struct SpeedCorrectedPredictor<'p> {
-    inner: &'p dyn ExecutionTimePredictor,
+/// iteration's start ([`IterationContext::start_time_ns`]; without it, at t = 0). `P` is the
+/// predictor itself, a reference or a box.
+pub struct SpeedCorrectedPredictor<P> {
+    inner: P,
     correction: SpeedCorrection,
 }
 
-impl<'p> SpeedCorrectedPredictor<'p> {
-    pub fn new(inner: &'p dyn ExecutionTimePredictor, correction: SpeedCorrection) -> Self {
+impl<P: ExecutionTimePredictor> SpeedCorrectedPredictor<P> {
+    pub fn new(inner: P, correction: SpeedCorrection) -> Self {
         SpeedCorrectedPredictor { inner, correction }
     }
 
@@ -410,9 +440,13 @@ impl<'p> SpeedCorrectedPredictor<'p> {
     }
 }
 
-impl ExecutionTimePredictor for SpeedCorrectedPredictor<'_> {
+impl<P: ExecutionTimePredictor> ExecutionTimePredictor for SpeedCorrectedPredictor<P> {
     fn name(&self) -> &'static str {
         self.inner.name()
+    }
+
+    fn clock(&self) -> ClockKind {
+        self.inner.clock()
     }
 
     fn predict_with(&self, batch: &[RequestShape], ctx: &IterationContext) -> BatchPrediction {
@@ -428,6 +462,9 @@ impl ExecutionTimePredictor for SpeedCorrectedPredictor<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::records::SpeedPhase;
+    use crate::vidur_ext::bundle::CpuOverheadTerm;
+    use crate::vidur_ext::bundle::OpSet;
 
     #[test]
     fn device_speed_leaves_out_the_cold_first_time() {
@@ -468,5 +505,93 @@ mod tests {
         assert_eq!((d.profile_reference_ms, d.real_reference_ms), (50.0, 60.0));
         assert!((d.real_over_profile() - 1.2).abs() < 1e-12);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn probe_row(time_ns: i64, memory_gb_per_s: f64, compute_gflop_per_s: f64) -> DeviceSpeedRow {
+        DeviceSpeedRow {
+            sample_id: time_ns as u64,
+            time_ns,
+            phase: SpeedPhase::Idle,
+            memory_probe_ns: Some(1),
+            compute_probe_ns: Some(1),
+            memory_gb_per_s: Some(memory_gb_per_s),
+            compute_gflop_per_s: Some(compute_gflop_per_s),
+            steal_pct: None,
+            competing_cpu_pct: None,
+            run_queue_wait_pct: None,
+            load_average_1min: None,
+        }
+    }
+
+    fn host_row(time_ns: i64, steal_pct: f64, run_queue_wait_pct: f64) -> DeviceSpeedRow {
+        DeviceSpeedRow {
+            memory_probe_ns: None,
+            compute_probe_ns: None,
+            memory_gb_per_s: None,
+            compute_gflop_per_s: None,
+            steal_pct: Some(steal_pct),
+            competing_cpu_pct: Some(50.0),
+            run_queue_wait_pct: Some(run_queue_wait_pct),
+            phase: SpeedPhase::Busy,
+            ..probe_row(time_ns, 0.0, 0.0)
+        }
+    }
+
+    /// A profile at 10 GB/s and 100 GFLOP/s (balance 10 FLOP/byte).
+    fn profile() -> DeviceTimeline {
+        DeviceTimeline::from_rows(&[probe_row(0, 10.0, 100.0), probe_row(1, 10.0, 100.0)]).unwrap()
+    }
+
+    fn ops_prediction(op: Op, ms: f64) -> BatchPrediction {
+        let mut ops_ms = [0.0; Op::COUNT];
+        ops_ms[op.index()] = ms;
+        BatchPrediction::from_parts(
+            ms,
+            ops_ms,
+            [0.0; CpuOverheadTerm::COUNT],
+            OpSet::default(),
+            false,
+        )
+    }
+
+    #[test]
+    fn memory_bound_ops_follow_the_memory_probe_and_compute_bound_ones_the_compute_probe() {
+        // The run's memory is half as fast, its compute as fast as the profile's.
+        let run = DeviceTimeline::from_rows(&[probe_row(0, 5.0, 100.0)]).unwrap();
+        let c = SpeedCorrection::new(&profile(), run, 4, 2);
+        assert_eq!(c.balance_flop_per_byte(), 10.0);
+        let decode = [RequestShape::decode(1000); 4];
+        let p = c.correct(&ops_prediction(Op::AttnDecode, 10.0), &decode, 4, 0);
+        // Decode attention: 1 FLOP/byte, memory share 10/11.
+        let expected = 10.0 * (10.0 / 11.0 * 2.0 + 1.0 / 11.0);
+        assert!((p.ops_ms[Op::AttnDecode.index()] - expected).abs() < 1e-9);
+        // A 2048-token prefill's projections: 1024 FLOP/byte, almost all compute.
+        let prefill = [RequestShape::prefill(2048, 0)];
+        let p = c.correct(&ops_prediction(Op::MlpUpProj, 10.0), &prefill, 1, 0);
+        let f = p.ops_ms[Op::MlpUpProj.index()] / 10.0;
+        assert!(f > 1.0 && f < 1.01, "{f}");
+        assert!((p.model_ns as f64 / 1e6 / 10.0 - f).abs() < 1e-6);
+    }
+
+    #[test]
+    fn the_factor_follows_the_timeline_and_the_host_load() {
+        // Both probes slow down from the profile's speed to half of it over 10 s; from 10 s
+        // on, the timed threads wait 50 % of the time in the run queue.
+        let run = DeviceTimeline::from_rows(&[
+            probe_row(0, 10.0, 100.0),
+            probe_row(10_000_000_000, 5.0, 50.0),
+            host_row(10_000_000_000, 0.0, 0.0),
+            host_row(20_000_000_000, 0.0, 50.0),
+        ])
+        .unwrap();
+        let c = SpeedCorrection::new(&profile(), run, 2, 2);
+        let at = |t_ns: i64| c.factors_at(t_ns);
+        assert_eq!(at(0).memory, 1.0);
+        assert!((at(5_000_000_000).memory - 10.0 / 7.5).abs() < 1e-12);
+        assert!((at(10_000_000_000).compute - 2.0).abs() < 1e-12);
+        // Half the wall time left to compute: twice again. Other processes' CPU time alone
+        // (competing_cpu_pct) is not a slowdown.
+        assert!((at(15_000_000_000).compute - 4.0).abs() < 1e-12);
+        assert!((at(30_000_000_000).compute - 2.0).abs() < 1e-12);
     }
 }

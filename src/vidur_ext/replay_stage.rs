@@ -25,9 +25,7 @@ use crate::io::schema::{BATCH_METRICS, BATCH_REQUESTS, TOKEN_METRICS};
 use crate::io::{read_csv, stable_id, write_atomic, write_json};
 use crate::stage::Job;
 use crate::vidur_ext::bundle::{Bundle, Op};
-use crate::vidur_ext::device_speed::{
-    DeviceSpeed, DeviceTimeline, SpeedCorrectedPredictor, SpeedCorrection,
-};
+use crate::vidur_ext::device_speed::{DeviceSpeed, SpeedCorrectedPredictor, SpeedCorrection};
 use crate::vidur_ext::predictor::{
     replay_batches, CpuOverheadFlags, ErrorStats, ExecutionTimePredictor, NativeConfig,
     NativePredictor, PredictorConfig, ReplayIteration, ReplayReport, RequestShape,
@@ -305,28 +303,6 @@ impl SpeedAdjusted {
     }
 }
 
-/// The correction of a bundle's predictions to a real run's device speed over time, when
-/// both recorded a device-speed timeline (`device_speed.csv`); `None` otherwise.
-pub fn speed_correction(
-    cfg: &SimrealConfig,
-    bundle_dir: &Path,
-    real_run: &Path,
-) -> Result<Option<SpeedCorrection>> {
-    let (Some(bundle), Some(run)) = (
-        DeviceTimeline::read(bundle_dir)?,
-        DeviceTimeline::read(real_run)?,
-    ) else {
-        return Ok(None);
-    };
-    let m = &cfg.model;
-    Ok(Some(SpeedCorrection::new(
-        &bundle,
-        run,
-        cfg.backend.dtype.size_bytes(),
-        m.num_attention_heads / m.num_key_value_heads.max(1),
-    )))
-}
-
 /// Runs a replay for one job; returns `tmp/replay/<id>/`. The real run is the first of
 /// `compare.real_run` (`real_run=` on the command line) or the one this config produces; the
 /// bundle is `vidur.bundle` (`bundle=`) or the one `vidur_profile` makes for this config.
@@ -367,7 +343,7 @@ pub fn run(job: &Job) -> Result<PathBuf> {
     }
     let iterations = read_real_run(&real_run)?;
     let report = replay_batches(predictor.as_ref(), &iterations)?;
-    let correction = speed_correction(cfg, &bundle_dir, &real_run)?;
+    let correction = SpeedCorrection::between(cfg, &bundle_dir, &real_run)?;
     let corrected = correction
         .map(|c| {
             let p = SpeedCorrectedPredictor::new(predictor.as_ref(), c);

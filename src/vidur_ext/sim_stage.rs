@@ -37,6 +37,7 @@ use serde::Serialize;
 use super::bundle::{
     Bundle, BundleLocation, CpuOverheadSource, CpuOverheadTerm, DuplicatePolicy, LoadOptions,
 };
+use super::device_speed::{SpeedCorrectedPredictor, SpeedCorrection};
 use super::predictor::{
     CpuOverheadFlags, ExecutionTimePredictor, NativeConfig, NativePredictor, PredictorConfig,
     VidurCompatPredictor, VidurTablesPredictor,
@@ -50,7 +51,7 @@ use crate::config::SimrealConfig;
 use crate::error::IoContext;
 use crate::io::provenance::{absolute_path, utc_now, InputRef};
 use crate::io::rundir::{is_complete, prepare, require_complete, Prepared, Stage};
-use crate::io::schema::REQUEST_METRICS;
+use crate::io::schema::{DEVICE_SPEED, REQUEST_METRICS};
 use crate::io::{read_csv, write_json};
 use crate::scheduler::GlobalPolicy;
 use crate::stage::Job;
@@ -78,6 +79,9 @@ pub struct PredictorSource {
     pub cpu_overheads_file: Option<PathBuf>,
     /// `network/<name>` used for TP/PP communication.
     pub network: Option<String>,
+    /// The real run whose device speed over time the predictions are scaled to
+    /// (`vidur.device_speed_correction`).
+    pub device_speed_of: Option<PathBuf>,
 }
 
 /// Everything a simulation of one config needs, loaded and checked.
@@ -162,7 +166,8 @@ fn load_predictor(
     let cfg = &job.config;
     let v = &cfg.vidur;
     if v.predictor == PredictorKind::VidurTables {
-        return load_tables_predictor(cfg, notes);
+        let (predictor, source) = load_tables_predictor(cfg, notes)?;
+        return speed_corrected(job, predictor, source);
     }
     let (bundle, source) = load_bundle(job, notes)?;
     let flags = if source.cpu_overheads_charged {
@@ -180,7 +185,46 @@ fn load_predictor(
         PredictorKind::VidurCompat => Box::new(VidurCompatPredictor::new(&bundle, config)?),
         PredictorKind::VidurTables => unreachable!("handled above"),
     };
-    Ok((predictor, source))
+    speed_corrected(job, predictor, source)
+}
+
+/// Wraps the predictor in the correction to the real run's device speed when
+/// `vidur.device_speed_correction` asks for it; both sides must have a timeline.
+fn speed_corrected(
+    job: &Job,
+    predictor: Box<dyn ExecutionTimePredictor>,
+    mut source: PredictorSource,
+) -> Result<(Box<dyn ExecutionTimePredictor>, PredictorSource)> {
+    let cfg = &job.config;
+    let Some(real_run) = cfg.device_speed_run_dir()? else {
+        return Ok((predictor, source));
+    };
+    if cfg.compare.real_run_dirs().is_empty() {
+        require_complete(&real_run, "real run", &job.command_for(Stage::Real))?;
+    }
+    let bundle_dir = source.bundle_dir.clone().ok_or_else(|| {
+        Error::config(
+            "vidur.device_speed_correction",
+            "needs a profiling bundle with a device-speed timeline (not vidur_tables)",
+        )
+    })?;
+    let correction = SpeedCorrection::between(cfg, &bundle_dir, &real_run)?.ok_or_else(|| {
+        Error::config(
+            "vidur.device_speed_correction",
+            format!(
+                "needs {} in both the bundle {} and the real run {}; \
+                 re-run the stage that lacks it",
+                DEVICE_SPEED.file_name,
+                bundle_dir.display(),
+                real_run.display()
+            ),
+        )
+    })?;
+    source.device_speed_of = Some(real_run);
+    Ok((
+        Box::new(SpeedCorrectedPredictor::new(predictor, correction)),
+        source,
+    ))
 }
 
 fn load_tables_predictor(
@@ -223,6 +267,7 @@ fn load_tables_predictor(
         cpu_overheads_charged: charged,
         cpu_overheads_file: None,
         network: cfg.vidur.network.clone(),
+        device_speed_of: None,
     };
     Ok((Box::new(predictor), source))
 }
@@ -337,6 +382,7 @@ fn load_bundle(job: &Job, notes: &mut Vec<String>) -> Result<(Bundle, PredictorS
         cpu_overheads_charged: bundle.cpu_overheads.is_some(),
         cpu_overheads_file: location.cpu_overheads_csv(),
         network: location.network_device.clone(),
+        device_speed_of: None,
     };
     Ok((bundle, source))
 }
@@ -478,6 +524,12 @@ pub fn run(job: &Job) -> Result<PathBuf> {
         cfg.scheduler.policy,
     );
 
+    if let Some(dir) = &inputs.source.device_speed_of {
+        eprintln!(
+            "vidur: predictions scaled to the device speed of real run {}",
+            dir.display()
+        );
+    }
     let started = Instant::now();
     let outputs = CsvOutputs {
         token_metrics: cfg.vidur.token_metrics,
@@ -523,6 +575,19 @@ pub fn run(job: &Job) -> Result<PathBuf> {
             "predictor_tables".into(),
             InputRef {
                 id: format!("path:{}", dir.display()),
+                path: dir.display().to_string(),
+                sha256: None,
+            },
+        );
+    }
+    if let Some(dir) = &inputs.source.device_speed_of {
+        meta.inputs.insert(
+            "device_speed_of".into(),
+            InputRef {
+                id: dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
                 path: dir.display().to_string(),
                 sha256: None,
             },

@@ -444,8 +444,8 @@ impl DeviceSpeedPanels {
     /// the run's own median), and its host samples.
     pub fn of(run: &DeviceTimeline, bundle: Option<&DeviceTimeline>) -> DeviceSpeedPanels {
         let (reference, probe_label) = match bundle {
-            Some(b) => (b.median_levels(), "probe time ÷ profile's"),
-            None => (run.median_levels(), "probe time ÷ run median"),
+            Some(b) => (b.median_levels(), "probe slowdown vs profile (×)"),
+            None => (run.median_levels(), "probe slowdown vs run median (×)"),
         };
         let s = |t: i64| t as f64 / 1e9;
         DeviceSpeedPanels {
@@ -453,12 +453,12 @@ impl DeviceSpeedPanels {
             memory_ratio: run
                 .probes()
                 .iter()
-                .map(|(t, l)| (s(*t), l.memory_probe_ns / reference.memory_probe_ns))
+                .map(|(t, l)| (s(*t), reference.memory_gb_per_s / l.memory_gb_per_s))
                 .collect(),
             compute_ratio: run
                 .probes()
                 .iter()
-                .map(|(t, l)| (s(*t), l.compute_probe_ns / reference.compute_probe_ns))
+                .map(|(t, l)| (s(*t), reference.compute_gflop_per_s / l.compute_gflop_per_s))
                 .collect(),
             steal_pct: run
                 .host_samples()

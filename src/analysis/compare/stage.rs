@@ -47,7 +47,6 @@ use super::statistics::{
 };
 use super::verdict::{AlignedSamples, FidelitySummary, MetricFidelity, VerdictSettings};
 use crate::vidur_ext::device_speed::{DeviceTimeline, SpeedCorrectedPredictor, SpeedCorrection};
-use crate::vidur_ext::replay_stage::speed_correction;
 
 /// Bare command-line keys of this stage and the config keys they stand for.
 pub const ALIASES: [(&str, &str); 2] = [
@@ -364,13 +363,13 @@ pub struct ReplayPredictors<'p> {
 }
 
 /// The speed correction from the simulated run's bundle to `real` (see
-/// [`speed_correction`]); `None` when either side has no device-speed timeline or the
+/// [`SpeedCorrection::between`]); `None` when either side has no device-speed timeline or the
 /// simulated run's config cannot be read.
 fn sim_speed_correction(sim: &RunData, real: &RunData) -> Result<Option<SpeedCorrection>> {
     let (Ok(config), Some(bundle)) = (sim_config(sim), sim_bundle_dir(sim)) else {
         return Ok(None);
     };
-    speed_correction(&config, &bundle, &real.path)
+    SpeedCorrection::between(&config, &bundle, &real.path)
 }
 
 /// The resolved config a simulated run of this project saved (`config.yaml`).

@@ -239,6 +239,36 @@ pub trait ExecutionTimePredictor: Send + Sync {
     }
 }
 
+/// A borrowed predictor predicts as the one it borrows.
+impl<T: ExecutionTimePredictor + ?Sized> ExecutionTimePredictor for &T {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+
+    fn predict_with(&self, batch: &[RequestShape], ctx: &IterationContext) -> BatchPrediction {
+        (**self).predict_with(batch, ctx)
+    }
+
+    fn clock(&self) -> ClockKind {
+        (**self).clock()
+    }
+}
+
+/// A boxed predictor predicts as the one it holds.
+impl<T: ExecutionTimePredictor + ?Sized> ExecutionTimePredictor for Box<T> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+
+    fn predict_with(&self, batch: &[RequestShape], ctx: &IterationContext) -> BatchPrediction {
+        (**self).predict_with(batch, ctx)
+    }
+
+    fn clock(&self) -> ClockKind {
+        (**self).clock()
+    }
+}
+
 /// A batch is well-formed when it is non-empty, every request schedules at least one token,
 /// and decodes schedule exactly one.
 pub fn validate_batch(batch: &[RequestShape]) -> Result<()> {
