@@ -104,9 +104,16 @@ fn study_runs_once_then_is_up_to_date_and_matches_its_plan() {
         "{speed}"
     );
     assert!(speed["real_slower_pct"].is_number(), "{speed}");
-    assert!(std::fs::read_to_string(&report)
-        .unwrap()
-        .contains("Device speed: a fixed reference iteration"));
+    let report_text = std::fs::read_to_string(&report).unwrap();
+    assert!(report_text.contains("Device speed: a fixed reference iteration"));
+    // Both timed stages recorded a device-speed timeline, so the verdict gives the execution
+    // error corrected for the device's speed beside the raw one.
+    let corrected = &summary["attribution"]["speed_corrected"];
+    assert!(corrected["execution"]["err_pct"].is_number(), "{corrected}");
+    assert!(
+        report_text.contains("Corrected for the device's measured speed during the real run"),
+        "{report_text}"
+    );
     // The plan's commands are the stage binaries with the same overrides.
     assert_eq!(after["stages"]["real"]["command"][0], "real");
     assert_eq!(after["overrides"].as_array().unwrap().len(), a.len());

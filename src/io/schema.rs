@@ -777,7 +777,7 @@ pub static DEVICE_SPEED: CsvSchema = CsvSchema {
             "run_queue_wait_pct",
             F64,
             "%",
-            "time the stage's threads waited, runnable, for a CPU since the previous sample (summed over threads, /proc/self/task/*/schedstat), % of the wall time: what other processes took from them; empty for the first sample or where unknown",
+            "time the stage's threads waited, runnable, for a CPU since the previous sample (/proc/self/task/*/schedstat, summed over threads), % of the wall time of its compute threads (wall time × their number; 100 = none could run): what other processes took from them; empty for the first sample or where unknown",
         ),
         col_null(
             "load_average_1min",

@@ -38,7 +38,7 @@ struct Sample {
 struct HostShares {
     steal_pct: Option<f64>,
     competing_pct: Option<f64>,
-    /// This process's threads' run-queue wait, % of the wall time.
+    /// This process's threads' run-queue wait, % of the wall time per compute thread.
     wait_pct: Option<f64>,
 }
 
@@ -74,7 +74,11 @@ impl Counters {
                 .own_wait_ns
                 .zip(earlier.own_wait_ns)
                 .filter(|_| wall_ns > 0.0)
-                .map(|(now, then)| 100.0 * now.saturating_sub(then) as f64 / wall_ns),
+                // Per compute thread, so that 100 % means none of them could run at all.
+                .map(|(now, then)| {
+                    let threads = rayon::current_num_threads().max(1) as f64;
+                    100.0 * now.saturating_sub(then) as f64 / (wall_ns * threads)
+                }),
         }
     }
 }

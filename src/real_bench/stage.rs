@@ -17,8 +17,9 @@ use crate::config::types::{Architecture, Device as ConfigDevice, Dtype, SimrealC
 use crate::io::provenance::{absolute_path, utc_now, InputRef};
 use crate::io::records::SpeedPhase;
 use crate::io::rundir::{prepare, Prepared, Stage};
-use crate::io::schema::DEVICE_SPEED;
-use crate::io::schema::{BATCH_METRICS, BATCH_REQUESTS, REQUEST_METRICS, TOKEN_METRICS};
+use crate::io::schema::{
+    BATCH_METRICS, BATCH_REQUESTS, DEVICE_SPEED, REQUEST_METRICS, TOKEN_METRICS,
+};
 use crate::io::{write_csv, write_json};
 use crate::real_bench::engine::{
     Clock, Engine, EngineRecord, EngineRequest, EngineSettings, MonotonicClock, ServeObserver,

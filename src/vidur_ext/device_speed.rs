@@ -205,6 +205,20 @@ impl DeviceTimeline {
         }
     }
 
+    /// How far apart two device states are: the larger |ln ratio| of the median memory and
+    /// compute probe rates (0 = the same speed; 0.1 ≈ 10 % apart). Paired profiling predicts a
+    /// run with the bundle nearest to it by this measure.
+    pub fn distance(&self, other: &DeviceTimeline) -> f64 {
+        let (a, b) = (self.median_levels(), other.median_levels());
+        let ln_ratio = |x: f64, y: f64| {
+            (x.max(f64::MIN_POSITIVE) / y.max(f64::MIN_POSITIVE))
+                .ln()
+                .abs()
+        };
+        ln_ratio(a.memory_gb_per_s, b.memory_gb_per_s)
+            .max(ln_ratio(a.compute_gflop_per_s, b.compute_gflop_per_s))
+    }
+
     /// Median host load over the timeline (the profile's usual state).
     pub fn median_host_load(&self) -> HostLoad {
         HostLoad {
@@ -558,6 +572,8 @@ mod tests {
     fn memory_bound_ops_follow_the_memory_probe_and_compute_bound_ones_the_compute_probe() {
         // The run's memory is half as fast, its compute as fast as the profile's.
         let run = DeviceTimeline::from_rows(&[probe_row(0, 5.0, 100.0)]).unwrap();
+        assert!((run.distance(&profile()) - 2f64.ln()).abs() < 1e-12);
+        assert_eq!(profile().distance(&profile()), 0.0);
         let c = SpeedCorrection::new(&profile(), run, 4, 2);
         assert_eq!(c.balance_flop_per_byte(), 10.0);
         let decode = [RequestShape::decode(1000); 4];

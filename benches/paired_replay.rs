@@ -1,0 +1,329 @@
+//! Paired profiling: how well a bundle profiled right next to a real run predicts it,
+//! iteration by iteration, raw and corrected to the run's device speed.
+//!
+//! The protocol (docs/paired_profiling.md): profile P0, then for each round i: one real run
+//! per policy, then profile P_i. Every run has a bundle just before it and one just after;
+//! it is replayed (`replay`, the real run's own batches through the predictor) with the one
+//! nearest to it in device state ([`DeviceTimeline::distance`] of the probe rates), and, for
+//! reference, with the other. The replay reports the total execution error, the median
+//! per-iteration |error| and per-op errors, raw and drift-corrected. Acceptance of the
+//! ground-truth issue: corrected total within ±3 % and median |error| ≤ 5 % on at least 4 of
+//! 5 rounds per policy.
+//!
+//! `cargo bench --bench paired_replay` (release). Knobs: `SIMREAL_PAIRED_ROUNDS` (default 5),
+//! `SIMREAL_PAIRED_POLICIES` (comma-separated `vidur` groups, default `sarathi,vllm`),
+//! `SIMREAL_PAIRED_REPORT_ONLY=1` (re-render the Markdown from the JSON, no runs),
+//! `SIMREAL_PAIRED_OVERRIDES` (config overrides, space-separated; default
+//! `workload.num_requests=48`, ≥ 200 iterations per run). Runs under
+//! `tmp/bench_paired/` (removed afterwards unless `SIMREAL_PAIRED_KEEP=1`). Writes
+//! `benches/results/paired_replay.{json,md}`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use simreal::io::{read_json, Stage};
+use simreal::pipeline::run_stage;
+use simreal::stage::Job;
+use simreal::vidur_ext::device_speed::DeviceTimeline;
+
+/// 48 requests of the default workload: ≥ 200 iterations per run with either policy (32 gave
+/// 146 and 133 on a quiet machine).
+const DEFAULT_OVERRIDES: &str = "workload.num_requests=48";
+
+/// Ops below this share of the measured busy time are left out of the per-op check.
+const MIN_OP_SHARE: f64 = 0.02;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Errors {
+    total_error_pct: f64,
+    median_abs_pct: f64,
+    p90_abs_pct: f64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct OpError {
+    op: String,
+    share_pct: f64,
+    total_error_pct: f64,
+    median_abs_pct: f64,
+    mean_signed_pct: Option<f64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Replayed {
+    bundle: String,
+    /// |ln ratio| of probe rates between the bundle and the run.
+    distance: f64,
+    raw: Errors,
+    corrected: Option<Errors>,
+    corrected_ops: Vec<OpError>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct PairResult {
+    policy: String,
+    round: usize,
+    real_run: String,
+    iterations: u64,
+    /// Replay with the nearest bundle first, then the other.
+    nearest: Replayed,
+    other: Replayed,
+}
+
+fn env_usize(name: &str, default: usize) -> Result<usize> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .with_context(|| format!("{name}={v} is not a count")),
+        Err(_) => Ok(default),
+    }
+}
+
+fn job(stage: Stage, root: &Path, extra: &[String]) -> Result<Job> {
+    let mut overrides = vec![format!("output.root={}", root.display())];
+    overrides.extend(extra.iter().cloned());
+    let refs: Vec<&str> = overrides.iter().map(String::as_str).collect();
+    Ok(Job::from_overrides(stage, &refs)?)
+}
+
+fn profile(root: &Path, base: &[String], id: &str) -> Result<(PathBuf, DeviceTimeline)> {
+    let mut o = base.to_vec();
+    o.push(format!("output.run_id={id}"));
+    let dir = run_stage(&job(Stage::VidurProfile, root, &o)?, Stage::VidurProfile)?;
+    let timeline = DeviceTimeline::read(&dir)?
+        .with_context(|| format!("bundle {} has no device_speed.csv", dir.display()))?;
+    Ok((dir, timeline))
+}
+
+fn errors(v: &Value) -> Result<Errors> {
+    let f = |x: &Value| x.as_f64().context("missing number in replay_summary.json");
+    Ok(Errors {
+        total_error_pct: f(&v["total_error_pct"])?,
+        median_abs_pct: f(&v["duration"]["median_abs_pct"])?,
+        p90_abs_pct: f(&v["duration"]["p90_abs_pct"])?,
+    })
+}
+
+fn op_errors(v: &Value) -> Vec<OpError> {
+    let Some(ops) = v["by_op"].as_object() else {
+        return Vec::new();
+    };
+    let busy: f64 = ops
+        .values()
+        .filter_map(|o| o["total_measured_ns"].as_f64())
+        .sum();
+    ops.iter()
+        .filter_map(|(name, o)| {
+            let share = o["total_measured_ns"].as_f64()? / busy.max(1.0);
+            (share >= MIN_OP_SHARE).then(|| OpError {
+                op: name.clone(),
+                share_pct: 100.0 * share,
+                total_error_pct: o["total_error_pct"].as_f64().unwrap_or(f64::NAN),
+                median_abs_pct: o["errors"]["median_abs_pct"].as_f64().unwrap_or(f64::NAN),
+                mean_signed_pct: o["errors"]["mean_signed_pct"].as_f64(),
+            })
+        })
+        .collect()
+}
+
+fn replay(
+    root: &Path,
+    base: &[String],
+    policy_override: &str,
+    real: &Path,
+    bundle: &(PathBuf, DeviceTimeline),
+    run_timeline: &DeviceTimeline,
+) -> Result<Replayed> {
+    let mut o = base.to_vec();
+    o.push(policy_override.to_string());
+    o.push(format!("compare.real_run={}", real.display()));
+    o.push(format!("vidur.bundle={}", bundle.0.display()));
+    let j = job(Stage::Vidur, root, &o)?;
+    let dir = simreal::vidur_ext::replay_stage::run(&j)?;
+    let summary: Value = read_json(dir.join("replay_summary.json"))?;
+    let corrected = &summary["speed_corrected"];
+    Ok(Replayed {
+        bundle: name(&bundle.0),
+        distance: run_timeline.distance(&bundle.1),
+        raw: errors(&summary["summary"])?,
+        corrected: (!corrected.is_null())
+            .then(|| errors(corrected))
+            .transpose()?,
+        corrected_ops: op_errors(corrected),
+    })
+}
+
+fn name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn main() -> Result<()> {
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/results");
+    if std::env::var_os("SIMREAL_PAIRED_REPORT_ONLY").is_some() {
+        // Re-renders the Markdown from the committed JSON (no runs).
+        let report: Value = read_json(out.join("paired_replay.json"))?;
+        let results: Vec<PairResult> = serde_json::from_value(report["results"].clone())?;
+        std::fs::write(out.join("paired_replay.md"), markdown(&report, &results))?;
+        return Ok(());
+    }
+    let rounds = env_usize("SIMREAL_PAIRED_ROUNDS", 5)?.max(1);
+    let policies: Vec<String> = std::env::var("SIMREAL_PAIRED_POLICIES")
+        .unwrap_or_else(|_| "sarathi,vllm".into())
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if policies.is_empty() {
+        bail!("SIMREAL_PAIRED_POLICIES names no policy");
+    }
+    let base: Vec<String> = std::env::var("SIMREAL_PAIRED_OVERRIDES")
+        .unwrap_or_else(|_| DEFAULT_OVERRIDES.into())
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tmp/bench_paired");
+    let _ = std::fs::remove_dir_all(&root);
+    let started_utc = simreal::io::provenance::utc_now();
+    let load_start = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+
+    // The workload is the same for every run and policy.
+    run_stage(&job(Stage::Workload, &root, &base)?, Stage::Workload)?;
+    let mut bundles = vec![profile(&root, &base, "p0")?];
+    let mut runs: Vec<(String, usize, PathBuf)> = Vec::new();
+    for round in 1..=rounds {
+        for policy in &policies {
+            eprintln!("paired_replay: round {round}/{rounds}, real run with {policy}");
+            let mut o = base.clone();
+            o.push(format!("vidur={policy}"));
+            o.push(format!("output.run_id={policy}-{round}"));
+            let dir = run_stage(&job(Stage::Real, &root, &o)?, Stage::Real)?;
+            runs.push((policy.clone(), round, dir));
+        }
+        bundles.push(profile(&root, &base, &format!("p{round}"))?);
+    }
+
+    let mut results = Vec::new();
+    for (policy, round, real) in &runs {
+        let run_timeline = DeviceTimeline::read(real)?
+            .with_context(|| format!("real run {} has no device_speed.csv", real.display()))?;
+        let (before, after) = (&bundles[round - 1], &bundles[*round]);
+        let (near, far) = if run_timeline.distance(&before.1) <= run_timeline.distance(&after.1) {
+            (before, after)
+        } else {
+            (after, before)
+        };
+        let policy_override = format!("vidur={policy}");
+        let nearest = replay(&root, &base, &policy_override, real, near, &run_timeline)?;
+        let other = replay(&root, &base, &policy_override, real, far, &run_timeline)?;
+        let meta: Value = read_json(real.join("run_meta.json"))?;
+        results.push(PairResult {
+            policy: policy.clone(),
+            round: *round,
+            real_run: name(real),
+            iterations: meta["extra"]["summary"]["num_batches"]
+                .as_u64()
+                .context("real run_meta.json has no extra.summary.num_batches")?,
+            nearest,
+            other,
+        });
+    }
+    let load_end = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let report = serde_json::json!({
+        "bench": "paired_replay",
+        "started_utc": started_utc,
+        "ended_utc": simreal::io::provenance::utc_now(),
+        "load_average_start": load_start.trim(),
+        "load_average_end": load_end.trim(),
+        "rounds": rounds,
+        "overrides": base,
+        "min_op_share_pct": 100.0 * MIN_OP_SHARE,
+        "results": results,
+    });
+    std::fs::write(
+        out.join("paired_replay.json"),
+        serde_json::to_string_pretty(&report)? + "\n",
+    )?;
+    std::fs::write(out.join("paired_replay.md"), markdown(&report, &results))?;
+    eprintln!("wrote benches/results/paired_replay.{{json,md}}");
+    if std::env::var_os("SIMREAL_PAIRED_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(&root);
+    }
+    Ok(())
+}
+
+fn fmt_errors(e: &Errors) -> String {
+    format!(
+        "{:+.1} / {:.1} / {:.1}",
+        e.total_error_pct, e.median_abs_pct, e.p90_abs_pct
+    )
+}
+
+fn markdown(report: &Value, results: &[PairResult]) -> String {
+    let mut md =
+        String::from("# Paired profiling: replays of real runs with the bundle next to them\n\n");
+    md.push_str(&format!(
+        "`cargo bench --bench paired_replay` — {} rounds; started {}, ended {}; load average {} → {}.\n\n",
+        report["rounds"],
+        report["started_utc"].as_str().unwrap_or(""),
+        report["ended_utc"].as_str().unwrap_or(""),
+        report["load_average_start"].as_str().unwrap_or(""),
+        report["load_average_end"].as_str().unwrap_or(""),
+    ));
+    md.push_str(
+        "Each real run is replayed with the bundle profiled just before or just after it, \
+         whichever is nearer in device state (distance = max |ln ratio| of the median probe \
+         rates). Errors of the predicted iteration time against the measured one: total over \
+         the run, median and P90 of per-iteration |error|, %. *Pass* = corrected total within \
+         ±3 % and median |error| ≤ 5 %.\n\n",
+    );
+    md.push_str(
+        "| policy | round | iterations | nearest bundle | distance | raw total / median / P90 | corrected total / median / P90 | pass | other bundle: corrected total / median |\n|---|---:|---:|---|---:|---|---|---|---|\n",
+    );
+    for r in results {
+        let c = r.nearest.corrected.as_ref();
+        let pass = c.is_some_and(|c| c.total_error_pct.abs() <= 3.0 && c.median_abs_pct <= 5.0);
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {:.3} | {} | {} | {} | {} |\n",
+            r.policy,
+            r.round,
+            r.iterations,
+            r.nearest.bundle,
+            r.nearest.distance,
+            fmt_errors(&r.nearest.raw),
+            c.map_or("–".into(), fmt_errors),
+            if pass { "yes" } else { "no" },
+            r.other.corrected.as_ref().map_or("–".into(), |e| format!(
+                "{:+.1} / {:.1}",
+                e.total_error_pct, e.median_abs_pct
+            )),
+        ));
+    }
+    md.push_str(&format!(
+        "\n## Per-op errors after correction (nearest bundle)\n\nOps of ≥ {}% of the measured busy time: share of busy time, total error, median per-iteration |error|, %.\n\n",
+        report["min_op_share_pct"]
+    ));
+    for r in results {
+        let ops: Vec<String> = r
+            .nearest
+            .corrected_ops
+            .iter()
+            .map(|o| {
+                format!(
+                    "{} ({:.0}%) {:+.1} / {:.1}",
+                    o.op, o.share_pct, o.total_error_pct, o.median_abs_pct
+                )
+            })
+            .collect();
+        md.push_str(&format!(
+            "- **{} {}**: {}\n",
+            r.policy,
+            r.round,
+            ops.join("; ")
+        ));
+    }
+    md
+}
