@@ -8,10 +8,12 @@
 //! synthesized into `tmp/weights/` on first use (no download). Writes
 //! `benches/results/engine.{json,md}`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::qwen3 as reference;
 use rayon::prelude::*;
@@ -60,15 +62,6 @@ impl Stats {
             self.max,
             d = digits
         )
-    }
-}
-
-fn env_usize(name: &str, default: usize) -> Result<usize> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .with_context(|| format!("{name}={v} is not a count")),
-        Err(_) => Ok(default),
     }
 }
 
@@ -417,11 +410,11 @@ impl Reference {
 }
 
 fn main() -> Result<()> {
-    let threads = env_usize(
+    let threads = common::env_usize(
         "SIMREAL_BENCH_THREADS",
         std::thread::available_parallelism()?.get(),
     )?;
-    let repeats = env_usize("SIMREAL_BENCH_REPEATS", 5)?.max(1);
+    let repeats = common::env_usize("SIMREAL_BENCH_REPEATS", 5)?.max(1);
     // candle's GEMM sizes its work from RAYON_NUM_THREADS and runs on the global rayon pool,
     // which our kernels use too: pin both so every measurement uses the same threads.
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());

@@ -18,6 +18,8 @@
 //! `tmp/bench_paired/` (removed afterwards unless `SIMREAL_PAIRED_KEEP=1`). Writes
 //! `benches/results/paired_replay.{json,md}`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -70,15 +72,6 @@ struct PairResult {
     /// Replay with the nearest bundle first, then the other.
     nearest: Replayed,
     other: Replayed,
-}
-
-fn env_usize(name: &str, default: usize) -> Result<usize> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .with_context(|| format!("{name}={v} is not a count")),
-        Err(_) => Ok(default),
-    }
 }
 
 fn job(stage: Stage, root: &Path, extra: &[String]) -> Result<Job> {
@@ -170,7 +163,7 @@ fn main() -> Result<()> {
         std::fs::write(out.join("paired_replay.md"), markdown(&report, &results))?;
         return Ok(());
     }
-    let rounds = env_usize("SIMREAL_PAIRED_ROUNDS", 5)?.max(1);
+    let rounds = common::env_usize("SIMREAL_PAIRED_ROUNDS", 5)?.max(1);
     let policies: Vec<String> = std::env::var("SIMREAL_PAIRED_POLICIES")
         .unwrap_or_else(|_| "sarathi,vllm".into())
         .split(',')

@@ -27,6 +27,8 @@
 //! (`tmp/weights/qwen3_0_6b-0-f32`, made on first use). Writes
 //! `benches/results/timing_stability{,_compete}.{json,md}`.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -181,15 +183,6 @@ fn weights_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn env_usize(name: &str, default: usize) -> Result<usize> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .with_context(|| format!("{name}={v} is not a count")),
-        Err(_) => Ok(default),
-    }
-}
-
 /// Sleeps or spins on every pool thread until `deadline`.
 fn idle_until(deadline: Instant, spin: bool) {
     if spin {
@@ -340,11 +333,11 @@ fn stop_competitor(mut c: Child) {
 }
 
 fn main() -> Result<()> {
-    let iterations = env_usize("SIMREAL_STABILITY_ITERATIONS", 12)?.max(3);
+    let iterations = common::env_usize("SIMREAL_STABILITY_ITERATIONS", 12)?.max(3);
     if let Ok(name) = std::env::var(CHILD_ENV) {
         return child(&name, iterations);
     }
-    let rounds = env_usize("SIMREAL_STABILITY_ROUNDS", 3)?.max(1);
+    let rounds = common::env_usize("SIMREAL_STABILITY_ROUNDS", 3)?.max(1);
     let compete = std::env::var_os("SIMREAL_STABILITY_COMPETE").is_some();
     let mut chosen = settings();
     if let Ok(list) = std::env::var("SIMREAL_STABILITY_SETTINGS") {
