@@ -23,7 +23,8 @@
 //! `cargo bench --bench timing_stability` (release). Knobs: `SIMREAL_STABILITY_ROUNDS`
 //! (default 3), `SIMREAL_STABILITY_ITERATIONS` (per composition and context, default 12),
 //! `SIMREAL_STABILITY_SETTINGS` (comma-separated names, default all),
-//! `SIMREAL_STABILITY_COMPETE`. Uses the stages' synthesized `qwen3_0_6b` f32 weights
+//! `SIMREAL_STABILITY_COMPETE`, `SIMREAL_STABILITY_TAG` (suffix of the result files, for a
+//! subset of the settings). Uses the stages' synthesized `qwen3_0_6b` f32 weights
 //! (`tmp/weights/qwen3_0_6b-0-f32`, made on first use). Writes
 //! `benches/results/timing_stability{,_compete}.{json,md}`.
 
@@ -109,6 +110,15 @@ fn settings() -> Vec<Setting> {
                 lock_memory: true,
                 ..TODAY
             },
+            ..base
+        },
+        Setting {
+            name: "realtime_spin_idle",
+            timing: TimingSettings {
+                priority: Priority::Realtime,
+                ..TODAY
+            },
+            spin_idle: true,
             ..base
         },
         Setting {
@@ -523,11 +533,15 @@ fn write_results(
     });
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/results");
     std::fs::create_dir_all(&root)?;
-    let stem = if compete {
-        "timing_stability_compete"
-    } else {
-        "timing_stability"
-    };
+    // A run of a subset of the settings goes to its own files (`SIMREAL_STABILITY_TAG`), so
+    // that it does not replace the full table.
+    let tag = std::env::var("SIMREAL_STABILITY_TAG")
+        .map(|t| format!("_{t}"))
+        .unwrap_or_default();
+    let stem = format!(
+        "timing_stability{}{tag}",
+        if compete { "_compete" } else { "" }
+    );
     std::fs::write(
         root.join(format!("{stem}.json")),
         serde_json::to_string_pretty(&result)? + "\n",
