@@ -398,7 +398,7 @@ impl ComparisonResults {
             .as_ref()
             .filter(|d| d.real_slower_pct.abs() >= 1.0)?;
         Some(format!(
-            "The device itself ran a fixed reference iteration {:.1}% {} during the real run than when the bundle was profiled ({:.1} vs {:.1} ms), which moves every prediction by about as much.",
+            "The device itself ran a fixed reference iteration {:.1}% {} just before the real run than when the bundle was profiled ({:.1} vs {:.1} ms); a few forwards before a run are a weak guide to its speed throughout (docs/ground_truth.md).",
             d.real_slower_pct.abs(),
             if d.real_slower_pct > 0.0 { "slower" } else { "faster" },
             d.real_reference_ms,
