@@ -151,7 +151,16 @@ impl SpeedTimeline {
 
     /// The latest probe taken, if any.
     pub fn latest_probe(&self) -> Option<ProbeSample> {
-        self.samples.iter().rev().find_map(|s| s.probe)
+        self.latest_probe_with_age().map(|(p, _)| p)
+    }
+
+    /// The latest probe taken and how long ago, if any (a busy run has no idle gaps to probe
+    /// in, so its latest probe may be the one before the first iteration).
+    pub fn latest_probe_with_age(&self) -> Option<(ProbeSample, std::time::Duration)> {
+        self.samples
+            .iter()
+            .rev()
+            .find_map(|s| s.probe.map(|p| (p, s.at.elapsed())))
     }
 
     /// The rows of `device_speed.csv`, timed relative to `origin` (the run's t = 0).

@@ -463,10 +463,10 @@ impl<'a> ServeMonitor<'a> {
         }
     }
 
-    /// "probe: memory 21.3 GB/s (−4.1 % vs profile), compute 171 GFLOP/s (+0.3 % …)" from
-    /// the latest probe.
+    /// "probe 12 s ago: memory 21.3 GB/s (−4.1 % vs profile), compute 171 GFLOP/s (+0.3 % …)"
+    /// from the latest probe.
     fn device_speed_text(&self) -> String {
-        let Some(p) = self.timeline.latest_probe() else {
+        let Some((p, age)) = self.timeline.latest_probe_with_age() else {
             return "no probe yet".into();
         };
         let part = |name: &str, unit: &str, rate: f64, reference: Option<f64>| match reference {
@@ -477,7 +477,8 @@ impl<'a> ServeMonitor<'a> {
             _ => format!("{name} {rate:.1} {unit}"),
         };
         format!(
-            "probe: {}, {}",
+            "probe {:.0} s ago: {}, {}",
+            age.as_secs_f64(),
             part(
                 "memory",
                 "GB/s",
