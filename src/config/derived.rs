@@ -85,6 +85,8 @@ pub struct OfferedLoad {
 /// Everything `--cfg job` and `run_meta.json` report beside the config itself.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Computed {
+    /// The resolved element type ([`SimrealConfig::dtype`]).
+    pub dtype: Dtype,
     pub model_num_parameters: u64,
     pub model_weight_bytes: u64,
     pub kv_bytes_per_token: u64,
@@ -93,9 +95,31 @@ pub struct Computed {
 }
 
 impl SimrealConfig {
-    /// The element type of weights and KV cache: `hardware.dtype`, else `backend.dtype`.
+    /// The element type of weights, activations and KV cache: `backend.dtype` when set,
+    /// else the hardware's own (`hardware.dtype`). Every stage reads the dtype through this.
     pub fn dtype(&self) -> Dtype {
-        self.hardware.dtype.unwrap_or(self.backend.dtype)
+        self.backend.dtype.unwrap_or(self.hardware.dtype)
+    }
+
+    /// The real engine and the profiler measure the configured hardware only when the
+    /// backend runs on that kind of device: an A100 preset with the CPU backend would file CPU
+    /// timings under the A100's name. The simulator alone may use any pairing.
+    pub fn check_serving_device(&self) -> Result<()> {
+        if self.backend.device == self.hardware.device {
+            return Ok(());
+        }
+        Err(Error::config(
+            "backend.device",
+            format!(
+                "hardware {} is a {} device but backend {} runs on the {}; pick a backend for \
+                 it (e.g. backend=candle_{}) or hardware=cpu",
+                self.hardware.name,
+                self.hardware.device.as_str(),
+                self.backend.name,
+                self.backend.device.as_str(),
+                self.hardware.device.as_str()
+            ),
+        ))
     }
 
     /// Sizes one replica's KV pool. `backend.num_kv_blocks` wins; otherwise the configured
@@ -171,6 +195,7 @@ impl SimrealConfig {
     pub fn computed(&self) -> Result<Computed> {
         let dtype = self.dtype();
         Ok(Computed {
+            dtype,
             model_num_parameters: self.model.num_parameters(),
             model_weight_bytes: self.model.weight_bytes(dtype),
             kv_bytes_per_token: self.model.kv_bytes_per_token(

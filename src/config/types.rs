@@ -76,19 +76,23 @@ pub struct ModelConfig {
 #[serde(deny_unknown_fields)]
 pub struct HardwareConfig {
     pub name: String,
-    /// Device directory name in profiling bundles (`cpu`, `a100`, `h100`).
+    /// Device directory name in profiling bundles (`cpu`, `a100`, `h100`, `h200`).
     pub device_sku: String,
+    /// What kind of device this is. The real engine and the profiler serve on it only with a
+    /// backend of the same `device` ([`SimrealConfig::check_serving_device`]).
+    pub device: Device,
     /// Memory the engine may use for weights and KV cache.
     pub memory_bytes: u64,
     /// Fraction of `memory_bytes` kept free.
     pub memory_margin_fraction: f64,
     /// Worker threads (rayon pool for candle on CPU).
     pub cpu_threads: usize,
-    /// Element type of weights and KV cache when serving on this device; `None` =
-    /// `backend.dtype`. GPU presets set `bf16` (Vidur plans fp16), so a simulated A100 does not
-    /// inherit the CPU backend's f32.
-    #[serde(default)]
-    pub dtype: Option<Dtype>,
+    /// Element type of weights, activations and KV cache on this device unless
+    /// `backend.dtype` names another: f32 on the CPU, bf16 on a GPU (Vidur plans 16-bit), so
+    /// a simulated A100 plans its memory in 16 bits whatever the backend.
+    pub dtype: Dtype,
+    /// The element types this device serves; the resolved dtype must be one of them.
+    pub dtypes: Vec<Dtype>,
 }
 
 /// Where tensors live.
@@ -97,6 +101,15 @@ pub struct HardwareConfig {
 pub enum Device {
     Cpu,
     Cuda,
+}
+
+impl Device {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+            Device::Cuda => "cuda",
+        }
+    }
 }
 
 /// Weight and KV-cache element type.
@@ -131,11 +144,17 @@ impl Dtype {
 pub struct BackendConfig {
     pub name: String,
     pub device: Device,
-    pub dtype: Dtype,
+    /// Element type to serve at; `None` = the hardware's (`hardware.dtype`). Read it through
+    /// [`SimrealConfig::dtype`].
+    pub dtype: Option<Dtype>,
     /// KV pool size in blocks; `None` = derived from the memory budget.
     pub num_kv_blocks: Option<u32>,
     /// Iterations run before t = 0, excluded from the metrics.
     pub warmup_iterations: u32,
+    /// The real engine times each op on every this-many-th iteration (1 = all); the others
+    /// time the whole forward only. On a GPU that keeps per-op CUDA events off most
+    /// iterations; the CPU times every op of every iteration whatever this says.
+    pub op_times_every: u32,
 }
 
 /// The workload: synthetic (`lengths` + `intervals`) or a replayed trace.
@@ -384,17 +403,26 @@ impl SimrealConfig {
             .map_err(|e| prefix_key(e, "scheduler"))?;
         self.workload.validate(self.model.max_model_len)?;
         self.vidur.validate(&self.model)?;
-        if let Some(dtype) = self.hardware.dtype {
-            if self.backend.device == Device::Cuda && dtype != self.backend.dtype {
-                return Err(Error::config(
-                    "hardware.dtype",
-                    format!(
-                        "{} differs from backend.dtype {} of a CUDA backend; set them equal",
-                        dtype.as_str(),
-                        self.backend.dtype.as_str()
-                    ),
-                ));
-            }
+        let dtype = self.dtype();
+        if !self.hardware.dtypes.contains(&dtype) {
+            return Err(Error::config(
+                if self.backend.dtype.is_some() {
+                    "backend.dtype"
+                } else {
+                    "hardware.dtype"
+                },
+                format!(
+                    "{} is not served on {} (hardware.dtypes: {})",
+                    dtype.as_str(),
+                    self.hardware.name,
+                    self.hardware
+                        .dtypes
+                        .iter()
+                        .map(|d| d.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
         }
         self.profile.validate()?;
         self.compare.validate()?;
@@ -567,6 +595,15 @@ impl HardwareConfig {
     fn validate(&self) -> Result<()> {
         nonzero("hardware.memory_bytes", self.memory_bytes)?;
         nonzero("hardware.cpu_threads", self.cpu_threads as u64)?;
+        if !self.dtypes.contains(&self.dtype) {
+            return Err(Error::config(
+                "hardware.dtypes",
+                format!(
+                    "must include the device's own dtype {}",
+                    self.dtype.as_str()
+                ),
+            ));
+        }
         fraction(
             "hardware.memory_margin_fraction",
             self.memory_margin_fraction,
@@ -579,7 +616,7 @@ impl BackendConfig {
         if let Some(n) = self.num_kv_blocks {
             nonzero("backend.num_kv_blocks", u64::from(n))?;
         }
-        Ok(())
+        nonzero("backend.op_times_every", u64::from(self.op_times_every))
     }
 }
 

@@ -10,9 +10,12 @@
 //! - [`json_schemas`]: JSON Schemas of the JSON contracts and a validator.
 //! - [`specs`]: renders `specs/` from the registry.
 //! - [`provenance`]: host fingerprint, git state, timestamps, `run_meta.json`.
+//! - [`device`]: the device and dtype a bundle or run was measured on, and the check that
+//!   they match.
 
 pub mod atomic;
 pub mod csv;
+pub mod device;
 pub mod ids;
 pub mod json;
 pub mod json_schemas;

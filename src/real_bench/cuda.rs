@@ -1,5 +1,5 @@
 //! NVIDIA GPUs through cudarc: which device a run used (for provenance) and CUDA-event timing
-//! of the work candle queues on its stream.
+//! of the work candle queues on its stream, from a pool of events created once.
 //!
 //! Compiled with `--features cuda` (candle on CUDA; the real engine on a GPU) or with
 //! `--features cuda-check`, which builds only this module's cudarc code against a CUDA driver
@@ -21,29 +21,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cudarc::driver::{sys, CudaContext, CudaEvent, CudaStream, DriverError};
-use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
 /// The GPU the real engine runs on. `CUDA_VISIBLE_DEVICES` selects which physical GPU that is.
 pub const CUDA_ORDINAL: usize = 0;
 
-/// Identity of one GPU, recorded in `run_meta.json` next to the host fingerprint, so that
-/// timings can be traced to a device model, memory size and driver.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GpuFingerprint {
-    /// Ordinal among the visible devices.
-    pub ordinal: usize,
-    /// The driver's device name, e.g. `NVIDIA A100-SXM4-80GB`.
-    pub name: String,
-    pub total_memory_bytes: u64,
-    /// `major.minor`, e.g. `8.0` for an A100, `9.0` for an H100.
-    pub compute_capability: String,
-    /// The driver's CUDA version, e.g. `12.4`.
-    pub driver_cuda_version: String,
-    /// `CUDA_VISIBLE_DEVICES` as the process saw it, if set.
-    pub visible_devices: Option<String>,
-}
+pub use crate::io::device::GpuFingerprint;
 
 impl GpuFingerprint {
     /// Queries GPU `ordinal`. Fails with [`Error::Device`] when there is no driver or no such GPU.
@@ -77,70 +61,106 @@ pub fn open_context(ordinal: usize) -> Result<Arc<CudaContext>> {
     })
 }
 
-/// Marks points in a CUDA stream's queue with timing events. The time between two marks is
-/// the GPU time of the work queued between them, including any time the GPU sat idle waiting
-/// for the host to queue it.
-#[derive(Clone)]
-pub struct StreamTimer {
-    stream: Arc<CudaStream>,
+/// The stream candle queues `device`'s kernels on.
+#[cfg(feature = "cuda")]
+pub fn candle_stream(device: &candle_core::Device) -> Result<Arc<CudaStream>> {
+    match device {
+        candle_core::Device::Cuda(d) => Ok(d.cuda_stream()),
+        other => Err(Error::InvalidInput(format!(
+            "CUDA event timing needs a CUDA device, got {other:?}"
+        ))),
+    }
 }
 
-impl std::fmt::Debug for StreamTimer {
+/// The stream candle queues `device`'s kernels on: without the `cuda` feature candle has no
+/// CUDA backend, so there is no such stream.
+#[cfg(not(feature = "cuda"))]
+pub fn candle_stream(device: &candle_core::Device) -> Result<Arc<CudaStream>> {
+    Err(Error::Device(format!(
+        "CUDA event timing on {device:?} needs a build with `--features cuda`"
+    )))
+}
+
+/// Timing events marking points in one CUDA stream's queue, created once and recorded again
+/// on every forward. The time between two marks is the GPU time of the work queued between
+/// them, including any time the GPU sat idle waiting for the host to queue it.
+///
+/// Creating and destroying an event per mark (`cuEventCreate`/`cuEventDestroy`, a few µs of
+/// host time each) would add host work to exactly the launch-bound forwards being measured;
+/// recording a pooled event is one `cuEventRecord`.
+pub struct EventPool {
+    stream: Arc<CudaStream>,
+    events: Vec<CudaEvent>,
+    /// Events recorded since the last [`EventPool::clear`]: `events[..recorded]`.
+    recorded: usize,
+}
+
+impl std::fmt::Debug for EventPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StreamTimer")
+        f.debug_struct("EventPool")
             .field("ordinal", &self.stream.context().ordinal())
+            .field("events", &self.events.len())
+            .field("recorded", &self.recorded)
             .finish()
     }
 }
 
-impl StreamTimer {
-    /// Times work on `stream`.
-    pub fn new(stream: Arc<CudaStream>) -> Self {
-        Self { stream }
-    }
+/// A mark recorded by [`EventPool::mark`]: the index of its event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark(usize);
 
-    /// Times the stream candle queues `device`'s kernels on.
-    #[cfg(feature = "cuda")]
-    pub fn for_device(device: &candle_core::Device) -> Result<Self> {
-        match device {
-            candle_core::Device::Cuda(d) => Ok(Self::new(d.cuda_stream())),
-            other => Err(Error::InvalidInput(format!(
-                "CUDA event timing needs a CUDA device, got {other:?}"
-            ))),
+impl EventPool {
+    /// A pool of `capacity` timing events on `stream`, all created now.
+    pub fn new(stream: Arc<CudaStream>, capacity: usize) -> Result<Self> {
+        let mut pool = Self {
+            stream,
+            events: Vec::with_capacity(capacity),
+            recorded: 0,
+        };
+        for _ in 0..capacity {
+            pool.grow()?;
         }
+        Ok(pool)
     }
 
-    /// Times the stream candle queues `device`'s kernels on: without the `cuda` feature candle
-    /// has no CUDA backend, so there is no such stream.
-    #[cfg(not(feature = "cuda"))]
-    pub fn for_device(device: &candle_core::Device) -> Result<Self> {
-        Err(Error::Device(format!(
-            "CUDA event timing on {device:?} needs a build with `--features cuda`"
-        )))
-    }
-
-    /// Records a timing event after the work queued so far (does not wait for it).
-    pub fn mark(&self) -> Result<StreamMark> {
+    fn grow(&mut self) -> Result<()> {
         let flags = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
-        driver_call("recording a CUDA event", || self.stream.record_event(flags)).map(StreamMark)
+        let ctx = self.stream.context().clone();
+        let event = driver_call("creating a CUDA event", || ctx.new_event(flags))?;
+        self.events.push(event);
+        Ok(())
     }
-}
 
-/// A point in a stream's queue, from [`StreamTimer::mark`].
-pub struct StreamMark(CudaEvent);
-
-impl std::fmt::Debug for StreamMark {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("StreamMark")
+    /// Events in the pool.
+    pub fn capacity(&self) -> usize {
+        self.events.len()
     }
-}
 
-impl StreamMark {
-    /// GPU time from this mark to `end`; blocks until the work before `end` has run.
-    pub fn elapsed_until(&self, end: &StreamMark) -> Result<Duration> {
-        let ms = driver_call("reading CUDA event times", || self.0.elapsed_ms(&end.0))?;
+    /// Records the next event after the work queued so far (does not wait for it). A pool
+    /// sized for a forward never grows; if it must, the new event is created here.
+    pub fn mark(&mut self) -> Result<Mark> {
+        if self.recorded == self.events.len() {
+            self.grow()?;
+        }
+        let i = self.recorded;
+        driver_call("recording a CUDA event", || {
+            self.events[i].record(&self.stream)
+        })?;
+        self.recorded += 1;
+        Ok(Mark(i))
+    }
+
+    /// GPU time from `start` to `end`; blocks until the work before `end` has run.
+    pub fn elapsed(&self, start: Mark, end: Mark) -> Result<Duration> {
+        let (a, b) = (&self.events[start.0], &self.events[end.0]);
+        let ms = driver_call("reading CUDA event times", || a.elapsed_ms(b))?;
         // Event resolution is ~0.5 µs; a negative value would mean marks out of order.
         Ok(Duration::from_secs_f64(f64::from(ms.max(0.0)) / 1e3))
+    }
+
+    /// Forgets every mark, once their times have been read, so the events are reused.
+    pub fn clear(&mut self) {
+        self.recorded = 0;
     }
 }
 

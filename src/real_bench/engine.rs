@@ -161,6 +161,9 @@ pub struct Engine<'m> {
     cache: PagedKvCache,
     scheduler: ReplicaScheduler,
     settings: EngineSettings,
+    /// Each op is timed on iterations whose batch id is a multiple of this (see
+    /// [`Engine::sample_op_times_every`]).
+    op_times_every: u64,
 }
 
 impl<'m> Engine<'m> {
@@ -177,7 +180,16 @@ impl<'m> Engine<'m> {
             cache,
             scheduler,
             settings,
+            op_times_every: 1,
         })
+    }
+
+    /// Times each op only on every `n`th iteration (batch ids 0, n, 2n, ...); the others
+    /// record the whole forward only, and their `op_*_ns` columns are empty. On a GPU that
+    /// keeps per-op CUDA events off most iterations; the CPU times every op anyway (wall
+    /// clock, no overhead worth saving), so there this changes nothing. Default 1: all.
+    pub fn sample_op_times_every(&mut self, n: u32) {
+        self.op_times_every = u64::from(n.max(1));
     }
 
     /// Runs `iterations` forward passes of a small mixed batch (a prefill and a decode) so
@@ -332,6 +344,7 @@ impl<'m> Engine<'m> {
             let t_prepared = clock.now_ns();
 
             ops.reset();
+            ops.set_per_op(batch.batch_id % self.op_times_every == 0);
             let logits = self
                 .model
                 .forward(&forward_batch, &mut self.cache, Some(&mut ops))?;
@@ -520,7 +533,8 @@ impl<'m> Engine<'m> {
             row.kv_context_tokens += u64::from(e.num_context_tokens + e.num_tokens);
         }
         let mut values = [None; NUM_OPS];
-        for op in ModelOp::ALL {
+        // A GPU iteration not sampled for op times has none.
+        for op in ModelOp::ALL.into_iter().filter(|_| ops.has_op_times()) {
             if op == ModelOp::Sampler {
                 // Sampling runs outside the forward; its time is cpu_sampler_ns.
                 continue;

@@ -14,6 +14,7 @@ use candle_core::{DType, Device};
 
 use crate::config::resolve_input_path;
 use crate::config::types::{Architecture, Device as ConfigDevice, Dtype, SimrealConfig};
+use crate::io::device::{DeviceIdentity, GpuFingerprint};
 use crate::io::provenance::{absolute_path, utc_now, InputRef};
 use crate::io::records::SpeedPhase;
 use crate::io::rundir::{prepare, Prepared, Stage};
@@ -106,7 +107,7 @@ pub fn resolve_weights(cfg: &SimrealConfig) -> Result<Weights> {
         }
         None => {
             let seed = cfg.model.weights_seed;
-            let dtype = cfg.backend.dtype;
+            let dtype = cfg.dtype();
             let dir = cfg.output.root.join("weights").join(format!(
                 "{}-{seed}-{}",
                 cfg.model.name,
@@ -228,6 +229,14 @@ fn open_cuda() -> Result<Device> {
     Err(cuda_not_built())
 }
 
+/// Refuses, before any work, a CUDA backend in a build without `--features cuda`.
+pub fn check_cuda_built(device: ConfigDevice) -> Result<()> {
+    if device == ConfigDevice::Cuda && !cfg!(feature = "cuda") {
+        return Err(cuda_not_built());
+    }
+    Ok(())
+}
+
 fn cuda_not_built() -> Error {
     Error::config(
         "backend.device",
@@ -235,22 +244,19 @@ fn cuda_not_built() -> Error {
     )
 }
 
-/// The identity of the GPU a model runs on, for `run_meta.json` (`None` on the CPU).
+/// The identity of the GPU a model runs on, for provenance (`None` on the CPU).
 #[cfg(any(feature = "cuda", feature = "cuda-check"))]
-fn gpu_identity(device: &Device) -> Result<Option<serde_json::Value>> {
-    use crate::real_bench::cuda::{GpuFingerprint, CUDA_ORDINAL};
+pub fn gpu_fingerprint(device: &Device) -> Result<Option<GpuFingerprint>> {
+    use crate::real_bench::cuda::CUDA_ORDINAL;
     if !device.is_cuda() {
         return Ok(None);
     }
-    let fingerprint = GpuFingerprint::collect(CUDA_ORDINAL)?;
-    serde_json::to_value(fingerprint)
-        .map(Some)
-        .map_err(|e| Error::InvalidInput(e.to_string()))
+    GpuFingerprint::collect(CUDA_ORDINAL).map(Some)
 }
 
 /// Without CUDA support no device is a GPU.
 #[cfg(not(any(feature = "cuda", feature = "cuda-check")))]
-fn gpu_identity(_device: &Device) -> Result<Option<serde_json::Value>> {
+pub fn gpu_fingerprint(_device: &Device) -> Result<Option<GpuFingerprint>> {
     Ok(None)
 }
 
@@ -280,9 +286,8 @@ fn summarize_ns(values: &[u64]) -> serde_json::Value {
 pub fn run(job: &Job) -> Result<PathBuf> {
     let cfg = &job.config;
     qwen3_config(cfg)?;
-    if cfg.backend.device == ConfigDevice::Cuda && !cfg!(feature = "cuda") {
-        return Err(cuda_not_built());
-    }
+    check_cuda_built(cfg.backend.device)?;
+    cfg.check_serving_device()?;
     let run_id = job.own_run_id(cfg.real_run_id()?);
     let location = cfg.location(Stage::Real, run_id.clone());
     // Inputs are checked before the run dir is touched.
@@ -299,14 +304,14 @@ pub fn run(job: &Job) -> Result<PathBuf> {
     let timing = threads::apply_timing(&cfg.timing);
     threads::reset_peak_rss();
     let device = open_device(cfg.backend.device)?;
-    let gpu = gpu_identity(&device)?;
+    let gpu = gpu_fingerprint(&device)?;
 
     let requests = engine_requests(job, &workload)?;
     let weights = resolve_weights(cfg)?;
     let load_start = Instant::now();
     let model = Qwen3Model::load(
         &WeightSource::Dir(weights.dir.clone()),
-        candle_dtype(cfg.backend.dtype),
+        candle_dtype(cfg.dtype()),
         &device,
     )?;
     let load_s = load_start.elapsed().as_secs_f64();
@@ -321,6 +326,7 @@ pub fn run(job: &Job) -> Result<PathBuf> {
             max_model_len: cfg.model.max_model_len,
         },
     )?;
+    engine.sample_op_times_every(cfg.backend.op_times_every);
     let mapped_blocks = engine.map_kv_blocks_for(&requests);
     let warmup = engine.warm_up(cfg.backend.warmup_iterations)?;
     eprintln!(
@@ -382,6 +388,7 @@ pub fn run(job: &Job) -> Result<PathBuf> {
         "peak_rss_bytes": threads::peak_rss_bytes(),
         "summary": summary,
         "device_speed": timeline.summary(),
+        "device": DeviceIdentity::measured(cfg, &meta.env, gpu.as_ref()),
     });
     if let (Some(identity), Some(extra)) = (gpu, meta.extra.as_object_mut()) {
         // batch_metrics.csv's model_forward_ns is host wall time (device synchronized); this is
@@ -617,7 +624,7 @@ mod tests {
     #[test]
     fn devices_open_as_configured() {
         assert!(open_device(ConfigDevice::Cpu).unwrap().is_cpu());
-        assert_eq!(gpu_identity(&Device::Cpu).unwrap(), None);
+        assert_eq!(gpu_fingerprint(&Device::Cpu).unwrap(), None);
         if !cfg!(feature = "cuda") {
             let e = open_device(ConfigDevice::Cuda).unwrap_err();
             assert!(

@@ -326,7 +326,7 @@ impl SpeedCorrection {
         Ok(Some(SpeedCorrection::new(
             &bundle,
             run,
-            cfg.backend.dtype.size_bytes(),
+            cfg.dtype().size_bytes(),
             m.num_attention_heads / m.num_key_value_heads.max(1),
         )))
     }

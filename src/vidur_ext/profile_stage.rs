@@ -10,10 +10,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::Device;
 use serde_json::json;
 
 use crate::config::types::SimrealConfig;
+use crate::io::device::DeviceIdentity;
 use crate::io::provenance::{absolute_path, utc_now, HostFingerprint};
 use crate::io::records::SpeedPhase;
 use crate::io::rundir::{prepare, require_complete, Prepared, Stage};
@@ -23,7 +23,9 @@ use crate::real_bench::device_probe::load_average_1min;
 use crate::real_bench::engine::{Engine, EngineSettings};
 use crate::real_bench::model::{Qwen3Model, WeightSource};
 use crate::real_bench::speed_timeline::SpeedTimeline;
-use crate::real_bench::stage::{candle_dtype, qwen3_config, resolve_weights};
+use crate::real_bench::stage::{
+    candle_dtype, check_cuda_built, gpu_fingerprint, open_device, qwen3_config, resolve_weights,
+};
 use crate::real_bench::threads;
 use crate::stage::Job;
 use crate::vidur_ext::bundle::{
@@ -36,8 +38,13 @@ use crate::vidur_ext::profiler::{
 };
 use crate::{Error, Result};
 
-/// `attention_backend` written to `attention.csv`.
-pub const ATTENTION_BACKEND: &str = "simreal_paged_cpu";
+/// `attention_backend` written to `attention.csv`: which attention implementation was timed.
+pub fn attention_backend(device: crate::config::types::Device) -> &'static str {
+    match device {
+        crate::config::types::Device::Cpu => "simreal_paged_cpu",
+        crate::config::types::Device::Cuda => "simreal_paged_cuda",
+    }
+}
 /// `profile_method` written to `attention.csv`: ops timed inside whole forward passes.
 pub const PROFILE_METHOD: &str = "in_forward";
 /// Seed of the profiler's random token ids and KV-cache contents (timing does not depend on
@@ -162,6 +169,9 @@ pub fn run(job: &Job) -> Result<PathBuf> {
             "the CPU engine runs on one device: profile with TP = PP = 1",
         ));
     }
+    // Profile where the engine serves: on the configured device, in the configured dtype.
+    check_cuda_built(cfg.backend.device)?;
+    cfg.check_serving_device()?;
     let grid = compute_grid(cfg)?;
     let bundle_id = job.own_run_id(cfg.bundle_id()?);
     let location = cfg.location(Stage::VidurProfile, bundle_id.clone());
@@ -180,11 +190,14 @@ pub fn run(job: &Job) -> Result<PathBuf> {
     threads::init(cfg.hardware.cpu_threads)?;
     let timing = threads::apply_timing(&cfg.timing);
     threads::reset_peak_rss();
+    let device = open_device(cfg.backend.device)?;
+    let gpu = gpu_fingerprint(&device)?;
+    let measured_on = DeviceIdentity::measured(cfg, &meta.env, gpu.as_ref());
     let weights = resolve_weights(cfg)?;
     let model = Qwen3Model::load(
         &WeightSource::Dir(weights.dir.clone()),
-        candle_dtype(cfg.backend.dtype),
-        &Device::Cpu,
+        candle_dtype(cfg.dtype()),
+        &device,
     )?;
     let cpu_sizes = &cfg.profile.cpu_overhead_batch_sizes;
     let cpu_iterations = cfg.profile.cpu_overhead_iterations;
@@ -195,9 +208,9 @@ pub fn run(job: &Job) -> Result<PathBuf> {
     eprintln!(
         "vidur_profile: {} on {} ({} threads, {}): {} attention points, {} token points, {} skipped",
         cfg.model.name,
-        cfg.hardware.device_sku,
+        measured_on.describe(),
         threads::current(),
-        cfg.backend.dtype.as_str(),
+        cfg.dtype().as_str(),
         plan.attention_points.len(),
         plan.token_points.len(),
         plan.skipped.len()
@@ -252,7 +265,7 @@ pub fn run(job: &Job) -> Result<PathBuf> {
     writer.write_attention(&[AttentionTable {
         spec,
         max_model_len: Some(cfg.model.max_model_len),
-        attention_backend: Some(ATTENTION_BACKEND.into()),
+        attention_backend: Some(attention_backend(cfg.backend.device).into()),
         profile_method: Some(PROFILE_METHOD.into()),
         rows: compute.attention_rows.clone(),
     }])?;
@@ -261,7 +274,7 @@ pub fn run(job: &Job) -> Result<PathBuf> {
         tensor_parallel_degree: 1,
         rows: cpu_rows,
     }])?;
-    let host = HostFingerprint::collect("cpu", threads::current());
+    let host = HostFingerprint::collect(&meta.env.device, threads::current());
     let git = meta.git_commit.clone();
     let details = json!({
         "bundle_id": bundle_id,
@@ -271,7 +284,7 @@ pub fn run(job: &Job) -> Result<PathBuf> {
         "device_fingerprint": host,
         "threads": threads::current(),
         "timing": timing.applied(),
-        "dtype": cfg.backend.dtype.as_str(),
+        "dtype": cfg.dtype().as_str(),
         "weights": weights.provenance,
         "method": "every op (per-layer, attention, emb, final_norm, lm_head) timed inside \
                    Qwen3Model::forward, one sample per layer per forward; token-level ops \
@@ -303,6 +316,7 @@ pub fn run(job: &Job) -> Result<PathBuf> {
             .as_object()
             .map(|m| m.clone().into_iter().collect())
             .unwrap_or_default(),
+        measured_on: Some(measured_on),
     };
     // Read back what was written: validates the files as any consumer will load them.
     let mut bundle = Bundle::load(&bundle_location, &spec, &LoadOptions::default())?;

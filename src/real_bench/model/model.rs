@@ -13,7 +13,7 @@ use super::kernels::elementwise::{rms_norm_f32, silu_mul_f32};
 use super::kernels::linear::matmul_xwt_f32;
 use super::kv_cache::{AttentionPath, CacheElement, KvStore, PagedKvCache};
 use super::tensor_attention::{self as tensor_attn, TensorAttnDims, TensorAttnMeta};
-use super::timer::{ModelOp, OpClock, OpTimer};
+use super::timer::{ForwardEvents, ModelOp, OpClock, OpTimer};
 use super::weights::{load_dir, random_weights, WeightSource};
 use crate::{bail, ensure, Error, Result};
 
@@ -60,6 +60,8 @@ pub struct Qwen3Model {
     lm_head: Tensor,
     rope_cos: Tensor,
     rope_sin: Tensor,
+    /// CUDA events for timing forwards on a GPU (unused elsewhere).
+    events: ForwardEvents,
 }
 
 impl Qwen3Model {
@@ -153,6 +155,7 @@ impl Qwen3Model {
             lm_head,
             rope_cos,
             rope_sin,
+            events: ForwardEvents::default(),
         })
     }
 
@@ -227,7 +230,7 @@ impl Qwen3Model {
         timer: Option<&mut dyn OpTimer>,
     ) -> Result<Tensor> {
         let run = move || -> Result<Tensor> {
-            let mut clock = OpClock::new(timer, &self.device)?;
+            let mut clock = OpClock::new(timer, &self.device, &self.events, self.layers.len())?;
             let logits = self.forward_ops(batch, cache, &mut clock)?;
             clock.finish()?;
             Ok(logits)

@@ -128,14 +128,34 @@ pub trait OpTimer: Send {
     fn record_device_forward(&mut self, elapsed: Duration) {
         let _ = elapsed;
     }
+
+    /// Whether this forward wants each op's time. On a GPU, `false` records only the two
+    /// events around the whole forward (and no op is reported), so that iterations not
+    /// sampled for op times carry no per-op event overhead. The CPU's wall clock costs
+    /// nothing worth saving, so CPU forwards report every op regardless.
+    fn per_op(&self) -> bool {
+        true
+    }
 }
 
 /// An [`OpTimer`] that sums time and counts calls per op over all layers.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OpTotals {
     totals: [Duration; ModelOp::ALL.len()],
     calls: [u64; ModelOp::ALL.len()],
     device_forward: Option<Duration>,
+    per_op: bool,
+}
+
+impl Default for OpTotals {
+    fn default() -> Self {
+        Self {
+            totals: Default::default(),
+            calls: Default::default(),
+            device_forward: None,
+            per_op: true,
+        }
+    }
 }
 
 impl OpTotals {
@@ -159,9 +179,24 @@ impl OpTotals {
         self.device_forward
     }
 
-    /// Clears all totals.
+    /// Whether any op was recorded since the last reset (`false` after a GPU forward that
+    /// timed only the whole forward).
+    pub fn has_op_times(&self) -> bool {
+        self.calls.iter().any(|&c| c > 0)
+    }
+
+    /// Asks the next forwards for each op's time or, on a GPU, for the whole forward's only
+    /// ([`OpTimer::per_op`]). Kept by [`Self::reset`].
+    pub fn set_per_op(&mut self, per_op: bool) {
+        self.per_op = per_op;
+    }
+
+    /// Clears all totals (the per-op setting stays).
     pub fn reset(&mut self) {
-        *self = Self::default();
+        *self = Self {
+            per_op: self.per_op,
+            ..Self::default()
+        };
     }
 }
 
@@ -174,6 +209,20 @@ impl OpTimer for OpTotals {
     fn record_device_forward(&mut self, elapsed: Duration) {
         *self.device_forward.get_or_insert(Duration::ZERO) += elapsed;
     }
+
+    fn per_op(&self) -> bool {
+        self.per_op
+    }
+}
+
+/// The CUDA events a model times its forwards with: one [`EventPool`] on candle's stream,
+/// created by the first timed forward on a GPU and reused by every later one.
+///
+/// [`EventPool`]: crate::real_bench::cuda::EventPool
+#[derive(Debug, Default)]
+pub(crate) struct ForwardEvents {
+    #[cfg(any(feature = "cuda", feature = "cuda-check"))]
+    pool: std::sync::Mutex<Option<crate::real_bench::cuda::EventPool>>,
 }
 
 /// How one forward measures its ops for an optional [`OpTimer`] (see there for what each
@@ -192,8 +241,14 @@ pub(crate) enum OpClock<'t> {
 }
 
 impl<'t> OpClock<'t> {
-    /// The clock for a forward on `device`.
-    pub(crate) fn new(timer: Option<&'t mut dyn OpTimer>, device: &Device) -> Result<Self> {
+    /// The clock for a forward of a `num_layers`-layer model on `device`; `events` is the
+    /// model's pool of CUDA events.
+    pub(crate) fn new(
+        timer: Option<&'t mut dyn OpTimer>,
+        device: &Device,
+        events: &'t ForwardEvents,
+        num_layers: usize,
+    ) -> Result<Self> {
         let Some(timer) = timer else {
             return Ok(OpClock::Off);
         };
@@ -202,8 +257,11 @@ impl<'t> OpClock<'t> {
         }
         #[cfg(any(feature = "cuda", feature = "cuda-check"))]
         if device.is_cuda() {
-            return Ok(OpClock::Events(EventSpans::start(timer, device)?));
+            return Ok(OpClock::Events(EventSpans::start(
+                timer, device, events, num_layers,
+            )?));
         }
+        let _ = (events, num_layers);
         Ok(OpClock::Wall {
             timer,
             sync: Some(device.clone()),
@@ -247,32 +305,72 @@ impl<'t> OpClock<'t> {
     }
 }
 
-/// Event pairs recorded around each op of one forward on candle's CUDA stream.
+/// Upper bound of the marks one layer's ops take (15 ops, two marks each).
+#[cfg(any(feature = "cuda", feature = "cuda-check"))]
+const MARKS_PER_LAYER: usize = 30;
+
+/// Events recorded around each op of one forward (or only around the whole forward, when the
+/// timer does not want op times) on candle's CUDA stream, from the model's [`ForwardEvents`].
 #[cfg(any(feature = "cuda", feature = "cuda-check"))]
 pub(crate) struct EventSpans<'t> {
     timer: &'t mut dyn OpTimer,
-    stream: crate::real_bench::cuda::StreamTimer,
-    forward_start: crate::real_bench::cuda::StreamMark,
+    /// The pool, held for the whole forward (always `Some` once started).
+    pool: std::sync::MutexGuard<'t, Option<crate::real_bench::cuda::EventPool>>,
+    per_op: bool,
+    forward_start: crate::real_bench::cuda::Mark,
     spans: Vec<(
         ModelOp,
         Option<usize>,
-        crate::real_bench::cuda::StreamMark,
-        crate::real_bench::cuda::StreamMark,
+        crate::real_bench::cuda::Mark,
+        crate::real_bench::cuda::Mark,
     )>,
 }
 
 #[cfg(any(feature = "cuda", feature = "cuda-check"))]
 impl<'t> EventSpans<'t> {
-    fn start(timer: &'t mut dyn OpTimer, device: &Device) -> Result<Self> {
-        let stream = crate::real_bench::cuda::StreamTimer::for_device(device)?;
-        let forward_start = stream.mark()?;
+    fn start(
+        timer: &'t mut dyn OpTimer,
+        device: &Device,
+        events: &'t ForwardEvents,
+        num_layers: usize,
+    ) -> Result<Self> {
+        use crate::real_bench::cuda::{candle_stream, EventPool};
+        let mut pool = events
+            .pool
+            .lock()
+            .map_err(|_| crate::Error::Device("the CUDA event pool is poisoned".into()))?;
+        if pool.is_none() {
+            // Forward start and end, every layer's op marks, and the per-iteration ops'.
+            let capacity = 2 + MARKS_PER_LAYER * num_layers + 8;
+            *pool = Some(EventPool::new(candle_stream(device)?, capacity)?);
+        }
+        let forward_start = match pool.as_mut() {
+            Some(p) => {
+                // Marks a failed forward left behind are abandoned: recording an event again
+                // replaces what it marked.
+                p.clear();
+                p.mark()?
+            }
+            None => return Err(crate::Error::Device("no CUDA event pool".into())),
+        };
+        let per_op = timer.per_op();
         Ok(Self {
             timer,
-            stream,
+            pool,
+            per_op,
             forward_start,
-            // ~15 ops per layer; a few dozen layers.
-            spans: Vec::with_capacity(512),
+            spans: Vec::with_capacity(if per_op {
+                MARKS_PER_LAYER / 2 * num_layers + 4
+            } else {
+                0
+            }),
         })
+    }
+
+    fn pool(&mut self) -> Result<&mut crate::real_bench::cuda::EventPool> {
+        self.pool
+            .as_mut()
+            .ok_or_else(|| crate::Error::Device("no CUDA event pool".into()))
     }
 
     fn time<R>(
@@ -281,20 +379,31 @@ impl<'t> EventSpans<'t> {
         layer: Option<usize>,
         f: impl FnOnce() -> Result<R>,
     ) -> Result<R> {
-        let start = self.stream.mark()?;
+        if !self.per_op {
+            return f();
+        }
+        let start = self.pool()?.mark()?;
         let r = f()?;
-        let end = self.stream.mark()?;
+        let end = self.pool()?.mark()?;
         self.spans.push((op, layer, start, end));
         Ok(r)
     }
 
-    fn finish(self) -> Result<()> {
-        let end = self.stream.mark()?;
-        for (op, layer, start, stop) in &self.spans {
-            self.timer.record(*op, *layer, start.elapsed_until(stop)?);
+    fn finish(mut self) -> Result<()> {
+        let end = self.pool()?.mark()?;
+        let forward_start = self.forward_start;
+        let spans = std::mem::take(&mut self.spans);
+        let pool = self.pool()?;
+        let mut times = Vec::with_capacity(spans.len());
+        for (op, layer, start, stop) in spans {
+            times.push((op, layer, pool.elapsed(start, stop)?));
         }
-        self.timer
-            .record_device_forward(self.forward_start.elapsed_until(&end)?);
+        let forward = pool.elapsed(forward_start, end)?;
+        pool.clear();
+        for (op, layer, elapsed) in times {
+            self.timer.record(op, layer, elapsed);
+        }
+        self.timer.record_device_forward(forward);
         Ok(())
     }
 }
@@ -323,5 +432,11 @@ mod tests {
         assert_eq!(t.total(ModelOp::Add), Duration::from_micros(7));
         assert_eq!(t.calls(ModelOp::Add), 2);
         assert_eq!(t.sum(), Duration::from_micros(17));
+        assert!(t.has_op_times());
+        // The per-op request survives a reset; the totals do not.
+        t.set_per_op(false);
+        t.reset();
+        assert!(!t.per_op() && !t.has_op_times() && t.sum().is_zero());
+        assert!(OpTotals::default().per_op());
     }
 }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::table::write_atomic;
 use super::BundleModelSpec;
 use crate::error::IoContext;
+use crate::io::device::DeviceIdentity;
 use crate::{Error, Result};
 
 /// The schema version this code reads and writes.
@@ -36,6 +37,10 @@ pub struct ProfilingMeta {
     /// Free-form provenance the profiler adds (dtype, threads, iterations, host, ...).
     #[serde(default)]
     pub details: BTreeMap<String, serde_json::Value>,
+    /// The device and dtype the ops were timed on; absent in bundles profiled before it
+    /// was recorded (see [`ProfilingMeta::device_identity`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_on: Option<DeviceIdentity>,
 }
 
 impl ProfilingMeta {
@@ -55,6 +60,14 @@ impl ProfilingMeta {
             });
         }
         Ok(meta)
+    }
+
+    /// The device the bundle was measured on: as recorded, or for an older bundle of ours
+    /// the CPU at its `details.dtype` ([`DeviceIdentity::of_legacy_bundle`]).
+    pub fn device_identity(&self) -> Option<DeviceIdentity> {
+        self.measured_on
+            .clone()
+            .or_else(|| DeviceIdentity::of_legacy_bundle(&self.device, &self.details))
     }
 
     /// Writes `path` atomically: sorted keys, 2-space indent, trailing newline.
