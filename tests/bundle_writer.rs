@@ -147,6 +147,7 @@ fn round_trip_is_exact_and_loads_from_meta() {
         details: [("threads".to_owned(), serde_json::json!(2))]
             .into_iter()
             .collect(),
+        measured_on: None,
     };
     let meta_path = w.write_meta(&meta).unwrap();
     let meta_text = std::fs::read_to_string(&meta_path).unwrap();
@@ -323,6 +324,7 @@ fn invalid_tables_are_refused_before_writing() {
         models: vec![],
         ops: vec![],
         details: Default::default(),
+        measured_on: None,
     };
     assert!(matches!(w.write_meta(&meta), Err(Error::Mismatch(_))));
     // Nothing was written by the refused calls.

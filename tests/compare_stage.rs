@@ -148,6 +148,7 @@ fn write_bundle(job: &Job) -> PathBuf {
         models: vec![spec],
         ops: vec![],
         details: Default::default(),
+        measured_on: None,
     })
     .unwrap();
     std::fs::write(dir.join("_SUCCESS"), "").unwrap();

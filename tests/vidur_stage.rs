@@ -121,6 +121,7 @@ fn write_bundle(job: &Job) -> PathBuf {
         models: vec![tiny_spec()],
         ops: vec![],
         details: BTreeMap::new(),
+        measured_on: None,
     })
     .unwrap();
     std::fs::write(dir.join("_SUCCESS"), "").unwrap();

@@ -216,13 +216,15 @@ impl OpTimer for OpTotals {
 }
 
 /// The CUDA events a model times its forwards with: one [`EventPool`] on candle's stream,
-/// created by the first timed forward on a GPU and reused by every later one.
+/// created by the first timed forward on a GPU and reused by every later one. A forward takes
+/// the pool out for its duration and puts it back when it finishes; one that fails drops it
+/// (the next timed forward makes a new one).
 ///
 /// [`EventPool`]: crate::real_bench::cuda::EventPool
 #[derive(Debug, Default)]
 pub(crate) struct ForwardEvents {
     #[cfg(any(feature = "cuda", feature = "cuda-check"))]
-    pool: std::sync::Mutex<Option<crate::real_bench::cuda::EventPool>>,
+    pool: std::sync::Arc<std::sync::Mutex<Option<crate::real_bench::cuda::EventPool>>>,
 }
 
 /// How one forward measures its ops for an optional [`OpTimer`] (see there for what each
@@ -246,7 +248,7 @@ impl<'t> OpClock<'t> {
     pub(crate) fn new(
         timer: Option<&'t mut dyn OpTimer>,
         device: &Device,
-        events: &'t ForwardEvents,
+        events: &ForwardEvents,
         num_layers: usize,
     ) -> Result<Self> {
         let Some(timer) = timer else {
@@ -312,10 +314,14 @@ const MARKS_PER_LAYER: usize = 30;
 /// Events recorded around each op of one forward (or only around the whole forward, when the
 /// timer does not want op times) on candle's CUDA stream, from the model's [`ForwardEvents`].
 #[cfg(any(feature = "cuda", feature = "cuda-check"))]
+type EventPoolSlot = std::sync::Arc<std::sync::Mutex<Option<crate::real_bench::cuda::EventPool>>>;
+
+#[cfg(any(feature = "cuda", feature = "cuda-check"))]
 pub(crate) struct EventSpans<'t> {
     timer: &'t mut dyn OpTimer,
-    /// The pool, held for the whole forward (always `Some` once started).
-    pool: std::sync::MutexGuard<'t, Option<crate::real_bench::cuda::EventPool>>,
+    /// The model's pool, taken out of `home` for this forward.
+    pool: crate::real_bench::cuda::EventPool,
+    home: EventPoolSlot,
     per_op: bool,
     forward_start: crate::real_bench::cuda::Mark,
     spans: Vec<(
@@ -327,36 +333,35 @@ pub(crate) struct EventSpans<'t> {
 }
 
 #[cfg(any(feature = "cuda", feature = "cuda-check"))]
+fn lock_slot(
+    slot: &EventPoolSlot,
+) -> Result<std::sync::MutexGuard<'_, Option<crate::real_bench::cuda::EventPool>>> {
+    slot.lock()
+        .map_err(|_| crate::Error::Device("the CUDA event pool is poisoned".into()))
+}
+
+#[cfg(any(feature = "cuda", feature = "cuda-check"))]
 impl<'t> EventSpans<'t> {
     fn start(
         timer: &'t mut dyn OpTimer,
         device: &Device,
-        events: &'t ForwardEvents,
+        events: &ForwardEvents,
         num_layers: usize,
     ) -> Result<Self> {
         use crate::real_bench::cuda::{candle_stream, EventPool};
-        let mut pool = events
-            .pool
-            .lock()
-            .map_err(|_| crate::Error::Device("the CUDA event pool is poisoned".into()))?;
-        if pool.is_none() {
+        let taken = lock_slot(&events.pool)?.take();
+        let mut pool = match taken {
+            Some(pool) => pool,
             // Forward start and end, every layer's op marks, and the per-iteration ops'.
-            let capacity = 2 + MARKS_PER_LAYER * num_layers + 8;
-            *pool = Some(EventPool::new(candle_stream(device)?, capacity)?);
-        }
-        let forward_start = match pool.as_mut() {
-            Some(p) => {
-                // Marks a failed forward left behind are abandoned: recording an event again
-                // replaces what it marked.
-                p.clear();
-                p.mark()?
-            }
-            None => return Err(crate::Error::Device("no CUDA event pool".into())),
+            None => EventPool::new(candle_stream(device)?, 2 + MARKS_PER_LAYER * num_layers + 8)?,
         };
+        pool.clear();
+        let forward_start = pool.mark()?;
         let per_op = timer.per_op();
         Ok(Self {
             timer,
             pool,
+            home: std::sync::Arc::clone(&events.pool),
             per_op,
             forward_start,
             spans: Vec::with_capacity(if per_op {
@@ -365,12 +370,6 @@ impl<'t> EventSpans<'t> {
                 0
             }),
         })
-    }
-
-    fn pool(&mut self) -> Result<&mut crate::real_bench::cuda::EventPool> {
-        self.pool
-            .as_mut()
-            .ok_or_else(|| crate::Error::Device("no CUDA event pool".into()))
     }
 
     fn time<R>(
@@ -382,28 +381,29 @@ impl<'t> EventSpans<'t> {
         if !self.per_op {
             return f();
         }
-        let start = self.pool()?.mark()?;
+        let start = self.pool.mark()?;
         let r = f()?;
-        let end = self.pool()?.mark()?;
+        let end = self.pool.mark()?;
         self.spans.push((op, layer, start, end));
         Ok(r)
     }
 
-    fn finish(mut self) -> Result<()> {
-        let end = self.pool()?.mark()?;
-        let forward_start = self.forward_start;
-        let spans = std::mem::take(&mut self.spans);
-        let pool = self.pool()?;
-        let mut times = Vec::with_capacity(spans.len());
+    fn finish(self) -> Result<()> {
+        let Self {
+            timer,
+            mut pool,
+            home,
+            forward_start,
+            spans,
+            ..
+        } = self;
+        let end = pool.mark()?;
         for (op, layer, start, stop) in spans {
-            times.push((op, layer, pool.elapsed(start, stop)?));
+            timer.record(op, layer, pool.elapsed(start, stop)?);
         }
-        let forward = pool.elapsed(forward_start, end)?;
+        timer.record_device_forward(pool.elapsed(forward_start, end)?);
         pool.clear();
-        for (op, layer, elapsed) in times {
-            self.timer.record(op, layer, elapsed);
-        }
-        self.timer.record_device_forward(forward);
+        *lock_slot(&home)? = Some(pool);
         Ok(())
     }
 }
