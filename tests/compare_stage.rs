@@ -499,3 +499,109 @@ fn interop_sides_compare_against_our_runs(root: &Path, a: &Path, b: &Path) {
     let total: u32 = rows.iter().map(|r| r.num_decode_tokens).sum();
     assert_eq!(summary["metrics"]["itl"]["count"], total - 10);
 }
+
+/// Rewrites the bundle's recorded device (`measured_on` in `profiling_meta.json`).
+fn relabel_bundle(bundle: &Path, measured_on: serde_json::Value) {
+    let path = bundle.join("profiling_meta.json");
+    let mut meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    meta["measured_on"] = measured_on;
+    std::fs::write(&path, meta.to_string()).unwrap();
+}
+
+#[test]
+fn a_bundle_measured_on_another_device_is_refused_unless_the_study_is_cross_device() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    simreal::workloads::stage::run(&job(Stage::Workload, root, &[])).unwrap();
+    let real = simreal::real_bench::stage::run(&job(Stage::Real, root, &[])).unwrap();
+    let real_meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(real.join("run_meta.json")).unwrap())
+            .unwrap();
+    let ran_on = real_meta["extra"]["device"].clone();
+    assert_eq!(ran_on["kind"], "cpu", "{ran_on}");
+    assert_eq!(ran_on["dtype"], "f32", "{ran_on}");
+    let bundle = write_bundle(&job(Stage::VidurProfile, root, &[]));
+
+    // Measured where the run ran: every stage accepts it and says nothing.
+    relabel_bundle(&bundle, ran_on.clone());
+    simreal::vidur_ext::sim_stage::run(&job(Stage::Vidur, root, &[])).unwrap();
+    let summary: serde_json::Value = read_json_validated(
+        compare(&job(Stage::Compare, root, &[]))
+            .unwrap()
+            .join("summary.json"),
+        &compare_summary_schema(),
+    )
+    .unwrap();
+    assert_eq!(summary["cross_device"], serde_json::Value::Null);
+
+    // The same bundle labelled as measured on a GPU in bf16.
+    let mut gpu = ran_on.clone();
+    gpu["kind"] = "cuda".into();
+    gpu["sku"] = "h200".into();
+    gpu["dtype"] = "bf16".into();
+    gpu["name"] = "NVIDIA H200".into();
+    relabel_bundle(&bundle, gpu);
+    let refused = |err: Error, run_side: &str| {
+        let msg = err.to_string();
+        assert!(matches!(err, Error::Mismatch(_)), "{msg}");
+        assert!(msg.contains(&bundle.display().to_string()), "{msg}");
+        assert!(msg.contains("cuda `NVIDIA H200` (h200, bf16)"), "{msg}");
+        assert!(msg.contains(run_side), "{msg}");
+        assert!(msg.contains("vidur.cross_device=true"), "{msg}");
+    };
+    let force = ["output.force=true".to_string()];
+    refused(
+        simreal::vidur_ext::sim_stage::run(&job(Stage::Vidur, root, &force)).unwrap_err(),
+        "this config simulates cpu (cpu, f32)",
+    );
+    let real_side = format!("real run {} ran on cpu", real.display());
+    // The simulated run made before the relabel names the bundle; compare reads it there.
+    refused(
+        compare(&job(Stage::Compare, root, &force)).unwrap_err(),
+        &real_side,
+    );
+    refused(
+        simreal::vidur_ext::replay_stage::run(&job(Stage::Vidur, root, &force)).unwrap_err(),
+        &real_side,
+    );
+
+    // A cross-device study says so first.
+    let cross = [
+        "vidur.cross_device=true".to_string(),
+        "output.force=true".to_string(),
+    ];
+    simreal::vidur_ext::sim_stage::run(&job(Stage::Vidur, root, &cross)).unwrap();
+    let dir = compare(&job(Stage::Compare, root, &cross)).unwrap();
+    let summary: serde_json::Value =
+        read_json_validated(dir.join("summary.json"), &compare_summary_schema()).unwrap();
+    let sentence = summary["cross_device"].as_str().unwrap();
+    assert!(sentence.starts_with("Cross-device study"), "{sentence}");
+    assert!(sentence.contains("dtype bf16 vs f32"), "{sentence}");
+    assert!(summary["verdict"].as_str().unwrap().starts_with(sentence));
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    let verdict = md.split("## Verdict").nth(1).unwrap().trim_start();
+    assert!(verdict.starts_with("Cross-device study"), "{verdict}");
+    let replay = simreal::vidur_ext::replay_stage::run(&job(Stage::Vidur, root, &cross)).unwrap();
+    let replay_summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(replay.join("replay_summary.json")).unwrap())
+            .unwrap();
+    assert!(replay_summary["inputs"]["cross_device"]["differences"].is_array());
+
+    // A bundle of ours from before bundles recorded their device was measured on the CPU at
+    // its `details.dtype`: one "profiled" in bf16 is refused for this f32 run.
+    relabel_bundle(&bundle, serde_json::Value::Null);
+    let path = bundle.join("profiling_meta.json");
+    let mut meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    meta.as_object_mut().unwrap().remove("measured_on");
+    meta["details"]["dtype"] = "bf16".into();
+    std::fs::write(&path, meta.to_string()).unwrap();
+    refused_legacy(compare(&job(Stage::Compare, root, &force)).unwrap_err());
+}
+
+fn refused_legacy(err: Error) {
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Mismatch(_)), "{msg}");
+    assert!(msg.contains("dtype bf16 vs f32"), "{msg}");
+}

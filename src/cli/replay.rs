@@ -8,12 +8,8 @@ use std::process::ExitCode;
 
 use simreal::io::Stage;
 use simreal::stage::run_binary_with_aliases;
-use simreal::vidur_ext::replay_stage::run;
+use simreal::vidur_ext::replay_stage::{run, ALIASES};
 
 fn main() -> ExitCode {
-    run_binary_with_aliases(
-        Stage::Vidur,
-        &[("real_run", "compare.real_run"), ("bundle", "vidur.bundle")],
-        run,
-    )
+    run_binary_with_aliases(Stage::Vidur, &ALIASES, run)
 }

@@ -221,6 +221,9 @@ pub struct VidurConfig {
     /// the device as it was during that run. Off = a prediction that does not depend on any
     /// real run.
     pub device_speed_correction: bool,
+    /// Allow a bundle measured on another device or dtype than the run it predicts (a
+    /// cross-device study); the report then says so in its first line. Off = refused.
+    pub cross_device: bool,
 }
 
 /// The operator profiling grid (stage `vidur_profile`).

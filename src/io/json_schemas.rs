@@ -464,12 +464,14 @@ pub fn compare_summary_schema() -> Value {
                 "attribution",
                 "notes",
                 "fidelity",
+                "cross_device",
             ],
             json!({
                 "schema_version": {"type": "integer", "enum": [SCHEMA_VERSION]},
                 "compare_id": {"type": "string"},
                 "created_at": {"type": "string"},
                 "verdict": {"type": "string"},
+                "cross_device": {"type": ["string", "null"]},
                 "definitions": {"type": "object"},
                 "runs": obj(
                     &["real", "sim"],

@@ -13,12 +13,12 @@ use std::time::Instant;
 use serde_json::json;
 
 use crate::config::types::SimrealConfig;
-use crate::io::device::DeviceIdentity;
-use crate::io::provenance::{absolute_path, utc_now, HostFingerprint};
+use crate::io::device::{check_bundle_device, CrossDevice, DeviceIdentity};
+use crate::io::provenance::{absolute_path, utc_now, HostFingerprint, RunMeta};
 use crate::io::records::SpeedPhase;
 use crate::io::rundir::{prepare, require_complete, Prepared, Stage};
 use crate::io::schema::DEVICE_SPEED;
-use crate::io::{write_csv, write_json};
+use crate::io::{read_json, write_csv, write_json};
 use crate::real_bench::device_probe::load_average_1min;
 use crate::real_bench::engine::{Engine, EngineSettings};
 use crate::real_bench::model::{Qwen3Model, WeightSource};
@@ -115,6 +115,48 @@ pub fn load_bundle(cfg: &SimrealConfig, dir: &Path) -> Result<Bundle> {
         BundleLocation::new(dir, &cfg.hardware.device_sku, &cfg.model.hf_name)
     };
     Bundle::load(&location, &spec, &LoadOptions::default())
+}
+
+/// The device and dtype the bundle at `dir` was measured on; `None` for a bundle without
+/// `profiling_meta.json` (Vidur's) or an old one of ours that says too little.
+pub fn bundle_device(dir: &Path) -> Result<Option<DeviceIdentity>> {
+    let path = dir.join("profiling_meta.json");
+    if !path.is_file() {
+        return Ok(None);
+    }
+    Ok(ProfilingMeta::read(&path)?.device_identity())
+}
+
+/// Checks that the bundle at `bundle_dir` was measured on the device and dtype the real run
+/// at `real_run` ran with ([`check_bundle_device`]): `Ok(None)` when they match or when
+/// either side records no identity (Vidur's bundles, vLLM results); with `allow_cross_device`
+/// the difference, otherwise [`Error::Mismatch`] naming both.
+pub fn check_bundle_for_real_run(
+    bundle_dir: &Path,
+    real_run: &Path,
+    allow_cross_device: bool,
+) -> Result<Option<CrossDevice>> {
+    let Some(bundle) = bundle_device(bundle_dir)? else {
+        return Ok(None);
+    };
+    let meta_path = real_run.join("run_meta.json");
+    if !meta_path.is_file() {
+        return Ok(None);
+    }
+    let meta: RunMeta = read_json(&meta_path)?;
+    if meta.run_type != Stage::Real.dir_name() {
+        return Ok(None);
+    }
+    let Some(run) = DeviceIdentity::of_real_run(&meta) else {
+        return Ok(None);
+    };
+    check_bundle_device(
+        bundle_dir,
+        &bundle,
+        &format!("real run {} ran on", real_run.display()),
+        &run,
+        allow_cross_device,
+    )
 }
 
 /// Finds the bundle a config uses: `vidur.bundle`, or the one this stage writes for it,

@@ -31,7 +31,7 @@ use crate::vidur_ext::predictor::{
     NativePredictor, PredictorConfig, ReplayIteration, ReplayReport, RequestShape,
     VidurCompatPredictor,
 };
-use crate::vidur_ext::profile_stage::{configured_bundle_dir, load_bundle};
+use crate::vidur_ext::profile_stage::{check_bundle_for_real_run, configured_bundle_dir, load_bundle};
 use crate::{Error, Result};
 
 /// Output directory of replays under the output root.
@@ -303,6 +303,12 @@ impl SpeedAdjusted {
     }
 }
 
+/// Bare command-line keys of the `replay` binary and the config keys they stand for.
+pub const ALIASES: [(&str, &str); 2] = [
+    ("real_run", "compare.real_run"),
+    ("bundle", "vidur.bundle"),
+];
+
 /// Runs a replay for one job; returns `tmp/replay/<id>/`. The real run is the first of
 /// `compare.real_run` (`real_run=` on the command line) or the one this config produces; the
 /// bundle is `vidur.bundle` (`bundle=`) or the one `vidur_profile` makes for this config.
@@ -317,6 +323,8 @@ pub fn run(job: &Job) -> Result<PathBuf> {
         }
     };
     let bundle_dir = configured_bundle_dir(job)?;
+    let cross_device =
+        check_bundle_for_real_run(&bundle_dir, &real_run, cfg.vidur.cross_device)?;
     let bundle = load_bundle(cfg, &bundle_dir)?;
     let predictor = build_predictor(cfg, &bundle)?;
     let name = |p: &Path| {
@@ -360,6 +368,7 @@ pub fn run(job: &Job) -> Result<PathBuf> {
         "bundle": bundle_dir.display().to_string(),
         "predictor": predictor.name(),
         "cpu_overheads": cfg.vidur.cpu_overheads,
+        "cross_device": cross_device,
     });
     let speed = DeviceSpeed::between(&bundle_dir, &real_run).map(|d| {
         let adjusted = SpeedAdjusted::of(&report, &d);
@@ -375,6 +384,9 @@ pub fn run(job: &Job) -> Result<PathBuf> {
         speed.as_ref(),
     )?;
     write_atomic(&marker, b"")?;
+    if let Some(c) = &cross_device {
+        eprintln!("{}", c.sentence());
+    }
     if let Some((d, a)) = &speed {
         eprintln!(
             "device speed: the reference iteration took {:.1} ms when profiled, {:.1} ms before \

@@ -46,6 +46,7 @@ use super::profile_stage;
 use super::simulator::{
     little_check, CsvOutputs, CsvSink, CsvSinkCounts, SimConfig, SimRequest, SimSummary, Simulator,
 };
+use crate::io::device::{check_bundle_device, DeviceIdentity};
 use crate::config::types::{resolve_input_path, GlobalSchedulerKind, PredictorKind};
 use crate::config::SimrealConfig;
 use crate::error::IoContext;
@@ -315,6 +316,15 @@ fn load_bundle(job: &Job, notes: &mut Vec<String>) -> Result<(Bundle, PredictorS
                 cfg.model.hf_name,
                 cfg.hardware.device_sku
             )));
+        }
+        if let Some(measured) = meta.device_identity() {
+            let simulated = DeviceIdentity::configured(cfg);
+            let what = "this config simulates";
+            if let Some(cross) =
+                check_bundle_device(&root, &measured, what, &simulated, v.cross_device)?
+            {
+                notes.insert(0, cross.sentence());
+            }
         }
         location
     } else {

@@ -79,6 +79,9 @@ pub struct ComparisonResults {
     pub attribution: Attribution,
     /// Notes from loading the runs and from the figures.
     pub notes: Vec<String>,
+    /// Set when the simulated run's bundle was measured on another device or dtype than the
+    /// real runs (allowed by `vidur.cross_device`): the sentence the verdict opens with.
+    pub cross_device: Option<String>,
 }
 
 fn pct(v: Option<f64>) -> String {
@@ -164,6 +167,7 @@ impl ComparisonResults {
     /// explains the gap. Each part is its own method, so a new part is one more line here.
     pub fn verdict_sentences(&self) -> Vec<String> {
         [
+            self.cross_device.clone(),
             self.rerun_sentence(),
             self.not_judged_sentence(),
             self.distribution_sentence(),
@@ -455,6 +459,7 @@ impl ComparisonResults {
             "throughput": match &self.throughput { Some(t) => to(t)?, None => serde_json::Value::Null },
             "attribution": to(&self.attribution)?,
             "notes": self.notes,
+            "cross_device": self.cross_device,
         }))
     }
 

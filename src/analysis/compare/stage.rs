@@ -31,6 +31,7 @@ use crate::io::schema::{ITERATION_COMPARISON, REQUEST_COMPARISON, TOKEN_COMPARIS
 use crate::io::write_json;
 use crate::stage::Job;
 use crate::vidur_ext::predictor::ExecutionTimePredictor;
+use crate::vidur_ext::profile_stage::check_bundle_for_real_run;
 use crate::vidur_ext::sim_stage::{SimInputs, BACKEND_NAME};
 use crate::{Error, Result};
 
@@ -266,6 +267,7 @@ pub fn compare(
         throughput: ThroughputComparison::of(&real.requests, &sim.requests)?,
         attribution,
         notes,
+        cross_device: None,
     };
     Ok(Comparison {
         results,
@@ -345,6 +347,27 @@ fn device_speed(real: &RunData, sim: &RunData) -> Option<DeviceSpeed> {
     DeviceSpeed::between(&sim_bundle_dir(sim)?, &real.path)
 }
 
+/// Checks the simulated run's bundle against every real run's device and dtype
+/// ([`check_bundle_for_real_run`]); with `allow_cross_device`, the sentence the report opens
+/// with when they differ.
+fn check_sim_bundle_device(
+    reals: &[RunData],
+    sim: &RunData,
+    allow_cross_device: bool,
+) -> Result<Option<String>> {
+    let Some(bundle) = sim_bundle_dir(sim) else {
+        return Ok(None);
+    };
+    let mut sentences = Vec::new();
+    for real in reals {
+        if let Some(cross) = check_bundle_for_real_run(&bundle, &real.path, allow_cross_device)? {
+            sentences.push(cross.sentence());
+        }
+    }
+    sentences.dedup();
+    Ok((!sentences.is_empty()).then(|| sentences.join(" ")))
+}
+
 /// The bundle a simulated run of this project predicted from (its `run_meta.json`).
 fn sim_bundle_dir(sim: &RunData) -> Option<PathBuf> {
     let sim_meta: serde_json::Value =
@@ -419,6 +442,7 @@ pub fn run_with(job: &Job, replay: Option<&dyn ExecutionTimePredictor>) -> Resul
     let (reals, sim) = inputs.load()?;
     // Refusals do not depend on whether an earlier comparison is cached.
     check_all(&reals, &sim)?;
+    let cross_device = check_sim_bundle_device(&reals, &sim, cfg.vidur.cross_device)?;
     let keys: Vec<String> = reals.iter().map(run_key).collect();
     let id = job.own_run_id(compare_id(
         &keys,
@@ -464,6 +488,7 @@ pub fn run_with(job: &Job, replay: Option<&dyn ExecutionTimePredictor>) -> Resul
         &VerdictSettings::of(&cfg.compare),
     )?;
     comparison.results.notes.extend(replay_note);
+    comparison.results.cross_device = cross_device;
     let size = FigureSize {
         width_px: cfg.compare.figure_width_px,
         height_px: cfg.compare.figure_height_px,
