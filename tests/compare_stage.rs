@@ -582,7 +582,10 @@ fn a_bundle_measured_on_another_device_is_refused_unless_the_study_is_cross_devi
     let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
     let verdict = md.split("## Verdict").nth(1).unwrap().trim_start();
     assert!(verdict.starts_with("Cross-device study"), "{verdict}");
-    let replay = simreal::vidur_ext::replay_stage::run(&job(Stage::Vidur, root, &cross)).unwrap();
+    // This bundle has no CPU overheads to charge.
+    let replay_cross = [cross[0].clone(), "vidur.cpu_overheads=false".to_string()];
+    let replay =
+        simreal::vidur_ext::replay_stage::run(&job(Stage::Vidur, root, &replay_cross)).unwrap();
     let replay_summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(replay.join("replay_summary.json")).unwrap())
             .unwrap();
