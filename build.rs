@@ -1,5 +1,6 @@
-//! Records the versions of the crates that shape measured numbers (from Cargo.lock) and of
-//! rustc, so every run's provenance can name them.
+//! Records the versions of the crates that shape measured numbers (from Cargo.lock), of
+//! rustc and, in `--features cuda` builds, of the CUDA toolkit (`nvcc --version`), so every
+//! run's provenance and every GPU bundle can name them.
 
 use std::process::Command;
 
@@ -19,6 +20,26 @@ fn main() {
         let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
         println!("cargo:rustc-env=SIMREAL_RUSTC_VERSION={v}");
     }
+    if std::env::var_os("CARGO_FEATURE_CUDA").is_some() {
+        println!("cargo:rerun-if-env-changed=PATH");
+        println!("cargo:rerun-if-env-changed=CUDA_ROOT");
+        if let Some(version) = nvcc_version() {
+            println!("cargo:rustc-env=SIMREAL_CUDA_TOOLKIT_VERSION={version}");
+        }
+    }
+}
+
+/// `13.0.88` from nvcc's `Cuda compilation tools, release 13.0, V13.0.88` (the nvcc that
+/// candle's kernels are built with: `CUDA_ROOT/bin`, else `PATH`).
+fn nvcc_version() -> Option<String> {
+    let nvcc = std::env::var_os("CUDA_ROOT")
+        .map(|root| std::path::PathBuf::from(root).join("bin").join("nvcc"))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| "nvcc".into());
+    let out = Command::new(nvcc).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find_map(|l| l.rsplit_once(", V").map(|(_, v)| v.trim().to_string()))
 }
 
 fn locked_version(lock: &str, krate: &str) -> Option<String> {

@@ -5,8 +5,8 @@
 
 use std::path::Path;
 
-use simreal::config::types::Device;
 use simreal::config::expand_multirun;
+use simreal::config::types::Device;
 use simreal::io::Stage;
 use simreal::stage::{apply_aliases, Job};
 
@@ -90,7 +90,9 @@ fn parse(text: &str) -> Option<Command> {
     Some(Command {
         text: text.to_string(),
         bin,
-        cuda_build: tokens[..bin_at].windows(2).any(|w| w == ["--features", "cuda"]),
+        cuda_build: tokens[..bin_at]
+            .windows(2)
+            .any(|w| w == ["--features", "cuda"]),
         multirun,
         overrides,
     })
@@ -135,9 +137,8 @@ fn every_documented_command_composes() {
             };
             for overrides in runs {
                 let refs: Vec<&str> = overrides.iter().map(String::as_str).collect();
-                let job = Job::from_overrides(stage_of(&cmd.bin), &refs).unwrap_or_else(|e| {
-                    panic!("{doc}: `{}` does not compose: {e}", cmd.text)
-                });
+                let job = Job::from_overrides(stage_of(&cmd.bin), &refs)
+                    .unwrap_or_else(|e| panic!("{doc}: `{}` does not compose: {e}", cmd.text));
                 let cfg = &job.config;
                 if cfg.backend.device == Device::Cuda {
                     gpu_commands += 1;

@@ -82,7 +82,7 @@ step "cargo build --release --features cuda --bins"
 cargo build --release --features cuda --bins
 step "cargo test --release --features cuda --no-run (the GPU check's test binaries)"
 # Built in the release profile, sharing the binaries' compiled dependencies.
-tests=(model_reference gpu_paged_attention)
+tests=(model_reference)
 test_args=()
 for t in "${tests[@]}"; do test_args+=(--test "$t"); done
 test_bins="$(cargo test --release --features cuda --no-run "${test_args[@]}" \

@@ -331,8 +331,14 @@ mod tests {
         let err = check_bundle_device(dir, &bundle, "real run R ran on", &run, false)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("prof-x") && err.contains("(cpu, f32)"), "{err}");
-        assert!(err.contains("real run R ran on cpu `AMD EPYC` (cpu, bf16)"), "{err}");
+        assert!(
+            err.contains("prof-x") && err.contains("(cpu, f32)"),
+            "{err}"
+        );
+        assert!(
+            err.contains("real run R ran on cpu `AMD EPYC` (cpu, bf16)"),
+            "{err}"
+        );
         assert!(err.contains("vidur.cross_device=true"), "{err}");
         let cross = check_bundle_device(dir, &bundle, "x", &run, true)
             .unwrap()
@@ -350,7 +356,10 @@ mod tests {
             }))
             .unwrap();
         let id = DeviceIdentity::of_legacy_bundle("a100", &details).unwrap();
-        assert_eq!((id.kind, id.sku.as_str(), id.dtype), (Device::Cpu, "a100", Dtype::Bf16));
+        assert_eq!(
+            (id.kind, id.sku.as_str(), id.dtype),
+            (Device::Cpu, "a100", Dtype::Bf16)
+        );
         assert_eq!(id.name.as_deref(), Some("Intel Xeon"));
         assert!(id.inferred.is_some());
         assert!(DeviceIdentity::of_legacy_bundle("cpu", &Default::default()).is_none());

@@ -31,7 +31,9 @@ use crate::vidur_ext::predictor::{
     NativePredictor, PredictorConfig, ReplayIteration, ReplayReport, RequestShape,
     VidurCompatPredictor,
 };
-use crate::vidur_ext::profile_stage::{check_bundle_for_real_run, configured_bundle_dir, load_bundle};
+use crate::vidur_ext::profile_stage::{
+    check_bundle_for_real_run, configured_bundle_dir, load_bundle,
+};
 use crate::{Error, Result};
 
 /// Output directory of replays under the output root.
@@ -304,10 +306,8 @@ impl SpeedAdjusted {
 }
 
 /// Bare command-line keys of the `replay` binary and the config keys they stand for.
-pub const ALIASES: [(&str, &str); 2] = [
-    ("real_run", "compare.real_run"),
-    ("bundle", "vidur.bundle"),
-];
+pub const ALIASES: [(&str, &str); 2] =
+    [("real_run", "compare.real_run"), ("bundle", "vidur.bundle")];
 
 /// Runs a replay for one job; returns `tmp/replay/<id>/`. The real run is the first of
 /// `compare.real_run` (`real_run=` on the command line) or the one this config produces; the
@@ -323,8 +323,7 @@ pub fn run(job: &Job) -> Result<PathBuf> {
         }
     };
     let bundle_dir = configured_bundle_dir(job)?;
-    let cross_device =
-        check_bundle_for_real_run(&bundle_dir, &real_run, cfg.vidur.cross_device)?;
+    let cross_device = check_bundle_for_real_run(&bundle_dir, &real_run, cfg.vidur.cross_device)?;
     let bundle = load_bundle(cfg, &bundle_dir)?;
     let predictor = build_predictor(cfg, &bundle)?;
     let name = |p: &Path| {

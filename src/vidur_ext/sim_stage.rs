@@ -46,10 +46,10 @@ use super::profile_stage;
 use super::simulator::{
     little_check, CsvOutputs, CsvSink, CsvSinkCounts, SimConfig, SimRequest, SimSummary, Simulator,
 };
-use crate::io::device::{check_bundle_device, DeviceIdentity};
 use crate::config::types::{resolve_input_path, GlobalSchedulerKind, PredictorKind};
 use crate::config::SimrealConfig;
 use crate::error::IoContext;
+use crate::io::device::{check_bundle_device, DeviceIdentity};
 use crate::io::provenance::{absolute_path, utc_now, InputRef};
 use crate::io::rundir::{is_complete, prepare, require_complete, Prepared, Stage};
 use crate::io::schema::{DEVICE_SPEED, REQUEST_METRICS};
