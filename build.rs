@@ -1,6 +1,7 @@
-//! Records the versions of the crates that shape measured numbers (from Cargo.lock), of
-//! rustc and, in `--features cuda` builds, of the CUDA toolkit (`nvcc --version`), so every
-//! run's provenance and every GPU bundle can name them.
+//! Records the versions of the crates that shape measured numbers (from Cargo.lock), the
+//! optimisation level this crate is compiled at, the version of rustc and, in `--features
+//! cuda` builds, of the CUDA toolkit (`nvcc --version`), so every run's provenance and every
+//! GPU bundle can name them.
 
 use std::process::Command;
 
@@ -14,6 +15,10 @@ fn main() {
         if let Some(version) = locked_version(&lock, krate) {
             println!("cargo:rustc-env={var}={version}");
         }
+    }
+    // The optimisation level of this crate's own code, recorded in every run's provenance.
+    if let Ok(level) = std::env::var("OPT_LEVEL") {
+        println!("cargo:rustc-env=SIMREAL_BUILD_OPT_LEVEL={level}");
     }
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     if let Ok(out) = Command::new(rustc).arg("--version").output() {

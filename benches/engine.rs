@@ -18,6 +18,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::qwen3 as reference;
 use rayon::prelude::*;
 use serde_json::json;
+use simreal::io::ops::Op;
 use simreal::real_bench::model::*;
 
 const SEED: u64 = 0;
@@ -223,7 +224,7 @@ struct Ours {
     cold_decode_ms: f64,
     decode_ms: Vec<f64>,
     /// Per op: ms per single-sequence step, ms per batch-8 step.
-    decode_ops: Vec<(ModelOp, f64, f64)>,
+    decode_ops: Vec<(Op, f64, f64)>,
     batch_decode_tok_s: Vec<f64>,
     /// Per repeat: batch-8 tokens/s ÷ single-sequence tokens/s, measured back to back.
     batch_over_single: Vec<f64>,
@@ -337,7 +338,7 @@ fn bench_ours(dir: &Path, repeats: usize, reference_dir: Option<&Path>) -> Resul
     let mut batch_ops = OpTotals::default();
     decode(&mut cache, &seqs, &firsts, Some(&mut batch_ops))?;
     let per_step = |t: &OpTotals, op| t.total(op).as_secs_f64() * 1e3 / DECODE_STEPS as f64;
-    let decode_ops = ModelOp::ALL
+    let decode_ops = Op::MODEL
         .into_iter()
         .map(|op| (op, per_step(&ops, op), per_step(&batch_ops, op)))
         .filter(|(_, a, b)| *a > 0.0 || *b > 0.0)
@@ -426,7 +427,8 @@ fn main() -> Result<()> {
     let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let cfg = Qwen3Config::qwen3_0_6b();
-    let dir = root.join(format!("tmp/weights/qwen3_0_6b-random-seed{SEED}-f32"));
+    // The snapshot the stages use for `model=qwen3_0_6b` (default seed, f32), not a second one.
+    let dir = random_weights_dir(&root.join("tmp"), "qwen3_0_6b", SEED, "f32");
     let weights_sha256 = if dir.join(WEIGHTS_FILE).is_file() {
         sha256_file(&dir.join(WEIGHTS_FILE))?
     } else {
@@ -497,7 +499,7 @@ fn main() -> Result<()> {
             "ours_cold_first_step": ours.cold_decode_ms, "candle_transformers_cold_first_step": ref_cold_ms },
         "speedup_vs_candle_transformers": ref_decode.median / decode.median,
         "bandwidth_efficiency": floor_ms / decode.median,
-        "decode_op_breakdown_ms_per_step": ours.decode_ops.iter().map(|(op, a, b)| (op.as_str().to_string(), json!({"single": a, "batch8": b}))).collect::<serde_json::Map<_, _>>(),
+        "decode_op_breakdown_ms_per_step": ours.decode_ops.iter().map(|(op, a, b)| (op.name().to_string(), json!({"single": a, "batch8": b}))).collect::<serde_json::Map<_, _>>(),
         "decode_batch8_tokens_per_s": batch.json(),
         "batch8_over_single_throughput_paired": batch_ratio.json(),
         "prefill_512": { "ms": prefill.json(), "tokens_per_s": PREFILL as f64 / (prefill.median / 1e3),

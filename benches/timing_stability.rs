@@ -41,6 +41,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use simreal::real_bench::device_probe::load_average_1min;
+use simreal::io::ops::Op;
 use simreal::real_bench::model::*;
 use simreal::real_bench::threads::{self, Priority, TimingSettings};
 
@@ -297,15 +298,15 @@ fn child(name: &str, iterations: usize) -> Result<()> {
             per_comp
                 .iter()
                 .map(|samples| {
-                    ModelOp::ALL
+                    Op::MODEL
                         .into_iter()
-                        .filter(|&op| op != ModelOp::Sampler)
+                        .filter(|&op| op != Op::Sampler)
                         .map(|op| {
                             let v: Vec<f64> = samples
                                 .iter()
                                 .map(|t| t.total(op).as_secs_f64() * 1e3)
                                 .collect();
-                            (op.as_str().to_string(), median(&v))
+                            (op.name().to_string(), median(&v))
                         })
                         .filter(|(_, m)| *m > 0.0)
                         .collect()

@@ -36,6 +36,10 @@ pub struct StageArgs {
     /// Primary config to compose (default: the stage's own).
     #[arg(long)]
     pub config_name: Option<String>,
+    /// Refuse, naming the command that makes it, when a stage this one reads is missing,
+    /// instead of making it first (for scripts and workflow managers that order stages).
+    #[arg(long)]
+    pub no_upstream: bool,
     /// Overrides.
     #[arg(trailing_var_arg = true, allow_hyphen_values = false)]
     pub overrides: Vec<String>,
@@ -224,24 +228,6 @@ pub fn exit(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-/// Runs `f` for every job of a stage binary and prints each primary output path (the last
-/// line of output is always the path of the last job's primary output).
-pub fn run_binary(stage: Stage, f: impl Fn(&Job) -> Result<PathBuf>) -> ExitCode {
-    run_binary_with_aliases(stage, &[], f)
-}
-
-/// [`run_binary`] for a stage with bare command-line keys: each `(alias, key)` rewrites an
-/// override `alias=value` to `key=value` before composing (e.g. `compare -- real_run=dir`).
-pub fn run_binary_with_aliases(
-    stage: Stage,
-    aliases: &[(&str, &str)],
-    f: impl Fn(&Job) -> Result<PathBuf>,
-) -> ExitCode {
-    let mut args = StageArgs::parse();
-    args.overrides = apply_aliases(&args.overrides, aliases);
-    exit(run_jobs(&args, stage, f))
-}
-
 /// Rewrites `alias=value` overrides to `key=value`; everything else is kept as given.
 pub fn apply_aliases(overrides: &[String], aliases: &[(&str, &str)]) -> Vec<String> {
     overrides
@@ -256,24 +242,6 @@ pub fn apply_aliases(overrides: &[String], aliases: &[(&str, &str)]) -> Vec<Stri
                 .unwrap_or_else(|| o.clone())
         })
         .collect()
-}
-
-fn run_jobs(
-    args: &StageArgs,
-    stage: Stage,
-    f: impl Fn(&Job) -> Result<PathBuf>,
-) -> anyhow::Result<()> {
-    use anyhow::Context;
-    let jobs = jobs(args, stage)?;
-    let n = jobs.len();
-    for (i, job) in jobs.iter().enumerate() {
-        if n > 1 {
-            eprintln!("[{}/{n}] {}", i + 1, job.overrides.join(" "));
-        }
-        let path = f(job).with_context(|| format!("{} stage failed", stage.dir_name()))?;
-        println!("{}", path.display());
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! logits it gets alone, wherever its KV blocks physically are.
 
 use candle_core::{DType, Device, Tensor};
+use simreal::io::ops::Op;
 use simreal::real_bench::model::*;
 
 const BLOCK: usize = 4;
@@ -218,10 +219,10 @@ fn op_timer_sees_every_op_of_the_iteration() {
         .unwrap();
     assert_eq!(logits.dims(), &[2, 151_936]);
     let layers = m.config().num_hidden_layers as u64;
-    for op in ModelOp::ALL {
+    for op in Op::MODEL {
         let want = match op {
-            ModelOp::Sampler => 0,
-            ModelOp::Add => 2 * layers,
+            Op::Sampler => 0,
+            Op::Add => 2 * layers,
             op if op.is_per_layer() => layers,
             _ => 1,
         };

@@ -4,6 +4,7 @@
 use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use simreal::io::ops::Op;
 use simreal::real_bench::model::*;
 
 const BLOCK: usize = 4;
@@ -206,10 +207,10 @@ fn tensor_path_logits_match_the_cpu_kernel_on_mixed_iterations() {
         );
         // The op timer still sees the attention ops of every layer, and no GPU time.
         let layers = m.config().num_hidden_layers as u64;
-        assert_eq!(timer.calls(ModelOp::AttnKvCacheSave), layers);
+        assert_eq!(timer.calls(Op::AttnKvCacheSave), layers);
         let has_decodes = step.iter().any(|e| e.2 == 1);
         assert_eq!(
-            timer.calls(ModelOp::AttnDecode),
+            timer.calls(Op::AttnDecode),
             if has_decodes { layers } else { 0 }
         );
         assert_eq!(timer.device_forward(), None);

@@ -393,3 +393,48 @@ fn fidelity_benchmark_searches_capacity_and_reports_verdicts_against_the_real_ru
         }
     }
 }
+
+/// A stage binary asked for its output on a fresh output root makes the stages it reads
+/// first, make-style, saying what it runs (`compare` makes all four); `--no-upstream`
+/// refuses instead, naming the command that makes the missing input, and writes nothing.
+#[test]
+fn a_stage_makes_its_missing_upstream_stages_first_unless_told_not_to() {
+    let root = TempRoot::new("pipeline-upstream");
+    let a = args(&root, &[]);
+
+    let mut refuse = vec!["--no-upstream".to_string()];
+    refuse.extend(a.iter().cloned());
+    let out = run("real", &refs(&refuse));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("workload does not exist")
+            && stderr.contains("produce it with: cargo run --release --bin workload"),
+        "{stderr}"
+    );
+    assert!(common::run_dirs(root.path(), "workload").is_empty());
+
+    let out = run("compare", &refs(&a));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    for s in ["workload", "vidur_profile", "real", "vidur"] {
+        assert!(
+            stderr.contains(&format!("compare: making the missing `{s}` stage first")),
+            "{s}: {stderr}"
+        );
+    }
+    let after = plan(&a);
+    for s in STAGES {
+        assert_eq!(after["stages"][s]["complete"], true, "{s}");
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.lines().last().map(PathBuf::from),
+        Some(stage_dir(&after, "compare"))
+    );
+
+    let again = run("compare", &refs(&a));
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{stderr}");
+    assert!(!stderr.contains("making the missing"), "{stderr}");
+}

@@ -14,6 +14,7 @@ use simreal::io::schema::{BATCH_METRICS, BATCH_REQUESTS, REQUEST_METRICS, TOKEN_
 use simreal::workloads::stage::LoadedWorkload;
 
 struct RealRun {
+    meta: serde_json::Value,
     requests: Vec<RequestMetricsRow>,
     tokens: Vec<TokenMetricsRow>,
     batches: Vec<BatchMetricsRow>,
@@ -28,6 +29,8 @@ fn workload_then_real(root: &TempRoot, extra: &[&str]) -> RealRun {
     let wl = run_ok("workload", &args);
     let dir = run_ok("real", &args);
     RealRun {
+        meta: serde_json::from_str(&fs::read_to_string(dir.join("run_meta.json")).unwrap())
+            .unwrap(),
         requests: read_csv(dir.join("request_metrics.csv"), &REQUEST_METRICS).unwrap(),
         tokens: read_csv(dir.join("token_metrics.csv"), &TOKEN_METRICS).unwrap(),
         batches: read_csv(dir.join("batch_metrics.csv"), &BATCH_METRICS).unwrap(),
@@ -139,6 +142,12 @@ fn poisson_run_keeps_every_invariant() {
         ],
     );
     check_invariants(&run, 512, None);
+    // The `real` binary that `cargo test` (and `cargo run` without --release) builds times
+    // code optimised as release does, and says so.
+    assert_eq!(
+        run.meta["env"]["build"],
+        "opt-level=3 debug-assertions=on"
+    );
 }
 
 #[test]

@@ -19,6 +19,8 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::{Component, Path, PathBuf};
 
+use base64::Engine as _;
+
 use crate::analysis::plots::FigureFiles;
 use crate::io::write_atomic;
 use crate::{ensure, Error, Result};
@@ -436,7 +438,7 @@ impl Document {
                         body,
                         "<figure>\n<img src=\"data:image/png;base64,{}\" alt=\"Figure {figures}: {caption}\">\n\
                          <figcaption><strong>Figure {figures}.</strong> {caption}</figcaption>",
-                        base64_encode(&png)
+                        base64::engine::general_purpose::STANDARD.encode(&png)
                     );
                     for note in &figure.notes {
                         let _ = writeln!(body, "<p class=\"note\">Note: {}</p>", html_escape(note));
@@ -747,46 +749,9 @@ fn read_png(path: &Path) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Standard base64 (RFC 4648 §4) with padding.
-fn base64_encode(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        let sextet = |shift: u32| ALPHABET[(n >> shift & 0x3f) as usize] as char;
-        out.push(sextet(18));
-        out.push(sextet(12));
-        out.push(if chunk.len() > 1 { sextet(6) } else { '=' });
-        out.push(if chunk.len() > 2 { sextet(0) } else { '=' });
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_matches_rfc_4648_vectors() {
-        let cases = [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ];
-        for (input, expected) in cases {
-            assert_eq!(base64_encode(input.as_bytes()), expected, "{input:?}");
-        }
-        assert_eq!(base64_encode(&[0xff, 0xfe, 0x00]), "//4A");
-    }
 
     #[test]
     fn markdown_escaping() {

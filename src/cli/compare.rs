@@ -8,9 +8,9 @@
 
 use std::process::ExitCode;
 
-use simreal::analysis::compare::stage::{run, ALIASES};
+use simreal::analysis::compare::stage::ALIASES;
 use simreal::io::Stage;
 
 fn main() -> ExitCode {
-    simreal::stage::run_binary_with_aliases(Stage::Compare, &ALIASES, run)
+    simreal::pipeline::stage_main(Stage::Compare, &ALIASES)
 }

@@ -7,5 +7,5 @@ use std::process::ExitCode;
 use simreal::io::Stage;
 
 fn main() -> ExitCode {
-    simreal::stage::run_binary(Stage::Real, simreal::real_bench::stage::run)
+    simreal::pipeline::stage_main(Stage::Real, &[])
 }

@@ -7,9 +7,9 @@
 use std::process::ExitCode;
 
 use simreal::io::Stage;
-use simreal::stage::run_binary_with_aliases;
-use simreal::vidur_ext::replay_stage::{run, ALIASES};
+use simreal::pipeline::stage_main;
+use simreal::vidur_ext::replay_stage::ALIASES;
 
 fn main() -> ExitCode {
-    run_binary_with_aliases(Stage::Vidur, &ALIASES, run)
+    stage_main(Stage::Replay, &ALIASES)
 }

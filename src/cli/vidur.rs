@@ -10,5 +10,5 @@ use std::process::ExitCode;
 use simreal::io::Stage;
 
 fn main() -> ExitCode {
-    simreal::stage::run_binary(Stage::Vidur, simreal::vidur_ext::sim_stage::run)
+    simreal::pipeline::stage_main(Stage::Vidur, &[])
 }

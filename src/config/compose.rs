@@ -622,26 +622,12 @@ fn unknown_key_message(root: &Value, key: &str, groups: &[String]) -> String {
 /// `"; did you mean `x`?"` for the closest candidate within a small edit distance.
 pub fn suggestion<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> String {
     let best = candidates
-        .map(|c| (levenshtein(word, c), c))
+        .map(|c| (strsim::levenshtein(word, c), c))
         .min_by_key(|(d, c)| (*d, c.len()));
     match best {
         Some((d, c)) if d <= (word.len() / 3).max(2) => format!(" (did you mean `{c}`?)"),
         _ => String::new(),
     }
-}
-
-fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 #[cfg(test)]
@@ -768,6 +754,5 @@ mod tests {
             " (did you mean `num_requests`?)"
         );
         assert_eq!(suggestion("zzzzzz", ["seed"].into_iter()), "");
-        assert_eq!(levenshtein("kitten", "sitting"), 3);
     }
 }

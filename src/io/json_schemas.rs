@@ -44,6 +44,7 @@ fn env_schema() -> Value {
             "device": {"type": "string"},
             "threads": {"type": "integer", "minimum": 1},
             "crate_versions": {"type": "object"},
+            "build": {"type": "string"},
         }),
     )
 }

@@ -3,6 +3,7 @@
 //! - [`schema`]: the registry of CSV contracts (columns, types, units, version).
 //! - [`csv`]: validated CSV writer/reader against that registry.
 //! - [`records`]: typed rows of each CSV contract.
+//! - [`ops`]: the registry of timed op classes (names, order, per-layer or not).
 //! - [`json`]: JSON with sorted keys, 2-space indent, trailing newline.
 //! - [`atomic`]: temp-file-and-rename writes.
 //! - [`rundir`]: run directories with a `_SUCCESS` marker written last.
@@ -19,6 +20,7 @@ pub mod device;
 pub mod ids;
 pub mod json;
 pub mod json_schemas;
+pub mod ops;
 pub mod provenance;
 pub mod records;
 pub mod rundir;

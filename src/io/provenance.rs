@@ -23,6 +23,11 @@ pub struct HostFingerprint {
     /// Worker threads the run used (rayon pool size for candle on CPU).
     pub threads: usize,
     pub crate_versions: BTreeMap<String, String>,
+    /// How this crate was compiled (`opt-level=3 debug-assertions=off`):
+    /// a timing from an unoptimised build is not comparable, so every run says which it was.
+    /// Empty in runs recorded before it existed.
+    #[serde(default)]
+    pub build: String,
 }
 
 impl HostFingerprint {
@@ -67,8 +72,19 @@ impl HostFingerprint {
             device: device.to_string(),
             threads,
             crate_versions: crate_versions(),
+            build: build_profile(),
         }
     }
+}
+
+/// The optimisation this crate was compiled with (`cargo`'s `OPT_LEVEL` for it, via
+/// `build.rs`), and whether debug assertions are on.
+pub fn build_profile() -> String {
+    format!(
+        "opt-level={} debug-assertions={}",
+        option_env!("SIMREAL_BUILD_OPT_LEVEL").unwrap_or("unknown"),
+        if cfg!(debug_assertions) { "on" } else { "off" },
+    )
 }
 
 /// Versions of the crates whose behaviour shapes the numbers (from Cargo.lock at build time).

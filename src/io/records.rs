@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::scheduler::ScheduledBatch;
+
 /// `trace_lengths.csv`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TraceLengthRow {
@@ -217,7 +219,7 @@ pub struct TokenMetricsRow {
 }
 
 /// Number of per-op columns in `batch_metrics.csv`.
-pub const NUM_OPS: usize = crate::io::schema::OP_NAMES.len();
+pub const NUM_OPS: usize = crate::io::ops::Op::COUNT;
 
 /// `batch_metrics.csv`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -292,6 +294,42 @@ pub struct BatchMetricsRow {
 }
 
 impl BatchMetricsRow {
+    /// The row of `batch` run on `replica_id` from `start_ns` to `end_ns` with
+    /// `num_waiting_requests` queued: identity, times and composition counted from the
+    /// scheduler's plain data, the one way the engine and the simulator both count them. The
+    /// time breakdown and the op columns are the caller's.
+    pub fn of_batch(
+        batch: &ScheduledBatch,
+        replica_id: u32,
+        start_ns: u64,
+        end_ns: u64,
+        num_waiting_requests: u32,
+    ) -> Self {
+        let mut row = BatchMetricsRow {
+            batch_id: batch.batch_id,
+            replica_id,
+            start_time_ns: start_ns,
+            end_time_ns: end_ns,
+            duration_ns: end_ns - start_ns,
+            num_requests: batch.entries.len() as u32,
+            num_kv_blocks_used: batch.num_kv_blocks_used,
+            num_preempted: batch.preempted.len() as u32,
+            num_waiting_requests: Some(num_waiting_requests),
+            ..Default::default()
+        };
+        for e in &batch.entries {
+            if e.is_prefill {
+                row.num_prefill_requests += 1;
+                row.num_prefill_tokens += e.num_tokens;
+            } else {
+                row.num_decode_requests += 1;
+                row.num_decode_tokens += e.num_tokens;
+            }
+            row.kv_context_tokens += u64::from(e.num_context_tokens + e.num_tokens);
+        }
+        row
+    }
+
     /// Sets the `op_<name>_ns` columns from values in `OP_NAMES` order.
     pub fn set_ops(&mut self, values: [Option<u64>; NUM_OPS]) {
         let [emb, input_layernorm, attn_pre_proj, attn_qk_norm, attn_rope, attn_kv_cache_save, attn_prefill, attn_decode, attn_post_proj, post_attention_layernorm, mlp_up_proj, mlp_act, mlp_down_proj, add, final_norm, lm_head, sampler, all_reduce, send_recv] =

@@ -23,6 +23,8 @@ pub enum Stage {
     Real,
     VidurProfile,
     Vidur,
+    /// Every iteration of a real run predicted (`replay`), a diagnostic beside the study.
+    Replay,
     Compare,
     Sweep,
     Capacity,
@@ -38,6 +40,7 @@ impl Stage {
             Stage::Real => "real",
             Stage::VidurProfile => "vidur_profile",
             Stage::Vidur => "vidur",
+            Stage::Replay => "replay",
             Stage::Compare => "compare",
             Stage::Sweep | Stage::Capacity | Stage::Fidelity => "pipeline",
         }
@@ -50,6 +53,7 @@ impl Stage {
             Stage::Real => "real",
             Stage::VidurProfile => "vidur_profile",
             Stage::Vidur => "vidur",
+            Stage::Replay => "replay",
             Stage::Compare => "compare",
             Stage::Sweep => "sweeps",
             Stage::Capacity => "capacity",

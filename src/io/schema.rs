@@ -5,6 +5,8 @@
 //! both write and read. `specs/` is generated from this registry and a test keeps them in sync.
 //! Additions are append-only: new columns go at the end of a schema.
 
+use crate::io::ops::Op;
+
 /// Version of every contract in this registry.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -276,29 +278,9 @@ pub static TOKEN_METRICS: CsvSchema = CsvSchema {
     ],
 };
 
-/// Whole-model op names of the per-op breakdown columns `op_<name>_ns` in `batch_metrics.csv`.
-/// Shared with the model's op timer and the predictor's `Op` enum.
-pub const OP_NAMES: [&str; 19] = [
-    "emb",
-    "input_layernorm",
-    "attn_pre_proj",
-    "attn_qk_norm",
-    "attn_rope",
-    "attn_kv_cache_save",
-    "attn_prefill",
-    "attn_decode",
-    "attn_post_proj",
-    "post_attention_layernorm",
-    "mlp_up_proj",
-    "mlp_act",
-    "mlp_down_proj",
-    "add",
-    "final_norm",
-    "lm_head",
-    "sampler",
-    "all_reduce",
-    "send_recv",
-];
+/// Op names of the per-op breakdown columns `op_<name>_ns` in `batch_metrics.csv`, in
+/// column order: the op registry's ([`Op::NAMES`]).
+pub const OP_NAMES: [&str; Op::COUNT] = Op::NAMES;
 
 pub static BATCH_METRICS: CsvSchema = CsvSchema {
     file_name: "batch_metrics.csv",

@@ -1,5 +1,9 @@
 //! The whole study in one command: workload → vidur_profile → real → vidur → compare.
 //!
+//! This module knows the stage graph: [`stage_main`] is what every stage binary runs (it makes
+//! a stage's missing upstream stages first, make-style, then the stage), [`run_study`] runs
+//! them all.
+//!
 //! Every stage is idempotent (a complete run dir is reused), so the pipeline simply runs each
 //! stage in order and reports what it did; a second invocation prints `up to date` for every
 //! stage and the report path. [`plan`] derives every stage's run id, dir and command without
@@ -13,14 +17,16 @@ pub mod sweep;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Instant;
 
+use clap::Parser;
 use serde::Serialize;
 
 use crate::analysis::stats::Stat;
 use crate::config::plan::compare_id;
 use crate::io::rundir::{is_complete, Stage, SUCCESS_MARKER};
-use crate::stage::Job;
+use crate::stage::{apply_aliases, exit, jobs, Job, StageArgs};
 use crate::{Error, Result};
 
 /// The stages of one study, in order.
@@ -64,11 +70,133 @@ pub fn run_stage(job: &Job, stage: Stage) -> Result<PathBuf> {
         Stage::Real => crate::real_bench::stage::run(&job),
         Stage::Vidur => crate::vidur_ext::sim_stage::run(&job),
         Stage::Compare => crate::analysis::compare::stage::run(&job),
+        Stage::Replay => crate::vidur_ext::replay_stage::run(&job),
         Stage::Sweep | Stage::Capacity | Stage::Fidelity => Err(Error::InvalidInput(format!(
             "`{}` is not a stage of a study",
             stage.dir_name()
         ))),
     }
+}
+
+/// The `main` of a stage binary: parse `<bin> [options] -- [overrides]` (each `(alias, key)`
+/// of `aliases` rewrites a bare `alias=value` to `key=value`), then for every job make the
+/// stage's missing upstream stages ([`make_upstream`]; `--no-upstream` refuses instead) and
+/// run the stage, printing each primary output path (the last line is the last job's).
+pub fn stage_main(stage: Stage, aliases: &[(&str, &str)]) -> ExitCode {
+    let mut args = StageArgs::parse();
+    args.overrides = apply_aliases(&args.overrides, aliases);
+    exit(run_stage_jobs(&args, stage))
+}
+
+fn run_stage_jobs(args: &StageArgs, stage: Stage) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let jobs = jobs(args, stage)?;
+    let n = jobs.len();
+    for (i, job) in jobs.iter().enumerate() {
+        if n > 1 {
+            eprintln!("[{}/{n}] {}", i + 1, job.overrides.join(" "));
+        }
+        if !args.no_upstream {
+            make_upstream(job, stage)?;
+        }
+        let path =
+            run_stage(job, stage).with_context(|| format!("{} stage failed", stage.dir_name()))?;
+        println!("{}", path.display());
+    }
+    Ok(())
+}
+
+/// The stages of `job`'s study that `stage` reads, in study order: `real` reads the workload;
+/// `vidur` the workload and the profile (and the real run when it corrects for device speed);
+/// `replay` the real run and the profile; `compare` the real and simulated runs and what they
+/// read. Runs that the configuration names by path (`compare.real_run`, `compare.sim_run`,
+/// `vidur.bundle`) are not made.
+pub fn upstream_of(job: &Job, stage: Stage) -> Vec<Stage> {
+    let cfg = &job.config;
+    let real_given = !cfg.compare.real_run_dirs().is_empty();
+    let sim_given = cfg.compare.sim_run_dir().is_some();
+    let mut needs = Vec::new();
+    let add_real = |needs: &mut Vec<Stage>| {
+        if !real_given {
+            needs.extend([Stage::Workload, Stage::Real]);
+        }
+    };
+    match stage {
+        Stage::Real => needs.push(Stage::Workload),
+        Stage::Vidur => {
+            needs.extend([Stage::Workload, Stage::VidurProfile]);
+            if cfg.vidur.device_speed_correction {
+                add_real(&mut needs);
+            }
+        }
+        Stage::Replay => {
+            needs.push(Stage::VidurProfile);
+            add_real(&mut needs);
+        }
+        Stage::Compare => {
+            add_real(&mut needs);
+            if !sim_given {
+                needs.extend(upstream_of(job, Stage::Vidur));
+                needs.push(Stage::Vidur);
+            }
+        }
+        _ => {}
+    }
+    stages_of(job)
+        .into_iter()
+        .filter(|s| needs.contains(s))
+        .collect()
+}
+
+/// Runs every stage of [`upstream_of`] whose run is missing or incomplete, in study order,
+/// saying on stderr what it makes and the command that would make it alone.
+pub fn make_upstream(job: &Job, stage: Stage) -> Result<()> {
+    for upstream in upstream_of(job, stage) {
+        let Some((_, dir)) = study_run(job, upstream)? else {
+            continue;
+        };
+        if is_complete(&dir) {
+            continue;
+        }
+        let name = upstream.binary_name();
+        eprintln!(
+            "{}: making the missing `{name}` stage first ({})",
+            stage.binary_name(),
+            job.command_for(upstream)
+        );
+        let started = Instant::now();
+        run_stage(job, upstream)
+            .map_err(|e| Error::Msg(format!("upstream stage `{name}` failed: {e}")))?;
+        eprintln!(
+            "{}: `{name}` done in {:.1} s: {}",
+            stage.binary_name(),
+            started.elapsed().as_secs_f64(),
+            display_path(&dir)
+        );
+    }
+    Ok(())
+}
+
+/// The run id and dir of `stage` in `job`'s study, as the stages derive them (`None` for a
+/// stage that is not part of a study).
+fn study_run(job: &Job, stage: Stage) -> Result<Option<(String, PathBuf)>> {
+    let cfg = &job.config;
+    Ok(Some(match stage {
+        Stage::Workload => (cfg.workload_id()?, cfg.workload_dir()?),
+        Stage::VidurProfile => (cfg.bundle_id()?, cfg.bundle_dir()?),
+        Stage::Real => (cfg.real_run_id()?, cfg.real_run_dir()?),
+        Stage::Vidur => (cfg.sim_run_id()?, cfg.sim_run_dir()?),
+        Stage::Compare => {
+            let id = compare_id(
+                &[cfg.real_run_id()?],
+                &cfg.sim_run_id()?,
+                &cfg.compare.settings_key()?,
+            )?;
+            let dir = cfg.location(Stage::Compare, id.clone()).path();
+            (id, dir)
+        }
+        Stage::Replay | Stage::Sweep | Stage::Capacity | Stage::Fidelity => return Ok(None),
+    }))
 }
 
 /// The stages a configuration needs: the profile is skipped when `vidur.bundle` names an
@@ -108,26 +236,10 @@ pub fn plan(job: &Job) -> Result<Plan> {
             "names a single stage's run dir; a study derives every stage's id (drop it, or run that stage's binary)",
         ));
     }
-    let cfg = &job.config;
-    let real_id = cfg.real_run_id()?;
-    let sim_id = cfg.sim_run_id()?;
     let mut stages = BTreeMap::new();
     for stage in stages_of(job) {
-        let (id, dir) = match stage {
-            Stage::Workload => (cfg.workload_id()?, cfg.workload_dir()?),
-            Stage::VidurProfile => (cfg.bundle_id()?, cfg.bundle_dir()?),
-            Stage::Real => (real_id.clone(), cfg.real_run_dir()?),
-            Stage::Vidur => (sim_id.clone(), cfg.sim_run_dir()?),
-            Stage::Compare => {
-                let id = compare_id(
-                    std::slice::from_ref(&real_id),
-                    &sim_id,
-                    &cfg.compare.settings_key()?,
-                )?;
-                let dir = cfg.location(Stage::Compare, id.clone()).path();
-                (id, dir)
-            }
-            Stage::Sweep | Stage::Capacity | Stage::Fidelity => continue,
+        let Some((id, dir)) = study_run(job, stage)? else {
+            continue;
         };
         let mut command = vec![stage.binary_name().to_string()];
         command.extend(job.overrides.iter().cloned());

@@ -18,10 +18,12 @@ use std::time::{Duration, Instant};
 use crate::io::records::{
     BatchMetricsRow, BatchRequestRow, RequestMetricsRow, RequestTimes, TokenMetricsRow, NUM_OPS,
 };
-use crate::io::schema::OP_NAMES;
 use crate::real_bench::device_probe::process_cpu_time_ns;
-use crate::real_bench::model::{ModelOp, OpTotals, PagedKvCache, Qwen3Model, SequenceInput};
-use crate::scheduler::{ReplicaScheduler, RequestSpec, ScheduledBatch, SchedulerConfig};
+use crate::io::ops::Op;
+use crate::real_bench::model::{OpTotals, PagedKvCache, Qwen3Model, SequenceInput};
+use crate::scheduler::{
+    EmittedToken, ReplicaScheduler, RequestSpec, ScheduledBatch, SchedulerConfig,
+};
 use crate::{Error, Result};
 
 /// A request as the engine receives it.
@@ -278,9 +280,8 @@ impl<'m> Engine<'m> {
             // Admission happens at the scheduling point, as in the simulator.
             while next_arrival < requests.len() && requests[next_arrival].arrival_time_ns <= t_start
             {
-                let r = &requests[next_arrival];
+                self.admit(&requests[next_arrival], &mut states, &mut record);
                 next_arrival += 1;
-                self.admit(r, &mut states, &mut record);
             }
             let Some(batch) = self.scheduler.schedule() else {
                 if next_arrival >= requests.len() {
@@ -306,38 +307,8 @@ impl<'m> Engine<'m> {
                 }
             }
 
-            // Prepare inputs: each entry's tokens [context, context + n) of prompt ++ generated.
-            seq_block_tables.clear();
-            for e in &batch.entries {
-                let table = self.scheduler.block_table(e.request_id).ok_or_else(|| {
-                    Error::Msg(format!(
-                        "scheduled request {} has no block table",
-                        e.request_id
-                    ))
-                })?;
-                seq_block_tables.push(table.iter().map(|&b| b as usize).collect());
-            }
-            let mut seqs = Vec::with_capacity(batch.entries.len());
-            for (e, table) in batch.entries.iter().zip(&seq_block_tables) {
-                let state = states.get(&e.request_id).ok_or_else(|| {
-                    Error::Msg(format!("scheduled unknown request {}", e.request_id))
-                })?;
-                let start = e.num_context_tokens as usize;
-                let end = start + e.num_tokens as usize;
-                let token_ids = state.tokens.get(start..end).ok_or_else(|| {
-                    Error::Msg(format!(
-                        "request {} scheduled tokens {start}..{end} but knows {}",
-                        e.request_id,
-                        state.tokens.len()
-                    ))
-                })?;
-                seqs.push(SequenceInput {
-                    token_ids,
-                    num_cached_tokens: start,
-                    block_table: table,
-                    wants_logits: e.emits_token,
-                });
-            }
+            self.fill_block_tables(&batch, &mut seq_block_tables)?;
+            let seqs = sequence_inputs(&batch, &states, &seq_block_tables)?;
             let forward_batch = self.model.prepare_batch(&self.cache, &seqs)?;
             // A no-op on the CPU; on a GPU, waits for the batch's uploads.
             self.model.device().synchronize()?;
@@ -371,29 +342,7 @@ impl<'m> Engine<'m> {
             }
             let t_end = clock.now_ns();
             let cpu_time_ns = process_cpu_time_ns().saturating_sub(cpu_start_ns);
-            for (emitted, &token_id) in outcome.tokens.iter().zip(&sampled) {
-                let s = states.get_mut(&emitted.request_id).ok_or_else(|| {
-                    Error::Msg(format!("token for unknown request {}", emitted.request_id))
-                })?;
-                let index = s.token_times_ns.len() as u32;
-                if index != emitted.token_index {
-                    return Err(Error::Msg(format!(
-                        "request {} emitted token {} but has {index}",
-                        emitted.request_id, emitted.token_index
-                    )));
-                }
-                let latency = s.token_times_ns.last().map_or(0, |&p| t_end - p);
-                s.tokens.push(token_id);
-                s.token_times_ns.push(t_end);
-                record.tokens.push(TokenMetricsRow {
-                    request_id: emitted.request_id,
-                    token_index: index,
-                    token_time_ns: t_end,
-                    token_latency_ns: latency,
-                    batch_id: batch.batch_id,
-                    token_id: Some(token_id),
-                });
-            }
+            record_tokens(&batch, &outcome.tokens, &sampled, t_end, &mut states, &mut record)?;
             for e in &batch.entries {
                 if let Some(s) = states.get_mut(&e.request_id) {
                     s.scheduled_time_ns.get_or_insert(t_start);
@@ -406,18 +355,15 @@ impl<'m> Engine<'m> {
                         .push(finish_row(*id, &s, &self.settings, None));
                 }
             }
-            let mut row = self.batch_row(
-                &batch,
-                [
-                    t_start,
-                    t_scheduled,
-                    t_prepared,
-                    t_forward,
-                    t_sampled,
-                    t_end,
-                ],
-                &ops,
-            );
+            let times = [
+                t_start,
+                t_scheduled,
+                t_prepared,
+                t_forward,
+                t_sampled,
+                t_end,
+            ];
+            let mut row = self.batch_row(&batch, times, &ops);
             row.cpu_time_ns = Some(cpu_time_ns);
             record.batches.push(row);
             record
@@ -452,6 +398,21 @@ impl<'m> Engine<'m> {
         record.tokens.sort_by_key(|t| (t.request_id, t.token_index));
         record.makespan_ns = last_end_ns;
         Ok(record)
+    }
+
+    /// The cache's block table of every entry of `batch`, in entry order, into `tables`.
+    fn fill_block_tables(&self, batch: &ScheduledBatch, tables: &mut Vec<Vec<usize>>) -> Result<()> {
+        tables.clear();
+        for e in &batch.entries {
+            let table = self.scheduler.block_table(e.request_id).ok_or_else(|| {
+                Error::Msg(format!(
+                    "scheduled request {} has no block table",
+                    e.request_id
+                ))
+            })?;
+            tables.push(table.iter().map(|&b| b as usize).collect());
+        }
+        Ok(())
     }
 
     fn admit(
@@ -505,49 +466,98 @@ impl<'m> Engine<'m> {
 
     fn batch_row(&self, batch: &ScheduledBatch, t: [u64; 6], ops: &OpTotals) -> BatchMetricsRow {
         let [start, scheduled, prepared, forwarded, sampled, end] = t;
-        let mut row = BatchMetricsRow {
-            batch_id: batch.batch_id,
-            replica_id: self.settings.replica_id,
-            start_time_ns: start,
-            end_time_ns: end,
-            duration_ns: end - start,
-            num_requests: batch.entries.len() as u32,
-            num_preempted: batch.preempted.len() as u32,
-            num_kv_blocks_used: batch.num_kv_blocks_used,
-            num_waiting_requests: Some(self.scheduler.num_waiting() as u32),
-            model_forward_ns: Some(forwarded - prepared),
-            cpu_schedule_ns: Some(scheduled - start),
-            cpu_prepare_inputs_ns: Some(prepared - scheduled),
-            cpu_sampler_ns: Some(sampled - forwarded),
-            cpu_process_outputs_ns: Some(end - sampled),
-            ..Default::default()
-        };
-        for e in &batch.entries {
-            if e.is_prefill {
-                row.num_prefill_requests += 1;
-                row.num_prefill_tokens += e.num_tokens;
-            } else {
-                row.num_decode_requests += 1;
-                row.num_decode_tokens += e.num_tokens;
-            }
-            row.kv_context_tokens += u64::from(e.num_context_tokens + e.num_tokens);
-        }
+        let mut row = BatchMetricsRow::of_batch(
+            batch,
+            self.settings.replica_id,
+            start,
+            end,
+            self.scheduler.num_waiting() as u32,
+        );
+        row.model_forward_ns = Some(forwarded - prepared);
+        row.cpu_schedule_ns = Some(scheduled - start);
+        row.cpu_prepare_inputs_ns = Some(prepared - scheduled);
+        row.cpu_sampler_ns = Some(sampled - forwarded);
+        row.cpu_process_outputs_ns = Some(end - sampled);
         let mut values = [None; NUM_OPS];
         // A GPU iteration not sampled for op times has none.
-        for op in ModelOp::ALL.into_iter().filter(|_| ops.has_op_times()) {
-            if op == ModelOp::Sampler {
-                // Sampling runs outside the forward; its time is cpu_sampler_ns.
-                continue;
-            }
-            if let Some(i) = OP_NAMES.iter().position(|n| *n == op.as_str()) {
-                values[i] = Some(ops.total(op).as_nanos() as u64);
-            }
+        for op in Op::MODEL.into_iter().filter(|_| ops.has_op_times()) {
+            values[op.index()] = Some(ops.total(op).as_nanos() as u64);
         }
-        values[OP_NAMES.iter().position(|n| *n == "sampler").unwrap_or(0)] =
-            Some(sampled - forwarded);
+        // Sampling runs outside the forward: its time is cpu_sampler_ns.
+        values[Op::Sampler.index()] = Some(sampled - forwarded);
         row.set_ops(values);
         row
     }
+}
+
+/// The model's input for each entry of `batch`: its tokens [context, context + n) of prompt
+/// followed by what it generated, with its block table from `tables` (entry order).
+fn sequence_inputs<'a>(
+    batch: &ScheduledBatch,
+    states: &'a HashMap<u64, RequestState>,
+    tables: &'a [Vec<usize>],
+) -> Result<Vec<SequenceInput<'a>>> {
+    batch
+        .entries
+        .iter()
+        .zip(tables)
+        .map(|(e, table)| {
+            let state = states.get(&e.request_id).ok_or_else(|| {
+                Error::Msg(format!("scheduled unknown request {}", e.request_id))
+            })?;
+            let start = e.num_context_tokens as usize;
+            let end = start + e.num_tokens as usize;
+            let token_ids = state.tokens.get(start..end).ok_or_else(|| {
+                Error::Msg(format!(
+                    "request {} scheduled tokens {start}..{end} but knows {}",
+                    e.request_id,
+                    state.tokens.len()
+                ))
+            })?;
+            Ok(SequenceInput {
+                token_ids,
+                num_cached_tokens: start,
+                block_table: table,
+                wants_logits: e.emits_token,
+            })
+        })
+        .collect()
+}
+
+/// Appends each token `batch` emitted (`sampled`, in `emitted` order) to its request and to
+/// the token rows, all stamped `t_end`.
+fn record_tokens(
+    batch: &ScheduledBatch,
+    emitted: &[EmittedToken],
+    sampled: &[u32],
+    t_end: u64,
+    states: &mut HashMap<u64, RequestState>,
+    record: &mut EngineRecord,
+) -> Result<()> {
+    for (token, &token_id) in emitted.iter().zip(sampled) {
+        let s = states.get_mut(&token.request_id).ok_or_else(|| {
+            Error::Msg(format!("token for unknown request {}", token.request_id))
+        })?;
+        let index = s.token_times_ns.len() as u32;
+        if index != token.token_index {
+            return Err(Error::Msg(format!(
+                "request {} emitted token {} but has {index}",
+                token.request_id, token.token_index
+            )));
+        }
+        let latency = s.token_times_ns.last().map_or(0, |&p| t_end - p);
+        s.tokens.push(token_id);
+        s.token_times_ns.push(t_end);
+        record.tokens.push(TokenMetricsRow {
+            request_id: token.request_id,
+            token_index: index,
+            token_time_ns: t_end,
+            token_latency_ns: latency,
+            batch_id: batch.batch_id,
+            token_id: Some(token_id),
+        });
+    }
+    Ok(())
 }
 
 fn finish_row(

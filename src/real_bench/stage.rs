@@ -27,7 +27,7 @@ use crate::real_bench::engine::{
     ServeProgress,
 };
 use crate::real_bench::model::{
-    sha256_file, synthesize_random_weights, Qwen3Config, Qwen3Model, WeightSource, CONFIG_FILE,
+    random_weights_dir, sha256_file, synthesize_random_weights, Qwen3Config, Qwen3Model, WeightSource, CONFIG_FILE,
     WEIGHTS_FILE,
 };
 use crate::real_bench::speed_timeline::{
@@ -108,11 +108,8 @@ pub fn resolve_weights(cfg: &SimrealConfig) -> Result<Weights> {
         None => {
             let seed = cfg.model.weights_seed;
             let dtype = cfg.dtype();
-            let dir = cfg.output.root.join("weights").join(format!(
-                "{}-{seed}-{}",
-                cfg.model.name,
-                dtype.as_str()
-            ));
+            let dir =
+                random_weights_dir(&cfg.output.root, &cfg.model.name, seed, dtype.as_str());
             if !dir.join(WEIGHTS_FILE).is_file() {
                 eprintln!(
                     "synthesizing random {} weights (seed {seed}) into {}",

@@ -2,8 +2,8 @@
 //! compare with what the engine measured — the "oracle schedule" check, which isolates
 //! prediction error from scheduling divergence.
 //!
-//! [`read_real_run`] turns a `real` run dir into [`ReplayIteration`]s, [`build_predictor`]
-//! fits the configured predictor on a bundle, [`replay_run`] does both and predicts, and
+//! [`read_real_run`] turns a `real` run dir into [`ReplayIteration`]s, [`replay_run`] predicts
+//! them with a predictor ([`bundle_predictor`] fits the configured one on a bundle), and
 //! [`write_replay`] writes `replay.csv` (one row per iteration: measured vs predicted total,
 //! model time, CPU overhead and every op) and `replay_summary.json`. [`run`] is the `replay`
 //! binary: `tmp/replay/<id>/`.
@@ -27,17 +27,14 @@ use crate::stage::Job;
 use crate::vidur_ext::bundle::{Bundle, Op};
 use crate::vidur_ext::device_speed::{DeviceSpeed, SpeedCorrectedPredictor, SpeedCorrection};
 use crate::vidur_ext::predictor::{
-    replay_batches, CpuOverheadFlags, ErrorStats, ExecutionTimePredictor, NativeConfig,
-    NativePredictor, PredictorConfig, ReplayIteration, ReplayReport, RequestShape,
-    VidurCompatPredictor,
+    replay_batches, ErrorStats, ExecutionTimePredictor, ReplayIteration, ReplayReport,
+    RequestShape,
 };
 use crate::vidur_ext::profile_stage::{
     check_bundle_for_real_run, configured_bundle_dir, load_bundle,
 };
+use crate::vidur_ext::sim_stage::bundle_predictor;
 use crate::{Error, Result};
-
-/// Output directory of replays under the output root.
-pub const REPLAY_DIR: &str = "replay";
 
 /// Reads a complete `real` run into one [`ReplayIteration`] per `batch_metrics.csv` row,
 /// with its `batch_requests.csv` rows as request shapes and its logits rows counted from
@@ -119,45 +116,6 @@ pub fn read_real_run(dir: &Path) -> Result<Vec<ReplayIteration>> {
         )));
     }
     Ok(iterations)
-}
-
-/// The predictor a config chooses, fitted on `bundle`. CPU overheads are charged when
-/// `vidur.cpu_overheads` is set.
-pub fn build_predictor(
-    cfg: &SimrealConfig,
-    bundle: &Bundle,
-) -> Result<Box<dyn ExecutionTimePredictor>> {
-    let m = &cfg.model;
-    let flags = if cfg.vidur.cpu_overheads {
-        CpuOverheadFlags::ALL
-    } else {
-        CpuOverheadFlags::NONE
-    };
-    let config = PredictorConfig::new(
-        m.num_hidden_layers,
-        m.num_attention_heads,
-        m.num_key_value_heads,
-        m.hidden_size,
-    )
-    .with_parallelism(
-        cfg.vidur.tensor_parallel_size,
-        cfg.vidur.pipeline_parallel_size,
-    )
-    .with_cpu_overheads(flags);
-    Ok(match cfg.vidur.predictor {
-        PredictorKind::Native => Box::new(NativePredictor::new(
-            bundle,
-            config,
-            NativeConfig::default(),
-        )?),
-        PredictorKind::VidurCompat => Box::new(VidurCompatPredictor::new(bundle, config)?),
-        PredictorKind::VidurTables => {
-            return Err(Error::config(
-                "vidur.predictor",
-                "batch replay predicts from a bundle: use native or vidur_compat",
-            ))
-        }
-    })
 }
 
 /// Reads `real_run`, predicts each iteration with `predictor` and compares.
@@ -325,7 +283,7 @@ pub fn run(job: &Job) -> Result<PathBuf> {
     let bundle_dir = configured_bundle_dir(job)?;
     let cross_device = check_bundle_for_real_run(&bundle_dir, &real_run, cfg.vidur.cross_device)?;
     let bundle = load_bundle(cfg, &bundle_dir)?;
-    let predictor = build_predictor(cfg, &bundle)?;
+    let predictor = bundle_predictor(cfg, &bundle, cfg.vidur.cpu_overheads)?;
     let name = |p: &Path| {
         p.file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -343,7 +301,7 @@ pub fn run(job: &Job) -> Result<PathBuf> {
         predictor.name(),
         stable_id(&id_parts, "", 12)?
     );
-    let out = cfg.output.root.join(REPLAY_DIR).join(&id);
+    let out = cfg.location(Stage::Replay, id.clone()).path();
     if is_complete(&out) && !cfg.output.force {
         eprintln!("up to date: {}", out.display());
         return Ok(out);

@@ -145,7 +145,7 @@ impl SimInputs {
     }
 }
 
-fn predictor_config(cfg: &SimrealConfig, cpu: CpuOverheadFlags) -> PredictorConfig {
+fn predictor_config(cfg: &SimrealConfig, cpu_overheads: bool) -> PredictorConfig {
     let m = &cfg.model;
     PredictorConfig::new(
         m.num_hidden_layers,
@@ -157,7 +157,37 @@ fn predictor_config(cfg: &SimrealConfig, cpu: CpuOverheadFlags) -> PredictorConf
         cfg.vidur.tensor_parallel_size,
         cfg.vidur.pipeline_parallel_size,
     )
-    .with_cpu_overheads(cpu)
+    .with_cpu_overheads(if cpu_overheads {
+        CpuOverheadFlags::ALL
+    } else {
+        CpuOverheadFlags::NONE
+    })
+}
+
+/// The predictor `vidur.predictor` names, fitted on `bundle` (`native` or `vidur_compat`;
+/// `vidur_tables` reads Vidur's own tables, not a bundle, and is an error here), charging
+/// CPU overheads when `cpu_overheads` is set. The one place a config becomes a predictor, for
+/// the simulator and the batch replay alike.
+pub fn bundle_predictor(
+    cfg: &SimrealConfig,
+    bundle: &Bundle,
+    cpu_overheads: bool,
+) -> Result<Box<dyn ExecutionTimePredictor>> {
+    let config = predictor_config(cfg, cpu_overheads);
+    Ok(match cfg.vidur.predictor {
+        PredictorKind::Native => Box::new(NativePredictor::new(
+            bundle,
+            config,
+            NativeConfig::default(),
+        )?),
+        PredictorKind::VidurCompat => Box::new(VidurCompatPredictor::new(bundle, config)?),
+        PredictorKind::VidurTables => {
+            return Err(Error::config(
+                "vidur.predictor",
+                "predicting from a bundle needs native or vidur_compat (vidur_tables reads Vidur's tables)",
+            ))
+        }
+    })
 }
 
 fn load_predictor(
@@ -165,27 +195,12 @@ fn load_predictor(
     notes: &mut Vec<String>,
 ) -> Result<(Box<dyn ExecutionTimePredictor>, PredictorSource)> {
     let cfg = &job.config;
-    let v = &cfg.vidur;
-    if v.predictor == PredictorKind::VidurTables {
+    if cfg.vidur.predictor == PredictorKind::VidurTables {
         let (predictor, source) = load_tables_predictor(cfg, notes)?;
         return speed_corrected(job, predictor, source);
     }
     let (bundle, source) = load_bundle(job, notes)?;
-    let flags = if source.cpu_overheads_charged {
-        CpuOverheadFlags::ALL
-    } else {
-        CpuOverheadFlags::NONE
-    };
-    let config = predictor_config(cfg, flags);
-    let predictor: Box<dyn ExecutionTimePredictor> = match v.predictor {
-        PredictorKind::Native => Box::new(NativePredictor::new(
-            &bundle,
-            config,
-            NativeConfig::default(),
-        )?),
-        PredictorKind::VidurCompat => Box::new(VidurCompatPredictor::new(&bundle, config)?),
-        PredictorKind::VidurTables => unreachable!("handled above"),
-    };
+    let predictor = bundle_predictor(cfg, &bundle, source.cpu_overheads_charged)?;
     speed_corrected(job, predictor, source)
 }
 
@@ -253,12 +268,7 @@ fn load_tables_predictor(
             dir.display()
         ));
     }
-    let flags = if charged {
-        CpuOverheadFlags::ALL
-    } else {
-        CpuOverheadFlags::NONE
-    };
-    let predictor = VidurTablesPredictor::from_dir(&dir, predictor_config(cfg, flags))?;
+    let predictor = VidurTablesPredictor::from_dir(&dir, predictor_config(cfg, charged))?;
     let source = PredictorSource {
         predictor: PredictorKind::VidurTables.name().into(),
         bundle_dir: None,

@@ -3,7 +3,7 @@
 //! devices (CUDA) it is written with candle tensor ops ([`AttentionPath`]).
 //!
 //! - [`Qwen3Config`]: architecture read from a Hugging Face `config.json`, derived sizes.
-//! - [`Qwen3Model`]: the forward pass, one public method per op ([`ModelOp`]), timed through an
+//! - [`Qwen3Model`]: the forward pass, one public method per op ([`Op`]), timed through an
 //!   optional [`OpTimer`].
 //! - [`PagedKvCache`]: per-layer K/V pools addressed by the scheduler's block tables, in the
 //!   layout of one [`AttentionPath`].
@@ -37,9 +37,10 @@ mod weights;
 pub use batch::{ForwardBatch, SequenceInput};
 pub use config::{Qwen3Config, QWEN3_ARCHITECTURE, QWEN3_MODEL_TYPE};
 pub use kv_cache::{AttentionPath, PagedKvCache};
-pub use model::{AttnOutput, Qwen3Model, SMALL_M_MAX_ROWS};
-pub use timer::{ModelOp, OpTimer, OpTotals};
+pub use kernels::tensors::SMALL_M_MAX_ROWS;
+pub use model::{AttnOutput, Qwen3Model};
+pub use timer::{OpTimer, OpTotals};
 pub use weights::{
-    random_weights, sha256_file, synthesize_random_weights, WeightSource, CONFIG_FILE,
+    random_weights, random_weights_dir, sha256_file, synthesize_random_weights, WeightSource, CONFIG_FILE,
     RANDOM_INIT_STD, WEIGHTS_FILE, WEIGHTS_INDEX_FILE,
 };

@@ -10,19 +10,13 @@ use super::batch::{ForwardBatch, SequenceInput};
 use super::config::Qwen3Config;
 use super::kernels::attention::{paged_attention, AttnDims, AttnSeq};
 use super::kernels::elementwise::{rms_norm_f32, silu_mul_f32};
-use super::kernels::linear::matmul_xwt_f32;
+use super::kernels::tensors::{host_f32, linear, with_slice};
 use super::kv_cache::{AttentionPath, CacheElement, KvStore, PagedKvCache};
 use super::tensor_attention::{self as tensor_attn, TensorAttnDims, TensorAttnMeta};
-use super::timer::{ForwardEvents, ModelOp, OpClock, OpTimer};
+use super::timer::{ForwardEvents, OpClock, OpTimer};
 use super::weights::{load_dir, random_weights, WeightSource};
+use crate::io::ops::Op;
 use crate::{bail, ensure, Error, Result};
-
-/// Up to this many input rows, f32 projections use the streaming small-m kernel; above it,
-/// candle's GEMM (which packs and tiles, and wins once the weights are reused enough).
-/// Measured on the reference host with `benches/engine.rs` (see the report there): the
-/// kernel is 5–30 % faster up to 192 rows for all of Qwen3-0.6B's projection shapes, and
-/// GEMM catches up between 256 and 320.
-pub const SMALL_M_MAX_ROWS: usize = 192;
 
 #[derive(Debug)]
 struct Layer {
@@ -252,37 +246,37 @@ impl Qwen3Model {
         cache: &mut PagedKvCache,
         c: &mut OpClock<'_>,
     ) -> Result<Tensor> {
-        let mut x = c.time(ModelOp::Emb, None, || self.emb(batch.token_ids()))?;
+        let mut x = c.time(Op::Emb, None, || self.emb(batch.token_ids()))?;
         for l in 0..self.layers.len() {
             let ly = Some(l);
-            let h = c.time(ModelOp::InputLayernorm, ly, || self.input_layernorm(l, &x))?;
-            let (q, k, v) = c.time(ModelOp::AttnPreProj, ly, || self.attn_pre_proj(l, &h))?;
-            let (q, k) = c.time(ModelOp::AttnQkNorm, ly, || self.attn_qk_norm(l, &q, &k))?;
-            let (q, k) = c.time(ModelOp::AttnRope, ly, || self.attn_rope(&q, &k, batch))?;
-            c.time(ModelOp::AttnKvCacheSave, ly, || {
+            let h = c.time(Op::InputLayernorm, ly, || self.input_layernorm(l, &x))?;
+            let (q, k, v) = c.time(Op::AttnPreProj, ly, || self.attn_pre_proj(l, &h))?;
+            let (q, k) = c.time(Op::AttnQkNorm, ly, || self.attn_qk_norm(l, &q, &k))?;
+            let (q, k) = c.time(Op::AttnRope, ly, || self.attn_rope(&q, &k, batch))?;
+            c.time(Op::AttnKvCacheSave, ly, || {
                 self.attn_kv_cache_save(l, &k, &v, batch, cache)
             })?;
             let mut out = AttnOutput::new(batch.num_tokens(), self.cfg.q_width(), self.dtype)?;
             if batch.num_prefill_seqs() > 0 {
-                c.time(ModelOp::AttnPrefill, ly, || {
+                c.time(Op::AttnPrefill, ly, || {
                     self.attn_prefill(l, &q, batch, cache, &mut out)
                 })?;
             }
             if batch.num_decode_seqs() > 0 {
-                c.time(ModelOp::AttnDecode, ly, || {
+                c.time(Op::AttnDecode, ly, || {
                     self.attn_decode(l, &q, batch, cache, &mut out)
                 })?;
             }
             let attn = out.into_tensor(&self.device)?;
-            let a = c.time(ModelOp::AttnPostProj, ly, || self.attn_post_proj(l, &attn))?;
-            x = c.time(ModelOp::Add, ly, || self.add(&x, &a))?;
-            let h = c.time(ModelOp::PostAttentionLayernorm, ly, || {
+            let a = c.time(Op::AttnPostProj, ly, || self.attn_post_proj(l, &attn))?;
+            x = c.time(Op::Add, ly, || self.add(&x, &a))?;
+            let h = c.time(Op::PostAttentionLayernorm, ly, || {
                 self.post_attention_layernorm(l, &x)
             })?;
-            let (gate, up) = c.time(ModelOp::MlpUpProj, ly, || self.mlp_up_proj(l, &h))?;
-            let act = c.time(ModelOp::MlpAct, ly, || self.mlp_act(&gate, &up))?;
-            let m = c.time(ModelOp::MlpDownProj, ly, || self.mlp_down_proj(l, &act))?;
-            x = c.time(ModelOp::Add, ly, || self.add(&x, &m))?;
+            let (gate, up) = c.time(Op::MlpUpProj, ly, || self.mlp_up_proj(l, &h))?;
+            let act = c.time(Op::MlpAct, ly, || self.mlp_act(&gate, &up))?;
+            let m = c.time(Op::MlpDownProj, ly, || self.mlp_down_proj(l, &act))?;
+            x = c.time(Op::Add, ly, || self.add(&x, &m))?;
         }
         if batch.logits_seq_indices().is_empty() {
             return Ok(Tensor::zeros(
@@ -291,10 +285,10 @@ impl Qwen3Model {
                 &self.device,
             )?);
         }
-        let h = c.time(ModelOp::FinalNorm, None, || {
+        let h = c.time(Op::FinalNorm, None, || {
             self.final_norm(&x, batch.logits_rows())
         })?;
-        c.time(ModelOp::LmHead, None, || self.lm_head(&h))
+        c.time(Op::LmHead, None, || self.lm_head(&h))
     }
 
     /// [`Self::prepare_batch`] then [`Self::forward`].
@@ -699,49 +693,6 @@ fn assemble_rows(
         return Ok(parts.remove(0));
     }
     Ok(Tensor::cat(&parts, 0)?)
-}
-
-/// `x·wᵀ` for `x: [m, in]` and a checkpoint-layout weight `w: [out, in]`.
-pub(crate) fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    let (m, k) = x.dims2()?;
-    let (n, k_w) = w.dims2()?;
-    ensure!(k == k_w, InvalidInput: "linear: input width {k} does not match weight {:?}", w.dims());
-    if x.device().is_cpu()
-        && x.dtype() == DType::F32
-        && w.dtype() == DType::F32
-        && m <= SMALL_M_MAX_ROWS
-    {
-        let x = x.contiguous()?;
-        let y = with_slice::<f32, _>(&x, |xs| {
-            with_slice::<f32, _>(w, |ws| matmul_xwt_f32(xs, m, ws, n, k))
-        })??;
-        return Ok(Tensor::from_vec(y, (m, n), x.device())?);
-    }
-    Ok(x.matmul(&w.t()?)?)
-}
-
-/// Whether every tensor is f32 on the CPU: the case the hand-written kernels cover.
-fn host_f32(ts: &[&Tensor]) -> bool {
-    ts.iter()
-        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
-}
-
-/// Calls `f` with the elements of a CPU tensor (made contiguous first if needed).
-fn with_slice<T: WithDType, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> Result<R> {
-    let t = if t.is_contiguous() {
-        t.clone()
-    } else {
-        t.contiguous()?
-    };
-    let (storage, layout) = t.storage_and_layout();
-    let Storage::Cpu(cpu) = &*storage else {
-        bail!(InvalidInput: "expected a CPU tensor");
-    };
-    let data = cpu.as_slice::<T>()?;
-    let (start, end) = layout
-        .contiguous_offsets()
-        .ok_or_else(|| Error::InvalidInput("tensor is not contiguous".into()))?;
-    Ok(f(&data[start..end]))
 }
 
 /// RoPE cos/sin tables `[max_positions, head_dim/2]`, computed in f32 exactly as the

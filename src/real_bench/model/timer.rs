@@ -1,116 +1,12 @@
-//! Names of the model's op functions and the hook through which a forward reports their times.
+//! The hook through which a forward reports the times of its ops ([`Op`], the shared op
+//! registry).
 
 use std::time::{Duration, Instant};
 
 use candle_core::Device;
 
+use crate::io::ops::Op;
 use crate::Result;
-
-/// One op function of the forward pass. The names are Vidur's profiling op names where Vidur
-/// has one (so a bundle's `time_stats.<op>` columns map 1:1), and stable: the profiler and the
-/// recorders write them to files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ModelOp {
-    /// Token embedding lookup (once per iteration).
-    Emb,
-    /// RMSNorm before attention.
-    InputLayernorm,
-    /// q, k, v projections.
-    AttnPreProj,
-    /// Per-head RMSNorm of q and k (Qwen3-specific; Vidur has no such op).
-    AttnQkNorm,
-    /// Rotary position embedding of q and k.
-    AttnRope,
-    /// Writes this iteration's K and V into the paged cache.
-    AttnKvCacheSave,
-    /// Attention of every sequence with more than one token this iteration.
-    AttnPrefill,
-    /// Attention of every single-token sequence.
-    AttnDecode,
-    /// o projection.
-    AttnPostProj,
-    /// Residual addition (twice per layer).
-    Add,
-    /// RMSNorm before the MLP.
-    PostAttentionLayernorm,
-    /// gate and up projections.
-    MlpUpProj,
-    /// silu(gate) · up.
-    MlpAct,
-    /// down projection.
-    MlpDownProj,
-    /// The last RMSNorm, on the rows that produce logits (once per iteration).
-    FinalNorm,
-    /// Logits projection (tied to the embedding in small Qwen3 models).
-    LmHead,
-    /// Greedy argmax over the logits rows (called by the engine, not by `forward`).
-    Sampler,
-}
-
-impl ModelOp {
-    /// Every op, in forward order (per-layer ops between `Emb` and `FinalNorm`).
-    pub const ALL: [ModelOp; 17] = [
-        ModelOp::Emb,
-        ModelOp::InputLayernorm,
-        ModelOp::AttnPreProj,
-        ModelOp::AttnQkNorm,
-        ModelOp::AttnRope,
-        ModelOp::AttnKvCacheSave,
-        ModelOp::AttnPrefill,
-        ModelOp::AttnDecode,
-        ModelOp::AttnPostProj,
-        ModelOp::Add,
-        ModelOp::PostAttentionLayernorm,
-        ModelOp::MlpUpProj,
-        ModelOp::MlpAct,
-        ModelOp::MlpDownProj,
-        ModelOp::FinalNorm,
-        ModelOp::LmHead,
-        ModelOp::Sampler,
-    ];
-
-    /// The stable name (Vidur's where it exists).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ModelOp::Emb => "emb",
-            ModelOp::InputLayernorm => "input_layernorm",
-            ModelOp::AttnPreProj => "attn_pre_proj",
-            ModelOp::AttnQkNorm => "attn_qk_norm",
-            ModelOp::AttnRope => "attn_rope",
-            ModelOp::AttnKvCacheSave => "attn_kv_cache_save",
-            ModelOp::AttnPrefill => "attn_prefill",
-            ModelOp::AttnDecode => "attn_decode",
-            ModelOp::AttnPostProj => "attn_post_proj",
-            ModelOp::Add => "add",
-            ModelOp::PostAttentionLayernorm => "post_attention_layernorm",
-            ModelOp::MlpUpProj => "mlp_up_proj",
-            ModelOp::MlpAct => "mlp_act",
-            ModelOp::MlpDownProj => "mlp_down_proj",
-            ModelOp::FinalNorm => "final_norm",
-            ModelOp::LmHead => "lm_head",
-            ModelOp::Sampler => "sampler",
-        }
-    }
-
-    /// Inverse of [`ModelOp::as_str`].
-    pub fn from_name(name: &str) -> Option<ModelOp> {
-        ModelOp::ALL.into_iter().find(|op| op.as_str() == name)
-    }
-
-    /// Whether the op runs once per decoder layer (as opposed to once per iteration).
-    pub fn is_per_layer(self) -> bool {
-        !matches!(
-            self,
-            ModelOp::Emb | ModelOp::FinalNorm | ModelOp::LmHead | ModelOp::Sampler
-        )
-    }
-}
-
-impl std::fmt::Display for ModelOp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Receives the time of each op of a forward.
 ///
@@ -121,7 +17,7 @@ impl std::fmt::Display for ModelOp {
 /// forward synchronizes the device around each op and reports wall time.
 pub trait OpTimer: Send {
     /// `layer` is `Some` for per-layer ops, `None` for per-iteration ones.
-    fn record(&mut self, op: ModelOp, layer: Option<usize>, elapsed: Duration);
+    fn record(&mut self, op: Op, layer: Option<usize>, elapsed: Duration);
 
     /// The GPU time of a whole forward (CUDA events at its start and end, so it includes
     /// the gaps between ops). Only GPU forwards report it; the default ignores it.
@@ -141,8 +37,8 @@ pub trait OpTimer: Send {
 /// An [`OpTimer`] that sums time and counts calls per op over all layers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OpTotals {
-    totals: [Duration; ModelOp::ALL.len()],
-    calls: [u64; ModelOp::ALL.len()],
+    totals: [Duration; Op::COUNT],
+    calls: [u64; Op::COUNT],
     device_forward: Option<Duration>,
     per_op: bool,
 }
@@ -160,13 +56,13 @@ impl Default for OpTotals {
 
 impl OpTotals {
     /// Summed time of `op`.
-    pub fn total(&self, op: ModelOp) -> Duration {
-        self.totals[op as usize]
+    pub fn total(&self, op: Op) -> Duration {
+        self.totals[op.index()]
     }
 
     /// How many times `op` was recorded.
-    pub fn calls(&self, op: ModelOp) -> u64 {
-        self.calls[op as usize]
+    pub fn calls(&self, op: Op) -> u64 {
+        self.calls[op.index()]
     }
 
     /// Summed time of all ops.
@@ -201,9 +97,9 @@ impl OpTotals {
 }
 
 impl OpTimer for OpTotals {
-    fn record(&mut self, op: ModelOp, _layer: Option<usize>, elapsed: Duration) {
-        self.totals[op as usize] += elapsed;
-        self.calls[op as usize] += 1;
+    fn record(&mut self, op: Op, _layer: Option<usize>, elapsed: Duration) {
+        self.totals[op.index()] += elapsed;
+        self.calls[op.index()] += 1;
     }
 
     fn record_device_forward(&mut self, elapsed: Duration) {
@@ -274,7 +170,7 @@ impl<'t> OpClock<'t> {
     #[inline]
     pub(crate) fn time<R>(
         &mut self,
-        op: ModelOp,
+        op: Op,
         layer: Option<usize>,
         f: impl FnOnce() -> Result<R>,
     ) -> Result<R> {
@@ -325,7 +221,7 @@ pub(crate) struct EventSpans<'t> {
     per_op: bool,
     forward_start: crate::real_bench::cuda::Mark,
     spans: Vec<(
-        ModelOp,
+        Op,
         Option<usize>,
         crate::real_bench::cuda::Mark,
         crate::real_bench::cuda::Mark,
@@ -374,7 +270,7 @@ impl<'t> EventSpans<'t> {
 
     fn time<R>(
         &mut self,
-        op: ModelOp,
+        op: Op,
         layer: Option<usize>,
         f: impl FnOnce() -> Result<R>,
     ) -> Result<R> {
@@ -413,24 +309,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_are_unique_and_round_trip() {
-        for (i, op) in ModelOp::ALL.into_iter().enumerate() {
-            assert_eq!(op as usize, i, "ALL must be in declaration order");
-            assert_eq!(ModelOp::from_name(op.as_str()), Some(op));
-        }
-        assert_eq!(ModelOp::from_name("attention"), None);
-        assert_eq!(ModelOp::MlpUpProj.as_str(), "mlp_up_proj");
-        assert!(!ModelOp::LmHead.is_per_layer() && ModelOp::Add.is_per_layer());
-    }
-
-    #[test]
     fn totals_accumulate_per_op() {
         let mut t = OpTotals::default();
-        t.record(ModelOp::Add, Some(0), Duration::from_micros(3));
-        t.record(ModelOp::Add, Some(1), Duration::from_micros(4));
-        t.record(ModelOp::LmHead, None, Duration::from_micros(10));
-        assert_eq!(t.total(ModelOp::Add), Duration::from_micros(7));
-        assert_eq!(t.calls(ModelOp::Add), 2);
+        t.record(Op::Add, Some(0), Duration::from_micros(3));
+        t.record(Op::Add, Some(1), Duration::from_micros(4));
+        t.record(Op::LmHead, None, Duration::from_micros(10));
+        assert_eq!(t.total(Op::Add), Duration::from_micros(7));
+        assert_eq!(t.calls(Op::Add), 2);
         assert_eq!(t.sum(), Duration::from_micros(17));
         assert!(t.has_op_times());
         // The per-op request survives a reset; the totals do not.

@@ -155,6 +155,14 @@ pub fn random_weights(
         .collect()
 }
 
+/// Where synthesized weights live under an output root: `<root>/weights/<model>-<seed>-<dtype>`
+/// (`tmp/weights/qwen3_0_6b-0-f32`), so the stages and the benches share one snapshot.
+pub fn random_weights_dir(output_root: &Path, model: &str, seed: u64, dtype: &str) -> PathBuf {
+    output_root
+        .join("weights")
+        .join(format!("{model}-{seed}-{dtype}"))
+}
+
 /// Writes a Hugging Face-layout snapshot of seeded random weights (`config.json` +
 /// `model.safetensors`, official names and shapes) to `out_dir`, which must not exist yet.
 /// Files are written to a sibling temp directory that is renamed into place, so a reader never
@@ -395,31 +403,10 @@ struct SafetensorsEntry {
     data_offsets: [u64; 2],
 }
 
-/// Element types whose every bit pattern is a valid value, so that file bytes may be read
-/// straight into them.
-///
-/// # Safety
-/// Implementors must be plain data without padding or invalid bit patterns.
-unsafe trait PlainBits: Copy + Default {}
-// SAFETY: IEEE floats of 32 and 16 bits: any bit pattern is a value, no padding.
-unsafe impl PlainBits for f32 {}
-// SAFETY: as above (bf16 is a u16 newtype).
-unsafe impl PlainBits for half::bf16 {}
-// SAFETY: as above (f16 is a u16 newtype).
-unsafe impl PlainBits for half::f16 {}
-
 /// Reads `len` little-endian elements from the current position of `file`.
-fn read_elements<T: PlainBits>(file: &mut std::fs::File, len: usize) -> std::io::Result<Vec<T>> {
-    let mut values = vec![T::default(); len];
-    // SAFETY: `values` owns `len` initialised elements, i.e. exactly this many bytes, and
-    // `T: PlainBits` makes any bytes written through the view a valid `T`.
-    let bytes = unsafe {
-        std::slice::from_raw_parts_mut(
-            values.as_mut_ptr().cast::<u8>(),
-            std::mem::size_of_val(values.as_slice()),
-        )
-    };
-    file.read_exact(bytes)?;
+fn read_elements<T: bytemuck::Pod>(file: &mut std::fs::File, len: usize) -> std::io::Result<Vec<T>> {
+    let mut values = vec![T::zeroed(); len];
+    file.read_exact(bytemuck::cast_slice_mut(&mut values))?;
     Ok(values)
 }
 

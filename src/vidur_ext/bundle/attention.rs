@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use super::op::Op;
+use crate::io::ops::Op;
 use super::stats::OpStats;
 use super::table::{
     check_duplicates, check_selection, check_stats, csv_bytes, fmt_bool, push_stats, stat_column,

@@ -27,7 +27,6 @@ mod cpu_overhead;
 mod meta;
 mod mlp;
 mod network;
-mod op;
 mod stats;
 mod table;
 
@@ -47,7 +46,7 @@ pub use mlp::{
     VIDUR_MLP_OPS,
 };
 pub use network::{read_all_reduce_csv, read_send_recv_csv, NetworkRow, NetworkTable};
-pub use op::{Op, OpSet};
+pub use crate::io::ops::{Op, OpSet};
 pub use stats::OpStats;
 
 pub(crate) use meta::to_sorted_json;

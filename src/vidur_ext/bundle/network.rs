@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use super::op::Op;
+use crate::io::ops::Op;
 use super::stats::OpStats;
 use super::table::{check_duplicates, check_selection, stat_column, CsvTable};
 use super::DuplicatePolicy;

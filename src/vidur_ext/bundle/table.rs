@@ -10,7 +10,7 @@ use std::hash::Hash;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use super::op::Op;
+use crate::io::ops::Op;
 use super::stats::{OpStats, STAT_SUFFIXES};
 use super::DuplicatePolicy;
 use crate::error::IoContext;

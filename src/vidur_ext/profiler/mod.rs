@@ -3,7 +3,7 @@
 //! Two measurements, each on the code path the `real` stage runs:
 //! - [`compute`]: per-layer ops, attention and the per-iteration ops, timed inside real
 //!   forward passes of [`crate::real_bench::model::Qwen3Model`] over a grid of batch shapes
-//!   (`mlp.csv`, `attention.csv`);
+//!   that [`plan`] lays out (`mlp.csv`, `attention.csv`);
 //! - [`cpu`]: the engine loop's CPU work per iteration by batch size, timed by the real
 //!   [`crate::real_bench::engine::Engine`] serving synthetic requests (`cpu_overheads.csv`).
 //!
@@ -12,12 +12,12 @@
 
 pub mod compute;
 pub mod cpu;
+pub mod plan;
 mod progress;
 mod recorder;
 
-pub use compute::{
-    profile_compute, ComputeGrid, ComputePlan, ComputeProfile, ForwardOverhead, ForwardShape,
-};
+pub use compute::{profile_compute, ComputeProfile, ForwardOverhead};
+pub use plan::{ComputeGrid, ComputePlan, ForwardShape};
 pub use cpu::{profile_cpu_overheads, DEFAULT_CPU_ITERATIONS};
 pub use progress::Progress;
 pub use recorder::SampleRecorder;

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use crate::real_bench::model::{ModelOp, OpTimer};
+use crate::io::ops::Op;
+use crate::real_bench::model::OpTimer;
 
 /// An [`OpTimer`] that keeps every call's duration (ms), per op, in call order.
 ///
@@ -11,13 +12,13 @@ use crate::real_bench::model::{ModelOp, OpTimer};
 /// of a real iteration.
 #[derive(Debug, Clone, Default)]
 pub struct SampleRecorder {
-    samples_ms: [Vec<f64>; ModelOp::ALL.len()],
+    samples_ms: [Vec<f64>; Op::COUNT],
 }
 
 impl SampleRecorder {
     /// The samples of `op` recorded since the last [`SampleRecorder::clear`].
-    pub fn samples_ms(&self, op: ModelOp) -> &[f64] {
-        &self.samples_ms[op as usize]
+    pub fn samples_ms(&self, op: Op) -> &[f64] {
+        &self.samples_ms[op.index()]
     }
 
     /// Summed time of every recorded call, ms.
@@ -32,8 +33,8 @@ impl SampleRecorder {
 }
 
 impl OpTimer for SampleRecorder {
-    fn record(&mut self, op: ModelOp, _layer: Option<usize>, elapsed: Duration) {
-        self.samples_ms[op as usize].push(elapsed.as_secs_f64() * 1e3);
+    fn record(&mut self, op: Op, _layer: Option<usize>, elapsed: Duration) {
+        self.samples_ms[op.index()].push(elapsed.as_secs_f64() * 1e3);
     }
 }
 
@@ -44,13 +45,13 @@ mod tests {
     #[test]
     fn keeps_every_call_per_op() {
         let mut r = SampleRecorder::default();
-        r.record(ModelOp::Add, Some(0), Duration::from_micros(1500));
-        r.record(ModelOp::Add, Some(0), Duration::from_micros(500));
-        r.record(ModelOp::LmHead, None, Duration::from_millis(3));
-        assert_eq!(r.samples_ms(ModelOp::Add), &[1.5, 0.5]);
-        assert_eq!(r.samples_ms(ModelOp::LmHead), &[3.0]);
+        r.record(Op::Add, Some(0), Duration::from_micros(1500));
+        r.record(Op::Add, Some(0), Duration::from_micros(500));
+        r.record(Op::LmHead, None, Duration::from_millis(3));
+        assert_eq!(r.samples_ms(Op::Add), &[1.5, 0.5]);
+        assert_eq!(r.samples_ms(Op::LmHead), &[3.0]);
         assert!((r.total_ms() - 5.0).abs() < 1e-12);
         r.clear();
-        assert!(r.samples_ms(ModelOp::Add).is_empty());
+        assert!(r.samples_ms(Op::Add).is_empty());
     }
 }

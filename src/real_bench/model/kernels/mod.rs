@@ -9,6 +9,7 @@
 pub mod attention;
 pub mod elementwise;
 pub mod linear;
+pub mod tensors;
 
 use half::{bf16, f16};
 

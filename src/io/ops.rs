@@ -1,4 +1,6 @@
-//! The operator classes shared by profiling bundles, predictors and the model's op timer.
+//! The one registry of timed operator classes, shared by the model's op timer, the engine's
+//! `batch_metrics.csv` columns, profiling bundles, predictors and the simulator. Everything
+//! that lists ops derives from [`Op::ALL`] and [`Op::name`].
 
 use std::fmt;
 use std::str::FromStr;
@@ -61,6 +63,49 @@ impl Op {
         Op::AllReduce,
         Op::SendRecv,
     ];
+
+    /// The ops a forward of the model runs, in the order it runs them (per layer: norm,
+    /// attention, residual add, norm, MLP), then the sampler. The collectives are the
+    /// simulator's (tensor/pipeline parallelism); the engine runs on one device.
+    pub const MODEL: [Op; 17] = [
+        Op::Emb,
+        Op::InputLayernorm,
+        Op::AttnPreProj,
+        Op::AttnQkNorm,
+        Op::AttnRope,
+        Op::AttnKvCacheSave,
+        Op::AttnPrefill,
+        Op::AttnDecode,
+        Op::AttnPostProj,
+        Op::Add,
+        Op::PostAttentionLayernorm,
+        Op::MlpUpProj,
+        Op::MlpAct,
+        Op::MlpDownProj,
+        Op::FinalNorm,
+        Op::LmHead,
+        Op::Sampler,
+    ];
+
+    /// Every op's name in index order: the `op_<name>_ns` columns of `batch_metrics.csv`.
+    pub const NAMES: [&'static str; Op::COUNT] = {
+        let mut names = [""; Op::COUNT];
+        let mut i = 0;
+        while i < Op::COUNT {
+            names[i] = Op::ALL[i].name();
+            i += 1;
+        }
+        names
+    };
+
+    /// Whether a model op runs once per decoder layer (as opposed to once per iteration);
+    /// false for the collectives, which the model does not run.
+    pub const fn is_per_layer(self) -> bool {
+        !matches!(
+            self,
+            Op::Emb | Op::FinalNorm | Op::LmHead | Op::Sampler | Op::AllReduce | Op::SendRecv
+        )
+    }
 
     /// Position in [`Op::ALL`] and in per-op arrays.
     pub const fn index(self) -> usize {
@@ -191,6 +236,9 @@ mod tests {
         }
         assert!("attn".parse::<Op>().is_err());
         assert_eq!(Op::ALL.len(), Op::COUNT);
+        assert_eq!(Op::NAMES[Op::Add.index()], "add");
+        assert!(Op::MODEL.iter().all(|op| Op::ALL.contains(op)));
+        assert!(!Op::LmHead.is_per_layer() && Op::Add.is_per_layer());
         // The names are a file contract; spot-check the ones other modules key on.
         assert_eq!(Op::AttnKvCacheSave.to_string(), "attn_kv_cache_save");
         assert_eq!(

@@ -1,0 +1,57 @@
+//! Tensor-level entry points to the kernels: the CPU f32 cases go to a hand-written kernel
+//! over the tensor's slice, everything else to candle.
+
+use candle_core::{DType, Storage, Tensor, WithDType};
+
+use super::linear::matmul_xwt_f32;
+use crate::{bail, ensure, Error, Result};
+
+/// Up to this many input rows, f32 projections use the streaming small-m kernel; above it,
+/// candle's GEMM (which packs and tiles, and wins once the weights are reused enough).
+/// Measured on the reference host with `benches/engine.rs` (see the report there): the
+/// kernel is 5–30 % faster up to 192 rows for all of Qwen3-0.6B's projection shapes, and
+/// GEMM catches up between 256 and 320.
+pub const SMALL_M_MAX_ROWS: usize = 192;
+
+/// `x·wᵀ` for `x: [m, in]` and a checkpoint-layout weight `w: [out, in]`.
+pub(crate) fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let (m, k) = x.dims2()?;
+    let (n, k_w) = w.dims2()?;
+    ensure!(k == k_w, InvalidInput: "linear: input width {k} does not match weight {:?}", w.dims());
+    if x.device().is_cpu()
+        && x.dtype() == DType::F32
+        && w.dtype() == DType::F32
+        && m <= SMALL_M_MAX_ROWS
+    {
+        let x = x.contiguous()?;
+        let y = with_slice::<f32, _>(&x, |xs| {
+            with_slice::<f32, _>(w, |ws| matmul_xwt_f32(xs, m, ws, n, k))
+        })??;
+        return Ok(Tensor::from_vec(y, (m, n), x.device())?);
+    }
+    Ok(x.matmul(&w.t()?)?)
+}
+
+/// Whether every tensor is f32 on the CPU: the case the hand-written kernels cover.
+pub(crate) fn host_f32(ts: &[&Tensor]) -> bool {
+    ts.iter()
+        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
+}
+
+/// Calls `f` with the elements of a CPU tensor (made contiguous first if needed).
+pub(crate) fn with_slice<T: WithDType, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> Result<R> {
+    let t = if t.is_contiguous() {
+        t.clone()
+    } else {
+        t.contiguous()?
+    };
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        bail!(InvalidInput: "expected a CPU tensor");
+    };
+    let data = cpu.as_slice::<T>()?;
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| Error::InvalidInput("tensor is not contiguous".into()))?;
+    Ok(f(&data[start..end]))
+}
