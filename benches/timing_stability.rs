@@ -40,8 +40,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use simreal::real_bench::device_probe::load_average_1min;
 use simreal::io::ops::Op;
+use simreal::real_bench::device_probe::load_average_1min;
 use simreal::real_bench::model::*;
 use simreal::real_bench::threads::{self, Priority, TimingSettings};
 

@@ -144,10 +144,7 @@ fn poisson_run_keeps_every_invariant() {
     check_invariants(&run, 512, None);
     // The `real` binary that `cargo test` (and `cargo run` without --release) builds times
     // code optimised as release does, and says so.
-    assert_eq!(
-        run.meta["env"]["build"],
-        "opt-level=3 debug-assertions=on"
-    );
+    assert_eq!(run.meta["env"]["build"], "opt-level=3 debug-assertions=on");
 }
 
 #[test]
@@ -181,8 +178,8 @@ fn burst_batches_and_small_pool_preempts() {
 fn bad_inputs_fail_cleanly() {
     let root = TempRoot::new("real-bad");
     let r = root.root_override();
-    // No workload yet: the error names the command that makes it.
-    let stderr = run_err("real", &["model=qwen3_tiny", &r]);
+    // No workload yet, and told not to make it: the error names the command that does.
+    let stderr = run_err("real", &["--no-upstream", "model=qwen3_tiny", &r]);
     assert!(
         stderr.contains("cargo run --release --bin workload"),
         "{stderr}"
@@ -213,10 +210,10 @@ fn bad_inputs_fail_cleanly() {
     let stderr = run_err("real", &["model=qwen3_tiny", &w, &r]);
     assert!(stderr.contains("another architecture"), "{stderr}");
 
-    // A workload dir without its marker is not read.
+    // A workload dir without its marker is not read (without --no-upstream it is redone).
     let wl = run_dirs(root.path(), "workload").pop().unwrap();
     fs::remove_file(wl.join("_SUCCESS")).unwrap();
-    let stderr = run_err("real", &["model=qwen3_tiny", &r]);
+    let stderr = run_err("real", &["--no-upstream", "model=qwen3_tiny", &r]);
     assert!(stderr.contains("incomplete"), "{stderr}");
     assert!(run_dirs(root.path(), "real").is_empty());
 

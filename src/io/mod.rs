@@ -31,4 +31,4 @@ pub use self::atomic::{write_atomic, write_atomic_with, AtomicFile};
 pub use self::csv::{read_csv, write_csv, CsvWriter};
 pub use self::ids::stable_id;
 pub use self::json::{read_json, read_json_validated, to_json_string, write_json};
-pub use self::rundir::{prepare, Prepared, RunLocation, Stage, StagingDir};
+pub use self::rundir::{prepare, prepare_fresh, Prepared, RunLocation, Stage, StagingDir};

@@ -143,6 +143,18 @@ pub fn prepare(location: &RunLocation, force: bool) -> Result<Prepared> {
     }))
 }
 
+/// [`prepare`] as every stage uses it: `None` (after saying `up to date: <dir>` on stderr)
+/// when the run is complete already, else the staging dir to write the run into.
+pub fn prepare_fresh(location: &RunLocation, force: bool) -> Result<Option<StagingDir>> {
+    Ok(match prepare(location, force)? {
+        Prepared::UpToDate(path) => {
+            eprintln!("up to date: {}", path.display());
+            None
+        }
+        Prepared::Fresh(staging) => Some(staging),
+    })
+}
+
 /// Removes staging directories of `id` left by processes that no longer exist.
 fn sweep_stale_staging(parent: &Path, id: &str) {
     let prefix = format!(".{id}.staging-");

@@ -19,7 +19,7 @@ use crate::analysis::stats::percentile;
 use crate::io::ids::stable_id;
 use crate::io::provenance::{utc_now, InputRef};
 use crate::io::records::{RequestMetricsRow, RequestStatus};
-use crate::io::rundir::{prepare, Prepared, Stage};
+use crate::io::rundir::{prepare_fresh, Stage};
 use crate::io::schema::REQUEST_METRICS;
 use crate::io::{read_csv, read_json, write_atomic, write_json};
 use crate::pipeline::run_stage;
@@ -174,12 +174,8 @@ pub fn run(job: &Job) -> Result<PathBuf> {
     }
     let id = capacity_id(job)?;
     let location = cfg.location(Stage::Capacity, id.clone());
-    let staging = match prepare(&location, cfg.output.force)? {
-        Prepared::UpToDate(path) => {
-            eprintln!("up to date: {}", path.display());
-            return Ok(path);
-        }
-        Prepared::Fresh(staging) => staging,
+    let Some(staging) = prepare_fresh(&location, cfg.output.force)? else {
+        return Ok(location.path());
     };
     let mut meta = job.for_stage(Stage::Capacity).run_meta(&id)?;
     let mut probes: Vec<Probe> = Vec::new();

@@ -25,7 +25,7 @@ use crate::analysis::compare::verdict::{CellVerdict, StatCell, VerdictCounts};
 use crate::analysis::stats::Stat;
 use crate::io::ids::stable_id;
 use crate::io::provenance::{utc_now, InputRef};
-use crate::io::rundir::{prepare, Prepared, Stage};
+use crate::io::rundir::{prepare_fresh, Stage};
 use crate::io::{read_json, write_atomic, write_json};
 use crate::pipeline::capacity::{self, CapacityResult, CAPACITY_FILE};
 use crate::pipeline::{run_stage, run_study, SUMMARY_METRICS, SUMMARY_QUANTILES};
@@ -230,12 +230,8 @@ pub fn run(job: &Job) -> Result<PathBuf> {
         stable_id(&compare_dirs, "", 12)?
     );
     let location = cfg.location(Stage::Fidelity, id.clone());
-    let staging = match prepare(&location, cfg.output.force)? {
-        Prepared::UpToDate(path) => {
-            eprintln!("up to date: {}", path.display());
-            return Ok(path);
-        }
-        Prepared::Fresh(staging) => staging,
+    let Some(staging) = prepare_fresh(&location, cfg.output.force)? else {
+        return Ok(location.path());
     };
     let result = FidelityResult {
         fidelity_id: id.clone(),

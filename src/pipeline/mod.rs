@@ -151,6 +151,10 @@ pub fn upstream_of(job: &Job, stage: Stage) -> Vec<Stage> {
 /// Runs every stage of [`upstream_of`] whose run is missing or incomplete, in study order,
 /// saying on stderr what it makes and the command that would make it alone.
 pub fn make_upstream(job: &Job, stage: Stage) -> Result<()> {
+    // `output.run_id` names this stage's own run; the inputs keep their derived ids.
+    let mut job = job.clone();
+    job.config.output.run_id = None;
+    let job = &job;
     for upstream in upstream_of(job, stage) {
         let Some((_, dir)) = study_run(job, upstream)? else {
             continue;

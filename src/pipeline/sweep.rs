@@ -16,7 +16,7 @@ use crate::analysis::report_doc::{Cell, Document, FigureRef, Table};
 use crate::io::ids::stable_id;
 use crate::io::provenance::{utc_now, InputRef};
 use crate::io::read_json;
-use crate::io::rundir::{prepare, Prepared, Stage};
+use crate::io::rundir::{prepare_fresh, Stage};
 use crate::io::schema::SWEEP;
 use crate::io::{write_json, CsvWriter};
 use crate::pipeline::{
@@ -127,12 +127,8 @@ pub fn run(jobs: &[Job]) -> Result<PathBuf> {
         .collect();
     let id = format!("sweep-{}", stable_id(&compare_dirs, "", 12)?);
     let location = first.config.location(Stage::Sweep, id.clone());
-    let staging = match prepare(&location, first.config.output.force)? {
-        Prepared::UpToDate(path) => {
-            eprintln!("up to date: {}", path.display());
-            return Ok(path.join("sweep_report.md"));
-        }
-        Prepared::Fresh(staging) => staging,
+    let Some(staging) = prepare_fresh(&location, first.config.output.force)? else {
+        return Ok(location.path().join("sweep_report.md"));
     };
     let mut writer = CsvWriter::create_in(staging.path(), &SWEEP)?;
     for (i, p) in points.iter().enumerate() {

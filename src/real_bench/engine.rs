@@ -15,11 +15,11 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::io::ops::Op;
 use crate::io::records::{
     BatchMetricsRow, BatchRequestRow, RequestMetricsRow, RequestTimes, TokenMetricsRow, NUM_OPS,
 };
 use crate::real_bench::device_probe::process_cpu_time_ns;
-use crate::io::ops::Op;
 use crate::real_bench::model::{OpTotals, PagedKvCache, Qwen3Model, SequenceInput};
 use crate::scheduler::{
     EmittedToken, ReplicaScheduler, RequestSpec, ScheduledBatch, SchedulerConfig,
@@ -342,7 +342,14 @@ impl<'m> Engine<'m> {
             }
             let t_end = clock.now_ns();
             let cpu_time_ns = process_cpu_time_ns().saturating_sub(cpu_start_ns);
-            record_tokens(&batch, &outcome.tokens, &sampled, t_end, &mut states, &mut record)?;
+            record_tokens(
+                &batch,
+                &outcome.tokens,
+                &sampled,
+                t_end,
+                &mut states,
+                &mut record,
+            )?;
             for e in &batch.entries {
                 if let Some(s) = states.get_mut(&e.request_id) {
                     s.scheduled_time_ns.get_or_insert(t_start);
@@ -401,7 +408,11 @@ impl<'m> Engine<'m> {
     }
 
     /// The cache's block table of every entry of `batch`, in entry order, into `tables`.
-    fn fill_block_tables(&self, batch: &ScheduledBatch, tables: &mut Vec<Vec<usize>>) -> Result<()> {
+    fn fill_block_tables(
+        &self,
+        batch: &ScheduledBatch,
+        tables: &mut Vec<Vec<usize>>,
+    ) -> Result<()> {
         tables.clear();
         for e in &batch.entries {
             let table = self.scheduler.block_table(e.request_id).ok_or_else(|| {
@@ -502,9 +513,9 @@ fn sequence_inputs<'a>(
         .iter()
         .zip(tables)
         .map(|(e, table)| {
-            let state = states.get(&e.request_id).ok_or_else(|| {
-                Error::Msg(format!("scheduled unknown request {}", e.request_id))
-            })?;
+            let state = states
+                .get(&e.request_id)
+                .ok_or_else(|| Error::Msg(format!("scheduled unknown request {}", e.request_id)))?;
             let start = e.num_context_tokens as usize;
             let end = start + e.num_tokens as usize;
             let token_ids = state.tokens.get(start..end).ok_or_else(|| {
@@ -535,9 +546,9 @@ fn record_tokens(
     record: &mut EngineRecord,
 ) -> Result<()> {
     for (token, &token_id) in emitted.iter().zip(sampled) {
-        let s = states.get_mut(&token.request_id).ok_or_else(|| {
-            Error::Msg(format!("token for unknown request {}", token.request_id))
-        })?;
+        let s = states
+            .get_mut(&token.request_id)
+            .ok_or_else(|| Error::Msg(format!("token for unknown request {}", token.request_id)))?;
         let index = s.token_times_ns.len() as u32;
         if index != token.token_index {
             return Err(Error::Msg(format!(

@@ -17,7 +17,7 @@ use crate::config::types::{Architecture, Device as ConfigDevice, Dtype, SimrealC
 use crate::io::device::{DeviceIdentity, GpuFingerprint};
 use crate::io::provenance::{absolute_path, utc_now, InputRef};
 use crate::io::records::SpeedPhase;
-use crate::io::rundir::{prepare, Prepared, Stage};
+use crate::io::rundir::{prepare_fresh, Stage};
 use crate::io::schema::{
     BATCH_METRICS, BATCH_REQUESTS, DEVICE_SPEED, REQUEST_METRICS, TOKEN_METRICS,
 };
@@ -27,8 +27,8 @@ use crate::real_bench::engine::{
     ServeProgress,
 };
 use crate::real_bench::model::{
-    random_weights_dir, sha256_file, synthesize_random_weights, Qwen3Config, Qwen3Model, WeightSource, CONFIG_FILE,
-    WEIGHTS_FILE,
+    random_weights_dir, sha256_file, synthesize_random_weights, Qwen3Config, Qwen3Model,
+    WeightSource, CONFIG_FILE, WEIGHTS_FILE,
 };
 use crate::real_bench::speed_timeline::{
     SpeedTimeline, MIN_IDLE_GAP_FOR_PROBE_NS, PROBE_MARGIN_NS,
@@ -108,8 +108,7 @@ pub fn resolve_weights(cfg: &SimrealConfig) -> Result<Weights> {
         None => {
             let seed = cfg.model.weights_seed;
             let dtype = cfg.dtype();
-            let dir =
-                random_weights_dir(&cfg.output.root, &cfg.model.name, seed, dtype.as_str());
+            let dir = random_weights_dir(&cfg.output.root, &cfg.model.name, seed, dtype.as_str());
             if !dir.join(WEIGHTS_FILE).is_file() {
                 eprintln!(
                     "synthesizing random {} weights (seed {seed}) into {}",
@@ -289,12 +288,8 @@ pub fn run(job: &Job) -> Result<PathBuf> {
     let location = cfg.location(Stage::Real, run_id.clone());
     // Inputs are checked before the run dir is touched.
     let workload = LoadedWorkload::for_job(job)?;
-    let staging = match prepare(&location, cfg.output.force)? {
-        Prepared::UpToDate(path) => {
-            eprintln!("up to date: {}", path.display());
-            return Ok(path);
-        }
-        Prepared::Fresh(staging) => staging,
+    let Some(staging) = prepare_fresh(&location, cfg.output.force)? else {
+        return Ok(location.path());
     };
     let mut meta = job.run_meta(&run_id)?;
     threads::init(cfg.hardware.cpu_threads)?;

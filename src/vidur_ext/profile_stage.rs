@@ -16,7 +16,7 @@ use crate::config::types::SimrealConfig;
 use crate::io::device::{check_bundle_device, CrossDevice, DeviceIdentity};
 use crate::io::provenance::{absolute_path, utc_now, HostFingerprint, RunMeta};
 use crate::io::records::SpeedPhase;
-use crate::io::rundir::{prepare, require_complete, Prepared, Stage};
+use crate::io::rundir::{prepare_fresh, require_complete, Stage};
 use crate::io::schema::DEVICE_SPEED;
 use crate::io::{read_json, write_csv, write_json};
 use crate::real_bench::device_probe::load_average_1min;
@@ -221,12 +221,8 @@ pub fn run(job: &Job) -> Result<PathBuf> {
     let block_size = cfg.scheduler.block_size;
     // Plan before touching the run dir, so an unfittable grid fails cleanly.
     let plan = ComputePlan::new(&grid, block_size, pool.num_blocks)?;
-    let staging = match prepare(&location, cfg.output.force)? {
-        Prepared::UpToDate(path) => {
-            eprintln!("up to date: {}", path.display());
-            return Ok(path);
-        }
-        Prepared::Fresh(staging) => staging,
+    let Some(staging) = prepare_fresh(&location, cfg.output.force)? else {
+        return Ok(location.path());
     };
     let mut meta = job.run_meta(&bundle_id)?;
     threads::init(cfg.hardware.cpu_threads)?;

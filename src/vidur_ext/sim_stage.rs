@@ -51,7 +51,7 @@ use crate::config::SimrealConfig;
 use crate::error::IoContext;
 use crate::io::device::{check_bundle_device, DeviceIdentity};
 use crate::io::provenance::{absolute_path, utc_now, InputRef};
-use crate::io::rundir::{is_complete, prepare, require_complete, Prepared, Stage};
+use crate::io::rundir::{is_complete, prepare_fresh, require_complete, Stage};
 use crate::io::schema::{DEVICE_SPEED, REQUEST_METRICS};
 use crate::io::{read_csv, write_json};
 use crate::scheduler::GlobalPolicy;
@@ -523,12 +523,8 @@ pub fn run(job: &Job) -> Result<PathBuf> {
     for note in &inputs.notes {
         eprintln!("vidur: note: {note}");
     }
-    let staging = match prepare(&location, cfg.output.force)? {
-        Prepared::UpToDate(path) => {
-            eprintln!("up to date: {}", path.display());
-            return Ok(path);
-        }
-        Prepared::Fresh(staging) => staging,
+    let Some(staging) = prepare_fresh(&location, cfg.output.force)? else {
+        return Ok(location.path());
     };
     let mut meta = job.run_meta(&run_id)?;
     let pool = cfg.kv_pool()?;

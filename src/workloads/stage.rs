@@ -25,7 +25,7 @@ use crate::error::IoContext;
 use crate::io::json_schemas::workload_meta_schema;
 use crate::io::provenance::{utc_now, HydraInfo, InputRef};
 use crate::io::records::{PromptRecord, TraceIntervalRow, TraceLengthRow};
-use crate::io::rundir::{prepare, require_complete, Prepared, Stage};
+use crate::io::rundir::{prepare_fresh, require_complete, Stage};
 use crate::io::schema::{SCHEMA_VERSION, TRACE_INTERVALS, TRACE_LENGTHS};
 use crate::io::{read_csv, read_json_validated, write_csv, write_json, AtomicFile};
 use crate::stage::Job;
@@ -148,12 +148,8 @@ pub fn run(job: &Job) -> Result<PathBuf> {
     let cfg = &job.config;
     let workload_id = job.own_run_id(cfg.workload_id()?);
     let location = cfg.location(Stage::Workload, workload_id.clone());
-    let staging = match prepare(&location, cfg.output.force)? {
-        Prepared::UpToDate(path) => {
-            eprintln!("up to date: {}", path.display());
-            return Ok(path);
-        }
-        Prepared::Fresh(staging) => staging,
+    let Some(staging) = prepare_fresh(&location, cfg.output.force)? else {
+        return Ok(location.path());
     };
     let mut run_meta = job.run_meta(&workload_id)?;
 

@@ -26,7 +26,7 @@ use crate::config::{resolve_input_path, SimrealConfig};
 use crate::io::csv::CsvWriter;
 use crate::io::json_schemas::{compare_summary_schema, validate};
 use crate::io::provenance::{absolute_path, utc_now, InputRef};
-use crate::io::rundir::{prepare, Prepared, Stage};
+use crate::io::rundir::{prepare_fresh, Stage};
 use crate::io::schema::{ITERATION_COMPARISON, REQUEST_COMPARISON, TOKEN_COMPARISON};
 use crate::io::write_json;
 use crate::stage::Job;
@@ -450,12 +450,8 @@ pub fn run_with(job: &Job, replay: Option<&dyn ExecutionTimePredictor>) -> Resul
         &cfg.compare.settings_key()?,
     )?);
     let location = cfg.location(Stage::Compare, id.clone());
-    let staging = match prepare(&location, cfg.output.force)? {
-        Prepared::UpToDate(path) => {
-            eprintln!("up to date: {}", path.display());
-            return Ok(path);
-        }
-        Prepared::Fresh(staging) => staging,
+    let Some(staging) = prepare_fresh(&location, cfg.output.force)? else {
+        return Ok(location.path());
     };
     let mut meta = job.run_meta(&id)?;
     let rebuilt;

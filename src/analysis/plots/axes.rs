@@ -188,14 +188,14 @@ impl Ranged for PlotCoord {
     type FormatOption = DefaultFormatting;
     type ValueType = f64;
 
-    pub(super) fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
         // Clamped far outside the area so that wild values cannot overflow i32; drawing
         // clips to the area anyway.
         let fraction = ((value - self.lo) / (self.hi - self.lo)).clamp(-4.0, 5.0);
         limit.0 + (fraction * f64::from(limit.1 - limit.0)).round() as i32
     }
 
-    pub(super) fn key_points<Hint: KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
+    fn key_points<Hint: KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
         if hint.weight().allow_light_points() {
             self.minor.clone()
         } else {
@@ -203,7 +203,7 @@ impl Ranged for PlotCoord {
         }
     }
 
-    pub(super) fn range(&self) -> std::ops::Range<f64> {
+    fn range(&self) -> std::ops::Range<f64> {
         self.lo..self.hi
     }
 }

@@ -30,12 +30,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
-use plotters::coord::Shift;
-use plotters::prelude::*;
-use plotters::style::text_anchor::{HPos, Pos, VPos};
-use plotters::style::FontStyle;
-
 use crate::error::IoContext;
 use crate::io::{write_atomic, write_atomic_with};
 use crate::{bail, ensure, Error, Result};

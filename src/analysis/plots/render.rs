@@ -95,7 +95,11 @@ impl Layer {
     }
 
     /// Segments in palette colour `i`, or thin and dark like a reference line for `None`.
-    pub(super) fn segments(name: Option<String>, i: Option<usize>, segments: Vec<[(f64, f64); 2]>) -> Self {
+    pub(super) fn segments(
+        name: Option<String>,
+        i: Option<usize>,
+        segments: Vec<[(f64, f64); 2]>,
+    ) -> Self {
         Self {
             name,
             color: i.map_or(REFERENCE_COLOR, color),

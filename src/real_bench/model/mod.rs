@@ -36,11 +36,11 @@ mod weights;
 
 pub use batch::{ForwardBatch, SequenceInput};
 pub use config::{Qwen3Config, QWEN3_ARCHITECTURE, QWEN3_MODEL_TYPE};
-pub use kv_cache::{AttentionPath, PagedKvCache};
 pub use kernels::tensors::SMALL_M_MAX_ROWS;
+pub use kv_cache::{AttentionPath, PagedKvCache};
 pub use model::{AttnOutput, Qwen3Model};
 pub use timer::{OpTimer, OpTotals};
 pub use weights::{
-    random_weights, random_weights_dir, sha256_file, synthesize_random_weights, WeightSource, CONFIG_FILE,
-    RANDOM_INIT_STD, WEIGHTS_FILE, WEIGHTS_INDEX_FILE,
+    random_weights, random_weights_dir, sha256_file, synthesize_random_weights, WeightSource,
+    CONFIG_FILE, RANDOM_INIT_STD, WEIGHTS_FILE, WEIGHTS_INDEX_FILE,
 };

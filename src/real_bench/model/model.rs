@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Device, Storage, Tensor, WithDType, D};
+use candle_core::{DType, Device, Tensor, WithDType, D};
 use half::{bf16, f16};
 
 use super::batch::{ForwardBatch, SequenceInput};

@@ -404,7 +404,10 @@ struct SafetensorsEntry {
 }
 
 /// Reads `len` little-endian elements from the current position of `file`.
-fn read_elements<T: bytemuck::Pod>(file: &mut std::fs::File, len: usize) -> std::io::Result<Vec<T>> {
+fn read_elements<T: bytemuck::Pod>(
+    file: &mut std::fs::File,
+    len: usize,
+) -> std::io::Result<Vec<T>> {
     let mut values = vec![T::zeroed(); len];
     file.read_exact(bytemuck::cast_slice_mut(&mut values))?;
     Ok(values)

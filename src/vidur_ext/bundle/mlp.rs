@@ -4,13 +4,13 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use crate::io::ops::Op;
 use super::stats::OpStats;
 use super::table::{
     check_duplicates, check_selection, check_stats, csv_bytes, fmt_bool, push_stats, stat_column,
     stats_header, write_atomic, write_err, CsvTable,
 };
 use super::{BundleModelSpec, DuplicatePolicy};
+use crate::io::ops::Op;
 use crate::{Error, Result};
 
 /// Ops of `mlp.csv` in Vidur's column order.

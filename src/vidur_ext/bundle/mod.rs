@@ -35,6 +35,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::io::ops::{Op, OpSet};
 pub use attention::{read_attention_csv, write_attention_csv, AttentionRow, AttentionTable};
 pub use cpu_overhead::{
     read_cpu_overheads_csv, write_cpu_overheads_csv, CpuOverheadRow, CpuOverheadTable,
@@ -46,7 +47,6 @@ pub use mlp::{
     VIDUR_MLP_OPS,
 };
 pub use network::{read_all_reduce_csv, read_send_recv_csv, NetworkRow, NetworkTable};
-pub use crate::io::ops::{Op, OpSet};
 pub use stats::OpStats;
 
 pub(crate) use meta::to_sorted_json;

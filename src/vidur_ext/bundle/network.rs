@@ -3,10 +3,10 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use crate::io::ops::Op;
 use super::stats::OpStats;
 use super::table::{check_duplicates, check_selection, stat_column, CsvTable};
 use super::DuplicatePolicy;
+use crate::io::ops::Op;
 use crate::{Error, Result};
 
 /// One collective measurement of `size_bytes` (fp16 activations).

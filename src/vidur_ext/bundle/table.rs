@@ -10,10 +10,10 @@ use std::hash::Hash;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::io::ops::Op;
 use super::stats::{OpStats, STAT_SUFFIXES};
 use super::DuplicatePolicy;
 use crate::error::IoContext;
+use crate::io::ops::Op;
 use crate::{Error, Result};
 
 /// A parsed CSV file: header plus string cells, looked up by column name.

@@ -29,7 +29,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use super::plan::{ComputePlan, ForwardShape};
+use super::plan::{ComputeGrid, ComputePlan, ForwardShape};
 use super::progress::Progress;
 use super::recorder::SampleRecorder;
 use crate::io::records::SpeedPhase;
@@ -38,6 +38,8 @@ use crate::real_bench::speed_timeline::SpeedTimeline;
 use crate::vidur_ext::bundle::{AttentionRow, MlpRow, Op, OpStats, OpStatsSet};
 use crate::{Error, Result};
 
+/// Whole-forward time against the sum of its timed ops, per token count: what the per-op
+/// rows cannot see (glue between ops: the attention output buffer, loop overhead).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ForwardOverhead {
     pub num_tokens: u32,
@@ -140,17 +142,11 @@ pub fn profile_compute(
         let pooled = pool.token_ops.remove(&n).unwrap_or_default();
         for op in TOKEN_OPS {
             let samples = pooled.get(&op).map(Vec::as_slice).unwrap_or(&[]);
-            ops.set(
-                op,
-                stats(samples, &format!("{op} at {n} tokens"))?,
-            );
+            ops.set(op, stats(samples, &format!("{op} at {n} tokens"))?);
         }
         for op in LOGITS_OPS {
             let samples = pool.logits.get(&(n, op)).map(Vec::as_slice).unwrap_or(&[]);
-            ops.set(
-                op,
-                stats(samples, &format!("{op} at {n} rows"))?,
-            );
+            ops.set(op, stats(samples, &format!("{op} at {n} rows"))?);
         }
         mlp_rows.push(MlpRow { num_tokens: n, ops });
         if let Some((wall, untimed)) = pool.forwards.get(&n) {

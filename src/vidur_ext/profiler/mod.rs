@@ -17,7 +17,7 @@ mod progress;
 mod recorder;
 
 pub use compute::{profile_compute, ComputeProfile, ForwardOverhead};
-pub use plan::{ComputeGrid, ComputePlan, ForwardShape};
 pub use cpu::{profile_cpu_overheads, DEFAULT_CPU_ITERATIONS};
+pub use plan::{ComputeGrid, ComputePlan, ForwardShape};
 pub use progress::Progress;
 pub use recorder::SampleRecorder;

@@ -99,7 +99,7 @@ impl ForwardShape {
     }
 
     /// Sequences and tokens per sequence.
-    fn layout(self) -> (u32, u32, u32) {
+    pub(super) fn layout(self) -> (u32, u32, u32) {
         match self {
             ForwardShape::Decode {
                 batch_size,
@@ -125,13 +125,13 @@ impl ForwardShape {
     }
 
     /// Rough relative cost, for the progress bar: dense work in tokens plus attention work.
-    fn cost(self) -> f64 {
+    pub(super) fn cost(self) -> f64 {
         let (seqs, tokens, kv) = self.layout();
         let (s, t, k) = (f64::from(seqs), f64::from(tokens), f64::from(kv));
         s * t + 8.0 + s * t * (k + t / 2.0) / 2048.0
     }
 
-    fn label(self) -> String {
+    pub(super) fn label(self) -> String {
         match self {
             ForwardShape::Decode {
                 batch_size,
@@ -286,9 +286,6 @@ impl ComputePlan {
         v
     }
 }
-
-/// Whole-forward time against the sum of its timed ops, per token count: what the per-op
-/// rows cannot see (glue between ops: the attention output buffer, loop overhead).
 
 #[cfg(test)]
 mod tests {

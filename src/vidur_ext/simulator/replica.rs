@@ -384,8 +384,9 @@ impl<T: SimTime> Replica<T> {
         let start_ns = f.start.to_ns();
         let c = &f.charge;
         let cpu = |term: CpuOverheadTerm| c.cpu_ns[term.index()];
-        let mut row =
-            BatchMetricsRow::of_batch(&f.batch, self.id, start_ns, end_ns, f.num_waiting);
+        let mut row = BatchMetricsRow::of_batch(&f.batch, self.id, start_ns, end_ns, f.num_waiting);
+        // Batch ids are run-wide (unique across replicas), not the replica scheduler's own.
+        row.batch_id = f.id;
         row.model_forward_ns = Some(c.model_ns);
         row.cpu_schedule_ns = Some(cpu(CpuOverheadTerm::Schedule));
         row.cpu_prepare_inputs_ns = Some(cpu(CpuOverheadTerm::PrepareInputsE2e));
