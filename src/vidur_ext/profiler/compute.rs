@@ -58,7 +58,7 @@ pub struct ComputeProfile {
     pub num_forwards: usize,
 }
 
-/// Token-level ops kept from forwards (per layer unless noted), model op → bundle op.
+/// Token-level ops kept from forwards and pooled by token count (per layer but `emb`).
 const TOKEN_OPS: [Op; 11] = [
     Op::Emb,
     Op::InputLayernorm,
