@@ -26,8 +26,8 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use simreal::io::{read_json, Stage};
-use simreal::pipeline::run_stage;
-use simreal::stage::Job;
+use simreal::stages::graph::run_stage;
+use simreal::stages::Job;
 use simreal::vidur_ext::device_speed::DeviceTimeline;
 
 /// 48 requests of the default workload: ≥ 200 iterations per run with either policy (32 gave
@@ -134,7 +134,7 @@ fn replay(
     o.push(format!("compare.real_run={}", real.display()));
     o.push(format!("vidur.bundle={}", bundle.0.display()));
     let j = job(Stage::Vidur, root, &o)?;
-    let dir = simreal::vidur_ext::replay_stage::run(&j)?;
+    let dir = simreal::stages::replay::run(&j)?;
     let summary: Value = read_json(dir.join("replay_summary.json"))?;
     let corrected = &summary["speed_corrected"];
     Ok(Replayed {

@@ -28,8 +28,8 @@ use rand_distr::{Distribution, Exp};
 use serde::Serialize;
 use simreal::io::provenance::{utc_now, HostFingerprint};
 use simreal::io::Stage;
-use simreal::stage::Job;
-use simreal::vidur_ext::sim_stage::SimInputs;
+use simreal::stages::vidur::SimInputs;
+use simreal::stages::Job;
 use simreal::vidur_ext::simulator::{
     CsvOutputs, CsvSink, DiscardSink, SimRequest, SimSummary, Simulator,
 };
@@ -580,7 +580,7 @@ fn main() -> Result<()> {
 
     // Setup (not timed): the workload the simulations replay.
     let job = splitwise_job(&shared, &root, "vidur_tables")?;
-    simreal::workloads::stage::run(&job.for_stage(Stage::Workload))?;
+    simreal::stages::workload::run(&job.for_stage(Stage::Workload))?;
 
     let t = Instant::now();
     let inputs = SimInputs::load(&job)?;

@@ -14,7 +14,7 @@ pub mod io;
 pub mod pipeline;
 pub mod real_bench;
 pub mod scheduler;
-pub mod stage;
+pub mod stages;
 pub mod vidur_ext;
 pub mod workloads;
 

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use simreal::vidur_ext::bundle::{
+use simreal::io::bundle::{
     read_all_reduce_csv, read_attention_csv, read_cpu_overheads_csv, read_mlp_csv, BundleModelSpec,
     DuplicatePolicy, ProfilingMeta,
 };

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use simreal::vidur_ext::bundle::{
+use simreal::io::bundle::{
     read_cpu_overheads_csv, read_mlp_csv, Bundle, BundleLocation, BundleModelSpec,
     CpuOverheadSource, CpuOverheadTerm, DuplicatePolicy, LoadOptions, Op, EXTRA_MLP_OPS,
 };

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use simreal::vidur_ext::bundle::{
+use simreal::io::bundle::{
     AttentionRow, AttentionTable, Bundle, BundleLocation, BundleModelSpec, BundleWriter,
     CpuOverheadRow, CpuOverheadSource, CpuOverheadTable, LoadOptions, MeanMedianMs, MlpRow,
     MlpTable, Op, OpStats, OpStatsSet, ProfilingMeta, EXTRA_MLP_OPS, PROFILING_META_SCHEMA_VERSION,

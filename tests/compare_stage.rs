@@ -9,18 +9,18 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use simreal::analysis::compare::stage::run as compare;
+use simreal::io::bundle::{
+    AttentionRow, AttentionTable, BundleLocation, BundleModelSpec, BundleWriter, MlpRow, MlpTable,
+    Op, OpStats, ProfilingMeta, EXTRA_MLP_OPS, PROFILING_META_SCHEMA_VERSION, VIDUR_MLP_OPS,
+};
 use simreal::io::json_schemas::{compare_summary_schema, run_meta_schema};
 use simreal::io::records::RequestMetricsRow;
 use simreal::io::schema::{
     ITERATION_COMPARISON, REQUEST_COMPARISON, REQUEST_METRICS, TOKEN_COMPARISON,
 };
 use simreal::io::{read_csv, read_json_validated, Stage};
-use simreal::stage::Job;
-use simreal::vidur_ext::bundle::{
-    AttentionRow, AttentionTable, BundleLocation, BundleModelSpec, BundleWriter, MlpRow, MlpTable,
-    Op, OpStats, ProfilingMeta, EXTRA_MLP_OPS, PROFILING_META_SCHEMA_VERSION, VIDUR_MLP_OPS,
-};
+use simreal::stages::compare::run as compare;
+use simreal::stages::Job;
 use simreal::Error;
 
 const WIDTH_PX: u32 = 640;
@@ -51,8 +51,7 @@ fn job(stage: Stage, root: &Path, extra: &[String]) -> Job {
 }
 
 fn real_run(root: &Path, id: &str) -> PathBuf {
-    simreal::real_bench::stage::run(&job(Stage::Real, root, &[format!("output.run_id={id}")]))
-        .unwrap()
+    simreal::stages::real::run(&job(Stage::Real, root, &[format!("output.run_id={id}")])).unwrap()
 }
 
 /// Width and height from a PNG's IHDR chunk.
@@ -159,11 +158,11 @@ fn write_bundle(job: &Job) -> PathBuf {
 fn workload_real_vidur_compare_writes_every_file_and_refuses_mismatched_runs() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    simreal::workloads::stage::run(&job(Stage::Workload, root, &[])).unwrap();
-    let a = simreal::real_bench::stage::run(&job(Stage::Real, root, &[])).unwrap();
+    simreal::stages::workload::run(&job(Stage::Workload, root, &[])).unwrap();
+    let a = simreal::stages::real::run(&job(Stage::Real, root, &[])).unwrap();
     let c = real_run(root, "real-c");
     write_bundle(&job(Stage::VidurProfile, root, &[]));
-    let b = simreal::vidur_ext::sim_stage::run(&job(Stage::Vidur, root, &[])).unwrap();
+    let b = simreal::stages::vidur::run(&job(Stage::Vidur, root, &[])).unwrap();
 
     // The derived runs need no paths: this compares `a` with `b`.
     let derived = compare(&job(Stage::Compare, root, &[])).unwrap();
@@ -513,8 +512,8 @@ fn relabel_bundle(bundle: &Path, measured_on: serde_json::Value) {
 fn a_bundle_measured_on_another_device_is_refused_unless_the_study_is_cross_device() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    simreal::workloads::stage::run(&job(Stage::Workload, root, &[])).unwrap();
-    let real = simreal::real_bench::stage::run(&job(Stage::Real, root, &[])).unwrap();
+    simreal::stages::workload::run(&job(Stage::Workload, root, &[])).unwrap();
+    let real = simreal::stages::real::run(&job(Stage::Real, root, &[])).unwrap();
     let real_meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(real.join("run_meta.json")).unwrap())
             .unwrap();
@@ -525,7 +524,7 @@ fn a_bundle_measured_on_another_device_is_refused_unless_the_study_is_cross_devi
 
     // Measured where the run ran: every stage accepts it and says nothing.
     relabel_bundle(&bundle, ran_on.clone());
-    simreal::vidur_ext::sim_stage::run(&job(Stage::Vidur, root, &[])).unwrap();
+    simreal::stages::vidur::run(&job(Stage::Vidur, root, &[])).unwrap();
     let summary: serde_json::Value = read_json_validated(
         compare(&job(Stage::Compare, root, &[]))
             .unwrap()
@@ -552,7 +551,7 @@ fn a_bundle_measured_on_another_device_is_refused_unless_the_study_is_cross_devi
     };
     let force = ["output.force=true".to_string()];
     refused(
-        simreal::vidur_ext::sim_stage::run(&job(Stage::Vidur, root, &force)).unwrap_err(),
+        simreal::stages::vidur::run(&job(Stage::Vidur, root, &force)).unwrap_err(),
         "this config simulates cpu (cpu, f32)",
     );
     let real_side = format!("real run {} ran on cpu", real.display());
@@ -562,7 +561,7 @@ fn a_bundle_measured_on_another_device_is_refused_unless_the_study_is_cross_devi
         &real_side,
     );
     refused(
-        simreal::vidur_ext::replay_stage::run(&job(Stage::Vidur, root, &force)).unwrap_err(),
+        simreal::stages::replay::run(&job(Stage::Vidur, root, &force)).unwrap_err(),
         &real_side,
     );
 
@@ -571,7 +570,7 @@ fn a_bundle_measured_on_another_device_is_refused_unless_the_study_is_cross_devi
         "vidur.cross_device=true".to_string(),
         "output.force=true".to_string(),
     ];
-    simreal::vidur_ext::sim_stage::run(&job(Stage::Vidur, root, &cross)).unwrap();
+    simreal::stages::vidur::run(&job(Stage::Vidur, root, &cross)).unwrap();
     let dir = compare(&job(Stage::Compare, root, &cross)).unwrap();
     let summary: serde_json::Value =
         read_json_validated(dir.join("summary.json"), &compare_summary_schema()).unwrap();
@@ -584,8 +583,7 @@ fn a_bundle_measured_on_another_device_is_refused_unless_the_study_is_cross_devi
     assert!(verdict.starts_with("Cross-device study"), "{verdict}");
     // This bundle has no CPU overheads to charge.
     let replay_cross = [cross[0].clone(), "vidur.cpu_overheads=false".to_string()];
-    let replay =
-        simreal::vidur_ext::replay_stage::run(&job(Stage::Vidur, root, &replay_cross)).unwrap();
+    let replay = simreal::stages::replay::run(&job(Stage::Vidur, root, &replay_cross)).unwrap();
     let replay_summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(replay.join("replay_summary.json")).unwrap())
             .unwrap();

@@ -11,7 +11,6 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
 use simreal::analysis::compare::runs::{load_run, RunData};
-use simreal::analysis::compare::stage::{compare, run as compare_stage, write_outputs};
 use simreal::analysis::compare::statistics::Metric;
 use simreal::analysis::compare::verdict::{
     AlignedSamples, CellVerdict, MetricFidelity, VerdictSettings,
@@ -22,7 +21,8 @@ use simreal::config::types::TargetsConfig;
 use simreal::io::json_schemas::compare_summary_schema;
 use simreal::io::read_json_validated;
 use simreal::io::Stage;
-use simreal::stage::Job;
+use simreal::stages::compare::{compare, run as compare_stage, write_outputs};
+use simreal::stages::Job;
 
 fn settings(resamples: usize, seed: u64) -> VerdictSettings {
     VerdictSettings {

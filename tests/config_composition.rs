@@ -4,7 +4,7 @@
 use simreal::config::types::{Architecture, MemoryPlanner};
 use simreal::io::Stage;
 use simreal::scheduler::Policy;
-use simreal::stage::Job;
+use simreal::stages::Job;
 use simreal::Error;
 
 fn job(overrides: &[&str]) -> Job {

@@ -8,7 +8,7 @@ use std::path::Path;
 use simreal::config::expand_multirun;
 use simreal::config::types::Device;
 use simreal::io::Stage;
-use simreal::stage::{apply_aliases, Job};
+use simreal::stages::{apply_aliases, Job};
 
 /// The documents whose commands are checked.
 const DOCS: [&str; 2] = ["README.md", "docs/gpu.md"];
@@ -101,8 +101,8 @@ fn parse(text: &str) -> Option<Command> {
 /// The bare keys the binary accepts (`real_run=` for `compare.real_run`, ...).
 fn aliases_of(bin: &str) -> &'static [(&'static str, &'static str)] {
     match bin {
-        "compare" => &simreal::analysis::compare::stage::ALIASES,
-        "replay" => &simreal::vidur_ext::replay_stage::ALIASES,
+        "compare" => &simreal::stages::compare::ALIASES,
+        "replay" => &simreal::stages::replay::ALIASES,
         _ => &[],
     }
 }

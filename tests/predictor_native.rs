@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use simreal::vidur_ext::bundle::{
+use simreal::io::bundle::{
     AttentionRow, AttentionTable, Bundle, BundleLocation, BundleModelSpec, BundleWriter,
     CpuOverheadRow, CpuOverheadSource, CpuOverheadTable, LoadOptions, MeanMedianMs, MlpRow,
     MlpTable, Op, OpStats, EXTRA_MLP_OPS, VIDUR_MLP_OPS,

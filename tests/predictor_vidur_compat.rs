@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use simreal::vidur_ext::bundle::{Bundle, BundleLocation, BundleModelSpec, LoadOptions, Op};
+use simreal::io::bundle::{Bundle, BundleLocation, BundleModelSpec, LoadOptions, Op};
 use simreal::vidur_ext::predictor::{
     BatchPrediction, ExecutionTimePredictor, IterationContext, PredictorConfig, RequestShape,
     VidurCompatPredictor,

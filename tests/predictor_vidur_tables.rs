@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use common::vidur_formula::{vidur_reference, Req, VidurFormula};
 
-use simreal::vidur_ext::bundle::Op;
+use simreal::io::bundle::Op;
 use simreal::vidur_ext::predictor::{
     ExecutionTimePredictor, IterationContext, PredictorConfig, RequestShape, VidurTablesPredictor,
 };

@@ -11,7 +11,7 @@ use simreal::io::records::{
     BatchMetricsRow, BatchRequestRow, RequestMetricsRow, RequestStatus, TokenMetricsRow,
 };
 use simreal::io::schema::{BATCH_METRICS, BATCH_REQUESTS, REQUEST_METRICS, TOKEN_METRICS};
-use simreal::workloads::stage::LoadedWorkload;
+use simreal::stages::workload::LoadedWorkload;
 
 struct RealRun {
     meta: serde_json::Value,

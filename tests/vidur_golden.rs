@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 
 use common::vidur_formula::vidur_reference;
 use serde::Deserialize;
+use simreal::config::memory_planner::{plan_memory, MemoryPlannerInput};
 use simreal::io::records::{BatchMetricsRow, RequestMetricsRow, RequestStatus, TokenMetricsRow};
 use simreal::scheduler::{BatchEntry, Policy, SchedulerConfig};
-use simreal::vidur_ext::memory_planner::{plan_memory, MemoryPlannerInput};
 use simreal::vidur_ext::predictor::{
     BatchPrediction, ExecutionTimePredictor, IterationContext, PredictorConfig, RequestShape,
     VidurTablesPredictor,

@@ -4,13 +4,14 @@
 
 use std::path::{Path, PathBuf};
 
+use simreal::io::bundle::{Op, ProfilingMeta};
 use simreal::io::records::BatchMetricsRow;
 use simreal::io::schema::BATCH_METRICS;
 use simreal::io::{read_csv, Stage};
-use simreal::stage::Job;
-use simreal::vidur_ext::bundle::{Op, ProfilingMeta};
-use simreal::vidur_ext::profile_stage::{self, load_bundle};
-use simreal::vidur_ext::replay_stage::{self, read_real_run};
+use simreal::stages::bundle::load_bundle;
+use simreal::stages::replay::{self, read_real_run};
+use simreal::stages::vidur_profile;
+use simreal::stages::Job;
 use simreal::Error;
 
 mod common;
@@ -37,7 +38,7 @@ fn job(stage: Stage, root: &Path, extra: &[&str]) -> Job {
 fn profile_writes_a_bundle_that_loads_and_reruns_up_to_date() {
     let root = out_root("bundle");
     let job = job(Stage::VidurProfile, &root, &[]);
-    let dir = profile_stage::run(&job).unwrap();
+    let dir = vidur_profile::run(&job).unwrap();
     assert_eq!(dir, job.config.bundle_dir().unwrap());
     let model_dir = dir.join("compute/cpu/simreal/Qwen3-tiny");
     for file in [
@@ -110,7 +111,7 @@ fn profile_writes_a_bundle_that_loads_and_reruns_up_to_date() {
         .unwrap()
         .modified()
         .unwrap();
-    assert_eq!(profile_stage::run(&job).unwrap(), dir);
+    assert_eq!(vidur_profile::run(&job).unwrap(), dir);
     let again = std::fs::metadata(dir.join("_SUCCESS"))
         .unwrap()
         .modified()
@@ -161,7 +162,7 @@ fn empty_or_unfittable_grids_are_config_errors() {
         &root,
         &["profile.prefill_kv_sizes=[5000]"],
     );
-    let err = profile_stage::run(&job).unwrap_err().to_string();
+    let err = vidur_profile::run(&job).unwrap_err().to_string();
     assert!(
         err.contains("no prefill attention grid point fits"),
         "{err}"
@@ -174,9 +175,9 @@ fn replay_of_a_real_run_has_a_row_per_iteration() {
     let root = out_root("replay");
     let extra = ["workload.num_requests=6", "workload.qps=40"];
     let profile = job(Stage::VidurProfile, &root, &extra);
-    profile_stage::run(&profile).unwrap();
-    simreal::workloads::stage::run(&profile.for_stage(Stage::Workload)).unwrap();
-    let real_dir = simreal::real_bench::stage::run(&profile.for_stage(Stage::Real)).unwrap();
+    vidur_profile::run(&profile).unwrap();
+    simreal::stages::workload::run(&profile.for_stage(Stage::Workload)).unwrap();
+    let real_dir = simreal::stages::real::run(&profile.for_stage(Stage::Real)).unwrap();
 
     let iterations = read_real_run(&real_dir).unwrap();
     let batches: Vec<BatchMetricsRow> =
@@ -196,7 +197,7 @@ fn replay_of_a_real_run_has_a_row_per_iteration() {
     );
 
     let replay = profile.for_stage(Stage::Vidur);
-    let out = replay_stage::run(&replay).unwrap();
+    let out = replay::run(&replay).unwrap();
     assert!(out.starts_with(root.join("replay")) && out.join("_SUCCESS").is_file());
     let csv_text = std::fs::read_to_string(out.join("replay.csv")).unwrap();
     let mut lines = csv_text.lines();
@@ -249,14 +250,14 @@ fn replay_of_a_real_run_has_a_row_per_iteration() {
             ),
         ])
         .unwrap();
-    assert_eq!(replay_stage::run(&explicit).unwrap(), out);
+    assert_eq!(replay::run(&explicit).unwrap(), out);
     let missing = replay
         .with_overrides(&[format!(
             "compare.real_run={}",
             root.join("no_such_run").display()
         )])
         .unwrap();
-    let err = replay_stage::run(&missing).unwrap_err().to_string();
+    let err = replay::run(&missing).unwrap_err().to_string();
     assert!(
         err.contains("does not exist") && err.contains("bin real"),
         "{err}"

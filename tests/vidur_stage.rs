@@ -6,6 +6,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use simreal::io::bundle::{
+    AttentionRow, AttentionTable, BundleLocation, BundleModelSpec, BundleWriter, MlpRow, MlpTable,
+    Op, OpStats, ProfilingMeta, EXTRA_MLP_OPS, PROFILING_META_SCHEMA_VERSION, VIDUR_MLP_OPS,
+};
 use simreal::io::records::{
     BatchMetricsRow, BatchRequestRow, DeviceSpeedRow, RequestMetricsRow, RequestStatus, SpeedPhase,
     TokenMetricsRow,
@@ -14,13 +18,9 @@ use simreal::io::schema::{
     BATCH_METRICS, BATCH_REQUESTS, DEVICE_SPEED, REQUEST_METRICS, TOKEN_METRICS,
 };
 use simreal::io::{read_csv, read_json, write_csv, Stage};
-use simreal::stage::Job;
-use simreal::vidur_ext::bundle::{
-    AttentionRow, AttentionTable, BundleLocation, BundleModelSpec, BundleWriter, MlpRow, MlpTable,
-    Op, OpStats, ProfilingMeta, EXTRA_MLP_OPS, PROFILING_META_SCHEMA_VERSION, VIDUR_MLP_OPS,
-};
-use simreal::vidur_ext::sim_stage;
-use simreal::workloads::stage::LoadedWorkload;
+use simreal::stages::vidur;
+use simreal::stages::workload::LoadedWorkload;
+use simreal::stages::Job;
 use simreal::Error;
 
 /// A fresh output root per test, so tests can run in parallel.
@@ -158,18 +158,18 @@ const DATA_FILES: [&str; 5] = [
 fn workload_to_vidur_matches_the_workload_and_repeats_byte_for_byte() {
     let root = root("e2e");
     let wl = job(&root, Stage::Workload, &[]);
-    simreal::workloads::stage::run(&wl).unwrap();
+    simreal::stages::workload::run(&wl).unwrap();
     let sim = job(&root, Stage::Vidur, &[]);
 
     // No bundle yet: the error names the command that makes it.
-    let err = sim_stage::run(&sim).unwrap_err().to_string();
+    let err = vidur::run(&sim).unwrap_err().to_string();
     assert!(
         err.contains("cargo run --release --bin vidur_profile -- model=qwen3_tiny"),
         "{err}"
     );
     write_bundle(&sim);
 
-    let dir = sim_stage::run(&sim).unwrap();
+    let dir = vidur::run(&sim).unwrap();
     assert_eq!(dir, sim.config.sim_run_dir().unwrap());
     let run = read_run(&dir);
     let workload = LoadedWorkload::for_job(&wl).unwrap();
@@ -254,7 +254,7 @@ fn workload_to_vidur_matches_the_workload_and_repeats_byte_for_byte() {
 
     // Up to date on rerun: nothing is rewritten.
     let before = std::fs::read(dir.join("run_meta.json")).unwrap();
-    assert_eq!(sim_stage::run(&sim).unwrap(), dir);
+    assert_eq!(vidur::run(&sim).unwrap(), dir);
     assert_eq!(std::fs::read(dir.join("run_meta.json")).unwrap(), before);
 
     // Forced: the data files are byte-identical.
@@ -263,7 +263,7 @@ fn workload_to_vidur_matches_the_workload_and_repeats_byte_for_byte() {
         .map(|f| std::fs::read(dir.join(f)).unwrap())
         .collect();
     let forced = job(&root, Stage::Vidur, &["output.force=true"]);
-    assert_eq!(sim_stage::run(&forced).unwrap(), dir);
+    assert_eq!(vidur::run(&forced).unwrap(), dir);
     for (f, bytes) in DATA_FILES.iter().zip(&first) {
         if *f == "config.yaml" {
             continue; // records output.force
@@ -276,7 +276,7 @@ fn workload_to_vidur_matches_the_workload_and_repeats_byte_for_byte() {
 fn a_request_longer_than_the_context_is_an_error_row() {
     let root = root("overflow");
     let wl = job(&root, Stage::Workload, &[]);
-    let wl_dir = simreal::workloads::stage::run(&wl).unwrap();
+    let wl_dir = simreal::stages::workload::run(&wl).unwrap();
     // Make request 3's prompt exceed the 4096-token context.
     let path = wl_dir.join("trace_lengths.csv");
     let text = std::fs::read_to_string(&path).unwrap();
@@ -290,7 +290,7 @@ fn a_request_longer_than_the_context_is_an_error_row() {
     std::fs::write(&path, edited.join("\n") + "\n").unwrap();
     let sim = job(&root, Stage::Vidur, &[]);
     write_bundle(&sim);
-    let run = read_run(&sim_stage::run(&sim).unwrap());
+    let run = read_run(&vidur::run(&sim).unwrap());
     let r3 = &run.requests[3];
     assert_eq!(r3.status, RequestStatus::Error);
     assert_eq!(r3.error_type.as_deref(), Some("context_overflow"));
@@ -308,7 +308,7 @@ fn a_request_longer_than_the_context_is_an_error_row() {
 fn inputs_for_another_model_are_clear_errors() {
     let root = root("mismatch");
     let wl = job(&root, Stage::Workload, &[]);
-    let wl_dir = simreal::workloads::stage::run(&wl).unwrap();
+    let wl_dir = simreal::stages::workload::run(&wl).unwrap();
     let sim = job(&root, Stage::Vidur, &[]);
     let bundle = write_bundle(&sim);
 
@@ -320,7 +320,7 @@ fn inputs_for_another_model_are_clear_errors() {
         meta.replace("simreal/Qwen3-tiny", "Qwen/Qwen3-0.6B"),
     )
     .unwrap();
-    let err = sim_stage::run(&sim).unwrap_err();
+    let err = vidur::run(&sim).unwrap_err();
     assert!(matches!(err, Error::Mismatch(_)), "{err}");
     assert!(err.to_string().contains("Qwen/Qwen3-0.6B"), "{err}");
     std::fs::write(&meta_path, meta).unwrap();
@@ -334,7 +334,7 @@ fn inputs_for_another_model_are_clear_errors() {
         .expect("shared/vidur_reference/profiling is missing");
     {
         let arg = format!("vidur.bundle={}", reference.display());
-        let err = sim_stage::run(&job(&root, Stage::Vidur, &["hardware=a100_80g", &arg]))
+        let err = vidur::run(&job(&root, Stage::Vidur, &["hardware=a100_80g", &arg]))
             .unwrap_err()
             .to_string();
         assert!(err.contains("simreal/Qwen3-tiny"), "{err}");
@@ -349,7 +349,7 @@ fn inputs_for_another_model_are_clear_errors() {
         text.replace("\"model\": \"qwen3_tiny\"", "\"model\": \"qwen3_0_6b\""),
     )
     .unwrap();
-    let err = sim_stage::run(&sim).unwrap_err();
+    let err = vidur::run(&sim).unwrap_err();
     assert!(matches!(err, Error::Mismatch(_)), "{err}");
     assert!(err.to_string().contains("qwen3_0_6b"), "{err}");
     assert!(!sim.config.sim_run_dir().unwrap().exists());
@@ -387,10 +387,10 @@ fn write_device_speed(dir: &Path, memory_gb_per_s: f64, compute_gflop_per_s: f64
 #[test]
 fn device_speed_correction_scales_to_the_run_probes_and_never_reads_its_timings() {
     let root = root("speed");
-    simreal::workloads::stage::run(&job(&root, Stage::Workload, &[])).unwrap();
+    simreal::stages::workload::run(&job(&root, Stage::Workload, &[])).unwrap();
     let raw_job = job(&root, Stage::Vidur, &[]);
     let bundle = write_bundle(&raw_job);
-    let raw = read_run(&sim_stage::run(&raw_job).unwrap());
+    let raw = read_run(&vidur::run(&raw_job).unwrap());
 
     // Two real runs on a device half as fast as the profile's: one with timings of its own,
     // one whose timing files are garbage. The correction must not read them.
@@ -401,7 +401,7 @@ fn device_speed_correction_scales_to_the_run_probes_and_never_reads_its_timings(
             Stage::Vidur,
             &["vidur.device_speed_correction=true", &real],
         );
-        sim_stage::run(&j)
+        vidur::run(&j)
     };
     let (timed, garbage) = (root.join("real-timed"), root.join("real-garbage"));
     for (dir, text) in [(&timed, "batch_id\n0\n"), (&garbage, "\u{0}not a csv\"")] {
@@ -453,6 +453,6 @@ fn device_speed_correction_scales_to_the_run_probes_and_never_reads_its_timings(
             "output.force=true",
         ],
     );
-    let unscaled = read_run(&sim_stage::run(&j).unwrap());
+    let unscaled = read_run(&vidur::run(&j).unwrap());
     assert_eq!(unscaled.batches[0].duration_ns, r0.duration_ns);
 }

@@ -8,7 +8,7 @@ use common::{run_dirs, run_err, run_ok, TempRoot};
 use simreal::io::read_csv;
 use simreal::io::records::{TraceIntervalRow, TraceLengthRow};
 use simreal::io::schema::{TRACE_INTERVALS, TRACE_LENGTHS};
-use simreal::workloads::stage::LoadedWorkload;
+use simreal::stages::workload::LoadedWorkload;
 use simreal::workloads::Tokenizer;
 
 const FILES: [&str; 6] = [

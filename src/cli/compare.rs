@@ -8,9 +8,9 @@
 
 use std::process::ExitCode;
 
-use simreal::analysis::compare::stage::ALIASES;
 use simreal::io::Stage;
+use simreal::stages::compare::ALIASES;
 
 fn main() -> ExitCode {
-    simreal::pipeline::stage_main(Stage::Compare, &ALIASES)
+    simreal::stages::stage_main(Stage::Compare, &ALIASES)
 }

@@ -15,8 +15,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use simreal::io::Stage;
-use simreal::pipeline::{capacity, display_path, fidelity, plan, run_study, sweep};
-use simreal::stage::{exit, jobs, StageArgs};
+use simreal::pipeline::{capacity, fidelity, run_study, sweep};
+use simreal::stages::graph::{display_path, plan};
+use simreal::stages::{exit, jobs, StageArgs};
 
 #[derive(Debug, Parser)]
 #[command(about = "Run the whole real-vs-simulated study, a sweep, or a capacity search")]

@@ -7,8 +7,8 @@
 use std::process::ExitCode;
 
 use simreal::io::Stage;
-use simreal::pipeline::stage_main;
-use simreal::vidur_ext::replay_stage::ALIASES;
+use simreal::stages::replay::ALIASES;
+use simreal::stages::stage_main;
 
 fn main() -> ExitCode {
     stage_main(Stage::Replay, &ALIASES)

@@ -10,5 +10,5 @@ use std::process::ExitCode;
 use simreal::io::Stage;
 
 fn main() -> ExitCode {
-    simreal::pipeline::stage_main(Stage::Vidur, &[])
+    simreal::stages::stage_main(Stage::Vidur, &[])
 }

@@ -7,5 +7,5 @@ use std::process::ExitCode;
 use simreal::io::Stage;
 
 fn main() -> ExitCode {
-    simreal::pipeline::stage_main(Stage::Workload, &[])
+    simreal::stages::stage_main(Stage::Workload, &[])
 }

@@ -2,8 +2,8 @@
 
 use serde::Serialize;
 
+use crate::config::memory_planner::{plan_memory, MemoryPlannerInput};
 use crate::config::types::{Architecture, Dtype, MemoryPlanner, ModelConfig, SimrealConfig};
-use crate::vidur_ext::memory_planner::{plan_memory, MemoryPlannerInput};
 use crate::{Error, Result};
 
 impl ModelConfig {
@@ -210,7 +210,7 @@ impl SimrealConfig {
 }
 
 /// Vidur's memory planner (VIDUR_NOTES.md §1c), via the one implementation in
-/// [`crate::vidur_ext::memory_planner`]. The model's own `head_dim` is passed (equal to
+/// [`crate::config::memory_planner`]. The model's own `head_dim` is passed (equal to
 /// Vidur's `hidden / q_heads` for Llama; Qwen3 declares a larger one).
 fn vidur_num_blocks(cfg: &SimrealConfig) -> Result<u64> {
     let m = &cfg.model;
@@ -238,7 +238,7 @@ fn vidur_num_blocks(cfg: &SimrealConfig) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use crate::io::Stage;
-    use crate::stage::Job;
+    use crate::stages::Job;
 
     fn blocks(overrides: &[&str]) -> (u64, String) {
         let job = Job::from_overrides(Stage::Vidur, overrides).unwrap();

@@ -3,6 +3,8 @@
 
 pub mod compose;
 pub mod derived;
+pub mod device;
+pub mod memory_planner;
 pub mod overrides;
 pub mod plan;
 pub mod types;

@@ -11,12 +11,12 @@
 //! - [`json_schemas`]: JSON Schemas of the JSON contracts and a validator.
 //! - [`specs`]: renders `specs/` from the registry.
 //! - [`provenance`]: host fingerprint, git state, timestamps, `run_meta.json`.
-//! - [`device`]: the device and dtype a bundle or run was measured on, and the check that
-//!   they match.
+//! - [`bundle`]: Vidur's profiling-bundle format, written by the profiler and read by the
+//!   predictor.
 
 pub mod atomic;
+pub mod bundle;
 pub mod csv;
-pub mod device;
 pub mod ids;
 pub mod json;
 pub mod json_schemas;

@@ -22,8 +22,8 @@ use crate::io::records::{RequestMetricsRow, RequestStatus};
 use crate::io::rundir::{prepare_fresh, Stage};
 use crate::io::schema::REQUEST_METRICS;
 use crate::io::{read_csv, read_json, write_atomic, write_json};
-use crate::pipeline::run_stage;
-use crate::stage::Job;
+use crate::stages::graph::run_stage;
+use crate::stages::Job;
 use crate::{Error, Result};
 
 /// File holding the search's result.

@@ -28,8 +28,9 @@ use crate::io::provenance::{utc_now, InputRef};
 use crate::io::rundir::{prepare_fresh, Stage};
 use crate::io::{read_json, write_atomic, write_json};
 use crate::pipeline::capacity::{self, CapacityResult, CAPACITY_FILE};
-use crate::pipeline::{run_stage, run_study, SUMMARY_METRICS, SUMMARY_QUANTILES};
-use crate::stage::Job;
+use crate::pipeline::{run_study, SUMMARY_METRICS, SUMMARY_QUANTILES};
+use crate::stages::graph::run_stage;
+use crate::stages::Job;
 use crate::{Error, Result};
 
 /// One statistic of one metric at one point: the comparison's cell.

@@ -22,7 +22,7 @@ use crate::io::{write_json, CsvWriter};
 use crate::pipeline::{
     capacity, run_study, stat_error, StudyOutcome, SUMMARY_METRICS, SUMMARY_QUANTILES,
 };
-use crate::stage::Job;
+use crate::stages::Job;
 use crate::{Error, Result};
 
 /// A `sweep.csv` value: serializes as the bare value (empty for `None`).

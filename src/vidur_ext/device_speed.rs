@@ -8,10 +8,10 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::config::SimrealConfig;
+use crate::io::bundle::Op;
 use crate::io::read_csv;
 use crate::io::records::DeviceSpeedRow;
 use crate::io::schema::DEVICE_SPEED;
-use crate::vidur_ext::bundle::Op;
 use crate::vidur_ext::predictor::{
     BatchPrediction, ExecutionTimePredictor, IterationContext, RequestShape,
 };
@@ -476,9 +476,9 @@ impl<P: ExecutionTimePredictor> ExecutionTimePredictor for SpeedCorrectedPredict
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::bundle::CpuOverheadTerm;
+    use crate::io::bundle::OpSet;
     use crate::io::records::SpeedPhase;
-    use crate::vidur_ext::bundle::CpuOverheadTerm;
-    use crate::vidur_ext::bundle::OpSet;
 
     #[test]
     fn device_speed_leaves_out_the_cold_first_time() {

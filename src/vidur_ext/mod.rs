@@ -1,16 +1,9 @@
-//! Vidur-style simulation: profiling bundles in Vidur's format ([`bundle`]), op-time
-//! predictors ([`predictor`]), Vidur's memory planner, the operator profiler and its stage
-//! ([`profiler`], [`profile_stage`]), batch replay of real runs ([`replay_stage`]), and the
-//! discrete-event simulator and its stage ([`simulator`], [`sim_stage`]).
+//! Vidur-style simulation, pure Rust (no candle, plotters or tokenizer): op-time predictors
+//! over a profiling bundle ([`predictor`]), the device-speed correction between a bundle and
+//! a real run ([`device_speed`]), and the discrete-event simulator ([`simulator`]). The
+//! bundle's file format is a contract shared with the profiler and lives in
+//! [`crate::io::bundle`]; the stages that run all this are in [`crate::stages`].
 
-pub mod bundle;
 pub mod device_speed;
-pub mod memory_planner;
 pub mod predictor;
-pub mod profile_stage;
-pub mod profiler;
-pub mod replay_stage;
-pub mod sim_stage;
 pub mod simulator;
-
-pub use bundle::{Op, OpSet};

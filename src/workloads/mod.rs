@@ -14,7 +14,7 @@
 //! request arrives at t = 0.
 //!
 //! The param structs are the leaves the workload config embeds; writing the files of
-//! DESIGN.md is left to `io` and the `workload` binary.
+//! DESIGN.md is left to `io` and the `workload` stage (`crate::stages::workload`).
 
 #![warn(missing_docs)]
 
@@ -22,7 +22,6 @@ pub mod intervals;
 pub mod lengths;
 pub mod prompts;
 pub mod rng;
-pub mod stage;
 pub mod summary;
 pub mod tokenizer;
 pub mod trace;

@@ -29,9 +29,9 @@ use serde::Serialize;
 
 pub use crate::vidur_ext::device_speed::DeviceSpeed;
 
+use crate::io::bundle::Op;
 use crate::io::records::{BatchMetricsRow, BatchRequestRow};
 use crate::io::schema::OP_NAMES;
-use crate::vidur_ext::bundle::Op;
 use crate::vidur_ext::predictor::{
     replay_batches, ExecutionTimePredictor, ReplayIteration, RequestShape,
 };

@@ -17,7 +17,7 @@
 //!    CPU-overhead error and scheduling divergence;
 //! 5. [`figures`] and [`report`] turn all of it into PNG/SVG figures, `summary.json`,
 //!    `report.md` and a self-contained `report.html` that opens with a verdict;
-//! 6. [`stage`] wires it to the config and the run directories.
+//! 6. [`crate::stages::compare`] wires it to the config and the run directories.
 //!
 //! Metric definitions (DESIGN.md; printed in every report): TTFT = first token − arrival;
 //! TPOT = (completion − first token) / (output tokens − 1), undefined for one token; ITL =
@@ -30,7 +30,6 @@ pub mod interop;
 pub mod join;
 pub mod report;
 pub mod runs;
-pub mod stage;
 pub mod statistics;
 pub mod verdict;
 

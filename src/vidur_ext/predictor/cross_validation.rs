@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use super::curves::BundleCurves;
 use super::interp::{Grid2d, Series1d};
-use crate::vidur_ext::bundle::{
+use crate::io::bundle::{
     to_sorted_json, write_atomic, Bundle, BundleModelSpec, CpuOverheadTerm, Op,
 };
 use crate::Result;

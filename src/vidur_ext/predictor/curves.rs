@@ -3,7 +3,7 @@
 
 use super::interp::{Grid2d, Lookup, Series1d};
 use super::PredictorConfig;
-use crate::vidur_ext::bundle::{Bundle, CpuOverheadTerm, Op};
+use crate::io::bundle::{Bundle, CpuOverheadTerm, Op};
 use crate::{Error, Result};
 
 /// A bundle's medians as interpolants (see the [module docs](super) for the rule).

@@ -42,8 +42,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::bundle::{BundleModelSpec, CpuOverheadTerm, Op, OpSet};
 use super::simulator::ClockKind;
+use crate::io::bundle::{BundleModelSpec, CpuOverheadTerm, Op, OpSet};
 use crate::{Error, Result};
 
 pub use cross_validation::{cross_validate, ErrorStats, OpReport, PredictorReport};

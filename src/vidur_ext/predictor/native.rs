@@ -27,7 +27,7 @@ use super::interp::Lookup;
 use super::{
     BatchPrediction, ExecutionTimePredictor, IterationContext, PredictorConfig, RequestShape,
 };
-use crate::vidur_ext::bundle::{Bundle, CpuOverheadTerm, Op, OpSet};
+use crate::io::bundle::{Bundle, CpuOverheadTerm, Op, OpSet};
 use crate::Result;
 
 /// Knobs of the native model.

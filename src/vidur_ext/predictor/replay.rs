@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::cross_validation::{pct_error, ErrorStats};
 use super::{validate_batch, ExecutionTimePredictor, IterationContext, RequestShape};
-use crate::vidur_ext::bundle::Op;
+use crate::io::bundle::Op;
 use crate::{Error, Result};
 
 /// One measured iteration of a real run (a `batch_metrics.csv` row with its

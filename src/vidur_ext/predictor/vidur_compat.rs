@@ -12,7 +12,7 @@ use super::vidur_formula::{self, VidurLookups};
 use super::{
     BatchPrediction, ExecutionTimePredictor, IterationContext, PredictorConfig, RequestShape,
 };
-use crate::vidur_ext::bundle::{Bundle, CpuOverheadTerm, Op};
+use crate::io::bundle::{Bundle, CpuOverheadTerm, Op};
 use crate::vidur_ext::simulator::ClockKind;
 use crate::Result;
 

@@ -22,7 +22,7 @@
 
 use super::interp::Lookup;
 use super::{BatchPrediction, GridLimits, PredictorConfig, RequestShape};
-use crate::vidur_ext::bundle::{CpuOverheadTerm, Op, OpSet};
+use crate::io::bundle::{CpuOverheadTerm, Op, OpSet};
 
 /// The per-op values behind Vidur's formula, at Vidur's (already rounded) keys.
 pub(crate) trait VidurLookups {

@@ -22,7 +22,7 @@ use super::{
     BatchPrediction, ExecutionTimePredictor, IterationContext, PredictorConfig, RequestShape,
 };
 use crate::error::IoContext;
-use crate::vidur_ext::bundle::{parse_count, CpuOverheadTerm, Op};
+use crate::io::bundle::{parse_count, CpuOverheadTerm, Op};
 use crate::vidur_ext::simulator::ClockKind;
 use crate::{Error, Result};
 

@@ -14,9 +14,9 @@ use super::clock::SimTime;
 use super::cluster::SimRequest;
 use super::events::{EventKind, EventQueue};
 use super::summary::Recorder;
+use crate::io::bundle::{CpuOverheadTerm, Op, OpSet};
 use crate::io::records::{BatchMetricsRow, RequestMetricsRow, RequestTimeSummary, TokenMetricsRow};
 use crate::scheduler::{Rejection, ReplicaScheduler, RequestSpec, ScheduledBatch, SchedulerConfig};
-use crate::vidur_ext::bundle::{CpuOverheadTerm, Op, OpSet};
 use crate::vidur_ext::predictor::{
     ms_to_ns, BatchPrediction, ExecutionTimePredictor, IterationContext, RequestShape,
 };

@@ -7,9 +7,9 @@ use serde::Serialize;
 
 use super::clock::ClockKind;
 use super::sink::SimSink;
+use crate::io::bundle::OpSet;
 use crate::io::records::{BatchMetricsRow, RequestMetricsRow, RequestStatus, TokenMetricsRow};
 use crate::scheduler::BatchEntry;
-use crate::vidur_ext::bundle::OpSet;
 use crate::{Error, Result};
 
 /// What one simulation did.

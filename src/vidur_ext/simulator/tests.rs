@@ -7,9 +7,9 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Exp};
 
 use super::*;
+use crate::io::bundle::Op;
 use crate::io::records::{RequestMetricsRow, RequestStatus};
 use crate::scheduler::{GlobalPolicy, Policy, SchedulerConfig};
-use crate::vidur_ext::bundle::Op;
 use crate::vidur_ext::predictor::{
     BatchPrediction, ExecutionTimePredictor, IterationContext, RequestShape,
 };

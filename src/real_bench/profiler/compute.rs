@@ -32,10 +32,10 @@ use serde::Serialize;
 use super::plan::{ComputeGrid, ComputePlan, ForwardShape};
 use super::progress::Progress;
 use super::recorder::SampleRecorder;
+use crate::io::bundle::{AttentionRow, MlpRow, Op, OpStats, OpStatsSet};
 use crate::io::records::SpeedPhase;
 use crate::real_bench::model::{PagedKvCache, Qwen3Model, SequenceInput};
 use crate::real_bench::speed_timeline::SpeedTimeline;
-use crate::vidur_ext::bundle::{AttentionRow, MlpRow, Op, OpStats, OpStatsSet};
 use crate::{Error, Result};
 
 /// Whole-forward time against the sum of its timed ops, per token count: what the per-op

@@ -12,9 +12,9 @@ use std::time::Instant;
 
 use candle_core::{DType, Device};
 
+use crate::config::device::{DeviceIdentity, GpuFingerprint};
 use crate::config::resolve_input_path;
 use crate::config::types::{Architecture, Device as ConfigDevice, Dtype, SimrealConfig};
-use crate::io::device::{DeviceIdentity, GpuFingerprint};
 use crate::io::provenance::{absolute_path, utc_now, InputRef};
 use crate::io::records::SpeedPhase;
 use crate::io::rundir::{prepare_fresh, Stage};
@@ -34,8 +34,8 @@ use crate::real_bench::speed_timeline::{
     SpeedTimeline, MIN_IDLE_GAP_FOR_PROBE_NS, PROBE_MARGIN_NS,
 };
 use crate::real_bench::threads;
-use crate::stage::Job;
-use crate::workloads::stage::{load_tokenizer, LoadedWorkload};
+use crate::stages::workload::{load_tokenizer, LoadedWorkload};
+use crate::stages::Job;
 use crate::{Error, Result};
 
 /// candle's dtype for a config dtype.

@@ -29,24 +29,30 @@ use crate::io::provenance::{absolute_path, utc_now, InputRef};
 use crate::io::rundir::{prepare_fresh, Stage};
 use crate::io::schema::{ITERATION_COMPARISON, REQUEST_COMPARISON, TOKEN_COMPARISON};
 use crate::io::write_json;
-use crate::stage::Job;
+use crate::stages::bundle::check_bundle_for_real_run;
+use crate::stages::vidur::{SimInputs, BACKEND_NAME};
+use crate::stages::Job;
 use crate::vidur_ext::predictor::ExecutionTimePredictor;
-use crate::vidur_ext::profile_stage::check_bundle_for_real_run;
-use crate::vidur_ext::sim_stage::{SimInputs, BACKEND_NAME};
 use crate::{Error, Result};
 
-use super::attribution::{Attribution, DeviceSpeed, IterationPredictions, SpeedCorrected};
-use super::figures::{
+use crate::analysis::compare::attribution::{
+    Attribution, DeviceSpeed, IterationPredictions, SpeedCorrected,
+};
+use crate::analysis::compare::figures::{
     attribution_figure, batch_size_figure, error_bar_figures, iteration_figure, metric_figures,
     timeline_figure, DeviceSpeedPanels,
 };
-use super::join::{join_requests, join_tokens, RequestComparisonRow, RequestJoin, TokenJoin};
-use super::report::{ComparisonResults, JoinSummary, RunInfo};
-use super::runs::{check_comparable, load_run, RunData, RunSource};
-use super::statistics::{
+use crate::analysis::compare::join::{
+    join_requests, join_tokens, RequestComparisonRow, RequestJoin, TokenJoin,
+};
+use crate::analysis::compare::report::{ComparisonResults, JoinSummary, RunInfo};
+use crate::analysis::compare::runs::{check_comparable, load_run, RunData, RunSource};
+use crate::analysis::compare::statistics::{
     noise_of, paired_samples, Metric, MetricComparison, PairedSamples, ThroughputComparison,
 };
-use super::verdict::{AlignedSamples, FidelitySummary, MetricFidelity, VerdictSettings};
+use crate::analysis::compare::verdict::{
+    AlignedSamples, FidelitySummary, MetricFidelity, VerdictSettings,
+};
 use crate::vidur_ext::device_speed::{DeviceTimeline, SpeedCorrectedPredictor, SpeedCorrection};
 
 /// Bare command-line keys of this stage and the config keys they stand for.

@@ -18,20 +18,18 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::io::bundle::Op;
 use crate::io::records::{BatchMetricsRow, BatchRequestRow, TokenMetricsRow};
 use crate::io::rundir::{is_complete, require_complete, Stage, SUCCESS_MARKER};
 use crate::io::schema::{BATCH_METRICS, BATCH_REQUESTS, TOKEN_METRICS};
 use crate::io::{read_csv, stable_id, write_atomic, write_json};
-use crate::stage::Job;
-use crate::vidur_ext::bundle::Op;
+use crate::stages::bundle::{check_bundle_for_real_run, configured_bundle_dir, load_bundle};
+use crate::stages::vidur::bundle_predictor;
+use crate::stages::Job;
 use crate::vidur_ext::device_speed::{DeviceSpeed, SpeedCorrectedPredictor, SpeedCorrection};
 use crate::vidur_ext::predictor::{
     replay_batches, ErrorStats, ExecutionTimePredictor, ReplayIteration, ReplayReport, RequestShape,
 };
-use crate::vidur_ext::profile_stage::{
-    check_bundle_for_real_run, configured_bundle_dir, load_bundle,
-};
-use crate::vidur_ext::sim_stage::bundle_predictor;
 use crate::{Error, Result};
 
 /// Reads a complete `real` run into one [`ReplayIteration`] per `batch_metrics.csv` row,

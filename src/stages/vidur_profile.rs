@@ -7,35 +7,36 @@
 //! `run_meta.json`, `_SUCCESS`. The bundle id hashes what determines the timings
 //! (architecture, device, dtype, threads, block size, grid), so the same config reuses it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use serde_json::json;
 
+use crate::config::device::DeviceIdentity;
 use crate::config::types::SimrealConfig;
-use crate::io::device::{check_bundle_device, CrossDevice, DeviceIdentity};
-use crate::io::provenance::{absolute_path, utc_now, HostFingerprint, RunMeta};
+use crate::io::bundle::{
+    AttentionTable, Bundle, BundleLocation, BundleWriter, CpuOverheadSource, CpuOverheadTable,
+    LoadOptions, MlpTable, ProfilingMeta, PROFILING_META_SCHEMA_VERSION,
+};
+use crate::io::provenance::{absolute_path, utc_now, HostFingerprint};
 use crate::io::records::SpeedPhase;
-use crate::io::rundir::{prepare_fresh, require_complete, Stage};
+use crate::io::rundir::{prepare_fresh, Stage};
 use crate::io::schema::DEVICE_SPEED;
-use crate::io::{read_json, write_csv, write_json};
+use crate::io::{write_csv, write_json};
 use crate::real_bench::device_probe::load_average_1min;
 use crate::real_bench::engine::{Engine, EngineSettings};
 use crate::real_bench::model::{Qwen3Model, WeightSource};
-use crate::real_bench::speed_timeline::SpeedTimeline;
-use crate::real_bench::stage::{
-    candle_dtype, check_cuda_built, gpu_fingerprint, open_device, qwen3_config, resolve_weights,
-};
-use crate::real_bench::threads;
-use crate::stage::Job;
-use crate::vidur_ext::bundle::{
-    AttentionTable, Bundle, BundleLocation, BundleModelSpec, BundleWriter, CpuOverheadSource,
-    CpuOverheadTable, LoadOptions, MlpTable, ProfilingMeta, PROFILING_META_SCHEMA_VERSION,
-};
-use crate::vidur_ext::predictor::cross_validate;
-use crate::vidur_ext::profiler::{
+use crate::real_bench::profiler::{
     profile_compute, profile_cpu_overheads, ComputeGrid, ComputePlan, Progress,
 };
+use crate::real_bench::speed_timeline::SpeedTimeline;
+use crate::real_bench::threads;
+use crate::stages::bundle::bundle_spec;
+use crate::stages::real::{
+    candle_dtype, check_cuda_built, gpu_fingerprint, open_device, qwen3_config, resolve_weights,
+};
+use crate::stages::Job;
+use crate::vidur_ext::predictor::cross_validate;
 use crate::{Error, Result};
 
 /// `attention_backend` written to `attention.csv`: which attention implementation was timed.
@@ -51,22 +52,6 @@ pub const PROFILE_METHOD: &str = "in_forward";
 /// values; fixed so reruns do identical work).
 const PROFILE_SEED: u64 = 0x5EED_0F11;
 
-/// The bundle rows a config's model selects: its key columns (every architecture configured
-/// here, Llama and Qwen3, has a gated SwiGLU MLP). Shared by the profiler and the simulator.
-pub fn bundle_spec(cfg: &SimrealConfig) -> BundleModelSpec {
-    let m = &cfg.model;
-    BundleModelSpec {
-        n_head: m.num_attention_heads,
-        n_kv_head: m.num_key_value_heads,
-        n_embd: m.hidden_size,
-        n_expanded_embd: m.intermediate_size,
-        vocab_size: m.vocab_size,
-        use_gated_mlp: true,
-        num_tensor_parallel_workers: cfg.vidur.tensor_parallel_size,
-        block_size: cfg.scheduler.block_size,
-    }
-}
-
 /// The compute grid of a config's `profile` section.
 pub fn compute_grid(cfg: &SimrealConfig) -> Result<ComputeGrid> {
     let p = &cfg.profile;
@@ -81,96 +66,6 @@ pub fn compute_grid(cfg: &SimrealConfig) -> Result<ComputeGrid> {
         min_samples: p.min_samples,
         max_model_len: cfg.model.max_model_len,
     })
-}
-
-/// Loads the bundle at `dir` for the config's model. A bundle of ours (with
-/// `profiling_meta.json`) must have been profiled for the same model (`model.hf_name`); any
-/// bundle must have rows for the model's dimensions. Errors name what differs.
-pub fn load_bundle(cfg: &SimrealConfig, dir: &Path) -> Result<Bundle> {
-    let spec = bundle_spec(cfg);
-    let location = if dir.join("profiling_meta.json").is_file() {
-        let (location, meta) = BundleLocation::from_meta(dir)?;
-        if meta.model_name != cfg.model.hf_name {
-            return Err(Error::Mismatch(format!(
-                "bundle {} was profiled for `{}`, but the configured model `{}` is `{}`",
-                dir.display(),
-                meta.model_name,
-                cfg.model.name,
-                cfg.model.hf_name
-            )));
-        }
-        if !meta.models.contains(&spec) {
-            return Err(Error::Mismatch(format!(
-                "bundle {} holds {}, but the config needs {spec}",
-                dir.display(),
-                meta.models
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            )));
-        }
-        location
-    } else {
-        BundleLocation::new(dir, &cfg.hardware.device_sku, &cfg.model.hf_name)
-    };
-    Bundle::load(&location, &spec, &LoadOptions::default())
-}
-
-/// The device and dtype the bundle at `dir` was measured on; `None` for a bundle without
-/// `profiling_meta.json` (Vidur's) or an old one of ours that says too little.
-pub fn bundle_device(dir: &Path) -> Result<Option<DeviceIdentity>> {
-    let path = dir.join("profiling_meta.json");
-    if !path.is_file() {
-        return Ok(None);
-    }
-    Ok(ProfilingMeta::read(&path)?.device_identity())
-}
-
-/// Checks that the bundle at `bundle_dir` was measured on the device and dtype the real run
-/// at `real_run` ran with ([`check_bundle_device`]): `Ok(None)` when they match or when
-/// either side records no identity (Vidur's bundles, vLLM results); with `allow_cross_device`
-/// the difference, otherwise [`Error::Mismatch`] naming both.
-pub fn check_bundle_for_real_run(
-    bundle_dir: &Path,
-    real_run: &Path,
-    allow_cross_device: bool,
-) -> Result<Option<CrossDevice>> {
-    let Some(bundle) = bundle_device(bundle_dir)? else {
-        return Ok(None);
-    };
-    let meta_path = real_run.join("run_meta.json");
-    if !meta_path.is_file() {
-        return Ok(None);
-    }
-    let meta: RunMeta = read_json(&meta_path)?;
-    if meta.run_type != Stage::Real.dir_name() {
-        return Ok(None);
-    }
-    let Some(run) = DeviceIdentity::of_real_run(&meta) else {
-        return Ok(None);
-    };
-    check_bundle_device(
-        bundle_dir,
-        &bundle,
-        &format!("real run {} ran on", real_run.display()),
-        &run,
-        allow_cross_device,
-    )
-}
-
-/// Finds the bundle a config uses: `vidur.bundle`, or the one this stage writes for it,
-/// which must be complete.
-pub fn configured_bundle_dir(job: &Job) -> Result<PathBuf> {
-    let dir = job.config.bundle_dir()?;
-    if job.config.vidur.bundle.is_none() {
-        require_complete(
-            &dir,
-            "profiling bundle",
-            &job.command_for(Stage::VidurProfile),
-        )?;
-    }
-    Ok(dir)
 }
 
 /// Times of the real engine's warm-up iteration ([`Engine::warm_up`]: a fixed 32-token
@@ -358,7 +253,7 @@ pub fn run(job: &Job) -> Result<PathBuf> {
     };
     // Read back what was written: validates the files as any consumer will load them.
     let mut bundle = Bundle::load(&bundle_location, &spec, &LoadOptions::default())?;
-    profiling_meta.ops = crate::vidur_ext::bundle::Op::ALL
+    profiling_meta.ops = crate::io::bundle::Op::ALL
         .into_iter()
         .filter(|op| bundle.has_op(*op))
         .map(|op| op.name().to_owned())

@@ -34,29 +34,29 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::bundle::{
-    Bundle, BundleLocation, CpuOverheadSource, CpuOverheadTerm, DuplicatePolicy, LoadOptions,
-};
-use super::device_speed::{SpeedCorrectedPredictor, SpeedCorrection};
-use super::predictor::{
-    CpuOverheadFlags, ExecutionTimePredictor, NativeConfig, NativePredictor, PredictorConfig,
-    VidurCompatPredictor, VidurTablesPredictor,
-};
-use super::profile_stage;
-use super::simulator::{
-    little_check, CsvOutputs, CsvSink, CsvSinkCounts, SimConfig, SimRequest, SimSummary, Simulator,
-};
+use crate::config::device::{check_bundle_device, DeviceIdentity};
 use crate::config::types::{resolve_input_path, GlobalSchedulerKind, PredictorKind};
 use crate::config::SimrealConfig;
 use crate::error::IoContext;
-use crate::io::device::{check_bundle_device, DeviceIdentity};
+use crate::io::bundle::{
+    Bundle, BundleLocation, CpuOverheadSource, CpuOverheadTerm, DuplicatePolicy, LoadOptions,
+};
 use crate::io::provenance::{absolute_path, utc_now, InputRef};
 use crate::io::rundir::{is_complete, prepare_fresh, require_complete, Stage};
 use crate::io::schema::{DEVICE_SPEED, REQUEST_METRICS};
 use crate::io::{read_csv, write_json};
 use crate::scheduler::GlobalPolicy;
-use crate::stage::Job;
-use crate::workloads::stage::LoadedWorkload;
+use crate::stages::bundle::bundle_spec;
+use crate::stages::workload::LoadedWorkload;
+use crate::stages::Job;
+use crate::vidur_ext::device_speed::{SpeedCorrectedPredictor, SpeedCorrection};
+use crate::vidur_ext::predictor::{
+    CpuOverheadFlags, ExecutionTimePredictor, NativeConfig, NativePredictor, PredictorConfig,
+    VidurCompatPredictor, VidurTablesPredictor,
+};
+use crate::vidur_ext::simulator::{
+    little_check, CsvOutputs, CsvSink, CsvSinkCounts, SimConfig, SimRequest, SimSummary, Simulator,
+};
 use crate::{Error, Result};
 
 /// The `backend` value of simulated rows.
@@ -383,7 +383,7 @@ fn load_bundle(job: &Job, notes: &mut Vec<String>) -> Result<(Bundle, PredictorS
         pipeline_stages: v.pipeline_parallel_size,
         ..LoadOptions::default()
     };
-    let bundle = Bundle::load(&location, &profile_stage::bundle_spec(cfg), &options)?;
+    let bundle = Bundle::load(&location, &bundle_spec(cfg), &options)?;
     let files: Vec<PathBuf> = [Some(location.mlp_csv()), Some(location.attention_csv())]
         .into_iter()
         .chain([
@@ -505,7 +505,7 @@ pub struct SimRunFacts {
     /// Simulated seconds per wall-clock second.
     pub sim_s_per_wall_s: f64,
     pub requests_per_wall_s: f64,
-    pub little: super::simulator::LittleCheck,
+    pub little: crate::vidur_ext::simulator::LittleCheck,
     pub notes: Vec<String>,
 }
 

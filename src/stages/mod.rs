@@ -1,6 +1,18 @@
-//! What every stage binary does before and after its own work: parse the command line,
-//! compose and validate the config (all multirun jobs before running any), print it for
-//! `--cfg job`, and report results and errors uniformly.
+//! The stages, one module per binary, and what every stage binary does before and after its
+//! own work: parse the command line, compose and validate the config (all multirun jobs
+//! before running any), print it for `--cfg job`, make missing upstream stages
+//! ([`graph`]), and report results and errors uniformly.
+
+pub mod bundle;
+pub mod compare;
+pub mod graph;
+pub mod real;
+pub mod replay;
+pub mod vidur;
+pub mod vidur_profile;
+pub mod workload;
+
+pub use graph::stage_main;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

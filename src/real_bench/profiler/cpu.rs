@@ -6,11 +6,11 @@
 //! loop's own timestamps (schedule, prepare inputs, sample, process outputs) of those
 //! decode iterations are the samples — the same code and clock the `real` stage records.
 
+use crate::io::bundle::{CpuOverheadRow, MeanMedianMs};
 use crate::io::records::BatchMetricsRow;
 use crate::real_bench::engine::{Engine, EngineRequest, EngineSettings, MonotonicClock};
 use crate::real_bench::model::Qwen3Model;
 use crate::scheduler::{Policy, SchedulerConfig};
-use crate::vidur_ext::bundle::{CpuOverheadRow, MeanMedianMs};
 use crate::{Error, Result};
 
 use super::progress::Progress;

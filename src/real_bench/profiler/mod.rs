@@ -7,7 +7,7 @@
 //! - [`cpu`]: the engine loop's CPU work per iteration by batch size, timed by the real
 //!   [`crate::real_bench::engine::Engine`] serving synthetic requests (`cpu_overheads.csv`).
 //!
-//! The `vidur_profile` stage ([`crate::vidur_ext::profile_stage`]) wires them to a config
+//! The `vidur_profile` stage ([`crate::stages::vidur_profile`]) wires them to a config
 //! and writes the bundle.
 
 pub mod compute;

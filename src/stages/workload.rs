@@ -28,7 +28,7 @@ use crate::io::records::{PromptRecord, TraceIntervalRow, TraceLengthRow};
 use crate::io::rundir::{prepare_fresh, require_complete, Stage};
 use crate::io::schema::{SCHEMA_VERSION, TRACE_INTERVALS, TRACE_LENGTHS};
 use crate::io::{read_csv, read_json_validated, write_csv, write_json, AtomicFile};
-use crate::stage::Job;
+use crate::stages::Job;
 use crate::workloads::{
     replay_trace, PromptSpec, PromptSynthesizer, RequestLengths, Tokenizer, TokenizerSource,
     Workload, WorkloadSummary,
