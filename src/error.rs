@@ -76,6 +76,7 @@ pub enum Error {
 
     /// Errors from candle (tensor shape, dtype, device, safetensors).
     #[error("model: {0}")]
+    #[cfg(feature = "engine")]
     Candle(#[from] candle_core::Error),
 
     /// The compute device could not be opened or a driver call on it failed (no CUDA driver
@@ -90,6 +91,11 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+
+    /// A stage or feature this build left out (`--no-default-features`), named with the
+    /// cargo feature that brings it back.
+    #[error("`{what}` is not in this build: build with the `{feature}` feature (a default feature; drop --no-default-features or add --features {feature})")]
+    NotBuilt { what: String, feature: &'static str },
 
     /// Anything else, with a message that stands on its own.
     #[error("{0}")]

@@ -8,10 +8,13 @@
 
 pub mod error;
 
+#[cfg(feature = "report")]
 pub mod analysis;
 pub mod config;
 pub mod io;
+#[cfg(all(feature = "engine", feature = "report"))]
 pub mod pipeline;
+#[cfg(feature = "engine")]
 pub mod real_bench;
 pub mod scheduler;
 pub mod stages;

@@ -1,6 +1,8 @@
 //! Every figure kind renders to PNG + SVG of the stated size, with its labels, and
 //! degenerate inputs do not panic.
 
+#![cfg(feature = "report")]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 

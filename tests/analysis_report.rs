@@ -1,6 +1,8 @@
 //! Report documents: Markdown and self-contained HTML renderings of one document that
 //! holds every block kind, including a figure rendered by `analysis::plots`.
 
+#![cfg(feature = "report")]
+
 use std::fs;
 use std::path::PathBuf;
 

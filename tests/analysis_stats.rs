@@ -19,6 +19,8 @@
 //! np.percentile(sorted(sample(21, 101, 1)), q); np.mean / np.std(ddof=1) of sample(22, 1000, 2)
 //! ```
 
+#![cfg(feature = "report")]
+
 use simreal::analysis::stats::{
     ks_two_sample, kstwo_sf, percentile, wasserstein_1, KsMethod, Summary,
 };

@@ -6,6 +6,8 @@
 //! against its schema, figure sizes, the join against the inputs, the batch replay's exact
 //! decomposition of the gap, the interop formats and the stage's refusals.
 
+#![cfg(all(feature = "engine", feature = "report"))]
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 

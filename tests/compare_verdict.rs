@@ -4,6 +4,8 @@
 //! benchmark JSONs as the real side, a Vidur output dir as the simulated side) on fixtures
 //! written here.
 
+#![cfg(feature = "report")]
+
 use std::path::Path;
 
 use rand::SeedableRng;

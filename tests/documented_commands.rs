@@ -3,6 +3,8 @@
 //! on an A100 preset was rejected). Commands on a CUDA backend must say `--features cuda`, and
 //! those that serve or profile must pair the hardware with a backend of its kind.
 
+#![cfg(all(feature = "engine", feature = "report"))]
+
 use std::path::Path;
 
 use simreal::config::expand_multirun;

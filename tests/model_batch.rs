@@ -1,6 +1,8 @@
 //! Flattened batches: mixed prefill/chunked-prefill/decode iterations give each sequence the
 //! logits it gets alone, wherever its KV blocks physically are.
 
+#![cfg(feature = "engine")]
+
 use candle_core::{DType, Device, Tensor};
 use simreal::io::ops::Op;
 use simreal::real_bench::model::*;

@@ -2,6 +2,8 @@
 //! until a serving engine maps the blocks it will use before it serves.
 //! (Its own test binary, so no other test allocates while RSS is being read.)
 
+#![cfg(feature = "engine")]
+
 use candle_core::{DType, Device};
 use simreal::real_bench::model::*;
 

@@ -1,5 +1,7 @@
 //! Our Qwen3 against candle-transformers' on identical weights, and weight-loading errors.
 
+#![cfg(feature = "engine")]
+
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor, D};

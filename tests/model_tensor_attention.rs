@@ -1,6 +1,8 @@
 //! The tensor-op attention path (what a GPU runs), forced onto the CPU, against the CPU paged
 //! kernel: op by op on random q/k/v, and logits of whole mixed iterations.
 
+#![cfg(feature = "engine")]
+
 use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

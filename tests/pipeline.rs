@@ -3,6 +3,8 @@
 //! a `kill -9` in the middle of the `real` stage that leaves nothing read as complete and is
 //! redone alone, and a two-point sweep.
 
+#![cfg(all(feature = "engine", feature = "report"))]
+
 mod common;
 
 use std::collections::HashMap;

@@ -1,5 +1,7 @@
 //! workload → real on `qwen3_tiny`, checked against the invariants a serving engine must keep.
 
+#![cfg(feature = "engine")]
+
 mod common;
 
 use std::collections::BTreeMap;

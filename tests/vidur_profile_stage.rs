@@ -2,6 +2,8 @@
 //! the bundle validates and loads back, reruns are up to date, bad inputs fail clearly, and
 //! a replay of a real run has a row per iteration. No timing thresholds (noisy machine).
 
+#![cfg(feature = "engine")]
+
 use std::path::{Path, PathBuf};
 
 use simreal::io::bundle::{Op, ProfilingMeta};

@@ -1,5 +1,7 @@
 //! The `workload` stage as a user runs it: files, idempotence, determinism, bad inputs.
 
+#![cfg(feature = "prompts")]
+
 mod common;
 
 use std::fs;

@@ -1,5 +1,7 @@
 //! The bundled Qwen3 tokenizer and exact-length prompt synthesis.
 
+#![cfg(feature = "prompts")]
+
 use std::sync::OnceLock;
 use std::time::Instant;
 

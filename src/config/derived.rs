@@ -4,6 +4,8 @@ use serde::Serialize;
 
 use crate::config::memory_planner::{plan_memory, MemoryPlannerInput};
 use crate::config::types::{Architecture, Dtype, MemoryPlanner, ModelConfig, SimrealConfig};
+use crate::io::device::{cuda_toolkit_version, known, DeviceIdentity, GpuFingerprint};
+use crate::io::provenance::HostFingerprint;
 use crate::{Error, Result};
 
 impl ModelConfig {
@@ -235,14 +237,60 @@ fn vidur_num_blocks(cfg: &SimrealConfig) -> Result<u64> {
         .map_err(|e| Error::config("vidur.memory_planner", format!("Vidur's planner: {e}")))
 }
 
+/// The device identity a configuration implies (constructors from a config live with the
+/// config, so `io`, where the identity is a file contract, needs none of it).
+impl DeviceIdentity {
+    /// The device `cfg` configures, measured as `host` and (on a GPU) `gpu` describe it: what
+    /// `vidur_profile` and `real` record.
+    pub fn measured(
+        cfg: &SimrealConfig,
+        host: &HostFingerprint,
+        gpu: Option<&GpuFingerprint>,
+    ) -> Self {
+        let mut id = Self::configured(cfg);
+        id.kind = cfg.backend.device;
+        match gpu {
+            Some(g) => {
+                id.name = Some(g.name.clone());
+                id.total_memory_bytes = Some(g.total_memory_bytes);
+                id.compute_capability = Some(g.compute_capability.clone());
+                id.driver_cuda_version = Some(g.driver_cuda_version.clone());
+                id.cuda_toolkit_version = cuda_toolkit_version().map(str::to_owned);
+            }
+            None => id.name = known(&host.cpu_model),
+        }
+        id
+    }
+
+    /// The device `cfg` simulates (`hardware.*` and the resolved dtype), without a name.
+    pub fn configured(cfg: &SimrealConfig) -> Self {
+        Self {
+            kind: cfg.hardware.device,
+            sku: cfg.hardware.device_sku.clone(),
+            hardware: cfg.hardware.name.clone(),
+            dtype: cfg.dtype(),
+            name: None,
+            total_memory_bytes: None,
+            compute_capability: None,
+            driver_cuda_version: None,
+            cuda_toolkit_version: None,
+            inferred: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use crate::io::Stage;
-    use crate::stages::Job;
+    use crate::config::{compose, ConfigDir, Override, SimrealConfig};
 
     fn blocks(overrides: &[&str]) -> (u64, String) {
-        let job = Job::from_overrides(Stage::Vidur, overrides).unwrap();
-        let pool = job.config.kv_pool().unwrap();
+        let overrides: Vec<Override> = overrides
+            .iter()
+            .map(|o| Override::parse(o).unwrap())
+            .collect();
+        let composed = compose(&ConfigDir::locate(None).unwrap(), "vidur", &overrides).unwrap();
+        let config = SimrealConfig::from_composed(&composed).unwrap();
+        let pool = config.kv_pool().unwrap();
         (pool.num_blocks, pool.source)
     }
 

@@ -3,7 +3,6 @@
 
 pub mod compose;
 pub mod derived;
-pub mod device;
 pub mod memory_planner;
 pub mod overrides;
 pub mod plan;

@@ -5,7 +5,9 @@
 //! ignored setting; then [`SimrealConfig::validate`] checks values and cross-field
 //! constraints before any work starts.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -95,48 +97,9 @@ pub struct HardwareConfig {
     pub dtypes: Vec<Dtype>,
 }
 
-/// Where tensors live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Device {
-    Cpu,
-    Cuda,
-}
-
-impl Device {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Device::Cpu => "cpu",
-            Device::Cuda => "cuda",
-        }
-    }
-}
-
-/// Weight and KV-cache element type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Dtype {
-    F32,
-    Bf16,
-    F16,
-}
-
-impl Dtype {
-    pub fn size_bytes(self) -> u64 {
-        match self {
-            Dtype::F32 => 4,
-            Dtype::Bf16 | Dtype::F16 => 2,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Dtype::F32 => "f32",
-            Dtype::Bf16 => "bf16",
-            Dtype::F16 => "f16",
-        }
-    }
-}
+/// Where tensors live, and their element type: recorded in bundles and runs, so defined
+/// with the device identity in `io`.
+pub use crate::io::device::{Device, Dtype};
 
 /// The real engine's execution backend.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -172,9 +135,51 @@ pub struct WorkloadConfig {
     pub trace_replay: Option<TraceReplayConfig>,
 }
 
-/// Which op-time predictor the simulator uses (`native`, `vidur_compat`, `vidur_tables`);
-/// one enum shared with the predictor module.
-pub use crate::vidur_ext::predictor::PredictorKind;
+/// Which op-time predictor the simulator uses (`native`, `vidur_compat`, `vidur_tables`), by
+/// stable name; the predictor module builds the implementation of each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PredictorKind {
+    VidurCompat,
+    VidurTables,
+    Native,
+}
+
+impl PredictorKind {
+    /// The stable name, equal to the predictor's `ExecutionTimePredictor::name`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PredictorKind::VidurCompat => "vidur_compat",
+            PredictorKind::VidurTables => "vidur_tables",
+            PredictorKind::Native => "native",
+        }
+    }
+}
+
+impl fmt::Display for PredictorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for PredictorKind {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<PredictorKind> {
+        [
+            PredictorKind::VidurCompat,
+            PredictorKind::VidurTables,
+            PredictorKind::Native,
+        ]
+        .into_iter()
+        .find(|k| k.name() == s)
+        .ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "unknown predictor `{s}` (known: vidur_compat, vidur_tables, native)"
+            ))
+        })
+    }
+}
 
 /// How the simulator dispatches requests to replicas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,10 +13,13 @@
 //! - [`provenance`]: host fingerprint, git state, timestamps, `run_meta.json`.
 //! - [`bundle`]: Vidur's profiling-bundle format, written by the profiler and read by the
 //!   predictor.
+//! - [`device`]: the device and dtype a bundle or run was measured on, and the check that
+//!   they match.
 
 pub mod atomic;
 pub mod bundle;
 pub mod csv;
+pub mod device;
 pub mod ids;
 pub mod json;
 pub mod json_schemas;

@@ -27,7 +27,7 @@ use crate::{Error, Result};
 /// The GPU the real engine runs on. `CUDA_VISIBLE_DEVICES` selects which physical GPU that is.
 pub const CUDA_ORDINAL: usize = 0;
 
-pub use crate::config::device::GpuFingerprint;
+pub use crate::io::device::GpuFingerprint;
 
 impl GpuFingerprint {
     /// Queries GPU `ordinal`. Fails with [`Error::Device`] when there is no driver or no such GPU.

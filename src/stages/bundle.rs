@@ -5,9 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::device::{check_bundle_device, CrossDevice, DeviceIdentity};
 use crate::config::types::SimrealConfig;
 use crate::io::bundle::{Bundle, BundleLocation, BundleModelSpec, LoadOptions, ProfilingMeta};
+use crate::io::device::{check_bundle_device, CrossDevice, DeviceIdentity};
 use crate::io::provenance::RunMeta;
 use crate::io::read_json;
 use crate::io::rundir::{require_complete, Stage};

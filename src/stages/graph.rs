@@ -31,15 +31,30 @@ pub fn run_stage(job: &Job, stage: Stage) -> Result<PathBuf> {
     let job = job.for_stage(stage);
     match stage {
         Stage::Workload => crate::stages::workload::run(&job),
+        #[cfg(feature = "engine")]
         Stage::VidurProfile => crate::stages::vidur_profile::run(&job),
+        #[cfg(feature = "engine")]
         Stage::Real => crate::stages::real::run(&job),
+        #[cfg(not(feature = "engine"))]
+        Stage::VidurProfile | Stage::Real => Err(not_built(stage, "engine")),
         Stage::Vidur => crate::stages::vidur::run(&job),
+        #[cfg(feature = "report")]
         Stage::Compare => crate::stages::compare::run(&job),
+        #[cfg(not(feature = "report"))]
+        Stage::Compare => Err(not_built(stage, "report")),
         Stage::Replay => crate::stages::replay::run(&job),
         Stage::Sweep | Stage::Capacity | Stage::Fidelity => Err(Error::InvalidInput(format!(
             "`{}` is not a stage of a study",
             stage.dir_name()
         ))),
+    }
+}
+
+#[cfg(not(all(feature = "engine", feature = "report")))]
+fn not_built(stage: Stage, feature: &'static str) -> Error {
+    Error::NotBuilt {
+        what: format!("the `{}` stage", stage.binary_name()),
+        feature,
     }
 }
 

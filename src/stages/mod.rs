@@ -4,11 +4,14 @@
 //! ([`graph`]), and report results and errors uniformly.
 
 pub mod bundle;
+#[cfg(feature = "report")]
 pub mod compare;
 pub mod graph;
+#[cfg(feature = "engine")]
 pub mod real;
 pub mod replay;
 pub mod vidur;
+#[cfg(feature = "engine")]
 pub mod vidur_profile;
 pub mod workload;
 

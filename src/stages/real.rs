@@ -12,9 +12,9 @@ use std::time::Instant;
 
 use candle_core::{DType, Device};
 
-use crate::config::device::{DeviceIdentity, GpuFingerprint};
 use crate::config::resolve_input_path;
 use crate::config::types::{Architecture, Device as ConfigDevice, Dtype, SimrealConfig};
+use crate::io::device::{DeviceIdentity, GpuFingerprint};
 use crate::io::provenance::{absolute_path, utc_now, InputRef};
 use crate::io::records::SpeedPhase;
 use crate::io::rundir::{prepare_fresh, Stage};

@@ -34,13 +34,13 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::config::device::{check_bundle_device, DeviceIdentity};
 use crate::config::types::{resolve_input_path, GlobalSchedulerKind, PredictorKind};
 use crate::config::SimrealConfig;
 use crate::error::IoContext;
 use crate::io::bundle::{
     Bundle, BundleLocation, CpuOverheadSource, CpuOverheadTerm, DuplicatePolicy, LoadOptions,
 };
+use crate::io::device::{check_bundle_device, DeviceIdentity};
 use crate::io::provenance::{absolute_path, utc_now, InputRef};
 use crate::io::rundir::{is_complete, prepare_fresh, require_complete, Stage};
 use crate::io::schema::{DEVICE_SPEED, REQUEST_METRICS};

@@ -12,12 +12,12 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use crate::config::device::DeviceIdentity;
 use crate::config::types::SimrealConfig;
 use crate::io::bundle::{
     AttentionTable, Bundle, BundleLocation, BundleWriter, CpuOverheadSource, CpuOverheadTable,
     LoadOptions, MlpTable, ProfilingMeta, PROFILING_META_SCHEMA_VERSION,
 };
+use crate::io::device::DeviceIdentity;
 use crate::io::provenance::{absolute_path, utc_now, HostFingerprint};
 use crate::io::records::SpeedPhase;
 use crate::io::rundir::{prepare_fresh, Stage};

@@ -14,6 +14,7 @@
 //! is written, whether or not their text is on disk yet. `output.eager_prompts=true` makes the
 //! stage write them itself (for readers outside this project).
 
+#[cfg(feature = "prompts")]
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
@@ -24,15 +25,18 @@ use crate::config::SimrealConfig;
 use crate::error::IoContext;
 use crate::io::json_schemas::workload_meta_schema;
 use crate::io::provenance::{utc_now, HydraInfo, InputRef};
-use crate::io::records::{PromptRecord, TraceIntervalRow, TraceLengthRow};
+#[cfg(feature = "prompts")]
+use crate::io::records::PromptRecord;
+use crate::io::records::{TraceIntervalRow, TraceLengthRow};
 use crate::io::rundir::{prepare_fresh, require_complete, Stage};
 use crate::io::schema::{SCHEMA_VERSION, TRACE_INTERVALS, TRACE_LENGTHS};
-use crate::io::{read_csv, read_json_validated, write_csv, write_json, AtomicFile};
+#[cfg(feature = "prompts")]
+use crate::io::AtomicFile;
+use crate::io::{read_csv, read_json_validated, write_csv, write_json};
 use crate::stages::Job;
-use crate::workloads::{
-    replay_trace, PromptSpec, PromptSynthesizer, RequestLengths, Tokenizer, TokenizerSource,
-    Workload, WorkloadSummary,
-};
+use crate::workloads::{replay_trace, RequestLengths, TokenizerSource, Workload, WorkloadSummary};
+#[cfg(feature = "prompts")]
+use crate::workloads::{PromptSpec, PromptSynthesizer, Tokenizer};
 use crate::{Error, Result};
 
 /// File names inside a workload dir.
@@ -90,6 +94,7 @@ pub fn tokenizer_source(cfg: &SimrealConfig) -> TokenizerSource {
 }
 
 /// The tokenizer a config names.
+#[cfg(feature = "prompts")]
 pub fn load_tokenizer(cfg: &SimrealConfig) -> Result<Tokenizer> {
     Tokenizer::load(&tokenizer_source(cfg))
 }
@@ -97,6 +102,7 @@ pub fn load_tokenizer(cfg: &SimrealConfig) -> Result<Tokenizer> {
 /// Synthesizes the prompts of `specs` and writes them as `prompts.jsonl` (one compact JSON
 /// object per line, in request order), atomically. The one writer of the file, so the stage
 /// and a later materialization give the same bytes.
+#[cfg(feature = "prompts")]
 fn write_prompts(
     path: &Path,
     specs: &[PromptSpec],
@@ -116,6 +122,27 @@ fn write_prompts(
         writeln!(file, "{line}").with_path(path)?;
     }
     file.commit()
+}
+
+/// Writes the prompts now (`output.eager_prompts=true`) and returns the tokenizer's reference.
+#[cfg(feature = "prompts")]
+fn write_eager_prompts(cfg: &SimrealConfig, workload: &Workload, path: &Path) -> Result<String> {
+    let tokenizer = load_tokenizer(cfg)?;
+    write_prompts(
+        path,
+        &workload.prompt_specs(),
+        cfg.workload.seed,
+        &tokenizer,
+    )?;
+    Ok(tokenizer.reference().to_string())
+}
+
+#[cfg(not(feature = "prompts"))]
+fn write_eager_prompts(_: &SimrealConfig, _: &Workload, _: &Path) -> Result<String> {
+    Err(Error::NotBuilt {
+        what: "output.eager_prompts=true (prompt texts)".into(),
+        feature: "prompts",
+    })
 }
 
 /// The in-memory workload a config describes (no prompts yet).
@@ -155,15 +182,7 @@ pub fn run(job: &Job) -> Result<PathBuf> {
 
     let workload = build_workload(cfg)?;
     let tokenizer_ref = if cfg.output.eager_prompts {
-        let tokenizer = load_tokenizer(cfg)?;
-        let specs = workload.prompt_specs();
-        write_prompts(
-            &staging.file(PROMPTS_FILE),
-            &specs,
-            cfg.workload.seed,
-            &tokenizer,
-        )?;
-        tokenizer.reference().to_string()
+        write_eager_prompts(cfg, &workload, &staging.file(PROMPTS_FILE))?
     } else {
         tokenizer_source(cfg).reference()?
     };
@@ -385,6 +404,7 @@ impl LoadedWorkload {
     /// Reads `prompts.jsonl`, checking one prompt per request with the recorded length;
     /// materializes the file first if it is not there yet (see the module docs).
     /// `tokenizer` must be the one the workload was made for (`tokenizer_ref`).
+    #[cfg(feature = "prompts")]
     pub fn read_prompts(&self, tokenizer: &Tokenizer) -> Result<Vec<PromptRecord>> {
         if tokenizer.reference() != self.meta.tokenizer_ref {
             return Err(Error::Mismatch(format!(

@@ -20,6 +20,7 @@
 
 pub mod intervals;
 pub mod lengths;
+#[cfg(feature = "prompts")]
 pub mod prompts;
 pub mod rng;
 pub mod summary;
@@ -30,9 +31,12 @@ use serde::{Deserialize, Serialize};
 
 pub use intervals::{generate_arrivals_ns, IntervalsConfig};
 pub use lengths::{generate_lengths, LengthsConfig};
+#[cfg(feature = "prompts")]
 pub use prompts::{Prompt, PromptSpec, PromptSynthesizer};
 pub use summary::{percentile_linear, summarize, TokenStats, WorkloadSummary};
-pub use tokenizer::{Tokenizer, TokenizerSource};
+#[cfg(feature = "prompts")]
+pub use tokenizer::Tokenizer;
+pub use tokenizer::TokenizerSource;
 pub use trace::{replay_trace, TraceReplayConfig};
 
 use crate::{Error, Result};
@@ -143,6 +147,7 @@ impl Workload {
     }
 
     /// One prompt per request, `prompt_id` = request id.
+    #[cfg(feature = "prompts")]
     pub fn prompt_specs(&self) -> Vec<PromptSpec> {
         self.lengths
             .iter()
@@ -190,6 +195,7 @@ mod tests {
         assert!(Workload::new(vec![0], vec![len(0, 1)]).is_err());
         let w = Workload::new(vec![0, 0, 7], vec![len(3, 1), len(1, 2), len(5, 5)]).unwrap();
         assert_eq!(w.inter_arrivals_ns(), vec![0, 0, 7]);
+        #[cfg(feature = "prompts")]
         assert_eq!(
             w.prompt_specs()[2],
             PromptSpec {

@@ -10,6 +10,7 @@
 //! for the counts to agree.
 
 use std::fmt;
+#[cfg(feature = "prompts")]
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -20,6 +21,7 @@ use sha2::{Digest, Sha256};
 use crate::{Error, Result};
 
 /// `assets/tokenizer/qwen3/tokenizer.json.gz`: Qwen3's tokenizer, gzip-compressed.
+#[cfg(feature = "prompts")]
 static BUNDLED_QWEN3_GZ: &[u8] = include_bytes!("../../assets/tokenizer/qwen3/tokenizer.json.gz");
 
 /// SHA-256 of the uncompressed bundled `tokenizer.json` (also in its README); checked at
@@ -128,12 +130,14 @@ impl From<TokenizerSource> for String {
     }
 }
 
+#[cfg(feature = "prompts")]
 /// A loaded tokenizer and the reference string that identifies it.
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     reference: String,
 }
 
+#[cfg(feature = "prompts")]
 impl fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Tokenizer")
@@ -149,10 +153,12 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+#[cfg(feature = "prompts")]
 fn tokenizer_error(context: &str, e: impl fmt::Display) -> Error {
     Error::Tokenizer(format!("{context}: {e}"))
 }
 
+#[cfg(feature = "prompts")]
 /// Parses a `tokenizer.json`. Goes through `FromStr`, which is compiled (optimised) inside
 /// the `tokenizers` crate, rather than the generic `from_bytes`, which would be compiled
 /// with this crate's settings and parses about twice as slowly in a debug build.
@@ -163,6 +169,7 @@ fn parse_tokenizer_json(json: &[u8], what: &str) -> Result<tokenizers::Tokenizer
         .map_err(|e| tokenizer_error(&format!("parsing {what}"), e))
 }
 
+#[cfg(feature = "prompts")]
 impl Tokenizer {
     /// Loads the tokenizer `source` names.
     pub fn load(source: &TokenizerSource) -> Result<Self> {
@@ -263,6 +270,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "prompts")]
     #[test]
     fn a_source_knows_its_reference_without_loading() {
         let loaded = Tokenizer::bundled_qwen3().unwrap();
@@ -276,6 +284,7 @@ mod tests {
         assert!(matches!(err, Error::MissingInput { .. }), "{err}");
     }
 
+    #[cfg(feature = "prompts")]
     #[test]
     fn missing_file_is_a_missing_input() {
         let err = Tokenizer::from_file(Path::new("/nonexistent/tokenizer.json")).unwrap_err();

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::table::write_atomic;
 use super::BundleModelSpec;
-use crate::config::device::DeviceIdentity;
 use crate::error::IoContext;
+use crate::io::device::DeviceIdentity;
 use crate::{Error, Result};
 
 /// The schema version this code reads and writes.

@@ -37,9 +37,6 @@ mod vidur_compat;
 mod vidur_formula;
 mod vidur_tables;
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 
 use super::simulator::ClockKind;
@@ -522,47 +519,5 @@ impl PredictorConfig {
     }
 }
 
-/// The predictor implementations, by stable name (for configs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PredictorKind {
-    VidurCompat,
-    VidurTables,
-    Native,
-}
-
-impl PredictorKind {
-    /// The stable name, equal to [`ExecutionTimePredictor::name`].
-    pub fn name(self) -> &'static str {
-        match self {
-            PredictorKind::VidurCompat => "vidur_compat",
-            PredictorKind::VidurTables => "vidur_tables",
-            PredictorKind::Native => "native",
-        }
-    }
-}
-
-impl fmt::Display for PredictorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for PredictorKind {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<PredictorKind> {
-        [
-            PredictorKind::VidurCompat,
-            PredictorKind::VidurTables,
-            PredictorKind::Native,
-        ]
-        .into_iter()
-        .find(|k| k.name() == s)
-        .ok_or_else(|| {
-            Error::InvalidInput(format!(
-                "unknown predictor `{s}` (known: vidur_compat, vidur_tables, native)"
-            ))
-        })
-    }
-}
+/// The predictor implementations, by stable name: one enum shared with the config.
+pub use crate::config::types::PredictorKind;

@@ -15,9 +15,51 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::types::{Device, Dtype, SimrealConfig};
-use crate::io::provenance::{HostFingerprint, RunMeta};
+use crate::io::provenance::RunMeta;
 use crate::{Error, Result};
+
+/// Where tensors live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    Cpu,
+    Cuda,
+}
+
+impl Device {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+            Device::Cuda => "cuda",
+        }
+    }
+}
+
+/// Weight and KV-cache element type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    F32,
+    Bf16,
+    F16,
+}
+
+impl Dtype {
+    pub fn size_bytes(self) -> u64 {
+        match self {
+            Dtype::F32 => 4,
+            Dtype::Bf16 | Dtype::F16 => 2,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dtype::F32 => "f32",
+            Dtype::Bf16 => "bf16",
+            Dtype::F16 => "f16",
+        }
+    }
+}
 
 /// Identity of one GPU, from the CUDA driver (`real_bench::cuda::gpu_fingerprint`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,44 +113,6 @@ pub fn cuda_toolkit_version() -> Option<&'static str> {
 }
 
 impl DeviceIdentity {
-    /// The device `cfg` configures, measured as `host` and (on a GPU) `gpu` describe it: what
-    /// `vidur_profile` and `real` record.
-    pub fn measured(
-        cfg: &SimrealConfig,
-        host: &HostFingerprint,
-        gpu: Option<&GpuFingerprint>,
-    ) -> Self {
-        let mut id = Self::configured(cfg);
-        id.kind = cfg.backend.device;
-        match gpu {
-            Some(g) => {
-                id.name = Some(g.name.clone());
-                id.total_memory_bytes = Some(g.total_memory_bytes);
-                id.compute_capability = Some(g.compute_capability.clone());
-                id.driver_cuda_version = Some(g.driver_cuda_version.clone());
-                id.cuda_toolkit_version = cuda_toolkit_version().map(str::to_owned);
-            }
-            None => id.name = known(&host.cpu_model),
-        }
-        id
-    }
-
-    /// The device `cfg` simulates (`hardware.*` and the resolved dtype), without a name.
-    pub fn configured(cfg: &SimrealConfig) -> Self {
-        Self {
-            kind: cfg.hardware.device,
-            sku: cfg.hardware.device_sku.clone(),
-            hardware: cfg.hardware.name.clone(),
-            dtype: cfg.dtype(),
-            name: None,
-            total_memory_bytes: None,
-            compute_capability: None,
-            driver_cuda_version: None,
-            cuda_toolkit_version: None,
-            inferred: None,
-        }
-    }
-
     /// The identity a `real` run recorded (`extra.device`), or, for runs made before it
     /// was recorded, the one its resolved config, host fingerprint and GPU record imply.
     /// `None` when `meta` says too little (not a `real` run of this project).
@@ -219,7 +223,7 @@ impl DeviceIdentity {
 }
 
 /// `name` unless the fingerprint could not read it.
-fn known(name: &str) -> Option<String> {
+pub(crate) fn known(name: &str) -> Option<String> {
     (!name.is_empty() && name != "unknown").then(|| name.to_owned())
 }
 
