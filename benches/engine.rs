@@ -41,11 +41,7 @@ impl Stats {
         let mut v = xs.to_vec();
         v.sort_by(|a, b| a.total_cmp(b));
         let n = v.len();
-        let median = if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            (v[n / 2 - 1] + v[n / 2]) / 2.0
-        };
+        let median = simreal::quantile::percentile_of_valid(&v, 50.0);
         Stats {
             min: v[0],
             median,

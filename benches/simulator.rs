@@ -89,7 +89,7 @@ impl Spread {
         v.sort_by(f64::total_cmp);
         Spread {
             min: v[0],
-            median: v[v.len() / 2],
+            median: simreal::quantile::percentile_of_valid(&v, 50.0),
             max: v[v.len() - 1],
         }
     }

@@ -209,17 +209,9 @@ fn idle_until(deadline: Instant, spin: bool) {
     }
 }
 
+/// The median; NaN for an empty or non-finite sample (printed as such, never a panic).
 fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let n = s.len();
-    if n == 0 {
-        f64::NAN
-    } else if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
+    simreal::quantile::median(v).unwrap_or(f64::NAN)
 }
 
 /// Coefficient of variation, %.

@@ -14,6 +14,7 @@ pub mod config;
 pub mod io;
 #[cfg(all(feature = "engine", feature = "report"))]
 pub mod pipeline;
+pub mod quantile;
 #[cfg(feature = "engine")]
 pub mod real_bench;
 pub mod scheduler;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 /// Top-level modules of `src/`, lowest layer first.
 const LAYERS: &[&[&str]] = &[
     &["error"],
-    &["scheduler"],
+    &["quantile", "scheduler"],
     &["io"],
     &["workloads"],
     &["config"],

@@ -23,26 +23,9 @@ pub use bootstrap::{percentile_interval, Bootstrap, GroupedSample, StatValues};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::quantile::percentile;
+use crate::quantile::{interpolate, percentile_of_valid, validate, validate_sorted};
 use crate::{bail, ensure, Result};
-
-/// Rejects empty samples and non-finite values.
-fn validate(what: &str, values: &[f64]) -> Result<()> {
-    ensure!(!values.is_empty(), InvalidInput: "{what}: the sample is empty");
-    if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-        bail!(InvalidInput: "{what}: value #{i} is {v}; samples must be finite");
-    }
-    Ok(())
-}
-
-fn validate_sorted(what: &str, sorted: &[f64]) -> Result<()> {
-    if let Some(i) = sorted.windows(2).position(|w| w[0] > w[1]) {
-        bail!(
-            InvalidInput: "{what}: input must be sorted ascending, but value #{} ({}) > value #{} ({})",
-            i, sorted[i], i + 1, sorted[i + 1]
-        );
-    }
-    Ok(())
-}
 
 fn sorted_copy(values: &[f64]) -> Vec<f64> {
     let mut v = values.to_vec();
@@ -69,45 +52,6 @@ fn compensated_sum(values: impl IntoIterator<Item = f64>) -> f64 {
 // ---------------------------------------------------------------------------------------
 // Percentiles and summaries
 // ---------------------------------------------------------------------------------------
-
-/// The `q`-th percentile (`q` in 0..=100) of an ascending-sorted sample, interpolating
-/// linearly between the two nearest order statistics as `numpy.percentile` does by
-/// default: with `i = (n − 1)·q/100`, the result is `x[⌊i⌋] + (i − ⌊i⌋)(x[⌊i⌋+1] − x[⌊i⌋])`.
-///
-/// Errors if the sample is empty, contains a non-finite value or is not sorted, or if
-/// `q` is outside 0..=100.
-pub fn percentile(sorted: &[f64], q: f64) -> Result<f64> {
-    validate("percentile", sorted)?;
-    validate_sorted("percentile", sorted)?;
-    ensure!(
-        (0.0..=100.0).contains(&q),
-        InvalidInput: "percentile: q = {q} is outside 0..=100"
-    );
-    Ok(percentile_of_valid(sorted, q))
-}
-
-/// [`percentile`] without the checks, for callers that have validated already.
-fn percentile_of_valid(sorted: &[f64], q: f64) -> f64 {
-    let last = sorted.len() - 1;
-    let virtual_index = last as f64 * (q / 100.0);
-    let below = virtual_index.floor();
-    let i = below as usize;
-    if i >= last {
-        return sorted[last];
-    }
-    interpolate(sorted[i], sorted[i + 1], virtual_index - below)
-}
-
-/// The value `weight` of the way from `a` to `b`, as numpy computes it: from the nearer
-/// end, which keeps percentiles monotone in q and exact at the order statistics.
-fn interpolate(a: f64, b: f64, weight: f64) -> f64 {
-    let span = b - a;
-    if weight >= 0.5 {
-        b - span * (1.0 - weight)
-    } else {
-        a + span * weight
-    }
-}
 
 /// A summary statistic that comparisons report and judge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

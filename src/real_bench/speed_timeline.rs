@@ -15,6 +15,7 @@ use super::device_probe::{
     ProbeSample,
 };
 use crate::io::records::{DeviceSpeedRow, SpeedPhase};
+use crate::quantile;
 
 /// A gap between iterations must be at least this long for a probe to run in it.
 pub const MIN_IDLE_GAP_FOR_PROBE_NS: u64 = 150_000_000;
@@ -250,15 +251,7 @@ pub struct ProbeMedians {
 
 impl ProbeMedians {
     fn of(samples: &[&ProbeSample]) -> Option<ProbeMedians> {
-        let median = |mut v: Vec<f64>| -> Option<f64> {
-            v.sort_by(f64::total_cmp);
-            let n = v.len();
-            match n {
-                0 => None,
-                _ if n % 2 == 1 => Some(v[n / 2]),
-                _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
-            }
-        };
+        let median = |v: Vec<f64>| quantile::median(&v).ok();
         Some(ProbeMedians {
             count: samples.len(),
             memory_probe_ns: median(samples.iter().map(|s| s.memory_ns as f64).collect())?,

@@ -22,6 +22,7 @@ use crate::io::schema::{
     BATCH_METRICS, BATCH_REQUESTS, DEVICE_SPEED, REQUEST_METRICS, TOKEN_METRICS,
 };
 use crate::io::{write_csv, write_json};
+use crate::quantile;
 use crate::real_bench::engine::{
     Clock, Engine, EngineRecord, EngineRequest, EngineSettings, MonotonicClock, ServeObserver,
     ServeProgress,
@@ -263,11 +264,8 @@ fn summarize_ns(values: &[u64]) -> serde_json::Value {
     sorted.sort_unstable();
     let n = sorted.len();
     let sum: u64 = sorted.iter().sum();
-    let median = match n {
-        0 => None,
-        _ if n % 2 == 1 => Some(sorted[n / 2] as f64),
-        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) as f64 / 2.0),
-    };
+    let as_f64: Vec<f64> = sorted.iter().map(|&v| v as f64).collect();
+    let median = quantile::median(&as_f64).ok();
     serde_json::json!({
         "count": n,
         "sum_ns": sum,

@@ -12,6 +12,7 @@ use crate::io::bundle::Op;
 use crate::io::read_csv;
 use crate::io::records::DeviceSpeedRow;
 use crate::io::schema::DEVICE_SPEED;
+use crate::quantile;
 use crate::vidur_ext::predictor::{
     BatchPrediction, ExecutionTimePredictor, IterationContext, RequestShape,
 };
@@ -38,14 +39,8 @@ impl DeviceSpeed {
     pub fn of(profile_ms: &[f64], real_ms: &[f64]) -> Option<DeviceSpeed> {
         let warm_median = |v: &[f64]| -> Option<f64> {
             let warm = v.get(1..).filter(|w| !w.is_empty())?;
-            let mut w: Vec<f64> = warm.iter().copied().filter(|x| x.is_finite()).collect();
-            w.sort_by(f64::total_cmp);
-            let n = w.len();
-            match n {
-                0 => None,
-                _ if n % 2 == 1 => Some(w[n / 2]),
-                _ => Some((w[n / 2 - 1] + w[n / 2]) / 2.0),
-            }
+            let w: Vec<f64> = warm.iter().copied().filter(|x| x.is_finite()).collect();
+            quantile::median(&w).ok()
         };
         let profile_reference_ms = warm_median(profile_ms)?;
         let real_reference_ms = warm_median(real_ms)?;
@@ -261,15 +256,10 @@ impl DeviceTimeline {
     }
 }
 
+/// The median of the finite values (0 for none: a timeline without probes says nothing).
 fn median(mut v: Vec<f64>) -> f64 {
     v.retain(|x| x.is_finite());
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    match n {
-        0 => 0.0,
-        _ if n % 2 == 1 => v[n / 2],
-        _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
+    quantile::median(&v).unwrap_or(0.0)
 }
 
 /// What limits an op's time, as the share of it spent waiting for memory: the rest scales

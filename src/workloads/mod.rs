@@ -33,7 +33,7 @@ pub use intervals::{generate_arrivals_ns, IntervalsConfig};
 pub use lengths::{generate_lengths, LengthsConfig};
 #[cfg(feature = "prompts")]
 pub use prompts::{Prompt, PromptSpec, PromptSynthesizer};
-pub use summary::{percentile_linear, summarize, TokenStats, WorkloadSummary};
+pub use summary::{summarize, TokenStats, WorkloadSummary};
 #[cfg(feature = "prompts")]
 pub use tokenizer::Tokenizer;
 pub use tokenizer::TokenizerSource;

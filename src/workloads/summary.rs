@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::RequestLengths;
+use crate::quantile::percentile;
 use crate::{Error, Result};
 
 /// Distribution of one token count over the requests. Percentiles use linear
@@ -37,28 +38,15 @@ pub struct WorkloadSummary {
     pub mean_rate_rps: Option<f64>,
 }
 
-/// The `q`-quantile (`q` in [0, 1]) of ascending `sorted` values with linear
-/// interpolation: position `h = (n − 1)·q` between `sorted[⌊h⌋]` and `sorted[⌊h⌋ + 1]`.
-/// `None` for an empty slice or `q` outside [0, 1].
-pub fn percentile_linear(sorted: &[f64], q: f64) -> Option<f64> {
-    if sorted.is_empty() || !(0.0..=1.0).contains(&q) {
-        return None;
-    }
-    let h = (sorted.len() - 1) as f64 * q;
-    let lower = h.floor() as usize;
-    let upper = (lower + 1).min(sorted.len() - 1);
-    Some(sorted[lower] + (h - lower as f64) * (sorted[upper] - sorted[lower]))
-}
-
 fn token_stats(values: impl Iterator<Item = u32>) -> TokenStats {
     let mut sorted: Vec<f64> = values.map(f64::from).collect();
     sorted.sort_by(f64::total_cmp);
     // Callers guarantee a non-empty, NaN-free slice, so every lookup below succeeds.
-    let pct = |q| percentile_linear(&sorted, q).unwrap_or(f64::NAN);
+    let pct = |q| percentile(&sorted, q).unwrap_or(f64::NAN);
     TokenStats {
         min: sorted.first().copied().unwrap_or(0.0) as u32,
-        p50: pct(0.5),
-        p90: pct(0.9),
+        p50: pct(50.0),
+        p90: pct(90.0),
         max: sorted.last().copied().unwrap_or(0.0) as u32,
         mean: sorted.iter().sum::<f64>() / sorted.len() as f64,
     }
@@ -97,19 +85,6 @@ pub fn summarize(arrivals_ns: &[u64], lengths: &[RequestLengths]) -> Result<Work
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percentiles_match_numpy() {
-        // numpy.percentile([1, 2, 3, 4], [0, 50, 90, 100]) = [1, 2.5, 3.7, 4]
-        let v = [1.0, 2.0, 3.0, 4.0];
-        assert_eq!(percentile_linear(&v, 0.0), Some(1.0));
-        assert_eq!(percentile_linear(&v, 0.5), Some(2.5));
-        assert!((percentile_linear(&v, 0.9).unwrap() - 3.7).abs() < 1e-12);
-        assert_eq!(percentile_linear(&v, 1.0), Some(4.0));
-        assert_eq!(percentile_linear(&[7.0], 0.9), Some(7.0));
-        assert_eq!(percentile_linear(&[], 0.5), None);
-        assert_eq!(percentile_linear(&v, 1.5), None);
-    }
 
     #[test]
     fn summary_of_hand_made_requests() {

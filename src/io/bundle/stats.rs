@@ -1,5 +1,6 @@
 //! Summary statistics of one op's repeated timings, as Vidur stores them.
 
+use crate::quantile::percentile_of_valid;
 use crate::{Error, Result};
 
 /// `time_stats.<op>.{min,max,mean,median,std}` of one grid point, in milliseconds.
@@ -33,11 +34,7 @@ impl OpStats {
         let mut sorted = samples_ms.to_vec();
         sorted.sort_by(f64::total_cmp);
         let n = sorted.len();
-        let median_ms = if n % 2 == 1 {
-            sorted[n / 2]
-        } else {
-            (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
-        };
+        let median_ms = percentile_of_valid(&sorted, 50.0);
         let mean_ms = sorted.iter().sum::<f64>() / n as f64;
         let var = sorted.iter().map(|s| (s - mean_ms).powi(2)).sum::<f64>() / n as f64;
         Ok(OpStats {

@@ -34,6 +34,7 @@ use super::progress::Progress;
 use super::recorder::SampleRecorder;
 use crate::io::bundle::{AttentionRow, MlpRow, Op, OpStats, OpStatsSet};
 use crate::io::records::SpeedPhase;
+use crate::quantile::median;
 use crate::real_bench::model::{PagedKvCache, Qwen3Model, SequenceInput};
 use crate::real_bench::speed_timeline::SpeedTimeline;
 use crate::{Error, Result};
@@ -153,7 +154,7 @@ pub fn profile_compute(
             forward_overhead.push(ForwardOverhead {
                 num_tokens: n,
                 forward_median_ms: stats(wall, "forward")?.median_ms,
-                untimed_median_ms: median(untimed),
+                untimed_median_ms: median(untimed).unwrap_or(0.0),
             });
         }
     }
@@ -187,17 +188,6 @@ pub fn profile_compute(
         forward_overhead,
         num_forwards: pool.num_forwards,
     })
-}
-
-/// Median of a non-empty slice (0 for an empty one).
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    match s.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => s[n / 2],
-        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
-    }
 }
 
 /// Idle time after each profiled forward, as a fraction of its wall time (≥ 5 % keeps a
@@ -392,14 +382,4 @@ fn fill_cache(model: &Qwen3Model, cache: &mut PagedKvCache, rng: &mut ChaCha8Rng
         first += tables.len() * blocks_per_seq;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn median_of_an_even_count_is_the_mean_of_the_middle_two() {
-        assert_eq!(median(&[3.0, 1.0, 2.0, 10.0]), 2.5);
-    }
 }

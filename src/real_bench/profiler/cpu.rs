@@ -8,6 +8,7 @@
 
 use crate::io::bundle::{CpuOverheadRow, MeanMedianMs};
 use crate::io::records::BatchMetricsRow;
+use crate::quantile::percentile_of_valid;
 use crate::real_bench::engine::{Engine, EngineRequest, EngineSettings, MonotonicClock};
 use crate::real_bench::model::Qwen3Model;
 use crate::scheduler::{Policy, SchedulerConfig};
@@ -100,15 +101,9 @@ fn pool_blocks(sched: &SchedulerConfig, b: u32, tokens: u32) -> usize {
 fn mean_median(values_ns: &[u64]) -> MeanMedianMs {
     let mut ms: Vec<f64> = values_ns.iter().map(|&v| v as f64 / 1e6).collect();
     ms.sort_by(f64::total_cmp);
-    let n = ms.len();
-    let median_ms = if n % 2 == 1 {
-        ms[n / 2]
-    } else {
-        (ms[n / 2 - 1] + ms[n / 2]) / 2.0
-    };
     MeanMedianMs {
-        mean_ms: ms.iter().sum::<f64>() / n as f64,
-        median_ms,
+        mean_ms: ms.iter().sum::<f64>() / ms.len() as f64,
+        median_ms: percentile_of_valid(&ms, 50.0),
     }
 }
 

@@ -21,6 +21,7 @@ use super::interp::{Grid2d, Series1d};
 use crate::io::bundle::{
     to_sorted_json, write_atomic, Bundle, BundleModelSpec, CpuOverheadTerm, Op,
 };
+use crate::quantile::percentile_of_valid;
 use crate::Result;
 
 /// Summary of percentage errors.
@@ -50,8 +51,8 @@ impl ErrorStats {
         Some(ErrorStats {
             count: signed.len(),
             mean_abs_pct: abs.iter().sum::<f64>() / n,
-            median_abs_pct: percentile(&abs, 50.0),
-            p90_abs_pct: percentile(&abs, 90.0),
+            median_abs_pct: percentile_of_valid(&abs, 50.0),
+            p90_abs_pct: percentile_of_valid(&abs, 90.0),
             max_abs_pct: abs[abs.len() - 1],
             mean_signed_pct: signed.iter().sum::<f64>() / n,
         })
@@ -69,14 +70,6 @@ pub(crate) fn pct_error(actual: f64, predicted: f64) -> f64 {
     } else {
         100.0 * (predicted - actual) / actual
     }
-}
-
-/// Linear-interpolation percentile of ascending `sorted` (non-empty), `p` in 0..=100.
-pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let pos = p / 100.0 * (sorted.len() - 1) as f64;
-    let lo = pos.floor() as usize;
-    let hi = pos.ceil() as usize;
-    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
 }
 
 /// Cross-validation of one op.
@@ -254,15 +247,6 @@ impl PredictorReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percentile_matches_numpy_linear() {
-        let v = [1.0, 2.0, 3.0, 4.0];
-        assert_eq!(percentile(&v, 50.0), 2.5);
-        assert!((percentile(&v, 90.0) - 3.7).abs() < 1e-12);
-        assert_eq!(percentile(&v, 100.0), 4.0);
-        assert_eq!(percentile(&[7.0], 90.0), 7.0);
-    }
 
     #[test]
     fn error_stats_by_hand() {
