@@ -77,7 +77,7 @@ pub fn run_meta_schema() -> Value {
                 // "v1" (written since the precursor aliases), 1 (written before).
                 "schema_version": {"type": ["string", "integer"], "enum": [format!("v{SCHEMA_VERSION}"), SCHEMA_VERSION]},
                 "run_id": {"type": "string"},
-                "run_type": {"type": "string", "enum": ["workload", "real", "vidur", "vidur_profile", "compare", "sweeps", "capacity"]},
+                "run_type": {"type": "string", "enum": ["workload", "real", "vidur", "vidur_profile", "compare", "replay", "sweeps", "capacity"]},
                 "model": {"type": "string"},
                 "started_at": {"type": "string"},
                 "ended_at": {"type": "string"},

@@ -26,7 +26,7 @@ use crate::config::{resolve_input_path, SimrealConfig};
 use crate::io::csv::CsvWriter;
 use crate::io::json_schemas::{compare_summary_schema, validate};
 use crate::io::provenance::{absolute_path, utc_now, InputRef};
-use crate::io::rundir::{prepare_fresh, Stage};
+use crate::io::rundir::Stage;
 use crate::io::schema::{ITERATION_COMPARISON, REQUEST_COMPARISON, TOKEN_COMPARISON};
 use crate::io::write_json;
 use crate::stages::bundle::check_bundle_for_real_run;
@@ -456,70 +456,65 @@ pub fn run_with(job: &Job, replay: Option<&dyn ExecutionTimePredictor>) -> Resul
         &cfg.compare.settings_key()?,
     )?);
     let location = cfg.location(Stage::Compare, id.clone());
-    let Some(staging) = prepare_fresh(&location, cfg.output.force)? else {
-        return Ok(location.path());
-    };
-    let mut meta = job.run_meta(&id)?;
-    let rebuilt;
-    let (replay, replay_note) = match replay {
-        Some(p) => (Some(p), None),
-        None => match sim_predictor(job, &sim) {
-            Ok(p) => {
-                rebuilt = p;
-                (Some(rebuilt.as_ref()), None)
-            }
-            Err(why) => (None, Some(format!("No batch replay: {why}."))),
-        },
-    };
-    let correction = match replay {
-        Some(_) => sim_speed_correction(&sim, &reals[0])?,
-        None => None,
-    };
-    let corrected = replay
-        .zip(correction)
-        .map(|(p, c)| SpeedCorrectedPredictor::new(p, c));
-    let predictors = replay.map(|raw| ReplayPredictors {
-        raw,
-        speed_corrected: corrected.as_ref().map(|c| c as &dyn ExecutionTimePredictor),
-    });
-    let mut comparison = compare(
-        &id,
-        &reals,
-        &sim,
-        predictors.as_ref(),
-        &VerdictSettings::of(&cfg.compare),
-    )?;
-    comparison.results.notes.extend(replay_note);
-    comparison.results.cross_device = cross_device;
-    let size = FigureSize {
-        width_px: cfg.compare.figure_width_px,
-        height_px: cfg.compare.figure_height_px,
-    };
-    write_outputs(staging.path(), size, &mut comparison, &reals[0], &sim)?;
-    job.write_resolved_config(staging.path())?;
-
-    for (i, r) in reals.iter().enumerate() {
-        let key = if i == 0 {
-            "real".to_string()
-        } else {
-            format!("real_{i}")
+    job.write_run(&location, &id, |staging, meta| {
+        let rebuilt;
+        let (replay, replay_note) = match replay {
+            Some(p) => (Some(p), None),
+            None => match sim_predictor(job, &sim) {
+                Ok(p) => {
+                    rebuilt = p;
+                    (Some(rebuilt.as_ref()), None)
+                }
+                Err(why) => (None, Some(format!("No batch replay: {why}."))),
+            },
         };
-        meta.inputs.insert(key, input_ref(r));
-    }
-    meta.inputs.insert("sim".into(), input_ref(&sim));
-    meta.real_run_dir = Some(absolute_path(&reals[0].path));
-    meta.sim_run_dir = Some(absolute_path(&sim.path));
-    let results = &comparison.results;
-    meta.extra = serde_json::json!({
-        "verdict": results.verdict(),
-        "requests_compared": results.join.requests_compared,
-        "requests_dropped": results.join.requests_dropped,
-        "attribution_source": results.attribution.source,
-    });
-    meta.ended_at = utc_now();
-    write_json(staging.file("run_meta.json"), &meta)?;
-    eprintln!("compare: {}", results.verdict());
-    staging.commit()
+        let correction = match replay {
+            Some(_) => sim_speed_correction(&sim, &reals[0])?,
+            None => None,
+        };
+        let corrected = replay
+            .zip(correction)
+            .map(|(p, c)| SpeedCorrectedPredictor::new(p, c));
+        let predictors = replay.map(|raw| ReplayPredictors {
+            raw,
+            speed_corrected: corrected.as_ref().map(|c| c as &dyn ExecutionTimePredictor),
+        });
+        let mut comparison = compare(
+            &id,
+            &reals,
+            &sim,
+            predictors.as_ref(),
+            &VerdictSettings::of(&cfg.compare),
+        )?;
+        comparison.results.notes.extend(replay_note);
+        comparison.results.cross_device = cross_device;
+        let size = FigureSize {
+            width_px: cfg.compare.figure_width_px,
+            height_px: cfg.compare.figure_height_px,
+        };
+        write_outputs(staging.path(), size, &mut comparison, &reals[0], &sim)?;
+
+        for (i, r) in reals.iter().enumerate() {
+            let key = if i == 0 {
+                "real".to_string()
+            } else {
+                format!("real_{i}")
+            };
+            meta.inputs.insert(key, input_ref(r));
+        }
+        meta.inputs.insert("sim".into(), input_ref(&sim));
+        meta.real_run_dir = Some(absolute_path(&reals[0].path));
+        meta.sim_run_dir = Some(absolute_path(&sim.path));
+        let results = &comparison.results;
+        meta.extra = serde_json::json!({
+            "verdict": results.verdict(),
+            "requests_compared": results.join.requests_compared,
+            "requests_dropped": results.join.requests_dropped,
+            "attribution_source": results.attribution.source,
+        });
+        eprintln!("compare: {}", results.verdict());
+        Ok(())
+    })
 }
 
 fn input_ref(run: &RunData) -> InputRef {

@@ -25,8 +25,9 @@ use clap::Parser;
 use crate::config::plan::command_for;
 use crate::config::yaml::to_yaml_string;
 use crate::config::{compose, expand_multirun, Composed, ConfigDir, Override, SimrealConfig};
-use crate::io::provenance::{HostFingerprint, HydraInfo, RunMeta};
-use crate::io::rundir::Stage;
+use crate::io::provenance::{utc_now, HostFingerprint, HydraInfo, RunMeta};
+use crate::io::rundir::{prepare_fresh, RunLocation, Stage, StagingDir};
+use crate::io::write_json;
 use crate::Result;
 
 /// Command line shared by all stage binaries: `<bin> [options] -- [overrides...]`.
@@ -168,6 +169,28 @@ impl Job {
             self.hydra(),
             env,
         ))
+    }
+
+    /// The one way a stage writes its run dir: `None`-free idempotence (a complete run is
+    /// reused, saying `up to date`), a staging dir that `write` fills, the resolved
+    /// `config.yaml`, then `run_meta.json` (begun before `write`, which adds to it; ended
+    /// after) and `_SUCCESS`, last, by an atomic rename. A failure anywhere leaves nothing
+    /// that reads as complete.
+    pub fn write_run(
+        &self,
+        location: &RunLocation,
+        run_id: &str,
+        write: impl FnOnce(&StagingDir, &mut RunMeta) -> Result<()>,
+    ) -> Result<PathBuf> {
+        let Some(staging) = prepare_fresh(location, self.config.output.force)? else {
+            return Ok(location.path());
+        };
+        let mut meta = self.run_meta(run_id)?;
+        write(&staging, &mut meta)?;
+        self.write_resolved_config(staging.path())?;
+        meta.ended_at = utc_now();
+        write_json(staging.file("run_meta.json"), &meta)?;
+        staging.commit()
     }
 
     /// Writes the resolved config (YAML) into a run dir.

@@ -15,13 +15,13 @@ use candle_core::{DType, Device};
 use crate::config::resolve_input_path;
 use crate::config::types::{Architecture, Device as ConfigDevice, Dtype, SimrealConfig};
 use crate::io::device::{DeviceIdentity, GpuFingerprint};
-use crate::io::provenance::{absolute_path, utc_now, InputRef};
+use crate::io::provenance::{absolute_path, InputRef};
 use crate::io::records::SpeedPhase;
-use crate::io::rundir::{prepare_fresh, Stage};
+use crate::io::rundir::Stage;
 use crate::io::schema::{
     BATCH_METRICS, BATCH_REQUESTS, DEVICE_SPEED, REQUEST_METRICS, TOKEN_METRICS,
 };
-use crate::io::{write_csv, write_json};
+use crate::io::write_csv;
 use crate::quantile;
 use crate::real_bench::engine::{
     Clock, Engine, EngineRecord, EngineRequest, EngineSettings, MonotonicClock, ServeObserver,
@@ -286,123 +286,118 @@ pub fn run(job: &Job) -> Result<PathBuf> {
     let location = cfg.location(Stage::Real, run_id.clone());
     // Inputs are checked before the run dir is touched.
     let workload = LoadedWorkload::for_job(job)?;
-    let Some(staging) = prepare_fresh(&location, cfg.output.force)? else {
-        return Ok(location.path());
-    };
-    let mut meta = job.run_meta(&run_id)?;
-    threads::init(cfg.hardware.cpu_threads)?;
-    let timing = threads::apply_timing(&cfg.timing);
-    threads::reset_peak_rss();
-    let device = open_device(cfg.backend.device)?;
-    let gpu = gpu_fingerprint(&device)?;
+    job.write_run(&location, &run_id, |staging, meta| {
+        threads::init(cfg.hardware.cpu_threads)?;
+        let timing = threads::apply_timing(&cfg.timing);
+        threads::reset_peak_rss();
+        let device = open_device(cfg.backend.device)?;
+        let gpu = gpu_fingerprint(&device)?;
 
-    let requests = engine_requests(job, &workload)?;
-    let weights = resolve_weights(cfg)?;
-    let load_start = Instant::now();
-    let model = Qwen3Model::load(
-        &WeightSource::Dir(weights.dir.clone()),
-        candle_dtype(cfg.dtype()),
-        &device,
-    )?;
-    let load_s = load_start.elapsed().as_secs_f64();
-    let pool = cfg.kv_pool()?;
-    let mut engine = Engine::new(
-        &model,
-        &cfg.scheduler,
-        pool.num_blocks as usize,
-        EngineSettings {
-            backend_name: cfg.backend.name.clone(),
-            replica_id: 0,
-            max_model_len: cfg.model.max_model_len,
-        },
-    )?;
-    engine.sample_op_times_every(cfg.backend.op_times_every);
-    let mapped_blocks = engine.map_kv_blocks_for(&requests);
-    let warmup = engine.warm_up(cfg.backend.warmup_iterations)?;
-    eprintln!(
-        "real: {} requests on {} ({} KV blocks of {} tokens, {} of them mapped before serving, {} threads)",
-        requests.len(),
-        cfg.model.name,
-        pool.num_blocks,
-        pool.block_size,
-        mapped_blocks,
-        threads::current()
-    );
-    let mut timeline = SpeedTimeline::new();
-    for _ in 0..PROBES_AT_EACH_END {
-        timeline.probe(SpeedPhase::Before);
-    }
-    let profile_reference = ProfileReference::of_configured_bundle(cfg);
-    let clock = MonotonicClock::start();
-    let mut monitor = ServeMonitor::new(&mut timeline, &clock, profile_reference);
-    let record = engine.run_observed(&requests, &clock, &mut monitor)?;
-    for _ in 0..PROBES_AT_EACH_END {
-        timeline.probe(SpeedPhase::After);
-    }
-
-    write_record(staging.path(), &record)?;
-    write_csv(
-        staging.file(DEVICE_SPEED.file_name),
-        &DEVICE_SPEED,
-        &timeline.rows(clock.origin()),
-    )?;
-    job.write_resolved_config(staging.path())?;
-    meta.seed = Some(cfg.workload.seed);
-    meta.weights = Some(weights.provenance.clone());
-    meta.backend = Some(cfg.backend.name.clone());
-    meta.workload_dir = Some(absolute_path(&workload.dir));
-    meta.inputs.insert(
-        "workload".into(),
-        InputRef {
-            id: workload.meta.workload_id.clone(),
-            path: workload.dir.display().to_string(),
-            sha256: None,
-        },
-    );
-    meta.inputs.insert(
-        "weights".into(),
-        InputRef {
-            id: job.config.weight_source(),
-            path: weights.dir.display().to_string(),
-            sha256: Some(weights.sha256.clone()),
-        },
-    );
-    let summary = RunSummary::of(&record);
-    meta.extra = serde_json::json!({
-        "warmup_iterations": warmup.len(),
-        "warmup_iteration_ms": warmup.iter().map(|d| d.as_secs_f64() * 1e3).collect::<Vec<_>>(),
-        "weights_load_s": load_s,
-        "kv_pool": pool,
-        "threads": threads::current(),
-        "timing": timing.applied(),
-        "peak_rss_bytes": threads::peak_rss_bytes(),
-        "summary": summary,
-        "device_speed": timeline.summary(),
-        "device": DeviceIdentity::measured(cfg, &meta.env, gpu.as_ref()),
-    });
-    if let (Some(identity), Some(extra)) = (gpu, meta.extra.as_object_mut()) {
-        // batch_metrics.csv's model_forward_ns is host wall time (device synchronized); this is
-        // the GPU's own time for the same forwards, one value per batch_id.
-        extra.insert(
-            "gpu".into(),
-            serde_json::json!({
-                "device": identity,
-                "forward_event": summarize_ns(&record.device_forward_ns),
-                "batch_forward_event_ns": record.device_forward_ns,
-            }),
+        let requests = engine_requests(job, &workload)?;
+        let weights = resolve_weights(cfg)?;
+        let load_start = Instant::now();
+        let model = Qwen3Model::load(
+            &WeightSource::Dir(weights.dir.clone()),
+            candle_dtype(cfg.dtype()),
+            &device,
+        )?;
+        let load_s = load_start.elapsed().as_secs_f64();
+        let pool = cfg.kv_pool()?;
+        let mut engine = Engine::new(
+            &model,
+            &cfg.scheduler,
+            pool.num_blocks as usize,
+            EngineSettings {
+                backend_name: cfg.backend.name.clone(),
+                replica_id: 0,
+                max_model_len: cfg.model.max_model_len,
+            },
+        )?;
+        engine.sample_op_times_every(cfg.backend.op_times_every);
+        let mapped_blocks = engine.map_kv_blocks_for(&requests);
+        let warmup = engine.warm_up(cfg.backend.warmup_iterations)?;
+        eprintln!(
+            "real: {} requests on {} ({} KV blocks of {} tokens, {} of them mapped before serving, {} threads)",
+            requests.len(),
+            cfg.model.name,
+            pool.num_blocks,
+            pool.block_size,
+            mapped_blocks,
+            threads::current()
         );
-    }
-    meta.ended_at = utc_now();
-    write_json(staging.file("run_meta.json"), &meta)?;
-    eprintln!(
-        "real: {} ok / {} error requests, {} tokens, {} iterations in {:.2} s",
-        summary.num_ok,
-        summary.num_error,
-        summary.num_tokens,
-        summary.num_batches,
-        summary.makespan_s
-    );
-    staging.commit()
+        let mut timeline = SpeedTimeline::new();
+        for _ in 0..PROBES_AT_EACH_END {
+            timeline.probe(SpeedPhase::Before);
+        }
+        let profile_reference = ProfileReference::of_configured_bundle(cfg);
+        let clock = MonotonicClock::start();
+        let mut monitor = ServeMonitor::new(&mut timeline, &clock, profile_reference);
+        let record = engine.run_observed(&requests, &clock, &mut monitor)?;
+        for _ in 0..PROBES_AT_EACH_END {
+            timeline.probe(SpeedPhase::After);
+        }
+
+        write_record(staging.path(), &record)?;
+        write_csv(
+            staging.file(DEVICE_SPEED.file_name),
+            &DEVICE_SPEED,
+            &timeline.rows(clock.origin()),
+        )?;
+        meta.seed = Some(cfg.workload.seed);
+        meta.weights = Some(weights.provenance.clone());
+        meta.backend = Some(cfg.backend.name.clone());
+        meta.workload_dir = Some(absolute_path(&workload.dir));
+        meta.inputs.insert(
+            "workload".into(),
+            InputRef {
+                id: workload.meta.workload_id.clone(),
+                path: workload.dir.display().to_string(),
+                sha256: None,
+            },
+        );
+        meta.inputs.insert(
+            "weights".into(),
+            InputRef {
+                id: job.config.weight_source(),
+                path: weights.dir.display().to_string(),
+                sha256: Some(weights.sha256.clone()),
+            },
+        );
+        let summary = RunSummary::of(&record);
+        meta.extra = serde_json::json!({
+            "warmup_iterations": warmup.len(),
+            "warmup_iteration_ms": warmup.iter().map(|d| d.as_secs_f64() * 1e3).collect::<Vec<_>>(),
+            "weights_load_s": load_s,
+            "kv_pool": pool,
+            "threads": threads::current(),
+            "timing": timing.applied(),
+            "peak_rss_bytes": threads::peak_rss_bytes(),
+            "summary": summary,
+            "device_speed": timeline.summary(),
+            "device": DeviceIdentity::measured(cfg, &meta.env, gpu.as_ref()),
+        });
+        if let (Some(identity), Some(extra)) = (gpu, meta.extra.as_object_mut()) {
+            // batch_metrics.csv's model_forward_ns is host wall time (device synchronized); this is
+            // the GPU's own time for the same forwards, one value per batch_id.
+            extra.insert(
+                "gpu".into(),
+                serde_json::json!({
+                    "device": identity,
+                    "forward_event": summarize_ns(&record.device_forward_ns),
+                    "batch_forward_event_ns": record.device_forward_ns,
+                }),
+            );
+        }
+        eprintln!(
+            "real: {} ok / {} error requests, {} tokens, {} iterations in {:.2} s",
+            summary.num_ok,
+            summary.num_error,
+            summary.num_tokens,
+            summary.num_batches,
+            summary.makespan_s
+        );
+        Ok(())
+    })
 }
 
 /// Probes taken before the first and after the last iteration.

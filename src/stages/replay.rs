@@ -20,7 +20,7 @@ use serde_json::json;
 
 use crate::io::bundle::Op;
 use crate::io::records::{BatchMetricsRow, BatchRequestRow, TokenMetricsRow};
-use crate::io::rundir::{is_complete, require_complete, Stage, SUCCESS_MARKER};
+use crate::io::rundir::{is_complete, require_complete, Stage};
 use crate::io::schema::{BATCH_METRICS, BATCH_REQUESTS, TOKEN_METRICS};
 use crate::io::{read_csv, stable_id, write_atomic, write_json};
 use crate::stages::bundle::{check_bundle_for_real_run, configured_bundle_dir, load_bundle};
@@ -297,7 +297,8 @@ pub fn run(job: &Job) -> Result<PathBuf> {
         predictor.name(),
         stable_id(&id_parts, "", 12)?
     );
-    let out = cfg.location(Stage::Replay, id.clone()).path();
+    let location = cfg.location(Stage::Replay, id.clone());
+    let out = location.path();
     if is_complete(&out) && !cfg.output.force {
         eprintln!("up to date: {}", out.display());
         return Ok(out);
@@ -311,11 +312,6 @@ pub fn run(job: &Job) -> Result<PathBuf> {
             replay_batches(&p, &iterations)
         })
         .transpose()?;
-    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
-    let marker = out.join(SUCCESS_MARKER);
-    if marker.exists() {
-        std::fs::remove_file(&marker).map_err(|e| Error::io(&marker, e))?;
-    }
     let inputs_json = json!({
         "real_run": real_run.display().to_string(),
         "bundle": bundle_dir.display().to_string(),
@@ -327,16 +323,18 @@ pub fn run(job: &Job) -> Result<PathBuf> {
         let adjusted = SpeedAdjusted::of(&report, &d);
         (d, adjusted)
     });
-    write_replay(
-        &out,
-        predictor.as_ref(),
-        &iterations,
-        &report,
-        corrected.as_ref(),
-        inputs_json,
-        speed.as_ref(),
-    )?;
-    write_atomic(&marker, b"")?;
+    let out = job.write_run(&location, &id, |staging, meta| {
+        meta.extra = json!({"inputs": inputs_json.clone()});
+        write_replay(
+            staging.path(),
+            predictor.as_ref(),
+            &iterations,
+            &report,
+            corrected.as_ref(),
+            inputs_json,
+            speed.as_ref(),
+        )
+    })?;
     if let Some(c) = &cross_device {
         eprintln!("{}", c.sentence());
     }

@@ -41,10 +41,10 @@ use crate::io::bundle::{
     Bundle, BundleLocation, CpuOverheadSource, CpuOverheadTerm, DuplicatePolicy, LoadOptions,
 };
 use crate::io::device::{check_bundle_device, DeviceIdentity};
-use crate::io::provenance::{absolute_path, utc_now, InputRef};
-use crate::io::rundir::{is_complete, prepare_fresh, require_complete, Stage};
+use crate::io::provenance::{absolute_path, InputRef};
+use crate::io::read_csv;
+use crate::io::rundir::{is_complete, require_complete, Stage};
 use crate::io::schema::{DEVICE_SPEED, REQUEST_METRICS};
-use crate::io::{read_csv, write_json};
 use crate::scheduler::GlobalPolicy;
 use crate::stages::bundle::bundle_spec;
 use crate::stages::workload::LoadedWorkload;
@@ -523,125 +523,120 @@ pub fn run(job: &Job) -> Result<PathBuf> {
     for note in &inputs.notes {
         eprintln!("vidur: note: {note}");
     }
-    let Some(staging) = prepare_fresh(&location, cfg.output.force)? else {
-        return Ok(location.path());
-    };
-    let mut meta = job.run_meta(&run_id)?;
-    let pool = cfg.kv_pool()?;
-    eprintln!(
-        "vidur: {} requests of {} on {}, {} predictor, {} × {} KV blocks of {} tokens, {:?}",
-        inputs.workload.requests.len(),
-        cfg.model.name,
-        cfg.hardware.name,
-        inputs.source.predictor,
-        cfg.vidur.num_replicas,
-        pool.num_blocks,
-        pool.block_size,
-        cfg.scheduler.policy,
-    );
-
-    if let Some(dir) = &inputs.source.device_speed_of {
+    job.write_run(&location, &run_id, |staging, meta| {
+        let pool = cfg.kv_pool()?;
         eprintln!(
-            "vidur: predictions scaled to the device speed of real run {}",
-            dir.display()
+            "vidur: {} requests of {} on {}, {} predictor, {} × {} KV blocks of {} tokens, {:?}",
+            inputs.workload.requests.len(),
+            cfg.model.name,
+            cfg.hardware.name,
+            inputs.source.predictor,
+            cfg.vidur.num_replicas,
+            pool.num_blocks,
+            pool.block_size,
+            cfg.scheduler.policy,
         );
-    }
-    let started = Instant::now();
-    let outputs = CsvOutputs {
-        token_metrics: cfg.vidur.token_metrics,
-        batch_requests: cfg.vidur.batch_requests,
-    };
-    let mut sink = CsvSink::create(staging.path(), outputs)?;
-    let simulator = Simulator::new(inputs.sim_config.clone(), inputs.predictor.as_ref())?;
-    let summary = simulator.run(inputs.requests(), &mut sink)?;
-    let rows = sink.finish()?;
-    let wall_time_s = started.elapsed().as_secs_f64();
 
-    // Little's law on what was written, as a self-check of the outputs.
-    let written = read_csv(staging.file(REQUEST_METRICS.file_name), &REQUEST_METRICS)?;
-    let little = little_check(&summary, &written);
-    if !little.exact {
-        return Err(Error::Msg(format!(
-            "simulator self-check failed: Little's law does not hold on the written rows ({little:?})"
-        )));
-    }
+        if let Some(dir) = &inputs.source.device_speed_of {
+            eprintln!(
+                "vidur: predictions scaled to the device speed of real run {}",
+                dir.display()
+            );
+        }
+        let started = Instant::now();
+        let outputs = CsvOutputs {
+            token_metrics: cfg.vidur.token_metrics,
+            batch_requests: cfg.vidur.batch_requests,
+        };
+        let mut sink = CsvSink::create(staging.path(), outputs)?;
+        let simulator = Simulator::new(inputs.sim_config.clone(), inputs.predictor.as_ref())?;
+        let summary = simulator.run(inputs.requests(), &mut sink)?;
+        let rows = sink.finish()?;
+        let wall_time_s = started.elapsed().as_secs_f64();
 
-    job.write_resolved_config(staging.path())?;
-    meta.seed = Some(cfg.vidur.seed);
-    meta.inputs.insert(
-        "workload".into(),
-        InputRef {
-            id: inputs.workload.meta.workload_id.clone(),
-            path: inputs.workload.dir.display().to_string(),
-            sha256: None,
-        },
-    );
-    if let (Some(id), Some(dir)) = (&inputs.source.bundle_id, &inputs.source.bundle_dir) {
+        // Little's law on what was written, as a self-check of the outputs.
+        let written = read_csv(staging.file(REQUEST_METRICS.file_name), &REQUEST_METRICS)?;
+        let little = little_check(&summary, &written);
+        if !little.exact {
+            return Err(Error::Msg(format!(
+                "simulator self-check failed: Little's law does not hold on the written rows ({little:?})"
+            )));
+        }
+
+        meta.seed = Some(cfg.vidur.seed);
         meta.inputs.insert(
-            "bundle".into(),
+            "workload".into(),
             InputRef {
-                id: id.clone(),
-                path: dir.display().to_string(),
-                sha256: inputs.source.bundle_sha256.clone(),
-            },
-        );
-    }
-    if let Some(dir) = &inputs.source.predictor_tables {
-        meta.inputs.insert(
-            "predictor_tables".into(),
-            InputRef {
-                id: format!("path:{}", dir.display()),
-                path: dir.display().to_string(),
+                id: inputs.workload.meta.workload_id.clone(),
+                path: inputs.workload.dir.display().to_string(),
                 sha256: None,
             },
         );
-    }
-    if let Some(dir) = &inputs.source.device_speed_of {
-        meta.inputs.insert(
-            "device_speed_of".into(),
-            InputRef {
-                id: dir
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                path: dir.display().to_string(),
-                sha256: None,
-            },
+        if let (Some(id), Some(dir)) = (&inputs.source.bundle_id, &inputs.source.bundle_dir) {
+            meta.inputs.insert(
+                "bundle".into(),
+                InputRef {
+                    id: id.clone(),
+                    path: dir.display().to_string(),
+                    sha256: inputs.source.bundle_sha256.clone(),
+                },
+            );
+        }
+        if let Some(dir) = &inputs.source.predictor_tables {
+            meta.inputs.insert(
+                "predictor_tables".into(),
+                InputRef {
+                    id: format!("path:{}", dir.display()),
+                    path: dir.display().to_string(),
+                    sha256: None,
+                },
+            );
+        }
+        if let Some(dir) = &inputs.source.device_speed_of {
+            meta.inputs.insert(
+                "device_speed_of".into(),
+                InputRef {
+                    id: dir
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    path: dir.display().to_string(),
+                    sha256: None,
+                },
+            );
+        }
+        meta.workload_dir = Some(absolute_path(&inputs.workload.dir));
+        meta.profiling_root = inputs
+            .source
+            .bundle_dir
+            .as_ref()
+            .or(inputs.source.predictor_tables.as_ref())
+            .map(|dir| absolute_path(dir));
+        let makespan_s = summary.makespan_ns as f64 / 1e9;
+        let facts = SimRunFacts {
+            predictor: inputs.source.clone(),
+            kv_pool: pool,
+            sim_config: inputs.sim_config.clone(),
+            summary: summary.clone(),
+            rows,
+            makespan_s,
+            wall_time_s,
+            sim_s_per_wall_s: makespan_s / wall_time_s.max(1e-9),
+            requests_per_wall_s: summary.num_requests as f64 / wall_time_s.max(1e-9),
+            little,
+            notes: inputs.notes.clone(),
+        };
+        meta.extra = serde_json::to_value(&facts).map_err(|e| Error::InvalidInput(e.to_string()))?;
+        eprintln!(
+            "vidur: {} ok / {} error requests, {} tokens, {} batches ({} extrapolated), {} preemptions; \
+             {makespan_s:.1} simulated s in {wall_time_s:.2} wall s",
+            summary.num_ok,
+            summary.num_error,
+            summary.num_tokens,
+            summary.num_batches,
+            summary.num_extrapolated_batches,
+            summary.num_preemptions,
         );
-    }
-    meta.workload_dir = Some(absolute_path(&inputs.workload.dir));
-    meta.profiling_root = inputs
-        .source
-        .bundle_dir
-        .as_ref()
-        .or(inputs.source.predictor_tables.as_ref())
-        .map(|dir| absolute_path(dir));
-    let makespan_s = summary.makespan_ns as f64 / 1e9;
-    let facts = SimRunFacts {
-        predictor: inputs.source.clone(),
-        kv_pool: pool,
-        sim_config: inputs.sim_config.clone(),
-        summary: summary.clone(),
-        rows,
-        makespan_s,
-        wall_time_s,
-        sim_s_per_wall_s: makespan_s / wall_time_s.max(1e-9),
-        requests_per_wall_s: summary.num_requests as f64 / wall_time_s.max(1e-9),
-        little,
-        notes: inputs.notes.clone(),
-    };
-    meta.extra = serde_json::to_value(&facts).map_err(|e| Error::InvalidInput(e.to_string()))?;
-    meta.ended_at = utc_now();
-    write_json(staging.file("run_meta.json"), &meta)?;
-    eprintln!(
-        "vidur: {} ok / {} error requests, {} tokens, {} batches ({} extrapolated), {} preemptions; \
-         {makespan_s:.1} simulated s in {wall_time_s:.2} wall s",
-        summary.num_ok,
-        summary.num_error,
-        summary.num_tokens,
-        summary.num_batches,
-        summary.num_extrapolated_batches,
-        summary.num_preemptions,
-    );
-    staging.commit()
+        Ok(())
+    })
 }

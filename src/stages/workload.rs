@@ -28,7 +28,7 @@ use crate::io::provenance::{utc_now, HydraInfo, InputRef};
 #[cfg(feature = "prompts")]
 use crate::io::records::PromptRecord;
 use crate::io::records::{TraceIntervalRow, TraceLengthRow};
-use crate::io::rundir::{prepare_fresh, require_complete, Stage};
+use crate::io::rundir::{require_complete, Stage};
 use crate::io::schema::{SCHEMA_VERSION, TRACE_INTERVALS, TRACE_LENGTHS};
 #[cfg(feature = "prompts")]
 use crate::io::AtomicFile;
@@ -175,92 +175,87 @@ pub fn run(job: &Job) -> Result<PathBuf> {
     let cfg = &job.config;
     let workload_id = job.own_run_id(cfg.workload_id()?);
     let location = cfg.location(Stage::Workload, workload_id.clone());
-    let Some(staging) = prepare_fresh(&location, cfg.output.force)? else {
-        return Ok(location.path());
-    };
-    let mut run_meta = job.run_meta(&workload_id)?;
+    job.write_run(&location, &workload_id, |staging, run_meta| {
+        let workload = build_workload(cfg)?;
+        let tokenizer_ref = if cfg.output.eager_prompts {
+            write_eager_prompts(cfg, &workload, &staging.file(PROMPTS_FILE))?
+        } else {
+            tokenizer_source(cfg).reference()?
+        };
 
-    let workload = build_workload(cfg)?;
-    let tokenizer_ref = if cfg.output.eager_prompts {
-        write_eager_prompts(cfg, &workload, &staging.file(PROMPTS_FILE))?
-    } else {
-        tokenizer_source(cfg).reference()?
-    };
+        let lengths: Vec<TraceLengthRow> = workload
+            .lengths
+            .iter()
+            .zip(0u64..)
+            .map(|(l, id)| TraceLengthRow {
+                request_id: id,
+                prompt_id: id,
+                num_prefill_tokens: l.num_prefill_tokens,
+                num_decode_tokens: l.num_decode_tokens,
+            })
+            .collect();
+        write_csv(
+            staging.file(TRACE_LENGTHS.file_name),
+            &TRACE_LENGTHS,
+            &lengths,
+        )?;
+        let intervals: Vec<TraceIntervalRow> = workload
+            .inter_arrivals_ns()
+            .into_iter()
+            .zip(&workload.arrivals_ns)
+            .zip(0u64..)
+            .map(|((gap, &t), id)| TraceIntervalRow {
+                request_id: id,
+                inter_arrival_ns: gap,
+                arrival_time_ns: t,
+            })
+            .collect();
+        write_csv(
+            staging.file(TRACE_INTERVALS.file_name),
+            &TRACE_INTERVALS,
+            &intervals,
+        )?;
 
-    let lengths: Vec<TraceLengthRow> = workload
-        .lengths
-        .iter()
-        .zip(0u64..)
-        .map(|(l, id)| TraceLengthRow {
-            request_id: id,
-            prompt_id: id,
-            num_prefill_tokens: l.num_prefill_tokens,
-            num_decode_tokens: l.num_decode_tokens,
-        })
-        .collect();
-    write_csv(
-        staging.file(TRACE_LENGTHS.file_name),
-        &TRACE_LENGTHS,
-        &lengths,
-    )?;
-    let intervals: Vec<TraceIntervalRow> = workload
-        .inter_arrivals_ns()
-        .into_iter()
-        .zip(&workload.arrivals_ns)
-        .zip(0u64..)
-        .map(|((gap, &t), id)| TraceIntervalRow {
-            request_id: id,
-            inter_arrival_ns: gap,
-            arrival_time_ns: t,
-        })
-        .collect();
-    write_csv(
-        staging.file(TRACE_INTERVALS.file_name),
-        &TRACE_INTERVALS,
-        &intervals,
-    )?;
-
-    let summary = workload.summary()?;
-    let meta = WorkloadMeta {
-        schema_version: SCHEMA_VERSION,
-        workload_id: workload_id.clone(),
-        model: cfg.model.name.clone(),
-        seed: cfg.workload.seed,
-        tokenizer_ref,
-        created_at: utc_now(),
-        git_commit: run_meta.git_commit.clone(),
-        paths: WorkloadPaths {
-            prompts: PROMPTS_FILE.into(),
-            trace_lengths: TRACE_LENGTHS.file_name.into(),
-            trace_intervals: TRACE_INTERVALS.file_name.into(),
-        },
-        hydra: job.hydra(),
-        params: job.params()?,
-        num_requests: workload.len(),
-        summary,
-    };
-    write_json(staging.file(META_FILE), &meta)?;
-    job.write_resolved_config(staging.path())?;
-
-    run_meta.seed = Some(cfg.workload.seed);
-    if let Some(replay) = &cfg.workload.trace_replay {
-        let path = resolve_input_path(&replay.trace_file);
-        let bytes = std::fs::read(&path).with_path(&path)?;
-        run_meta.inputs.insert(
-            "trace_file".into(),
-            InputRef {
-                id: path.display().to_string(),
-                path: path.display().to_string(),
-                sha256: Some(crate::io::ids::sha256_hex(&bytes)),
+        let summary = workload.summary()?;
+        let meta = WorkloadMeta {
+            schema_version: SCHEMA_VERSION,
+            workload_id: workload_id.clone(),
+            model: cfg.model.name.clone(),
+            seed: cfg.workload.seed,
+            tokenizer_ref,
+            created_at: utc_now(),
+            git_commit: run_meta.git_commit.clone(),
+            paths: WorkloadPaths {
+                prompts: PROMPTS_FILE.into(),
+                trace_lengths: TRACE_LENGTHS.file_name.into(),
+                trace_intervals: TRACE_INTERVALS.file_name.into(),
             },
-        );
-    }
-    run_meta.extra = serde_json::json!({"summary": summary, "tokenizer_ref": meta.tokenizer_ref});
-    run_meta.ended_at = utc_now();
-    write_json(staging.file("run_meta.json"), &run_meta)?;
+            hydra: job.hydra(),
+            params: job.params()?,
+            num_requests: workload.len(),
+            summary,
+        };
+        write_json(staging.file(META_FILE), &meta)?;
 
-    print_summary(&workload_id, &summary);
-    staging.commit()
+        run_meta.seed = Some(cfg.workload.seed);
+        if let Some(replay) = &cfg.workload.trace_replay {
+            let path = resolve_input_path(&replay.trace_file);
+            let bytes = std::fs::read(&path).with_path(&path)?;
+            run_meta.inputs.insert(
+                "trace_file".into(),
+                InputRef {
+                    id: path.display().to_string(),
+                    path: path.display().to_string(),
+                    sha256: Some(crate::io::ids::sha256_hex(&bytes)),
+                },
+            );
+        }
+        run_meta.extra =
+            serde_json::json!({"summary": summary, "tokenizer_ref": meta.tokenizer_ref});
+
+        print_summary(&workload_id, &summary);
+        Ok(())
+    })
 }
 
 fn print_summary(id: &str, s: &WorkloadSummary) {
