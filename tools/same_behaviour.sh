@@ -4,20 +4,25 @@
 #
 #   tools/same_behaviour.sh OLD_REV [NEW_REV]     (NEW_REV defaults to HEAD)
 #
-# - `workload`: every file byte-identical except run_meta.json (provenance);
+# - `workload`: every file byte-identical except run_meta.json and config.yaml (provenance,
+#   output root) and workload_meta.json's `created_at`/`git_commit`;
 # - `vidur` (both revisions read the same bundle, the old one's): every CSV byte-identical;
 # - `real` (timed, so only what timing cannot change): every CSV header identical, each
 #   request's lengths/status and every token id identical;
 # - `compare`: every CSV header and the key set of summary.json identical.
-# Exits non-zero naming the first difference. Needs ../shared beside the repository (the
-# revisions' own tests read it); takes ~10 min on 2 cores (two release builds, two studies).
+# Exits non-zero naming every difference (KEEP=1 keeps the runs). Needs ../shared beside the
+# repository (the revisions read it); takes ~10 min on 2 cores (two release builds, two studies).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 old_rev="${1:?usage: tools/same_behaviour.sh OLD_REV [NEW_REV]}"
 new_rev="${2:-HEAD}"
 work="$(mktemp -d)"
-trap 'git -C "$repo" worktree remove --force "$work/old" 2>/dev/null || true;
-      git -C "$repo" worktree remove --force "$work/new" 2>/dev/null || true; rm -rf "$work"' EXIT
+cleanup() {
+  git -C "$repo" worktree remove --force "$work/old" 2>/dev/null || true
+  git -C "$repo" worktree remove --force "$work/new" 2>/dev/null || true
+  if [ -n "${KEEP:-}" ]; then echo "kept: $work" >&2; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/simreal/target-same-behaviour}"
 ln -s "$(cd "$repo/.." && pwd)/shared" "$work/shared"
 
@@ -60,6 +65,7 @@ work = Path(sys.argv[1])
 out = {s: {b: Path((work / f"{s}-{b}.path").read_text().strip()) for b in
            ("workload", "real", "vidur", "compare")} for s in ("old", "new")}
 problems = []
+PROVENANCE = ("created_at", "git_commit")
 
 def rows(path):
     with open(path, newline="") as f:
@@ -79,7 +85,18 @@ def same_files(stage, pattern, skip=()):
         problems.append(f"{stage}: files differ: {fa} vs {fb}")
         return
     for rel in fa:
-        if rel.name not in skip and (a / rel).read_bytes() != (b / rel).read_bytes():
+        if rel.name in skip:
+            continue
+        if rel.suffix == ".json":
+            ja, jb = (json.loads((d / rel).read_text()) for d in (a, b))
+            for j in (ja, jb):
+                for key in PROVENANCE:
+                    j.pop(key, None)
+            if ja != jb:
+                keys = sorted(k for k in set(ja) | set(jb) if ja.get(k) != jb.get(k))
+                problems.append(f"{stage}: {rel} differs in {keys}: "
+                                f"{[(ja.get(k), jb.get(k)) for k in keys][:3]}")
+        elif (a / rel).read_bytes() != (b / rel).read_bytes():
             problems.append(f"{stage}: {rel} differs")
     print(f"{stage}: {len(fa)} files compared", file=sys.stderr)
 

@@ -7,63 +7,74 @@ use std::str::FromStr;
 
 use crate::{Error, Result};
 
-/// One timed operator class. Its [`Op::name`] is the `<op>` in a bundle's
-/// `time_stats.<op>.*` columns and in `batch_metrics.csv`'s `op_<op>_ns` columns, so the names
-/// are a contract: never rename one, only append.
-///
-/// Per-layer ops are timed once per transformer layer; `emb`, `final_norm`, `lm_head` and
-/// `sampler` once per iteration; `all_reduce`/`send_recv` are the tensor/pipeline-parallel
-/// collectives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Op {
-    Emb,
-    InputLayernorm,
-    AttnPreProj,
-    AttnQkNorm,
-    AttnRope,
-    AttnKvCacheSave,
-    AttnPrefill,
-    AttnDecode,
-    AttnPostProj,
-    PostAttentionLayernorm,
-    MlpUpProj,
-    MlpAct,
-    MlpDownProj,
-    Add,
-    FinalNorm,
-    LmHead,
-    Sampler,
-    AllReduce,
-    SendRecv,
+/// The one list of op classes, in index order: variant, stable name, `batch_metrics.csv`
+/// column. `with_ops!(m)` calls `m! { Variant name column, ... }`, so the [`Op`] enum, its
+/// names, [`BatchMetricsRow`](crate::io::records::BatchMetricsRow)'s fields and the schema's
+/// columns are all expanded from it. Append only: the names are a file contract.
+macro_rules! with_ops {
+    ($m:ident) => {
+        $m! {
+            Emb emb op_emb_ns,
+            InputLayernorm input_layernorm op_input_layernorm_ns,
+            AttnPreProj attn_pre_proj op_attn_pre_proj_ns,
+            AttnQkNorm attn_qk_norm op_attn_qk_norm_ns,
+            AttnRope attn_rope op_attn_rope_ns,
+            AttnKvCacheSave attn_kv_cache_save op_attn_kv_cache_save_ns,
+            AttnPrefill attn_prefill op_attn_prefill_ns,
+            AttnDecode attn_decode op_attn_decode_ns,
+            AttnPostProj attn_post_proj op_attn_post_proj_ns,
+            PostAttentionLayernorm post_attention_layernorm op_post_attention_layernorm_ns,
+            MlpUpProj mlp_up_proj op_mlp_up_proj_ns,
+            MlpAct mlp_act op_mlp_act_ns,
+            MlpDownProj mlp_down_proj op_mlp_down_proj_ns,
+            Add add op_add_ns,
+            FinalNorm final_norm op_final_norm_ns,
+            LmHead lm_head op_lm_head_ns,
+            Sampler sampler op_sampler_ns,
+            AllReduce all_reduce op_all_reduce_ns,
+            SendRecv send_recv op_send_recv_ns,
+        }
+    };
+}
+pub(crate) use with_ops;
+
+macro_rules! define_op {
+    ($($variant:ident $name:ident $column:ident,)*) => {
+        /// One timed operator class. Its [`Op::name`] is the `<op>` in a bundle's
+        /// `time_stats.<op>.*` columns and in `batch_metrics.csv`'s `op_<op>_ns` columns,
+        /// so the names are a contract: never rename one, only append.
+        ///
+        /// Per-layer ops are timed once per transformer layer; `emb`, `final_norm`,
+        /// `lm_head` and `sampler` once per iteration; `all_reduce`/`send_recv` are the
+        /// tensor/pipeline-parallel collectives.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum Op {
+            $($variant,)*
+        }
+
+        impl Op {
+            /// Number of op classes; the length of every per-op array.
+            pub const COUNT: usize = [$(stringify!($name),)*].len();
+
+            /// Every op, in index order (`Op::ALL[op.index()] == op`).
+            pub const ALL: [Op; Op::COUNT] = [$(Op::$variant,)*];
+
+            /// Every op's name in index order (the `<name>` of the `op_<name>_ns` columns).
+            pub const NAMES: [&'static str; Op::COUNT] = [$(stringify!($name),)*];
+
+            /// The stable snake_case name.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Op::$variant => stringify!($name),)*
+                }
+            }
+        }
+    };
 }
 
+with_ops!(define_op);
+
 impl Op {
-    /// Number of op classes; the length of every per-op array.
-    pub const COUNT: usize = 19;
-
-    /// Every op, in index order (`Op::ALL[op.index()] == op`).
-    pub const ALL: [Op; Op::COUNT] = [
-        Op::Emb,
-        Op::InputLayernorm,
-        Op::AttnPreProj,
-        Op::AttnQkNorm,
-        Op::AttnRope,
-        Op::AttnKvCacheSave,
-        Op::AttnPrefill,
-        Op::AttnDecode,
-        Op::AttnPostProj,
-        Op::PostAttentionLayernorm,
-        Op::MlpUpProj,
-        Op::MlpAct,
-        Op::MlpDownProj,
-        Op::Add,
-        Op::FinalNorm,
-        Op::LmHead,
-        Op::Sampler,
-        Op::AllReduce,
-        Op::SendRecv,
-    ];
-
     /// The ops a forward of the model runs, in the order it runs them (per layer: norm,
     /// attention, residual add, norm, MLP), then the sampler. The collectives are the
     /// simulator's (tensor/pipeline parallelism); the engine runs on one device.
@@ -87,17 +98,6 @@ impl Op {
         Op::Sampler,
     ];
 
-    /// Every op's name in index order: the `op_<name>_ns` columns of `batch_metrics.csv`.
-    pub const NAMES: [&'static str; Op::COUNT] = {
-        let mut names = [""; Op::COUNT];
-        let mut i = 0;
-        while i < Op::COUNT {
-            names[i] = Op::ALL[i].name();
-            i += 1;
-        }
-        names
-    };
-
     /// Whether a model op runs once per decoder layer (as opposed to once per iteration);
     /// false for the collectives, which the model does not run.
     pub const fn is_per_layer(self) -> bool {
@@ -110,31 +110,6 @@ impl Op {
     /// Position in [`Op::ALL`] and in per-op arrays.
     pub const fn index(self) -> usize {
         self as usize
-    }
-
-    /// The stable snake_case name.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Op::Emb => "emb",
-            Op::InputLayernorm => "input_layernorm",
-            Op::AttnPreProj => "attn_pre_proj",
-            Op::AttnQkNorm => "attn_qk_norm",
-            Op::AttnRope => "attn_rope",
-            Op::AttnKvCacheSave => "attn_kv_cache_save",
-            Op::AttnPrefill => "attn_prefill",
-            Op::AttnDecode => "attn_decode",
-            Op::AttnPostProj => "attn_post_proj",
-            Op::PostAttentionLayernorm => "post_attention_layernorm",
-            Op::MlpUpProj => "mlp_up_proj",
-            Op::MlpAct => "mlp_act",
-            Op::MlpDownProj => "mlp_down_proj",
-            Op::Add => "add",
-            Op::FinalNorm => "final_norm",
-            Op::LmHead => "lm_head",
-            Op::Sampler => "sampler",
-            Op::AllReduce => "all_reduce",
-            Op::SendRecv => "send_recv",
-        }
     }
 
     /// Looks an op up by its stable name.

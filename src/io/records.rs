@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::io::ops::with_ops;
 use crate::scheduler::ScheduledBatch;
 
 /// `trace_lengths.csv`
@@ -221,77 +222,63 @@ pub struct TokenMetricsRow {
 /// Number of per-op columns in `batch_metrics.csv`.
 pub const NUM_OPS: usize = crate::io::ops::Op::COUNT;
 
-/// `batch_metrics.csv`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct BatchMetricsRow {
-    pub batch_id: u64,
-    pub replica_id: u32,
-    pub start_time_ns: u64,
-    pub end_time_ns: u64,
-    pub duration_ns: u64,
-    pub num_requests: u32,
-    pub num_prefill_requests: u32,
-    pub num_decode_requests: u32,
-    pub num_prefill_tokens: u32,
-    pub num_decode_tokens: u32,
-    pub kv_context_tokens: u64,
-    pub num_kv_blocks_used: u32,
-    pub num_preempted: u32,
-    #[serde(default)]
-    pub num_waiting_requests: Option<u32>,
-    #[serde(default)]
-    pub model_forward_ns: Option<u64>,
-    #[serde(default)]
-    pub cpu_schedule_ns: Option<u64>,
-    #[serde(default)]
-    pub cpu_prepare_inputs_ns: Option<u64>,
-    #[serde(default)]
-    pub cpu_sampler_ns: Option<u64>,
-    #[serde(default)]
-    pub cpu_process_outputs_ns: Option<u64>,
-    #[serde(default)]
-    pub op_emb_ns: Option<u64>,
-    #[serde(default)]
-    pub op_input_layernorm_ns: Option<u64>,
-    #[serde(default)]
-    pub op_attn_pre_proj_ns: Option<u64>,
-    #[serde(default)]
-    pub op_attn_qk_norm_ns: Option<u64>,
-    #[serde(default)]
-    pub op_attn_rope_ns: Option<u64>,
-    #[serde(default)]
-    pub op_attn_kv_cache_save_ns: Option<u64>,
-    #[serde(default)]
-    pub op_attn_prefill_ns: Option<u64>,
-    #[serde(default)]
-    pub op_attn_decode_ns: Option<u64>,
-    #[serde(default)]
-    pub op_attn_post_proj_ns: Option<u64>,
-    #[serde(default)]
-    pub op_post_attention_layernorm_ns: Option<u64>,
-    #[serde(default)]
-    pub op_mlp_up_proj_ns: Option<u64>,
-    #[serde(default)]
-    pub op_mlp_act_ns: Option<u64>,
-    #[serde(default)]
-    pub op_mlp_down_proj_ns: Option<u64>,
-    #[serde(default)]
-    pub op_add_ns: Option<u64>,
-    #[serde(default)]
-    pub op_final_norm_ns: Option<u64>,
-    #[serde(default)]
-    pub op_lm_head_ns: Option<u64>,
-    #[serde(default)]
-    pub op_sampler_ns: Option<u64>,
-    #[serde(default)]
-    pub op_all_reduce_ns: Option<u64>,
-    #[serde(default)]
-    pub op_send_recv_ns: Option<u64>,
-    #[serde(default)]
-    pub extrapolated: Option<bool>,
-    #[serde(default)]
-    pub cpu_time_ns: Option<u64>,
+// `batch_metrics.csv`'s row: its op columns are expanded from the op list (`with_ops!`), in
+// index order between the CPU breakdown and `extrapolated`.
+macro_rules! define_batch_metrics_row {
+    ($($variant:ident $name:ident $column:ident,)*) => {
+        /// `batch_metrics.csv`
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+        pub struct BatchMetricsRow {
+            pub batch_id: u64,
+            pub replica_id: u32,
+            pub start_time_ns: u64,
+            pub end_time_ns: u64,
+            pub duration_ns: u64,
+            pub num_requests: u32,
+            pub num_prefill_requests: u32,
+            pub num_decode_requests: u32,
+            pub num_prefill_tokens: u32,
+            pub num_decode_tokens: u32,
+            pub kv_context_tokens: u64,
+            pub num_kv_blocks_used: u32,
+            pub num_preempted: u32,
+            #[serde(default)]
+            pub num_waiting_requests: Option<u32>,
+            #[serde(default)]
+            pub model_forward_ns: Option<u64>,
+            #[serde(default)]
+            pub cpu_schedule_ns: Option<u64>,
+            #[serde(default)]
+            pub cpu_prepare_inputs_ns: Option<u64>,
+            #[serde(default)]
+            pub cpu_sampler_ns: Option<u64>,
+            #[serde(default)]
+            pub cpu_process_outputs_ns: Option<u64>,
+        $(
+            #[serde(default)]
+            pub $column: Option<u64>,
+        )*
+            #[serde(default)]
+            pub extrapolated: Option<bool>,
+            #[serde(default)]
+            pub cpu_time_ns: Option<u64>,
+        }
+
+        impl BatchMetricsRow {
+            /// Sets the `op_<name>_ns` columns from values in [`Op::ALL`](crate::io::ops::Op::ALL) order.
+            pub fn set_ops(&mut self, values: [Option<u64>; NUM_OPS]) {
+                let [$($name,)*] = values;
+                $(self.$column = $name;)*
+            }
+
+            /// The `op_<name>_ns` columns in [`Op::ALL`](crate::io::ops::Op::ALL) order.
+            pub fn ops(&self) -> [Option<u64>; NUM_OPS] {
+                [$(self.$column,)*]
+            }
+        }
+    };
 }
+with_ops!(define_batch_metrics_row);
 
 impl BatchMetricsRow {
     /// The row of `batch` run on `replica_id` from `start_ns` to `end_ns` with
@@ -328,56 +315,6 @@ impl BatchMetricsRow {
             row.kv_context_tokens += u64::from(e.num_context_tokens + e.num_tokens);
         }
         row
-    }
-
-    /// Sets the `op_<name>_ns` columns from values in `OP_NAMES` order.
-    pub fn set_ops(&mut self, values: [Option<u64>; NUM_OPS]) {
-        let [emb, input_layernorm, attn_pre_proj, attn_qk_norm, attn_rope, attn_kv_cache_save, attn_prefill, attn_decode, attn_post_proj, post_attention_layernorm, mlp_up_proj, mlp_act, mlp_down_proj, add, final_norm, lm_head, sampler, all_reduce, send_recv] =
-            values;
-        self.op_emb_ns = emb;
-        self.op_input_layernorm_ns = input_layernorm;
-        self.op_attn_pre_proj_ns = attn_pre_proj;
-        self.op_attn_qk_norm_ns = attn_qk_norm;
-        self.op_attn_rope_ns = attn_rope;
-        self.op_attn_kv_cache_save_ns = attn_kv_cache_save;
-        self.op_attn_prefill_ns = attn_prefill;
-        self.op_attn_decode_ns = attn_decode;
-        self.op_attn_post_proj_ns = attn_post_proj;
-        self.op_post_attention_layernorm_ns = post_attention_layernorm;
-        self.op_mlp_up_proj_ns = mlp_up_proj;
-        self.op_mlp_act_ns = mlp_act;
-        self.op_mlp_down_proj_ns = mlp_down_proj;
-        self.op_add_ns = add;
-        self.op_final_norm_ns = final_norm;
-        self.op_lm_head_ns = lm_head;
-        self.op_sampler_ns = sampler;
-        self.op_all_reduce_ns = all_reduce;
-        self.op_send_recv_ns = send_recv;
-    }
-
-    /// The `op_<name>_ns` columns in `OP_NAMES` order.
-    pub fn ops(&self) -> [Option<u64>; NUM_OPS] {
-        [
-            self.op_emb_ns,
-            self.op_input_layernorm_ns,
-            self.op_attn_pre_proj_ns,
-            self.op_attn_qk_norm_ns,
-            self.op_attn_rope_ns,
-            self.op_attn_kv_cache_save_ns,
-            self.op_attn_prefill_ns,
-            self.op_attn_decode_ns,
-            self.op_attn_post_proj_ns,
-            self.op_post_attention_layernorm_ns,
-            self.op_mlp_up_proj_ns,
-            self.op_mlp_act_ns,
-            self.op_mlp_down_proj_ns,
-            self.op_add_ns,
-            self.op_final_norm_ns,
-            self.op_lm_head_ns,
-            self.op_sampler_ns,
-            self.op_all_reduce_ns,
-            self.op_send_recv_ns,
-        ]
     }
 }
 

@@ -5,7 +5,7 @@
 //! both write and read. `specs/` is generated from this registry and a test keeps them in sync.
 //! Additions are append-only: new columns go at the end of a schema.
 
-use crate::io::ops::Op;
+use crate::io::ops::{with_ops, Op};
 
 /// Version of every contract in this registry.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -282,138 +282,123 @@ pub static TOKEN_METRICS: CsvSchema = CsvSchema {
 /// column order: the op registry's ([`Op::NAMES`]).
 pub const OP_NAMES: [&str; Op::COUNT] = Op::NAMES;
 
-pub static BATCH_METRICS: CsvSchema = CsvSchema {
-    file_name: "batch_metrics.csv",
-    version: SCHEMA_VERSION,
-    description: "One row per engine iteration (batch).",
-    columns: &[
-        col("batch_id", U64, "", "iteration id, unique within the run"),
-        col("replica_id", U64, "", "replica that ran it"),
-        col(
-            "start_time_ns",
-            U64,
-            "ns",
-            "when the iteration started (scheduling included)",
-        ),
-        col("end_time_ns", U64, "ns", "when its tokens were emitted"),
-        col("duration_ns", U64, "ns", "end_time_ns - start_time_ns"),
-        col("num_requests", U64, "", "requests in the batch"),
-        col(
-            "num_prefill_requests",
-            U64,
-            "",
-            "requests with a prefill (or recompute) chunk",
-        ),
-        col(
-            "num_decode_requests",
-            U64,
-            "",
-            "requests decoding one token",
-        ),
-        col(
-            "num_prefill_tokens",
-            U64,
-            "tokens",
-            "prefill tokens processed",
-        ),
-        col(
-            "num_decode_tokens",
-            U64,
-            "tokens",
-            "decode tokens processed",
-        ),
-        col(
-            "kv_context_tokens",
-            U64,
-            "tokens",
-            "sum over requests of attended context (cached + new)",
-        ),
-        col(
-            "num_kv_blocks_used",
-            U64,
-            "blocks",
-            "KV blocks allocated after scheduling",
-        ),
-        col(
-            "num_preempted",
-            U64,
-            "",
-            "requests preempted while forming this batch",
-        ),
-        opt(
-            "num_waiting_requests",
-            U64,
-            "",
-            "queue depth (arrived, not running) after scheduling",
-        ),
-        opt(
-            "model_forward_ns",
-            U64,
-            "ns",
-            "model execution time (measured or predicted)",
-        ),
-        opt("cpu_schedule_ns", U64, "ns", "CPU: scheduler decision"),
-        opt(
-            "cpu_prepare_inputs_ns",
-            U64,
-            "ns",
-            "CPU: building the flattened batch",
-        ),
-        opt(
-            "cpu_sampler_ns",
-            U64,
-            "ns",
-            "CPU: sampling tokens from logits",
-        ),
-        opt(
-            "cpu_process_outputs_ns",
-            U64,
-            "ns",
-            "CPU: recording outputs, updating request state",
-        ),
-        opt(
-            "op_emb_ns",
-            U64,
-            "ns",
-            "per-op breakdown, whole model (measured or predicted)",
-        ),
-        opt("op_input_layernorm_ns", U64, "ns", "per-op breakdown"),
-        opt("op_attn_pre_proj_ns", U64, "ns", "per-op breakdown"),
-        opt("op_attn_qk_norm_ns", U64, "ns", "per-op breakdown"),
-        opt("op_attn_rope_ns", U64, "ns", "per-op breakdown"),
-        opt("op_attn_kv_cache_save_ns", U64, "ns", "per-op breakdown"),
-        opt("op_attn_prefill_ns", U64, "ns", "per-op breakdown"),
-        opt("op_attn_decode_ns", U64, "ns", "per-op breakdown"),
-        opt("op_attn_post_proj_ns", U64, "ns", "per-op breakdown"),
-        opt(
-            "op_post_attention_layernorm_ns",
-            U64,
-            "ns",
-            "per-op breakdown",
-        ),
-        opt("op_mlp_up_proj_ns", U64, "ns", "per-op breakdown"),
-        opt("op_mlp_act_ns", U64, "ns", "per-op breakdown"),
-        opt("op_mlp_down_proj_ns", U64, "ns", "per-op breakdown"),
-        opt("op_add_ns", U64, "ns", "per-op breakdown"),
-        opt("op_final_norm_ns", U64, "ns", "per-op breakdown"),
-        opt("op_lm_head_ns", U64, "ns", "per-op breakdown"),
-        opt("op_sampler_ns", U64, "ns", "per-op breakdown"),
-        opt("op_all_reduce_ns", U64, "ns", "per-op breakdown"),
-        opt("op_send_recv_ns", U64, "ns", "per-op breakdown"),
-        opt(
-            "extrapolated",
-            Bool,
-            "",
-            "simulator: a prediction left the profiled grid",
-        ),
-        opt(
-            "cpu_time_ns",
-            U64,
-            "ns",
-            "real engine: CPU time all threads of the process used during the iteration (with duration_ns and the thread count, how much of the wall time the device really computed)",
-        ),
-    ],
-};
+// The op columns are expanded from the op list (`with_ops!`), like the row's fields.
+macro_rules! define_batch_metrics_schema {
+    ($($variant:ident $name:ident $column:ident,)*) => {
+        pub static BATCH_METRICS: CsvSchema = CsvSchema {
+            file_name: "batch_metrics.csv",
+            version: SCHEMA_VERSION,
+            description: "One row per engine iteration (batch).",
+            columns: &[
+                col("batch_id", U64, "", "iteration id, unique within the run"),
+                col("replica_id", U64, "", "replica that ran it"),
+                col(
+                    "start_time_ns",
+                    U64,
+                    "ns",
+                    "when the iteration started (scheduling included)",
+                ),
+                col("end_time_ns", U64, "ns", "when its tokens were emitted"),
+                col("duration_ns", U64, "ns", "end_time_ns - start_time_ns"),
+                col("num_requests", U64, "", "requests in the batch"),
+                col(
+                    "num_prefill_requests",
+                    U64,
+                    "",
+                    "requests with a prefill (or recompute) chunk",
+                ),
+                col(
+                    "num_decode_requests",
+                    U64,
+                    "",
+                    "requests decoding one token",
+                ),
+                col(
+                    "num_prefill_tokens",
+                    U64,
+                    "tokens",
+                    "prefill tokens processed",
+                ),
+                col(
+                    "num_decode_tokens",
+                    U64,
+                    "tokens",
+                    "decode tokens processed",
+                ),
+                col(
+                    "kv_context_tokens",
+                    U64,
+                    "tokens",
+                    "sum over requests of attended context (cached + new)",
+                ),
+                col(
+                    "num_kv_blocks_used",
+                    U64,
+                    "blocks",
+                    "KV blocks allocated after scheduling",
+                ),
+                col(
+                    "num_preempted",
+                    U64,
+                    "",
+                    "requests preempted while forming this batch",
+                ),
+                opt(
+                    "num_waiting_requests",
+                    U64,
+                    "",
+                    "queue depth (arrived, not running) after scheduling",
+                ),
+                opt(
+                    "model_forward_ns",
+                    U64,
+                    "ns",
+                    "model execution time (measured or predicted)",
+                ),
+                opt("cpu_schedule_ns", U64, "ns", "CPU: scheduler decision"),
+                opt(
+                    "cpu_prepare_inputs_ns",
+                    U64,
+                    "ns",
+                    "CPU: building the flattened batch",
+                ),
+                opt(
+                    "cpu_sampler_ns",
+                    U64,
+                    "ns",
+                    "CPU: sampling tokens from logits",
+                ),
+                opt(
+                    "cpu_process_outputs_ns",
+                    U64,
+                    "ns",
+                    "CPU: recording outputs, updating request state",
+                ),
+        $(
+            opt(
+                stringify!($column),
+                U64,
+                "ns",
+                concat!("time in `", stringify!($name), "`, whole model (measured or predicted)"),
+            ),
+        )*
+                opt(
+                    "extrapolated",
+                    Bool,
+                    "",
+                    "simulator: a prediction left the profiled grid",
+                ),
+                opt(
+                    "cpu_time_ns",
+                    U64,
+                    "ns",
+                    "real engine: CPU time all threads of the process used during the iteration (with duration_ns and the thread count, how much of the wall time the device really computed)",
+                ),
+            ],
+        };
+    };
+}
+with_ops!(define_batch_metrics_schema);
 
 pub static BATCH_REQUESTS: CsvSchema = CsvSchema {
     file_name: "batch_requests.csv",
