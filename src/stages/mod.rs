@@ -171,11 +171,11 @@ impl Job {
         ))
     }
 
-    /// The one way a stage writes its run dir: `None`-free idempotence (a complete run is
-    /// reused, saying `up to date`), a staging dir that `write` fills, the resolved
-    /// `config.yaml`, then `run_meta.json` (begun before `write`, which adds to it; ended
-    /// after) and `_SUCCESS`, last, by an atomic rename. A failure anywhere leaves nothing
-    /// that reads as complete.
+    /// The one way a stage writes its run dir: a complete run is reused (saying `up to
+    /// date`) unless `output.force`; otherwise `write` fills a staging dir, then come the
+    /// resolved `config.yaml`, `run_meta.json` (begun before `write`, which adds to it, and
+    /// ended after) and `_SUCCESS`, last, with the dir's atomic rename. A failure anywhere
+    /// leaves nothing that reads as complete.
     pub fn write_run(
         &self,
         location: &RunLocation,
