@@ -5,7 +5,7 @@
 #   tools/same_behaviour.sh OLD_REV [NEW_REV]     (NEW_REV defaults to HEAD)
 #
 # - `workload`: every file byte-identical except run_meta.json and config.yaml (provenance,
-#   output root) and workload_meta.json's `created_at`/`git_commit`;
+#   output root) and, in workload_meta.json, `created_at`, `git_commit` and the output root;
 # - `vidur` (both revisions read the same bundle, the old one's): every CSV byte-identical;
 # - `real` (timed, so only what timing cannot change): every CSV header identical, each
 #   request's lengths/status and every token id identical;
@@ -67,6 +67,13 @@ out = {s: {b: Path((work / f"{s}-{b}.path").read_text().strip()) for b in
 problems = []
 PROVENANCE = ("created_at", "git_commit")
 
+
+def unrooted(text):
+    for side in ("old", "new"):
+        text = text.replace(str(work / f"{side}-out"), "<root>")
+    return text
+
+
 def rows(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
@@ -88,7 +95,8 @@ def same_files(stage, pattern, skip=()):
         if rel.name in skip:
             continue
         if rel.suffix == ".json":
-            ja, jb = (json.loads((d / rel).read_text()) for d in (a, b))
+            # Each side ran under its own output root, which the config records.
+            ja, jb = (json.loads(unrooted((d / rel).read_text())) for d in (a, b))
             for j in (ja, jb):
                 for key in PROVENANCE:
                     j.pop(key, None)
