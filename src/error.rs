@@ -94,7 +94,7 @@ pub enum Error {
 
     /// A stage or feature this build left out (`--no-default-features`), named with the
     /// cargo feature that brings it back.
-    #[error("`{what}` is not in this build: build with the `{feature}` feature (a default feature; drop --no-default-features or add --features {feature})")]
+    #[error("{what} is not in this build: build with the `{feature}` feature (a default feature; drop --no-default-features or add --features {feature})")]
     NotBuilt { what: String, feature: &'static str },
 
     /// Anything else, with a message that stands on its own.

@@ -140,7 +140,7 @@ fn write_eager_prompts(cfg: &SimrealConfig, workload: &Workload, path: &Path) ->
 #[cfg(not(feature = "prompts"))]
 fn write_eager_prompts(_: &SimrealConfig, _: &Workload, _: &Path) -> Result<String> {
     Err(Error::NotBuilt {
-        what: "output.eager_prompts=true (prompt texts)".into(),
+        what: "`output.eager_prompts=true` (prompt texts)".into(),
         feature: "prompts",
     })
 }
