@@ -87,17 +87,12 @@ pub fn read_real_run(dir: &Path) -> Result<Vec<ReplayIteration>> {
             (Some(s), Some(p), Some(o)) => Some(s + p + o),
             _ => None,
         };
-        let mut measured_ops_ns = [None; Op::COUNT];
-        for (name, v) in crate::io::schema::OP_NAMES.iter().zip(b.ops()) {
-            if let Some(op) = Op::from_name(name) {
-                measured_ops_ns[op.index()] = v;
-            }
-        }
         iterations.push(ReplayIteration {
             batch_id: b.batch_id,
             measured_duration_ns: b.duration_ns,
             measured_cpu_overhead_ns: cpu,
-            measured_ops_ns,
+            // The op columns are in `Op` index order (both come from one list).
+            measured_ops_ns: b.ops(),
             requests,
             num_logits_rows: Some(logits_rows.get(&b.batch_id).copied().unwrap_or(0)),
             start_time_ns: Some(b.start_time_ns),
