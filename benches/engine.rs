@@ -127,10 +127,21 @@ fn bandwidth_gb_s(repeats: usize) -> Vec<f64> {
         .collect()
 }
 
-/// ms of `x·Wᵀ` for `W: [3072, 1024]` (the gate/up shape) with `m` rows: (small-m kernel,
-/// candle's matmul), the minimum over `4 × repeats` calls (the least disturbed by other load). Calls rotate over eight weight copies (100 MB) so the
-/// weights come from DRAM, as in the model, not from the last-level cache.
-fn linear_crossover(repeats: usize) -> Result<Vec<(usize, f64, f64)>> {
+/// One row of the linear-kernel table: min ms of `x·Wᵀ` with `m` rows per implementation.
+struct LinearRow {
+    m: usize,
+    small_m_ms: f64,
+    /// Our GEMM, per SIMD level this CPU has (AVX2, and AVX-512 where present).
+    gemm_ms: Vec<(kernels::IsaLevel, f64)>,
+    candle_ms: f64,
+}
+
+/// ms of `x·Wᵀ` for `W: [3072, 1024]` (the gate/up shape) with `m` rows, by the small-m kernel,
+/// our GEMM on each SIMD path and candle's matmul, interleaved call by call; the minimum over
+/// `4 × repeats` calls (the least disturbed by other load). Calls rotate over eight weight
+/// copies (100 MB) so the weights come from DRAM, as in the model, not from the last-level
+/// cache.
+fn linear_crossover(repeats: usize) -> Result<Vec<LinearRow>> {
     const COPIES: usize = 8;
     let (n, k) = (3072usize, 1024usize);
     let ws: Vec<Vec<f32>> = (0..COPIES)
@@ -144,24 +155,51 @@ fn linear_crossover(repeats: usize) -> Result<Vec<(usize, f64, f64)>> {
         .iter()
         .map(|w| Tensor::from_slice(w, (n, k), &Device::Cpu))
         .collect::<candle_core::Result<_>>()?;
+    let simd: Vec<kernels::Isa> = kernels::Isa::all_supported()
+        .into_iter()
+        .filter(|i| i.level() != kernels::IsaLevel::Scalar)
+        .collect();
     let mut rows = Vec::new();
-    for m in [1usize, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384] {
+    for m in [
+        1usize, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024,
+    ] {
         let x: Vec<f32> = (0..m * k).map(|i| ((i % 13) as f32 - 6.0) / 10.0).collect();
         let xt = Tensor::from_slice(&x, (m, k), &Device::Cpu)?;
-        let mut ours = Vec::new();
-        let mut gemm = Vec::new();
-        for rep in 0..repeats * 4 {
-            let w = &ws[(2 * rep) % COPIES];
+        let mut small_m = Vec::new();
+        let mut gemm = vec![Vec::new(); simd.len()];
+        let mut candle = Vec::new();
+        // Each call reads a different copy than the one before, so none finds it in cache.
+        let mut copy = 0;
+        let mut next_copy = || {
+            copy += 1;
+            copy % COPIES
+        };
+        for _ in 0..repeats * 4 {
+            let w = &ws[next_copy()];
             let t = Instant::now();
             std::hint::black_box(kernels::linear::matmul_xwt_f32(&x, m, w, n, k));
-            ours.push(t.elapsed().as_secs_f64() * 1e3);
-            // A different copy than the kernel just read, so neither finds it in cache.
-            let wt = &wts[(2 * rep + 1) % COPIES];
+            small_m.push(t.elapsed().as_secs_f64() * 1e3);
+            for (isa, times) in simd.iter().zip(&mut gemm) {
+                let w = &ws[next_copy()];
+                let t = Instant::now();
+                std::hint::black_box(kernels::gemm::matmul_xwt(*isa, &x, m, w, n, k));
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            let wt = &wts[next_copy()];
             let t = Instant::now();
             std::hint::black_box(xt.matmul(&wt.t()?)?);
-            gemm.push(t.elapsed().as_secs_f64() * 1e3);
+            candle.push(t.elapsed().as_secs_f64() * 1e3);
         }
-        rows.push((m, Stats::of(&ours).min, Stats::of(&gemm).min));
+        rows.push(LinearRow {
+            m,
+            small_m_ms: Stats::of(&small_m).min,
+            gemm_ms: simd
+                .iter()
+                .zip(&gemm)
+                .map(|(isa, t)| (isa.level(), Stats::of(t).min))
+                .collect(),
+            candle_ms: Stats::of(&candle).min,
+        });
     }
     Ok(rows)
 }
@@ -219,8 +257,8 @@ struct Ours {
     cold_prefill_ms: f64,
     cold_decode_ms: f64,
     decode_ms: Vec<f64>,
-    /// Per op: ms per single-sequence step, ms per batch-8 step.
-    decode_ops: Vec<(Op, f64, f64)>,
+    /// Per op: ms per single-sequence step, ms per batch-8 step, ms of one 512-token prefill.
+    ops_ms: Vec<(Op, f64, f64, f64)>,
     batch_decode_tok_s: Vec<f64>,
     /// Per repeat: batch-8 tokens/s ÷ single-sequence tokens/s, measured back to back.
     batch_over_single: Vec<f64>,
@@ -333,32 +371,41 @@ fn bench_ours(dir: &Path, repeats: usize, reference_dir: Option<&Path>) -> Resul
     decode(&mut cache, &[0], &[first], Some(&mut ops))?;
     let mut batch_ops = OpTotals::default();
     decode(&mut cache, &seqs, &firsts, Some(&mut batch_ops))?;
-    let per_step = |t: &OpTotals, op| t.total(op).as_secs_f64() * 1e3 / DECODE_STEPS as f64;
-    let decode_ops = Op::MODEL
-        .into_iter()
-        .map(|op| (op, per_step(&ops, op), per_step(&batch_ops, op)))
-        .filter(|(_, a, b)| *a > 0.0 || *b > 0.0)
-        .collect();
-
     let long = prompt(PREFILL, 99);
+    let long_seq = SequenceInput {
+        token_ids: &long,
+        num_cached_tokens: 0,
+        block_table: &tables[0],
+        wants_logits: true,
+    };
     let mut prefill_ms = Vec::new();
     for _ in 0..repeats.min(3) {
-        let seq = SequenceInput {
-            token_ids: &long,
-            num_cached_tokens: 0,
-            block_table: &tables[0],
-            wants_logits: true,
-        };
         let t = Instant::now();
-        model.forward_seqs(&[seq], &mut cache, None)?;
+        model.forward_seqs(&[long_seq], &mut cache, None)?;
         prefill_ms.push(t.elapsed().as_secs_f64() * 1e3);
     }
+    let mut prefill_ops = OpTotals::default();
+    model.forward_seqs(&[long_seq], &mut cache, Some(&mut prefill_ops))?;
+    let ms = |t: &OpTotals, op, steps: usize| t.total(op).as_secs_f64() * 1e3 / steps as f64;
+    let ops_ms = Op::MODEL
+        .into_iter()
+        .map(|op| {
+            let per_step = |t| ms(t, op, DECODE_STEPS);
+            (
+                op,
+                per_step(&ops),
+                per_step(&batch_ops),
+                ms(&prefill_ops, op, 1),
+            )
+        })
+        .filter(|(_, a, b, c)| *a > 0.0 || *b > 0.0 || *c > 0.0)
+        .collect();
     Ok(Ours {
         load_s,
         cold_prefill_ms,
         cold_decode_ms,
         decode_ms,
-        decode_ops,
+        ops_ms,
         batch_decode_tok_s,
         batch_over_single,
         prefill_ms,
@@ -440,8 +487,16 @@ fn main() -> Result<()> {
     eprintln!("measuring the small-m linear kernel against candle's matmul");
     let crossover = linear_crossover(repeats)?;
     if std::env::var_os("SIMREAL_BENCH_KERNELS_ONLY").is_some() {
-        for (m, a, b) in &crossover {
-            println!("m={m:3}  small-m {a:8.3} ms  candle {b:8.3} ms");
+        for row in &crossover {
+            let gemm: String = row
+                .gemm_ms
+                .iter()
+                .map(|(isa, ms)| format!("  gemm {isa} {ms:8.3} ms"))
+                .collect();
+            println!(
+                "m={:4}  small-m {:8.3} ms{gemm}  candle {:8.3} ms",
+                row.m, row.small_m_ms, row.candle_ms
+            );
         }
         for (s, r, c) in [(1, 1, 128), (8, 1, 128), (1, 512, 0)] {
             let (ms, gf) = attention_kernel(s, r, c, repeats);
@@ -495,7 +550,7 @@ fn main() -> Result<()> {
             "ours_cold_first_step": ours.cold_decode_ms, "candle_transformers_cold_first_step": ref_cold_ms },
         "speedup_vs_candle_transformers": ref_decode.median / decode.median,
         "bandwidth_efficiency": floor_ms / decode.median,
-        "decode_op_breakdown_ms_per_step": ours.decode_ops.iter().map(|(op, a, b)| (op.name().to_string(), json!({"single": a, "batch8": b}))).collect::<serde_json::Map<_, _>>(),
+        "op_breakdown_ms": ours.ops_ms.iter().map(|(op, a, b, c)| (op.name().to_string(), json!({"decode_single_per_step": a, "decode_batch8_per_step": b, "prefill_512": c}))).collect::<serde_json::Map<_, _>>(),
         "decode_batch8_tokens_per_s": batch.json(),
         "batch8_over_single_throughput_paired": batch_ratio.json(),
         "prefill_512": { "ms": prefill.json(), "tokens_per_s": PREFILL as f64 / (prefill.median / 1e3),
@@ -504,7 +559,9 @@ fn main() -> Result<()> {
         "load_s": ours.load_s,
         "peak_rss_mib_ours": ours.peak_rss_mib,
         "peak_rss_mib_end": peak_rss_mib(),
-        "linear_3072x1024_ms_by_rows": crossover.iter().map(|(m, a, b)| json!({"m": m, "small_m_kernel": a, "candle_matmul": b})).collect::<Vec<_>>(),
+        "linear_3072x1024_ms_by_rows": crossover.iter().map(|r| json!({"m": r.m, "small_m_kernel": r.small_m_ms,
+            "gemm": r.gemm_ms.iter().map(|(isa, ms)| (isa.to_string(), json!(ms))).collect::<serde_json::Map<_, _>>(),
+            "candle_matmul": r.candle_ms})).collect::<Vec<_>>(),
         "small_m_max_rows": SMALL_M_MAX_ROWS,
     });
     let out = root.join("benches/results");
@@ -532,8 +589,9 @@ fn main() -> Result<()> {
          | prefill tokens/s, GFLOP/s | {:.0}, {prefill_gflop_s:.1} |\n\
          | model load s | {:.1} |\n\
          | peak RSS MiB (ours: load + decode, before the reference is loaded) | {:.0} |\n\n\
-         Per-op time of one warm decode step (ms), single sequence and batch of {BATCH}:\n\n\
-         | op | single | batch-{BATCH} |\n|---|---|---|\n",
+         Per-op time (ms) of one warm decode step (single sequence and batch of {BATCH}) and of \
+         one {PREFILL}-token prefill:\n\n\
+         | op | decode single | decode batch-{BATCH} | prefill {PREFILL} |\n|---|---|---|---|\n",
         std::thread::available_parallelism()?.get(),
         bw.md(2),
         bytes_per_step / 1e9,
@@ -549,15 +607,30 @@ fn main() -> Result<()> {
         ours.load_s,
         ours.peak_rss_mib,
     );
-    for (op, a, b) in &ours.decode_ops {
-        md.push_str(&format!("| {op} | {a:.2} | {b:.2} |\n"));
+    for (op, a, b, c) in &ours.ops_ms {
+        md.push_str(&format!("| {op} | {a:.2} | {b:.2} | {c:.1} |\n"));
     }
+    let gemm_isas: Vec<String> = crossover.first().map_or(Vec::new(), |r| {
+        r.gemm_ms.iter().map(|(isa, _)| isa.to_string()).collect()
+    });
     md.push_str(&format!(
-        "\nLinear `[m, 1024] x [3072, 1024]^T` (ms, min): small-m kernel vs candle matmul; \
-         the model uses the kernel up to m = {SMALL_M_MAX_ROWS}.\n\n| m | small-m kernel | candle matmul |\n|---|---|---|\n"
+        "\nLinear `[m, 1024] x [3072, 1024]^T` (ms, min), interleaved call by call: small-m \
+         kernel, our GEMM per SIMD path, candle's matmul; the model uses the small-m kernel up to \
+         m = {SMALL_M_MAX_ROWS} and the GEMM ({}) above.\n\n| m | small-m kernel |{} candle matmul |\n|---|---|{}---|\n",
+        kernels::Isa::best().level(),
+        gemm_isas.iter().map(|i| format!(" GEMM {i} |")).collect::<String>(),
+        "---|".repeat(gemm_isas.len()),
     ));
-    for (m, a, b) in &crossover {
-        md.push_str(&format!("| {m} | {a:.3} | {b:.3} |\n"));
+    for r in &crossover {
+        let gemm: String = r
+            .gemm_ms
+            .iter()
+            .map(|(_, ms)| format!(" {ms:.3} |"))
+            .collect();
+        md.push_str(&format!(
+            "| {} | {:.3} |{gemm} {:.3} |\n",
+            r.m, r.small_m_ms, r.candle_ms
+        ));
     }
     std::fs::write(out.join("engine.md"), md.clone())?;
     println!("{md}");

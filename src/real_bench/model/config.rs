@@ -188,7 +188,7 @@ impl Qwen3Config {
                 return Err(err(key, "must be positive".into()));
             }
         }
-        if self.num_attention_heads % self.num_key_value_heads != 0 {
+        if !self.num_attention_heads.is_multiple_of(self.num_key_value_heads) {
             return Err(err(
                 "num_key_value_heads",
                 format!(
@@ -197,7 +197,7 @@ impl Qwen3Config {
                 ),
             ));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return Err(err(
                 "head_dim",
                 format!("{} is odd; RoPE rotates pairs of dimensions", self.head_dim),

@@ -454,7 +454,7 @@ impl PredictorConfig {
                 return Err(Error::config(key, "must be positive"));
             }
         }
-        if self.num_layers % self.pipeline_parallel_size != 0 {
+        if !self.num_layers.is_multiple_of(self.pipeline_parallel_size) {
             return Err(Error::config(
                 "pipeline_parallel_size",
                 format!(

@@ -81,7 +81,7 @@ pub fn paged_attention<T: AttnElement>(
         })
         .collect();
     // Hand-vectorised block loops need whole 8-lane chunks per head.
-    let simd = has_avx2_fma() && dims.head_dim % 8 == 0;
+    let simd = has_avx2_fma() && dims.head_dim.is_multiple_of(8);
     let results: Vec<Vec<f32>> = tasks
         .par_iter()
         .map_init(Scratch::default, |scratch, &(s, h, r0, r1)| {

@@ -21,7 +21,7 @@ const PARALLEL_MIN_ELEMENTS: usize = 128 * 1024;
 pub fn rms_norm_f32(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
     let width = weight.len();
     assert!(
-        width > 0 && x.len() % width == 0,
+        width > 0 && x.len().is_multiple_of(width),
         "x is not [rows, weight.len()]"
     );
     let mut y = vec![0f32; x.len()];

@@ -2,12 +2,14 @@
 //! workload: projections with few rows (decode batches), attention over a paged KV cache
 //! (which candle does not have), and the small per-element ops between them.
 //!
-//! Each kernel has a portable Rust version and an AVX2+FMA version written with intrinsics
-//! (auto-vectorisation proved unreliable for these loop shapes), chosen at run time when the
-//! CPU has the features, so the binary stays portable.
+//! Each kernel has a portable Rust version and SIMD versions written with intrinsics
+//! (auto-vectorisation proved unreliable for these loop shapes): AVX2+FMA everywhere, AVX-512
+//! where 32 vector registers change the blocking. The path is chosen at run time from the
+//! CPU's features ([`Isa`]), so the binary stays portable.
 
 pub mod attention;
 pub mod elementwise;
+pub mod gemm;
 pub mod linear;
 pub mod tensors;
 
@@ -55,19 +57,92 @@ impl Element for f16 {
     }
 }
 
-/// Whether the AVX2 code paths (AVX2, FMA, F16C) may run on this CPU (std caches detection).
-#[inline]
-pub(crate) fn has_avx2_fma() -> bool {
+/// An instruction-set level the kernels have a code path for. A value is proof that the CPU
+/// running the process supports it: the only constructors detect the features first, which
+/// is what makes the `unsafe` calls into `#[target_feature]` code sound. Kernels that have
+/// more than one SIMD path take it as an argument, so tests can run every path the host
+/// supports side by side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Isa(IsaLevel);
+
+/// The code paths, in increasing order of capability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IsaLevel {
+    /// Portable Rust (what the compiler makes of it for the build target).
+    Scalar,
+    /// AVX2, FMA and F16C: 8 f32 lanes, 16 vector registers.
+    Avx2,
+    /// AVX-512 F/BW/VL/DQ on top of the AVX2 set: 16 f32 lanes, 32 vector registers.
+    Avx512,
+}
+
+impl IsaLevel {
+    /// Lower-case name, as reports print it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IsaLevel::Scalar => "scalar",
+            IsaLevel::Avx2 => "avx2",
+            IsaLevel::Avx512 => "avx512",
+        }
+    }
+}
+
+impl std::fmt::Display for IsaLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Isa {
+    /// `level` if this CPU supports it (std caches the feature detection).
+    pub fn new(level: IsaLevel) -> Option<Isa> {
+        supported(level).then_some(Isa(level))
+    }
+
+    /// The most capable level this CPU supports: what the model runs.
+    pub fn best() -> Isa {
+        *Self::all_supported()
+            .last()
+            .expect("scalar is always supported")
+    }
+
+    /// Every level this CPU supports, scalar first: what the tests compare.
+    pub fn all_supported() -> Vec<Isa> {
+        [IsaLevel::Scalar, IsaLevel::Avx2, IsaLevel::Avx512]
+            .into_iter()
+            .filter_map(Isa::new)
+            .collect()
+    }
+
+    /// Which level this is.
+    pub fn level(self) -> IsaLevel {
+        self.0
+    }
+}
+
+fn supported(level: IsaLevel) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-            && std::arch::is_x86_feature_detected!("f16c")
+        use std::arch::is_x86_feature_detected as has;
+        let avx2 = has!("avx2") && has!("fma") && has!("f16c");
+        match level {
+            IsaLevel::Scalar => true,
+            IsaLevel::Avx2 => avx2,
+            IsaLevel::Avx512 => {
+                avx2 && has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512dq")
+            }
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        false
+        level == IsaLevel::Scalar
     }
+}
+
+/// Whether the AVX2 code paths (AVX2, FMA, F16C) may run on this CPU (std caches detection).
+#[inline]
+pub(crate) fn has_avx2_fma() -> bool {
+    supported(IsaLevel::Avx2)
 }
 
 /// `a·b + c`, fused when the instantiation is compiled with FMA. Without the FMA target

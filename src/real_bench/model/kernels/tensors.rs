@@ -3,14 +3,14 @@
 
 use candle_core::{DType, Storage, Tensor, WithDType};
 
+use super::gemm;
 use super::linear::matmul_xwt_f32;
+use super::Isa;
 use crate::{bail, ensure, Error, Result};
 
 /// Up to this many input rows, f32 projections use the streaming small-m kernel; above it,
-/// candle's GEMM (which packs and tiles, and wins once the weights are reused enough).
-/// Measured on the reference host with `benches/engine.rs` (see the report there): the
-/// kernel is 5–30 % faster up to 192 rows for all of Qwen3-0.6B's projection shapes, and
-/// GEMM catches up between 256 and 320.
+/// the register-blocked GEMM (which packs and tiles, and wins once the weights are reused
+/// enough). Measured with `benches/engine.rs` (see the crossover table there).
 pub const SMALL_M_MAX_ROWS: usize = 192;
 
 /// `x·wᵀ` for `x: [m, in]` and a checkpoint-layout weight `w: [out, in]`.
@@ -18,15 +18,15 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let (m, k) = x.dims2()?;
     let (n, k_w) = w.dims2()?;
     ensure!(k == k_w, InvalidInput: "linear: input width {k} does not match weight {:?}", w.dims());
-    if x.device().is_cpu()
-        && x.dtype() == DType::F32
-        && w.dtype() == DType::F32
-        && m <= SMALL_M_MAX_ROWS
-    {
-        let x = x.contiguous()?;
-        let y = with_slice::<f32, _>(&x, |xs| {
-            with_slice::<f32, _>(w, |ws| matmul_xwt_f32(xs, m, ws, n, k))
-        })??;
+    if host_f32(&[x, w]) {
+        let kernel = |xs: &[f32], ws: &[f32]| {
+            if m <= SMALL_M_MAX_ROWS {
+                matmul_xwt_f32(xs, m, ws, n, k)
+            } else {
+                gemm::matmul_xwt(Isa::best(), xs, m, ws, n, k)
+            }
+        };
+        let y = with_slice::<f32, _>(x, |xs| with_slice::<f32, _>(w, |ws| kernel(xs, ws)))??;
         return Ok(Tensor::from_vec(y, (m, n), x.device())?);
     }
     Ok(x.matmul(&w.t()?)?)
