@@ -130,8 +130,9 @@ fn bandwidth_gb_s(repeats: usize) -> Vec<f64> {
 /// One row of the linear-kernel table: min ms of `x·Wᵀ` with `m` rows per implementation.
 struct LinearRow {
     m: usize,
-    small_m_ms: f64,
-    /// Our GEMM, per SIMD level this CPU has (AVX2, and AVX-512 where present).
+    /// The small-m kernel and our GEMM, per SIMD level this CPU has (AVX2, and AVX-512
+    /// where present).
+    small_m_ms: Vec<(kernels::IsaLevel, f64)>,
     gemm_ms: Vec<(kernels::IsaLevel, f64)>,
     candle_ms: f64,
 }
@@ -165,7 +166,7 @@ fn linear_crossover(repeats: usize) -> Result<Vec<LinearRow>> {
     ] {
         let x: Vec<f32> = (0..m * k).map(|i| ((i % 13) as f32 - 6.0) / 10.0).collect();
         let xt = Tensor::from_slice(&x, (m, k), &Device::Cpu)?;
-        let mut small_m = Vec::new();
+        let mut small_m = vec![Vec::new(); simd.len()];
         let mut gemm = vec![Vec::new(); simd.len()];
         let mut candle = Vec::new();
         // Each call reads a different copy than the one before, so none finds it in cache.
@@ -175,29 +176,31 @@ fn linear_crossover(repeats: usize) -> Result<Vec<LinearRow>> {
             copy % COPIES
         };
         for _ in 0..repeats * 4 {
-            let w = &ws[next_copy()];
-            let t = Instant::now();
-            std::hint::black_box(kernels::linear::matmul_xwt_f32(&x, m, w, n, k));
-            small_m.push(t.elapsed().as_secs_f64() * 1e3);
-            for (isa, times) in simd.iter().zip(&mut gemm) {
+            for ((isa, small_m), gemm) in simd.iter().zip(&mut small_m).zip(&mut gemm) {
+                let w = &ws[next_copy()];
+                let t = Instant::now();
+                std::hint::black_box(kernels::linear::matmul_xwt(*isa, &x, m, w, n, k));
+                small_m.push(t.elapsed().as_secs_f64() * 1e3);
                 let w = &ws[next_copy()];
                 let t = Instant::now();
                 std::hint::black_box(kernels::gemm::matmul_xwt(*isa, &x, m, w, n, k));
-                times.push(t.elapsed().as_secs_f64() * 1e3);
+                gemm.push(t.elapsed().as_secs_f64() * 1e3);
             }
             let wt = &wts[next_copy()];
             let t = Instant::now();
             std::hint::black_box(xt.matmul(&wt.t()?)?);
             candle.push(t.elapsed().as_secs_f64() * 1e3);
         }
+        let mins = |times: &[Vec<f64>]| {
+            simd.iter()
+                .zip(times)
+                .map(|(isa, t)| (isa.level(), Stats::of(t).min))
+                .collect()
+        };
         rows.push(LinearRow {
             m,
-            small_m_ms: Stats::of(&small_m).min,
-            gemm_ms: simd
-                .iter()
-                .zip(&gemm)
-                .map(|(isa, t)| (isa.level(), Stats::of(t).min))
-                .collect(),
+            small_m_ms: mins(&small_m),
+            gemm_ms: mins(&gemm),
             candle_ms: Stats::of(&candle).min,
         });
     }
@@ -488,15 +491,12 @@ fn main() -> Result<()> {
     let crossover = linear_crossover(repeats)?;
     if std::env::var_os("SIMREAL_BENCH_KERNELS_ONLY").is_some() {
         for row in &crossover {
-            let gemm: String = row
-                .gemm_ms
+            let ours: String = [("small-m", &row.small_m_ms), ("gemm", &row.gemm_ms)]
                 .iter()
-                .map(|(isa, ms)| format!("  gemm {isa} {ms:8.3} ms"))
+                .flat_map(|(name, times)| times.iter().map(move |(isa, ms)| (name, isa, ms)))
+                .map(|(name, isa, ms)| format!("  {name} {isa} {ms:8.3} ms"))
                 .collect();
-            println!(
-                "m={:4}  small-m {:8.3} ms{gemm}  candle {:8.3} ms",
-                row.m, row.small_m_ms, row.candle_ms
-            );
+            println!("m={:4}{ours}  candle {:8.3} ms", row.m, row.candle_ms);
         }
         for (s, r, c) in [(1, 1, 128), (8, 1, 128), (1, 512, 0)] {
             let (ms, gf) = attention_kernel(s, r, c, repeats);
@@ -559,9 +559,10 @@ fn main() -> Result<()> {
         "load_s": ours.load_s,
         "peak_rss_mib_ours": ours.peak_rss_mib,
         "peak_rss_mib_end": peak_rss_mib(),
-        "linear_3072x1024_ms_by_rows": crossover.iter().map(|r| json!({"m": r.m, "small_m_kernel": r.small_m_ms,
-            "gemm": r.gemm_ms.iter().map(|(isa, ms)| (isa.to_string(), json!(ms))).collect::<serde_json::Map<_, _>>(),
-            "candle_matmul": r.candle_ms})).collect::<Vec<_>>(),
+        "linear_3072x1024_ms_by_rows": crossover.iter().map(|r| {
+            let by_isa = |t: &[(kernels::IsaLevel, f64)]| t.iter().map(|(isa, ms)| (isa.to_string(), json!(ms))).collect::<serde_json::Map<_, _>>();
+            json!({"m": r.m, "small_m_kernel": by_isa(&r.small_m_ms), "gemm": by_isa(&r.gemm_ms), "candle_matmul": r.candle_ms})
+        }).collect::<Vec<_>>(),
         "small_m_max_rows": SMALL_M_MAX_ROWS,
     });
     let out = root.join("benches/results");
@@ -610,27 +611,32 @@ fn main() -> Result<()> {
     for (op, a, b, c) in &ours.ops_ms {
         md.push_str(&format!("| {op} | {a:.2} | {b:.2} | {c:.1} |\n"));
     }
-    let gemm_isas: Vec<String> = crossover.first().map_or(Vec::new(), |r| {
+    let isas: Vec<String> = crossover.first().map_or(Vec::new(), |r| {
         r.gemm_ms.iter().map(|(isa, _)| isa.to_string()).collect()
     });
+    let columns = |name: &str| {
+        isas.iter()
+            .map(|i| format!(" {name} {i} |"))
+            .collect::<String>()
+    };
     md.push_str(&format!(
-        "\nLinear `[m, 1024] x [3072, 1024]^T` (ms, min), interleaved call by call: small-m \
-         kernel, our GEMM per SIMD path, candle's matmul; the model uses the small-m kernel up to \
-         m = {SMALL_M_MAX_ROWS} and the GEMM ({}) above.\n\n| m | small-m kernel |{} candle matmul |\n|---|---|{}---|\n",
+        "\nLinear `[m, 1024] x [3072, 1024]^T` (ms, min), interleaved call by call: the small-m \
+         kernel and our GEMM per SIMD path, candle's matmul. The model runs the {} path: the \
+         small-m kernel up to m = {SMALL_M_MAX_ROWS}, the GEMM above.\n\n\
+         | m |{}{} candle matmul |\n|---|{}---|\n",
         kernels::Isa::best().level(),
-        gemm_isas.iter().map(|i| format!(" GEMM {i} |")).collect::<String>(),
-        "---|".repeat(gemm_isas.len()),
+        columns("small-m"),
+        columns("GEMM"),
+        "---|".repeat(2 * isas.len()),
     ));
     for r in &crossover {
-        let gemm: String = r
-            .gemm_ms
+        let ours: String = r
+            .small_m_ms
             .iter()
+            .chain(&r.gemm_ms)
             .map(|(_, ms)| format!(" {ms:.3} |"))
             .collect();
-        md.push_str(&format!(
-            "| {} | {:.3} |{gemm} {:.3} |\n",
-            r.m, r.small_m_ms, r.candle_ms
-        ));
+        md.push_str(&format!("| {} |{ours} {:.3} |\n", r.m, r.candle_ms));
     }
     std::fs::write(out.join("engine.md"), md.clone())?;
     println!("{md}");

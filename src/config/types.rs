@@ -563,7 +563,10 @@ impl ModelConfig {
         ] {
             nonzero(key, u64::from(v))?;
         }
-        if !self.num_attention_heads.is_multiple_of(self.num_key_value_heads) {
+        if !self
+            .num_attention_heads
+            .is_multiple_of(self.num_key_value_heads)
+        {
             return Err(Error::config(
                 "model.num_key_value_heads",
                 format!(
@@ -697,7 +700,10 @@ impl VidurConfig {
             u64::from(self.pipeline_parallel_size),
         )?;
         nonzero("vidur.max_tokens", u64::from(self.max_tokens))?;
-        if !model.num_attention_heads.is_multiple_of(self.tensor_parallel_size) {
+        if !model
+            .num_attention_heads
+            .is_multiple_of(self.tensor_parallel_size)
+        {
             return Err(Error::config(
                 "vidur.tensor_parallel_size",
                 format!(
@@ -706,7 +712,10 @@ impl VidurConfig {
                 ),
             ));
         }
-        if !model.num_hidden_layers.is_multiple_of(self.pipeline_parallel_size) {
+        if !model
+            .num_hidden_layers
+            .is_multiple_of(self.pipeline_parallel_size)
+        {
             return Err(Error::config(
                 "vidur.pipeline_parallel_size",
                 format!(

@@ -392,7 +392,11 @@ fn grid_index(k: u64, first: u64, step: u64, len: usize) -> (usize, f64, bool) {
     }
     let offset = k - first;
     // Off-grid keys cannot come from Vidur's formula; round up like Vidur's rounding would.
-    (offset.div_ceil(step) as usize, 1.0, !offset.is_multiple_of(step))
+    (
+        offset.div_ceil(step) as usize,
+        1.0,
+        !offset.is_multiple_of(step),
+    )
 }
 
 /// A table keyed by one integer 1..=N.

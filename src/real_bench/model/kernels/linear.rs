@@ -9,7 +9,7 @@
 
 use rayon::prelude::*;
 
-use super::{fmadd, has_avx2_fma};
+use super::{fmadd, Isa, IsaLevel};
 
 /// Bounds on the output rows per rayon task: at least enough to amortise scheduling, and few
 /// enough that a 1024-row projection still splits into many tasks for load balance. Between
@@ -21,22 +21,21 @@ const TASKS_PER_THREAD: usize = 32;
 /// Weight rows processed together for one or two inputs in the portable kernel: 4 rows × 2
 /// inputs = 8 independent accumulators.
 const ROW_TILE: usize = 4;
-/// Task sizes are a multiple of this, so that the AVX2 kernel's 3- and 4-row blocks tile
+/// Task sizes are a multiple of this, so that the SIMD kernels' 3-, 4- and 8-row blocks tile
 /// them without single leftover rows.
-const TASK_ROW_MULTIPLE: usize = 12;
+const TASK_ROW_MULTIPLE: usize = 24;
 const LANES: usize = 8;
 
-/// Computes `y[i][o] = Σ_k x[i][k]·w[o][k]` for `x: [m, k]`, `w: [n, k]` (both row-major),
-/// returning `y: [m, n]` row-major. Accumulation is in f32. Panics only on inconsistent slice
-/// lengths, which callers rule out from tensor shapes.
-pub fn matmul_xwt_f32(x: &[f32], m: usize, w: &[f32], n: usize, k: usize) -> Vec<f32> {
+/// Computes `y[i][o] = Σ_k x[i][k]·w[o][k]` for `x: [m, k]`, `w: [n, k]` (both row-major) with
+/// `isa`'s code path, returning `y: [m, n]` row-major. Accumulation is in f32. Panics only on
+/// inconsistent slice lengths, which callers rule out from tensor shapes.
+pub fn matmul_xwt(isa: Isa, x: &[f32], m: usize, w: &[f32], n: usize, k: usize) -> Vec<f32> {
     assert_eq!(x.len(), m * k, "x is not [m, k]");
     assert_eq!(w.len(), n * k, "w is not [n, k]");
     if m == 0 || n == 0 {
         return Vec::new();
     }
     let mut y = vec![0f32; m * n];
-    let use_simd = has_avx2_fma();
     let rows_per_task = (n / (rayon::current_num_threads() * TASKS_PER_THREAD))
         .clamp(MIN_ROWS_PER_TASK, MAX_ROWS_PER_TASK)
         .next_multiple_of(TASK_ROW_MULTIPLE);
@@ -48,20 +47,18 @@ pub fn matmul_xwt_f32(x: &[f32], m: usize, w: &[f32], n: usize, k: usize) -> Vec
             // together); this task's columns of `y` get it while it is still in cache.
             let first = task * rows_per_task;
             let rows = rows_per_task.min(n - first);
-            let w_rows = &w[first * k..(first + rows) * k];
+            let w_rows = first..first + rows;
             out.clear();
             out.resize(rows * m, 0.0);
-            #[cfg(target_arch = "x86_64")]
-            if use_simd {
-                // SAFETY: `has_avx2_fma()` confirmed the CPU supports the target features
-                // `rows_avx2_fma` is compiled with; it has no other safety requirement.
-                unsafe { rows_avx2_fma(x, m, w, first..first + rows, k, out) };
-            } else {
-                rows_generic::<false>(x, m, w_rows, k, out);
+            match isa.level() {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: an `Isa` of this level proves the CPU has the features.
+                IsaLevel::Avx512 => unsafe { simd::rows_avx512(x, m, w, w_rows, k, out) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above.
+                IsaLevel::Avx2 => unsafe { simd::rows_avx2(x, m, w, w_rows, k, out) },
+                _ => rows_generic::<false>(x, m, &w[first * k..(first + rows) * k], k, out),
             }
-            #[cfg(not(target_arch = "x86_64"))]
-            rows_generic::<false>(x, m, w_rows, k, out);
-            let _ = use_simd;
             // SAFETY: tasks cover disjoint ranges of weight rows, hence of columns.
             unsafe { y_cols.write_block(first, rows, out) };
         });
@@ -108,35 +105,41 @@ impl<'a> DisjointColumns<'a> {
     }
 }
 
+/// The SIMD instantiations, with explicit intrinsics: LLVM does not reliably keep a `R × M`
+/// tile of accumulators in registers when left to auto-vectorise. The blocking and
+/// prefetching ([`simd::blocks`]) are shared; each ISA supplies its `R × M` dot products.
 #[cfg(target_arch = "x86_64")]
-use avx2::rows as rows_avx2_fma;
-
-/// The AVX2+FMA instantiation, with explicit intrinsics: LLVM does not reliably keep a
-/// `R × M` tile of accumulators in registers when left to auto-vectorise.
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
+mod simd {
     use std::arch::x86_64::*;
     use std::ops::Range;
 
-    use super::LANES;
-
-    /// Inputs dotted with a block of weight rows in one pass over `k`.
-    const GROUP: usize = 4;
     /// Inputs that meet each block of weights before the next block is read: their rows
     /// (256 KiB at k = 1024) stay in L2. Larger `m` is done in chunks of this many inputs,
     /// which re-read the task's weight rows (by then in L2).
     const INPUT_CHUNK: usize = 64;
+    /// Most inputs the AVX-512 dot products take (see [`rows_avx512`]).
+    const AVX512_MAX_ROWS: usize = 16;
+
+    /// One ISA's `R × M` dot products in a pass over `k`.
+    pub(super) trait Dots {
+        /// Inputs dotted with a block of weight rows in one pass (at most 8).
+        const GROUP: usize;
+        /// All `R × M` dot products of `w` and `x` (rows of equal length), `R·M` accumulators
+        /// in registers. With `PREFETCH`, also asks for each cache line of the `ahead` rows.
+        ///
+        /// # Safety
+        /// The CPU must support the ISA.
+        unsafe fn dots<const R: usize, const M: usize, const PREFETCH: bool>(
+            w: [&[f32]; R],
+            x: [&[f32]; M],
+            ahead: [&[f32]; R],
+        ) -> [[f32; M]; R];
+    }
+
+    pub(super) struct Avx2;
+    pub(super) struct Avx512;
 
     /// Same contract as [`super::rows_generic`], for the rows `w_rows` of `w: [n, k]`.
-    ///
-    /// Block by block of weight rows, every group of up to 4 inputs makes one pass over the
-    /// block: the first group streams it from memory, the later ones read it from L1. While
-    /// they do, the next block is prefetched. Without that, the core does the later groups'
-    /// arithmetic and the next block's memory reads one after the other: the hardware
-    /// prefetcher does not run into the next rows' 4 KiB pages on its own. With 8 inputs,
-    /// this made the projections of a 28-layer stack about 5 % faster in paired runs
-    /// (2026-11-22, median of 41) than one pass per input group over 192 KiB tiles of rows;
-    /// with one or two inputs it makes no measurable difference.
     ///
     /// Blocks are 3 rows from 3 inputs up (3 × 4 accumulators, the 3 weight vectors and one
     /// input vector fill the 16 vector registers) and 4 rows below, where a pass that
@@ -145,7 +148,7 @@ mod avx2 {
     /// # Safety
     /// The CPU must support AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn rows(
+    pub(super) unsafe fn rows_avx2(
         x: &[f32],
         m: usize,
         w: &[f32],
@@ -153,17 +156,60 @@ mod avx2 {
         k: usize,
         out: &mut [f32],
     ) {
-        if m <= 2 {
-            blocks::<4>(x, m, w, w_rows, k, out);
-        } else {
-            blocks::<3>(x, m, w, w_rows, k, out);
+        // SAFETY: the caller guarantees AVX2 and FMA.
+        unsafe {
+            if m <= 2 {
+                blocks::<Avx2, 4>(x, m, w, w_rows, k, out);
+            } else {
+                blocks::<Avx2, 3>(x, m, w, w_rows, k, out);
+            }
         }
     }
 
-    /// `rows` with blocks of `R` rows. The block after the last one of `w_rows` is
-    /// prefetched too (usually the same thread's next task).
-    #[target_feature(enable = "avx2,fma")]
-    fn blocks<const R: usize>(
+    /// [`rows_avx2`] with 32 registers of 16 lanes: 8-row blocks for one or two inputs
+    /// (8 parallel weight streams), 3 rows × up to 8 inputs above (24 accumulators), so a
+    /// decode batch of 8 reads each block of weights once. Above [`AVX512_MAX_ROWS`] inputs
+    /// the groups of 8 no longer fit L1 beside the weight block, and the AVX2 blocking is
+    /// faster (`benches/engine.rs`, linear table: AVX-512 ahead by 10–20 % up to 16 rows,
+    /// behind by 10–40 % from 32).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F (and AVX2, FMA for the tails).
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn rows_avx512(
+        x: &[f32],
+        m: usize,
+        w: &[f32],
+        w_rows: Range<usize>,
+        k: usize,
+        out: &mut [f32],
+    ) {
+        // SAFETY: the caller guarantees the features.
+        unsafe {
+            if m <= 2 {
+                blocks::<Avx512, 8>(x, m, w, w_rows, k, out);
+            } else if m <= AVX512_MAX_ROWS {
+                blocks::<Avx512, 3>(x, m, w, w_rows, k, out);
+            } else {
+                blocks::<Avx2, 3>(x, m, w, w_rows, k, out);
+            }
+        }
+    }
+
+    /// Block by block of weight rows, every group of up to `D::GROUP` inputs makes one pass
+    /// over the block: the first group streams it from memory, the later ones read it from
+    /// L1. While they do, the next block is prefetched. Without that, the core does the later
+    /// groups' arithmetic and the next block's memory reads one after the other: the hardware
+    /// prefetcher does not run into the next rows' 4 KiB pages on its own. With 8 inputs on
+    /// AVX2, this made the projections of a 28-layer stack about 5 % faster in paired runs
+    /// (2026-11-22, median of 41) than one pass per input group over 192 KiB tiles of rows;
+    /// with one or two inputs it makes no measurable difference. The block after the last
+    /// one of `w_rows` is prefetched too (usually the same thread's next task).
+    ///
+    /// # Safety
+    /// The CPU must support `D`'s ISA.
+    #[inline(always)]
+    unsafe fn blocks<D: Dots, const R: usize>(
         x: &[f32],
         m: usize,
         w: &[f32],
@@ -182,40 +228,36 @@ mod avx2 {
                 let next = (w_rows.start + r + 2 * R <= n)
                     .then(|| core::array::from_fn(|t| row(r + R + t)));
                 let out_rows = &mut out[r * m..(r + R) * m];
-                for first in inputs.clone().step_by(GROUP) {
-                    let count = GROUP.min(inputs.end - first);
+                for first in inputs.clone().step_by(D::GROUP) {
+                    let count = D::GROUP.min(inputs.end - first);
                     // Prefetching from the last group of several: the first one streams
                     // this block, and its own misses keep the memory busy meanwhile.
                     let last = first > inputs.start && first + count == inputs.end;
-                    group(
-                        block,
-                        next.filter(|_| last),
-                        x,
-                        m,
-                        k,
-                        first,
-                        count,
-                        out_rows,
-                    );
+                    let ahead = next.filter(|_| last);
+                    // SAFETY: the caller guarantees the ISA.
+                    unsafe { group::<D, R>(block, ahead, x, m, k, first, count, out_rows) };
                 }
                 r += R;
             }
             for r in r..rows {
-                for first in inputs.clone().step_by(GROUP) {
-                    let count = GROUP.min(inputs.end - first);
+                for first in inputs.clone().step_by(D::GROUP) {
+                    let count = D::GROUP.min(inputs.end - first);
                     let out_row = &mut out[r * m..(r + 1) * m];
-                    group([row(r)], None, x, m, k, first, count, out_row);
+                    // SAFETY: the caller guarantees the ISA.
+                    unsafe { group::<D, 1>([row(r)], None, x, m, k, first, count, out_row) };
                 }
             }
         }
     }
 
-    /// Inputs `first..first + count` (1 ≤ count ≤ 4) against the `R` rows of `w`, into
-    /// `out: [R, m]`; prefetches `ahead` meanwhile if given.
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
+    /// Inputs `first..first + count` (1 ≤ count ≤ `D::GROUP`) against the `R` rows of `w`,
+    /// into `out: [R, m]`; prefetches `ahead` meanwhile if given.
+    ///
+    /// # Safety
+    /// The CPU must support `D`'s ISA.
+    #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn group<const R: usize>(
+    unsafe fn group<D: Dots, const R: usize>(
         w: [&[f32]; R],
         ahead: Option<[&[f32]; R]>,
         x: &[f32],
@@ -225,33 +267,28 @@ mod avx2 {
         count: usize,
         out: &mut [f32],
     ) {
-        fn inputs<const M: usize>(x: &[f32], k: usize, first: usize) -> [&[f32]; M] {
-            core::array::from_fn(|j| &x[(first + j) * k..(first + j + 1) * k])
-        }
-        fn store<const R: usize, const M: usize>(
-            d: [[f32; M]; R],
-            m: usize,
-            first: usize,
-            out: &mut [f32],
-        ) {
-            for (t, row) in d.iter().enumerate() {
-                out[t * m + first..t * m + first + M].copy_from_slice(row);
-            }
-        }
         macro_rules! run {
             ($M:literal) => {{
-                let xs = inputs::<$M>(x, k, first);
-                // SAFETY: the caller of `rows` guaranteed AVX2+FMA.
+                let xs: [&[f32]; $M] =
+                    core::array::from_fn(|j| &x[(first + j) * k..(first + j + 1) * k]);
+                // SAFETY: the caller guarantees the ISA.
                 let d = unsafe {
                     match ahead {
-                        Some(ahead) => dots::<R, $M, true>(w, xs, ahead),
-                        None => dots::<R, $M, false>(w, xs, w),
+                        Some(ahead) => D::dots::<R, $M, true>(w, xs, ahead),
+                        None => D::dots::<R, $M, false>(w, xs, w),
                     }
                 };
-                store(d, m, first, out)
+                for (t, row) in d.iter().enumerate() {
+                    out[t * m + first..t * m + first + $M].copy_from_slice(row);
+                }
             }};
         }
+        debug_assert!(count <= D::GROUP);
         match count {
+            8 => run!(8),
+            7 => run!(7),
+            6 => run!(6),
+            5 => run!(5),
             4 => run!(4),
             3 => run!(3),
             2 => run!(2),
@@ -259,88 +296,147 @@ mod avx2 {
         }
     }
 
-    /// `R × M` dot products in one pass over `k`, `R·M` accumulators in registers. With
-    /// `PREFETCH`, also asks for each cache line of the `ahead` rows on the way.
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    unsafe fn dots<const R: usize, const M: usize, const PREFETCH: bool>(
-        w: [&[f32]; R],
-        x: [&[f32]; M],
-        ahead: [&[f32]; R],
-    ) -> [[f32; M]; R] {
+    /// Checks the lengths every `dots` relies on; returns `k`.
+    #[inline(always)]
+    fn common_len<const R: usize, const M: usize>(
+        w: &[&[f32]; R],
+        x: &[&[f32]; M],
+        ahead: &[&[f32]; R],
+    ) -> usize {
         let k = x[0].len();
-        for s in w.iter().chain(&ahead).chain(&x) {
+        for s in w.iter().chain(ahead).chain(x) {
             assert_eq!(s.len(), k, "weight rows and inputs differ in length");
         }
-        let full = k / LANES;
-        let mut acc = [[_mm256_setzero_ps(); M]; R];
-        // Two 8-lane chunks per iteration, so that one prefetch per row covers its 64-byte
-        // cache line without a branch.
-        let mut c = 0;
-        while c + 2 <= full {
-            let off = c * LANES;
-            if PREFETCH {
-                for a in ahead {
-                    // SAFETY: off < k = len of every row (asserted above).
-                    _mm_prefetch::<_MM_HINT_T0>(unsafe { a.as_ptr().add(off) }.cast());
-                }
-            }
-            // SAFETY: off + 2·LANES <= full·LANES <= k (asserted above).
-            unsafe {
-                chunk(&mut acc, w, x, off);
-                chunk(&mut acc, w, x, off + LANES);
-            }
-            c += 2;
-        }
-        if c < full {
-            // SAFETY: as above, for the last chunk.
-            unsafe { chunk(&mut acc, w, x, c * LANES) };
-        }
-        let mut res = [[0f32; M]; R];
-        for r in 0..R {
-            for i in 0..M {
-                let mut s = hsum(acc[r][i]);
-                for j in full * LANES..k {
-                    s = w[r][j].mul_add(x[i][j], s);
-                }
-                res[r][i] = s;
-            }
-        }
-        res
+        k
     }
 
-    /// Adds the products of the 8 lanes at `off` to `acc`.
-    ///
-    /// # Safety
-    /// `off + LANES` must not exceed the length of any row in `w` or `x`.
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    unsafe fn chunk<const R: usize, const M: usize>(
-        acc: &mut [[__m256; M]; R],
+    /// The products past the last whole vector, added to each lane sum `res`.
+    #[inline(always)]
+    fn tails<const R: usize, const M: usize>(
         w: [&[f32]; R],
         x: [&[f32]; M],
-        off: usize,
+        from: usize,
+        res: &mut [[f32; M]; R],
     ) {
-        let mut wv = [_mm256_setzero_ps(); R];
         for r in 0..R {
-            // SAFETY: guaranteed by the caller.
-            wv[r] = unsafe { _mm256_loadu_ps(w[r].as_ptr().add(off)) };
-        }
-        for i in 0..M {
-            // SAFETY: guaranteed by the caller.
-            let xv = unsafe { _mm256_loadu_ps(x[i].as_ptr().add(off)) };
-            for r in 0..R {
-                acc[r][i] = _mm256_fmadd_ps(wv[r], xv, acc[r][i]);
+            for i in 0..M {
+                for j in from..x[i].len() {
+                    res[r][i] = w[r][j].mul_add(x[i][j], res[r][i]);
+                }
             }
         }
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    fn hsum(v: __m256) -> f32 {
-        let pair = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let quad = _mm_add_ps(pair, _mm_movehl_ps(pair, pair));
-        _mm_cvtss_f32(_mm_add_ss(quad, _mm_shuffle_ps(quad, quad, 1)))
+    impl Dots for Avx2 {
+        const GROUP: usize = 4;
+
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn dots<const R: usize, const M: usize, const PREFETCH: bool>(
+            w: [&[f32]; R],
+            x: [&[f32]; M],
+            ahead: [&[f32]; R],
+        ) -> [[f32; M]; R] {
+            const LANES: usize = 8;
+            let k = common_len(&w, &x, &ahead);
+            let full = k / LANES;
+            let mut acc = [[_mm256_setzero_ps(); M]; R];
+            // Adds the products of the 8 lanes at `off` to `acc` (a macro, not a closure: the
+            // intrinsics must be inlined into this function's target features).
+            macro_rules! chunk {
+                ($off:expr) => {{
+                    let off = $off;
+                    let mut wv = [_mm256_setzero_ps(); R];
+                    for r in 0..R {
+                        // SAFETY: off + LANES <= full·LANES <= k, every row's length.
+                        wv[r] = unsafe { _mm256_loadu_ps(w[r].as_ptr().add(off)) };
+                    }
+                    for i in 0..M {
+                        // SAFETY: as above.
+                        let xv = unsafe { _mm256_loadu_ps(x[i].as_ptr().add(off)) };
+                        for r in 0..R {
+                            acc[r][i] = _mm256_fmadd_ps(wv[r], xv, acc[r][i]);
+                        }
+                    }
+                }};
+            }
+            // Two 8-lane chunks per iteration, so that one prefetch per row covers its
+            // 64-byte cache line without a branch.
+            let mut c = 0;
+            while c + 2 <= full {
+                let off = c * LANES;
+                if PREFETCH {
+                    for a in ahead {
+                        // SAFETY: off < k, the length of every row.
+                        _mm_prefetch::<_MM_HINT_T0>(unsafe { a.as_ptr().add(off) }.cast());
+                    }
+                }
+                chunk!(off);
+                chunk!(off + LANES);
+                c += 2;
+            }
+            if c < full {
+                chunk!(c * LANES);
+            }
+            let mut res = [[0f32; M]; R];
+            for r in 0..R {
+                for i in 0..M {
+                    let v = acc[r][i];
+                    let pair = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+                    let quad = _mm_add_ps(pair, _mm_movehl_ps(pair, pair));
+                    res[r][i] = _mm_cvtss_f32(_mm_add_ss(quad, _mm_shuffle_ps(quad, quad, 1)));
+                }
+            }
+            tails(w, x, full * LANES, &mut res);
+            res
+        }
+    }
+
+    impl Dots for Avx512 {
+        const GROUP: usize = 8;
+
+        #[inline]
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        unsafe fn dots<const R: usize, const M: usize, const PREFETCH: bool>(
+            w: [&[f32]; R],
+            x: [&[f32]; M],
+            ahead: [&[f32]; R],
+        ) -> [[f32; M]; R] {
+            const LANES: usize = 16;
+            let k = common_len(&w, &x, &ahead);
+            let full = k / LANES;
+            let mut acc = [[_mm512_setzero_ps(); M]; R];
+            // One 16-lane chunk is one cache line of each row: one prefetch per row.
+            for c in 0..full {
+                let off = c * LANES;
+                if PREFETCH {
+                    for a in ahead {
+                        // SAFETY: off < k, the length of every row.
+                        _mm_prefetch::<_MM_HINT_T0>(unsafe { a.as_ptr().add(off) }.cast());
+                    }
+                }
+                let mut wv = [_mm512_setzero_ps(); R];
+                for r in 0..R {
+                    // SAFETY: off + LANES <= full·LANES <= k, every row's length (checked).
+                    wv[r] = unsafe { _mm512_loadu_ps(w[r].as_ptr().add(off)) };
+                }
+                for i in 0..M {
+                    // SAFETY: as above.
+                    let xv = unsafe { _mm512_loadu_ps(x[i].as_ptr().add(off)) };
+                    for r in 0..R {
+                        acc[r][i] = _mm512_fmadd_ps(wv[r], xv, acc[r][i]);
+                    }
+                }
+            }
+            let mut res = [[0f32; M]; R];
+            for r in 0..R {
+                for i in 0..M {
+                    res[r][i] = _mm512_reduce_add_ps(acc[r][i]);
+                }
+            }
+            tails(w, x, full * LANES, &mut res);
+            res
+        }
     }
 }
 
@@ -434,39 +530,50 @@ mod tests {
     #[test]
     fn hand_computed_2x3() {
         // x = [[1,2],[3,4]], w = [[1,0],[0,1],[1,1]] → y = [[1,2,3],[3,4,7]].
-        let y = matmul_xwt_f32(&[1., 2., 3., 4.], 2, &[1., 0., 0., 1., 1., 1.], 3, 2);
-        assert_eq!(y, vec![1., 2., 3., 3., 4., 7.]);
+        for isa in Isa::all_supported() {
+            let y = matmul_xwt(isa, &[1., 2., 3., 4.], 2, &[1., 0., 0., 1., 1., 1.], 3, 2);
+            assert_eq!(y, vec![1., 2., 3., 3., 4., 7.], "{}", isa.level());
+        }
     }
 
+    /// Every ISA path against an f64 reference. Shapes: odd m (pair + single path; every
+    /// input-group size 1–8 of the AVX-512 path), n not a multiple of the block (3, 4, 8) or
+    /// the task, k with a tail (below one vector, 131), an odd number of 8-lane chunks (40),
+    /// more inputs than one chunk of them (70). Tolerance: 1e-5·√k, a few ulps of the sums'
+    /// magnitude (√k for random signs) — far below any indexing error.
     #[test]
-    fn matches_f64_reference_over_awkward_shapes() {
+    fn every_isa_path_matches_an_f64_reference() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-        // Odd m (pair + single path), n not a multiple of the block or task, k with a tail,
-        // an odd number of 8-lane chunks (40), more inputs than one chunk of them (70).
         for &(m, n, k) in &[
             (1, 1, 1),
             (1, 37, 19),
+            (2, 45, 1040),
             (3, 70, 64),
             (5, 33, 131),
             (7, 41, 40),
+            (8, 100, 96),
             (16, 129, 96),
             (70, 25, 24),
         ] {
             let x: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
             let w: Vec<f32> = (0..n * k).map(|_| rng.random_range(-1.0..1.0)).collect();
-            let y = matmul_xwt_f32(&x, m, &w, n, k);
             let want = naive(&x, m, &w, n, k);
-            for (a, b) in y.iter().zip(&want) {
-                assert!(
-                    (*a as f64 - b).abs() <= 1e-5 * (k as f64).sqrt(),
-                    "{m}x{n}x{k}: {a} vs {b}"
-                );
+            for isa in Isa::all_supported() {
+                let y = matmul_xwt(isa, &x, m, &w, n, k);
+                for (a, b) in y.iter().zip(&want) {
+                    assert!(
+                        (*a as f64 - b).abs() <= 1e-5 * (k as f64).sqrt(),
+                        "{} {m}x{n}x{k}: {a} vs {b}",
+                        isa.level()
+                    );
+                }
             }
         }
     }
 
+    /// On inputs whose products and sums are exact, every path gives the same bits.
     #[test]
-    fn simd_and_generic_paths_agree() {
+    fn every_isa_path_agrees_exactly_on_exact_inputs() {
         let (m, n, k) = (3, 40, 72);
         let x: Vec<f32> = (0..m * k)
             .map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0)
@@ -476,11 +583,13 @@ mod tests {
             .collect();
         let mut generic = vec![0f32; n * m];
         rows_generic::<false>(&x, m, &w, k, &mut generic);
-        let fast = matmul_xwt_f32(&x, m, &w, n, k);
-        for o in 0..n {
-            for i in 0..m {
-                // Inputs are exact multiples of 1/32, so both orders are exact.
-                assert_eq!(generic[o * m + i], fast[i * n + o]);
+        for isa in Isa::all_supported() {
+            let fast = matmul_xwt(isa, &x, m, &w, n, k);
+            for o in 0..n {
+                for i in 0..m {
+                    // Inputs are exact multiples of 1/32, so every order is exact.
+                    assert_eq!(generic[o * m + i], fast[i * n + o], "{}", isa.level());
+                }
             }
         }
     }

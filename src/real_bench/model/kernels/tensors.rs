@@ -4,7 +4,7 @@
 use candle_core::{DType, Storage, Tensor, WithDType};
 
 use super::gemm;
-use super::linear::matmul_xwt_f32;
+use super::linear as small_m;
 use super::Isa;
 use crate::{bail, ensure, Error, Result};
 
@@ -21,7 +21,7 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     if host_f32(&[x, w]) {
         let kernel = |xs: &[f32], ws: &[f32]| {
             if m <= SMALL_M_MAX_ROWS {
-                matmul_xwt_f32(xs, m, ws, n, k)
+                small_m::matmul_xwt(Isa::best(), xs, m, ws, n, k)
             } else {
                 gemm::matmul_xwt(Isa::best(), xs, m, ws, n, k)
             }
