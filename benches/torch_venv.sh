@@ -2,7 +2,7 @@
 # Creates the Python environment that `cargo bench --bench engine` uses for its PyTorch anchor
 # (Hugging Face transformers on torch, CPU), from PyPI with pip.
 #
-#   bash benches/torch_venv.sh [DIR]        # default DIR: tmp/torch-venv
+#   bash benches/torch_venv.sh [DIR]        # default DIR: tmp/torch-venv in the repository
 #   SIMREAL_TORCH_PYTHON=DIR/bin/python cargo bench --bench engine
 #
 # The bench also finds tmp/torch-venv/bin/python on its own. Versions are pinned so that runs
@@ -11,14 +11,16 @@
 # Size: PyPI's Linux torch wheel is the CUDA build, and its libtorch_cuda.so links the CUDA
 # libraries (cuBLAS, cuDNN, NCCL, ...) as hard dependencies, so torch cannot be imported
 # without the nvidia-* wheels even on a CPU-only machine (checked with `readelf -d` on the
-# 2.15.0 wheel). PyPI has no CPU-only torch for Linux, so this installs all of it: about 5 GB.
+# 2.15.0 wheel). PyPI has no CPU-only torch for Linux, so this installs all of it: 5.6 GB, 3.0 GB
+# of it nvidia-* (about two minutes with a fast link).
 # Nothing of it is used on the CPU beyond torch's own libtorch_cpu (MKL/oneDNN inside).
 set -euo pipefail
 
 TORCH_VERSION=2.15.0
 TRANSFORMERS_VERSION=5.24.0
 
-dir=${1:-tmp/torch-venv}
+# The default is where the bench looks on its own, wherever this is run from.
+dir=${1:-$(dirname "$0")/../tmp/torch-venv}
 python=${PYTHON:-python3}
 
 if [[ -x "$dir/bin/python" ]] && "$dir/bin/python" -c "
