@@ -24,13 +24,17 @@ takes the cache as `cache=`, `past_key_values=` being deprecated).
 """
 
 import json
+import os
 import sys
 import time
 import traceback
 
-import torch
-import transformers
-from transformers import DynamicCache, Qwen3ForCausalLM
+# Only the local weights directory: never reach for the Hugging Face hub.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import torch  # noqa: E402 (after the environment it reads)
+import transformers  # noqa: E402
+from transformers import DynamicCache, Qwen3ForCausalLM  # noqa: E402
 
 VOCAB = 151_936  # the modulus of engine.rs's prompt()
 
@@ -107,11 +111,20 @@ def main():
         )
     weights_dir = sys.argv[1]
     threads, context, decode_steps, batch, prefill = (int(a) for a in sys.argv[2:])
+    for name in ("config.json", "model.safetensors"):
+        if not os.path.isfile(os.path.join(weights_dir, name)):
+            raise FileNotFoundError(f"no {name} in {weights_dir}")
     torch.set_num_threads(threads)
     transformers.utils.logging.disable_progress_bar()  # the bench's stderr is for its own progress
-    model = Qwen3ForCausalLM.from_pretrained(
-        weights_dir, dtype=torch.float32, attn_implementation="sdpa"
-    ).eval()
+    model, loading = Qwen3ForCausalLM.from_pretrained(
+        weights_dir, dtype=torch.float32, attn_implementation="sdpa", output_loading_info=True
+    )
+    # transformers fills missing weights with random ones and only warns: then it would not be
+    # the bench's weights (the time would look right, the model would not be the same).
+    problems = {k: sorted(v) for k, v in loading.items() if v}
+    if problems:
+        raise ValueError(f"the weights in {weights_dir} do not load as they are: {problems}")
+    model.eval()
     anchor = Anchor(model, context, decode_steps, batch, prefill)
     commands = {"decode": anchor.decode, "batch": anchor.batch_decode, "prefill": anchor.prefill}
     say(
