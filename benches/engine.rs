@@ -675,11 +675,22 @@ fn main() -> Result<()> {
         }
         return Ok(());
     }
-    eprintln!(
-        "benchmarking simreal's model (and candle-transformers{}, interleaved)",
-        if python.is_some() { ", PyTorch" } else { "" }
-    );
     let with_reference = std::env::var_os("SIMREAL_BENCH_SKIP_REFERENCE").is_none();
+    let anchors: Vec<&str> = [
+        (with_reference, "candle-transformers"),
+        (python.is_some(), "PyTorch"),
+    ]
+    .into_iter()
+    .filter_map(|(on, name)| on.then_some(name))
+    .collect();
+    eprintln!(
+        "benchmarking simreal's model{}",
+        if anchors.is_empty() {
+            String::new()
+        } else {
+            format!(" (and {}, interleaved)", anchors.join(", "))
+        }
+    );
     let ours = bench_ours(
         &dir,
         repeats,
