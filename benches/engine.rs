@@ -1,19 +1,25 @@
-//! Engine-level speed of the Qwen3 model against candle-transformers on the same weights and
-//! threads: single-sequence decode, batch-8 decode, 512-token prefill, memory bandwidth, RSS.
+//! Engine-level speed of the Qwen3 model against candle-transformers and, when a PyTorch venv
+//! exists, Hugging Face transformers on PyTorch, on the same weights and threads:
+//! single-sequence decode, batch-8 decode, 512-token prefill, memory bandwidth, RSS.
 //!
 //! `cargo bench --bench engine` (release). Knobs: `SIMREAL_BENCH_THREADS` (default: all
 //! cores), `SIMREAL_BENCH_REPEATS` (default 5), `SIMREAL_BENCH_KERNELS_ONLY` (only the
 //! linear-kernel crossover table, for kernel work), `SIMREAL_BENCH_SKIP_REFERENCE` (no
-//! candle-transformers run). Random `qwen3_0_6b` f32 weights are
-//! synthesized into `tmp/weights/` on first use (no download). Writes
-//! `benches/results/engine.{json,md}`.
+//! candle-transformers run), `SIMREAL_TORCH_PYTHON` (the python of the PyTorch venv; default
+//! `tmp/torch-venv/bin/python` when it exists, as `bash benches/torch_venv.sh` creates it),
+//! `SIMREAL_BENCH_SKIP_TORCH` (no PyTorch run even with a venv). The PyTorch side is
+//! `benches/torch_anchor.py`, one child process for the whole bench. Random `qwen3_0_6b` f32
+//! weights are synthesized into `tmp/weights/` on first use (no download); the stages use the
+//! same snapshot. Writes `benches/results/engine.{json,md}`.
 
 mod common;
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::qwen3 as reference;
 use rayon::prelude::*;
@@ -62,6 +68,24 @@ impl Stats {
     }
 }
 
+/// min / median / max of `xs`, or None for an empty sample (a side that did not run).
+fn stats_opt(xs: &[f64]) -> Option<Stats> {
+    (!xs.is_empty()).then(|| Stats::of(xs))
+}
+
+fn stats_json(s: Option<Stats>) -> serde_json::Value {
+    s.map_or(serde_json::Value::Null, |s| s.json())
+}
+
+fn stats_md(s: Option<Stats>, digits: usize) -> String {
+    s.map_or_else(|| "not run".to_string(), |s| s.md(digits))
+}
+
+/// Per repeat, `num[i] / den[i]`: ratios of measurements taken back to back.
+fn paired_ratios(num: &[f64], den: &[f64]) -> Vec<f64> {
+    num.iter().zip(den).map(|(a, b)| a / b).collect()
+}
+
 fn proc_field(file: &str, key: &str) -> Option<String> {
     let text = std::fs::read_to_string(file).ok()?;
     text.lines()
@@ -77,6 +101,29 @@ fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// ISA extensions the kernels (ours, candle's gemm, PyTorch's oneDNN/MKL) choose code paths by.
+const ISA_FLAGS: [&str; 8] = [
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+];
+
+/// Which of `ISA_FLAGS` the first CPU in /proc/cpuinfo lists.
+fn isa_flags() -> Vec<(&'static str, bool)> {
+    let flags = proc_field("/proc/cpuinfo", "flags").unwrap_or_default();
+    let present: Vec<&str> = flags.split_whitespace().collect();
+    ISA_FLAGS
+        .iter()
+        .map(|f| (*f, present.contains(f)))
+        .collect()
+}
+
+/// Token ids of a synthetic prompt. benches/torch_anchor.py computes the same ids.
 fn prompt(len: usize, salt: u32) -> Vec<u32> {
     (0..len as u32)
         .map(|i| (i * 7919 + salt * 104_729 + 1) % 151_936)
@@ -271,12 +318,27 @@ struct Ours {
     /// candle-transformers: first decode step, and ms/token per repeat (NaN / empty if skipped).
     ref_cold_ms: f64,
     ref_decode_ms: Vec<f64>,
+    /// PyTorch: the anchor's `ready` line (None if not run), first decode step ms (NaN if not
+    /// run), and per repeat (empty if not run): ms/token, batch-8 tokens/s, prefill ms (the
+    /// same indices as ours).
+    torch_info: Option<serde_json::Value>,
+    torch_cold_ms: f64,
+    torch_decode_ms: Vec<f64>,
+    torch_batch_tok_s: Vec<f64>,
+    torch_prefill_ms: Vec<f64>,
 }
 
 /// Our model's measurements. With `reference_dir`, candle-transformers is loaded after our
 /// model and its single-sequence decode runs interleaved with ours, repeat by repeat, so that
-/// both see the same background load.
-fn bench_ours(dir: &Path, repeats: usize, reference_dir: Option<&Path>) -> Result<Ours> {
+/// both see the same background load. With `torch_python`, the PyTorch anchor is started after
+/// our model and runs each measurement right after ours, in the same repeat.
+fn bench_ours(
+    dir: &Path,
+    repeats: usize,
+    reference_dir: Option<&Path>,
+    torch_python: Option<&Path>,
+    threads: usize,
+) -> Result<Ours> {
     let t = Instant::now();
     let model = Qwen3Model::load(
         &WeightSource::Dir(dir.to_path_buf()),
@@ -346,13 +408,24 @@ fn bench_ours(dir: &Path, repeats: usize, reference_dir: Option<&Path>) -> Resul
     }
     let mut ref_decode_ms = Vec::new();
 
+    let mut torch = torch_python
+        .map(|python| Torch::spawn(python, dir, threads))
+        .transpose()?;
+    let mut torch_cold_ms = f64::NAN;
+    if let Some(t) = torch.as_mut() {
+        torch_cold_ms = t.decode_ms()?[0];
+    }
+    let (mut torch_decode_ms, mut torch_batch_tok_s, mut torch_prefill_ms) =
+        (Vec::new(), Vec::new(), Vec::new());
+
     let seqs: Vec<usize> = (0..BATCH).collect();
     let firsts: Vec<u32> = (0..BATCH)
         .map(|s| prefill(&mut cache, s))
         .collect::<Result<_>>()?;
-    // Single-sequence, reference and batch runs alternate within each repeat: this host's
-    // speed drifts by tens of percent within minutes, and a ratio of medians taken minutes
-    // apart would measure the drift. Each repeat's batch ÷ single ratio is its own sample.
+    // Single-sequence, reference, PyTorch and batch runs alternate within each repeat: this
+    // host's speed drifts by tens of percent within minutes, and a ratio of medians taken
+    // minutes apart would measure the drift. Each repeat's ratios (batch ÷ single, ours ÷ each
+    // anchor) are their own samples.
     let mut decode_ms = Vec::new();
     let mut batch_decode_tok_s = Vec::new();
     let mut batch_over_single = Vec::new();
@@ -364,10 +437,17 @@ fn bench_ours(dir: &Path, repeats: usize, reference_dir: Option<&Path>) -> Resul
             let times = r.run()?;
             ref_decode_ms.push(times.iter().sum::<f64>() / times.len() as f64 * 1e3);
         }
+        if let Some(t) = torch.as_mut() {
+            let times_ms = t.decode_ms()?;
+            torch_decode_ms.push(times_ms.iter().sum::<f64>() / times_ms.len() as f64);
+        }
         let times = decode(&mut cache, &seqs, &firsts, None)?;
         let tok_s = (BATCH * times.len()) as f64 / times.iter().sum::<f64>();
         batch_decode_tok_s.push(tok_s);
         batch_over_single.push(tok_s * single_ms / 1e3);
+        if let Some(t) = torch.as_mut() {
+            torch_batch_tok_s.push(t.batch_tokens_per_s()?);
+        }
     }
     drop(reference);
     let mut ops = OpTotals::default();
@@ -386,6 +466,9 @@ fn bench_ours(dir: &Path, repeats: usize, reference_dir: Option<&Path>) -> Resul
         let t = Instant::now();
         model.forward_seqs(&[long_seq], &mut cache, None)?;
         prefill_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        if let Some(t) = torch.as_mut() {
+            torch_prefill_ms.push(t.prefill_ms()?);
+        }
     }
     let mut prefill_ops = OpTotals::default();
     model.forward_seqs(&[long_seq], &mut cache, Some(&mut prefill_ops))?;
@@ -415,6 +498,11 @@ fn bench_ours(dir: &Path, repeats: usize, reference_dir: Option<&Path>) -> Resul
         peak_rss_mib: peak_rss_mib_ours,
         ref_cold_ms,
         ref_decode_ms,
+        torch_info: torch.as_ref().map(|t| t.info.clone()),
+        torch_cold_ms,
+        torch_decode_ms,
+        torch_batch_tok_s,
+        torch_prefill_ms,
     })
 }
 
@@ -456,6 +544,126 @@ impl Reference {
     }
 }
 
+/// Hugging Face transformers' Qwen3 on PyTorch (CPU), float32, on the same weights: the child
+/// process benches/torch_anchor.py, started once (loading takes seconds) and asked for one
+/// measurement at a time over stdin/stdout, one JSON line each way.
+struct Torch {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    /// The anchor's `ready` line: torch and transformers versions, CPU capability, threads.
+    info: serde_json::Value,
+}
+
+impl Torch {
+    fn spawn(python: &Path, dir: &Path, threads: usize) -> Result<Self> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/torch_anchor.py");
+        let shape = [threads, CONTEXT, DECODE_STEPS, BATCH, PREFILL].map(|n| n.to_string());
+        let mut child = Command::new(python)
+            .arg(&script)
+            .arg(dir)
+            .args(shape)
+            // Between its measurements the child idles while ours is timed: its OpenMP workers
+            // must sleep at once rather than spin for a while on the cores ours runs on.
+            .env("OMP_WAIT_POLICY", "PASSIVE")
+            .env("KMP_BLOCKTIME", "0")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting the PyTorch anchor with {}", python.display()))?;
+        let stdin = child.stdin.take().context("the anchor's stdin")?;
+        let stdout = BufReader::new(child.stdout.take().context("the anchor's stdout")?);
+        let mut torch = Self {
+            child,
+            stdin,
+            stdout,
+            info: serde_json::Value::Null,
+        };
+        let info = torch.read("loading")?;
+        if info["ready"] != true {
+            bail!("the PyTorch anchor's first line is not `ready`: {info}");
+        }
+        torch.info = info;
+        Ok(torch)
+    }
+
+    /// The anchor's next line; its `error`, or its exit, is an error here.
+    fn read(&mut self, what: &str) -> Result<serde_json::Value> {
+        let mut line = String::new();
+        if self.stdout.read_line(&mut line)? == 0 {
+            let status = self.child.wait()?;
+            bail!("the PyTorch anchor exited ({status}) during `{what}` (its stderr is above)");
+        }
+        let value: serde_json::Value = serde_json::from_str(&line)
+            .with_context(|| format!("the PyTorch anchor's answer to `{what}`: {line:?}"))?;
+        if let Some(e) = value.get("error") {
+            bail!("the PyTorch anchor failed during `{what}`: {e}");
+        }
+        Ok(value)
+    }
+
+    fn ask(&mut self, command: &str) -> Result<serde_json::Value> {
+        let sent = writeln!(self.stdin, "{command}").and_then(|()| self.stdin.flush());
+        if let Err(e) = sent {
+            // It has died; its last line (if any) says why better than the broken pipe.
+            self.read(command)?;
+            return Err(anyhow!(e).context(format!("sending `{command}` to the PyTorch anchor")));
+        }
+        self.read(command)
+    }
+
+    fn number(value: &serde_json::Value, key: &str) -> Result<f64> {
+        value[key]
+            .as_f64()
+            .with_context(|| format!("no number `{key}` in the PyTorch anchor's {value}"))
+    }
+
+    /// ms of each single-sequence decode step.
+    fn decode_ms(&mut self) -> Result<Vec<f64>> {
+        let value = self.ask("decode")?;
+        let steps = value["decode_ms"]
+            .as_array()
+            .with_context(|| format!("no `decode_ms` in the PyTorch anchor's {value}"))?;
+        let times_ms: Vec<f64> = steps.iter().filter_map(|x| x.as_f64()).collect();
+        if times_ms.len() != DECODE_STEPS {
+            bail!("the PyTorch anchor timed {steps:?}, not {DECODE_STEPS} decode steps");
+        }
+        Ok(times_ms)
+    }
+
+    fn batch_tokens_per_s(&mut self) -> Result<f64> {
+        Self::number(&self.ask("batch")?, "batch_tokens_per_s")
+    }
+
+    fn prefill_ms(&mut self) -> Result<f64> {
+        Self::number(&self.ask("prefill")?, "prefill_ms")
+    }
+}
+
+impl Drop for Torch {
+    fn drop(&mut self) {
+        // `quit` lets it exit on its own; if it is already gone, there is nothing to reap
+        // beyond the wait.
+        let _ = writeln!(self.stdin, "quit").and_then(|()| self.stdin.flush());
+        let _ = self.child.wait();
+    }
+}
+
+/// The python of the PyTorch venv: `SIMREAL_TORCH_PYTHON`, else `tmp/torch-venv/bin/python`
+/// under the repository when it exists; Ok(None) when neither.
+fn torch_python(root: &Path) -> Result<Option<PathBuf>> {
+    if let Some(p) = std::env::var_os("SIMREAL_TORCH_PYTHON") {
+        let p = PathBuf::from(p);
+        if !p.is_file() {
+            bail!("SIMREAL_TORCH_PYTHON={} is not a file", p.display());
+        }
+        return Ok(Some(p));
+    }
+    let default = root.join("tmp/torch-venv/bin/python");
+    Ok(default.is_file().then_some(default))
+}
+
 fn main() -> Result<()> {
     let threads = common::env_usize(
         "SIMREAL_BENCH_THREADS",
@@ -485,11 +693,27 @@ fn main() -> Result<()> {
         synthesize_random_weights(&cfg, SEED, DType::F32, &dir)?
     };
 
+    let kernels_only = std::env::var_os("SIMREAL_BENCH_KERNELS_ONLY").is_some();
+    // Why the PyTorch anchor does not run, if it does not.
+    // Settled before minutes of measuring, so that a wrong SIMREAL_TORCH_PYTHON fails at once.
+    let (python, torch_not_run) = if kernels_only {
+        (None, Some("not run (SIMREAL_BENCH_KERNELS_ONLY is set)"))
+    } else if std::env::var_os("SIMREAL_BENCH_SKIP_TORCH").is_some() {
+        (None, Some("not run (SIMREAL_BENCH_SKIP_TORCH is set)"))
+    } else {
+        match torch_python(&root)? {
+            Some(p) => (Some(p), None),
+            None => (
+                None,
+                Some("not run (no venv; create it with bash benches/torch_venv.sh)"),
+            ),
+        }
+    };
     eprintln!("measuring memory bandwidth");
     let bw = Stats::of(&bandwidth_gb_s(repeats));
     eprintln!("measuring the small-m linear kernel against candle's matmul");
     let crossover = linear_crossover(repeats)?;
-    if std::env::var_os("SIMREAL_BENCH_KERNELS_ONLY").is_some() {
+    if kernels_only {
         for row in &crossover {
             let ours: String = [("small-m", &row.small_m_ms), ("gemm", &row.gemm_ms)]
                 .iter()
@@ -506,9 +730,29 @@ fn main() -> Result<()> {
         }
         return Ok(());
     }
-    eprintln!("benchmarking simreal's model (and candle-transformers, interleaved)");
     let with_reference = std::env::var_os("SIMREAL_BENCH_SKIP_REFERENCE").is_none();
-    let ours = bench_ours(&dir, repeats, with_reference.then_some(dir.as_path()))?;
+    let anchors: Vec<&str> = [
+        (with_reference, "candle-transformers"),
+        (python.is_some(), "PyTorch"),
+    ]
+    .into_iter()
+    .filter_map(|(on, name)| on.then_some(name))
+    .collect();
+    eprintln!(
+        "benchmarking simreal's model{}",
+        if anchors.is_empty() {
+            String::new()
+        } else {
+            format!(" (and {}, interleaved)", anchors.join(", "))
+        }
+    );
+    let ours = bench_ours(
+        &dir,
+        repeats,
+        with_reference.then_some(dir.as_path()),
+        python.as_deref(),
+        threads,
+    )?;
     let ref_cold_ms = ours.ref_cold_ms;
     let ref_warm = if ours.ref_decode_ms.is_empty() {
         vec![f64::NAN]
@@ -521,6 +765,34 @@ fn main() -> Result<()> {
     let batch = Stats::of(&ours.batch_decode_tok_s);
     let batch_ratio = Stats::of(&ours.batch_over_single);
     let prefill = Stats::of(&ours.prefill_ms);
+    // Ours' speedup per repeat (the anchor's time ÷ ours, > 1: ours is faster), paired with the
+    // run just before or after it; None for a side that did not run.
+    let ref_speedup = stats_opt(&paired_ratios(&ours.ref_decode_ms, &ours.decode_ms));
+    let torch_decode = stats_opt(&ours.torch_decode_ms);
+    let torch_batch = stats_opt(&ours.torch_batch_tok_s);
+    let torch_prefill = stats_opt(&ours.torch_prefill_ms);
+    let torch_speedup_decode = stats_opt(&paired_ratios(&ours.torch_decode_ms, &ours.decode_ms));
+    let torch_speedup_batch = stats_opt(&paired_ratios(
+        &ours.batch_decode_tok_s,
+        &ours.torch_batch_tok_s,
+    ));
+    let torch_speedup_prefill = stats_opt(&paired_ratios(&ours.torch_prefill_ms, &ours.prefill_ms));
+    let torch_field = |key: &str| {
+        ours.torch_info
+            .as_ref()
+            .map_or(serde_json::Value::Null, |i| i[key].clone())
+    };
+    // For the md: strings without JSON's quotes.
+    let torch_text = |key: &str| {
+        let v = torch_field(key);
+        v.as_str().map_or_else(|| v.to_string(), str::to_string)
+    };
+    let isa = isa_flags();
+    let isa_md = isa
+        .iter()
+        .map(|(f, on)| format!("{}{f}", if *on { "+" } else { "-" }))
+        .collect::<Vec<_>>()
+        .join(" ");
     let bytes_per_step = cfg.weight_bytes_read_per_decode_step(DType::F32) as f64;
     // The floor uses the best bandwidth seen: on a shared host the median understates what the
     // memory system can deliver, and the question is how close decode gets to that.
@@ -540,6 +812,8 @@ fn main() -> Result<()> {
     let result = json!({
         "host": { "cpu_model": cpu, "cores": std::thread::available_parallelism()?.get(), "mem_total": mem,
                   "threads": threads, "avx2_fma": std::arch::is_x86_feature_detected!("fma"),
+                  "isa_flags": isa.iter().map(|(f, on)| (f.to_string(), json!(on))).collect::<serde_json::Map<_, _>>(),
+                  "torch_cpu_capability": torch_field("cpu_capability"),
                   "loadavg_before": load_before, "loadavg_after": load_after },
         "model": "qwen3_0_6b (random weights)", "dtype": "f32", "weights_sha256": weights_sha256,
         "repeats": repeats, "context_tokens": CONTEXT, "decode_steps_per_repeat": DECODE_STEPS,
@@ -547,8 +821,27 @@ fn main() -> Result<()> {
         "weight_bytes_per_decode_step": bytes_per_step,
         "bandwidth_floor_ms_per_token": floor_ms,
         "decode_single_ms_per_token": { "ours": decode.json(), "candle_transformers": ref_decode.json(),
-            "ours_cold_first_step": ours.cold_decode_ms, "candle_transformers_cold_first_step": ref_cold_ms },
+            "pytorch": stats_json(torch_decode),
+            "ours_cold_first_step": ours.cold_decode_ms, "candle_transformers_cold_first_step": ref_cold_ms,
+            "pytorch_cold_first_step": ours.torch_cold_ms },
         "speedup_vs_candle_transformers": ref_decode.median / decode.median,
+        "speedup_vs_candle_transformers_per_repeat": stats_json(ref_speedup),
+        "pytorch": {
+            "status": torch_not_run.unwrap_or("ran"),
+            "python": python.as_ref().map(|p| p.display().to_string()),
+            "torch": torch_field("torch"), "transformers": torch_field("transformers"),
+            "cpu_capability": torch_field("cpu_capability"), "threads": torch_field("threads"),
+            "decode_single_ms_per_token": stats_json(torch_decode),
+            "cold_first_step_ms": ours.torch_cold_ms,
+            "decode_batch8_tokens_per_s": stats_json(torch_batch),
+            "prefill_512_ms": stats_json(torch_prefill),
+            "ours_speedup_per_repeat": {
+                "about": "per repeat, PyTorch's time ÷ ours, measured back to back; > 1: ours is faster",
+                "decode_single": stats_json(torch_speedup_decode),
+                "decode_batch8": stats_json(torch_speedup_batch),
+                "prefill_512": stats_json(torch_speedup_prefill),
+            },
+        },
         "bandwidth_efficiency": floor_ms / decode.median,
         "op_breakdown_ms": ours.ops_ms.iter().map(|(op, a, b, c)| (op.name().to_string(), json!({"decode_single_per_step": a, "decode_batch8_per_step": b, "prefill_512": c}))).collect::<serde_json::Map<_, _>>(),
         "decode_batch8_tokens_per_s": batch.json(),
@@ -575,7 +868,8 @@ fn main() -> Result<()> {
         "# engine bench: qwen3_0_6b f32, random weights\n\n\
          Host: {cpu}, {} cores, {mem}; {threads} threads (rayon global pool, also candle's GEMM). \
          {repeats} repeats, min / median / max. Load average (1/5/15 min) before: {load_before}, \
-         after: {load_after} (other jobs on a shared host inflate and scatter the times).\n\n\
+         after: {load_after} (other jobs on a shared host inflate and scatter the times). \
+         ISA flags: {isa_md}.\n\n\
          | measure | value |\n|---|---|\n\
          | memory bandwidth (GB/s, streaming read of 1 GiB) | {} |\n\
          | bandwidth floor (ms/token, {:.2} GB of weights per step at the max bandwidth) | {floor_ms:.1} |\n\
@@ -583,16 +877,14 @@ fn main() -> Result<()> {
          | decode ms/token at context {CONTEXT}, candle-transformers | {} |\n\
          | cold first decode step ms, ours / candle-transformers | {:.1} / {ref_cold_ms:.1} |\n\
          | speedup vs candle-transformers (median) | {:.2}× |\n\
+         | speedup vs candle-transformers, per repeat (back to back) | {} |\n\
          | share of the bandwidth bound (median) | {:.0}% |\n\
          | batch-8 decode tokens/s | {} |\n\
          | batch-8 ÷ single-sequence throughput, per repeat (back to back) | {} |\n\
          | prefill {PREFILL} tokens ms | {} |\n\
          | prefill tokens/s, GFLOP/s | {:.0}, {prefill_gflop_s:.1} |\n\
          | model load s | {:.1} |\n\
-         | peak RSS MiB (ours: load + decode, before the reference is loaded) | {:.0} |\n\n\
-         Per-op time (ms) of one warm decode step (single sequence and batch of {BATCH}) and of \
-         one {PREFILL}-token prefill:\n\n\
-         | op | decode single | decode batch-{BATCH} | prefill {PREFILL} |\n|---|---|---|---|\n",
+         | peak RSS MiB (ours: load + decode, before the reference is loaded) | {:.0} |\n",
         std::thread::available_parallelism()?.get(),
         bw.md(2),
         bytes_per_step / 1e9,
@@ -600,6 +892,7 @@ fn main() -> Result<()> {
         ref_decode.md(1),
         ours.cold_decode_ms,
         ref_decode.median / decode.median,
+        stats_md(ref_speedup, 2),
         100.0 * floor_ms / decode.median,
         batch.md(2),
         batch_ratio.md(2),
@@ -608,6 +901,36 @@ fn main() -> Result<()> {
         ours.load_s,
         ours.peak_rss_mib,
     );
+    match torch_not_run {
+        Some(why) => md.push_str(&format!("\nPyTorch anchor: {why}.\n")),
+        None => md.push_str(&format!(
+            "\nPyTorch anchor: Hugging Face transformers' Qwen3 on the same weights, float32, sdpa \
+             attention (torch {}, transformers {}, CPU capability {}, {} threads), each \
+             measurement right after ours in the same repeat. Speedup: per repeat, PyTorch's \
+             time ÷ ours (> 1: ours is faster).\n\n\
+             | measure | PyTorch | ours' speedup per repeat |\n|---|---|---|\n\
+             | decode ms/token at context {CONTEXT} | {} | {} |\n\
+             | batch-{BATCH} decode tokens/s | {} | {} |\n\
+             | prefill {PREFILL} tokens ms | {} | {} |\n\
+             | cold first decode step ms | {:.1} | |\n",
+            torch_text("torch"),
+            torch_text("transformers"),
+            torch_text("cpu_capability"),
+            torch_text("threads"),
+            stats_md(torch_decode, 1),
+            stats_md(torch_speedup_decode, 2),
+            stats_md(torch_batch, 2),
+            stats_md(torch_speedup_batch, 2),
+            stats_md(torch_prefill, 0),
+            stats_md(torch_speedup_prefill, 2),
+            ours.torch_cold_ms,
+        )),
+    }
+    md.push_str(&format!(
+        "\nPer-op time (ms) of one warm decode step (single sequence and batch of {BATCH}) and of \
+         one {PREFILL}-token prefill:\n\n\
+         | op | decode single | decode batch-{BATCH} | prefill {PREFILL} |\n|---|---|---|---|\n"
+    ));
     for (op, a, b, c) in &ours.ops_ms {
         md.push_str(&format!("| {op} | {a:.2} | {b:.2} | {c:.1} |\n"));
     }
