@@ -313,6 +313,8 @@ struct Ours {
     /// Per repeat: batch-8 tokens/s ÷ single-sequence tokens/s, measured back to back.
     batch_over_single: Vec<f64>,
     prefill_ms: Vec<f64>,
+    /// The device probe's compute rate, before the prefills and after each.
+    fma_peak_gflop_s: Vec<f64>,
     /// VmHWM after loading our model and decoding (before the reference is loaded).
     peak_rss_mib: f64,
     /// candle-transformers: first decode step, and ms/token per repeat (NaN / empty if skipped).
@@ -462,6 +464,8 @@ fn bench_ours(
         wants_logits: true,
     };
     let mut prefill_ms = Vec::new();
+    let mut probe = simreal::real_bench::device_probe::DeviceProbe::new();
+    let mut fma_peak_gflop_s = vec![probe.measure().compute_gflop_per_s()];
     for _ in 0..repeats.min(3) {
         let t = Instant::now();
         model.forward_seqs(&[long_seq], &mut cache, None)?;
@@ -469,6 +473,7 @@ fn bench_ours(
         if let Some(t) = torch.as_mut() {
             torch_prefill_ms.push(t.prefill_ms()?);
         }
+        fma_peak_gflop_s.push(probe.measure().compute_gflop_per_s());
     }
     let mut prefill_ops = OpTotals::default();
     model.forward_seqs(&[long_seq], &mut cache, Some(&mut prefill_ops))?;
@@ -495,6 +500,7 @@ fn bench_ours(
         batch_decode_tok_s,
         batch_over_single,
         prefill_ms,
+        fma_peak_gflop_s,
         peak_rss_mib: peak_rss_mib_ours,
         ref_cold_ms,
         ref_decode_ms,
@@ -670,12 +676,11 @@ fn main() -> Result<()> {
         std::thread::available_parallelism()?.get(),
     )?;
     let repeats = common::env_usize("SIMREAL_BENCH_REPEATS", 5)?.max(1);
-    // candle's GEMM sizes its work from RAYON_NUM_THREADS and runs on the global rayon pool,
-    // which our kernels use too: pin both so every measurement uses the same threads.
-    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build_global()?;
+    // The process set up as the `real` and `vidur_profile` stages set it up: rayon's global
+    // pool (also candle's GEMM, sized from RAYON_NUM_THREADS) at `threads`, and the allocator
+    // keeping freed activation buffers (without that, a 512-token prefill took ~20 % longer,
+    // faulting its outputs' pages in anew every op).
+    simreal::real_bench::threads::init(threads)?;
 
     // Other work on the host skews every number here; record how busy it was.
     let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
@@ -801,8 +806,16 @@ fn main() -> Result<()> {
         * 2.0
         * (cfg.num_hidden_layers * cfg.num_attention_heads * cfg.head_dim) as f64
         * (PREFILL * (PREFILL + 1) / 2) as f64;
-    let prefill_flops = cfg.dense_flops_per_token() as f64 * PREFILL as f64 + attn_flops;
+    // The LM head runs for the last token only (the prompt's logits are not wanted).
+    let lm_head_flops = 2.0 * (cfg.vocab_size * cfg.hidden_size) as f64;
+    let prefill_flops = (cfg.dense_flops_per_token() as f64 - lm_head_flops) * PREFILL as f64
+        + lm_head_flops
+        + attn_flops;
     let prefill_gflop_s = prefill_flops / (prefill.median / 1e3) / 1e9;
+    // The FMA peak as the device probe measures it: independent FMA chains in registers on
+    // every thread, the best of the samples taken between the prefills.
+    let fma_peak = Stats::of(&ours.fma_peak_gflop_s);
+    let prefill_share_of_peak = prefill_gflop_s / fma_peak.max;
     let cpu = proc_field("/proc/cpuinfo", "model name").unwrap_or_else(|| "unknown".into());
     let mem = proc_field("/proc/meminfo", "MemTotal").unwrap_or_default();
     let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
@@ -847,7 +860,8 @@ fn main() -> Result<()> {
         "decode_batch8_tokens_per_s": batch.json(),
         "batch8_over_single_throughput_paired": batch_ratio.json(),
         "prefill_512": { "ms": prefill.json(), "tokens_per_s": PREFILL as f64 / (prefill.median / 1e3),
-                         "gflop_per_s": prefill_gflop_s, "flops": prefill_flops },
+                         "gflop_per_s": prefill_gflop_s, "flops": prefill_flops,
+                         "fma_peak_gflop_per_s": fma_peak.json(), "share_of_fma_peak": prefill_share_of_peak },
         "cold_prefill_128_ms": ours.cold_prefill_ms,
         "load_s": ours.load_s,
         "peak_rss_mib_ours": ours.peak_rss_mib,
@@ -883,6 +897,8 @@ fn main() -> Result<()> {
          | batch-8 ÷ single-sequence throughput, per repeat (back to back) | {} |\n\
          | prefill {PREFILL} tokens ms | {} |\n\
          | prefill tokens/s, GFLOP/s | {:.0}, {prefill_gflop_s:.1} |\n\
+         | FMA peak GFLOP/s (device probe: 12 chains of 8-lane FMAs per thread, all threads) | {} |\n\
+         | prefill share of the FMA peak (median prefill ÷ best peak sample) | {:.0}% |\n\
          | model load s | {:.1} |\n\
          | peak RSS MiB (ours: load + decode, before the reference is loaded) | {:.0} |\n",
         std::thread::available_parallelism()?.get(),
@@ -898,6 +914,8 @@ fn main() -> Result<()> {
         batch_ratio.md(2),
         prefill.md(0),
         PREFILL as f64 / (prefill.median / 1e3),
+        fma_peak.md(1),
+        100.0 * prefill_share_of_peak,
         ours.load_s,
         ours.peak_rss_mib,
     );
