@@ -82,23 +82,38 @@ pub fn paged_attention<T: AttnElement>(
         .collect();
     // Hand-vectorised block loops need whole 8-lane chunks per head.
     let simd = has_avx2_fma() && dims.head_dim.is_multiple_of(8);
-    let results: Vec<Vec<f32>> = tasks
+    let out = SharedOut {
+        ptr: out.as_mut_ptr(),
+        len: out.len(),
+    };
+    tasks
         .par_iter()
-        .map_init(Scratch::default, |scratch, &(s, h, r0, r1)| {
-            task(dims, q, kv, &seqs[s], h, r0, r1, simd, scratch)
-        })
-        .collect();
-    let group = dims.num_heads / kv_heads;
-    let hd = dims.head_dim;
-    let width = dims.num_heads * hd;
-    for (&(s, h, r0, r1), res) in tasks.iter().zip(&results) {
-        let seq = &seqs[s];
-        for (t, rows) in (r0..r1).zip(res.chunks_exact(group * hd)) {
-            let dst = (seq.row_offset + t) * width + h * group * hd;
-            for (o, v) in out[dst..dst + group * hd].iter_mut().zip(rows) {
-                *o = T::from_f32(*v);
-            }
-        }
+        .for_each_init(Scratch::default, |scratch, &(s, h, r0, r1)| {
+            task(dims, q, kv, &seqs[s], h, r0, r1, simd, scratch, &out)
+        });
+}
+
+/// The output rows, written in place by tasks that own disjoint pieces of them (one
+/// sequence's rows, one kv head's group of query heads): no per-task result buffer, and no
+/// serial copy after the parallel part.
+struct SharedOut<T> {
+    ptr: *mut T,
+    len: usize,
+}
+
+// SAFETY: tasks only write disjoint ranges through `range` (see `paged_attention`'s split).
+unsafe impl<T: Send> Sync for SharedOut<T> {}
+
+impl<T> SharedOut<T> {
+    /// Elements `start..start + len`.
+    ///
+    /// # Safety
+    /// No other thread may access them while the slice lives.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn range(&self, start: usize, len: usize) -> &mut [T] {
+        assert!(start + len <= self.len, "attention output row out of range");
+        // SAFETY: in bounds (asserted), exclusive by the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
     }
 }
 
@@ -116,9 +131,8 @@ struct Scratch {
     inv_sums: Vec<f32>,
 }
 
-/// Rows `r0..r1` of one sequence for the query heads of `kv_head`; returns
-/// `[r1 - r0, group, head_dim]` in f32. `simd`: the CPU has AVX2/FMA/F16C and
-/// `head_dim % 8 == 0`.
+/// Rows `r0..r1` of one sequence for the query heads of `kv_head`, written into their places
+/// in `out`. `simd`: the CPU has AVX2/FMA/F16C and `head_dim % 8 == 0`.
 ///
 /// The group's query heads share each block of keys and values while it is in L1: per row,
 /// one pass over the sequence's K and one over its V, not one per query head (Qwen3 0.6B has
@@ -134,7 +148,8 @@ fn task<T: AttnElement>(
     r1: usize,
     simd: bool,
     scratch: &mut Scratch,
-) -> Vec<f32> {
+    out: &SharedOut<T>,
+) {
     let AttnDims {
         num_heads,
         num_kv_heads,
@@ -155,7 +170,6 @@ fn task<T: AttnElement>(
     q_f32.resize(group * hd, 0.0);
     acc.resize(group * hd, 0.0);
     inv_sums.resize(group, 0.0);
-    let mut res = vec![0f32; (r1 - r0) * group * hd];
     let head_stride = bs * hd;
     let block_stride = num_kv_heads * head_stride;
     // (start of this head's slots in block `b`, number of slots used) for a context `ctx`.
@@ -163,7 +177,7 @@ fn task<T: AttnElement>(
         let base = seq.block_table[b] * block_stride + kv_head * head_stride;
         (base, bs.min(ctx - b * bs))
     };
-    for (t, out_rows) in (r0..r1).zip(res.chunks_exact_mut(group * hd)) {
+    for t in r0..r1 {
         let ctx = seq.num_cached + t + 1;
         let num_blocks = ctx.div_ceil(bs);
         // The group's query heads are adjacent in the row: one contiguous `[group, hd]` slice.
@@ -189,14 +203,15 @@ fn task<T: AttnElement>(
                 T::pv_block(ag, &sg[b * bs..b * bs + slots], values, simd);
             }
         }
-        let heads = out_rows.chunks_exact_mut(hd).zip(acc.chunks_exact(hd));
+        // SAFETY: this task alone writes this row's columns of its kv head's query heads.
+        let out_row = unsafe { out.range(q_off, group * hd) };
+        let heads = out_row.chunks_exact_mut(hd).zip(acc.chunks_exact(hd));
         for ((o, a), inv) in heads.zip(inv_sums.iter()) {
             for (o, a) in o.iter_mut().zip(a) {
-                *o = a * inv;
+                *o = T::from_f32(a * inv);
             }
         }
     }
-    res
 }
 
 /// Element types the attention kernel can read from the cache, with its two inner loops.

@@ -230,9 +230,10 @@ mod simd {
                 let out_rows = &mut out[r * m..(r + R) * m];
                 for first in inputs.clone().step_by(D::GROUP) {
                     let count = D::GROUP.min(inputs.end - first);
-                    // Prefetching from the last group of several: the first one streams
-                    // this block, and its own misses keep the memory busy meanwhile.
-                    let last = first > inputs.start && first + count == inputs.end;
+                    // Prefetching from the last group: with several, the first one streams
+                    // this block, and its own misses keep the memory busy meanwhile; with one
+                    // (a decode batch of up to 8 on AVX-512), the prefetches run beside it.
+                    let last = first + count == inputs.end;
                     let ahead = next.filter(|_| last);
                     // SAFETY: the caller guarantees the ISA.
                     unsafe { group::<D, R>(block, ahead, x, m, k, first, count, out_rows) };
