@@ -67,6 +67,38 @@ fn tensor_op_attention_matches_candle_transformers_too() {
     check_against_candle_transformers(&Device::Cpu, DType::F32, AttentionPath::TensorOps, 1e-4);
 }
 
+/// A prefill longer than [`SMALL_M_MAX_ROWS`] takes the projections through the GEMM (on the
+/// best SIMD path of this CPU) rather than the small-m kernel, and attention through several
+/// query tiles; its logits must match candle-transformers' as closely as the short prompt's.
+#[test]
+fn a_prefill_through_the_gemm_matches_candle_transformers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tiny_snapshot(tmp.path());
+    let device = Device::Cpu;
+    let model = Qwen3Model::load(&WeightSource::Dir(dir.clone()), DType::F32, &device).unwrap();
+    let mut reference = reference_model(&dir, &device, DType::F32);
+    let tokens = prompt(SMALL_M_MAX_ROWS + 37, 4);
+    let block_size = 4;
+    let num_blocks = tokens.len().div_ceil(block_size);
+    let mut cache = model.new_kv_cache(num_blocks, block_size).unwrap();
+    // Physical blocks in reverse order.
+    let table: Vec<usize> = (0..num_blocks).rev().collect();
+    let input = Tensor::new(tokens.as_slice(), &device)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let want = reference.forward(&input, 0).unwrap();
+    let seq = SequenceInput {
+        token_ids: &tokens,
+        num_cached_tokens: 0,
+        block_table: &table,
+        wants_logits: true,
+    };
+    let ours = model.forward_seqs(&[seq], &mut cache, None).unwrap();
+    let what = format!("a {}-token prefill", tokens.len());
+    assert_close(&row(&ours), &row(&want), 1e-4, &what);
+}
+
 /// The GPU check (`tools/gpu_check.sh`) runs this on the GPU host; a `--features cuda` build
 /// without a usable GPU fails it, naming the device error.
 #[cfg(feature = "cuda")]
