@@ -11,12 +11,18 @@
 use rayon::prelude::*;
 
 use super::elementwise::exp_minus_max_in_place;
-use super::{fmadd, has_avx2_fma, Element};
+use super::{fmadd, gemm, has_avx2_fma, Element, Isa};
 
 /// Query rows per task in a prefill chunk: keeps tasks numerous enough to balance a single
 /// long prefill over the cores, while the K/V of one head (≈ context × head_dim × 8 bytes)
 /// stays in L2 across the rows of a task.
 const QUERY_TILE: usize = 32;
+/// Query rows from which a sequence goes through [`sequence_by_gemm`]: a prefill chunk (a
+/// decode step, or a chunk of a few tokens, stays with the row-by-row kernel).
+const GEMM_MIN_ROWS: usize = 64;
+/// Query rows per tile of [`sequence_by_gemm`]: the causal mask wastes at most half a tile of
+/// keys per row, and `S` for a tile (`64 · group × keys` f32) stays in L2.
+const GEMM_TILE_ROWS: usize = 64;
 const LANES: usize = 16;
 
 /// Shape of the attention problem shared by all sequences of a batch.
@@ -68,8 +74,30 @@ pub fn paged_attention<T: AttnElement>(
     seqs: &[AttnSeq<'_>],
     out: &mut [T],
 ) {
+    paged_attention_with(dims, q, kv, seqs, out, GEMM_MIN_ROWS)
+}
+
+/// [`paged_attention`], with sequences of at least `gemm_min_rows` query rows going through
+/// [`sequence_by_gemm`] (tests lower the threshold to run both paths on small problems).
+fn paged_attention_with<T: AttnElement>(
+    dims: AttnDims,
+    q: &[T],
+    kv: LayerKv<'_, T>,
+    seqs: &[AttnSeq<'_>],
+    out: &mut [T],
+    gemm_min_rows: usize,
+) {
     let kv_heads = dims.num_kv_heads;
-    let tasks: Vec<(usize, usize, usize, usize)> = seqs
+    let out = SharedOut {
+        ptr: out.as_mut_ptr(),
+        len: out.len(),
+    };
+    let (long, short): (Vec<&AttnSeq>, Vec<&AttnSeq>) =
+        seqs.iter().partition(|s| s.num_rows >= gemm_min_rows);
+    for seq in long {
+        sequence_by_gemm(dims, q, kv, seq, &out);
+    }
+    let tasks: Vec<(usize, usize, usize, usize)> = short
         .iter()
         .enumerate()
         .flat_map(|(s, seq)| {
@@ -82,15 +110,88 @@ pub fn paged_attention<T: AttnElement>(
         .collect();
     // Hand-vectorised block loops need whole 8-lane chunks per head.
     let simd = has_avx2_fma() && dims.head_dim.is_multiple_of(8);
-    let out = SharedOut {
-        ptr: out.as_mut_ptr(),
-        len: out.len(),
-    };
     tasks
         .par_iter()
         .for_each_init(Scratch::default, |scratch, &(s, h, r0, r1)| {
-            task(dims, q, kv, &seqs[s], h, r0, r1, simd, scratch, &out)
+            task(dims, q, kv, short[s], h, r0, r1, simd, scratch, &out)
         });
+}
+
+/// One sequence's attention as two GEMMs per kv head and tile of query rows: `S = Q·Kᵀ` over
+/// the keys the tile's last row attends, the causal softmax of each row in place, then
+/// `O = P·V`. A prefill chunk's rows share every key, and the row-by-row kernel ([`task`])
+/// reads each key once per row from L2 with one FMA per load; the GEMM's register tiles
+/// reuse each loaded key across 14 rows. Keys and values are gathered once per kv head out of
+/// the paged cache into contiguous f32 (`K: [keys, hd]`, `Vᵀ: [hd, keys]`).
+fn sequence_by_gemm<T: AttnElement>(
+    dims: AttnDims,
+    q: &[T],
+    kv: LayerKv<'_, T>,
+    seq: &AttnSeq<'_>,
+    out: &SharedOut<T>,
+) {
+    let AttnDims {
+        num_heads,
+        num_kv_heads,
+        head_dim: hd,
+        block_size: bs,
+        scale,
+    } = dims;
+    let isa = Isa::best();
+    let group = num_heads / num_kv_heads;
+    let width = num_heads * hd;
+    let total = seq.num_cached + seq.num_rows;
+    let head_stride = bs * hd;
+    let block_stride = num_kv_heads * head_stride;
+    (0..num_kv_heads).into_par_iter().for_each(|h| {
+        let mut k = vec![0f32; total * hd];
+        let mut vt = vec![0f32; hd * total];
+        for (j, k_row) in k.chunks_exact_mut(hd).enumerate() {
+            let base = seq.block_table[j / bs] * block_stride + h * head_stride + (j % bs) * hd;
+            for (d, (kd, vd)) in k_row.iter_mut().zip(&kv.v[base..base + hd]).enumerate() {
+                *kd = kv.k[base + d].to_f32();
+                vt[d * total + j] = vd.to_f32();
+            }
+        }
+        let mut q_tile = Vec::new();
+        let mut vt_tile = Vec::new();
+        for r0 in (0..seq.num_rows).step_by(GEMM_TILE_ROWS) {
+            let r1 = seq.num_rows.min(r0 + GEMM_TILE_ROWS);
+            let keys = seq.num_cached + r1;
+            // Rows of the tile, each with its group of query heads: `[(r1 - r0)·group, hd]`.
+            q_tile.clear();
+            for t in r0..r1 {
+                let q_off = (seq.row_offset + t) * width + h * group * hd;
+                q_tile.extend(
+                    q[q_off..q_off + group * hd]
+                        .iter()
+                        .map(|v| v.to_f32() * scale),
+                );
+            }
+            let m = (r1 - r0) * group;
+            let mut probs = gemm::matmul_xwt(isa, &q_tile, m, &k[..keys * hd], keys, hd);
+            for (i, row) in probs.chunks_exact_mut(keys).enumerate() {
+                let ctx = seq.num_cached + r0 + i / group + 1;
+                let inv = 1.0 / exp_minus_max_in_place(&mut row[..ctx]);
+                row[..ctx].iter_mut().for_each(|p| *p *= inv);
+                row[ctx..].fill(0.0);
+            }
+            vt_tile.clear();
+            for d in 0..hd {
+                vt_tile.extend_from_slice(&vt[d * total..d * total + keys]);
+            }
+            let o = gemm::matmul_xwt(isa, &probs, m, &vt_tile, hd, keys);
+            for (t, o_rows) in (r0..r1).zip(o.chunks_exact(group * hd)) {
+                let q_off = (seq.row_offset + t) * width + h * group * hd;
+                // SAFETY: only this kv head's task writes its query heads' columns, and no
+                // other sequence has these rows.
+                let dst = unsafe { out.range(q_off, group * hd) };
+                for (d, v) in dst.iter_mut().zip(o_rows) {
+                    *d = T::from_f32(*v);
+                }
+            }
+        }
+    });
 }
 
 /// The output rows, written in place by tasks that own disjoint pieces of them (one
@@ -559,7 +660,7 @@ mod tests {
         // 16 (the default) also the eight-key one, with partly filled last blocks.
         for (hd, bs) in [(16usize, 4usize), (80, 4), (128, 4), (80, 16), (128, 16)] {
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
-            let (nh, nkv, num_blocks) = (4, 2, 40);
+            let (nh, nkv, num_blocks) = (4, 2, 64);
             let dims = AttnDims {
                 num_heads: nh,
                 num_kv_heads: nkv,
@@ -568,8 +669,8 @@ mod tests {
                 scale: 1.0 / (hd as f32).sqrt(),
             };
             // (num_cached, rows): a fresh prefill longer than a query tile, a chunk on top of a
-            // cache, and two decodes.
-            let shapes = [(0usize, 37usize), (9, 6), (21, 1), (4, 1)];
+            // cache, and two decodes; and a chunk over several GEMM tiles, on top of a cache.
+            let shapes = [(0usize, 37usize), (9, 6), (21, 1), (4, 1), (7, 140)];
             let mut free: Vec<usize> = (0..num_blocks).collect();
             // Deterministic shuffle so that tables are non-contiguous and interleaved.
             for i in (1..free.len()).rev() {
@@ -616,26 +717,30 @@ mod tests {
                     block_table: t,
                 })
                 .collect();
-            let mut out = vec![0f32; q.len()];
-            paged_attention(
-                dims,
-                &q,
-                LayerKv {
-                    k: &k_paged,
-                    v: &v_paged,
-                },
-                &seqs,
-                &mut out,
-            );
-            let max_err = out
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
-            assert!(
-                max_err < 1e-5,
-                "head_dim {hd}, block {bs}: max abs error {max_err}"
-            );
+            // As the model runs it (the 140-row chunk by GEMM), every chunk by GEMM, none.
+            for gemm_min_rows in [GEMM_MIN_ROWS, 2, usize::MAX] {
+                let mut out = vec![0f32; q.len()];
+                paged_attention_with(
+                    dims,
+                    &q,
+                    LayerKv {
+                        k: &k_paged,
+                        v: &v_paged,
+                    },
+                    &seqs,
+                    &mut out,
+                    gemm_min_rows,
+                );
+                let max_err = out
+                    .iter()
+                    .zip(&want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert!(
+                    max_err < 1e-5,
+                    "head_dim {hd}, block {bs}, GEMM from {gemm_min_rows} rows: max abs error {max_err}"
+                );
+            }
 
             // The same problem stored in bf16 stays within bf16 rounding of the f32 answer.
             let to_bf = |x: &[f32]| x.iter().map(|v| bf16::from_f32(*v)).collect::<Vec<_>>();
