@@ -9,7 +9,7 @@ use half::{bf16, f16};
 use super::batch::{ForwardBatch, SequenceInput};
 use super::config::Qwen3Config;
 use super::kernels::attention::{paged_attention, AttnDims, AttnSeq};
-use super::kernels::elementwise::{rms_norm_f32, silu_mul_f32};
+use super::kernels::elementwise::{rms_norm_f32, rope_f32, silu_mul_f32};
 use super::kernels::tensors::{host_f32, linear, with_slice};
 use super::kv_cache::{AttentionPath, CacheElement, KvStore, PagedKvCache};
 use super::tensor_attention::{self as tensor_attn, TensorAttnDims, TensorAttnMeta};
@@ -346,6 +346,14 @@ impl Qwen3Model {
     ) -> Result<(Tensor, Tensor)> {
         let hd = self.cfg.head_dim;
         let rope = |x: &Tensor| -> Result<Tensor> {
+            if host_f32(&[x, &batch.cos, &batch.sin]) {
+                let y = with_slice::<f32, _>(x, |xs| {
+                    with_slice::<f32, _>(&batch.cos, |c| {
+                        with_slice::<f32, _>(&batch.sin, |s| rope_f32(xs, hd, c, s))
+                    })
+                })???;
+                return Ok(Tensor::from_vec(y, x.dims(), x.device())?);
+            }
             let (t, width) = x.dims2()?;
             let x4 = x.reshape((1, t, width / hd, hd))?;
             let r = candle_nn::rotary_emb::rope_thd(&x4, &batch.cos, &batch.sin)?;
