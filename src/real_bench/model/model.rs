@@ -9,7 +9,7 @@ use half::{bf16, f16};
 use super::batch::{ForwardBatch, SequenceInput};
 use super::config::Qwen3Config;
 use super::kernels::attention::{paged_attention, AttnDims, AttnSeq};
-use super::kernels::elementwise::{rms_norm_f32, rope_f32, silu_mul_f32};
+use super::kernels::elementwise::{add_f32, rms_norm_f32, rope_f32, silu_mul_f32};
 use super::kernels::tensors::{host_f32, linear, with_slice};
 use super::kv_cache::{AttentionPath, CacheElement, KvStore, PagedKvCache};
 use super::tensor_attention::{self as tensor_attn, TensorAttnDims, TensorAttnMeta};
@@ -446,6 +446,11 @@ impl Qwen3Model {
 
     /// `add`: the residual connection.
     pub fn add(&self, residual: &Tensor, x: &Tensor) -> Result<Tensor> {
+        if host_f32(&[residual, x]) && residual.dims() == x.dims() {
+            let y =
+                with_slice::<f32, _>(residual, |r| with_slice::<f32, _>(x, |x| add_f32(r, x)))??;
+            return Ok(Tensor::from_vec(y, x.dims(), x.device())?);
+        }
         Ok((residual + x)?)
     }
 

@@ -114,6 +114,28 @@ pub fn rope_f32(x: &[f32], head_dim: usize, cos: &[f32], sin: &[f32]) -> Vec<f32
     y
 }
 
+/// `a + b` element-wise (the residual connection): candle's binary ops run on one thread.
+/// Panics on unequal lengths.
+pub fn add_f32(a: &[f32], b: &[f32]) -> Vec<f32> {
+    assert_eq!(a.len(), b.len(), "the summands differ in length");
+    let mut y = vec![0f32; a.len()];
+    let add = |((a, b), y): ((&[f32], &[f32]), &mut [f32])| {
+        for ((y, a), b) in y.iter_mut().zip(a).zip(b) {
+            *y = a + b;
+        }
+    };
+    if a.len() < PARALLEL_MIN_ELEMENTS {
+        add(((a, b), &mut y));
+    } else {
+        let chunk = PARALLEL_MIN_ELEMENTS / 8;
+        a.par_chunks(chunk)
+            .zip(b.par_chunks(chunk))
+            .zip(y.par_chunks_mut(chunk))
+            .for_each(add);
+    }
+    y
+}
+
 /// `silu(gate) · up` element-wise, `silu(g) = g / (1 + e^-g)`. Panics on unequal lengths.
 pub fn silu_mul_f32(gate: &[f32], up: &[f32]) -> Vec<f32> {
     assert_eq!(gate.len(), up.len(), "gate and up differ in length");
@@ -287,6 +309,19 @@ mod tests {
             .to_vec1::<f32>()
             .unwrap();
             assert_eq!(rope_f32(&x, hd, &cos, &sin), want, "{rows} rows");
+        }
+    }
+
+    #[test]
+    fn add_is_elementwise_on_the_serial_and_the_parallel_path() {
+        for len in [5, 3 * PARALLEL_MIN_ELEMENTS + 3] {
+            let a: Vec<f32> = (0..len).map(|i| i as f32).collect();
+            let b: Vec<f32> = (0..len).map(|i| 0.5 - (i % 7) as f32).collect();
+            let y = add_f32(&a, &b);
+            assert!(
+                y.iter().enumerate().all(|(i, v)| *v == a[i] + b[i]),
+                "{len}"
+            );
         }
     }
 
