@@ -1,6 +1,7 @@
 //! Engine-level speed of the Qwen3 model against candle-transformers and, when a PyTorch venv
 //! exists, Hugging Face transformers on PyTorch, on the same weights and threads:
-//! single-sequence decode, batch-8 decode, 512-token prefill, memory bandwidth, RSS.
+//! single-sequence decode, batch-8 and batch-32 decode (ours only at 32), 512-token prefill with
+//! its per-op breakdown, the linear kernels per SIMD path, memory bandwidth, FMA peak, RSS.
 //!
 //! `cargo bench --bench engine` (release). Knobs: `SIMREAL_BENCH_THREADS` (default: all
 //! cores), `SIMREAL_BENCH_REPEATS` (default 5), `SIMREAL_BENCH_KERNELS_ONLY` (only the
@@ -31,6 +32,8 @@ const SEED: u64 = 0;
 const CONTEXT: usize = 128;
 const DECODE_STEPS: usize = 8;
 const BATCH: usize = 8;
+/// The larger decode batch measured beside it (ours only).
+const LARGE_BATCH: usize = 32;
 const PREFILL: usize = 512;
 const BLOCK: usize = 16;
 
@@ -312,6 +315,9 @@ struct Ours {
     batch_decode_tok_s: Vec<f64>,
     /// Per repeat: batch-8 tokens/s ÷ single-sequence tokens/s, measured back to back.
     batch_over_single: Vec<f64>,
+    /// The same for a batch of LARGE_BATCH.
+    large_batch_tok_s: Vec<f64>,
+    large_batch_over_single: Vec<f64>,
     prefill_ms: Vec<f64>,
     /// The device probe's compute rate, before the prefills and after each.
     fma_peak_gflop_s: Vec<f64>,
@@ -348,12 +354,22 @@ fn bench_ours(
         &Device::Cpu,
     )?;
     let load_s = t.elapsed().as_secs_f64();
-    let blocks_per_seq = (PREFILL.max(CONTEXT + DECODE_STEPS)).div_ceil(BLOCK);
-    let mut cache = model.new_kv_cache(blocks_per_seq * BATCH, BLOCK)?;
-    let tables: Vec<Vec<usize>> = (0..BATCH)
-        .map(|s| (s * blocks_per_seq..(s + 1) * blocks_per_seq).collect())
+    // Sequence 0 also holds the long prefill; the others only a prompt and its decode steps.
+    let blocks_first = (PREFILL.max(CONTEXT + DECODE_STEPS)).div_ceil(BLOCK);
+    let blocks_other = (CONTEXT + DECODE_STEPS).div_ceil(BLOCK);
+    let mut cache = model.new_kv_cache(blocks_first + blocks_other * (LARGE_BATCH - 1), BLOCK)?;
+    let tables: Vec<Vec<usize>> = (0..LARGE_BATCH)
+        .map(|s| match s {
+            0 => (0..blocks_first).collect(),
+            _ => {
+                let first = blocks_first + (s - 1) * blocks_other;
+                (first..first + blocks_other).collect()
+            }
+        })
         .collect();
-    let prompts: Vec<Vec<u32>> = (0..BATCH as u32).map(|s| prompt(CONTEXT, s)).collect();
+    let prompts: Vec<Vec<u32>> = (0..LARGE_BATCH as u32)
+        .map(|s| prompt(CONTEXT, s))
+        .collect();
 
     let prefill = |cache: &mut PagedKvCache, s: usize| -> Result<u32> {
         let seq = SequenceInput {
@@ -421,9 +437,11 @@ fn bench_ours(
         (Vec::new(), Vec::new(), Vec::new());
 
     let seqs: Vec<usize> = (0..BATCH).collect();
-    let firsts: Vec<u32> = (0..BATCH)
+    let large_seqs: Vec<usize> = (0..LARGE_BATCH).collect();
+    let large_firsts: Vec<u32> = (0..LARGE_BATCH)
         .map(|s| prefill(&mut cache, s))
         .collect::<Result<_>>()?;
+    let firsts = &large_firsts[..BATCH];
     // Single-sequence, reference, PyTorch and batch runs alternate within each repeat: this
     // host's speed drifts by tens of percent within minutes, and a ratio of medians taken
     // minutes apart would measure the drift. Each repeat's ratios (batch ÷ single, ours ÷ each
@@ -431,6 +449,8 @@ fn bench_ours(
     let mut decode_ms = Vec::new();
     let mut batch_decode_tok_s = Vec::new();
     let mut batch_over_single = Vec::new();
+    let mut large_batch_tok_s = Vec::new();
+    let mut large_batch_over_single = Vec::new();
     for _ in 0..repeats {
         let times = decode(&mut cache, &[0], &[first], None)?;
         let single_ms = times.iter().sum::<f64>() / times.len() as f64 * 1e3;
@@ -443,10 +463,14 @@ fn bench_ours(
             let times_ms = t.decode_ms()?;
             torch_decode_ms.push(times_ms.iter().sum::<f64>() / times_ms.len() as f64);
         }
-        let times = decode(&mut cache, &seqs, &firsts, None)?;
+        let times = decode(&mut cache, &seqs, firsts, None)?;
         let tok_s = (BATCH * times.len()) as f64 / times.iter().sum::<f64>();
         batch_decode_tok_s.push(tok_s);
         batch_over_single.push(tok_s * single_ms / 1e3);
+        let times = decode(&mut cache, &large_seqs, &large_firsts, None)?;
+        let tok_s = (LARGE_BATCH * times.len()) as f64 / times.iter().sum::<f64>();
+        large_batch_tok_s.push(tok_s);
+        large_batch_over_single.push(tok_s * single_ms / 1e3);
         if let Some(t) = torch.as_mut() {
             torch_batch_tok_s.push(t.batch_tokens_per_s()?);
         }
@@ -455,7 +479,7 @@ fn bench_ours(
     let mut ops = OpTotals::default();
     decode(&mut cache, &[0], &[first], Some(&mut ops))?;
     let mut batch_ops = OpTotals::default();
-    decode(&mut cache, &seqs, &firsts, Some(&mut batch_ops))?;
+    decode(&mut cache, &seqs, firsts, Some(&mut batch_ops))?;
     let long = prompt(PREFILL, 99);
     let long_seq = SequenceInput {
         token_ids: &long,
@@ -499,6 +523,8 @@ fn bench_ours(
         ops_ms,
         batch_decode_tok_s,
         batch_over_single,
+        large_batch_tok_s,
+        large_batch_over_single,
         prefill_ms,
         fma_peak_gflop_s,
         peak_rss_mib: peak_rss_mib_ours,
@@ -769,6 +795,8 @@ fn main() -> Result<()> {
     let ref_decode = Stats::of(&ref_warm);
     let batch = Stats::of(&ours.batch_decode_tok_s);
     let batch_ratio = Stats::of(&ours.batch_over_single);
+    let large_batch = Stats::of(&ours.large_batch_tok_s);
+    let large_batch_ratio = Stats::of(&ours.large_batch_over_single);
     let prefill = Stats::of(&ours.prefill_ms);
     // Ours' speedup per repeat (the anchor's time ÷ ours, > 1: ours is faster), paired with the
     // run just before or after it; None for a side that did not run.
@@ -859,6 +887,8 @@ fn main() -> Result<()> {
         "op_breakdown_ms": ours.ops_ms.iter().map(|(op, a, b, c)| (op.name().to_string(), json!({"decode_single_per_step": a, "decode_batch8_per_step": b, "prefill_512": c}))).collect::<serde_json::Map<_, _>>(),
         "decode_batch8_tokens_per_s": batch.json(),
         "batch8_over_single_throughput_paired": batch_ratio.json(),
+        "decode_batch32_tokens_per_s": large_batch.json(),
+        "batch32_over_single_throughput_paired": large_batch_ratio.json(),
         "prefill_512": { "ms": prefill.json(), "tokens_per_s": PREFILL as f64 / (prefill.median / 1e3),
                          "gflop_per_s": prefill_gflop_s, "flops": prefill_flops,
                          "fma_peak_gflop_per_s": fma_peak.json(), "share_of_fma_peak": prefill_share_of_peak },
@@ -895,6 +925,8 @@ fn main() -> Result<()> {
          | share of the bandwidth bound (median) | {:.0}% |\n\
          | batch-8 decode tokens/s | {} |\n\
          | batch-8 ÷ single-sequence throughput, per repeat (back to back) | {} |\n\
+         | batch-{LARGE_BATCH} decode tokens/s | {} |\n\
+         | batch-{LARGE_BATCH} ÷ single-sequence throughput, per repeat (back to back) | {} |\n\
          | prefill {PREFILL} tokens ms | {} |\n\
          | prefill tokens/s, GFLOP/s | {:.0}, {prefill_gflop_s:.1} |\n\
          | FMA peak GFLOP/s (device probe: 12 chains of 8-lane FMAs per thread, all threads) | {} |\n\
@@ -912,6 +944,8 @@ fn main() -> Result<()> {
         100.0 * floor_ms / decode.median,
         batch.md(2),
         batch_ratio.md(2),
+        large_batch.md(2),
+        large_batch_ratio.md(2),
         prefill.md(0),
         PREFILL as f64 / (prefill.median / 1e3),
         fma_peak.md(1),
