@@ -67,6 +67,29 @@ fn tensor_op_attention_matches_candle_transformers_too() {
     check_against_candle_transformers(&Device::Cpu, DType::F32, AttentionPath::TensorOps, 1e-4);
 }
 
+/// The logits of a fresh prefill of `tokens`: ours (through `table` in `cache`) and the
+/// reference model's, on the model's device.
+fn prefill_both(
+    model: &Qwen3Model,
+    reference: &mut reference::ModelForCausalLM,
+    tokens: &[u32],
+    table: &[usize],
+    cache: &mut PagedKvCache,
+) -> (Tensor, Tensor) {
+    let input = Tensor::new(tokens, model.device())
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let want = reference.forward(&input, 0).unwrap();
+    let seq = SequenceInput {
+        token_ids: tokens,
+        num_cached_tokens: 0,
+        block_table: table,
+        wants_logits: true,
+    };
+    (model.forward_seqs(&[seq], cache, None).unwrap(), want)
+}
+
 /// A prefill longer than [`SMALL_M_MAX_ROWS`] takes the projections through the GEMM (on the
 /// best SIMD path of this CPU) rather than the small-m kernel, and attention through several
 /// query tiles; its logits must match candle-transformers' as closely as the short prompt's.
@@ -83,18 +106,7 @@ fn a_prefill_through_the_gemm_matches_candle_transformers() {
     let mut cache = model.new_kv_cache(num_blocks, block_size).unwrap();
     // Physical blocks in reverse order.
     let table: Vec<usize> = (0..num_blocks).rev().collect();
-    let input = Tensor::new(tokens.as_slice(), &device)
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap();
-    let want = reference.forward(&input, 0).unwrap();
-    let seq = SequenceInput {
-        token_ids: &tokens,
-        num_cached_tokens: 0,
-        block_table: &table,
-        wants_logits: true,
-    };
-    let ours = model.forward_seqs(&[seq], &mut cache, None).unwrap();
+    let (ours, want) = prefill_both(&model, &mut reference, &tokens, &table, &mut cache);
     let what = format!("a {}-token prefill", tokens.len());
     assert_close(&row(&ours), &row(&want), 1e-4, &what);
 }
@@ -132,18 +144,7 @@ fn check_against_candle_transformers(
     // Deliberately scattered physical blocks.
     let table: Vec<usize> = vec![9, 2, 14, 0, 7, 11, 3, 15];
 
-    let input = Tensor::new(tokens.as_slice(), device)
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap();
-    let want = reference.forward(&input, 0).unwrap();
-    let seq = SequenceInput {
-        token_ids: &tokens,
-        num_cached_tokens: 0,
-        block_table: &table,
-        wants_logits: true,
-    };
-    let ours = model.forward_seqs(&[seq], &mut cache, None).unwrap();
+    let (ours, want) = prefill_both(&model, &mut reference, &tokens, &table, &mut cache);
     assert_eq!(ours.dims(), &[1, 151_936]);
     assert_close(&row(&ours), &row(&want), rel_tol, &what("prefill"));
 

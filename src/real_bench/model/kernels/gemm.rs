@@ -385,24 +385,9 @@ mod avx2 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_support::{random, xwt_f64 as reference};
     use super::*;
-    use rand::{Rng, SeedableRng};
-
-    fn random(len: usize, rng: &mut impl Rng) -> Vec<f32> {
-        (0..len).map(|_| rng.random_range(-1.0..1.0)).collect()
-    }
-
-    fn reference(x: &[f32], m: usize, w: &[f32], n: usize, k: usize) -> Vec<f64> {
-        let mut y = vec![0f64; m * n];
-        for i in 0..m {
-            for o in 0..n {
-                y[i * n + o] = (0..k)
-                    .map(|j| x[i * k + j] as f64 * w[o * k + j] as f64)
-                    .sum();
-            }
-        }
-        y
-    }
+    use rand::SeedableRng;
 
     #[test]
     fn hand_computed_2x3() {

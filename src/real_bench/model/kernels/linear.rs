@@ -513,20 +513,9 @@ fn dots<const R: usize, const M: usize, const FMA: bool>(
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_support::{random, xwt_f64 as naive};
     use super::*;
-    use rand::{Rng, SeedableRng};
-
-    fn naive(x: &[f32], m: usize, w: &[f32], n: usize, k: usize) -> Vec<f64> {
-        let mut y = vec![0f64; m * n];
-        for i in 0..m {
-            for o in 0..n {
-                y[i * n + o] = (0..k)
-                    .map(|j| x[i * k + j] as f64 * w[o * k + j] as f64)
-                    .sum();
-            }
-        }
-        y
-    }
+    use rand::SeedableRng;
 
     #[test]
     fn hand_computed_2x3() {
@@ -556,8 +545,8 @@ mod tests {
             (16, 129, 96),
             (70, 25, 24),
         ] {
-            let x: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
-            let w: Vec<f32> = (0..n * k).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let x = random(m * k, &mut rng);
+            let w = random(n * k, &mut rng);
             let want = naive(&x, m, &w, n, k);
             for isa in Isa::all_supported() {
                 let y = matmul_xwt(isa, &x, m, &w, n, k);

@@ -155,3 +155,28 @@ pub(crate) fn fmadd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
         a * b + c
     }
 }
+
+/// What the tests of both projection kernels share.
+#[cfg(test)]
+mod test_support {
+    use rand::Rng;
+
+    /// `len` values uniform in [-1, 1).
+    pub(super) fn random(len: usize, rng: &mut impl Rng) -> Vec<f32> {
+        (0..len).map(|_| rng.random_range(-1.0..1.0)).collect()
+    }
+
+    /// `y = x·wᵀ` for `x: [m, k]`, `w: [n, k]`, summed in f64: the reference the kernels are
+    /// held to.
+    pub(super) fn xwt_f64(x: &[f32], m: usize, w: &[f32], n: usize, k: usize) -> Vec<f64> {
+        let mut y = vec![0f64; m * n];
+        for i in 0..m {
+            for o in 0..n {
+                y[i * n + o] = (0..k)
+                    .map(|j| x[i * k + j] as f64 * w[o * k + j] as f64)
+                    .sum();
+            }
+        }
+        y
+    }
+}
