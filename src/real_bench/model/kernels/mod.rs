@@ -99,11 +99,15 @@ impl Isa {
         supported(level).then_some(Isa(level))
     }
 
-    /// The most capable level this CPU supports: what the model runs.
+    /// The most capable level this CPU supports: what the model runs (detected once; the
+    /// projections ask for it on every call).
     pub fn best() -> Isa {
-        *Self::all_supported()
-            .last()
-            .expect("scalar is always supported")
+        static BEST: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+        *BEST.get_or_init(|| {
+            *Self::all_supported()
+                .last()
+                .expect("scalar is always supported")
+        })
     }
 
     /// Every level this CPU supports, scalar first: what the tests compare.
