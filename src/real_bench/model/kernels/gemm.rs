@@ -385,16 +385,15 @@ mod avx2 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::{random, xwt_f64 as reference};
+    use super::super::test_support::*;
     use super::*;
     use rand::SeedableRng;
 
     #[test]
     fn hand_computed_2x3() {
-        // x = [[1,2],[3,4]], w = [[1,0],[0,1],[1,1]] → y = [[1,2,3],[3,4,7]].
         for isa in Isa::all_supported() {
-            let y = matmul_xwt(isa, &[1., 2., 3., 4.], 2, &[1., 0., 0., 1., 1., 1.], 3, 2);
-            assert_eq!(y, vec![1., 2., 3., 3., 4., 7.], "{}", isa.level());
+            let kernel = |x: &[f32], m, w: &[f32], n, k| matmul_xwt(isa, x, m, w, n, k);
+            assert_hand_computed_2x3(isa.level().as_str(), &kernel);
         }
     }
 
@@ -406,8 +405,7 @@ mod tests {
     /// element of these sizes.
     #[test]
     fn every_isa_path_matches_an_f64_reference() {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-        for (m, n, k) in [
+        let shapes = [
             (1, 1, 1),
             (1, 37, 19),
             (3, 70, 64),
@@ -417,22 +415,13 @@ mod tests {
             (33, 45, 520),
             (70, 8, 24),
             (1100, 40, 33),
-        ] {
-            let x = random(m * k, &mut rng);
-            let w = random(n * k, &mut rng);
-            let want = reference(&x, m, &w, n, k);
-            for (isa, kc_max) in Isa::all_supported()
-                .into_iter()
-                .flat_map(|i| [(i, KC), (i, 64)])
-            {
-                let y = matmul_xwt_blocked(isa, &x, m, &w, n, k, kc_max);
-                for (i, (a, b)) in y.iter().zip(&want).enumerate() {
-                    assert!(
-                        (*a as f64 - b).abs() <= 2e-6 * k as f64,
-                        "{} blocks of {kc_max}, {m}x{n}x{k} element {i}: {a} vs {b}",
-                        isa.level()
-                    );
-                }
+        ];
+        for isa in Isa::all_supported() {
+            for kc_max in [KC, 64] {
+                let kernel =
+                    |x: &[f32], m, w: &[f32], n, k| matmul_xwt_blocked(isa, x, m, w, n, k, kc_max);
+                let what = format!("{} blocks of {kc_max}", isa.level());
+                assert_matches_reference(&what, &shapes, |k| 2e-6 * k as f64, &kernel);
             }
         }
     }

@@ -513,16 +513,14 @@ fn dots<const R: usize, const M: usize, const FMA: bool>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::{random, xwt_f64 as naive};
+    use super::super::test_support::*;
     use super::*;
-    use rand::SeedableRng;
 
     #[test]
     fn hand_computed_2x3() {
-        // x = [[1,2],[3,4]], w = [[1,0],[0,1],[1,1]] → y = [[1,2,3],[3,4,7]].
         for isa in Isa::all_supported() {
-            let y = matmul_xwt(isa, &[1., 2., 3., 4.], 2, &[1., 0., 0., 1., 1., 1.], 3, 2);
-            assert_eq!(y, vec![1., 2., 3., 3., 4., 7.], "{}", isa.level());
+            let kernel = |x: &[f32], m, w: &[f32], n, k| matmul_xwt(isa, x, m, w, n, k);
+            assert_hand_computed_2x3(isa.level().as_str(), &kernel);
         }
     }
 
@@ -533,8 +531,7 @@ mod tests {
     /// magnitude (√k for random signs) — far below any indexing error.
     #[test]
     fn every_isa_path_matches_an_f64_reference() {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-        for &(m, n, k) in &[
+        let shapes = [
             (1, 1, 1),
             (1, 37, 19),
             (2, 45, 1040),
@@ -544,20 +541,11 @@ mod tests {
             (8, 100, 96),
             (16, 129, 96),
             (70, 25, 24),
-        ] {
-            let x = random(m * k, &mut rng);
-            let w = random(n * k, &mut rng);
-            let want = naive(&x, m, &w, n, k);
-            for isa in Isa::all_supported() {
-                let y = matmul_xwt(isa, &x, m, &w, n, k);
-                for (a, b) in y.iter().zip(&want) {
-                    assert!(
-                        (*a as f64 - b).abs() <= 1e-5 * (k as f64).sqrt(),
-                        "{} {m}x{n}x{k}: {a} vs {b}",
-                        isa.level()
-                    );
-                }
-            }
+        ];
+        for isa in Isa::all_supported() {
+            let kernel = |x: &[f32], m, w: &[f32], n, k| matmul_xwt(isa, x, m, w, n, k);
+            let tolerance = |k: usize| 1e-5 * (k as f64).sqrt();
+            assert_matches_reference(isa.level().as_str(), &shapes, tolerance, &kernel);
         }
     }
 

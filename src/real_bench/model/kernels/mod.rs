@@ -163,7 +163,39 @@ pub(crate) fn fmadd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
 /// What the tests of both projection kernels share.
 #[cfg(test)]
 mod test_support {
-    use rand::Rng;
+    use rand::{Rng, SeedableRng};
+
+    /// A projection kernel under test: `(x, m, w, n, k) → y`, as the `matmul_xwt` functions.
+    pub(super) type XwtKernel<'a> = &'a dyn Fn(&[f32], usize, &[f32], usize, usize) -> Vec<f32>;
+
+    /// x = [[1,2],[3,4]], w = [[1,0],[0,1],[1,1]] → y = [[1,2,3],[3,4,7]].
+    pub(super) fn assert_hand_computed_2x3(what: &str, kernel: XwtKernel<'_>) {
+        let y = kernel(&[1., 2., 3., 4.], 2, &[1., 0., 0., 1., 1., 1.], 3, 2);
+        assert_eq!(y, vec![1., 2., 3., 3., 4., 7.], "{what}");
+    }
+
+    /// `kernel` against [`xwt_f64`] on random inputs of each `(m, n, k)` shape, every element
+    /// within `tolerance(k)`.
+    pub(super) fn assert_matches_reference(
+        what: &str,
+        shapes: &[(usize, usize, usize)],
+        tolerance: impl Fn(usize) -> f64,
+        kernel: XwtKernel<'_>,
+    ) {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        for &(m, n, k) in shapes {
+            let x = random(m * k, &mut rng);
+            let w = random(n * k, &mut rng);
+            let want = xwt_f64(&x, m, &w, n, k);
+            let y = kernel(&x, m, &w, n, k);
+            for (i, (a, b)) in y.iter().zip(&want).enumerate() {
+                assert!(
+                    (*a as f64 - b).abs() <= tolerance(k),
+                    "{what}, {m}x{n}x{k} element {i}: {a} vs {b}"
+                );
+            }
+        }
+    }
 
     /// `len` values uniform in [-1, 1).
     pub(super) fn random(len: usize, rng: &mut impl Rng) -> Vec<f32> {
