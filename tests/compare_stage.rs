@@ -15,7 +15,8 @@ use simreal::io::bundle::{
     AttentionRow, AttentionTable, BundleLocation, BundleModelSpec, BundleWriter, MlpRow, MlpTable,
     Op, OpStats, ProfilingMeta, EXTRA_MLP_OPS, PROFILING_META_SCHEMA_VERSION, VIDUR_MLP_OPS,
 };
-use simreal::io::json_schemas::{compare_summary_schema, run_meta_schema};
+use simreal::analysis::compare::report::CompareSummary;
+use simreal::io::provenance::RunMeta;
 use simreal::io::records::RequestMetricsRow;
 use simreal::io::schema::{
     ITERATION_COMPARISON, REQUEST_COMPARISON, REQUEST_METRICS, TOKEN_COMPARISON,
@@ -170,7 +171,7 @@ fn workload_real_vidur_compare_writes_every_file_and_refuses_mismatched_runs() {
     let derived = compare(&job(Stage::Compare, root, &[])).unwrap();
     assert!(derived.join("_SUCCESS").is_file());
     let one: serde_json::Value =
-        read_json_validated(derived.join("summary.json"), &compare_summary_schema()).unwrap();
+        read_json_validated(derived.join("summary.json"), &CompareSummary::schema()).unwrap();
     assert_eq!(one["fidelity"]["noise_measured"], false);
     assert!(one["verdict"]
         .as_str()
@@ -212,7 +213,7 @@ fn workload_real_vidur_compare_writes_every_file_and_refuses_mismatched_runs() {
 
     // summary.json and run_meta.json validate; noise comes from the third run.
     let summary: serde_json::Value =
-        read_json_validated(dir.join("summary.json"), &compare_summary_schema()).unwrap();
+        read_json_validated(dir.join("summary.json"), &CompareSummary::schema()).unwrap();
     assert_eq!(summary["join"]["requests_compared"], 10);
     assert_eq!(summary["join"]["requests_dropped"], 0);
     for metric in ["ttft", "tpot", "itl", "e2e", "queue_delay"] {
@@ -262,7 +263,7 @@ fn workload_real_vidur_compare_writes_every_file_and_refuses_mismatched_runs() {
         "{verdict}"
     );
     let _: serde_json::Value =
-        read_json_validated(dir.join("run_meta.json"), &run_meta_schema()).unwrap();
+        read_json_validated(dir.join("run_meta.json"), &RunMeta::schema()).unwrap();
 
     // Figures: non-empty PNGs of the configured size, each with its SVG.
     let figures = dir.join("figures");
@@ -426,7 +427,7 @@ fn interop_sides_compare_against_our_runs(root: &Path, a: &Path, b: &Path) {
     ))
     .unwrap();
     let summary: serde_json::Value =
-        read_json_validated(dir.join("summary.json"), &compare_summary_schema()).unwrap();
+        read_json_validated(dir.join("summary.json"), &CompareSummary::schema()).unwrap();
     assert_eq!(summary["runs"]["sim"]["source"], "vidur_output");
     assert_eq!(summary["join"]["requests_compared"], 10);
     assert!(summary["metrics"]["itl"].is_null());
@@ -491,7 +492,7 @@ fn interop_sides_compare_against_our_runs(root: &Path, a: &Path, b: &Path) {
     ))
     .unwrap();
     let summary: serde_json::Value =
-        read_json_validated(dir.join("summary.json"), &compare_summary_schema()).unwrap();
+        read_json_validated(dir.join("summary.json"), &CompareSummary::schema()).unwrap();
     assert_eq!(summary["runs"]["real"][0]["source"], "vllm_benchmark");
     assert!(
         summary["metrics"]["queue_delay"].is_null(),
@@ -531,7 +532,7 @@ fn a_bundle_measured_on_another_device_is_refused_unless_the_study_is_cross_devi
         compare(&job(Stage::Compare, root, &[]))
             .unwrap()
             .join("summary.json"),
-        &compare_summary_schema(),
+        &CompareSummary::schema(),
     )
     .unwrap();
     assert_eq!(summary["cross_device"], serde_json::Value::Null);
@@ -575,7 +576,7 @@ fn a_bundle_measured_on_another_device_is_refused_unless_the_study_is_cross_devi
     simreal::stages::vidur::run(&job(Stage::Vidur, root, &cross)).unwrap();
     let dir = compare(&job(Stage::Compare, root, &cross)).unwrap();
     let summary: serde_json::Value =
-        read_json_validated(dir.join("summary.json"), &compare_summary_schema()).unwrap();
+        read_json_validated(dir.join("summary.json"), &CompareSummary::schema()).unwrap();
     let sentence = summary["cross_device"].as_str().unwrap();
     assert!(sentence.starts_with("Cross-device study"), "{sentence}");
     assert!(sentence.contains("dtype bf16 vs f32"), "{sentence}");

@@ -20,7 +20,7 @@ use simreal::analysis::compare::verdict::{
 use simreal::analysis::plots::FigureSize;
 use simreal::analysis::stats::{Bootstrap, Stat};
 use simreal::config::types::TargetsConfig;
-use simreal::io::json_schemas::compare_summary_schema;
+use simreal::analysis::compare::report::CompareSummary;
 use simreal::io::read_json_validated;
 use simreal::io::Stage;
 use simreal::stages::compare::{compare, run as compare_stage, write_outputs};
@@ -101,7 +101,7 @@ fn bootstrap_intervals_cover_the_true_values_of_a_known_distribution() {
             .unwrap()
             .unwrap();
         for stat in Stat::ALL {
-            let e = f.cell(stat).unwrap().estimate.clone().unwrap();
+            let e = f.cell(stat).estimate.clone().unwrap();
             let [lo, hi] = e.real_ci_ms;
             real_hits[stat as usize] += usize::from(lo <= truth(stat) && truth(stat) <= hi);
             let [lo, hi] = e.err_ci_pct.unwrap();
@@ -274,7 +274,7 @@ fn several_vllm_runs_against_a_vidur_dir_get_the_same_verdict() {
     let f = fixtures(1.2);
     let dir = compare_stage(&job(&f.root, &f.vllm, &f.vidur)).unwrap();
     let summary: serde_json::Value =
-        read_json_validated(dir.join("summary.json"), &compare_summary_schema()).unwrap();
+        read_json_validated(dir.join("summary.json"), &CompareSummary::schema()).unwrap();
     assert_eq!(summary["runs"]["real"][2]["source"], "vllm_benchmark");
     assert_eq!(summary["runs"]["sim"]["source"], "vidur_output");
     let fid = &summary["fidelity"];
@@ -315,7 +315,7 @@ fn several_vllm_runs_against_a_vidur_dir_get_the_same_verdict() {
     let close = fixtures(1.0);
     let dir = compare_stage(&job(&close.root, &close.vllm, &close.vidur)).unwrap();
     let summary: serde_json::Value =
-        read_json_validated(dir.join("summary.json"), &compare_summary_schema()).unwrap();
+        read_json_validated(dir.join("summary.json"), &CompareSummary::schema()).unwrap();
     let v = summary["metrics"]["ttft"]["fidelity"]["cells"]["p50"]["verdict"]
         .as_str()
         .unwrap();
@@ -331,7 +331,7 @@ fn one_real_run_says_the_noise_is_unmeasured() {
     let f = fixtures(1.02);
     let dir = compare_stage(&job(&f.root, &f.vllm[..1], &f.vidur)).unwrap();
     let summary: serde_json::Value =
-        read_json_validated(dir.join("summary.json"), &compare_summary_schema()).unwrap();
+        read_json_validated(dir.join("summary.json"), &CompareSummary::schema()).unwrap();
     assert_eq!(summary["fidelity"]["noise_measured"], false);
     let cell = &summary["metrics"]["ttft"]["fidelity"]["cells"]["p90"];
     assert!(cell["estimate"]["real_band_ms"].is_null(), "{cell}");
@@ -449,9 +449,9 @@ fn a_p99_from_fewer_than_100_requests_is_not_printed() {
     let ttft = c.results.metric(Metric::Ttft).unwrap();
     let fid = ttft.fidelity.as_ref().unwrap();
     assert_eq!(fid.count, 60);
-    assert_eq!(fid.cell(Stat::P99).unwrap().verdict, CellVerdict::NTooSmall);
-    assert!(fid.cell(Stat::P99).unwrap().estimate.is_none());
-    assert!(fid.cell(Stat::P95).unwrap().verdict.judged());
+    assert_eq!(fid.cell(Stat::P99).verdict, CellVerdict::NTooSmall);
+    assert!(fid.cell(Stat::P99).estimate.is_none());
+    assert!(fid.cell(Stat::P95).verdict.judged());
     let verdict = c.results.verdict();
     assert!(verdict.contains("TTFT P99 (n < 100)"), "{verdict}");
     let doc = c.results.document(&f.root, &[]).unwrap().to_markdown();

@@ -21,6 +21,7 @@ mod kolmogorov;
 
 pub use bootstrap::{percentile_interval, Bootstrap, GroupedSample, StatValues};
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use crate::quantile::percentile;
@@ -54,7 +55,9 @@ fn compensated_sum(values: impl IntoIterator<Item = f64>) -> f64 {
 // ---------------------------------------------------------------------------------------
 
 /// A summary statistic that comparisons report and judge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Stat {
     Mean,
@@ -129,10 +132,62 @@ impl Stat {
     }
 }
 
+/// One value per [`Stat`], written in JSON under the statistics' keys (`mean`, `p50`, …).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "PerStat_of_{T}")]
+pub struct PerStat<T> {
+    pub mean: T,
+    pub p50: T,
+    pub p90: T,
+    pub p95: T,
+    pub p99: T,
+}
+
+impl<T> PerStat<T> {
+    /// The value `f` gives each statistic.
+    pub fn from_fn(mut f: impl FnMut(Stat) -> T) -> Self {
+        PerStat {
+            mean: f(Stat::Mean),
+            p50: f(Stat::P50),
+            p90: f(Stat::P90),
+            p95: f(Stat::P95),
+            p99: f(Stat::P99),
+        }
+    }
+
+    /// The values `f` gives each statistic, stopping at the first error.
+    pub fn try_from_fn<E>(mut f: impl FnMut(Stat) -> std::result::Result<T, E>) -> std::result::Result<Self, E> {
+        Ok(PerStat {
+            mean: f(Stat::Mean)?,
+            p50: f(Stat::P50)?,
+            p90: f(Stat::P90)?,
+            p95: f(Stat::P95)?,
+            p99: f(Stat::P99)?,
+        })
+    }
+
+    /// The value of `stat`.
+    pub fn get(&self, stat: Stat) -> &T {
+        match stat {
+            Stat::Mean => &self.mean,
+            Stat::P50 => &self.p50,
+            Stat::P90 => &self.p90,
+            Stat::P95 => &self.p95,
+            Stat::P99 => &self.p99,
+        }
+    }
+
+    /// Every value, in [`Stat::ALL`]'s order.
+    pub fn values(&self) -> impl Iterator<Item = &T> {
+        Stat::ALL.into_iter().map(|s| self.get(s))
+    }
+}
+
 /// Descriptive statistics of one sample.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Summary {
     /// Number of values.
+    #[schemars(range(min = 1))]
     pub count: usize,
     /// Arithmetic mean.
     pub mean: f64,
@@ -314,7 +369,7 @@ pub fn median_ape_pct(sim: &[f64], real: &[f64]) -> Result<f64> {
 // ---------------------------------------------------------------------------------------
 
 /// How a Kolmogorov–Smirnov p-value was computed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum KsMethod {
     /// Exact null distribution of the two-sample statistic.

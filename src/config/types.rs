@@ -276,7 +276,7 @@ pub struct CompareConfig {
 /// by statistic: a statistic outside the real runs' band but within its target is
 /// "within target", and a band is narrow enough to decide when it is narrower than twice
 /// the target.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TargetsConfig {
     pub mean: f64,

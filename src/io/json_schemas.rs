@@ -1,617 +1,46 @@
-//! JSON Schemas of the JSON contracts, and a small validator for the subset they use
-//! (`type`, `required`, `properties`, `additionalProperties`, `items`, `enum`, `minimum`).
+//! JSON Schemas of the JSON contracts, derived by `schemars` from the serde types that write
+//! and read them (so a field added to a type is in its schema), and a small validator for
+//! the subset of draft 2020-12 those schemas use (`type`, `enum`, `const`, `minimum`,
+//! `maximum`, `required`, `properties`, `additionalProperties`, `items`, `prefixItems`,
+//! `minItems`, `maxItems`, `anyOf`, `oneOf`, `allOf`, and `$ref` into the root's `$defs`).
 //! Readers validate a JSON file against its schema before deserializing it, so a missing
 //! or mistyped field is reported with its JSON path.
 
+use schemars::generate::SchemaSettings;
+use schemars::JsonSchema;
 use serde_json::{json, Value};
 
 use crate::io::schema::SCHEMA_VERSION;
 
-fn obj(required: &[&str], props: Value) -> Value {
-    json!({"type": "object", "required": required, "properties": props})
+/// Which side of a contract a schema describes: what readers accept (optional fields may be
+/// missing) or exactly what the writer writes (every field present, `null` when unset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Contract {
+    Read,
+    Write,
 }
 
-fn hydra_schema() -> Value {
-    obj(
-        &["config_path", "config_name"],
-        json!({
-            "config_path": {"type": "string"},
-            "config_name": {"type": "string"},
-            "overrides": {"type": "array", "items": {"type": "string"}},
-            "choices": {"type": "object"},
-        }),
-    )
-}
-
-fn env_schema() -> Value {
-    obj(
-        &[
-            "cpu_model",
-            "cpu_logical_cores",
-            "memory_bytes",
-            "os",
-            "device",
-            "threads",
-            "crate_versions",
-        ],
-        json!({
-            "hostname": {"type": "string"},
-            "cpu_model": {"type": "string"},
-            "cpu_logical_cores": {"type": "integer", "minimum": 1},
-            "memory_bytes": {"type": "integer", "minimum": 0},
-            "os": {"type": "string"},
-            "kernel": {"type": "string"},
-            "device": {"type": "string"},
-            "threads": {"type": "integer", "minimum": 1},
-            "crate_versions": {"type": "object"},
-            "build": {"type": "string"},
-        }),
-    )
-}
-
-fn with_header(mut schema: Value, name: &str, title: &str) -> Value {
-    schema["$schema"] = json!("https://json-schema.org/draft/2020-12/schema");
-    schema["$id"] = json!(format!("simreal/v{SCHEMA_VERSION}/{name}"));
+/// The JSON Schema of `T` as a file contract: draft 2020-12, named types under `$defs`,
+/// with the contract's `$id` (`simreal/v1/<file_name>`) and `title`.
+pub fn contract_schema<T: JsonSchema + ?Sized>(
+    contract: Contract,
+    file_name: &str,
+    title: &str,
+) -> Value {
+    let settings = match contract {
+        Contract::Read => SchemaSettings::draft2020_12().for_deserialize(),
+        Contract::Write => SchemaSettings::draft2020_12().for_serialize(),
+    };
+    let mut schema = Value::from(settings.into_generator().into_root_schema_for::<T>());
+    schema["$id"] = json!(format!("simreal/v{SCHEMA_VERSION}/{file_name}"));
     schema["title"] = json!(title);
     schema
-}
-
-/// `run_meta.json` (every stage).
-pub fn run_meta_schema() -> Value {
-    with_header(
-        obj(
-            &[
-                "schema_version",
-                "run_id",
-                "run_type",
-                "model",
-                "started_at",
-                "ended_at",
-                "git_commit",
-                "env",
-                "params",
-                "hydra",
-                "inputs",
-            ],
-            json!({
-                // "v1" (written since the precursor aliases), 1 (written before).
-                "schema_version": {"type": ["string", "integer"], "enum": [format!("v{SCHEMA_VERSION}"), SCHEMA_VERSION]},
-                "run_id": {"type": "string"},
-                "run_type": {"type": "string", "enum": ["workload", "real", "vidur", "vidur_profile", "compare", "replay", "sweeps", "capacity"]},
-                "model": {"type": "string"},
-                "started_at": {"type": "string"},
-                "ended_at": {"type": "string"},
-                "git_commit": {"type": ["string", "null"]},
-                "git_dirty": {"type": ["boolean", "null"]},
-                "env": env_schema(),
-                "params": {"type": "object"},
-                "hydra": hydra_schema(),
-                "seed": {"type": ["integer", "null"]},
-                "inputs": {"type": "object"},
-                "weights": {"type": ["string", "null"]},
-                "extra": {"type": "object"},
-                "backend": {"type": "string"},
-                "workload_dir": {"type": "string"},
-                "profiling_root": {"type": "string"},
-                "real_run_dir": {"type": "string"},
-                "sim_run_dir": {"type": "string"},
-            }),
-        ),
-        "run_meta.json",
-        "provenance of one stage run",
-    )
-}
-
-/// `workload_meta.json`.
-pub fn workload_meta_schema() -> Value {
-    with_header(
-        obj(
-            &[
-                "schema_version",
-                "workload_id",
-                "model",
-                "seed",
-                "tokenizer_ref",
-                "created_at",
-                "git_commit",
-                "paths",
-                "hydra",
-                "params",
-                "num_requests",
-                "summary",
-            ],
-            json!({
-                "schema_version": {"type": "integer", "enum": [SCHEMA_VERSION]},
-                "workload_id": {"type": "string"},
-                "model": {"type": "string"},
-                "seed": {"type": "integer", "minimum": 0},
-                "tokenizer_ref": {"type": "string"},
-                "created_at": {"type": "string"},
-                "git_commit": {"type": ["string", "null"]},
-                "paths": obj(
-                    &["prompts", "trace_lengths", "trace_intervals"],
-                    json!({
-                        "prompts": {"type": "string"},
-                        "trace_lengths": {"type": "string"},
-                        "trace_intervals": {"type": "string"},
-                    }),
-                ),
-                "hydra": hydra_schema(),
-                "params": {"type": "object"},
-                "num_requests": {"type": "integer", "minimum": 1},
-                "summary": {"type": "object"},
-            }),
-        ),
-        "workload_meta.json",
-        "what a workload is and how it was made",
-    )
-}
-
-fn nullable_number() -> Value {
-    json!({"type": ["number", "null"]})
-}
-
-fn summary_stats_schema() -> Value {
-    obj(
-        &["count", "mean", "min", "p50", "p90", "p95", "p99", "max"],
-        json!({
-            "count": {"type": "integer", "minimum": 1},
-            "mean": {"type": "number"},
-            "std": nullable_number(),
-            "min": {"type": "number"},
-            "p50": {"type": "number"},
-            "p90": {"type": "number"},
-            "p95": {"type": "number"},
-            "p99": {"type": "number"},
-            "max": {"type": "number"},
-        }),
-    )
-}
-
-fn stat_error_schema() -> Value {
-    obj(
-        &["real_ms", "sim_ms", "err_pct", "abs_err_pct"],
-        json!({
-            "real_ms": {"type": "number"},
-            "sim_ms": {"type": "number"},
-            "err_pct": nullable_number(),
-            "abs_err_pct": nullable_number(),
-        }),
-    )
-}
-
-fn interval_schema() -> Value {
-    json!({"type": "array", "items": {"type": "number"}})
-}
-
-fn nullable_interval() -> Value {
-    json!({"type": ["array", "null"], "items": {"type": "number"}})
-}
-
-const VERDICTS: [&str; 6] = [
-    "indistinguishable",
-    "noise_limited",
-    "within_target",
-    "off",
-    "n_too_small",
-    "undefined",
-];
-
-/// One statistic's verdict against every real run (`analysis::compare::verdict::StatCell`).
-fn stat_cell_schema() -> Value {
-    obj(
-        &["stat", "verdict", "target_pct", "min_samples", "estimate"],
-        json!({
-            "stat": {"type": "string", "enum": ["mean", "p50", "p90", "p95", "p99"]},
-            "verdict": {"type": "string", "enum": VERDICTS},
-            "target_pct": {"type": "number", "minimum": 0},
-            "min_samples": {"type": "integer", "minimum": 1},
-            "estimate": nullable(obj(
-                &["real_ms", "real_ci_ms", "real_runs_ms", "real_band_ms", "band_width_pct", "sim_ms", "err_pct", "err_ci_pct", "noise_ratio"],
-                json!({
-                    "real_ms": {"type": "number"},
-                    "real_ci_ms": interval_schema(),
-                    "real_runs_ms": {"type": "array", "items": {"type": "number"}},
-                    "real_band_ms": nullable_interval(),
-                    "band_width_pct": nullable_number(),
-                    "sim_ms": {"type": "number"},
-                    "err_pct": nullable_number(),
-                    "err_ci_pct": nullable_interval(),
-                    "noise_ratio": nullable_number(),
-                }),
-            )),
-        }),
-    )
-}
-
-fn distance_check_schema() -> Value {
-    obj(
-        &[
-            "sim_vs_real",
-            "real_vs_real",
-            "sim_mean",
-            "real_range",
-            "within_real_range",
-        ],
-        json!({
-            "sim_vs_real": {"type": "array", "items": {"type": "number", "minimum": 0}},
-            "real_vs_real": {"type": "array", "items": {"type": "number", "minimum": 0}},
-            "sim_mean": {"type": "number", "minimum": 0},
-            "real_range": nullable_interval(),
-            "within_real_range": {"type": ["boolean", "null"]},
-        }),
-    )
-}
-
-/// A metric's verdict against every real run (`analysis::compare::verdict::MetricFidelity`).
-fn metric_fidelity_schema() -> Value {
-    let cells: serde_json::Map<String, Value> = ["mean", "p50", "p90", "p95", "p99"]
-        .iter()
-        .map(|k| (k.to_string(), stat_cell_schema()))
-        .collect();
-    nullable(obj(
-        &["num_real_runs", "count", "groups", "cells", "distribution"],
-        json!({
-            "num_real_runs": {"type": "integer", "minimum": 1},
-            "count": {"type": "integer", "minimum": 1},
-            "groups": {"type": "integer", "minimum": 1},
-            "cells": obj(&["mean", "p50", "p90", "p95", "p99"], Value::Object(cells)),
-            "distribution": obj(
-                &["ks", "wasserstein_ms"],
-                json!({"ks": distance_check_schema(), "wasserstein_ms": distance_check_schema()}),
-            ),
-        }),
-    ))
-}
-
-/// The comparison-wide verdict (`analysis::compare::verdict::FidelitySummary`).
-fn fidelity_summary_schema() -> Value {
-    let counts: serde_json::Map<String, Value> = VERDICTS
-        .iter()
-        .map(|k| (k.to_string(), json!({"type": "integer", "minimum": 0})))
-        .collect();
-    obj(
-        &[
-            "num_real_runs",
-            "noise_measured",
-            "counts",
-            "targets_pct",
-            "bootstrap",
-            "distribution_metrics",
-            "ks_within_real_range",
-            "wasserstein_within_real_range",
-        ],
-        json!({
-            "num_real_runs": {"type": "integer", "minimum": 1},
-            "noise_measured": {"type": "boolean"},
-            "counts": obj(&VERDICTS, Value::Object(counts)),
-            "targets_pct": obj(
-                &["mean", "p50", "p90", "p95", "p99"],
-                json!({
-                    "mean": {"type": "number"},
-                    "p50": {"type": "number"},
-                    "p90": {"type": "number"},
-                    "p95": {"type": "number"},
-                    "p99": {"type": "number"},
-                }),
-            ),
-            "bootstrap": obj(
-                &["method", "resamples", "confidence", "seed"],
-                json!({
-                    "method": {"type": "string"},
-                    "resamples": {"type": "integer", "minimum": 1},
-                    "confidence": {"type": "number"},
-                    "seed": {"type": "integer", "minimum": 0},
-                }),
-            ),
-            "distribution_metrics": {"type": "integer", "minimum": 0},
-            "ks_within_real_range": {"type": "integer", "minimum": 0},
-            "wasserstein_within_real_range": {"type": "integer", "minimum": 0},
-        }),
-    )
-}
-
-fn metric_comparison_schema() -> Value {
-    let stats: serde_json::Map<String, Value> = ["mean", "p50", "p90", "p95", "p99"]
-        .iter()
-        .map(|k| (k.to_string(), stat_error_schema()))
-        .collect();
-    let mut schema = obj(
-        &[
-            "metric",
-            "count",
-            "real",
-            "sim",
-            "stat_errors",
-            "paired",
-            "ks",
-            "wasserstein_ms",
-            "noise",
-            "fidelity",
-        ],
-        json!({
-            "metric": {"type": "string", "enum": ["ttft", "tpot", "itl", "e2e", "queue_delay"]},
-            "count": {"type": "integer", "minimum": 1},
-            "real": summary_stats_schema(),
-            "sim": summary_stats_schema(),
-            "stat_errors": obj(&["mean", "p50", "p90", "p95", "p99"], Value::Object(stats)),
-            "paired": {
-                "type": ["object", "null"],
-                "required": ["pairs", "zero_real", "mape_pct", "median_ape_pct", "mean_signed_pct"],
-                "properties": {
-                    "pairs": {"type": "integer", "minimum": 1},
-                    "zero_real": {"type": "integer", "minimum": 0},
-                    "mape_pct": {"type": "number", "minimum": 0},
-                    "median_ape_pct": {"type": "number", "minimum": 0},
-                    "mean_signed_pct": {"type": "number"},
-                },
-            },
-            "ks": obj(
-                &["statistic", "p_value", "method"],
-                json!({
-                    "statistic": {"type": "number", "minimum": 0},
-                    "p_value": {"type": "number", "minimum": 0},
-                    "method": {"type": "string", "enum": ["exact", "asymptotic"]},
-                }),
-            ),
-            "wasserstein_ms": {"type": "number", "minimum": 0},
-            "noise": {
-                "type": ["object", "null"],
-                "required": ["num_other_runs", "max_abs_stat_diff_pct", "max_mape_pct"],
-                "properties": {
-                    "num_other_runs": {"type": "integer", "minimum": 1},
-                    "max_abs_stat_diff_pct": {"type": "object"},
-                    "max_mape_pct": nullable_number(),
-                },
-            },
-            "fidelity": metric_fidelity_schema(),
-        }),
-    );
-    schema["type"] = json!(["object", "null"]);
-    schema
-}
-
-fn compared_run_schema() -> Value {
-    obj(
-        &[
-            "run_id",
-            "path",
-            "source",
-            "backend",
-            "num_requests",
-            "has_tokens",
-            "has_iterations",
-        ],
-        json!({
-            "run_id": {"type": "string"},
-            "path": {"type": "string"},
-            "source": {"type": "string", "enum": ["simreal", "vidur_output", "vllm_benchmark"]},
-            "backend": {"type": "string"},
-            "model": {"type": ["string", "null"]},
-            "workload_id": {"type": ["string", "null"]},
-            "kv_blocks": {"type": ["integer", "null"]},
-            "num_requests": {"type": "integer", "minimum": 0},
-            "has_tokens": {"type": "boolean"},
-            "has_iterations": {"type": "boolean"},
-        }),
-    )
-}
-
-fn throughput_schema() -> Value {
-    obj(
-        &[
-            "completed_requests",
-            "output_tokens",
-            "span_s",
-            "requests_per_s",
-            "output_tokens_per_s",
-        ],
-        json!({
-            "completed_requests": {"type": "integer", "minimum": 0},
-            "output_tokens": {"type": "integer", "minimum": 0},
-            "span_s": {"type": "number", "minimum": 0},
-            "requests_per_s": {"type": "number", "minimum": 0},
-            "output_tokens_per_s": {"type": "number", "minimum": 0},
-        }),
-    )
-}
-
-fn component_schema() -> Value {
-    obj(
-        &[
-            "name",
-            "measured_ms",
-            "predicted_ms",
-            "diff_ms",
-            "diff_pct_of_busy",
-            "err_pct",
-        ],
-        json!({
-            "name": {"type": "string"},
-            "measured_ms": {"type": "number"},
-            "predicted_ms": {"type": "number"},
-            "diff_ms": {"type": "number"},
-            "diff_pct_of_busy": {"type": "number"},
-            "err_pct": nullable_number(),
-        }),
-    )
-}
-
-fn nullable(mut schema: Value) -> Value {
-    let t = schema["type"].clone();
-    schema["type"] = json!([t, "null"]);
-    schema
-}
-
-/// `summary.json` of the `compare` stage.
-pub fn compare_summary_schema() -> Value {
-    let metrics: serde_json::Map<String, Value> = ["ttft", "tpot", "itl", "e2e", "queue_delay"]
-        .iter()
-        .map(|k| (k.to_string(), metric_comparison_schema()))
-        .collect();
-    with_header(
-        obj(
-            &[
-                "schema_version",
-                "compare_id",
-                "created_at",
-                "verdict",
-                "definitions",
-                "runs",
-                "join",
-                "metrics",
-                "unavailable_metrics",
-                "throughput",
-                "attribution",
-                "notes",
-                "fidelity",
-                "cross_device",
-            ],
-            json!({
-                "schema_version": {"type": "integer", "enum": [SCHEMA_VERSION]},
-                "compare_id": {"type": "string"},
-                "created_at": {"type": "string"},
-                "verdict": {"type": "string"},
-                "cross_device": {"type": ["string", "null"]},
-                "definitions": {"type": "object"},
-                "runs": obj(
-                    &["real", "sim"],
-                    json!({
-                        "real": {"type": "array", "items": compared_run_schema()},
-                        "sim": compared_run_schema(),
-                    }),
-                ),
-                "join": obj(
-                    &["requests_compared", "requests_dropped", "request_drops", "tokens_compared", "token_drops", "explanations"],
-                    json!({
-                        "requests_compared": {"type": "integer", "minimum": 1},
-                        "requests_dropped": {"type": "integer", "minimum": 0},
-                        "request_drops": obj(
-                            &["only_in_real", "only_in_sim", "error_in_real", "error_in_sim", "error_in_both", "incomplete"],
-                            json!({
-                                "only_in_real": {"type": "integer", "minimum": 0},
-                                "only_in_sim": {"type": "integer", "minimum": 0},
-                                "error_in_real": {"type": "integer", "minimum": 0},
-                                "error_in_sim": {"type": "integer", "minimum": 0},
-                                "error_in_both": {"type": "integer", "minimum": 0},
-                                "incomplete": {"type": "integer", "minimum": 0},
-                            }),
-                        ),
-                        "tokens_compared": {"type": ["integer", "null"], "minimum": 0},
-                        "token_drops": {"type": ["object", "null"]},
-                        "explanations": {"type": "array", "items": {"type": "string"}},
-                    }),
-                ),
-                "metrics": obj(&["ttft", "tpot", "itl", "e2e", "queue_delay"], Value::Object(metrics)),
-                "unavailable_metrics": {"type": "object"},
-                "fidelity": fidelity_summary_schema(),
-                "throughput": nullable(obj(
-                    &["real", "sim", "requests_per_s_err_pct", "output_tokens_per_s_err_pct"],
-                    json!({
-                        "real": throughput_schema(),
-                        "sim": throughput_schema(),
-                        "requests_per_s_err_pct": nullable_number(),
-                        "output_tokens_per_s_err_pct": nullable_number(),
-                    }),
-                )),
-                "attribution": obj(
-                    &["source", "iterations_covered", "real_iterations", "execution", "cpu_overhead", "by_op_class", "iteration_median_abs_err_pct", "scheduling", "decomposition", "busy", "by_batch_size", "notes"],
-                    json!({
-                        "source": {"type": ["string", "null"]},
-                        "iterations_covered": {"type": "integer", "minimum": 0},
-                        "real_iterations": {"type": "integer", "minimum": 0},
-                        "execution": nullable(component_schema()),
-                        "cpu_overhead": nullable(component_schema()),
-                        "by_op_class": {"type": "array", "items": component_schema()},
-                        "iteration_median_abs_err_pct": nullable_number(),
-                        "scheduling": nullable(obj(
-                            &["real_iterations", "sim_iterations", "compared_by", "identical_prefix", "differing_iterations", "differing_fraction", "first_divergence_ms", "first_divergence_fraction"],
-                            json!({
-                                "real_iterations": {"type": "integer", "minimum": 0},
-                                "sim_iterations": {"type": "integer", "minimum": 0},
-                                "compared_by": {"type": "string"},
-                                "identical_prefix": {"type": "integer", "minimum": 0},
-                                "differing_iterations": {"type": "integer", "minimum": 0},
-                                "differing_fraction": {"type": "number", "minimum": 0},
-                                "first_divergence_ms": nullable_number(),
-                                "first_divergence_fraction": nullable_number(),
-                            }),
-                        )),
-                        "decomposition": nullable(obj(
-                            &["real_busy_ms", "sim_busy_ms", "gap_ms", "execution_ms", "cpu_overhead_ms", "scheduling_ms"],
-                            json!({
-                                "real_busy_ms": {"type": "number"},
-                                "sim_busy_ms": {"type": "number"},
-                                "gap_ms": {"type": "number"},
-                                "execution_ms": {"type": "number"},
-                                "cpu_overhead_ms": {"type": "number"},
-                                "scheduling_ms": {"type": "number"},
-                            }),
-                        )),
-                        "busy": nullable(obj(
-                            &["real_busy_ms", "sim_busy_ms", "busy_err_pct", "real_iterations", "sim_iterations", "real_mean_iteration_ms", "sim_mean_iteration_ms"],
-                            json!({
-                                "real_busy_ms": {"type": "number", "minimum": 0},
-                                "sim_busy_ms": {"type": "number", "minimum": 0},
-                                "busy_err_pct": nullable_number(),
-                                "real_iterations": {"type": "integer", "minimum": 1},
-                                "sim_iterations": {"type": "integer", "minimum": 1},
-                                "real_mean_iteration_ms": {"type": "number", "minimum": 0},
-                                "sim_mean_iteration_ms": {"type": "number", "minimum": 0},
-                            }),
-                        )),
-                        "by_batch_size": {"type": "array", "items": obj(
-                            &["num_requests", "real_iterations", "sim_iterations", "real_mean_ms", "sim_mean_ms"],
-                            json!({
-                                "num_requests": {"type": "integer", "minimum": 0},
-                                "real_iterations": {"type": "integer", "minimum": 0},
-                                "sim_iterations": {"type": "integer", "minimum": 0},
-                                "real_mean_ms": nullable_number(),
-                                "sim_mean_ms": nullable_number(),
-                            }),
-                        )},
-                        "notes": {"type": "array", "items": {"type": "string"}},
-                        // Appended after v1's first release: optional, so older summaries
-                        // still validate.
-                        "device_speed": nullable(obj(
-                            &["profile_reference_ms", "real_reference_ms", "real_slower_pct"],
-                            json!({
-                                "profile_reference_ms": {"type": "number", "minimum": 0},
-                                "real_reference_ms": {"type": "number", "minimum": 0},
-                                "real_slower_pct": {"type": "number"},
-                            }),
-                        )),
-                        "speed_corrected": nullable(obj(
-                            &["execution", "iteration_median_abs_err_pct", "drift_explains_pct"],
-                            json!({
-                                "execution": component_schema(),
-                                "iteration_median_abs_err_pct": nullable_number(),
-                                "drift_explains_pct": nullable_number(),
-                            }),
-                        )),
-                    }),
-                ),
-                "notes": {"type": "array", "items": {"type": "string"}},
-            }),
-        ),
-        "summary.json",
-        "what the compare stage found: statistics, attribution and verdict",
-    )
-}
-
-/// Every JSON contract: (file stem, schema).
-pub fn json_file_schemas() -> Vec<(&'static str, Value)> {
-    vec![
-        ("run_meta", run_meta_schema()),
-        ("workload_meta", workload_meta_schema()),
-        ("summary", compare_summary_schema()),
-    ]
 }
 
 /// Validates `value` against the supported subset of JSON Schema; returns the first
 /// violation as `(json path, message)`.
 pub fn validate(value: &Value, schema: &Value) -> Result<(), (String, String)> {
-    validate_at(value, schema, "$")
+    Validator { root: schema }.at(value, schema, "$")
 }
 
 fn type_matches(value: &Value, t: &str) -> bool {
@@ -627,40 +56,111 @@ fn type_matches(value: &Value, t: &str) -> bool {
     }
 }
 
-fn validate_at(value: &Value, schema: &Value, path: &str) -> Result<(), (String, String)> {
-    if let Some(t) = schema.get("type") {
-        let ok = match t {
-            Value::String(t) => type_matches(value, t),
-            Value::Array(ts) => ts
-                .iter()
-                .filter_map(Value::as_str)
-                .any(|t| type_matches(value, t)),
-            _ => true,
+struct Validator<'s> {
+    /// The document `$ref`s resolve against.
+    root: &'s Value,
+}
+
+type Violation = (String, String);
+
+/// How a type mismatch's message starts.
+const TYPE_MISMATCH: &str = "expected type";
+
+impl<'s> Validator<'s> {
+    fn at(&self, value: &Value, schema: &'s Value, path: &str) -> Result<(), Violation> {
+        let fail = |msg: String| Err((path.to_string(), msg));
+        let schema = match schema {
+            Value::Bool(true) => return Ok(()),
+            Value::Bool(false) => return fail(format!("no value is allowed here, found {value}")),
+            Value::Object(_) => schema,
+            _ => return fail(format!("the schema here is not an object: {schema}")),
         };
-        if !ok {
-            return Err((
-                path.to_string(),
-                format!("expected type {t}, found {value}"),
-            ));
+        if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
+            let target = reference
+                .strip_prefix('#')
+                .and_then(|pointer| self.root.pointer(pointer));
+            match target {
+                Some(target) => self.at(value, target, path)?,
+                None => return fail(format!("unresolvable schema reference `{reference}`")),
+            }
         }
-    }
-    if let Some(Value::Array(allowed)) = schema.get("enum") {
-        if !allowed.contains(value) {
-            return Err((
-                path.to_string(),
-                format!("{value} is not one of {allowed:?}"),
-            ));
+        if let Some(t) = schema.get("type") {
+            let ok = match t {
+                Value::String(t) => type_matches(value, t),
+                Value::Array(ts) => ts
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .any(|t| type_matches(value, t)),
+                _ => true,
+            };
+            if !ok {
+                return fail(format!("{TYPE_MISMATCH} {t}, found {value}"));
+            }
         }
-    }
-    if let (Some(min), Some(v)) = (
-        schema.get("minimum").and_then(Value::as_f64),
-        value.as_f64(),
-    ) {
-        if v < min {
-            return Err((path.to_string(), format!("{v} is below the minimum {min}")));
+        if let Some(Value::Array(allowed)) = schema.get("enum") {
+            if !allowed.iter().any(|a| same_json(a, value)) {
+                return fail(format!("{value} is not one of {allowed:?}"));
+            }
         }
+        if let Some(expected) = schema.get("const") {
+            if !same_json(expected, value) {
+                return fail(format!("{value} is not {expected}"));
+            }
+        }
+        if let Some(v) = value.as_f64() {
+            if let Some(min) = schema.get("minimum").and_then(Value::as_f64) {
+                if v < min {
+                    return fail(format!("{v} is below the minimum {min}"));
+                }
+            }
+            if let Some(max) = schema.get("maximum").and_then(Value::as_f64) {
+                if v > max {
+                    return fail(format!("{v} is above the maximum {max}"));
+                }
+            }
+        }
+        if let Some(Value::Array(branches)) = schema.get("allOf") {
+            for b in branches {
+                self.at(value, b, path)?;
+            }
+        }
+        for keyword in ["anyOf", "oneOf"] {
+            let Some(Value::Array(branches)) = schema.get(keyword) else {
+                continue;
+            };
+            let failures: Vec<Violation> = branches
+                .iter()
+                .filter_map(|b| self.at(value, b, path).err())
+                .collect();
+            let passed = branches.len() - failures.len();
+            if passed == 0 {
+                // The branch that got deepest into the value, and past its type, says best
+                // what is wrong (for `T | null`, an optional field's usual form, it is `T`'s
+                // own message).
+                return Err(failures
+                    .into_iter()
+                    .max_by_key(|(at, msg)| (at.len(), !msg.starts_with(TYPE_MISMATCH)))
+                    .unwrap_or_else(|| (path.to_string(), format!("`{keyword}` is empty"))));
+            }
+            if keyword == "oneOf" && passed > 1 {
+                return fail(format!("{value} matches {passed} schemas of `oneOf`, not one"));
+            }
+        }
+        if let Value::Object(map) = value {
+            self.object(map, schema, path)?;
+        }
+        if let Value::Array(items) = value {
+            self.array(items, schema, path)?;
+        }
+        Ok(())
     }
-    if let Value::Object(map) = value {
+
+    fn object(
+        &self,
+        map: &serde_json::Map<String, Value>,
+        schema: &'s Value,
+        path: &str,
+    ) -> Result<(), Violation> {
         if let Some(Value::Array(required)) = schema.get("required") {
             for r in required.iter().filter_map(Value::as_str) {
                 if !map.contains_key(r) {
@@ -670,21 +170,51 @@ fn validate_at(value: &Value, schema: &Value, path: &str) -> Result<(), (String,
         }
         let props = schema.get("properties").and_then(Value::as_object);
         for (k, v) in map {
-            match props.and_then(|p| p.get(k)) {
-                Some(s) => validate_at(v, s, &format!("{path}.{k}"))?,
-                None if schema.get("additionalProperties") == Some(&Value::Bool(false)) => {
+            let field_path = format!("{path}.{k}");
+            match (props.and_then(|p| p.get(k)), schema.get("additionalProperties")) {
+                (Some(s), _) => self.at(v, s, &field_path)?,
+                (None, Some(Value::Bool(false))) => {
                     return Err((path.to_string(), format!("unexpected field `{k}`")));
                 }
-                None => {}
+                (None, Some(s)) => self.at(v, s, &field_path)?,
+                (None, None) => {}
             }
         }
+        Ok(())
     }
-    if let (Value::Array(items), Some(item_schema)) = (value, schema.get("items")) {
-        for (i, v) in items.iter().enumerate() {
-            validate_at(v, item_schema, &format!("{path}[{i}]"))?;
+
+    fn array(&self, items: &[Value], schema: &'s Value, path: &str) -> Result<(), Violation> {
+        let count = |keyword: &str| schema.get(keyword).and_then(Value::as_u64);
+        if let Some(min) = count("minItems") {
+            if (items.len() as u64) < min {
+                return Err((path.to_string(), format!("{} items, fewer than {min}", items.len())));
+            }
         }
+        if let Some(max) = count("maxItems") {
+            if items.len() as u64 > max {
+                return Err((path.to_string(), format!("{} items, more than {max}", items.len())));
+            }
+        }
+        let prefix = schema
+            .get("prefixItems")
+            .and_then(Value::as_array)
+            .map_or(&[][..], Vec::as_slice);
+        for (i, v) in items.iter().enumerate() {
+            let item_schema = prefix.get(i).or_else(|| schema.get("items"));
+            if let Some(s) = item_schema {
+                self.at(v, s, &format!("{path}[{i}]"))?;
+            }
+        }
+        Ok(())
     }
-    Ok(())
+}
+
+/// JSON equality with numbers compared by value (`1` and `1.0` are the same number).
+fn same_json(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        _ => a == b,
+    }
 }
 
 #[cfg(test)]
@@ -693,45 +223,86 @@ mod tests {
 
     #[test]
     fn validator_reports_path_of_first_violation() {
-        let schema = obj(
-            &["a", "b"],
-            json!({"a": {"type": "integer", "minimum": 0}, "b": obj(&["c"], json!({"c": {"type": ["string", "null"]}}))}),
-        );
+        let schema = json!({
+            "type": "object",
+            "required": ["a", "b"],
+            "properties": {
+                "a": {"type": "integer", "minimum": 0},
+                "b": {"type": "object", "required": ["c"], "properties": {"c": {"type": ["string", "null"]}}},
+            },
+        });
         assert!(validate(&json!({"a": 1, "b": {"c": null}}), &schema).is_ok());
         assert_eq!(
             validate(&json!({"a": 1}), &schema).unwrap_err().1,
             "missing required field `b`"
         );
         assert_eq!(
-            validate(&json!({"a": -1, "b": {"c": "x"}}), &schema)
-                .unwrap_err()
-                .0,
+            validate(&json!({"a": -1, "b": {"c": "x"}}), &schema).unwrap_err().0,
             "$.a"
         );
         assert_eq!(
-            validate(&json!({"a": 1, "b": {"c": 3}}), &schema)
-                .unwrap_err()
-                .0,
+            validate(&json!({"a": 1, "b": {"c": 3}}), &schema).unwrap_err().0,
             "$.b.c"
         );
     }
 
     #[test]
-    fn run_meta_of_a_real_record_validates() {
-        let meta = crate::io::provenance::RunMeta::begin(
-            "real-x",
-            "real",
-            "qwen3_tiny",
-            json!({}),
-            crate::io::provenance::HydraInfo {
-                config_path: "configs".into(),
-                config_name: "real".into(),
-                overrides: vec![],
-                choices: Default::default(),
+    fn references_nullable_branches_tuples_and_maps_are_followed() {
+        let schema = json!({
+            "$defs": {"Pair": {"type": "array", "prefixItems": [{"type": "string"}, {"type": "number", "maximum": 1}], "minItems": 2, "maxItems": 2}},
+            "type": "object",
+            "properties": {
+                "pair": {"anyOf": [{"$ref": "#/$defs/Pair"}, {"type": "null"}]},
+                "by_name": {"type": "object", "additionalProperties": {"$ref": "#/$defs/Pair"}},
+                "closed": {"type": "object", "properties": {"x": true}, "additionalProperties": false},
+                "kind": {"oneOf": [{"const": "a"}, {"enum": ["b", "c"]}]},
             },
-            crate::io::provenance::HostFingerprint::collect("cpu", 2),
+        });
+        let ok = json!({"pair": ["x", 0.5], "by_name": {"k": ["y", 1]}, "closed": {"x": [1]}, "kind": "c"});
+        validate(&ok, &schema).unwrap();
+        validate(&json!({"pair": null}), &schema).unwrap();
+        let err = |v: Value| validate(&v, &schema).unwrap_err();
+        // The non-null branch's own message, at the deepest path it reached.
+        assert_eq!(
+            err(json!({"pair": ["x", 2]})),
+            ("$.pair[1]".into(), "2 is above the maximum 1".into())
         );
-        let v = serde_json::to_value(&meta).unwrap();
-        validate(&v, &run_meta_schema()).unwrap();
+        assert_eq!(err(json!({"pair": ["x"]})).1, "1 items, fewer than 2");
+        assert_eq!(err(json!({"by_name": {"k": [1, 0]}})).0, "$.by_name.k[0]");
+        assert_eq!(err(json!({"closed": {"y": 1}})).1, "unexpected field `y`");
+        assert_eq!(err(json!({"kind": "d"})).0, "$.kind");
+        let dangling = json!({"$ref": "#/$defs/Missing"});
+        assert!(validate(&json!(1), &dangling)
+            .unwrap_err()
+            .1
+            .contains("unresolvable"));
+    }
+
+    #[test]
+    fn a_derived_schema_names_the_contract_and_checks_what_its_type_writes() {
+        #[derive(serde::Serialize, JsonSchema)]
+        struct Inner {
+            #[schemars(range(min = 1))]
+            count: usize,
+        }
+        #[derive(serde::Serialize, JsonSchema)]
+        struct Outer {
+            inner: Option<Inner>,
+            pair: [f64; 2],
+        }
+        let schema = contract_schema::<Outer>(Contract::Write, "outer.json", "a test contract");
+        assert_eq!(schema["$id"], "simreal/v1/outer.json");
+        assert_eq!(schema["title"], "a test contract");
+        let written = |o: &Outer| validate(&serde_json::to_value(o).unwrap(), &schema);
+        written(&Outer { inner: None, pair: [0.0, 1.0] }).unwrap();
+        written(&Outer { inner: Some(Inner { count: 2 }), pair: [0.0, 1.0] }).unwrap();
+        assert_eq!(
+            written(&Outer { inner: Some(Inner { count: 0 }), pair: [0.0, 1.0] }).unwrap_err(),
+            ("$.inner.count".into(), "0 is below the minimum 1".into())
+        );
+        // The writer's contract: an unset optional field is written, as `null`.
+        assert!(validate(&json!({"pair": [0.0, 1.0]}), &schema).is_err());
+        let read = contract_schema::<Outer>(Contract::Read, "outer.json", "a test contract");
+        validate(&json!({"pair": [0.0, 1.0]}), &read).unwrap();
     }
 }

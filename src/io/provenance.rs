@@ -5,15 +5,21 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::io::json::read_json_validated;
+use crate::io::json_schemas::{contract_schema, Contract};
+use crate::io::rundir::Stage;
 use crate::io::schema::SCHEMA_VERSION;
+use crate::Result;
 
 /// Host fingerprint recorded with every run, so numbers can be traced to a machine.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct HostFingerprint {
     pub hostname: String,
     pub cpu_model: String,
+    #[schemars(range(min = 1))]
     pub cpu_logical_cores: usize,
     pub memory_bytes: u64,
     pub os: String,
@@ -21,6 +27,7 @@ pub struct HostFingerprint {
     /// `cpu`, `cuda:0`, ...
     pub device: String,
     /// Worker threads the run used (rayon pool size for candle on CPU).
+    #[schemars(range(min = 1))]
     pub threads: usize,
     pub crate_versions: BTreeMap<String, String>,
     /// How this crate was compiled (`opt-level=3 debug-assertions=off`):
@@ -160,7 +167,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 /// `hydra` block of run metadata: which composed config produced the run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct HydraInfo {
     pub config_path: String,
     pub config_name: String,
@@ -171,7 +178,7 @@ pub struct HydraInfo {
 }
 
 /// An input a run consumed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct InputRef {
     pub id: String,
     pub path: String,
@@ -188,14 +195,15 @@ pub struct InputRef {
 /// `backend` and `workload_dir` (real), `workload_dir` and `profiling_root` (vidur),
 /// `profiling_root` (vidur_profile), `real_run_dir` and `sim_run_dir` (compare), as absolute
 /// paths. They repeat what `hydra.choices` and `inputs` already say.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RunMeta {
     /// Written as `"v1"`; runs written before read as well with the integer `1`.
     #[serde(with = "run_meta_version")]
+    #[schemars(schema_with = "run_meta_version::schema")]
     pub schema_version: u32,
     pub run_id: String,
-    /// `workload | real | vidur | vidur_profile | compare | sweep`
-    pub run_type: String,
+    /// The stage that wrote the run (its directory under the output root).
+    pub run_type: Stage,
     pub model: String,
     pub started_at: String,
     pub ended_at: String,
@@ -203,6 +211,7 @@ pub struct RunMeta {
     pub git_dirty: Option<bool>,
     pub env: HostFingerprint,
     /// The resolved config.
+    #[schemars(with = "serde_json::Map<String, serde_json::Value>")]
     pub params: serde_json::Value,
     pub hydra: HydraInfo,
     pub seed: Option<u64>,
@@ -211,6 +220,7 @@ pub struct RunMeta {
     /// Weight source: `<path> sha256:<hash>` or `random:<seed>`; absent when no model ran.
     pub weights: Option<String>,
     /// Stage-specific facts (warm-up iterations, counts, timings).
+    #[schemars(with = "serde_json::Map<String, serde_json::Value>")]
     pub extra: serde_json::Value,
     /// Precursor alias: the real engine's backend (`backend.name`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -242,7 +252,15 @@ pub fn absolute_path(path: &Path) -> String {
 /// `schema_version` of `run_meta.json`: `"v<N>"` on disk, the precursor's form; the bare
 /// integer of earlier runs is accepted on reading.
 mod run_meta_version {
+    use schemars::{json_schema, Schema, SchemaGenerator};
     use serde::{de, Deserialize, Deserializer, Serializer};
+
+    use crate::io::schema::SCHEMA_VERSION;
+
+    /// What readers accept: `"v1"`, or the integer of earlier runs.
+    pub fn schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"enum": [format!("v{SCHEMA_VERSION}"), SCHEMA_VERSION]})
+    }
 
     pub fn serialize<S: Serializer>(version: &u32, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&format!("v{version}"))
@@ -266,10 +284,20 @@ mod run_meta_version {
 }
 
 impl RunMeta {
+    /// The JSON Schema of `run_meta.json`, as readers accept it.
+    pub fn schema() -> serde_json::Value {
+        contract_schema::<RunMeta>(Contract::Read, "run_meta.json", "provenance of one stage run")
+    }
+
+    /// Reads `<dir>/run_meta.json`, checked against [`RunMeta::schema`].
+    pub fn read(dir: &Path) -> Result<RunMeta> {
+        read_json_validated(dir.join("run_meta.json"), &RunMeta::schema())
+    }
+
     /// A new record with provenance filled in; `ended_at` is set by the caller at the end.
     pub fn begin(
         run_id: &str,
-        run_type: &str,
+        run_type: Stage,
         model: &str,
         params: serde_json::Value,
         hydra: HydraInfo,
@@ -279,7 +307,7 @@ impl RunMeta {
         RunMeta {
             schema_version: SCHEMA_VERSION,
             run_id: run_id.to_string(),
-            run_type: run_type.to_string(),
+            run_type,
             model: model.to_string(),
             started_at: utc_now(),
             ended_at: String::new(),
@@ -320,7 +348,7 @@ mod tests {
     fn schema_version_is_written_as_v1_and_read_in_either_form() {
         let meta = RunMeta::begin(
             "r",
-            "real",
+            Stage::Real,
             "m",
             serde_json::json!({}),
             HydraInfo {
@@ -339,6 +367,34 @@ mod tests {
         assert_eq!(serde_json::from_value::<RunMeta>(v.clone()).unwrap(), meta);
         v["schema_version"] = serde_json::json!("one");
         assert!(serde_json::from_value::<RunMeta>(v).is_err());
+    }
+
+    #[test]
+    fn a_record_of_every_stage_validates_against_the_schema_and_reads_back() {
+        let dir = crate::io::atomic::tests::tempdir();
+        for stage in Stage::ALL {
+            let mut meta = RunMeta::begin(
+                "x",
+                stage,
+                "qwen3_tiny",
+                serde_json::json!({}),
+                HydraInfo {
+                    config_path: "configs".into(),
+                    config_name: stage.binary_name().into(),
+                    overrides: vec![],
+                    choices: BTreeMap::new(),
+                },
+                HostFingerprint::collect("cpu", 2),
+            );
+            meta.real_run_dir = Some("/somewhere".into());
+            crate::io::json::write_json(dir.join("run_meta.json"), &meta).unwrap();
+            assert_eq!(RunMeta::read(&dir).unwrap(), meta, "{stage:?}");
+        }
+        let mut v = serde_json::to_value(RunMeta::read(&dir).unwrap()).unwrap();
+        v["run_type"] = serde_json::json!("sweep");
+        crate::io::json::write_json(dir.join("run_meta.json"), &v).unwrap();
+        let err = RunMeta::read(&dir).unwrap_err().to_string();
+        assert!(err.contains("$.run_type"), "{err}");
     }
 
     #[test]

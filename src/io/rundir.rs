@@ -16,8 +16,12 @@ use crate::{Error, Result};
 /// Name of the completion marker, written last.
 pub const SUCCESS_MARKER: &str = "_SUCCESS";
 
-/// The stages that own a directory under the output root.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The stages that own a directory under the output root. Serialized as its directory
+/// name (`run_type` in `run_meta.json`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum Stage {
     Workload,
     Real,
@@ -26,12 +30,26 @@ pub enum Stage {
     /// Every iteration of a real run predicted (`replay`), a diagnostic beside the study.
     Replay,
     Compare,
+    #[serde(rename = "sweeps")]
     Sweep,
     Capacity,
     Fidelity,
 }
 
 impl Stage {
+    /// Every stage.
+    pub const ALL: [Stage; 9] = [
+        Stage::Workload,
+        Stage::Real,
+        Stage::VidurProfile,
+        Stage::Vidur,
+        Stage::Replay,
+        Stage::Compare,
+        Stage::Sweep,
+        Stage::Capacity,
+        Stage::Fidelity,
+    ];
+
     /// The binary that produces this stage's runs (sweeps, capacity searches and the fidelity
     /// benchmark are `pipeline` modes); also the name of its primary config.
     pub fn binary_name(self) -> &'static str {
@@ -235,6 +253,15 @@ mod tests {
 
     fn root() -> PathBuf {
         crate::io::atomic::tests::tempdir()
+    }
+
+    #[test]
+    fn a_stage_is_serialized_as_its_directory_name() {
+        for stage in Stage::ALL {
+            let json = serde_json::to_value(stage).unwrap();
+            assert_eq!(json, stage.dir_name(), "{stage:?}");
+            assert_eq!(serde_json::from_value::<Stage>(json).unwrap(), stage);
+        }
     }
 
     #[test]

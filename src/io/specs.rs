@@ -1,5 +1,6 @@
-//! Renders the contracts in `specs/` from the schema registry, so documents and code cannot
-//! drift: a test regenerates them and fails on any difference (`SIMREAL_BLESS=1` rewrites).
+//! Renders the CSV contracts in `specs/` from the schema registry, so documents and code
+//! cannot drift: a test (`stages::specs`) regenerates them and fails on any difference
+//! (`SIMREAL_BLESS=1` rewrites).
 
 use serde_json::{json, Value};
 
@@ -79,8 +80,10 @@ pub fn csv_row_json_schema(schema: &CsvSchema) -> Value {
     })
 }
 
-/// Every generated spec file: (path relative to `specs/`, content).
-pub fn generated_specs() -> Vec<(String, String)> {
+/// The generated spec files of the CSV contracts: (path relative to `specs/`, content).
+/// The JSON files' schemas are derived from the types of the stages that write them and
+/// joined to these in [`crate::stages::specs`].
+pub fn csv_specs() -> Vec<(String, String)> {
     let mut out = Vec::new();
     for schema in csv_schemas() {
         let stem = schema.file_name.trim_end_matches(".csv");
@@ -90,37 +93,5 @@ pub fn generated_specs() -> Vec<(String, String)> {
             crate::io::json::to_json_string(&csv_row_json_schema(schema)).unwrap_or_default(),
         ));
     }
-    for (name, schema) in crate::io::json_schemas::json_file_schemas() {
-        out.push((
-            format!("json/{name}.schema.json"),
-            crate::io::json::to_json_string(&schema).unwrap_or_default(),
-        ));
-    }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::path::Path;
-
-    #[test]
-    fn specs_dir_is_in_sync_with_the_registry() {
-        let specs = Path::new(env!("CARGO_MANIFEST_DIR")).join("specs");
-        let bless = std::env::var_os("SIMREAL_BLESS").is_some();
-        let mut stale = Vec::new();
-        for (rel, content) in generated_specs() {
-            let path = specs.join(&rel);
-            if bless {
-                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-                std::fs::write(&path, &content).unwrap();
-            } else if std::fs::read_to_string(&path).ok().as_deref() != Some(content.as_str()) {
-                stale.push(rel);
-            }
-        }
-        assert!(
-            stale.is_empty(),
-            "specs/ out of date with src/io (run `SIMREAL_BLESS=1 cargo test --lib specs`): {stale:?}"
-        );
-    }
 }

@@ -9,7 +9,6 @@ use crate::config::types::SimrealConfig;
 use crate::io::bundle::{Bundle, BundleLocation, BundleModelSpec, LoadOptions, ProfilingMeta};
 use crate::io::device::{check_bundle_device, CrossDevice, DeviceIdentity};
 use crate::io::provenance::RunMeta;
-use crate::io::read_json;
 use crate::io::rundir::{require_complete, Stage};
 use crate::stages::Job;
 use crate::{Error, Result};
@@ -90,8 +89,8 @@ pub fn check_bundle_for_real_run(
     if !meta_path.is_file() {
         return Ok(None);
     }
-    let meta: RunMeta = read_json(&meta_path)?;
-    if meta.run_type != Stage::Real.dir_name() {
+    let meta = RunMeta::read(real_run)?;
+    if meta.run_type != Stage::Real {
         return Ok(None);
     }
     let Some(run) = DeviceIdentity::of_real_run(&meta) else {

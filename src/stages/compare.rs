@@ -24,7 +24,7 @@ use crate::config::plan::{command_for, compare_id};
 use crate::config::yaml::parse_yaml_value;
 use crate::config::{resolve_input_path, SimrealConfig};
 use crate::io::csv::CsvWriter;
-use crate::io::json_schemas::{compare_summary_schema, validate};
+use crate::io::json_schemas::validate;
 use crate::io::provenance::{absolute_path, utc_now, InputRef};
 use crate::io::rundir::Stage;
 use crate::io::schema::{ITERATION_COMPARISON, REQUEST_COMPARISON, TOKEN_COMPARISON};
@@ -45,7 +45,7 @@ use crate::analysis::compare::figures::{
 use crate::analysis::compare::join::{
     join_requests, join_tokens, RequestComparisonRow, RequestJoin, TokenJoin,
 };
-use crate::analysis::compare::report::{ComparisonResults, JoinSummary, RunInfo};
+use crate::analysis::compare::report::{CompareSummary, ComparisonResults, JoinSummary, RunInfo};
 use crate::analysis::compare::runs::{check_comparable, load_run, RunData, RunSource};
 use crate::analysis::compare::statistics::{
     noise_of, paired_samples, Metric, MetricComparison, PairedSamples, ThroughputComparison,
@@ -333,8 +333,12 @@ pub fn write_outputs(
     };
     figures.extend(timeline_figure(&fig_dir, size, real, sim, speed.as_ref())?);
 
-    let summary = comparison.results.summary_json(&utc_now())?;
-    validate(&summary, &compare_summary_schema()).map_err(|(at, msg)| Error::SchemaMismatch {
+    // Checked before writing: the schema holds what the types cannot (counts of at least
+    // one, no NaN written as `null` where a number belongs).
+    let created_at = utc_now();
+    let summary = serde_json::to_value(comparison.results.summary(&created_at))
+        .map_err(|e| Error::InvalidInput(format!("summary.json is not serializable: {e}")))?;
+    validate(&summary, &CompareSummary::schema()).map_err(|(at, msg)| Error::SchemaMismatch {
         path: dir.join("summary.json"),
         msg: format!("{at}: {msg}"),
     })?;

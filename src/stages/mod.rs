@@ -10,6 +10,7 @@ pub mod graph;
 #[cfg(feature = "engine")]
 pub mod real;
 pub mod replay;
+pub mod specs;
 pub mod vidur;
 #[cfg(feature = "engine")]
 pub mod vidur_profile;
@@ -163,7 +164,7 @@ impl Job {
         );
         Ok(RunMeta::begin(
             run_id,
-            self.stage.dir_name(),
+            self.stage,
             &self.config.model.name,
             self.params()?,
             self.hydra(),

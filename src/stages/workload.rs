@@ -18,12 +18,13 @@
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::config::types::resolve_input_path;
 use crate::config::SimrealConfig;
 use crate::error::IoContext;
-use crate::io::json_schemas::workload_meta_schema;
+use crate::io::json_schemas::{contract_schema, Contract};
 use crate::io::provenance::{utc_now, HydraInfo, InputRef};
 #[cfg(feature = "prompts")]
 use crate::io::records::PromptRecord;
@@ -46,7 +47,7 @@ pub const PROMPTS_FILE: &str = "prompts.jsonl";
 pub const META_FILE: &str = "workload_meta.json";
 
 /// Relative paths of a workload's files.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct WorkloadPaths {
     /// `prompts.jsonl`
     pub prompts: String,
@@ -57,9 +58,10 @@ pub struct WorkloadPaths {
 }
 
 /// `workload_meta.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct WorkloadMeta {
     /// Contract version (1).
+    #[schemars(extend("const" = SCHEMA_VERSION))]
     pub schema_version: u32,
     /// Stable id = the directory name.
     pub workload_id: String,
@@ -78,11 +80,24 @@ pub struct WorkloadMeta {
     /// The composed config that made it.
     pub hydra: HydraInfo,
     /// The resolved config (with computed properties).
+    #[schemars(with = "serde_json::Map<String, serde_json::Value>")]
     pub params: serde_json::Value,
     /// Requests in the workload.
+    #[schemars(range(min = 1))]
     pub num_requests: usize,
     /// Length and arrival statistics.
     pub summary: WorkloadSummary,
+}
+
+impl WorkloadMeta {
+    /// The JSON Schema of `workload_meta.json`, as readers accept it.
+    pub fn schema() -> serde_json::Value {
+        contract_schema::<WorkloadMeta>(
+            Contract::Read,
+            META_FILE,
+            "what a workload is and how it was made",
+        )
+    }
 }
 
 /// Where the tokenizer a config names comes from.
@@ -320,7 +335,7 @@ impl LoadedWorkload {
     /// Reads and cross-checks a complete workload dir.
     pub fn read(dir: &Path) -> Result<Self> {
         require_complete(dir, "workload", "cargo run --release --bin workload")?;
-        let meta: WorkloadMeta = read_json_validated(dir.join(META_FILE), &workload_meta_schema())?;
+        let meta: WorkloadMeta = read_json_validated(dir.join(META_FILE), &WorkloadMeta::schema())?;
         let lengths_path = dir.join(TRACE_LENGTHS.file_name);
         let intervals_path = dir.join(TRACE_INTERVALS.file_name);
         let lengths: Vec<TraceLengthRow> = read_csv(&lengths_path, &TRACE_LENGTHS)?;

@@ -23,11 +23,13 @@ use crate::Result;
 /// fixed iteration timed in both processes (the real engine's warm-up iteration: a 32-token
 /// prefill plus one decode). A shared or throttled machine changes speed between the two,
 /// and the predictor can only be as right as that.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct DeviceSpeed {
     /// Median time of the reference iteration in the profiling process, ms.
+    #[schemars(range(min = 0.0))]
     pub profile_reference_ms: f64,
     /// Median time of the reference iteration before the real run served, ms.
+    #[schemars(range(min = 0.0))]
     pub real_reference_ms: f64,
     /// `100 · (real − profile) / profile`: positive = the device was slower for the real run.
     pub real_slower_pct: f64,

@@ -1,5 +1,6 @@
 //! Summary statistics of a workload, for `workload_meta.json` and reports.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::RequestLengths;
@@ -8,7 +9,7 @@ use crate::{Error, Result};
 
 /// Distribution of one token count over the requests. Percentiles use linear
 /// interpolation between order statistics (numpy's and pandas' default).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TokenStats {
     /// Smallest value.
     pub min: u32,
@@ -23,9 +24,10 @@ pub struct TokenStats {
 }
 
 /// What a workload looks like, in numbers.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct WorkloadSummary {
     /// Number of requests.
+    #[schemars(range(min = 1))]
     pub num_requests: usize,
     /// Prompt lengths.
     pub prefill_tokens: TokenStats,

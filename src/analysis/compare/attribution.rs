@@ -25,6 +25,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 pub use crate::vidur_ext::device_speed::DeviceSpeed;
@@ -316,7 +317,7 @@ pub fn describe_source(source: &str) -> String {
 }
 
 /// Measured vs predicted time of one component or op class, over the covered iterations.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct ComponentError {
     /// The component or op class.
     pub name: String,
@@ -349,7 +350,7 @@ impl ComponentError {
 }
 
 /// How far, and from when, the two runs formed different iterations.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct SchedulingDivergence {
     pub real_iterations: usize,
     pub sim_iterations: usize,
@@ -410,7 +411,7 @@ impl SchedulingDivergence {
 
 /// The exact split of the busy-time gap (see the module docs), when every real iteration
 /// was predicted.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct GapDecomposition {
     /// Σ real iteration durations, ms.
     pub real_busy_ms: f64,
@@ -428,24 +429,30 @@ pub struct GapDecomposition {
 
 /// Total and per-iteration engine time of both runs, whatever the coverage of the
 /// per-iteration predictions.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct BusyTime {
     /// Σ real iteration durations, ms.
+    #[schemars(range(min = 0.0))]
     pub real_busy_ms: f64,
     /// Σ simulated iteration durations, ms.
+    #[schemars(range(min = 0.0))]
     pub sim_busy_ms: f64,
     /// `100 · (sim − real) / real` of the busy time.
     pub busy_err_pct: Option<f64>,
+    #[schemars(range(min = 1))]
     pub real_iterations: usize,
+    #[schemars(range(min = 1))]
     pub sim_iterations: usize,
+    #[schemars(range(min = 0.0))]
     pub real_mean_iteration_ms: f64,
+    #[schemars(range(min = 0.0))]
     pub sim_mean_iteration_ms: f64,
 }
 
 /// Mean iteration time at one batch size (requests per iteration), on each side. Unlike
 /// the paired predictions this needs no identical batches, so it covers the whole run: it
 /// shows at which batch sizes the simulator's iterations are too fast or too slow.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct BatchSizeTiming {
     pub num_requests: u32,
     pub real_iterations: usize,
@@ -495,7 +502,8 @@ fn by_batch_size(real: &RunData, sim: &RunData) -> Vec<BatchSizeTiming> {
 }
 
 /// The whole attribution.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[schemars(transform = appended_after_v1)]
 pub struct Attribution {
     /// Where the per-iteration predictions came from; `None` if nothing could be predicted.
     pub source: Option<String>,
@@ -527,8 +535,16 @@ pub struct Attribution {
     pub speed_corrected: Option<SpeedCorrected>,
 }
 
+/// `device_speed` and `speed_corrected` came after v1's first release: optional to
+/// readers, so that older summaries still validate (they are always written).
+fn appended_after_v1(schema: &mut schemars::Schema) {
+    if let Some(serde_json::Value::Array(required)) = schema.get_mut("required") {
+        required.retain(|field| field != "device_speed" && field != "speed_corrected");
+    }
+}
+
 /// The execution-time error once predictions follow the device's measured speed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct SpeedCorrected {
     /// (a) with the corrected predictions.
     pub execution: ComponentError,

@@ -230,7 +230,7 @@ pub fn error_bar_figures(
         let mut names = Vec::new();
         let mut bars = Vec::new();
         for stat in Stat::ALL {
-            let Some(c) = f.cell(stat) else { continue };
+            let c = f.cell(stat);
             let Some(e) = &c.estimate else { continue };
             let Some(err) = e.err_pct else { continue };
             let relative = |v: f64| 100.0 * (v - e.real_ms) / e.real_ms;

@@ -38,7 +38,7 @@ pub struct RequestPair {
 }
 
 /// Requests left out of the comparison, by reason.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct RequestDrops {
     /// In the real run only.
     pub only_in_real: usize,
@@ -221,7 +221,7 @@ pub struct TokenPair {
 }
 
 /// Tokens left out of the token comparison, by reason.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct TokenDrops {
     /// Tokens of requests that are not compared at all (see [`RequestDrops`]).
     pub of_dropped_requests: usize,

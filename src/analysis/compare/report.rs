@@ -1,10 +1,15 @@
 //! The comparison's results as one value, rendered to `summary.json`, `report.md` and
 //! `report.html`. The report opens with a verdict paragraph built from the numbers.
 
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::analysis::report_doc::{Cell, Document, FigureRef, Inline, Table};
 use crate::analysis::stats::Stat;
+use crate::io::json_schemas::{contract_schema, Contract};
+use crate::io::schema::SCHEMA_VERSION;
 use crate::Result;
 
 use super::attribution::{describe_source, Attribution};
@@ -16,7 +21,7 @@ use super::verdict::{CellVerdict, DistanceCheck, FidelitySummary, StatCell};
 use super::DEFINITIONS;
 
 /// What `summary.json` and the report say about one compared run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct RunInfo {
     pub run_id: String,
     pub path: String,
@@ -49,8 +54,9 @@ impl RunInfo {
 }
 
 /// How the two runs were aligned.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct JoinSummary {
+    #[schemars(range(min = 1))]
     pub requests_compared: usize,
     pub requests_dropped: usize,
     pub request_drops: RequestDrops,
@@ -82,6 +88,61 @@ pub struct ComparisonResults {
     /// Set when the simulated run's bundle was measured on another device or dtype than the
     /// real runs (allowed by `vidur.cross_device`): the sentence the verdict opens with.
     pub cross_device: Option<String>,
+}
+
+/// `summary.json`, as the `compare` stage writes it; its schema
+/// (`specs/json/summary.schema.json`) is derived from this type.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct CompareSummary<'a> {
+    #[schemars(extend("const" = SCHEMA_VERSION))]
+    pub schema_version: u32,
+    pub compare_id: &'a str,
+    pub created_at: &'a str,
+    /// The verdict paragraph the report opens with.
+    pub verdict: String,
+    /// What each compared metric is, by its report name.
+    pub definitions: BTreeMap<&'static str, &'static str>,
+    pub runs: SummaryRuns<'a>,
+    pub join: &'a JoinSummary,
+    /// `null` for a metric with no compared value (see `unavailable_metrics`).
+    pub metrics: SummaryMetrics<'a>,
+    /// Why a metric was not compared, by metric key.
+    pub unavailable_metrics: BTreeMap<&'static str, &'a str>,
+    pub fidelity: &'a FidelitySummary,
+    pub throughput: Option<&'a ThroughputComparison>,
+    pub attribution: &'a Attribution,
+    pub notes: &'a [String],
+    /// Set when the bundle was measured on another device or dtype than the real runs.
+    pub cross_device: Option<&'a str>,
+}
+
+/// The compared runs.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct SummaryRuns<'a> {
+    /// The first is the reference; the others only measure noise.
+    pub real: &'a [RunInfo],
+    pub sim: &'a RunInfo,
+}
+
+/// One comparison per metric, by metric key.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct SummaryMetrics<'a> {
+    pub ttft: Option<&'a MetricComparison>,
+    pub tpot: Option<&'a MetricComparison>,
+    pub itl: Option<&'a MetricComparison>,
+    pub e2e: Option<&'a MetricComparison>,
+    pub queue_delay: Option<&'a MetricComparison>,
+}
+
+impl CompareSummary<'_> {
+    /// The JSON Schema of `summary.json`: exactly what the stage writes.
+    pub fn schema() -> serde_json::Value {
+        contract_schema::<CompareSummary<'static>>(
+            Contract::Write,
+            "summary.json",
+            "what the compare stage found: statistics, attribution and verdict",
+        )
+    }
 }
 
 fn pct(v: Option<f64>) -> String {
@@ -152,7 +213,7 @@ impl ComparisonResults {
         self.metrics.iter().flat_map(|m| {
             m.fidelity
                 .iter()
-                .flat_map(move |f| Stat::ALL.into_iter().filter_map(move |s| f.cell(s)))
+                .flat_map(|f| f.cells.values())
                 .map(move |c| (m.metric, c))
         })
     }
@@ -429,38 +490,37 @@ impl ComparisonResults {
     }
 
     /// `summary.json` content.
-    pub fn summary_json(&self, created_at: &str) -> Result<serde_json::Value> {
-        let metrics: serde_json::Map<String, serde_json::Value> = Metric::ALL
-            .iter()
-            .map(|&m| {
-                let value = match self.metric(m) {
-                    Some(c) => to(c)?,
-                    None => serde_json::Value::Null,
-                };
-                Ok((m.key().to_string(), value))
-            })
-            .collect::<Result<_>>()?;
-        let unavailable: serde_json::Map<String, serde_json::Value> = self
-            .unavailable
-            .iter()
-            .map(|(m, why)| (m.key().to_string(), serde_json::Value::String(why.clone())))
-            .collect();
-        Ok(serde_json::json!({
-            "schema_version": crate::io::schema::SCHEMA_VERSION,
-            "compare_id": self.compare_id,
-            "created_at": created_at,
-            "verdict": self.verdict(),
-            "definitions": DEFINITIONS.iter().map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string()))).collect::<serde_json::Map<_, _>>(),
-            "runs": {"real": to(&self.real_runs)?, "sim": to(&self.sim_run)?},
-            "join": to(&self.join)?,
-            "metrics": metrics,
-            "unavailable_metrics": unavailable,
-            "fidelity": to(&self.fidelity)?,
-            "throughput": match &self.throughput { Some(t) => to(t)?, None => serde_json::Value::Null },
-            "attribution": to(&self.attribution)?,
-            "notes": self.notes,
-            "cross_device": self.cross_device,
-        }))
+    pub fn summary<'s>(&'s self, created_at: &'s str) -> CompareSummary<'s> {
+        let metric = |m| self.metric(m);
+        CompareSummary {
+            schema_version: SCHEMA_VERSION,
+            compare_id: &self.compare_id,
+            created_at,
+            verdict: self.verdict(),
+            definitions: DEFINITIONS.into_iter().collect(),
+            runs: SummaryRuns {
+                real: &self.real_runs,
+                sim: &self.sim_run,
+            },
+            join: &self.join,
+            metrics: SummaryMetrics {
+                ttft: metric(Metric::Ttft),
+                tpot: metric(Metric::Tpot),
+                itl: metric(Metric::Itl),
+                e2e: metric(Metric::E2e),
+                queue_delay: metric(Metric::QueueDelay),
+            },
+            unavailable_metrics: self
+                .unavailable
+                .iter()
+                .map(|(m, why)| (m.key(), why.as_str()))
+                .collect(),
+            fidelity: &self.fidelity,
+            throughput: self.throughput.as_ref(),
+            attribution: &self.attribution,
+            notes: &self.notes,
+            cross_device: self.cross_device.as_deref(),
+        }
     }
 
     /// The report document; `figures` are placed in their sections.
@@ -666,7 +726,7 @@ impl ComparisonResults {
         for m in &self.metrics {
             let Some(f) = &m.fidelity else { continue };
             for stat in Stat::ALL {
-                let Some(c) = f.cell(stat) else { continue };
+                let c = f.cell(stat);
                 let mut row = vec![
                     Cell::text(m.metric.label()),
                     Cell::text(stat.label()),
@@ -893,10 +953,4 @@ impl ComparisonResults {
         }
         Ok(())
     }
-}
-
-/// `serde_json::to_value` with the library's error type.
-fn to<T: Serialize + ?Sized>(value: &T) -> Result<serde_json::Value> {
-    serde_json::to_value(value)
-        .map_err(|e| crate::Error::InvalidInput(format!("not serializable to JSON: {e}")))
 }

@@ -8,13 +8,13 @@ use crate::io::provenance::RunMeta;
 use crate::io::records::{BatchMetricsRow, BatchRequestRow, RequestMetricsRow, TokenMetricsRow};
 use crate::io::rundir::require_complete;
 use crate::io::schema::{BATCH_METRICS, BATCH_REQUESTS, REQUEST_METRICS, TOKEN_METRICS};
-use crate::io::{read_csv, read_json};
+use crate::io::read_csv;
 use crate::{Error, Result};
 
 use super::interop;
 
 /// What produced a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunSource {
     /// A schema-v1 run dir of this project (`real` or `vidur` stage).
@@ -150,7 +150,7 @@ pub fn load_run(path: &Path, reference: Option<&RunData>, make_it: &str) -> Resu
 /// Loads a complete run dir of this project; `make_it` is the command that produces it.
 pub fn load_simreal(dir: &Path, make_it: &str) -> Result<RunData> {
     require_complete(dir, "run", make_it)?;
-    let meta: RunMeta = read_json(dir.join("run_meta.json"))?;
+    let meta = RunMeta::read(dir)?;
     let mut requests: Vec<RequestMetricsRow> =
         read_csv(dir.join(REQUEST_METRICS.file_name), &REQUEST_METRICS)?;
     requests.sort_by_key(|r| r.request_id);
@@ -161,7 +161,7 @@ pub fn load_simreal(dir: &Path, make_it: &str) -> Result<RunData> {
     let backend = requests
         .iter()
         .find_map(|r| r.backend.clone())
-        .unwrap_or_else(|| meta.run_type.clone());
+        .unwrap_or_else(|| meta.run_type.dir_name().to_string());
     let kv_pool = meta.extra.get("kv_pool");
     let identity = RunIdentity {
         run_id: meta.run_id.clone(),

@@ -6,11 +6,12 @@
 //! and the simulated run both produced — so a real and a simulated percentile summarise the
 //! same requests. The verdict against all real runs together is [`super::verdict`]'s.
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::analysis::stats::{
-    abs_rel_error_pct, ks_two_sample, signed_rel_error_pct, wasserstein_1, KsMethod, RelErrors,
-    Stat, Summary,
+    abs_rel_error_pct, ks_two_sample, signed_rel_error_pct, wasserstein_1, KsMethod, PerStat,
+    RelErrors, Stat, Summary,
 };
 use crate::io::records::{RequestMetricsRow, RequestStatus};
 use crate::Result;
@@ -19,7 +20,7 @@ use super::join::{RequestJoin, RequestMetrics, TokenJoin};
 use super::verdict::MetricFidelity;
 
 /// The compared metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
     Ttft,
@@ -102,7 +103,7 @@ pub fn paired_samples(
 }
 
 /// Error of one summary statistic of the simulated distribution against the real one.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct StatError {
     pub real_ms: f64,
     pub sim_ms: f64,
@@ -122,66 +123,64 @@ impl StatError {
     }
 }
 
-/// The summary statistics compared, with their `summary.json` keys.
-pub const STATS: [&str; 5] = [
-    Stat::Mean.key(),
-    Stat::P50.key(),
-    Stat::P90.key(),
-    Stat::P95.key(),
-    Stat::P99.key(),
-];
-
 /// Per-pair errors of one metric.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct PairedErrors {
     /// Pairs with a defined relative error.
+    #[schemars(range(min = 1))]
     pub pairs: usize,
     /// Pairs left out because the real value is 0.
     pub zero_real: usize,
     /// Mean absolute percentage error.
+    #[schemars(range(min = 0.0))]
     pub mape_pct: f64,
     /// Median absolute percentage error.
+    #[schemars(range(min = 0.0))]
     pub median_ape_pct: f64,
     /// Mean signed error (bias): positive means the simulator over-predicts.
     pub mean_signed_pct: f64,
 }
 
 /// Two-sample Kolmogorov–Smirnov test of the two distributions.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct KsSummary {
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub statistic: f64,
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub p_value: f64,
-    /// `exact` or `asymptotic`, as scipy's `method='auto'` chooses.
-    pub method: String,
+    /// As scipy's `method='auto'` chooses.
+    pub method: KsMethod,
 }
 
 /// The real engine's run-to-run variation of one metric, from repeated real runs: for
 /// each other real run against the first, the same errors as for the simulator; the
 /// largest over the runs is reported.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct Noise {
     /// Real runs compared with the first.
+    #[schemars(range(min = 1))]
     pub num_other_runs: usize,
-    /// Largest |difference| of each summary statistic, % (keys as in [`STATS`]).
-    pub max_abs_stat_diff_pct: std::collections::BTreeMap<String, f64>,
+    /// Largest |difference| of each summary statistic, %.
+    pub max_abs_stat_diff_pct: PerStat<f64>,
     /// Largest per-request MAPE between two real runs, %.
     pub max_mape_pct: Option<f64>,
 }
 
 /// Everything compared for one metric.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct MetricComparison {
     pub metric: Metric,
     /// Paired values compared.
+    #[schemars(range(min = 1))]
     pub count: usize,
     pub real: Summary,
     pub sim: Summary,
-    /// By statistic key ([`STATS`]).
-    pub stat_errors: std::collections::BTreeMap<String, StatError>,
+    pub stat_errors: PerStat<StatError>,
     /// `None` when every real value is 0.
     pub paired: Option<PairedErrors>,
     pub ks: KsSummary,
     /// Wasserstein-1 distance between the two distributions, ms.
+    #[schemars(range(min = 0.0))]
     pub wasserstein_ms: f64,
     /// Run-to-run noise of the real engine, when several real runs were given.
     pub noise: Option<Noise>,
@@ -198,10 +197,7 @@ impl MetricComparison {
         }
         let real = Summary::from_samples(&samples.real_ms)?;
         let sim = Summary::from_samples(&samples.sim_ms)?;
-        let stat_errors = Stat::ALL
-            .iter()
-            .map(|s| Ok((s.key().to_string(), StatError::of(s.of(&real), s.of(&sim))?)))
-            .collect::<Result<_>>()?;
+        let stat_errors = PerStat::try_from_fn(|s| StatError::of(s.of(&real), s.of(&sim)))?;
         let rel = RelErrors::from_pairs(&samples.sim_ms, &samples.real_ms)?;
         let paired = if rel.signed_pct.is_empty() {
             None
@@ -225,10 +221,7 @@ impl MetricComparison {
             ks: KsSummary {
                 statistic: ks.statistic,
                 p_value: ks.p_value,
-                method: match ks.method {
-                    KsMethod::Exact => "exact".into(),
-                    KsMethod::Asymptotic => "asymptotic".into(),
-                },
+                method: ks.method,
             },
             wasserstein_ms: wasserstein_1(&samples.real_ms, &samples.sim_ms)?,
             noise: None,
@@ -237,8 +230,8 @@ impl MetricComparison {
     }
 
     /// The error of one summary statistic.
-    pub fn stat_error(&self, key: &str) -> Option<&StatError> {
-        self.stat_errors.get(key)
+    pub fn stat_error(&self, stat: Stat) -> &StatError {
+        self.stat_errors.get(stat)
     }
 }
 
@@ -247,16 +240,12 @@ pub fn noise_of(others: &[MetricComparison]) -> Option<Noise> {
     if others.is_empty() {
         return None;
     }
-    let max_abs_stat_diff_pct = STATS
-        .iter()
-        .map(|&k| {
-            let worst = others
-                .iter()
-                .filter_map(|c| c.stat_error(k)?.abs_err_pct)
-                .fold(0.0, f64::max);
-            (k.to_string(), worst)
-        })
-        .collect();
+    let max_abs_stat_diff_pct = PerStat::from_fn(|stat| {
+        others
+            .iter()
+            .filter_map(|c| c.stat_error(stat).abs_err_pct)
+            .fold(0.0, f64::max)
+    });
     let max_mape_pct = others
         .iter()
         .filter_map(|c| c.paired.as_ref().map(|p| p.mape_pct))
@@ -269,13 +258,16 @@ pub fn noise_of(others: &[MetricComparison]) -> Option<Noise> {
 }
 
 /// Throughput of one run over its served requests.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct Throughput {
     pub completed_requests: usize,
     pub output_tokens: u64,
     /// From the first arrival to the last completion, s.
+    #[schemars(range(min = 0.0))]
     pub span_s: f64,
+    #[schemars(range(min = 0.0))]
     pub requests_per_s: f64,
+    #[schemars(range(min = 0.0))]
     pub output_tokens_per_s: f64,
 }
 
@@ -308,7 +300,7 @@ impl Throughput {
 }
 
 /// Real vs simulated throughput.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct ThroughputComparison {
     pub real: Throughput,
     pub sim: Throughput,
@@ -355,18 +347,18 @@ mod tests {
             .unwrap();
         assert_eq!(c.count, 5);
         // real p50 = 3; sim sorted [1.1, 2.2, 3.3, 4.0, 4.4] → p50 = 3.3 (+10 %).
-        let p50 = c.stat_error("p50").unwrap();
+        let p50 = c.stat_error(Stat::P50);
         close(p50.real_ms, 3.0);
         close(p50.sim_ms, 3.3);
         close(p50.err_pct.unwrap(), 10.0);
         // p90 (linear): real 4 + 0.6·1 = 4.6; sim 4.0 + 0.6·0.4 = 4.24 → −7.826 %.
-        let p90 = c.stat_error("p90").unwrap();
+        let p90 = c.stat_error(Stat::P90);
         close(p90.real_ms, 4.6);
         close(p90.sim_ms, 4.24);
         close(p90.err_pct.unwrap(), 100.0 * (4.24 - 4.6) / 4.6);
         close(p90.abs_err_pct.unwrap(), 100.0 * 0.36 / 4.6);
         // mean: 3 vs 3.0 → 0 %.
-        close(c.stat_error("mean").unwrap().sim_ms, 3.0);
+        close(c.stat_error(Stat::Mean).sim_ms, 3.0);
         let paired = c.paired.as_ref().unwrap();
         // |errors| = 10, 10, 10, 10, 20 → MAPE 12, median 10; signed mean (40 − 20)/5 = 4.
         close(paired.mape_pct, 12.0);
@@ -393,7 +385,7 @@ mod tests {
         let b = MetricComparison::of(Metric::E2e, &worse).unwrap().unwrap();
         let noise = noise_of(&[a, b]).unwrap();
         assert_eq!(noise.num_other_runs, 2);
-        close(noise.max_abs_stat_diff_pct["p50"], 20.0);
+        close(noise.max_abs_stat_diff_pct.p50, 20.0);
         // MAPEs: run a (10 + 0 + 0)/3, run b (0 + 20 + 0)/3 → 6.667.
         close(noise.max_mape_pct.unwrap(), 20.0 / 3.0);
         assert!(noise_of(&[]).is_none());

@@ -25,10 +25,12 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::stats::{
-    ks_two_sample, signed_rel_error_pct, wasserstein_1, Bootstrap, GroupedSample, Stat, Summary,
+    ks_two_sample, signed_rel_error_pct, wasserstein_1, Bootstrap, GroupedSample, PerStat, Stat,
+    Summary,
 };
 use crate::config::types::{CompareConfig, TargetsConfig};
 use crate::Result;
@@ -166,7 +168,9 @@ impl AlignedSamples {
 }
 
 /// The verdict of one cell (module docs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum CellVerdict {
     Indistinguishable,
@@ -234,7 +238,7 @@ pub fn judge(real_ms: f64, sim_ms: f64, band: Option<[f64; 2]>, target_pct: f64)
 }
 
 /// The numbers of a judged cell (absent when the sample is too small).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct CellEstimate {
     /// The statistic of every real run's values pooled, ms.
     pub real_ms: f64,
@@ -257,26 +261,31 @@ pub struct CellEstimate {
 }
 
 /// One statistic of one metric.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct StatCell {
     pub stat: Stat,
     pub verdict: CellVerdict,
     /// The absolute target on |error|, %.
+    #[schemars(range(min = 0.0))]
     pub target_pct: f64,
     /// Samples per run this statistic needs ([`Stat::min_samples`]).
+    #[schemars(range(min = 1))]
     pub min_samples: usize,
     pub estimate: Option<CellEstimate>,
 }
 
 /// A two-sample distance between the simulated run and each real run, set against the
 /// same distance between every pair of real runs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct DistanceCheck {
     /// Against each real run, in run order.
+    #[schemars(inner(range(min = 0.0)))]
     pub sim_vs_real: Vec<f64>,
     /// Between each pair of real runs (1–2, 1–3, …, 2–3, …).
+    #[schemars(inner(range(min = 0.0)))]
     pub real_vs_real: Vec<f64>,
     /// Mean of `sim_vs_real`.
+    #[schemars(range(min = 0.0))]
     pub sim_mean: f64,
     /// Smallest and largest of `real_vs_real`; `None` with one real run.
     pub real_range: Option<[f64; 2]>,
@@ -316,22 +325,24 @@ impl DistanceCheck {
 }
 
 /// Distribution-level check: KS D and Wasserstein-1 (ms).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct DistributionCheck {
     pub ks: DistanceCheck,
     pub wasserstein_ms: DistanceCheck,
 }
 
 /// The assessment of one metric.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct MetricFidelity {
+    #[schemars(range(min = 1))]
     pub num_real_runs: usize,
     /// Values per run (requests, or token gaps for ITL) present in every run.
+    #[schemars(range(min = 1))]
     pub count: usize,
     /// Requests they belong to: what the bootstrap resamples.
+    #[schemars(range(min = 1))]
     pub groups: usize,
-    /// By statistic key (`mean`, `p50`, …).
-    pub cells: BTreeMap<String, StatCell>,
+    pub cells: PerStat<StatCell>,
     pub distribution: DistributionCheck,
 }
 
@@ -382,8 +393,7 @@ impl MetricFidelity {
             })?;
 
         let (real_point, sim_point) = (pooled.stats(), sim.stats());
-        let mut cells = BTreeMap::new();
-        for stat in Stat::ALL {
+        let cells = PerStat::try_from_fn(|stat| -> Result<StatCell> {
             let target_pct = settings.target_pct(stat);
             let min_samples = stat.min_samples();
             let cell = if n < min_samples {
@@ -426,8 +436,8 @@ impl MetricFidelity {
                     }),
                 }
             };
-            cells.insert(stat.key().to_string(), cell);
-        }
+            Ok(cell)
+        })?;
 
         let distribution = DistributionCheck {
             ks: DistanceCheck::of(&samples.real_ms, &samples.sim_ms, |a, b| {
@@ -445,13 +455,13 @@ impl MetricFidelity {
     }
 
     /// The cell of `stat`.
-    pub fn cell(&self, stat: Stat) -> Option<&StatCell> {
-        self.cells.get(stat.key())
+    pub fn cell(&self, stat: Stat) -> &StatCell {
+        self.cells.get(stat)
     }
 }
 
 /// How many cells got each verdict.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct VerdictCounts {
     pub indistinguishable: usize,
     pub noise_limited: usize,
@@ -489,17 +499,19 @@ impl VerdictCounts {
 }
 
 /// The method settings, as `summary.json` records them.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct BootstrapInfo {
     pub method: &'static str,
+    #[schemars(range(min = 1))]
     pub resamples: usize,
     pub confidence: f64,
     pub seed: u64,
 }
 
 /// The comparison-wide part of the assessment (`fidelity` in `summary.json`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct FidelitySummary {
+    #[schemars(range(min = 1))]
     pub num_real_runs: usize,
     /// Whether there are two or more real runs, so that a band exists.
     pub noise_measured: bool,
@@ -658,7 +670,7 @@ mod tests {
             (inside.num_real_runs, inside.count, inside.groups),
             (3, 200, 200)
         );
-        let p50 = inside.cell(Stat::P50).unwrap();
+        let p50 = inside.cell(Stat::P50);
         let e = p50.estimate.as_ref().unwrap();
         assert!((e.real_ms - 109.5).abs() < 0.01 * 109.5, "{e:?}");
         assert_eq!(e.real_runs_ms.len(), 3);
@@ -682,14 +694,13 @@ mod tests {
         let off = MetricFidelity::assess(Metric::Ttft, &hand_built(200, 1.04), &s)
             .unwrap()
             .unwrap();
-        assert_eq!(off.cell(Stat::P50).unwrap().verdict, CellVerdict::Off);
+        assert_eq!(off.cell(Stat::P50).verdict, CellVerdict::Off);
         assert_eq!(
-            off.cell(Stat::P90).unwrap().verdict,
+            off.cell(Stat::P90).verdict,
             CellVerdict::WithinTarget
         );
         let ratio = off
             .cell(Stat::P50)
-            .unwrap()
             .estimate
             .as_ref()
             .unwrap()
@@ -714,7 +725,7 @@ mod tests {
                 .unwrap()
                 .unwrap();
             for stat in Stat::ALL {
-                let c = f.cell(stat).unwrap();
+                let c = f.cell(stat);
                 if missing.contains(&stat) {
                     assert_eq!(c.verdict, CellVerdict::NTooSmall, "{n} {stat:?}");
                     assert!(c.estimate.is_none());
@@ -744,7 +755,7 @@ mod tests {
             ));
         }
         assert_eq!(
-            f.cell(Stat::P90).unwrap().verdict,
+            f.cell(Stat::P90).verdict,
             CellVerdict::WithinTarget
         );
         assert_eq!(f.distribution.ks.real_range, None);
@@ -764,12 +775,12 @@ mod tests {
         other.bootstrap.seed = 43;
         let c = MetricFidelity::assess(Metric::E2e, &samples, &other).unwrap();
         assert_ne!(
-            a.unwrap().cells["p90"]
+            a.unwrap().cells.p90
                 .estimate
                 .as_ref()
                 .unwrap()
                 .real_ci_ms,
-            c.unwrap().cells["p90"]
+            c.unwrap().cells.p90
                 .estimate
                 .as_ref()
                 .unwrap()
