@@ -11,11 +11,11 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use simreal::analysis::compare::report::CompareSummary;
 use simreal::io::bundle::{
     AttentionRow, AttentionTable, BundleLocation, BundleModelSpec, BundleWriter, MlpRow, MlpTable,
     Op, OpStats, ProfilingMeta, EXTRA_MLP_OPS, PROFILING_META_SCHEMA_VERSION, VIDUR_MLP_OPS,
 };
-use simreal::analysis::compare::report::CompareSummary;
 use simreal::io::provenance::RunMeta;
 use simreal::io::records::RequestMetricsRow;
 use simreal::io::schema::{

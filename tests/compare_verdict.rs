@@ -12,6 +12,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
+use simreal::analysis::compare::report::CompareSummary;
 use simreal::analysis::compare::runs::{load_run, RunData};
 use simreal::analysis::compare::statistics::Metric;
 use simreal::analysis::compare::verdict::{
@@ -20,7 +21,6 @@ use simreal::analysis::compare::verdict::{
 use simreal::analysis::plots::FigureSize;
 use simreal::analysis::stats::{Bootstrap, Stat};
 use simreal::config::types::TargetsConfig;
-use simreal::analysis::compare::report::CompareSummary;
 use simreal::io::read_json_validated;
 use simreal::io::Stage;
 use simreal::stages::compare::{compare, run as compare_stage, write_outputs};

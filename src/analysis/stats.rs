@@ -156,7 +156,9 @@ impl<T> PerStat<T> {
     }
 
     /// The values `f` gives each statistic, stopping at the first error.
-    pub fn try_from_fn<E>(mut f: impl FnMut(Stat) -> std::result::Result<T, E>) -> std::result::Result<Self, E> {
+    pub fn try_from_fn<E>(
+        mut f: impl FnMut(Stat) -> std::result::Result<T, E>,
+    ) -> std::result::Result<Self, E> {
         Ok(PerStat {
             mean: f(Stat::Mean)?,
             p50: f(Stat::P50)?,

@@ -143,7 +143,9 @@ impl<'s> Validator<'s> {
                     .unwrap_or_else(|| (path.to_string(), format!("`{keyword}` is empty"))));
             }
             if keyword == "oneOf" && passed > 1 {
-                return fail(format!("{value} matches {passed} schemas of `oneOf`, not one"));
+                return fail(format!(
+                    "{value} matches {passed} schemas of `oneOf`, not one"
+                ));
             }
         }
         if let Value::Object(map) = value {
@@ -171,7 +173,10 @@ impl<'s> Validator<'s> {
         let props = schema.get("properties").and_then(Value::as_object);
         for (k, v) in map {
             let field_path = format!("{path}.{k}");
-            match (props.and_then(|p| p.get(k)), schema.get("additionalProperties")) {
+            match (
+                props.and_then(|p| p.get(k)),
+                schema.get("additionalProperties"),
+            ) {
                 (Some(s), _) => self.at(v, s, &field_path)?,
                 (None, Some(Value::Bool(false))) => {
                     return Err((path.to_string(), format!("unexpected field `{k}`")));
@@ -187,12 +192,18 @@ impl<'s> Validator<'s> {
         let count = |keyword: &str| schema.get(keyword).and_then(Value::as_u64);
         if let Some(min) = count("minItems") {
             if (items.len() as u64) < min {
-                return Err((path.to_string(), format!("{} items, fewer than {min}", items.len())));
+                return Err((
+                    path.to_string(),
+                    format!("{} items, fewer than {min}", items.len()),
+                ));
             }
         }
         if let Some(max) = count("maxItems") {
             if items.len() as u64 > max {
-                return Err((path.to_string(), format!("{} items, more than {max}", items.len())));
+                return Err((
+                    path.to_string(),
+                    format!("{} items, more than {max}", items.len()),
+                ));
             }
         }
         let prefix = schema
@@ -237,11 +248,15 @@ mod tests {
             "missing required field `b`"
         );
         assert_eq!(
-            validate(&json!({"a": -1, "b": {"c": "x"}}), &schema).unwrap_err().0,
+            validate(&json!({"a": -1, "b": {"c": "x"}}), &schema)
+                .unwrap_err()
+                .0,
             "$.a"
         );
         assert_eq!(
-            validate(&json!({"a": 1, "b": {"c": 3}}), &schema).unwrap_err().0,
+            validate(&json!({"a": 1, "b": {"c": 3}}), &schema)
+                .unwrap_err()
+                .0,
             "$.b.c"
         );
     }
@@ -294,10 +309,22 @@ mod tests {
         assert_eq!(schema["$id"], "simreal/v1/outer.json");
         assert_eq!(schema["title"], "a test contract");
         let written = |o: &Outer| validate(&serde_json::to_value(o).unwrap(), &schema);
-        written(&Outer { inner: None, pair: [0.0, 1.0] }).unwrap();
-        written(&Outer { inner: Some(Inner { count: 2 }), pair: [0.0, 1.0] }).unwrap();
+        written(&Outer {
+            inner: None,
+            pair: [0.0, 1.0],
+        })
+        .unwrap();
+        written(&Outer {
+            inner: Some(Inner { count: 2 }),
+            pair: [0.0, 1.0],
+        })
+        .unwrap();
         assert_eq!(
-            written(&Outer { inner: Some(Inner { count: 0 }), pair: [0.0, 1.0] }).unwrap_err(),
+            written(&Outer {
+                inner: Some(Inner { count: 0 }),
+                pair: [0.0, 1.0]
+            })
+            .unwrap_err(),
             ("$.inner.count".into(), "0 is below the minimum 1".into())
         );
         // The writer's contract: an unset optional field is written, as `null`.

@@ -286,7 +286,11 @@ mod run_meta_version {
 impl RunMeta {
     /// The JSON Schema of `run_meta.json`, as readers accept it.
     pub fn schema() -> serde_json::Value {
-        contract_schema::<RunMeta>(Contract::Read, "run_meta.json", "provenance of one stage run")
+        contract_schema::<RunMeta>(
+            Contract::Read,
+            "run_meta.json",
+            "provenance of one stage run",
+        )
     }
 
     /// Reads `<dir>/run_meta.json`, checked against [`RunMeta::schema`].

@@ -19,7 +19,15 @@ pub const SUCCESS_MARKER: &str = "_SUCCESS";
 /// The stages that own a directory under the output root. Serialized as its directory
 /// name (`run_type` in `run_meta.json`).
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {

@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::io::provenance::RunMeta;
+use crate::io::read_csv;
 use crate::io::records::{BatchMetricsRow, BatchRequestRow, RequestMetricsRow, TokenMetricsRow};
 use crate::io::rundir::require_complete;
 use crate::io::schema::{BATCH_METRICS, BATCH_REQUESTS, REQUEST_METRICS, TOKEN_METRICS};
-use crate::io::read_csv;
 use crate::{Error, Result};
 
 use super::interop;

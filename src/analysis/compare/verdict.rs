@@ -695,16 +695,8 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(off.cell(Stat::P50).verdict, CellVerdict::Off);
-        assert_eq!(
-            off.cell(Stat::P90).verdict,
-            CellVerdict::WithinTarget
-        );
-        let ratio = off
-            .cell(Stat::P50)
-            .estimate
-            .as_ref()
-            .unwrap()
-            .noise_ratio;
+        assert_eq!(off.cell(Stat::P90).verdict, CellVerdict::WithinTarget);
+        let ratio = off.cell(Stat::P50).estimate.as_ref().unwrap().noise_ratio;
         assert!((ratio.unwrap() - 2.0).abs() < 0.1, "{ratio:?}");
         assert!(!off.distribution.wasserstein_ms.within_real_range.unwrap());
         let counts = VerdictCounts::of(off.cells.values().map(|c| c.verdict));
@@ -754,10 +746,7 @@ mod tests {
                 CellVerdict::WithinTarget | CellVerdict::Off
             ));
         }
-        assert_eq!(
-            f.cell(Stat::P90).verdict,
-            CellVerdict::WithinTarget
-        );
+        assert_eq!(f.cell(Stat::P90).verdict, CellVerdict::WithinTarget);
         assert_eq!(f.distribution.ks.real_range, None);
         assert_eq!(f.distribution.ks.within_real_range, None);
         let summary = FidelitySummary::of(1, [&f], &settings());
@@ -775,16 +764,8 @@ mod tests {
         other.bootstrap.seed = 43;
         let c = MetricFidelity::assess(Metric::E2e, &samples, &other).unwrap();
         assert_ne!(
-            a.unwrap().cells.p90
-                .estimate
-                .as_ref()
-                .unwrap()
-                .real_ci_ms,
-            c.unwrap().cells.p90
-                .estimate
-                .as_ref()
-                .unwrap()
-                .real_ci_ms
+            a.unwrap().cells.p90.estimate.as_ref().unwrap().real_ci_ms,
+            c.unwrap().cells.p90.estimate.as_ref().unwrap().real_ci_ms
         );
     }
 }
