@@ -16,6 +16,7 @@ use simreal::io::bundle::{
     AttentionRow, AttentionTable, BundleLocation, BundleModelSpec, BundleWriter, MlpRow, MlpTable,
     Op, OpStats, ProfilingMeta, EXTRA_MLP_OPS, PROFILING_META_SCHEMA_VERSION, VIDUR_MLP_OPS,
 };
+use simreal::io::json_schemas::validate;
 use simreal::io::provenance::RunMeta;
 use simreal::io::records::RequestMetricsRow;
 use simreal::io::schema::{
@@ -173,6 +174,25 @@ fn workload_real_vidur_compare_writes_every_file_and_refuses_mismatched_runs() {
     let one: serde_json::Value =
         read_json_validated(derived.join("summary.json"), &CompareSummary::schema()).unwrap();
     assert_eq!(one["fidelity"]["noise_measured"], false);
+    // Fields appended to v1 are optional to readers: a summary from before still validates;
+    // one that lost an original field does not.
+    let schema = CompareSummary::schema();
+    let mut older = one.clone();
+    for appended in ["device_speed", "speed_corrected"] {
+        older["attribution"]
+            .as_object_mut()
+            .unwrap()
+            .remove(appended);
+    }
+    validate(&older, &schema).unwrap();
+    older["attribution"].as_object_mut().unwrap().remove("busy");
+    assert_eq!(
+        validate(&older, &schema).unwrap_err(),
+        (
+            "$.attribution".to_string(),
+            "missing required field `busy`".to_string()
+        )
+    );
     assert!(one["verdict"]
         .as_str()
         .unwrap()
