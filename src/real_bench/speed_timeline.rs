@@ -187,6 +187,11 @@ impl SpeedTimeline {
                     competing_cpu_pct: s.host.competing_pct,
                     run_queue_wait_pct: s.host.wait_pct,
                     load_average_1min: s.load_average_1min,
+                    probe_repeats: s.probe.map(|p| u64::from(p.memory.repeats)),
+                    memory_probe_kept_repeats: s.probe.map(|p| u64::from(p.memory.kept_repeats)),
+                    compute_probe_kept_repeats: s.probe.map(|p| u64::from(p.compute.kept_repeats)),
+                    memory_probe_max_skew: s.probe.map(|p| p.memory.max_skew),
+                    compute_probe_max_skew: s.probe.map(|p| p.compute.max_skew),
                 }
             })
             .collect()
@@ -229,6 +234,8 @@ impl SpeedTimeline {
             max_steal_pct: max_of(|h| h.steal_pct),
             max_competing_cpu_pct: max_of(|h| h.competing_pct),
             max_run_queue_wait_pct: max_of(|h| h.wait_pct),
+            num_unusable_memory_probes: probes.iter().filter(|(_, p)| !p.memory.usable()).count(),
+            num_unusable_compute_probes: probes.iter().filter(|(_, p)| !p.compute.usable()).count(),
         }
     }
 }
@@ -239,7 +246,7 @@ impl Default for SpeedTimeline {
     }
 }
 
-/// Median probe times over some probes.
+/// Median probe times over some probes (`count`: probes taken, usable or not).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct ProbeMedians {
     pub count: usize,
@@ -250,14 +257,18 @@ pub struct ProbeMedians {
 }
 
 impl ProbeMedians {
+    /// Each kind's medians over the probes whose kernel of that kind is usable (a probe the
+    /// host's scheduler disturbed says nothing of the device); `None` when a kind has none.
     fn of(samples: &[&ProbeSample]) -> Option<ProbeMedians> {
         let median = |v: Vec<f64>| quantile::median(&v).ok();
+        let memory: Vec<&&ProbeSample> = samples.iter().filter(|s| s.memory.usable()).collect();
+        let compute: Vec<&&ProbeSample> = samples.iter().filter(|s| s.compute.usable()).collect();
         Some(ProbeMedians {
             count: samples.len(),
-            memory_probe_ns: median(samples.iter().map(|s| s.memory_ns as f64).collect())?,
-            compute_probe_ns: median(samples.iter().map(|s| s.compute_ns as f64).collect())?,
-            memory_gb_per_s: median(samples.iter().map(|s| s.memory_gb_per_s()).collect())?,
-            compute_gflop_per_s: median(samples.iter().map(|s| s.compute_gflop_per_s()).collect())?,
+            memory_probe_ns: median(memory.iter().map(|s| s.memory_ns as f64).collect())?,
+            compute_probe_ns: median(compute.iter().map(|s| s.compute_ns as f64).collect())?,
+            memory_gb_per_s: median(memory.iter().map(|s| s.memory_gb_per_s()).collect())?,
+            compute_gflop_per_s: median(compute.iter().map(|s| s.compute_gflop_per_s()).collect())?,
         })
     }
 }
@@ -276,6 +287,10 @@ pub struct SpeedSummary {
     pub max_steal_pct: Option<f64>,
     pub max_competing_cpu_pct: Option<f64>,
     pub max_run_queue_wait_pct: Option<f64>,
+    /// Probes whose memory (compute) kernel had too few repeats with its threads running
+    /// together to time the device; left out of the medians above.
+    pub num_unusable_memory_probes: usize,
+    pub num_unusable_compute_probes: usize,
 }
 
 #[cfg(test)]
