@@ -258,11 +258,20 @@ pub struct ProbeMedians {
 
 impl ProbeMedians {
     /// Each kind's medians over the probes whose kernel of that kind is usable (a probe the
-    /// host's scheduler disturbed says nothing of the device); `None` when a kind has none.
+    /// host's scheduler disturbed says nothing of the device), over all of them when none
+    /// is (as `DeviceTimeline::median_levels` reads them back); `None` without a probe.
     fn of(samples: &[&ProbeSample]) -> Option<ProbeMedians> {
         let median = |v: Vec<f64>| quantile::median(&v).ok();
-        let memory: Vec<&&ProbeSample> = samples.iter().filter(|s| s.memory.usable()).collect();
-        let compute: Vec<&&ProbeSample> = samples.iter().filter(|s| s.compute.usable()).collect();
+        let usable_or_all = |usable: fn(&ProbeSample) -> bool| {
+            let chosen: Vec<&ProbeSample> = samples.iter().copied().filter(|s| usable(s)).collect();
+            if chosen.is_empty() {
+                samples.to_vec()
+            } else {
+                chosen
+            }
+        };
+        let memory = usable_or_all(|s| s.memory.usable());
+        let compute = usable_or_all(|s| s.compute.usable());
         Some(ProbeMedians {
             count: samples.len(),
             memory_probe_ns: median(memory.iter().map(|s| s.memory_ns as f64).collect())?,
@@ -296,6 +305,7 @@ pub struct SpeedSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::real_bench::device_probe::KernelTiming;
 
     #[test]
     fn rows_are_timed_from_the_origin_and_summarised_by_phase() {
@@ -321,5 +331,36 @@ mod tests {
             t.latest_probe().unwrap().memory_ns as f64,
             s.after.unwrap().memory_probe_ns
         );
+    }
+
+    #[test]
+    fn medians_leave_out_kernels_whose_threads_did_not_run_together() {
+        let kernel = |median_ns: u64, kept_repeats: u32| KernelTiming {
+            median_ns,
+            kept_repeats,
+            repeats: 5,
+            max_skew: if kept_repeats == 5 { 1.0 } else { 2.0 },
+        };
+        let sample = |memory: KernelTiming, compute: KernelTiming| ProbeSample {
+            memory_ns: memory.median_ns,
+            compute_ns: compute.median_ns,
+            memory_bytes: 1_000,
+            compute_flops: 1_000,
+            memory,
+            compute,
+        };
+        // The second probe's compute kernel read half the rate with its threads apart.
+        let (a, b) = (
+            sample(kernel(100, 5), kernel(10, 5)),
+            sample(kernel(100, 5), kernel(20, 1)),
+        );
+        let m = ProbeMedians::of(&[&a, &b]).unwrap();
+        assert_eq!(m.count, 2);
+        assert_eq!((m.memory_probe_ns, m.compute_probe_ns), (100.0, 10.0));
+        assert_eq!(m.compute_gflop_per_s, 100.0);
+        // With no usable one, all of them, so there is a number to show.
+        let m = ProbeMedians::of(&[&b]).unwrap();
+        assert_eq!(m.compute_probe_ns, 20.0);
+        assert_eq!(ProbeMedians::of(&[]), None);
     }
 }
