@@ -126,13 +126,6 @@ pub enum ProbeKind {
 
 impl ProbeKind {
     pub const ALL: [ProbeKind; 2] = [ProbeKind::Memory, ProbeKind::Compute];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            ProbeKind::Memory => "memory",
-            ProbeKind::Compute => "compute",
-        }
-    }
 }
 
 /// One probe of a timeline: what it measured and which of its kernels time the device.
@@ -447,9 +440,16 @@ fn screen(
         ProbeKind::Memory => reference.memory_gb_per_s,
         ProbeKind::Compute => reference.compute_gflop_per_s,
     };
+    // A kind the bundle never measured usably has no reference to scale from: its run
+    // readings neither count nor corroborate (the bundle's count in the screening says why).
+    let bundle_has = |kind: ProbeKind| bundle.unusable_probes(kind) < bundle.probes().len();
+    let bundle_has = [
+        bundle_has(ProbeKind::Memory),
+        bundle_has(ProbeKind::Compute),
+    ];
     // ln(profile ÷ probe rate): > 0 when the device is slower than when profiled.
     let slowdown_ln = |p: &TimelineProbe, kind: ProbeKind| {
-        p.usable(kind).then(|| {
+        (p.usable(kind) && bundle_has[kind as usize]).then(|| {
             (reference_rate(kind).max(f64::MIN_POSITIVE) / p.rate(kind).max(f64::MIN_POSITIVE)).ln()
         })
     };
@@ -463,9 +463,10 @@ fn screen(
             (ProbeKind::Memory, memory_ln, compute_ln),
             (ProbeKind::Compute, compute_ln, memory_ln),
         ] {
-            // A kind the bundle never measured usably has no reference to scale from.
-            let Some(own) = own.filter(|_| bundle.unusable_probes(kind) < bundle.probes().len())
-            else {
+            if !bundle_has[kind as usize] {
+                continue;
+            }
+            let Some(own) = own else {
                 match kind {
                     ProbeKind::Memory => screening.unusable_memory += 1,
                     ProbeKind::Compute => screening.unusable_compute += 1,
@@ -995,6 +996,20 @@ mod tests {
             .sentence()
             .unwrap()
             .contains("1 bundle memory reading left out"));
+        // A bundle without a single usable compute reading gives no reference to scale from:
+        // the run's compute readings are not used, however they read.
+        let unusable = |t: i64| DeviceSpeedRow {
+            compute_probe_kept_repeats: Some(0),
+            ..probe_row(t, 10.0, 100.0)
+        };
+        let bundle = DeviceTimeline::from_rows(&[unusable(0), unusable(1)]).unwrap();
+        let run = DeviceTimeline::from_rows(&[probe_row(0, 5.0, 50.0)]).unwrap();
+        let c = SpeedCorrection::new(&bundle, run, 2, 2);
+        assert_eq!(c.factors_at(0).compute, 1.0);
+        // Nor does it corroborate the memory reading, which is capped.
+        assert!((c.factors_at(0).memory - MAX_UNCORROBORATED_FACTOR).abs() < 1e-12);
+        assert_eq!(c.screening().bundle_unusable_compute, 2);
+        assert_eq!(c.screening().unusable_compute, 0);
     }
 
     #[test]
