@@ -348,6 +348,40 @@ pub struct DeviceSpeedRow {
     #[serde(default)]
     pub run_queue_wait_pct: Option<f64>,
     pub load_average_1min: Option<f64>,
+    // Appended with probe version 3; empty in older files, whose probes count as usable.
+    #[serde(default)]
+    pub probe_repeats: Option<u64>,
+    #[serde(default)]
+    pub memory_probe_kept_repeats: Option<u64>,
+    #[serde(default)]
+    pub compute_probe_kept_repeats: Option<u64>,
+    #[serde(default)]
+    pub memory_probe_max_skew: Option<f64>,
+    #[serde(default)]
+    pub compute_probe_max_skew: Option<f64>,
+}
+
+impl DeviceSpeedRow {
+    /// Whether the row's memory probe times the device ([`probe_kind_usable`]).
+    pub fn memory_probe_usable(&self) -> bool {
+        probe_kind_usable(self.memory_probe_kept_repeats, self.probe_repeats)
+    }
+
+    /// Whether the row's compute probe times the device ([`probe_kind_usable`]).
+    pub fn compute_probe_usable(&self) -> bool {
+        probe_kind_usable(self.compute_probe_kept_repeats, self.probe_repeats)
+    }
+}
+
+/// Whether a probe kernel's median times the device: a majority of its repeats had their
+/// threads run together. When most were disturbed, the host's scheduler was in the way for
+/// the whole probe and the few repeats left are the lucky ones, not the device's speed.
+/// Probes recorded before the repeats were screened (no counts) stay usable.
+pub fn probe_kind_usable(kept_repeats: Option<u64>, repeats: Option<u64>) -> bool {
+    match (kept_repeats, repeats) {
+        (Some(kept), Some(repeats)) => 2 * kept > repeats,
+        _ => true,
+    }
 }
 
 /// `batch_requests.csv`
@@ -443,9 +477,50 @@ mod tests {
                 competing_cpu_pct: None,
                 run_queue_wait_pct: None,
                 load_average_1min: None,
+                probe_repeats: Some(5),
+                memory_probe_kept_repeats: Some(5),
+                compute_probe_kept_repeats: Some(2),
+                memory_probe_max_skew: Some(1.0),
+                compute_probe_max_skew: Some(2.0),
             },
             &schema::DEVICE_SPEED,
         );
+    }
+
+    #[test]
+    fn a_probe_kind_is_usable_when_most_repeats_ran_together_or_nothing_says_otherwise() {
+        assert!(probe_kind_usable(Some(3), Some(5)));
+        assert!(probe_kind_usable(Some(5), Some(5)));
+        assert!(!probe_kind_usable(Some(2), Some(5)));
+        assert!(!probe_kind_usable(Some(0), Some(5)));
+        // Files written before the repeats were screened.
+        assert!(probe_kind_usable(None, None));
+        assert!(probe_kind_usable(Some(0), None));
+    }
+
+    #[test]
+    fn device_speed_files_without_the_screening_columns_still_read() {
+        let dir = std::env::temp_dir().join(format!("simreal-oldspeed-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(schema::DEVICE_SPEED.file_name);
+        // The header of files written by probe version 2.
+        std::fs::write(
+            &path,
+            "sample_id,time_ns,phase,memory_probe_ns,compute_probe_ns,memory_gb_per_s,\
+             compute_gflop_per_s,steal_pct,competing_cpu_pct,run_queue_wait_pct,load_average_1min\n\
+             0,-5,before,6000000,1700000,11.1,225.0,,,,0.5\n\
+             1,7,busy,,,,,0.0,3.0,1.0,0.5\n",
+        )
+        .unwrap();
+        let rows: Vec<DeviceSpeedRow> = crate::io::read_csv(&path, &schema::DEVICE_SPEED).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].compute_gflop_per_s, Some(225.0));
+        assert_eq!(
+            (rows[0].probe_repeats, rows[0].compute_probe_kept_repeats),
+            (None, None)
+        );
+        assert!(rows[0].memory_probe_usable() && rows[0].compute_probe_usable());
     }
 
     #[test]

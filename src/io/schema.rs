@@ -708,13 +708,13 @@ pub static DEVICE_SPEED: CsvSchema = CsvSchema {
             "memory_probe_ns",
             U64,
             "ns",
-            "median time of the memory-bound kernel (a 32 MiB read from DRAM on every thread); empty for `busy` rows",
+            "median time of the memory-bound kernel (a 64 MiB read from DRAM shared by every thread; since probe version 3 the slowest thread's own span, over the repeats kept); empty for `busy` rows",
         ),
         col_null(
             "compute_probe_ns",
             U64,
             "ns",
-            "median time of the compute-bound kernel (FMA chains on every thread); empty for `busy` rows",
+            "median time of the compute-bound kernel (FMA chains on every thread; since probe version 3 the slowest thread's own span, over the repeats kept); empty for `busy` rows",
         ),
         col_null(
             "memory_gb_per_s",
@@ -751,6 +751,36 @@ pub static DEVICE_SPEED: CsvSchema = CsvSchema {
             F64,
             "",
             "/proc/loadavg 1-minute load average when sampled",
+        ),
+        opt(
+            "probe_repeats",
+            U64,
+            "",
+            "timed repeats of each probe kernel (5); empty for `busy` rows and in files written before probe version 3",
+        ),
+        opt(
+            "memory_probe_kept_repeats",
+            U64,
+            "",
+            "memory-kernel repeats whose threads ran together (first thread start to last thread end at most 1.25 × the longest time one thread ran), of `probe_repeats`; `memory_probe_ns` is their median (of all repeats when none was kept); the probe times the device only when most were kept (otherwise the host's scheduler, not the device, set its time); empty where `probe_repeats` is",
+        ),
+        opt(
+            "compute_probe_kept_repeats",
+            U64,
+            "",
+            "compute-kernel repeats whose threads ran together, of `probe_repeats` (as `memory_probe_kept_repeats`); `compute_probe_ns` is their median",
+        ),
+        opt(
+            "memory_probe_max_skew",
+            F64,
+            "",
+            "largest skew over the memory kernel's repeats: its threads' joint span ÷ the longest time one thread ran (its CPU time where known); 1 = they ran together, 2 on two threads = one ran while the other waited",
+        ),
+        opt(
+            "compute_probe_max_skew",
+            F64,
+            "",
+            "largest skew over the compute kernel's repeats (as `memory_probe_max_skew`)",
         ),
     ],
 };

@@ -12,16 +12,25 @@
 //! from different runs, processes and commits compare directly: a ratio of two memory probes
 //! is how much slower the device streamed memory, whatever the workload did.
 //!
+//! Each thread times its own share ([`ThreadSpan`]). A repeat whose threads did not run
+//! together — one started late or was descheduled midway, so the broadcast took much longer
+//! than any one thread computed — measured the host's scheduler, not the device, and is left
+//! out of the median ([`RepeatTiming::kept`]); a kernel with too few repeats left is marked
+//! unusable ([`crate::io::records::probe_kind_usable`]) and the speed correction skips it.
+//!
 //! Also here: the host's CPU time stolen by the hypervisor ([`HostCpuTimes`], from
 //! `/proc/stat`) and the process's own CPU time ([`process_cpu_time_ns`]), which the real
 //! engine records per iteration next to wall time.
 
 use std::time::Instant;
 
+use crate::io::records::probe_kind_usable;
 use crate::{Error, Result};
 
 /// Version of the probe's kernels and sizes; probes of different versions do not compare.
-pub const PROBE_VERSION: u32 = 2;
+/// 3: a repeat's time is its slowest thread's own span (was the whole broadcast's), and
+/// repeats whose threads did not run together are left out of the median.
+pub const PROBE_VERSION: u32 = 3;
 
 /// Bytes each memory probe reads.
 const MEMORY_WINDOW_BYTES: usize = 64 << 20;
@@ -32,7 +41,110 @@ const COMPUTE_CHAINS: usize = 12;
 /// Lanes per chain (one AVX2 register of f32).
 const COMPUTE_LANES: usize = 8;
 /// Timed repeats of each kernel per probe; the median is kept.
-const PROBE_REPEATS: usize = 5;
+pub const PROBE_REPEATS: usize = 5;
+/// A repeat is kept when its threads' joint span (first start to last end) is at most this
+/// many times the longest time any one thread ran. Each thread does the same work, so
+/// threads that ran together give ≈ 1; one that was not scheduled for the other's whole
+/// kernel gives ≈ 2 on two threads — the "half rate" that is the host's scheduler, not the
+/// device. 1.25 leaves room for a thread woken a little late (a fraction of a millisecond
+/// against kernels of 2–6 ms).
+pub const MAX_REPEAT_SKEW: f64 = 1.25;
+
+/// When one thread ran its share of a repeat, ns from the repeat's start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThreadSpan {
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// The thread's CPU time over its span, where the OS reports it (Linux): less than the
+    /// span when the thread was descheduled (or its vCPU stolen) in between.
+    pub cpu_ns: Option<u64>,
+}
+
+impl ThreadSpan {
+    /// Its own span, ns.
+    pub fn span_ns(&self) -> u64 {
+        self.end_ns.saturating_sub(self.start_ns)
+    }
+
+    /// How long it actually ran, ns: its CPU time where known (at most its span), else its span.
+    pub fn running_ns(&self) -> u64 {
+        let span = self.span_ns();
+        self.cpu_ns.map_or(span, |cpu| cpu.min(span))
+    }
+}
+
+/// One repeat of a kernel as its threads saw it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RepeatTiming {
+    /// The slowest thread's own span, ns: the repeat's time (its rate is the work ÷ this).
+    pub slowest_thread_ns: u64,
+    /// The threads' joint span (first start to last end) ÷ the longest time one of them ran:
+    /// ≈ 1 when they ran together.
+    pub skew: f64,
+}
+
+impl RepeatTiming {
+    /// From each thread's span; `None` without a thread. Pure, so the rule is testable
+    /// without timing anything.
+    pub fn of(spans: &[ThreadSpan]) -> Option<RepeatTiming> {
+        let first_start = spans.iter().map(|s| s.start_ns).min()?;
+        let last_end = spans.iter().map(|s| s.end_ns).max()?;
+        let slowest_thread_ns = spans.iter().map(ThreadSpan::span_ns).max()?;
+        let longest_running_ns = spans.iter().map(ThreadSpan::running_ns).max()?;
+        Some(RepeatTiming {
+            slowest_thread_ns,
+            skew: last_end.saturating_sub(first_start) as f64 / longest_running_ns.max(1) as f64,
+        })
+    }
+
+    /// Whether the threads ran together ([`MAX_REPEAT_SKEW`]); only such repeats time the device.
+    pub fn kept(&self) -> bool {
+        self.skew <= MAX_REPEAT_SKEW
+    }
+}
+
+/// One kernel's repeats summarised: the median time of those kept and how many were.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KernelTiming {
+    /// Median [`RepeatTiming::slowest_thread_ns`] of the kept repeats (of all when none was
+    /// kept, for the record; [`KernelTiming::usable`] then says not to use it), ns.
+    pub median_ns: u64,
+    /// Repeats kept, of [`KernelTiming::repeats`].
+    pub kept_repeats: u32,
+    pub repeats: u32,
+    /// The largest skew over the repeats (1 = every repeat's threads ran together).
+    pub max_skew: f64,
+}
+
+impl KernelTiming {
+    /// From the repeats; `None` without one.
+    pub fn of(repeats: &[RepeatTiming]) -> Option<KernelTiming> {
+        let mut kept: Vec<u64> = repeats
+            .iter()
+            .filter(|r| r.kept())
+            .map(|r| r.slowest_thread_ns)
+            .collect();
+        let kept_repeats = kept.len();
+        if kept.is_empty() {
+            kept = repeats.iter().map(|r| r.slowest_thread_ns).collect();
+        }
+        kept.sort_unstable();
+        Some(KernelTiming {
+            median_ns: *kept.get(kept.len() / 2)?,
+            kept_repeats: u32::try_from(kept_repeats).unwrap_or(u32::MAX),
+            repeats: u32::try_from(repeats.len()).unwrap_or(u32::MAX),
+            max_skew: repeats.iter().map(|r| r.skew).fold(1.0, f64::max),
+        })
+    }
+
+    /// Whether enough repeats were kept for the median to time the device.
+    pub fn usable(&self) -> bool {
+        probe_kind_usable(
+            Some(u64::from(self.kept_repeats)),
+            Some(u64::from(self.repeats)),
+        )
+    }
+}
 
 /// One probe of the device: median kernel times and the rates they imply.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -45,6 +157,10 @@ pub struct ProbeSample {
     pub memory_bytes: u64,
     /// Floating-point operations the compute kernel did (all threads).
     pub compute_flops: u64,
+    /// How the memory kernel's repeats ran (`memory_ns` is its median).
+    pub memory: KernelTiming,
+    /// How the compute kernel's repeats ran (`compute_ns` is its median).
+    pub compute: KernelTiming,
 }
 
 impl ProbeSample {
@@ -93,50 +209,101 @@ impl DeviceProbe {
         self.threads
     }
 
-    /// Times each kernel [`PROBE_REPEATS`] times, interleaved, and returns the medians.
+    /// Times each kernel [`PROBE_REPEATS`] times, interleaved, and returns the medians of
+    /// the repeats whose threads ran together.
     pub fn measure(&mut self) -> ProbeSample {
-        let mut memory = [0u64; PROBE_REPEATS];
-        let mut compute = [0u64; PROBE_REPEATS];
-        for i in 0..PROBE_REPEATS {
-            memory[i] = self.memory_once();
-            compute[i] = self.compute_once();
+        let mut memory = Vec::with_capacity(PROBE_REPEATS);
+        let mut compute = Vec::with_capacity(PROBE_REPEATS);
+        for _ in 0..PROBE_REPEATS {
+            memory.extend(self.memory_once());
+            compute.extend(self.compute_once());
         }
-        memory.sort_unstable();
-        compute.sort_unstable();
+        // A pool always has a thread, so each kernel has its repeats; the fallback only
+        // keeps this free of panics.
+        let none = KernelTiming {
+            median_ns: 0,
+            kept_repeats: 0,
+            repeats: 0,
+            max_skew: 1.0,
+        };
+        let memory = KernelTiming::of(&memory).unwrap_or(none);
+        let compute = KernelTiming::of(&compute).unwrap_or(none);
         ProbeSample {
-            memory_ns: memory[PROBE_REPEATS / 2],
-            compute_ns: compute[PROBE_REPEATS / 2],
+            memory_ns: memory.median_ns,
+            compute_ns: compute.median_ns,
             memory_bytes: PROBE_MEMORY_BYTES,
             compute_flops: self.threads as u64 * PROBE_FLOPS_PER_THREAD,
+            memory,
+            compute,
         }
     }
 
     /// One memory-bound kernel: flush the window from the caches, then read it with every
-    /// thread (a contiguous share each), timed from the first read to the last thread's end.
-    fn memory_once(&mut self) -> u64 {
+    /// thread (a contiguous share each), each thread timing its own share.
+    fn memory_once(&mut self) -> Option<RepeatTiming> {
         flush_from_caches(&self.window);
         let threads = self.threads;
         let share = self.window.len().div_ceil(threads);
         let window = &self.window;
-        let start = Instant::now();
-        let sums = rayon::broadcast(|ctx| {
+        let origin = Instant::now();
+        let out = rayon::broadcast(|ctx| {
             let first = (ctx.index() * share).min(window.len());
             let last = (first + share).min(window.len());
-            sum_f32(&window[first..last])
+            timed_share(origin, || sum_f32(&window[first..last]))
         });
-        let ns = start.elapsed().as_nanos() as u64;
-        std::hint::black_box(sums);
-        ns
+        let spans: Vec<ThreadSpan> = out.iter().map(|(span, _)| *span).collect();
+        std::hint::black_box(out);
+        RepeatTiming::of(&spans)
     }
 
-    /// One compute-bound kernel: FMA chains on registers on every thread.
-    fn compute_once(&mut self) -> u64 {
-        let start = Instant::now();
-        let out = rayon::broadcast(|ctx| fma_chains(COMPUTE_ITERATIONS_PER_THREAD, ctx.index()));
-        let ns = start.elapsed().as_nanos() as u64;
+    /// One compute-bound kernel: FMA chains on registers on every thread, each timing its own.
+    fn compute_once(&mut self) -> Option<RepeatTiming> {
+        let origin = Instant::now();
+        let out = rayon::broadcast(|ctx| {
+            timed_share(origin, || {
+                fma_chains(COMPUTE_ITERATIONS_PER_THREAD, ctx.index())
+            })
+        });
+        let spans: Vec<ThreadSpan> = out.iter().map(|(span, _)| *span).collect();
         std::hint::black_box(out);
-        ns
+        RepeatTiming::of(&spans)
     }
+}
+
+/// Runs one thread's share `f`, timed on that thread (wall from `origin`, and CPU time).
+fn timed_share<T>(origin: Instant, f: impl FnOnce() -> T) -> (ThreadSpan, T) {
+    let cpu_before = thread_cpu_time_ns();
+    let start = origin.elapsed();
+    let value = f();
+    let end = origin.elapsed();
+    let cpu_ns = thread_cpu_time_ns()
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
+    let ns = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    (
+        ThreadSpan {
+            start_ns: ns(start),
+            end_ns: ns(end),
+            cpu_ns,
+        },
+        value,
+    )
+}
+
+/// CPU time the calling thread has used, ns (`CLOCK_THREAD_CPUTIME_ID`); `None` if unsupported.
+fn thread_cpu_time_ns() -> Option<u64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write into; the clock id is a constant.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    (rc == 0).then(|| {
+        u64::try_from(ts.tv_sec)
+            .unwrap_or(0)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::try_from(ts.tv_nsec).unwrap_or(0))
+    })
 }
 
 impl Default for DeviceProbe {
@@ -431,6 +598,105 @@ mod tests {
         );
         assert_eq!(PROBE_FLOPS_PER_THREAD, COMPUTE_ITERATIONS_PER_THREAD * 192);
         assert!(s.memory_gb_per_s() > 0.0 && s.compute_gflop_per_s() > 0.0);
+        // Every repeat is accounted for; how many were kept depends on the host.
+        for k in [s.memory, s.compute] {
+            assert_eq!(k.repeats as usize, PROBE_REPEATS);
+            assert!(k.kept_repeats <= k.repeats);
+            assert!(k.max_skew >= 1.0);
+        }
+    }
+
+    fn span(start_ns: u64, end_ns: u64, cpu_ns: Option<u64>) -> ThreadSpan {
+        ThreadSpan {
+            start_ns,
+            end_ns,
+            cpu_ns,
+        }
+    }
+
+    #[test]
+    fn a_repeat_is_kept_only_when_its_threads_ran_together() {
+        // Both threads ran the whole kernel, one woken 20 µs late.
+        let r = RepeatTiming::of(&[
+            span(0, 1_750_000, Some(1_749_000)),
+            span(20_000, 1_770_000, Some(1_750_000)),
+        ])
+        .unwrap();
+        assert_eq!(r.slowest_thread_ns, 1_750_000);
+        assert!(r.kept() && r.skew < 1.02, "{r:?}");
+        // The second thread ran only once the first had finished (one vCPU for both): the
+        // broadcast took twice a thread's time, the "half rate" of the diagnosed runs.
+        let r = RepeatTiming::of(&[
+            span(0, 1_750_000, Some(1_750_000)),
+            span(1_750_000, 3_500_000, Some(1_750_000)),
+        ])
+        .unwrap();
+        assert_eq!(r.slowest_thread_ns, 1_750_000, "each thread's own time");
+        assert!(!r.kept() && (r.skew - 2.0).abs() < 1e-9, "{r:?}");
+        // Descheduled halfway through its share: its span is long but it ran half of it.
+        let r = RepeatTiming::of(&[
+            span(0, 3_500_000, Some(1_750_000)),
+            span(0, 1_750_000, Some(1_750_000)),
+        ])
+        .unwrap();
+        assert!(!r.kept() && (r.skew - 2.0).abs() < 1e-9, "{r:?}");
+        // A thread that ran the whole time but computed slower is the device: kept, and
+        // its time is the repeat's.
+        let r = RepeatTiming::of(&[
+            span(0, 1_750_000, Some(1_750_000)),
+            span(0, 3_500_000, Some(3_500_000)),
+        ])
+        .unwrap();
+        assert!(r.kept() && (r.skew - 1.0).abs() < 1e-9, "{r:?}");
+        assert_eq!(r.slowest_thread_ns, 3_500_000);
+        // Without CPU times (not Linux) the spans alone decide.
+        let r = RepeatTiming::of(&[span(0, 1_000, None), span(100, 1_100, None)]).unwrap();
+        assert!(r.kept() && (r.skew - 1.1).abs() < 1e-9, "{r:?}");
+        let r = RepeatTiming::of(&[span(0, 1_000, None), span(1_000, 2_000, None)]).unwrap();
+        assert!(!r.kept());
+        // Just inside and just outside the bound.
+        let at = |joint_ns: u64| {
+            RepeatTiming::of(&[span(0, 1_000, None), span(joint_ns - 1_000, joint_ns, None)])
+                .unwrap()
+                .kept()
+        };
+        assert!(at(1_250) && !at(1_251));
+        assert_eq!(RepeatTiming::of(&[]), None);
+    }
+
+    #[test]
+    fn a_kernel_is_the_median_of_its_kept_repeats_and_usable_when_most_were_kept() {
+        let repeat = |slowest_thread_ns: u64, skew: f64| RepeatTiming {
+            slowest_thread_ns,
+            skew,
+        };
+        let k = KernelTiming::of(&[
+            repeat(100, 1.0),
+            repeat(50, 2.0),
+            repeat(110, 1.1),
+            repeat(90, 1.0),
+            repeat(40, 1.9),
+        ])
+        .unwrap();
+        assert_eq!((k.median_ns, k.kept_repeats, k.repeats), (100, 3, 5));
+        assert_eq!(k.max_skew, 2.0);
+        assert!(k.usable());
+        // Two of five kept: recorded, not usable.
+        let k = KernelTiming::of(&[
+            repeat(100, 1.0),
+            repeat(50, 2.0),
+            repeat(110, 1.1),
+            repeat(45, 2.0),
+            repeat(40, 1.9),
+        ])
+        .unwrap();
+        assert_eq!((k.median_ns, k.kept_repeats), (110, 2));
+        assert!(!k.usable());
+        // None kept: the median of all, for the record.
+        let k = KernelTiming::of(&[repeat(50, 2.0), repeat(40, 2.0), repeat(45, 1.5)]).unwrap();
+        assert_eq!((k.median_ns, k.kept_repeats, k.repeats), (45, 0, 3));
+        assert!(!k.usable());
+        assert_eq!(KernelTiming::of(&[]), None);
     }
 
     #[test]

@@ -187,6 +187,11 @@ impl SpeedTimeline {
                     competing_cpu_pct: s.host.competing_pct,
                     run_queue_wait_pct: s.host.wait_pct,
                     load_average_1min: s.load_average_1min,
+                    probe_repeats: s.probe.map(|p| u64::from(p.memory.repeats)),
+                    memory_probe_kept_repeats: s.probe.map(|p| u64::from(p.memory.kept_repeats)),
+                    compute_probe_kept_repeats: s.probe.map(|p| u64::from(p.compute.kept_repeats)),
+                    memory_probe_max_skew: s.probe.map(|p| p.memory.max_skew),
+                    compute_probe_max_skew: s.probe.map(|p| p.compute.max_skew),
                 }
             })
             .collect()
@@ -229,6 +234,8 @@ impl SpeedTimeline {
             max_steal_pct: max_of(|h| h.steal_pct),
             max_competing_cpu_pct: max_of(|h| h.competing_pct),
             max_run_queue_wait_pct: max_of(|h| h.wait_pct),
+            num_unusable_memory_probes: probes.iter().filter(|(_, p)| !p.memory.usable()).count(),
+            num_unusable_compute_probes: probes.iter().filter(|(_, p)| !p.compute.usable()).count(),
         }
     }
 }
@@ -239,7 +246,7 @@ impl Default for SpeedTimeline {
     }
 }
 
-/// Median probe times over some probes.
+/// Median probe times over some probes (`count`: probes taken, usable or not).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct ProbeMedians {
     pub count: usize,
@@ -250,14 +257,27 @@ pub struct ProbeMedians {
 }
 
 impl ProbeMedians {
+    /// Each kind's medians over the probes whose kernel of that kind is usable (a probe the
+    /// host's scheduler disturbed says nothing of the device), over all of them when none
+    /// is (as `DeviceTimeline::median_levels` reads them back); `None` without a probe.
     fn of(samples: &[&ProbeSample]) -> Option<ProbeMedians> {
         let median = |v: Vec<f64>| quantile::median(&v).ok();
+        let usable_or_all = |usable: fn(&ProbeSample) -> bool| {
+            let chosen: Vec<&ProbeSample> = samples.iter().copied().filter(|s| usable(s)).collect();
+            if chosen.is_empty() {
+                samples.to_vec()
+            } else {
+                chosen
+            }
+        };
+        let memory = usable_or_all(|s| s.memory.usable());
+        let compute = usable_or_all(|s| s.compute.usable());
         Some(ProbeMedians {
             count: samples.len(),
-            memory_probe_ns: median(samples.iter().map(|s| s.memory_ns as f64).collect())?,
-            compute_probe_ns: median(samples.iter().map(|s| s.compute_ns as f64).collect())?,
-            memory_gb_per_s: median(samples.iter().map(|s| s.memory_gb_per_s()).collect())?,
-            compute_gflop_per_s: median(samples.iter().map(|s| s.compute_gflop_per_s()).collect())?,
+            memory_probe_ns: median(memory.iter().map(|s| s.memory_ns as f64).collect())?,
+            compute_probe_ns: median(compute.iter().map(|s| s.compute_ns as f64).collect())?,
+            memory_gb_per_s: median(memory.iter().map(|s| s.memory_gb_per_s()).collect())?,
+            compute_gflop_per_s: median(compute.iter().map(|s| s.compute_gflop_per_s()).collect())?,
         })
     }
 }
@@ -276,11 +296,16 @@ pub struct SpeedSummary {
     pub max_steal_pct: Option<f64>,
     pub max_competing_cpu_pct: Option<f64>,
     pub max_run_queue_wait_pct: Option<f64>,
+    /// Probes whose memory (compute) kernel had too few repeats with its threads running
+    /// together to time the device; left out of the medians above.
+    pub num_unusable_memory_probes: usize,
+    pub num_unusable_compute_probes: usize,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::real_bench::device_probe::KernelTiming;
 
     #[test]
     fn rows_are_timed_from_the_origin_and_summarised_by_phase() {
@@ -306,5 +331,36 @@ mod tests {
             t.latest_probe().unwrap().memory_ns as f64,
             s.after.unwrap().memory_probe_ns
         );
+    }
+
+    #[test]
+    fn medians_leave_out_kernels_whose_threads_did_not_run_together() {
+        let kernel = |median_ns: u64, kept_repeats: u32| KernelTiming {
+            median_ns,
+            kept_repeats,
+            repeats: 5,
+            max_skew: if kept_repeats == 5 { 1.0 } else { 2.0 },
+        };
+        let sample = |memory: KernelTiming, compute: KernelTiming| ProbeSample {
+            memory_ns: memory.median_ns,
+            compute_ns: compute.median_ns,
+            memory_bytes: 1_000,
+            compute_flops: 1_000,
+            memory,
+            compute,
+        };
+        // The second probe's compute kernel read half the rate with its threads apart.
+        let (a, b) = (
+            sample(kernel(100, 5), kernel(10, 5)),
+            sample(kernel(100, 5), kernel(20, 1)),
+        );
+        let m = ProbeMedians::of(&[&a, &b]).unwrap();
+        assert_eq!(m.count, 2);
+        assert_eq!((m.memory_probe_ns, m.compute_probe_ns), (100.0, 10.0));
+        assert_eq!(m.compute_gflop_per_s, 100.0);
+        // With no usable one, all of them, so there is a number to show.
+        let m = ProbeMedians::of(&[&b]).unwrap();
+        assert_eq!(m.compute_probe_ns, 20.0);
+        assert_eq!(ProbeMedians::of(&[]), None);
     }
 }

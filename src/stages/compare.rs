@@ -476,6 +476,7 @@ pub fn run_with(job: &Job, replay: Option<&dyn ExecutionTimePredictor>) -> Resul
             Some(_) => sim_speed_correction(&sim, &reals[0])?,
             None => None,
         };
+        let screening_note = correction.as_ref().and_then(|c| c.screening().sentence());
         let corrected = replay
             .zip(correction)
             .map(|(p, c)| SpeedCorrectedPredictor::new(p, c));
@@ -491,6 +492,7 @@ pub fn run_with(job: &Job, replay: Option<&dyn ExecutionTimePredictor>) -> Resul
             &VerdictSettings::of(&cfg.compare),
         )?;
         comparison.results.notes.extend(replay_note);
+        comparison.results.notes.extend(screening_note);
         comparison.results.cross_device = cross_device;
         let size = FigureSize {
             width_px: cfg.compare.figure_width_px,

@@ -468,8 +468,16 @@ impl<'a> ServeMonitor<'a> {
             ),
             _ => format!("{name} {rate:.1} {unit}"),
         };
+        // A kernel the host's scheduler disturbed is shown, but flagged: it is not the device.
+        let flag = |usable: bool| {
+            if usable {
+                ""
+            } else {
+                " (threads not run together)"
+            }
+        };
         format!(
-            "probe {:.0} s ago: {}, {}",
+            "probe {:.0} s ago: {}{}, {}{}",
             age.as_secs_f64(),
             part(
                 "memory",
@@ -477,12 +485,14 @@ impl<'a> ServeMonitor<'a> {
                 p.memory_gb_per_s(),
                 self.reference.map(|r| r.memory_gb_per_s)
             ),
+            flag(p.memory.usable()),
             part(
                 "compute",
                 "GFLOP/s",
                 p.compute_gflop_per_s(),
                 self.reference.map(|r| r.compute_gflop_per_s)
-            )
+            ),
+            flag(p.compute.usable())
         )
     }
 }

@@ -26,7 +26,9 @@ use crate::io::{read_csv, stable_id, write_atomic, write_json};
 use crate::stages::bundle::{check_bundle_for_real_run, configured_bundle_dir, load_bundle};
 use crate::stages::vidur::bundle_predictor;
 use crate::stages::Job;
-use crate::vidur_ext::device_speed::{DeviceSpeed, SpeedCorrectedPredictor, SpeedCorrection};
+use crate::vidur_ext::device_speed::{
+    DeviceSpeed, ProbeScreening, SpeedCorrectedPredictor, SpeedCorrection,
+};
 use crate::vidur_ext::predictor::{
     replay_batches, ErrorStats, ExecutionTimePredictor, ReplayIteration, ReplayReport, RequestShape,
 };
@@ -147,10 +149,11 @@ pub fn write_replay(
     predictor: &dyn ExecutionTimePredictor,
     iterations: &[ReplayIteration],
     report: &ReplayReport,
-    corrected: Option<&ReplayReport>,
+    corrected: Option<(&ReplayReport, &ProbeScreening)>,
     inputs: serde_json::Value,
     speed: Option<&(DeviceSpeed, SpeedAdjusted)>,
 ) -> Result<()> {
+    let (corrected, screening) = corrected.unzip();
     let mut header: Vec<String> = REPLAY_COLUMNS.iter().map(|c| c.to_string()).collect();
     for op in replay_ops() {
         header.push(format!("measured_{op}_ns"));
@@ -205,6 +208,8 @@ pub fn write_replay(
         /// The same replay with every prediction scaled to the run's device speed over time
         /// (probes and host load only; see `vidur_ext::device_speed`).
         speed_corrected: Option<&'a crate::vidur_ext::predictor::ReplaySummary>,
+        /// What the correction skipped or capped of the probes, and why.
+        speed_correction_probes: Option<&'a ProbeScreening>,
         device_speed: Option<&'a DeviceSpeed>,
         speed_adjusted: Option<&'a SpeedAdjusted>,
     }
@@ -214,6 +219,7 @@ pub fn write_replay(
             inputs,
             summary: &report.summary,
             speed_corrected: corrected.map(|c| &c.summary),
+            speed_correction_probes: screening,
             device_speed: speed.map(|s| &s.0),
             speed_adjusted: speed.map(|s| &s.1),
         },
@@ -303,8 +309,9 @@ pub fn run(job: &Job) -> Result<PathBuf> {
     let correction = SpeedCorrection::between(cfg, &bundle_dir, &real_run)?;
     let corrected = correction
         .map(|c| {
+            let screening = *c.screening();
             let p = SpeedCorrectedPredictor::new(predictor.as_ref(), c);
-            replay_batches(&p, &iterations)
+            replay_batches(&p, &iterations).map(|r| (r, screening))
         })
         .transpose()?;
     let inputs_json = json!({
@@ -325,7 +332,7 @@ pub fn run(job: &Job) -> Result<PathBuf> {
             predictor.as_ref(),
             &iterations,
             &report,
-            corrected.as_ref(),
+            corrected.as_ref().map(|(r, s)| (r, s)),
             inputs_json,
             speed.as_ref(),
         )
@@ -346,7 +353,10 @@ pub fn run(job: &Job) -> Result<PathBuf> {
             a.duration.as_ref().map_or(f64::NAN, |d| d.median_abs_pct)
         );
     }
-    if let Some(c) = &corrected {
+    if let Some(sentence) = corrected.as_ref().and_then(|(_, s)| s.sentence()) {
+        eprintln!("{sentence}");
+    }
+    if let Some((c, _)) = &corrected {
         eprintln!(
             "corrected for the device's speed (probes and host load): total {:+.2}%, \
              per-iteration |error| median {:.2}% p90 {:.2}%",

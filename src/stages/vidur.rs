@@ -197,11 +197,11 @@ fn load_predictor(
     let cfg = &job.config;
     if cfg.vidur.predictor == PredictorKind::VidurTables {
         let (predictor, source) = load_tables_predictor(cfg, notes)?;
-        return speed_corrected(job, predictor, source);
+        return speed_corrected(job, predictor, source, notes);
     }
     let (bundle, source) = load_bundle(job, notes)?;
     let predictor = bundle_predictor(cfg, &bundle, source.cpu_overheads_charged)?;
-    speed_corrected(job, predictor, source)
+    speed_corrected(job, predictor, source, notes)
 }
 
 /// Wraps the predictor in the correction to the real run's device speed when
@@ -210,6 +210,7 @@ fn speed_corrected(
     job: &Job,
     predictor: Box<dyn ExecutionTimePredictor>,
     mut source: PredictorSource,
+    notes: &mut Vec<String>,
 ) -> Result<(Box<dyn ExecutionTimePredictor>, PredictorSource)> {
     let cfg = &job.config;
     let Some(real_run) = cfg.device_speed_run_dir()? else {
@@ -236,6 +237,7 @@ fn speed_corrected(
             ),
         )
     })?;
+    notes.extend(correction.screening().sentence());
     source.device_speed_of = Some(real_run);
     Ok((
         Box::new(SpeedCorrectedPredictor::new(predictor, correction)),

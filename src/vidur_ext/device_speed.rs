@@ -118,11 +118,52 @@ impl HostLoad {
 /// far outside what any prediction can be trusted for).
 const MIN_AVAILABLE: f64 = 0.1;
 
+/// The two kinds of calibration probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeKind {
+    Memory,
+    Compute,
+}
+
+impl ProbeKind {
+    pub const ALL: [ProbeKind; 2] = [ProbeKind::Memory, ProbeKind::Compute];
+}
+
+/// One probe of a timeline: what it measured and which of its kernels time the device.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct TimelineProbe {
+    pub time_ns: i64,
+    pub levels: ProbeLevels,
+    /// Whether each kernel's median times the device (most of its repeats had their threads
+    /// run together; [`DeviceSpeedRow::memory_probe_usable`]). Always true in files written
+    /// before the probe screened its repeats.
+    pub memory_usable: bool,
+    pub compute_usable: bool,
+}
+
+impl TimelineProbe {
+    pub fn usable(&self, kind: ProbeKind) -> bool {
+        match kind {
+            ProbeKind::Memory => self.memory_usable,
+            ProbeKind::Compute => self.compute_usable,
+        }
+    }
+
+    /// The kernel's rate: GB/s for memory, GFLOP/s for compute.
+    pub fn rate(&self, kind: ProbeKind) -> f64 {
+        match kind {
+            ProbeKind::Memory => self.levels.memory_gb_per_s,
+            ProbeKind::Compute => self.levels.compute_gflop_per_s,
+        }
+    }
+}
+
 /// A stage's device-speed timeline, read back from its `device_speed.csv`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeviceTimeline {
-    /// `(time_ns, levels)` of every probe, in time order.
-    probes: Vec<(i64, ProbeLevels)>,
+    /// Every probe, usable or not, in time order.
+    probes: Vec<TimelineProbe>,
     /// `(time_ns, load)` of every sample with host counters: each describes the interval
     /// since the previous sample.
     host: Vec<(i64, HostLoad)>,
@@ -133,18 +174,20 @@ impl DeviceTimeline {
     pub fn from_rows(rows: &[DeviceSpeedRow]) -> Option<DeviceTimeline> {
         let mut rows: Vec<&DeviceSpeedRow> = rows.iter().collect();
         rows.sort_by_key(|r| (r.time_ns, r.sample_id));
-        let probes: Vec<(i64, ProbeLevels)> = rows
+        let probes: Vec<TimelineProbe> = rows
             .iter()
             .filter_map(|r| {
-                Some((
-                    r.time_ns,
-                    ProbeLevels {
+                Some(TimelineProbe {
+                    time_ns: r.time_ns,
+                    levels: ProbeLevels {
                         memory_probe_ns: r.memory_probe_ns? as f64,
                         compute_probe_ns: r.compute_probe_ns? as f64,
                         memory_gb_per_s: r.memory_gb_per_s?,
                         compute_gflop_per_s: r.compute_gflop_per_s?,
                     },
-                ))
+                    memory_usable: r.memory_probe_usable(),
+                    compute_usable: r.compute_probe_usable(),
+                })
             })
             .collect();
         let host = rows
@@ -179,9 +222,23 @@ impl DeviceTimeline {
         Ok(DeviceTimeline::from_rows(&rows))
     }
 
-    /// `(time_ns, levels)` of every probe, in time order.
-    pub fn probes(&self) -> &[(i64, ProbeLevels)] {
+    /// Every probe, usable or not, in time order.
+    pub fn probes(&self) -> &[TimelineProbe] {
         &self.probes
+    }
+
+    /// `(time_ns, rate)` of the probes whose `kind` kernel times the device, in time order.
+    pub fn usable_rates(&self, kind: ProbeKind) -> Vec<(i64, f64)> {
+        self.probes
+            .iter()
+            .filter(|p| p.usable(kind))
+            .map(|p| (p.time_ns, p.rate(kind)))
+            .collect()
+    }
+
+    /// Probes whose `kind` kernel does not time the device.
+    pub fn unusable_probes(&self, kind: ProbeKind) -> usize {
+        self.probes.iter().filter(|p| !p.usable(kind)).count()
     }
 
     /// `(time_ns, load)` of every host sample, in time order (each covers the interval since
@@ -190,15 +247,27 @@ impl DeviceTimeline {
         &self.host
     }
 
-    /// Median probe levels over the whole timeline.
+    /// Median probe levels over the whole timeline, each kind over its usable probes (over
+    /// all of them when none is usable, so that there is a number to show).
     pub fn median_levels(&self) -> ProbeLevels {
-        let med =
-            |f: fn(&ProbeLevels) -> f64| median(self.probes.iter().map(|(_, l)| f(l)).collect());
+        let med = |kind: ProbeKind, f: fn(&ProbeLevels) -> f64| {
+            let usable: Vec<f64> = self
+                .probes
+                .iter()
+                .filter(|p| p.usable(kind))
+                .map(|p| f(&p.levels))
+                .collect();
+            if usable.is_empty() {
+                median(self.probes.iter().map(|p| f(&p.levels)).collect())
+            } else {
+                median(usable)
+            }
+        };
         ProbeLevels {
-            memory_probe_ns: med(|l| l.memory_probe_ns),
-            compute_probe_ns: med(|l| l.compute_probe_ns),
-            memory_gb_per_s: med(|l| l.memory_gb_per_s),
-            compute_gflop_per_s: med(|l| l.compute_gflop_per_s),
+            memory_probe_ns: med(ProbeKind::Memory, |l| l.memory_probe_ns),
+            compute_probe_ns: med(ProbeKind::Compute, |l| l.compute_probe_ns),
+            memory_gb_per_s: med(ProbeKind::Memory, |l| l.memory_gb_per_s),
+            compute_gflop_per_s: med(ProbeKind::Compute, |l| l.compute_gflop_per_s),
         }
     }
 
@@ -230,31 +299,114 @@ impl DeviceTimeline {
         }
     }
 
-    /// Probe levels at `t_ns`: linear between the probes around it, the nearest probe's
-    /// outside them.
-    pub fn levels_at(&self, t_ns: i64) -> ProbeLevels {
-        let i = self.probes.partition_point(|(t, _)| *t <= t_ns);
-        match (i.checked_sub(1).map(|j| self.probes[j]), self.probes.get(i)) {
-            (Some((t0, a)), Some(&(t1, b))) if t1 > t0 => {
-                let w = (t_ns - t0) as f64 / (t1 - t0) as f64;
-                let lerp = |x: f64, y: f64| x + w * (y - x);
-                ProbeLevels {
-                    memory_probe_ns: lerp(a.memory_probe_ns, b.memory_probe_ns),
-                    compute_probe_ns: lerp(a.compute_probe_ns, b.compute_probe_ns),
-                    memory_gb_per_s: lerp(a.memory_gb_per_s, b.memory_gb_per_s),
-                    compute_gflop_per_s: lerp(a.compute_gflop_per_s, b.compute_gflop_per_s),
-                }
-            }
-            (Some((_, a)), _) => a,
-            (None, Some(&(_, b))) => b,
-            (None, None) => unreachable!("a timeline has at least one probe"),
-        }
-    }
-
     /// Host load over the sample interval that contains `t_ns` (zero outside the samples).
     pub fn host_load_at(&self, t_ns: i64) -> HostLoad {
         let i = self.host.partition_point(|(t, _)| *t < t_ns);
         self.host.get(i).map(|(_, h)| *h).unwrap_or_default()
+    }
+}
+
+/// The value of `series` (`(time_ns, value)` in time order) at `t_ns`: linear between the
+/// points around it, the nearest point's outside them; `None` for an empty series.
+fn interpolate(series: &[(i64, f64)], t_ns: i64) -> Option<f64> {
+    let i = series.partition_point(|(t, _)| *t <= t_ns);
+    match (i.checked_sub(1).and_then(|j| series.get(j)), series.get(i)) {
+        (Some(&(t0, a)), Some(&(t1, b))) if t1 > t0 => {
+            let w = (t_ns - t0) as f64 / (t1 - t0) as f64;
+            Some(a + w * (b - a))
+        }
+        (Some(&(_, a)), _) => Some(a),
+        (None, Some(&(_, b))) => Some(b),
+        (None, None) => None,
+    }
+}
+
+/// A probe reading that puts the device more than this factor (×) from the profile's speed
+/// while nothing else moved is capped at it: on its own it is more likely the host than the
+/// device (a probe thread not run for the kernel's duration reads exactly half the rate).
+pub const MAX_UNCORROBORATED_FACTOR: f64 = 1.2;
+/// The other probe kind, or the timed threads' available CPU time (steal, run-queue wait),
+/// corroborates a reading when it moves the same way by at least this factor (×).
+pub const MIN_CORROBORATING_FACTOR: f64 = 1.1;
+
+/// A probe's slowdown against the profile, `own_ln` (ln of profile rate ÷ probe rate), capped
+/// at ± ln [`MAX_UNCORROBORATED_FACTOR`] unless the same probe's other kind (`other_ln`;
+/// `None` when that kernel was unusable) or the host's availability (`host_ln`, ln of
+/// profile ÷ run available fraction) moves the same way by at least ln
+/// [`MIN_CORROBORATING_FACTOR`]. Pure, so the rule is testable on its own.
+pub fn cap_uncorroborated(own_ln: f64, other_ln: Option<f64>, host_ln: f64) -> f64 {
+    let limit = MAX_UNCORROBORATED_FACTOR.ln();
+    if own_ln.abs() <= limit {
+        return own_ln;
+    }
+    let corroborates = |ln: f64| ln * own_ln.signum() >= MIN_CORROBORATING_FACTOR.ln();
+    if other_ln.is_some_and(corroborates) || corroborates(host_ln) {
+        own_ln
+    } else {
+        own_ln.clamp(-limit, limit)
+    }
+}
+
+/// What the correction did with the probes before using them: the explanation `replay`,
+/// `compare` and `vidur` give with a corrected prediction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct ProbeScreening {
+    /// Probes in the run's timeline.
+    pub run_probes: usize,
+    /// Run probes whose memory / compute kernel was skipped: most repeats' threads did not
+    /// run together (the host's scheduler, not the device).
+    pub unusable_memory: usize,
+    pub unusable_compute: usize,
+    /// Run probes whose memory / compute reading was capped at
+    /// [`MAX_UNCORROBORATED_FACTOR`]: far from the profile with nothing else moving.
+    pub capped_memory: usize,
+    pub capped_compute: usize,
+    /// Bundle probes whose memory / compute kernel was left out of its reference.
+    pub bundle_unusable_memory: usize,
+    pub bundle_unusable_compute: usize,
+}
+
+impl ProbeScreening {
+    /// One sentence on what was skipped or capped; `None` when every probe was used as read.
+    pub fn sentence(&self) -> Option<String> {
+        let skipped =
+            "skipped (the probe's threads did not run together: host scheduling, not device speed)";
+        let cap_pct = 100.0 * (MAX_UNCORROBORATED_FACTOR - 1.0);
+        let capped = |other: &str| {
+            format!(
+                "capped at {cap_pct:.0} % from the profile's (neither the {other} probe nor the \
+                 host's steal and run-queue wait moved with it)"
+            )
+        };
+        let mut parts = Vec::new();
+        for (n, what, action) in [
+            (self.unusable_memory, "memory", skipped.to_string()),
+            (self.unusable_compute, "compute", skipped.to_string()),
+            (self.capped_memory, "memory", capped("compute")),
+            (self.capped_compute, "compute", capped("memory")),
+            (
+                self.bundle_unusable_memory,
+                "bundle memory",
+                "left out of its reference (threads did not run together)".to_string(),
+            ),
+            (
+                self.bundle_unusable_compute,
+                "bundle compute",
+                "left out of its reference (threads did not run together)".to_string(),
+            ),
+        ] {
+            if n > 0 {
+                let s = if n == 1 { "" } else { "s" };
+                parts.push(format!("{n} {what} reading{s} {action}"));
+            }
+        }
+        (!parts.is_empty()).then(|| {
+            format!(
+                "Device-speed correction (the real run has {} probes): {}.",
+                self.run_probes,
+                parts.join("; ")
+            )
+        })
     }
 }
 
@@ -272,16 +424,89 @@ fn memory_share(intensity_flop_per_byte: f64, balance_flop_per_byte: f64) -> f64
     balance_flop_per_byte / (balance_flop_per_byte + intensity_flop_per_byte.max(0.0))
 }
 
+/// The run's probe rates per kind as the correction uses them, and what was done to them:
+/// kernels unusable on either side left out; readings far from the profile's (`reference`)
+/// that nothing else corroborates capped ([`cap_uncorroborated`]).
+fn screen(
+    bundle: &DeviceTimeline,
+    reference: ProbeLevels,
+    reference_host: HostLoad,
+    run: &DeviceTimeline,
+) -> ([Vec<(i64, f64)>; 2], ProbeScreening) {
+    let mut rates: [Vec<(i64, f64)>; 2] = [Vec::new(), Vec::new()];
+    let mut screening = ProbeScreening {
+        run_probes: run.probes().len(),
+        ..ProbeScreening::default()
+    };
+    let reference_rate = |kind: ProbeKind| match kind {
+        ProbeKind::Memory => reference.memory_gb_per_s,
+        ProbeKind::Compute => reference.compute_gflop_per_s,
+    };
+    // A kind the bundle never measured usably has no reference to scale from: its run
+    // readings neither count nor corroborate (the bundle's count in the screening says why).
+    let bundle_has = |kind: ProbeKind| bundle.unusable_probes(kind) < bundle.probes().len();
+    let bundle_has = [
+        bundle_has(ProbeKind::Memory),
+        bundle_has(ProbeKind::Compute),
+    ];
+    // ln(profile ÷ probe rate): > 0 when the device is slower than when profiled.
+    let slowdown_ln = |p: &TimelineProbe, kind: ProbeKind| {
+        (p.usable(kind) && bundle_has[kind as usize]).then(|| {
+            (reference_rate(kind).max(f64::MIN_POSITIVE) / p.rate(kind).max(f64::MIN_POSITIVE)).ln()
+        })
+    };
+    for p in run.probes() {
+        let host_ln = (reference_host.available_fraction()
+            / run.host_load_at(p.time_ns).available_fraction())
+        .ln();
+        let memory_ln = slowdown_ln(p, ProbeKind::Memory);
+        let compute_ln = slowdown_ln(p, ProbeKind::Compute);
+        for (kind, own, other) in [
+            (ProbeKind::Memory, memory_ln, compute_ln),
+            (ProbeKind::Compute, compute_ln, memory_ln),
+        ] {
+            if !bundle_has[kind as usize] {
+                continue;
+            }
+            let Some(own) = own else {
+                match kind {
+                    ProbeKind::Memory => screening.unusable_memory += 1,
+                    ProbeKind::Compute => screening.unusable_compute += 1,
+                }
+                continue;
+            };
+            let capped = cap_uncorroborated(own, other, host_ln);
+            if capped != own {
+                match kind {
+                    ProbeKind::Memory => screening.capped_memory += 1,
+                    ProbeKind::Compute => screening.capped_compute += 1,
+                }
+            }
+            rates[kind as usize].push((p.time_ns, reference_rate(kind) / capped.exp()));
+        }
+    }
+    (rates, screening)
+}
+
 /// Scales predictions made from a bundle to the device state of a real run, using only the
 /// two stages' device-speed timelines: calibration probes (memory-bound and compute-bound)
 /// and host CPU shares (steal, other processes). It never sees the run's own iteration or
 /// token timings, so it cannot fit the run it corrects.
+///
+/// Probes are screened first ([`ProbeScreening`]): a kernel whose threads did not run
+/// together is skipped on either side, and a run probe's reading far from the profile's that
+/// neither its other kind nor the host counters corroborate is capped
+/// ([`cap_uncorroborated`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SpeedCorrection {
     /// The bundle's device state: its median probes and host load.
     reference: ProbeLevels,
     reference_host: HostLoad,
     run: DeviceTimeline,
+    /// `(time_ns, rate)` of the run's probes, per kind ([`ProbeKind::ALL`] order), as
+    /// screened: unusable ones left out, uncorroborated ones capped.
+    run_rates: [Vec<(i64, f64)>; 2],
+    screening: ProbeScreening,
     /// FLOP per byte at which the device's memory and compute time are equal.
     balance_flop_per_byte: f64,
     /// Bytes per weight and KV element.
@@ -332,10 +557,16 @@ impl SpeedCorrection {
         kv_group: u32,
     ) -> SpeedCorrection {
         let reference = bundle.median_levels();
+        let reference_host = bundle.median_host_load();
+        let (run_rates, mut screening) = screen(bundle, reference, reference_host, &run);
+        screening.bundle_unusable_memory = bundle.unusable_probes(ProbeKind::Memory);
+        screening.bundle_unusable_compute = bundle.unusable_probes(ProbeKind::Compute);
         SpeedCorrection {
             reference,
-            reference_host: bundle.median_host_load(),
+            reference_host,
             run,
+            run_rates,
+            screening,
             // Both kernels use every thread, so their rates' ratio is the device's balance.
             balance_flop_per_byte: reference.compute_gflop_per_s
                 / reference.memory_gb_per_s.max(f64::MIN_POSITIVE),
@@ -344,18 +575,24 @@ impl SpeedCorrection {
         }
     }
 
+    /// What was skipped or capped of the probes.
+    pub fn screening(&self) -> &ProbeScreening {
+        &self.screening
+    }
+
     /// The factors at `t_ns` of the run's clock.
     pub fn factors_at(&self, t_ns: i64) -> SpeedFactors {
-        let now = self.run.levels_at(t_ns);
         let host = self.reference_host.available_fraction()
             / self.run.host_load_at(t_ns).available_fraction();
-        // Rates, not times: they compare across probe versions (kernel sizes).
+        // Rates, not times: they compare across probe versions (kernel sizes). A kind with
+        // no usable probe on the run's side has no evidence of a change: 1.
+        let device = |kind: ProbeKind, reference: f64| {
+            interpolate(&self.run_rates[kind as usize], t_ns)
+                .map_or(1.0, |now| reference / now.max(f64::MIN_POSITIVE))
+        };
         SpeedFactors {
-            memory: self.reference.memory_gb_per_s / now.memory_gb_per_s.max(f64::MIN_POSITIVE)
-                * host,
-            compute: self.reference.compute_gflop_per_s
-                / now.compute_gflop_per_s.max(f64::MIN_POSITIVE)
-                * host,
+            memory: device(ProbeKind::Memory, self.reference.memory_gb_per_s) * host,
+            compute: device(ProbeKind::Compute, self.reference.compute_gflop_per_s) * host,
         }
     }
 
@@ -526,6 +763,11 @@ mod tests {
             competing_cpu_pct: None,
             run_queue_wait_pct: None,
             load_average_1min: None,
+            probe_repeats: Some(5),
+            memory_probe_kept_repeats: Some(5),
+            compute_probe_kept_repeats: Some(5),
+            memory_probe_max_skew: Some(1.0),
+            compute_probe_max_skew: Some(1.0),
         }
     }
 
@@ -562,22 +804,24 @@ mod tests {
 
     #[test]
     fn memory_bound_ops_follow_the_memory_probe_and_compute_bound_ones_the_compute_probe() {
-        // The run's memory is half as fast, its compute as fast as the profile's.
-        let run = DeviceTimeline::from_rows(&[probe_row(0, 5.0, 100.0)]).unwrap();
+        // The run's memory is half as fast, its compute 10 % slower than the profile's (which
+        // corroborates the memory probe: it moved the same way).
+        let run = DeviceTimeline::from_rows(&[probe_row(0, 5.0, 100.0 / 1.1)]).unwrap();
         assert!((run.distance(&profile()) - 2f64.ln()).abs() < 1e-12);
         assert_eq!(profile().distance(&profile()), 0.0);
         let c = SpeedCorrection::new(&profile(), run, 4, 2);
         assert_eq!(c.balance_flop_per_byte(), 10.0);
+        assert_eq!(c.screening().sentence(), None);
         let decode = [RequestShape::decode(1000); 4];
         let p = c.correct(&ops_prediction(Op::AttnDecode, 10.0), &decode, 4, 0);
         // Decode attention: 1 FLOP/byte, memory share 10/11.
-        let expected = 10.0 * (10.0 / 11.0 * 2.0 + 1.0 / 11.0);
+        let expected = 10.0 * (10.0 / 11.0 * 2.0 + 1.0 / 11.0 * 1.1);
         assert!((p.ops_ms[Op::AttnDecode.index()] - expected).abs() < 1e-9);
         // A 2048-token prefill's projections: 1024 FLOP/byte, almost all compute.
         let prefill = [RequestShape::prefill(2048, 0)];
         let p = c.correct(&ops_prediction(Op::MlpUpProj, 10.0), &prefill, 1, 0);
         let f = p.ops_ms[Op::MlpUpProj.index()] / 10.0;
-        assert!(f > 1.0 && f < 1.01, "{f}");
+        assert!(f > 1.1 && f < 1.11, "{f}");
         assert!((p.model_ns as f64 / 1e6 / 10.0 - f).abs() < 1e-6);
     }
 
@@ -601,5 +845,182 @@ mod tests {
         // (competing_cpu_pct) is not a slowdown.
         assert!((at(15_000_000_000).compute - 4.0).abs() < 1e-12);
         assert!((at(30_000_000_000).compute - 2.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn an_uncorroborated_reading_is_capped_and_a_corroborated_one_is_not() {
+        let cap = MAX_UNCORROBORATED_FACTOR.ln();
+        let (two, small) = (2f64.ln(), 1.05f64.ln());
+        // Within the cap: as read, whatever else did.
+        assert_eq!(
+            cap_uncorroborated(1.15f64.ln(), Some(0.0), 0.0),
+            1.15f64.ln()
+        );
+        // Twice as slow with the other kind and the host flat (or barely moving): capped,
+        // either way.
+        assert_eq!(cap_uncorroborated(two, Some(0.0), 0.0), cap);
+        assert_eq!(cap_uncorroborated(two, Some(small), small), cap);
+        assert_eq!(cap_uncorroborated(-two, Some(0.0), 0.0), -cap);
+        // The other kind unusable corroborates nothing; moving the other way neither.
+        assert_eq!(cap_uncorroborated(two, None, 0.0), cap);
+        assert_eq!(cap_uncorroborated(two, Some(-two), 0.0), cap);
+        // The other kind or the host moving the same way by 10 %: in full.
+        assert_eq!(cap_uncorroborated(two, Some(1.1f64.ln()), 0.0), two);
+        assert_eq!(cap_uncorroborated(two, None, 1.25f64.ln()), two);
+        assert_eq!(cap_uncorroborated(-two, Some(-two), 0.0), -two);
+    }
+
+    /// The diagnosed failure: the after-probe's compute kernel reads half the rate while the
+    /// memory probes and the host counters (steal 0 %, run-queue wait 0.5–2 %) stay flat.
+    fn half_compute_at_the_end(after: DeviceSpeedRow) -> DeviceTimeline {
+        DeviceTimeline::from_rows(&[
+            probe_row(0, 10.0, 100.0),
+            host_row(5_000_000_000, 0.0, 0.5),
+            host_row(10_000_000_000, 0.0, 2.0),
+            DeviceSpeedRow {
+                time_ns: 10_000_000_000,
+                sample_id: 10_000_000_001,
+                ..after
+            },
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn a_half_rate_compute_probe_that_nothing_else_corroborates_stays_near_one() {
+        let bundle = DeviceTimeline::from_rows(&[
+            probe_row(0, 10.0, 100.0),
+            host_row(1, 0.0, 1.0),
+            probe_row(2, 10.0, 100.0),
+        ])
+        .unwrap();
+        // From an old file (no screening columns): capped.
+        let old = DeviceSpeedRow {
+            probe_repeats: None,
+            memory_probe_kept_repeats: None,
+            compute_probe_kept_repeats: None,
+            memory_probe_max_skew: None,
+            compute_probe_max_skew: None,
+            ..probe_row(0, 10.0, 50.0)
+        };
+        let c = SpeedCorrection::new(&bundle, half_compute_at_the_end(old), 2, 2);
+        for t_ns in [0, 5_000_000_000, 10_000_000_000, 20_000_000_000] {
+            let f = c.factors_at(t_ns);
+            // At most the cap, times the host's 2 % run-queue wait against the profile's 1 %.
+            assert!(
+                f.compute <= MAX_UNCORROBORATED_FACTOR * 1.02,
+                "{t_ns}: {f:?}"
+            );
+            assert!((f.memory - 1.0).abs() < 0.02, "{t_ns}: {f:?}");
+        }
+        assert_eq!(c.screening().capped_compute, 1);
+        assert_eq!(c.screening().unusable_compute, 0);
+        let sentence = c.screening().sentence().unwrap();
+        assert!(
+            sentence.contains("1 compute reading capped at 20 %"),
+            "{sentence}"
+        );
+        assert!(sentence.contains("the real run has 2 probes"), "{sentence}");
+
+        // Recorded by a screening probe (2 of 5 repeats with both threads running): skipped,
+        // so the compute factor is the first probe's, flat.
+        let skewed = DeviceSpeedRow {
+            compute_probe_kept_repeats: Some(2),
+            compute_probe_max_skew: Some(2.0),
+            ..probe_row(0, 10.0, 50.0)
+        };
+        let c = SpeedCorrection::new(&bundle, half_compute_at_the_end(skewed), 2, 2);
+        for t_ns in [0, 5_000_000_000, 10_000_000_000] {
+            assert!((c.factors_at(t_ns).compute - 1.0).abs() < 0.02);
+        }
+        assert_eq!(c.screening().unusable_compute, 1);
+        assert_eq!(c.screening().capped_compute, 0);
+        assert!(c
+            .screening()
+            .sentence()
+            .unwrap()
+            .contains("1 compute reading skipped"));
+    }
+
+    #[test]
+    fn a_slowdown_both_probes_or_the_host_counters_see_is_applied_in_full() {
+        // Both kinds half as fast at the end: each corroborates the other.
+        let both = probe_row(0, 5.0, 50.0);
+        let c = SpeedCorrection::new(&profile(), half_compute_at_the_end(both), 2, 2);
+        let f = c.factors_at(10_000_000_000);
+        // The host's run-queue wait (2 % against none in the profile) scales both a little.
+        assert!((f.compute - 2.0 / 0.98).abs() < 1e-9, "{f:?}");
+        assert!((f.memory - 2.0 / 0.98).abs() < 1e-9, "{f:?}");
+        assert_eq!(c.screening().sentence(), None);
+
+        // Only compute, but the timed threads waited 20 % of the time for a CPU at the end.
+        let run = DeviceTimeline::from_rows(&[
+            probe_row(0, 10.0, 100.0),
+            host_row(10_000_000_000, 0.0, 20.0),
+            probe_row(10_000_000_000, 10.0, 50.0),
+        ])
+        .unwrap();
+        let c = SpeedCorrection::new(&profile(), run, 2, 2);
+        let f = c.factors_at(10_000_000_000);
+        assert!((f.compute - 2.0 / 0.8).abs() < 1e-9, "{f:?}");
+        assert!((f.memory - 1.0 / 0.8).abs() < 1e-9, "{f:?}");
+        assert_eq!(c.screening().capped_compute, 0);
+    }
+
+    #[test]
+    fn unusable_probes_stay_out_of_the_reference_and_the_figures() {
+        let disturbed = DeviceSpeedRow {
+            memory_probe_kept_repeats: Some(1),
+            ..probe_row(5, 1.0, 100.0)
+        };
+        let t = DeviceTimeline::from_rows(&[
+            probe_row(0, 10.0, 100.0),
+            disturbed,
+            probe_row(9, 10.0, 100.0),
+        ])
+        .unwrap();
+        assert_eq!(t.probes().len(), 3);
+        assert_eq!(t.unusable_probes(ProbeKind::Memory), 1);
+        assert_eq!(t.unusable_probes(ProbeKind::Compute), 0);
+        assert_eq!(
+            t.usable_rates(ProbeKind::Memory),
+            vec![(0, 10.0), (9, 10.0)]
+        );
+        assert_eq!(t.median_levels().memory_gb_per_s, 10.0);
+        assert_eq!(t.usable_rates(ProbeKind::Compute).len(), 3);
+        // As a bundle: the reference ignores it and the correction says so.
+        let run = DeviceTimeline::from_rows(&[probe_row(0, 10.0, 100.0)]).unwrap();
+        let c = SpeedCorrection::new(&t, run, 2, 2);
+        assert_eq!(c.factors_at(0).memory, 1.0);
+        assert_eq!(c.screening().bundle_unusable_memory, 1);
+        assert!(c
+            .screening()
+            .sentence()
+            .unwrap()
+            .contains("1 bundle memory reading left out"));
+        // A bundle without a single usable compute reading gives no reference to scale from:
+        // the run's compute readings are not used, however they read.
+        let unusable = |t: i64| DeviceSpeedRow {
+            compute_probe_kept_repeats: Some(0),
+            ..probe_row(t, 10.0, 100.0)
+        };
+        let bundle = DeviceTimeline::from_rows(&[unusable(0), unusable(1)]).unwrap();
+        let run = DeviceTimeline::from_rows(&[probe_row(0, 5.0, 50.0)]).unwrap();
+        let c = SpeedCorrection::new(&bundle, run, 2, 2);
+        assert_eq!(c.factors_at(0).compute, 1.0);
+        // Nor does it corroborate the memory reading, which is capped.
+        assert!((c.factors_at(0).memory - MAX_UNCORROBORATED_FACTOR).abs() < 1e-12);
+        assert_eq!(c.screening().bundle_unusable_compute, 2);
+        assert_eq!(c.screening().unusable_compute, 0);
+    }
+
+    #[test]
+    fn interpolation_is_linear_inside_and_flat_outside() {
+        let s = [(0, 1.0), (10, 3.0)];
+        assert_eq!(interpolate(&s, -5), Some(1.0));
+        assert_eq!(interpolate(&s, 5), Some(2.0));
+        assert_eq!(interpolate(&s, 10), Some(3.0));
+        assert_eq!(interpolate(&s, 50), Some(3.0));
+        assert_eq!(interpolate(&[], 0), None);
     }
 }

@@ -9,7 +9,7 @@ use crate::analysis::plots::{
     TimelineSpec, XySeries,
 };
 use crate::analysis::stats::Stat;
-use crate::vidur_ext::device_speed::DeviceTimeline;
+use crate::vidur_ext::device_speed::{DeviceTimeline, ProbeKind};
 use crate::Result;
 
 use super::attribution::{describe_source, Attribution, IterationPredictions};
@@ -450,15 +450,17 @@ impl DeviceSpeedPanels {
         let s = |t: i64| t as f64 / 1e9;
         DeviceSpeedPanels {
             probe_label,
+            // The probes the correction can use: a kernel whose threads did not run
+            // together timed the host's scheduler, not the device.
             memory_ratio: run
-                .probes()
+                .usable_rates(ProbeKind::Memory)
                 .iter()
-                .map(|(t, l)| (s(*t), reference.memory_gb_per_s / l.memory_gb_per_s))
+                .map(|(t, rate)| (s(*t), reference.memory_gb_per_s / rate))
                 .collect(),
             compute_ratio: run
-                .probes()
+                .usable_rates(ProbeKind::Compute)
                 .iter()
-                .map(|(t, l)| (s(*t), reference.compute_gflop_per_s / l.compute_gflop_per_s))
+                .map(|(t, rate)| (s(*t), reference.compute_gflop_per_s / rate))
                 .collect(),
             steal_pct: run
                 .host_samples()
