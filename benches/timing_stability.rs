@@ -184,16 +184,6 @@ struct ChildResult {
 
 const CONTEXTS: [&str; 2] = ["back_to_back", "engine_like"];
 
-fn weights_dir() -> Result<PathBuf> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let dir = root.join(format!("tmp/weights/qwen3_0_6b-{SEED}-f32"));
-    if !dir.join(WEIGHTS_FILE).is_file() {
-        eprintln!("synthesizing qwen3_0_6b weights into {}", dir.display());
-        synthesize_random_weights(&Qwen3Config::qwen3_0_6b(), SEED, DType::F32, &dir)?;
-    }
-    Ok(dir)
-}
-
 /// Sleeps or spins on every pool thread until `deadline`.
 fn idle_until(deadline: Instant, spin: bool) {
     if spin {
@@ -230,7 +220,11 @@ fn child(name: &str, iterations: usize) -> Result<()> {
     let load_average_start = load_average_1min();
     threads::init(setting.threads)?;
     let timing = threads::apply_timing(&setting.timing);
-    let model = Qwen3Model::load(&WeightSource::Dir(weights_dir()?), DType::F32, &Device::Cpu)?;
+    let model = Qwen3Model::load(
+        &WeightSource::Dir(common::qwen3_0_6b_weights()?),
+        DType::F32,
+        &Device::Cpu,
+    )?;
     // Disjoint blocks per sequence of every composition.
     let blocks_per_seq = 512usize.div_ceil(BLOCK);
     let max_seqs = COMPOSITIONS.iter().map(|c| c.seqs.len()).max().unwrap_or(1);
@@ -350,7 +344,7 @@ fn main() -> Result<()> {
             bail!("SIMREAL_STABILITY_SETTINGS={list} names no setting");
         }
     }
-    weights_dir()?;
+    common::qwen3_0_6b_weights()?;
     let started_utc = simreal::io::provenance::utc_now();
     let load_start = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let exe = std::env::current_exe()?;

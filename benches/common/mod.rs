@@ -11,3 +11,20 @@ pub fn env_usize(name: &str, default: usize) -> Result<usize> {
         Err(_) => Ok(default),
     }
 }
+
+/// The stages' synthesized `qwen3_0_6b` f32 weights (`tmp/weights/qwen3_0_6b-0-f32`, seed 0),
+/// made on first use, so that the benches and `model=qwen3_0_6b` share one snapshot.
+#[cfg(feature = "engine")]
+#[allow(dead_code)] // not every bench loads the model
+pub fn qwen3_0_6b_weights() -> Result<std::path::PathBuf> {
+    use simreal::real_bench::model::{
+        random_weights_dir, synthesize_random_weights, Qwen3Config, WEIGHTS_FILE,
+    };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tmp");
+    let dir = random_weights_dir(&root, "qwen3_0_6b", 0, "f32");
+    if !dir.join(WEIGHTS_FILE).is_file() {
+        eprintln!("synthesizing qwen3_0_6b weights into {}", dir.display());
+        synthesize_random_weights(&Qwen3Config::qwen3_0_6b(), 0, candle_core::DType::F32, &dir)?;
+    }
+    Ok(dir)
+}

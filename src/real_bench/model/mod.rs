@@ -36,7 +36,7 @@ mod weights;
 
 pub use batch::{ForwardBatch, SequenceInput};
 pub use config::{Qwen3Config, QWEN3_ARCHITECTURE, QWEN3_MODEL_TYPE};
-pub use kernels::tensors::SMALL_M_MAX_ROWS;
+pub use kernels::tensors::{set_small_m_max_rows, small_m_max_rows, SMALL_M_MAX_ROWS};
 pub use kv_cache::{AttentionPath, PagedKvCache};
 pub use model::{AttnOutput, Qwen3Model};
 pub use timer::{OpTimer, OpTotals};

@@ -5,13 +5,32 @@ use candle_core::{DType, Storage, Tensor, WithDType};
 
 use super::gemm;
 use super::linear as small_m;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use super::Isa;
 use crate::{bail, ensure, Error, Result};
 
 /// Up to this many input rows, f32 projections use the streaming small-m kernel; above it,
 /// the register-blocked GEMM (which packs and tiles, and wins once the weights are reused
-/// enough). Measured with `benches/engine.rs` (see the crossover table there).
-pub const SMALL_M_MAX_ROWS: usize = 192;
+/// enough). Chosen on the median time inside real forwards (`benches/op_context.rs`, the
+/// crossover table): there the GEMM is 11–24 % faster from 80 to 192 rows and varies less
+/// from call to call, while isolated best-of-N calls (`benches/engine.rs`) put the crossover
+/// near 128.
+pub const SMALL_M_MAX_ROWS: usize = 80;
+
+static SMALL_M_MAX_ROWS_NOW: AtomicUsize = AtomicUsize::new(SMALL_M_MAX_ROWS);
+
+/// The row count up to which projections use the small-m kernel in this process.
+pub fn small_m_max_rows() -> usize {
+    SMALL_M_MAX_ROWS_NOW.load(Ordering::Relaxed)
+}
+
+/// Moves the small-m/GEMM crossover for this process, for benchmarks that time both kernels
+/// inside whole forwards. The two kernels sum in different orders, so results may change in
+/// the last bits; stages never call this.
+pub fn set_small_m_max_rows(rows: usize) {
+    SMALL_M_MAX_ROWS_NOW.store(rows, Ordering::Relaxed);
+}
 
 /// `x·wᵀ` for `x: [m, in]` and a checkpoint-layout weight `w: [out, in]`.
 pub(crate) fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
@@ -20,7 +39,7 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     ensure!(k == k_w, InvalidInput: "linear: input width {k} does not match weight {:?}", w.dims());
     if host_f32(&[x, w]) {
         let kernel = |xs: &[f32], ws: &[f32]| {
-            if m <= SMALL_M_MAX_ROWS {
+            if m <= small_m_max_rows() {
                 small_m::matmul_xwt(Isa::best(), xs, m, ws, n, k)
             } else {
                 gemm::matmul_xwt(Isa::best(), xs, m, ws, n, k)
