@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use simreal::io::bundle::{
     read_all_reduce_csv, read_attention_csv, read_cpu_overheads_csv, read_mlp_csv, BundleModelSpec,
-    DuplicatePolicy, ProfilingMeta,
+    DuplicatePolicy, OpStatistic, ProfilingMeta,
 };
 use simreal::Error;
 
@@ -343,7 +343,10 @@ fn network_rows_are_validated() {
     let path = file("net_ok", "all_reduce.csv", &ok);
     let t = read_all_reduce_csv(&path, 2, DuplicatePolicy::Reject).unwrap();
     // size / hidden / 2 tokens.
-    assert_eq!(t.token_medians(1024), vec![(1.0, 0.1), (2.0, 0.2)]);
+    assert_eq!(
+        t.token_points(1024, OpStatistic::Median),
+        vec![(1.0, 0.1), (2.0, 0.2)]
+    );
 
     let zero = ok.replace(",2048,", ",0,");
     let path = file("net_zero", "all_reduce.csv", &zero);

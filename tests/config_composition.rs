@@ -143,6 +143,24 @@ fn validation_names_key_and_origin() {
     assert!(e.contains("unknown key `burst`"), "{e}");
     let e = err(&["output.run_id=../x"]);
     assert!(e.contains("output.run_id"), "{e}");
+    // Vidur's formula fits medians; only the native predictor takes another statistic.
+    let e = err(&[
+        "vidur.predictor=vidur_compat",
+        "vidur.predictor_statistic=mean",
+    ]);
+    assert!(
+        e.contains("vidur.predictor_statistic") && e.contains("only the native predictor"),
+        "{e}"
+    );
+    let e = err(&["vidur.predictor_statistic=average"]);
+    assert!(e.contains("predictor_statistic"), "{e}");
+    assert_eq!(
+        job(&["vidur.predictor_statistic=mean"])
+            .config
+            .vidur
+            .predictor_statistic,
+        simreal::io::bundle::OpStatistic::Mean
+    );
     // Removing a required key is a typed error naming it.
     let e = err(&["~workload.seed"]);
     assert!(e.contains("seed"), "{e}");

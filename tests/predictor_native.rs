@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use simreal::io::bundle::{
     AttentionRow, AttentionTable, Bundle, BundleLocation, BundleModelSpec, BundleWriter,
     CpuOverheadRow, CpuOverheadSource, CpuOverheadTable, LoadOptions, MeanMedianMs, MlpRow,
-    MlpTable, Op, OpStats, EXTRA_MLP_OPS, VIDUR_MLP_OPS,
+    MlpTable, Op, OpStatistic, OpStats, EXTRA_MLP_OPS, VIDUR_MLP_OPS,
 };
 use simreal::vidur_ext::predictor::{
     cross_validate, replay_batches, CpuOverheadFlags, ExecutionTimePredictor, IterationContext,
@@ -540,4 +540,52 @@ fn replay_compares_predicted_and_measured() {
         .to_string()
         .contains("empty batch"));
     assert!(replay_batches(&p, &[]).is_err());
+}
+
+#[test]
+fn native_fits_the_statistic_it_is_asked_for() {
+    // Every op time's mean at twice its median: fitting means doubles the model time and
+    // leaves the CPU overheads (always medians) alone.
+    let mut b = write_bundle("statistic");
+    let doubled = |s: &OpStats| OpStats {
+        mean_ms: 2.0 * s.median_ms,
+        ..*s
+    };
+    for op in b.mlp.ops() {
+        for row in &mut b.mlp.rows {
+            let s = doubled(row.ops.get(op).unwrap());
+            row.ops.set(op, s);
+        }
+    }
+    for row in &mut b.attention.rows {
+        row.attention = doubled(&row.attention);
+        row.kv_cache_save = row.kv_cache_save.as_ref().map(doubled);
+    }
+    let batch = [(1, 128, false), (64, 0, true), (1, 256, false)];
+    let median = native(&b).predict(&shapes(&batch));
+    let mean = NativePredictor::new(
+        &b,
+        config(),
+        NativeConfig {
+            statistic: OpStatistic::Mean,
+            ..NativeConfig::default()
+        },
+    )
+    .unwrap()
+    .predict(&shapes(&batch));
+    // Both are rounded to whole nanoseconds.
+    assert!(
+        mean.model_ns.abs_diff(2 * median.model_ns) <= 2,
+        "mean {} ns, median {} ns",
+        mean.model_ns,
+        median.model_ns
+    );
+    assert_eq!(mean.cpu_overhead_ns, median.cpu_overhead_ns);
+    // Vidur's formula keeps fitting medians whatever the bundle's means are.
+    let compat = VidurCompatPredictor::new(&b, config()).unwrap();
+    let unchanged = VidurCompatPredictor::new(&write_bundle("statistic_plain"), config()).unwrap();
+    assert_eq!(
+        compat.predict(&shapes(&batch)).model_ns,
+        unchanged.predict(&shapes(&batch)).model_ns
+    );
 }

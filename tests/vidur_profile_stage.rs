@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use simreal::io::bundle::{Op, ProfilingMeta};
+use simreal::io::bundle::{Op, OpStatistic, ProfilingMeta};
 use simreal::io::records::BatchMetricsRow;
 use simreal::io::schema::BATCH_METRICS;
 use simreal::io::{read_csv, Stage};
@@ -74,8 +74,11 @@ fn profile_writes_a_bundle_that_loads_and_reruns_up_to_date() {
         assert!(bundle.has_op(op), "{op} missing");
     }
     assert!(bundle.has_op(Op::AttnKvCacheSave));
-    assert_eq!(bundle.attention.decode_medians().len(), 4);
-    assert_eq!(bundle.attention.prefill_medians().len(), 4);
+    assert_eq!(bundle.attention.decode_points(OpStatistic::Median).len(), 4);
+    assert_eq!(
+        bundle.attention.prefill_points(OpStatistic::Median).len(),
+        4
+    );
     assert_eq!(
         bundle.attention.profile_method.as_deref(),
         Some("in_forward")

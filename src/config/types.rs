@@ -12,6 +12,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::config::compose::{suggestion, Composed};
+use crate::io::bundle::OpStatistic;
 use crate::scheduler::SchedulerConfig;
 use crate::workloads::{IntervalsConfig, LengthsConfig, TraceReplayConfig};
 use crate::{Error, Result};
@@ -205,6 +206,9 @@ pub enum MemoryPlanner {
 #[serde(deny_unknown_fields)]
 pub struct VidurConfig {
     pub predictor: PredictorKind,
+    /// The statistic of the bundle's op times the `native` predictor fits: `median` (Vidur's)
+    /// or `mean` (whose sum over layers and iterations is the expected busy time).
+    pub predictor_statistic: OpStatistic,
     pub bundle: Option<PathBuf>,
     pub predictor_tables: Option<PathBuf>,
     pub network: Option<String>,
@@ -732,6 +736,17 @@ impl VidurConfig {
         }
         if let Some(f) = &self.cpu_overheads_file {
             existing_path("vidur.cpu_overheads_file", f, "cpu overheads file")?;
+        }
+        if self.predictor != PredictorKind::Native
+            && self.predictor_statistic != OpStatistic::Median
+        {
+            return Err(Error::config(
+                "vidur.predictor_statistic",
+                format!(
+                    "`{}` fits medians, as Vidur does; only the native predictor can fit another statistic",
+                    self.predictor.name()
+                ),
+            ));
         }
         if self.predictor == PredictorKind::VidurTables && self.predictor_tables.is_none() {
             return Err(Error::config(

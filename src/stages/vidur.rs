@@ -178,7 +178,10 @@ pub fn bundle_predictor(
         PredictorKind::Native => Box::new(NativePredictor::new(
             bundle,
             config,
-            NativeConfig::default(),
+            NativeConfig {
+                statistic: cfg.vidur.predictor_statistic,
+                ..NativeConfig::default()
+            },
         )?),
         PredictorKind::VidurCompat => Box::new(VidurCompatPredictor::new(bundle, config)?),
         PredictorKind::VidurTables => {

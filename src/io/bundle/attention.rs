@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use super::stats::OpStats;
+use super::stats::{OpStatistic, OpStats};
 use super::table::{
     check_duplicates, check_selection, check_stats, csv_bytes, fmt_bool, push_stats, stat_column,
     stats_header, write_atomic, write_err, CsvTable,
@@ -63,8 +63,8 @@ pub struct AttentionTable {
 }
 
 impl AttentionTable {
-    /// Decode rows as `(batch_size, kv_cache_size, median_ms)`.
-    pub fn decode_medians(&self) -> Vec<(f64, f64, f64)> {
+    /// Decode rows as `(batch_size, kv_cache_size, ms)` of `statistic`.
+    pub fn decode_points(&self, statistic: OpStatistic) -> Vec<(f64, f64, f64)> {
         self.rows
             .iter()
             .filter(|r| !r.is_prefill)
@@ -72,14 +72,14 @@ impl AttentionTable {
                 (
                     f64::from(r.batch_size),
                     f64::from(r.kv_cache_size),
-                    r.attention.median_ms,
+                    r.attention.get(statistic),
                 )
             })
             .collect()
     }
 
-    /// Prefill rows as `(prefill_chunk_size, kv_cache_size, median_ms)`.
-    pub fn prefill_medians(&self) -> Vec<(f64, f64, f64)> {
+    /// Prefill rows as `(prefill_chunk_size, kv_cache_size, ms)` of `statistic`.
+    pub fn prefill_points(&self, statistic: OpStatistic) -> Vec<(f64, f64, f64)> {
         self.rows
             .iter()
             .filter(|r| r.is_prefill)
@@ -87,19 +87,19 @@ impl AttentionTable {
                 (
                     f64::from(r.prefill_chunk_size),
                     f64::from(r.kv_cache_size),
-                    r.attention.median_ms,
+                    r.attention.get(statistic),
                 )
             })
             .collect()
     }
 
-    /// `(tokens written, median_ms)` of the kv-cache save over rows that measured it.
-    pub fn kv_save_medians(&self) -> Vec<(f64, f64)> {
+    /// `(tokens written, ms)` of the kv-cache save's `statistic` over rows that measured it.
+    pub fn kv_save_points(&self, statistic: OpStatistic) -> Vec<(f64, f64)> {
         self.rows
             .iter()
             .filter_map(|r| {
                 r.kv_cache_save
-                    .map(|s| (f64::from(r.kv_save_tokens()), s.median_ms))
+                    .map(|s| (f64::from(r.kv_save_tokens()), s.get(statistic)))
             })
             .collect()
     }

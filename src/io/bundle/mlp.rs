@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use super::stats::OpStats;
+use super::stats::{OpStatistic, OpStats};
 use super::table::{
     check_duplicates, check_selection, check_stats, csv_bytes, fmt_bool, push_stats, stat_column,
     stats_header, write_atomic, write_err, CsvTable,
@@ -109,15 +109,15 @@ impl MlpTable {
             .unwrap_or_default()
     }
 
-    /// `(num_tokens, median_ms)` of `op` over all rows (duplicates kept), or `None` if the
-    /// table has no such op.
-    pub fn medians(&self, op: Op) -> Option<Vec<(f64, f64)>> {
+    /// `(num_tokens, ms)` of `op`'s `statistic` over all rows (duplicates kept), or `None` if
+    /// the table has no such op.
+    pub fn points(&self, op: Op, statistic: OpStatistic) -> Option<Vec<(f64, f64)>> {
         self.rows
             .iter()
             .map(|r| {
                 r.ops
                     .get(op)
-                    .map(|s| (f64::from(r.num_tokens), s.median_ms))
+                    .map(|s| (f64::from(r.num_tokens), s.get(statistic)))
             })
             .collect()
     }

@@ -47,7 +47,7 @@ pub use mlp::{
     VIDUR_MLP_OPS,
 };
 pub use network::{read_all_reduce_csv, read_send_recv_csv, NetworkRow, NetworkTable};
-pub use stats::OpStats;
+pub use stats::{OpStatistic, OpStats};
 
 pub(crate) use meta::to_sorted_json;
 pub(crate) use table::{parse_count, write_atomic};

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use super::stats::OpStats;
+use super::stats::{OpStatistic, OpStats};
 use super::table::{check_duplicates, check_selection, stat_column, CsvTable};
 use super::DuplicatePolicy;
 use crate::io::ops::Op;
@@ -28,13 +28,18 @@ pub struct NetworkTable {
 }
 
 impl NetworkTable {
-    /// `(num_tokens, median_ms)` with Vidur's byte→token mapping `size / hidden / 2`
+    /// `(num_tokens, ms)` of `statistic` with Vidur's byte→token mapping `size / hidden / 2`
     /// (one fp16 activation row per token), so fractional token counts occur.
-    pub fn token_medians(&self, n_embd: u32) -> Vec<(f64, f64)> {
+    pub fn token_points(&self, n_embd: u32, statistic: OpStatistic) -> Vec<(f64, f64)> {
         let bytes_per_token = 2.0 * f64::from(n_embd);
         self.rows
             .iter()
-            .map(|r| (r.size_bytes as f64 / bytes_per_token, r.stats.median_ms))
+            .map(|r| {
+                (
+                    r.size_bytes as f64 / bytes_per_token,
+                    r.stats.get(statistic),
+                )
+            })
             .collect()
     }
 }

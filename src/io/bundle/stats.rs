@@ -5,8 +5,8 @@ use crate::{Error, Result};
 
 /// `time_stats.<op>.{min,max,mean,median,std}` of one grid point, in milliseconds.
 ///
-/// Predictors use only `median_ms` (as Vidur does); the rest is kept so that bundles round-trip
-/// and reports can show the spread.
+/// Predictors use `median_ms` (as Vidur does) or, when asked, `mean_ms` ([`OpStatistic`]); the
+/// rest is kept so that bundles round-trip and reports can show the spread.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct OpStats {
     pub min_ms: f64,
@@ -14,6 +14,20 @@ pub struct OpStats {
     pub mean_ms: f64,
     pub median_ms: f64,
     pub std_ms: f64,
+}
+
+/// Which of a grid point's statistics a predictor fits.
+///
+/// A forward's time is a sum of per-layer op calls, so its expectation is the number of
+/// layers times the op's *mean*; the median is the typical call and Vidur's choice. On a
+/// host whose calls have a slow tail the two differ by a few per cent, and so do the
+/// predictions (`docs/ground_truth.md`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpStatistic {
+    #[default]
+    Median,
+    Mean,
 }
 
 /// The five statistic suffixes, in Vidur's column order.
@@ -44,6 +58,14 @@ impl OpStats {
             median_ms,
             std_ms: var.sqrt(),
         })
+    }
+
+    /// The value of `statistic`, ms.
+    pub fn get(&self, statistic: OpStatistic) -> f64 {
+        match statistic {
+            OpStatistic::Median => self.median_ms,
+            OpStatistic::Mean => self.mean_ms,
+        }
     }
 
     /// The five values in [`STAT_SUFFIXES`] order.

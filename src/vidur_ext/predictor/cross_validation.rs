@@ -19,7 +19,7 @@ use serde::Serialize;
 use super::curves::BundleCurves;
 use super::interp::{Grid2d, Series1d};
 use crate::io::bundle::{
-    to_sorted_json, write_atomic, Bundle, BundleModelSpec, CpuOverheadTerm, Op,
+    to_sorted_json, write_atomic, Bundle, BundleModelSpec, CpuOverheadTerm, Op, OpStatistic,
 };
 use crate::quantile::percentile_of_valid;
 use crate::Result;
@@ -104,7 +104,8 @@ const METHOD: &str = "leave-one-out over interior grid points of the piecewise-l
 
 /// Cross-validates the interpolants of every op the bundle has.
 pub fn cross_validate(bundle: &Bundle) -> Result<PredictorReport> {
-    let curves = BundleCurves::fit(bundle)?;
+    // The medians: what the profile's accuracy has always been judged on (Vidur's statistic).
+    let curves = BundleCurves::fit(bundle, OpStatistic::Median)?;
     let loc = &bundle.location;
     let show = |p: PathBuf| p.display().to_string();
     let mut ops = BTreeMap::new();

@@ -3,10 +3,11 @@
 
 use super::interp::{Grid2d, Lookup, Series1d};
 use super::PredictorConfig;
-use crate::io::bundle::{Bundle, CpuOverheadTerm, Op};
+use crate::io::bundle::{Bundle, CpuOverheadTerm, Op, OpStatistic};
 use crate::{Error, Result};
 
-/// A bundle's medians as interpolants (see the [module docs](super) for the rule).
+/// A bundle's op times — one statistic of each grid point, the median unless asked
+/// otherwise — as interpolants (see the [module docs](super) for the rule).
 ///
 /// Keys: token ops by `num_tokens` (`lm_head`/`sampler` by logits rows, `attn_kv_cache_save`
 /// by tokens written = `max(prefill_chunk_size, batch_size)`, collectives by
@@ -21,19 +22,20 @@ pub struct BundleCurves {
 }
 
 impl BundleCurves {
-    /// Fits every op the bundle has.
-    pub fn fit(bundle: &Bundle) -> Result<BundleCurves> {
+    /// Fits `statistic` of every op the bundle has (CPU overhead terms: always the median).
+    pub fn fit(bundle: &Bundle, statistic: OpStatistic) -> Result<BundleCurves> {
         let mut token: [Option<Series1d>; Op::COUNT] = Default::default();
         for op in bundle.mlp.ops() {
-            token[op.index()] = bundle.mlp.medians(op).and_then(Series1d::fit);
+            token[op.index()] = bundle.mlp.points(op, statistic).and_then(Series1d::fit);
         }
-        token[Op::AttnKvCacheSave.index()] = Series1d::fit(bundle.attention.kv_save_medians());
+        token[Op::AttnKvCacheSave.index()] =
+            Series1d::fit(bundle.attention.kv_save_points(statistic));
         let n_embd = bundle.spec.n_embd;
         if let Some(t) = &bundle.all_reduce {
-            token[Op::AllReduce.index()] = Series1d::fit(t.token_medians(n_embd));
+            token[Op::AllReduce.index()] = Series1d::fit(t.token_points(n_embd, statistic));
         }
         if let Some(t) = &bundle.send_recv {
-            token[Op::SendRecv.index()] = Series1d::fit(t.token_medians(n_embd));
+            token[Op::SendRecv.index()] = Series1d::fit(t.token_points(n_embd, statistic));
         }
         let attention_path = bundle.location.attention_csv();
         let empty = |what: &str| Error::MissingInput {
@@ -41,12 +43,12 @@ impl BundleCurves {
             msg: format!("empty grid: no {what} rows"),
             hint: None,
         };
-        let decode =
-            Grid2d::fit(bundle.attention.decode_medians()).ok_or_else(|| empty("decode"))?;
+        let decode = Grid2d::fit(bundle.attention.decode_points(statistic))
+            .ok_or_else(|| empty("decode"))?;
         let prefill = Grid2d::fit(
             bundle
                 .attention
-                .prefill_medians()
+                .prefill_points(statistic)
                 .into_iter()
                 .map(|(chunk, kv, y)| (chunk * chunk, kv, y)),
         )

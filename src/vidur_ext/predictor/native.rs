@@ -27,7 +27,7 @@ use super::interp::Lookup;
 use super::{
     BatchPrediction, ExecutionTimePredictor, IterationContext, PredictorConfig, RequestShape,
 };
-use crate::io::bundle::{Bundle, CpuOverheadTerm, Op, OpSet};
+use crate::io::bundle::{Bundle, CpuOverheadTerm, Op, OpSet, OpStatistic};
 use crate::Result;
 
 /// Knobs of the native model.
@@ -38,6 +38,8 @@ pub struct NativeConfig {
     /// Key `final_norm` by logits rows (an engine that selects the last rows before the norm)
     /// instead of by all scheduled tokens (candle's Qwen3 normalises every row).
     pub final_norm_over_logits_rows: bool,
+    /// The statistic of the bundle's op times that is fitted (`vidur.predictor_statistic`).
+    pub statistic: OpStatistic,
 }
 
 impl Default for NativeConfig {
@@ -46,6 +48,7 @@ impl Default for NativeConfig {
         NativeConfig {
             adds_per_layer: 2,
             final_norm_over_logits_rows: true,
+            statistic: OpStatistic::Median,
         }
     }
 }
@@ -83,7 +86,7 @@ impl NativePredictor {
     ) -> Result<NativePredictor> {
         config.validate()?;
         config.check_bundle(&bundle.spec)?;
-        let curves = BundleCurves::fit(bundle)?;
+        let curves = BundleCurves::fit(bundle, native.statistic)?;
         curves.check_covers(&config, bundle)?;
         Ok(NativePredictor {
             config,

@@ -12,7 +12,7 @@ use super::vidur_formula::{self, VidurLookups};
 use super::{
     BatchPrediction, ExecutionTimePredictor, IterationContext, PredictorConfig, RequestShape,
 };
-use crate::io::bundle::{Bundle, CpuOverheadTerm, Op};
+use crate::io::bundle::{Bundle, CpuOverheadTerm, Op, OpStatistic};
 use crate::vidur_ext::simulator::ClockKind;
 use crate::Result;
 
@@ -30,7 +30,8 @@ impl VidurCompatPredictor {
     pub fn new(bundle: &Bundle, config: PredictorConfig) -> Result<VidurCompatPredictor> {
         config.validate()?;
         config.check_bundle(&bundle.spec)?;
-        let curves = BundleCurves::fit(bundle)?;
+        // Vidur fits medians.
+        let curves = BundleCurves::fit(bundle, OpStatistic::Median)?;
         curves.check_covers(&config, bundle)?;
         Ok(VidurCompatPredictor { config, curves })
     }
