@@ -15,7 +15,9 @@
 //! `SIMREAL_PAIRED_REPORT_ONLY=1` (re-render the Markdown from the JSON, no runs),
 //! `SIMREAL_PAIRED_OVERRIDES` (config overrides, space-separated; default
 //! `workload.num_requests=48`, ≥ 200 iterations per run). Runs under
-//! `tmp/bench_paired/` (removed afterwards unless `SIMREAL_PAIRED_KEEP=1`). Writes
+//! `tmp/bench_paired/` (removed afterwards unless `SIMREAL_PAIRED_KEEP=1`;
+//! `SIMREAL_PAIRED_REUSE=1` with `SIMREAL_PAIRED_KEEP=1` redoes only the replays of the kept
+//! runs, keeping the window of the results file they came from). Writes
 //! `benches/results/paired_replay.{json,md}`.
 
 mod common;
@@ -183,7 +185,14 @@ fn main() -> Result<()> {
         .map(String::from)
         .collect();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tmp/bench_paired");
-    let _ = std::fs::remove_dir_all(&root);
+    // Reuse: the kept runs and bundles of the last run (SIMREAL_PAIRED_KEEP=1) are up to date,
+    // so only the replays are redone; the window stays the one they were measured in.
+    let previous: Option<Value> = if std::env::var_os("SIMREAL_PAIRED_REUSE").is_some() {
+        Some(read_json(out.join("paired_replay.json"))?)
+    } else {
+        let _ = std::fs::remove_dir_all(&root);
+        None
+    };
     let started_utc = simreal::io::provenance::utc_now();
     let load_start = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
 
@@ -232,12 +241,18 @@ fn main() -> Result<()> {
         });
     }
     let load_end = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let now = Value::from(simreal::io::provenance::utc_now());
+    let window = |key: &str, this_run: Value| match &previous {
+        Some(p) => p[key].clone(),
+        None => this_run,
+    };
     let report = serde_json::json!({
         "bench": "paired_replay",
-        "started_utc": started_utc,
-        "ended_utc": simreal::io::provenance::utc_now(),
-        "load_average_start": load_start.trim(),
-        "load_average_end": load_end.trim(),
+        "started_utc": window("started_utc", started_utc.into()),
+        "ended_utc": window("ended_utc", now.clone()),
+        "load_average_start": window("load_average_start", load_start.trim().into()),
+        "load_average_end": window("load_average_end", load_end.trim().into()),
+        "replays_recomputed_utc": previous.is_some().then_some(now),
         "rounds": rounds,
         "overrides": base,
         "min_op_share_pct": 100.0 * MIN_OP_SHARE,
@@ -273,6 +288,11 @@ fn markdown(report: &Value, results: &[PairResult]) -> String {
         report["load_average_start"].as_str().unwrap_or(""),
         report["load_average_end"].as_str().unwrap_or(""),
     ));
+    if let Some(at) = report["replays_recomputed_utc"].as_str() {
+        md.push_str(&format!(
+            "Replays recomputed from the kept runs and bundles at {at} (`SIMREAL_PAIRED_REUSE=1`).\n\n"
+        ));
+    }
     md.push_str(
         "Each real run is replayed with the bundle profiled just before or just after it, \
          whichever is nearer in device state (distance = max |ln ratio| of the median probe \

@@ -256,6 +256,20 @@ fn replay_of_a_real_run_has_a_row_per_iteration() {
         ])
         .unwrap();
     assert_eq!(replay::run(&explicit).unwrap(), out);
+    // Fitting the means is another replay, not the median one found up to date.
+    let means = replay
+        .with_overrides(&["vidur.predictor_statistic=mean".to_string()])
+        .unwrap();
+    let means_out = replay::run(&means).unwrap();
+    assert_ne!(means_out, out);
+    let means_summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(means_out.join("replay_summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_ne!(
+        means_summary["summary"]["total_error_pct"],
+        summary["summary"]["total_error_pct"]
+    );
     let missing = replay
         .with_overrides(&[format!(
             "compare.real_run={}",

@@ -290,6 +290,7 @@ pub fn run(job: &Job) -> Result<PathBuf> {
         "real_run": name(&real_run),
         "bundle": name(&bundle_dir),
         "predictor": predictor.name(),
+        "predictor_statistic": cfg.vidur.predictor_statistic,
         "cpu_overheads": cfg.vidur.cpu_overheads,
     });
     let id = format!(

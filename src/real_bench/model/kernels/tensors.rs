@@ -1,21 +1,21 @@
 //! Tensor-level entry points to the kernels: the CPU f32 cases go to a hand-written kernel
 //! over the tensor's slice, everything else to candle.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use candle_core::{DType, Storage, Tensor, WithDType};
 
 use super::gemm;
 use super::linear as small_m;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use super::Isa;
 use crate::{bail, ensure, Error, Result};
 
 /// Up to this many input rows, f32 projections use the streaming small-m kernel; above it,
 /// the register-blocked GEMM (which packs and tiles, and wins once the weights are reused
 /// enough). Chosen on the median time inside real forwards (`benches/op_context.rs`, the
-/// crossover table): there the GEMM is 11–24 % faster from 80 to 192 rows and varies less
-/// from call to call, while isolated best-of-N calls (`benches/engine.rs`) put the crossover
-/// near 128.
+/// crossover table): there the two are about even from 80 to 112 rows, the GEMM is 9–20 %
+/// faster from 128 to 192 and varies less from call to call; isolated best-of-N calls
+/// (`benches/engine.rs`) hide that spread and put the crossover near 128.
 pub const SMALL_M_MAX_ROWS: usize = 80;
 
 static SMALL_M_MAX_ROWS_NOW: AtomicUsize = AtomicUsize::new(SMALL_M_MAX_ROWS);
