@@ -130,13 +130,13 @@ fn op_errors(v: &Value) -> Vec<OpError> {
 fn replay(
     root: &Path,
     base: &[String],
-    policy_override: &[&str],
+    extra: &[&str],
     real: &Path,
     bundle: &(PathBuf, DeviceTimeline),
     run_timeline: &DeviceTimeline,
 ) -> Result<Replayed> {
     let mut o = base.to_vec();
-    o.extend(policy_override.iter().map(|s| s.to_string()));
+    o.extend(extra.iter().map(|s| s.to_string()));
     o.push(format!("compare.real_run={}", real.display()));
     o.push(format!("vidur.bundle={}", bundle.0.display()));
     let j = job(Stage::Vidur, root, &o)?;
@@ -188,7 +188,17 @@ fn main() -> Result<()> {
     // Reuse: the kept runs and bundles of the last run (SIMREAL_PAIRED_KEEP=1) are up to date,
     // so only the replays are redone; the window stays the one they were measured in.
     let previous: Option<Value> = if std::env::var_os("SIMREAL_PAIRED_REUSE").is_some() {
-        Some(read_json(out.join("paired_replay.json"))?)
+        let p: Value = read_json(out.join("paired_replay.json"))?;
+        // Other rounds or overrides would measure new runs now and file them under the old
+        // window.
+        if p["rounds"] != rounds || p["overrides"] != serde_json::json!(base) {
+            bail!(
+                "SIMREAL_PAIRED_REUSE: paired_replay.json has rounds {} and overrides {}, this run {rounds} and {base:?}",
+                p["rounds"],
+                p["overrides"]
+            );
+        }
+        Some(p)
     } else {
         let _ = std::fs::remove_dir_all(&root);
         None
