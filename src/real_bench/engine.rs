@@ -413,15 +413,18 @@ impl<'m> Engine<'m> {
         batch: &ScheduledBatch,
         tables: &mut Vec<Vec<usize>>,
     ) -> Result<()> {
-        tables.clear();
-        for e in &batch.entries {
+        // The tables' buffers are kept from iteration to iteration: no allocation once
+        // they have grown to the longest table.
+        tables.resize_with(batch.entries.len(), Vec::new);
+        for (e, out) in batch.entries.iter().zip(tables.iter_mut()) {
             let table = self.scheduler.block_table(e.request_id).ok_or_else(|| {
                 Error::Msg(format!(
                     "scheduled request {} has no block table",
                     e.request_id
                 ))
             })?;
-            tables.push(table.iter().map(|&b| b as usize).collect());
+            out.clear();
+            out.extend(table.iter().map(|&b| b as usize));
         }
         Ok(())
     }
