@@ -195,6 +195,14 @@ pub fn profile_compute(
 const GAP_FRACTION: f64 = 0.1;
 /// The shortest idle gap after a profiled forward.
 const MIN_GAP: Duration = Duration::from_millis(1);
+/// A device probe between forwards at least this often (~40 ms each: 0.4 % of the profile).
+/// The bundle's reference device state is the median of its probes, and its op times are
+/// medians over forwards spread through the whole profile: probes at the same cadence make
+/// the reference the state the ops were timed in, not that of the few minutes at its ends
+/// (one bundle's three probes before profiling read half the compute rate, two between its
+/// passes 156 and 197 GFLOP/s, three after it 227–230: its reference was set 23 % below its
+/// end, and the run next to it had a −2.3 % raw error corrected to −11.6 %).
+const PROBE_EVERY: Duration = Duration::from_secs(10);
 
 /// Runs every shape of the plan, interleaved: `warmup` passes over all shapes, then the
 /// timed passes, each in a seeded random order. Interleaving spreads each point's samples
@@ -260,11 +268,8 @@ fn run_forwards(
     let timed = grid.timed_forwards(num_layers);
     let mut recorder = SampleRecorder::default();
     let mut order: Vec<usize> = (0..shapes.len()).collect();
+    let mut last_probe = Instant::now();
     for pass in 0..grid.warmup + timed {
-        if pass > 0 {
-            // The device's speed between passes, for the bundle's timeline.
-            timeline.probe(SpeedPhase::Idle);
-        }
         // A new order every pass: with a fixed one, whatever a shape leaves behind (cold
         // caches after the largest prefill, freed buffers) slows the same next shape in every
         // pass, and the median keeps it (`lm_head` at 3 rows measured 2.2× its neighbours).
@@ -293,6 +298,10 @@ fn run_forwards(
             // into the kernel's throttling (50 ms paused per second of uninterrupted work),
             // which a real run at moderate load never meets.
             std::thread::sleep(Duration::from_secs_f64(wall_ms * 1e-3 * GAP_FRACTION).max(MIN_GAP));
+            if last_probe.elapsed() >= PROBE_EVERY {
+                timeline.probe(SpeedPhase::Idle);
+                last_probe = Instant::now();
+            }
             progress.advance(shape.cost());
             if pass < grid.warmup {
                 continue;
