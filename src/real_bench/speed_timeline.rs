@@ -150,6 +150,19 @@ impl SpeedTimeline {
         }
     }
 
+    /// Runs an idle probe if the latest probe of any phase is at least `every` old (or there
+    /// is none); returns whether it did. For a stage that pauses between units of work (the
+    /// profiler between forwards) and wants probes spread through its run at that cadence.
+    pub fn idle_tick(&mut self, every: std::time::Duration) -> bool {
+        let due = self
+            .latest_probe_with_age()
+            .is_none_or(|(_, age)| age >= every);
+        if due {
+            self.probe(SpeedPhase::Idle);
+        }
+        due
+    }
+
     /// The latest probe taken, if any.
     pub fn latest_probe(&self) -> Option<ProbeSample> {
         self.latest_probe_with_age().map(|(p, _)| p)
@@ -306,6 +319,7 @@ pub struct SpeedSummary {
 mod tests {
     use super::*;
     use crate::real_bench::device_probe::KernelTiming;
+    use std::time::Duration;
 
     #[test]
     fn rows_are_timed_from_the_origin_and_summarised_by_phase() {
@@ -331,6 +345,25 @@ mod tests {
             t.latest_probe().unwrap().memory_ns as f64,
             s.after.unwrap().memory_probe_ns
         );
+    }
+
+    #[test]
+    fn idle_ticks_probe_at_the_cadence_asked_for() {
+        let mut t = SpeedTimeline::new();
+        assert!(t.idle_tick(Duration::from_secs(3600)), "no probe yet: due");
+        assert!(
+            !t.idle_tick(Duration::from_secs(3600)),
+            "the last one is not an hour old"
+        );
+        assert!(t.idle_tick(Duration::ZERO));
+        t.busy_sample();
+        assert!(
+            !t.idle_tick(Duration::from_secs(3600)),
+            "busy samples are not probes"
+        );
+        let s = t.summary();
+        assert_eq!((s.num_probes, s.num_busy_samples), (2, 1));
+        assert_eq!(s.idle.unwrap().count, 2);
     }
 
     #[test]

@@ -33,7 +33,6 @@ use super::plan::{ComputeGrid, ComputePlan, ForwardShape};
 use super::progress::Progress;
 use super::recorder::SampleRecorder;
 use crate::io::bundle::{AttentionRow, MlpRow, Op, OpStats, OpStatsSet};
-use crate::io::records::SpeedPhase;
 use crate::quantile::median;
 use crate::real_bench::model::{PagedKvCache, Qwen3Model, SequenceInput};
 use crate::real_bench::speed_timeline::SpeedTimeline;
@@ -268,7 +267,6 @@ fn run_forwards(
     let timed = grid.timed_forwards(num_layers);
     let mut recorder = SampleRecorder::default();
     let mut order: Vec<usize> = (0..shapes.len()).collect();
-    let mut last_probe = Instant::now();
     for pass in 0..grid.warmup + timed {
         // A new order every pass: with a fixed one, whatever a shape leaves behind (cold
         // caches after the largest prefill, freed buffers) slows the same next shape in every
@@ -298,10 +296,7 @@ fn run_forwards(
             // into the kernel's throttling (50 ms paused per second of uninterrupted work),
             // which a real run at moderate load never meets.
             std::thread::sleep(Duration::from_secs_f64(wall_ms * 1e-3 * GAP_FRACTION).max(MIN_GAP));
-            if last_probe.elapsed() >= PROBE_EVERY {
-                timeline.probe(SpeedPhase::Idle);
-                last_probe = Instant::now();
-            }
+            timeline.idle_tick(PROBE_EVERY);
             progress.advance(shape.cost());
             if pass < grid.warmup {
                 continue;
