@@ -63,6 +63,13 @@ struct Replayed {
     raw: Errors,
     corrected: Option<Errors>,
     corrected_ops: Vec<OpError>,
+    /// The raw prediction scaled by the reference iteration's slowdown (the fixed iteration
+    /// the profiler times before and after profiling and `real` before serving), and that
+    /// slowdown, %; absent from results before they were recorded.
+    #[serde(default)]
+    reference_scaled: Option<Errors>,
+    #[serde(default)]
+    reference_slower_pct: Option<f64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -143,6 +150,7 @@ fn replay(
     let dir = simreal::stages::replay::run(&j)?;
     let summary: Value = read_json(dir.join("replay_summary.json"))?;
     let corrected = &summary["speed_corrected"];
+    let reference = &summary["speed_adjusted"];
     Ok(Replayed {
         bundle: name(&bundle.0),
         distance: run_timeline.distance(&bundle.1),
@@ -151,6 +159,10 @@ fn replay(
             .then(|| errors(corrected))
             .transpose()?,
         corrected_ops: op_errors(corrected),
+        reference_scaled: (!reference.is_null())
+            .then(|| errors(reference))
+            .transpose()?,
+        reference_slower_pct: summary["device_speed"]["real_slower_pct"].as_f64(),
     })
 }
 
@@ -309,16 +321,19 @@ fn markdown(report: &Value, results: &[PairResult]) -> String {
          rates). Errors of the predicted iteration time against the measured one: total over \
          the run, median and P90 of per-iteration |error|, %. *Pass* = corrected total within \
          ±3 % and median |error| ≤ 5 %. The last column replays with the nearest bundle's \
-         op-time means instead of its medians (`vidur.predictor_statistic=mean`).\n\n",
+         op-time means instead of its medians (`vidur.predictor_statistic=mean`). *Reference \
+         iteration*: how much slower `real` ran its warm-up iteration than the profiler ran the \
+         same iteration, and the raw prediction scaled by that (a model-level probe; the \
+         correction does not use it).\n\n",
     );
     md.push_str(
-        "| policy | round | iterations | nearest bundle | distance | raw total / median / P90 | corrected total / median / P90 | pass | other bundle: corrected total / median | means fitted: raw / corrected total / median |\n|---|---:|---:|---|---:|---|---|---|---|---|\n",
+        "| policy | round | iterations | nearest bundle | distance | raw total / median / P90 | corrected total / median / P90 | pass | other bundle: corrected total / median | means fitted: raw / corrected total / median | reference iteration: real slower % / scaled total / median |\n|---|---:|---:|---|---:|---|---|---|---|---|---|\n",
     );
     for r in results {
         let c = r.nearest.corrected.as_ref();
         let pass = c.is_some_and(|c| c.total_error_pct.abs() <= 3.0 && c.median_abs_pct <= 5.0);
         md.push_str(&format!(
-            "| {} | {} | {} | {} | {:.3} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {:.3} | {} | {} | {} | {} | {} | {} |\n",
             r.policy,
             r.round,
             r.iterations,
@@ -339,6 +354,13 @@ fn markdown(report: &Value, results: &[PairResult]) -> String {
                     e.total_error_pct, e.median_abs_pct
                 ))
             )),
+            match (&r.nearest.reference_scaled, r.nearest.reference_slower_pct) {
+                (Some(e), Some(slower)) => format!(
+                    "{slower:+.1} / {:+.1} / {:.1}",
+                    e.total_error_pct, e.median_abs_pct
+                ),
+                _ => "–".into(),
+            },
         ));
     }
     md.push_str(&format!(
