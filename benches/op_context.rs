@@ -26,13 +26,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
-use candle_core::{DType, Device};
 use serde::Serialize;
 use serde_json::json;
 use simreal::io::ops::Op;
 use simreal::real_bench::device_probe::{load_average_1min, DeviceProbe};
 use simreal::real_bench::model::*;
-use simreal::real_bench::threads::{self, Priority, TimingSettings};
 
 const BLOCK: usize = 16;
 /// Cached tokens of every decoding sequence.
@@ -282,14 +280,7 @@ fn main() -> Result<()> {
         n > MIXED_DECODES,
         "SIMREAL_OPCTX_TOKENS must exceed {MIXED_DECODES}"
     );
-    threads::init(2)?;
-    let timing = threads::apply_timing(&TimingSettings {
-        priority: Priority::Realtime,
-        pin_threads: false,
-        lock_memory: false,
-    });
-    let weights = WeightSource::Dir(common::qwen3_0_6b_weights()?);
-    let model = Qwen3Model::load(&weights, DType::F32, &Device::Cpu)?;
+    let (model, timing) = common::stage_like_qwen3_0_6b()?;
     let started_utc = simreal::io::provenance::utc_now();
     let load_start = load_average_1min();
     let mut probe = DeviceProbe::new();

@@ -24,12 +24,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
-use candle_core::{DType, Device};
 use serde::Serialize;
 use serde_json::json;
 use simreal::real_bench::device_probe::{load_average_1min, DeviceProbe};
 use simreal::real_bench::model::*;
-use simreal::real_bench::threads::{self, Priority, TimingSettings};
 
 const BLOCK: usize = 16;
 const DECODE_CONTEXT: usize = 128;
@@ -106,14 +104,7 @@ fn main() -> Result<()> {
         window_s > 0 && seconds >= 2 * window_s,
         "SIMREAL_PT_SECONDS must hold at least two windows of SIMREAL_PT_WINDOW_S"
     );
-    threads::init(2)?;
-    let timing = threads::apply_timing(&TimingSettings {
-        priority: Priority::Realtime,
-        pin_threads: false,
-        lock_memory: false,
-    });
-    let weights = WeightSource::Dir(common::qwen3_0_6b_weights()?);
-    let model = Qwen3Model::load(&weights, DType::F32, &Device::Cpu)?;
+    let (model, timing) = common::stage_like_qwen3_0_6b()?;
     let ids: Vec<u32> = (0..PREFILL_TOKENS.max(1) as u32)
         .map(|i| (i * 7919 + 11) % 151_936)
         .collect();

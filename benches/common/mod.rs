@@ -28,3 +28,25 @@ pub fn qwen3_0_6b_weights() -> Result<std::path::PathBuf> {
     }
     Ok(dir)
 }
+
+/// A process set up as the timed stages run theirs (two compute threads at real-time
+/// priority where permitted; the guard restores it when dropped) and the stages' `qwen3_0_6b`
+/// f32 model loaded on the CPU.
+#[cfg(feature = "engine")]
+#[allow(dead_code)] // not every bench loads the model
+pub fn stage_like_qwen3_0_6b() -> Result<(
+    simreal::real_bench::model::Qwen3Model,
+    simreal::real_bench::threads::TimingGuard,
+)> {
+    use simreal::real_bench::model::{Qwen3Model, WeightSource};
+    use simreal::real_bench::threads::{self, Priority, TimingSettings};
+    threads::init(2)?;
+    let timing = threads::apply_timing(&TimingSettings {
+        priority: Priority::Realtime,
+        pin_threads: false,
+        lock_memory: false,
+    });
+    let weights = WeightSource::Dir(qwen3_0_6b_weights()?);
+    let model = Qwen3Model::load(&weights, candle_core::DType::F32, &candle_core::Device::Cpu)?;
+    Ok((model, timing))
+}
