@@ -22,6 +22,8 @@
 
 mod common;
 
+use common::median;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -123,10 +125,6 @@ struct CrossoverRow {
     /// Median ÷ min of the same, a measure of the call-to-call spread.
     small_m_spread: f64,
     gemm_spread: f64,
-}
-
-fn median(v: &[f64]) -> f64 {
-    simreal::quantile::median(v).unwrap_or(f64::NAN)
 }
 
 fn per_layer_ms(t: &OpTotals, op: Op, layers: usize) -> f64 {

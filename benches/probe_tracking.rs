@@ -21,6 +21,8 @@
 
 mod common;
 
+use common::median;
+
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
@@ -54,10 +56,6 @@ struct Window {
     decode_ms_rest: f64,
     prefill_ms_sparse: f64,
     prefill_ms_rest: f64,
-}
-
-fn median(v: &[f64]) -> f64 {
-    simreal::quantile::median(v).unwrap_or(f64::NAN)
 }
 
 /// Pearson correlation of two series (NaN when either is constant).

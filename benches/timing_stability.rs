@@ -30,6 +30,8 @@
 
 mod common;
 
+use common::median;
+
 use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -197,11 +199,6 @@ fn idle_until(deadline: Instant, spin: bool) {
     if deadline > now {
         std::thread::sleep(deadline - now);
     }
-}
-
-/// The median; NaN for an empty or non-finite sample (printed as such, never a panic).
-fn median(v: &[f64]) -> f64 {
-    simreal::quantile::median(v).unwrap_or(f64::NAN)
 }
 
 /// Coefficient of variation, %.

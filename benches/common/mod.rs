@@ -2,6 +2,12 @@
 
 use anyhow::{Context, Result};
 
+/// The median; NaN for an empty or non-finite sample (printed as such, never a panic).
+#[allow(dead_code)] // not every bench takes medians
+pub fn median(v: &[f64]) -> f64 {
+    simreal::quantile::median(v).unwrap_or(f64::NAN)
+}
+
 /// A count from the environment variable `name`, or `default` when it is unset.
 pub fn env_usize(name: &str, default: usize) -> Result<usize> {
     match std::env::var(name) {
