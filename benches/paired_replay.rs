@@ -320,8 +320,8 @@ fn markdown(report: &Value, results: &[PairResult]) -> String {
          whichever is nearer in device state (distance = max |ln ratio| of the median probe \
          rates). Errors of the predicted iteration time against the measured one: total over \
          the run, median and P90 of per-iteration |error|, %. *Pass* = corrected total within \
-         ±3 % and median |error| ≤ 5 %. The last column replays with the nearest bundle's \
-         op-time means instead of its medians (`vidur.predictor_statistic=mean`). *Reference \
+         ±3 % and median |error| ≤ 5 %. The *means fitted* column replays with the nearest \
+         bundle's op-time means instead of its medians (`vidur.predictor_statistic=mean`). *Reference \
          iteration*: how much slower `real` ran its warm-up iteration than the profiler ran the \
          same iteration, and the raw prediction scaled by that (a model-level probe; the \
          correction does not use it).\n\n",
