@@ -31,17 +31,49 @@ fn main() {
         if let Some(version) = nvcc_version() {
             println!("cargo:rustc-env=SIMREAL_CUDA_TOOLKIT_VERSION={version}");
         }
+        compile_ptx(
+            "src/real_bench/model/cuda_attention.cu",
+            "cuda_attention.ptx",
+        );
     }
 }
 
-/// `13.0.88` from nvcc's `Cuda compilation tools, release 13.0, V13.0.88` (the nvcc that
-/// candle's kernels are built with: `CUDA_ROOT/bin`, else `PATH`).
-fn nvcc_version() -> Option<String> {
-    let nvcc = std::env::var_os("CUDA_ROOT")
+/// Compiles our CUDA kernels to PTX in OUT_DIR, which the crate embeds (`include_str!`). PTX
+/// for compute capability 8.0 loads on the A100 and, compiled by the driver at load time, on
+/// every newer GPU (H100, H200): one build serves all the presets. A failure stops the build
+/// with nvcc's message.
+fn compile_ptx(source: &str, ptx_name: &str) {
+    println!("cargo:rerun-if-changed={source}");
+    let out = std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"))
+        .join(ptx_name);
+    let mut nvcc = Command::new(nvcc_path());
+    nvcc.args(["--ptx", "-O3", "-arch=compute_80", "-o"])
+        .arg(&out)
+        .arg(source);
+    if let Some(root) = std::env::var_os("CUDA_ROOT") {
+        nvcc.arg("-I")
+            .arg(std::path::PathBuf::from(root).join("include"));
+    }
+    match nvcc.status() {
+        Ok(status) if status.success() => {}
+        Ok(status) => panic!("nvcc failed ({status}) compiling {source} to PTX"),
+        Err(e) => {
+            panic!("cannot run nvcc to compile {source} ({e}): set CUDA_ROOT or PATH (docs/gpu.md)")
+        }
+    }
+}
+
+/// The nvcc that candle's kernels are built with: `CUDA_ROOT/bin/nvcc`, else `nvcc` on PATH.
+fn nvcc_path() -> std::path::PathBuf {
+    std::env::var_os("CUDA_ROOT")
         .map(|root| std::path::PathBuf::from(root).join("bin").join("nvcc"))
         .filter(|p| p.is_file())
-        .unwrap_or_else(|| "nvcc".into());
-    let out = Command::new(nvcc).arg("--version").output().ok()?;
+        .unwrap_or_else(|| "nvcc".into())
+}
+
+/// `13.0.88` from nvcc's `Cuda compilation tools, release 13.0, V13.0.88`.
+fn nvcc_version() -> Option<String> {
+    let out = Command::new(nvcc_path()).arg("--version").output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.lines()
         .find_map(|l| l.rsplit_once(", V").map(|(_, v)| v.trim().to_string()))

@@ -62,6 +62,8 @@ for lib in cublas cublasLt curand nvrtc cudart; do
   ln -sf "../$so" "$stubs/lib$lib.so"
 done
 if [ ! -f "$stubs/libcuda.so" ]; then
+  # On a fresh machine the registry is empty: metadata --offline needs the sources fetched.
+  cargo fetch --locked --quiet
   cudarc_dir="$(cargo metadata --locked --offline --features cuda --format-version 1 2>/dev/null \
     | "$venv/bin/python" -c 'import json, sys, os
 for p in json.load(sys.stdin)["packages"]:
@@ -80,18 +82,21 @@ step "nvcc: $(nvcc --version | tail -2 | head -1); compute capability $CUDA_COMP
 
 step "cargo build --release --features cuda --bins"
 cargo build --release --features cuda --bins
-step "cargo test --release --features cuda --no-run (the GPU check's test binaries)"
+step "cargo test/bench --release --features cuda --no-run (the GPU check's test and bench binaries)"
 # Built in the release profile, sharing the binaries' compiled dependencies.
-tests=(model_reference)
+tests=(model_reference model_tensor_attention)
+benches=(gpu_decode_attention)
 test_args=()
 for t in "${tests[@]}"; do test_args+=(--test "$t"); done
-test_bins="$(cargo test --release --features cuda --no-run "${test_args[@]}" \
-  --message-format=json 2>/dev/null \
-  | "$venv/bin/python" -c 'import json, sys
+for b in "${benches[@]}"; do test_args+=(--bench "$b"); done
+artifacts() { # name executable, for each test and bench target built by `cargo "$@"`
+  cargo "$@" --message-format=json | "$venv/bin/python" -c 'import json, sys
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
-        print(m["target"]["name"], m["executable"])')"
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] in (["test"], ["bench"]):
+        print(m["target"]["name"], m["executable"])'
+}
+test_bins="$(artifacts test --release --features cuda --no-run "${test_args[@]}")"
 
 target_dir="${CARGO_TARGET_DIR:-target}"
 step "dynamic libraries the binaries need"
@@ -109,7 +114,7 @@ if [ -n "$package_dir" ]; then
   while read -r name exe; do
     [ -n "$name" ] && strip -o "$package_dir/$name" "$exe"
   done <<< "$test_bins"
-  for t in "${tests[@]}"; do
+  for t in "${tests[@]}" "${benches[@]}"; do
     test -x "$package_dir/$t" || { echo "error: test binary $t was not built" >&2; exit 1; }
   done
   {
@@ -119,7 +124,7 @@ if [ -n "$package_dir" ]; then
     echo "cuda_compute_cap=$CUDA_COMPUTE_CAP"
     echo "needed=$needed"
   } > "$package_dir/BUILD_INFO"
-  (cd "$package_dir" && xz -T0 -6 pipeline "${tests[@]}" && sha256sum ./*.xz >> BUILD_INFO)
+  (cd "$package_dir" && xz -T0 -6 pipeline "${tests[@]}" "${benches[@]}" && sha256sum ./*.xz >> BUILD_INFO)
   du -ab "$package_dir" | sort -n
 fi
 step "done"

@@ -3,21 +3,26 @@
 #
 # On a GPU host without a Rust toolchain, it runs the `--features cuda` binaries that
 # `tools/cuda_build_check.sh --package DIR` built and packed elsewhere:
-#   1. the model-equality test on the GPU: our logits against candle-transformers' Qwen3 on the
-#      same synthesized weights, f32 and bf16 (tests/model_reference.rs);
+#   1. the GPU tests: our logits against candle-transformers' Qwen3 on the same synthesized
+#      weights, f32 and bf16 (tests/model_reference.rs), and our paged CUDA decode kernel
+#      against the tensor-op path, op by op and logits (tests/model_tensor_attention.rs);
 #   2. a short study: `pipeline` on qwen3_0_6b with the detected GPU's preset (a burst of 16
 #      requests: workload, real, vidur_profile on the GPU, vidur, compare);
-#   3. PyTorch + transformers on the same weights as a speed anchor (when python3 has them);
+#   3. the decode-attention bench: kernel vs tensor ops, interleaved (benches/gpu_decode_attention.rs);
+#   4. PyTorch + transformers on the same weights as a speed anchor (when python3 has them);
 # and prints a summary: decode ms/token at batch 1 and 8, prefill tokens/s, the verdict line.
+# The study's outputs, weights left out, are kept as study.tar.gz.
 #
 #   tools/gpu_check.sh [--bin DIR] [--out DIR] [--cpu]
 #
-#   --bin DIR   the packed binaries (default .gpu-bin: pipeline.xz, model_reference.xz, BUILD_INFO)
+#   --bin DIR   the packed binaries (default .gpu-bin: pipeline.xz, model_reference.xz,
+#               model_tensor_attention.xz, gpu_decode_attention.xz, BUILD_INFO)
 #   --out DIR   where logs and summary.{md,json} go (default $OUT if set, else
 #               benches/results/gpu/<UTC date>)
 #   --cpu       a dry run of this script on a machine without a GPU: the CPU build's binaries
-#               under target/release (cargo build --release --bins; the test binary from
-#               cargo test --release --no-run --test model_reference), qwen3_tiny on the CPU
+#               under target/release (cargo build --release --bins; the test binaries from
+#               cargo test --release --no-run --test model_reference --test
+#               model_tensor_attention), qwen3_tiny on the CPU, no bench
 #
 # Environment: SIMREAL_GPU_CHECK_MODEL (default qwen3_0_6b), SIMREAL_GPU_CHECK_HARDWARE (default:
 # from the GPU's name: H200 -> h200_141g, H100 -> h100_80g, A100 -> a100_80g).
@@ -52,16 +57,18 @@ if $cpu; then
   backend=candle_cpu
   target="${CARGO_TARGET_DIR:-target}/release"
   cp "$target/pipeline" "$work/pipeline"
-  cp "$(ls -t "$target"/deps/model_reference-* | grep -v '\.d$' | head -1)" "$work/model_reference"
+  for t in model_reference model_tensor_attention; do
+    cp "$(ls -t "$target"/deps/$t-* | grep -v '\.d$' | head -1)" "$work/$t"
+  done
   device_name="$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)"
 else
   model="${SIMREAL_GPU_CHECK_MODEL:-qwen3_0_6b}"
   backend=candle_cuda
-  for b in pipeline model_reference; do
+  for b in pipeline model_reference model_tensor_attention gpu_decode_attention; do
     test -f "$bin_dir/$b.xz" || { echo "error: $bin_dir/$b.xz is missing (tools/cuda_build_check.sh --package $bin_dir)" >&2; exit 1; }
     xz -dc "$bin_dir/$b.xz" > "$work/$b"
+    chmod +x "$work/$b"
   done
-  chmod +x "$work/pipeline" "$work/model_reference"
   cp "$bin_dir/BUILD_INFO" "$out_dir/BUILD_INFO"
   # cuBLAS, cuRAND, NVRTC and the runtime from the CUDA wheels PyTorch brought (the binaries
   # record versioned sonames, e.g. libcublas.so.13); libcuda.so.1 is the driver's.
@@ -95,14 +102,16 @@ EOF
 fi
 step "device: $device_name; model $model, hardware=$hardware backend=$backend"
 
-# --- 1. model equality ------------------------------------------------------------------------
-step "model equality (tests/model_reference.rs)"
+# --- 1. model equality and the decode kernel ----------------------------------------------------
 equality=passed
-# Run from the repository: the test finds the tokenizer and configs relative to it.
-if ! (cd "$repo" && timeout 300 "$work/model_reference" --test-threads=1) > "$out_dir/model_reference.log" 2>&1; then
-  equality=FAILED
-fi
-tail -3 "$out_dir/model_reference.log"
+for t in model_reference model_tensor_attention; do
+  step "tests/$t.rs"
+  # Run from the repository: the tests find the tokenizer and configs relative to it.
+  if ! (cd "$repo" && timeout 180 "$work/$t" --test-threads=1) > "$out_dir/$t.log" 2>&1; then
+    equality=FAILED
+  fi
+  tail -3 "$out_dir/$t.log"
+done
 
 # --- 2. a short study --------------------------------------------------------------------------
 step "pipeline: $model on $hardware"
@@ -110,17 +119,30 @@ study_root="$work/study"
 overrides=(model="$model" hardware="$hardware" backend="$backend" workload=static_burst
   output.root="$study_root")
 pipeline_status=passed
-if ! timeout 420 "$work/pipeline" "${overrides[@]}" > "$out_dir/pipeline.log" 2>&1; then
+if ! timeout 300 "$work/pipeline" "${overrides[@]}" > "$out_dir/pipeline.log" 2>&1; then
   pipeline_status=FAILED
 fi
 tail -5 "$out_dir/pipeline.log"
+tar -C "$study_root" --exclude=./weights -czf "$out_dir/study.tar.gz" . 2>/dev/null || true
 
-# --- 3. PyTorch anchor on the same weights --------------------------------------------------
+# --- 3. decode attention: the CUDA kernel against tensor ops --------------------------------
+bench_status="not run (no GPU)"
+if ! $cpu; then
+  step "bench: decode attention, kernel vs tensor ops"
+  if SIMREAL_BENCH_OUT="$out_dir" timeout 240 "$work/gpu_decode_attention" > "$out_dir/bench.log" 2>&1; then
+    bench_status=ran
+  else
+    bench_status=FAILED
+  fi
+  tail -12 "$out_dir/bench.log"
+fi
+
+# --- 4. PyTorch anchor on the same weights --------------------------------------------------
 weights="$(ls -d "$study_root"/weights/"$model"-* 2>/dev/null | head -1 || true)"
 torch_status="not run"
 if [ -n "$weights" ] && python3 -c 'import torch, transformers' 2>/dev/null; then
   step "PyTorch + transformers on $weights"
-  if timeout 180 python3 tools/gpu_check_torch.py "$weights" "$([ "$cpu" = true ] && echo cpu || echo cuda)" \
+  if timeout 120 python3 tools/gpu_check_torch.py "$weights" "$([ "$cpu" = true ] && echo cpu || echo cuda)" \
       > "$out_dir/torch.json" 2> "$out_dir/torch.log"; then
     torch_status=ran
   else
@@ -132,6 +154,7 @@ fi
 step "summary"
 python3 tools/gpu_check_summary.py \
   --study "$study_root" --out "$out_dir" --device "$device_name" --hardware "$hardware" \
-  --model "$model" --equality "$equality" --pipeline "$pipeline_status" --torch "$torch_status"
+  --model "$model" --equality "$equality" --pipeline "$pipeline_status" --torch "$torch_status" \
+  --bench "$bench_status"
 step "done"
 [ "$equality" = passed ] && [ "$pipeline_status" = passed ]

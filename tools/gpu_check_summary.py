@@ -62,7 +62,7 @@ def fmt(v, digits=2) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    for key in ("study", "out", "device", "hardware", "model", "equality", "pipeline", "torch"):
+    for key in ("study", "out", "device", "hardware", "model", "equality", "pipeline", "torch", "bench"):
         p.add_argument(f"--{key}", required=True)
     a = p.parse_args()
     summary: dict = {
@@ -71,6 +71,7 @@ def main() -> None:
         "model": a.model,
         "model_equality": a.equality,
         "pipeline": a.pipeline,
+        "bench": a.bench,
     }
     real = only_run(a.study, "real")
     if real:
@@ -90,6 +91,13 @@ def main() -> None:
     else:
         summary["torch"] = a.torch
 
+    bench_json = os.path.join(a.out, "gpu_decode_attention.json")
+    bench_cells = []
+    if a.bench == "ran" and os.path.isfile(bench_json):
+        with open(bench_json) as f:
+            bench_cells = json.load(f)["cells"]
+        summary["decode_attention"] = bench_cells
+
     e = summary.get("engine", {})
     t = summary["torch"] if isinstance(summary["torch"], dict) else {}
 
@@ -99,7 +107,7 @@ def main() -> None:
     lines = [
         f"# GPU check: {a.model} on {a.device} (`hardware={a.hardware}`)",
         "",
-        f"- model equality (our logits vs candle-transformers, f32 and bf16): **{a.equality}**",
+        f"- GPU tests (our logits vs candle-transformers, f32 and bf16; the paged decode kernel vs tensor ops): **{a.equality}**",
         f"- pipeline (workload, real, vidur_profile, vidur, compare): **{a.pipeline}**",
         f"- bundle measured on: `{json.dumps(summary.get('bundle_measured_on'))}`",
         "",
@@ -113,7 +121,21 @@ def main() -> None:
         f"PyTorch's a {t.get('context_tokens', '–')}-token context. PyTorch: {summary['torch'] if not t else 'torch ' + t['torch'] + ', transformers ' + t['transformers']}.",
         "",
         f"Verdict: {summary.get('verdict', 'no comparison')}",
+        "",
+        f"Decode attention, paged CUDA kernel vs tensor ops (benches/gpu_decode_attention.rs): {a.bench}",
     ]
+    if bench_cells:
+        lines += [
+            "",
+            "| batch | max ctx | attn_decode ms, tensor ops → kernel | speedup | forward GPU ms, tensor ops → kernel | speedup |",
+            "|---|---|---|---|---|---|",
+        ]
+        for c in bench_cells:
+            t, k = c["tensor_ops"], c["cuda_kernels"]
+            lines.append(
+                f"| {c['batch']} | {c['max_context']} | {fmt(t['attn_decode_gpu_ms'], 3)} → {fmt(k['attn_decode_gpu_ms'], 3)} "
+                f"| {fmt(c['attn_decode_speedup'])}× | {fmt(t['forward_gpu_ms'], 3)} → {fmt(k['forward_gpu_ms'], 3)} | {fmt(c['forward_speedup'])}× |"
+            )
     md = "\n".join(lines) + "\n"
     with open(os.path.join(a.out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)

@@ -123,14 +123,17 @@ impl<'a> ForwardBatch<'a> {
         }
         let tensor_meta = match cache.attention_path() {
             AttentionPath::CpuKernel => None,
-            AttentionPath::TensorOps => Some(TensorAttnMeta::new(
-                TensorAttnDims::new(cfg, bs),
-                slots.iter().map(|&(b, s)| (b * bs + s) as u32).collect(),
-                &prefill,
-                &decode,
-                PREFILL_TILE_ROWS,
-                device,
-            )?),
+            path @ (AttentionPath::TensorOps | AttentionPath::CudaKernels) => {
+                Some(TensorAttnMeta::new(
+                    TensorAttnDims::new(cfg, bs),
+                    slots.iter().map(|&(b, s)| (b * bs + s) as u32).collect(),
+                    &prefill,
+                    &decode,
+                    PREFILL_TILE_ROWS,
+                    path,
+                    device,
+                )?)
+            }
         };
         let logits_seq_indices: Vec<usize> =
             (0..seqs.len()).filter(|&i| seqs[i].wants_logits).collect();

@@ -108,22 +108,29 @@ pub enum AttentionPath {
     /// only, and much faster there than the tensor path.
     CpuKernel,
     /// Gathers, matmuls and a softmax written with candle tensor ops over one K and one V
-    /// tensor per layer: runs on any candle device (this is the CUDA path).
+    /// tensor per layer: runs on any candle device.
     TensorOps,
+    /// The tensor-op layout and path, except that decodes run our paged CUDA kernel, which
+    /// reads each context through its block table ([`super::cuda_attention`]): the CUDA
+    /// default. Needs a CUDA device (and a `--features cuda` build).
+    CudaKernels,
 }
 
 impl AttentionPath {
-    /// The path a device runs by default: the kernel on the CPU, tensor ops elsewhere.
+    /// The path a device runs by default: the CPU kernel on the CPU, the CUDA kernels on a
+    /// CUDA device, tensor ops elsewhere.
     pub fn for_device(device: &Device) -> Self {
         if device.is_cpu() {
             AttentionPath::CpuKernel
+        } else if device.is_cuda() {
+            AttentionPath::CudaKernels
         } else {
             AttentionPath::TensorOps
         }
     }
 }
 
-/// One layer's K and V for [`AttentionPath::TensorOps`], each
+/// One layer's K and V for [`AttentionPath::TensorOps`] and [`AttentionPath::CudaKernels`], each
 /// `[num_kv_heads, num_blocks · block_size, head_dim]` on the model's device. Head-major, so
 /// that gathering a sequence's slots along dim 1 yields `[kv_heads, ctx, head_dim]`, the
 /// batched-matmul operand, without a transpose copy per layer.
@@ -154,6 +161,7 @@ pub struct PagedKvCache {
     head_dim: usize,
     dtype: DType,
     device: Device,
+    path: AttentionPath,
     pub(crate) store: KvStore,
 }
 
@@ -206,7 +214,11 @@ impl PagedKvCache {
                         .collect::<Result<Vec<_>>>()?,
                 )
             }
-            AttentionPath::TensorOps => {
+            AttentionPath::TensorOps | AttentionPath::CudaKernels => {
+                ensure!(
+                    path == AttentionPath::TensorOps || device.is_cuda(),
+                    InvalidInput: "AttentionPath::CudaKernels runs on a CUDA device only, not {device:?}"
+                );
                 ensure!(
                     matches!(dtype, DType::F32 | DType::BF16 | DType::F16),
                     InvalidInput: "KV cache dtype {dtype:?} is not supported (f32, bf16, f16)"
@@ -237,6 +249,7 @@ impl PagedKvCache {
             head_dim: cfg.head_dim,
             dtype,
             device: device.clone(),
+            path,
             store,
         })
     }
@@ -261,10 +274,7 @@ impl PagedKvCache {
 
     /// The attention implementation this cache's layout serves.
     pub fn attention_path(&self) -> AttentionPath {
-        match self.store {
-            KvStore::Host(_) => AttentionPath::CpuKernel,
-            KvStore::Tensors(_) => AttentionPath::TensorOps,
-        }
+        self.path
     }
 
     /// The device the cache lives on.

@@ -1,6 +1,6 @@
 //! Qwen3 on candle with a flattened batch and a paged KV cache: the ground truth the engine
-//! runs and the profiler times. On the CPU, attention is a hand-written paged kernel; on other
-//! devices (CUDA) it is written with candle tensor ops ([`AttentionPath`]).
+//! runs and the profiler times. On the CPU, attention is a hand-written paged kernel; on CUDA,
+//! decodes run our paged CUDA kernel and the rest candle tensor ops ([`AttentionPath`]).
 //!
 //! - [`Qwen3Config`]: architecture read from a Hugging Face `config.json`, derived sizes.
 //! - [`Qwen3Model`]: the forward pass, one public method per op ([`Op`]), timed through an
@@ -26,6 +26,8 @@
 
 mod batch;
 mod config;
+#[cfg(feature = "cuda")]
+mod cuda_attention;
 pub mod kernels;
 mod kv_cache;
 #[allow(clippy::module_inception)]

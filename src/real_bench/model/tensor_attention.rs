@@ -14,7 +14,8 @@
 //!   [`PREFILL_TILE_ROWS`] run in tiles of rows, so the f32 scores (`rows × context` per
 //!   query head) stay bounded on a GPU;
 //! - all decodes run as one batch: contexts are gathered padded to the longest one, and a
-//!   mask hides the padding.
+//!   mask hides the padding; or, on [`AttentionPath::CudaKernels`], our CUDA kernel reads
+//!   each context in place through its block table ([`super::cuda_attention`]).
 //!
 //! GQA folds each kv head's group of query heads into the query rows (`[kv_heads, rows ·
 //! group, head_dim]` against `[kv_heads, ctx, head_dim]`) instead of repeating K/V `group`
@@ -27,6 +28,7 @@ use candle_core::{DType, Device, Tensor};
 
 use super::config::Qwen3Config;
 use super::kernels::attention::AttnSeq;
+use super::kv_cache::AttentionPath;
 use crate::{ensure, Result};
 
 /// Query rows of a prefill chunk per attention problem. Scores take `4 · heads · rows · ctx`
@@ -85,7 +87,17 @@ pub(crate) struct TensorAttnMeta {
     /// pad together).
     prefill: Vec<Gather>,
     /// All single-token sequences as one problem.
-    decode: Option<Gather>,
+    decode: Option<DecodeProblem>,
+}
+
+/// How the decode sequences of an iteration are attended.
+#[derive(Debug)]
+enum DecodeProblem {
+    /// Contexts gathered and padded to the longest one, then tensor ops.
+    Gathered(Gather),
+    /// Contexts read in place by our CUDA kernel.
+    #[cfg(feature = "cuda")]
+    Paged(super::cuda_attention::PagedDecodeMeta),
 }
 
 /// Slot of logical token `j` of a sequence.
@@ -98,12 +110,15 @@ impl TensorAttnMeta {
     /// Builds the tensors for `prefill` and `decode` sequences (each group's rows contiguous,
     /// prefill first, as `ForwardBatch` lays them out) whose rows hold `slots` (flat slot id
     /// per row, in row order). Prefill chunks are split into tiles of `prefill_tile_rows`.
+    /// Decodes take the CUDA kernel on `path` [`AttentionPath::CudaKernels`] where it covers
+    /// the model's head size, tensor ops otherwise.
     pub(crate) fn new(
         dims: TensorAttnDims,
         slots: Vec<u32>,
         prefill: &[AttnSeq<'_>],
         decode: &[AttnSeq<'_>],
         prefill_tile_rows: usize,
+        path: AttentionPath,
         device: &Device,
     ) -> Result<Self> {
         ensure!(prefill_tile_rows > 0, InvalidInput: "prefill tiles need at least one row");
@@ -156,39 +171,7 @@ impl TensorAttnMeta {
                     decode.iter().enumerate().all(|(i, s)| s.row_offset == first.row_offset + i),
                     InvalidInput: "decode rows must be contiguous and in sequence order"
                 );
-                let ctx_of = |s: &AttnSeq<'_>| s.num_cached + 1;
-                let max_ctx = decode.iter().map(ctx_of).max().unwrap_or(1);
-                let ragged = decode.iter().any(|s| ctx_of(s) != max_ctx);
-                let mut ids = Vec::with_capacity(decode.len() * max_ctx);
-                let mut mask = Vec::with_capacity(if ragged { ids.capacity() } else { 0 });
-                for s in decode {
-                    let ctx = ctx_of(s);
-                    // Padding re-reads the sequence's first slot: a valid index whose
-                    // weight the mask zeroes.
-                    ids.extend((0..max_ctx).map(|j| slot(s, bs, if j < ctx { j } else { 0 })));
-                    if ragged {
-                        mask.extend((0..max_ctx).map(|j| {
-                            if j < ctx {
-                                0.0
-                            } else {
-                                f32::NEG_INFINITY
-                            }
-                        }));
-                    }
-                }
-                let n = decode.len();
-                Some(Gather {
-                    row_offset: first.row_offset,
-                    batch: n,
-                    rows: 1,
-                    ctx: max_ctx,
-                    slot_ids: Tensor::from_vec(ids, n * max_ctx, device)?,
-                    mask: if ragged {
-                        Some(Tensor::from_vec(mask, (n, 1, 1, max_ctx), device)?)
-                    } else {
-                        None
-                    },
-                })
+                Some(decode_problem(dims, decode, path, device)?)
             }
         };
         Ok(Self {
@@ -197,6 +180,70 @@ impl TensorAttnMeta {
             decode,
         })
     }
+}
+
+/// The decode problem of `decode`'s sequences (contiguous rows, in order).
+fn decode_problem(
+    dims: TensorAttnDims,
+    decode: &[AttnSeq<'_>],
+    path: AttentionPath,
+    device: &Device,
+) -> Result<DecodeProblem> {
+    #[cfg(feature = "cuda")]
+    if path == AttentionPath::CudaKernels && super::cuda_attention::supports(&dims) {
+        let tables: Vec<&[usize]> = decode.iter().map(|s| s.block_table).collect();
+        let context_lens = decode.iter().map(|s| (s.num_cached + 1) as u32).collect();
+        return Ok(DecodeProblem::Paged(
+            super::cuda_attention::PagedDecodeMeta::new(
+                decode[0].row_offset,
+                &tables,
+                context_lens,
+                device,
+            )?,
+        ));
+    }
+    // Without the `cuda` feature no cache takes the CUDA path (PagedKvCache refuses it).
+    let _ = path;
+    Ok(DecodeProblem::Gathered(gathered_decode(
+        dims, decode, device,
+    )?))
+}
+
+/// All decodes as one gathered problem, padded to the longest context.
+fn gathered_decode(
+    dims: TensorAttnDims,
+    decode: &[AttnSeq<'_>],
+    device: &Device,
+) -> Result<Gather> {
+    let bs = dims.block_size;
+    let first = &decode[0];
+    let ctx_of = |s: &AttnSeq<'_>| s.num_cached + 1;
+    let max_ctx = decode.iter().map(ctx_of).max().unwrap_or(1);
+    let ragged = decode.iter().any(|s| ctx_of(s) != max_ctx);
+    let mut ids = Vec::with_capacity(decode.len() * max_ctx);
+    let mut mask = Vec::with_capacity(if ragged { ids.capacity() } else { 0 });
+    for s in decode {
+        let ctx = ctx_of(s);
+        // Padding re-reads the sequence's first slot: a valid index whose
+        // weight the mask zeroes.
+        ids.extend((0..max_ctx).map(|j| slot(s, bs, if j < ctx { j } else { 0 })));
+        if ragged {
+            mask.extend((0..max_ctx).map(|j| if j < ctx { 0.0 } else { f32::NEG_INFINITY }));
+        }
+    }
+    let n = decode.len();
+    Ok(Gather {
+        row_offset: first.row_offset,
+        batch: n,
+        rows: 1,
+        ctx: max_ctx,
+        slot_ids: Tensor::from_vec(ids, n * max_ctx, device)?,
+        mask: if ragged {
+            Some(Tensor::from_vec(mask, (n, 1, 1, max_ctx), device)?)
+        } else {
+            None
+        },
+    })
 }
 
 /// Writes this iteration's `k` and `v` rows (`[num_tokens, kv_heads · head_dim]`) into their
@@ -248,10 +295,17 @@ pub(crate) fn decode(
     cache_k: &Tensor,
     cache_v: &Tensor,
 ) -> Result<Option<(usize, Tensor)>> {
-    meta.decode
-        .as_ref()
-        .map(|g| Ok((g.row_offset, attend(dims, g, q, cache_k, cache_v)?)))
-        .transpose()
+    Ok(match &meta.decode {
+        None => None,
+        Some(DecodeProblem::Gathered(g)) => {
+            Some((g.row_offset, attend(dims, g, q, cache_k, cache_v)?))
+        }
+        #[cfg(feature = "cuda")]
+        Some(DecodeProblem::Paged(p)) => Some((
+            p.row_offset,
+            super::cuda_attention::decode(dims, p, q, cache_k, cache_v)?,
+        )),
+    })
 }
 
 /// One gathered problem → `[batch · rows, heads · head_dim]`.
@@ -303,6 +357,13 @@ fn attend(
 mod tests {
     use super::*;
 
+    fn gathered(meta: &TensorAttnMeta) -> &Gather {
+        match meta.decode.as_ref() {
+            Some(DecodeProblem::Gathered(g)) => g,
+            other => panic!("expected a gathered decode problem, got {other:?}"),
+        }
+    }
+
     fn dims() -> TensorAttnDims {
         TensorAttnDims {
             num_heads: 4,
@@ -329,7 +390,16 @@ mod tests {
         let prefill = [seq(0, 3, 4, &ta)];
         let decode = [seq(3, 1, 1, &tb), seq(4, 1, 5, &tc)];
         let slots = vec![8, 9, 10, 29, 5];
-        let meta = TensorAttnMeta::new(dims(), slots, &prefill, &decode, 64, &Device::Cpu).unwrap();
+        let meta = TensorAttnMeta::new(
+            dims(),
+            slots,
+            &prefill,
+            &decode,
+            64,
+            AttentionPath::TensorOps,
+            &Device::Cpu,
+        )
+        .unwrap();
 
         // Saving: [kv_heads, tokens, head_dim], each token's slot repeated.
         let ids = meta.save_ids.to_vec3::<u32>().unwrap();
@@ -349,7 +419,7 @@ mod tests {
         assert_eq!(mask[2], vec![0.0; 7]);
 
         // Decodes padded to 6: sequence b (2 tokens in block 7) re-reads its slot 28.
-        let d = meta.decode.as_ref().unwrap();
+        let d = gathered(&meta);
         assert_eq!((d.row_offset, d.batch, d.ctx), (3, 2, 6));
         assert_eq!(
             d.slot_ids.to_vec1::<u32>().unwrap(),
@@ -363,8 +433,17 @@ mod tests {
         // Equal contexts need no mask.
         let (t1, t2) = ([3], [6]);
         let even = [seq(0, 1, 2, &t1), seq(1, 1, 2, &t2)];
-        let meta = TensorAttnMeta::new(dims(), vec![14, 26], &[], &even, 64, &Device::Cpu).unwrap();
-        assert!(meta.decode.unwrap().mask.is_none());
+        let meta = TensorAttnMeta::new(
+            dims(),
+            vec![14, 26],
+            &[],
+            &even,
+            64,
+            AttentionPath::TensorOps,
+            &Device::Cpu,
+        )
+        .unwrap();
+        assert!(gathered(&meta).mask.is_none());
         assert!(meta.prefill.is_empty());
     }
 
@@ -376,7 +455,16 @@ mod tests {
         let table = [1];
         let decode = [seq(0, 1, 0, &table), seq(1, 1, 2, &table)];
         // Two tokens into slots 4 and 6 (block 1, slots 0 and 2).
-        let meta = TensorAttnMeta::new(d, vec![4, 6], &[], &decode, 64, &Device::Cpu).unwrap();
+        let meta = TensorAttnMeta::new(
+            d,
+            vec![4, 6],
+            &[],
+            &decode,
+            64,
+            AttentionPath::TensorOps,
+            &Device::Cpu,
+        )
+        .unwrap();
         let k = Tensor::arange(0f32, 12.0, &Device::Cpu)
             .unwrap()
             .reshape((2, 6))
@@ -415,7 +503,9 @@ mod tests {
         let cache_v = Tensor::new(&[[[9f32, 9.], [9., 9.], [4., 8.], [0., 4.]]], &dev).unwrap();
         let table = [1];
         let decode = [seq(0, 1, 1, &table)];
-        let meta = TensorAttnMeta::new(d, vec![3], &[], &decode, 64, &dev).unwrap();
+        let meta =
+            TensorAttnMeta::new(d, vec![3], &[], &decode, 64, AttentionPath::TensorOps, &dev)
+                .unwrap();
         let q = Tensor::new(&[[1f32, 0., 0., 0.]], &dev).unwrap();
         let (row, out) = super::decode(d, &meta, &q, &cache_k, &cache_v)
             .unwrap()
@@ -446,7 +536,16 @@ mod tests {
         let (ck, cv) = (random(&[2, 40, 3]), random(&[2, 40, 3]));
         let q = random(&[11, 12]);
         let run = |tile: usize| {
-            let meta = TensorAttnMeta::new(d, slots.clone(), &chunk, &[], tile, &dev).unwrap();
+            let meta = TensorAttnMeta::new(
+                d,
+                slots.clone(),
+                &chunk,
+                &[],
+                tile,
+                AttentionPath::TensorOps,
+                &dev,
+            )
+            .unwrap();
             let pieces = prefill(d, &meta, &q, &ck, &cv).unwrap();
             let firsts: Vec<usize> = pieces.iter().map(|p| p.0).collect();
             let rows: Vec<Tensor> = pieces.into_iter().map(|p| p.1).collect();
