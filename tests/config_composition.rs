@@ -215,3 +215,23 @@ fn multirun_expands_and_validates_every_combination_first() {
         .count();
     assert_eq!(failures, 1);
 }
+
+#[test]
+fn device_speed_correction_is_refused_on_gpu_hardware() {
+    // The calibration probes time the host's CPU: nothing to correct a GPU's prediction by.
+    let e = err(&[
+        "hardware=h200_141g",
+        "backend=candle_cuda",
+        "vidur.device_speed_correction=true",
+    ]);
+    assert!(e.contains("vidur.device_speed_correction"), "{e}");
+    assert!(e.contains("h200_141g is a cuda device"), "{e}");
+    let cpu = job(&["vidur.device_speed_correction=true"]).config;
+    assert!(simreal::vidur_ext::device_speed::probes_time_the_device(
+        &cpu
+    ));
+    let gpu = job(&["hardware=h200_141g", "backend=candle_cuda"]).config;
+    assert!(!simreal::vidur_ext::device_speed::probes_time_the_device(
+        &gpu
+    ));
+}

@@ -436,6 +436,17 @@ impl SimrealConfig {
                 ),
             ));
         }
+        if self.vidur.device_speed_correction && self.hardware.device != Device::Cpu {
+            return Err(Error::config(
+                "vidur.device_speed_correction",
+                format!(
+                    "{} is a {} device, and the calibration probes time the host's CPU, not it: \
+                     there is no measured device speed to correct to",
+                    self.hardware.name,
+                    self.hardware.device.as_str()
+                ),
+            ));
+        }
         self.profile.validate()?;
         self.compare.validate()?;
         self.capacity.validate()?;

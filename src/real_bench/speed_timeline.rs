@@ -19,7 +19,8 @@ use crate::quantile;
 
 /// A gap between iterations must be at least this long for a probe to run in it.
 pub const MIN_IDLE_GAP_FOR_PROBE_NS: u64 = 150_000_000;
-/// A probe ends at least this long before the next arrival (it takes ~40 ms).
+/// A probe ends at least this long before the next arrival (beyond twice the longest probe
+/// so far: ~40 ms here, but 0.85 s on a GPU host whose `clflush` is slow).
 pub const PROBE_MARGIN_NS: u64 = 60_000_000;
 /// [`SpeedTimeline::busy_tick`] samples the host at most this often.
 const BUSY_SAMPLE_EVERY_NS: u128 = 2_000_000_000;
@@ -90,6 +91,9 @@ pub struct SpeedTimeline {
     samples: Vec<Sample>,
     /// Counters at the previous sample.
     last: Counters,
+    /// Wall time of the longest probe so far (0 before the first; a timed stage probes
+    /// before it starts).
+    longest_probe_ns: u64,
 }
 
 impl SpeedTimeline {
@@ -99,7 +103,19 @@ impl SpeedTimeline {
             probe: DeviceProbe::new(),
             samples: Vec::new(),
             last: Counters::read(),
+            longest_probe_ns: 0,
         }
+    }
+
+    /// Whether an idle gap of `gap_ns` fits a probe with room to spare, so that a probe
+    /// never delays the arrival that ends the gap: at least [`MIN_IDLE_GAP_FOR_PROBE_NS`]
+    /// and twice the longest probe so far plus [`PROBE_MARGIN_NS`].
+    pub fn fits_probe(&self, gap_ns: u64) -> bool {
+        let needed = self
+            .longest_probe_ns
+            .saturating_mul(2)
+            .saturating_add(PROBE_MARGIN_NS);
+        gap_ns >= MIN_IDLE_GAP_FOR_PROBE_NS.max(needed)
     }
 
     /// Shares since the previous sample; remembers this reading.
@@ -110,10 +126,12 @@ impl SpeedTimeline {
         shares
     }
 
-    /// Runs a probe now (~15 ms) and records it under `phase`.
+    /// Runs a probe now (~40 ms here) and records it under `phase`.
     pub fn probe(&mut self, phase: SpeedPhase) -> ProbeSample {
         let at = Instant::now();
         let sample = self.probe.measure();
+        let took_ns = u64::try_from(at.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.longest_probe_ns = self.longest_probe_ns.max(took_ns);
         let host = self.host_shares();
         self.samples.push(Sample {
             at,
@@ -345,6 +363,21 @@ mod tests {
             t.latest_probe().unwrap().memory_ns as f64,
             s.after.unwrap().memory_probe_ns
         );
+    }
+
+    #[test]
+    fn an_idle_gap_must_hold_twice_the_longest_probe() {
+        let mut t = SpeedTimeline::new();
+        // Before any probe, the floor alone decides.
+        assert!(!t.fits_probe(MIN_IDLE_GAP_FOR_PROBE_NS - 1));
+        assert!(t.fits_probe(MIN_IDLE_GAP_FOR_PROBE_NS));
+        // A probe that took 0.85 s (as on a GPU host) needs a gap of 1.76 s.
+        t.longest_probe_ns = 850_000_000;
+        assert!(!t.fits_probe(1_000_000_000));
+        assert!(t.fits_probe(2 * 850_000_000 + PROBE_MARGIN_NS));
+        // A real probe only raises the bound.
+        t.probe(SpeedPhase::Idle);
+        assert!(t.longest_probe_ns >= 850_000_000);
     }
 
     #[test]

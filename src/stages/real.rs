@@ -31,9 +31,7 @@ use crate::real_bench::model::{
     random_weights_dir, sha256_file, synthesize_random_weights, Qwen3Config, Qwen3Model,
     WeightSource, CONFIG_FILE, WEIGHTS_FILE,
 };
-use crate::real_bench::speed_timeline::{
-    SpeedTimeline, MIN_IDLE_GAP_FOR_PROBE_NS, PROBE_MARGIN_NS,
-};
+use crate::real_bench::speed_timeline::SpeedTimeline;
 use crate::real_bench::threads;
 use crate::stages::workload::{load_tokenizer, LoadedWorkload};
 use crate::stages::Job;
@@ -503,7 +501,7 @@ impl ServeObserver for ServeMonitor<'_> {
         let due = self
             .last_idle_probe_ns
             .is_none_or(|last| now_ns >= last + MIN_NS_BETWEEN_IDLE_PROBES);
-        if due && gap_ns >= MIN_IDLE_GAP_FOR_PROBE_NS.max(PROBE_MARGIN_NS * 2) {
+        if due && self.timeline.fits_probe(gap_ns) {
             self.timeline.probe(SpeedPhase::Idle);
             self.last_idle_probe_ns = Some(self.clock.now_ns());
         }

@@ -852,7 +852,7 @@ impl ComparisonResults {
                 c.iteration_median_abs_err_pct.map_or("n/a".into(), |e| format!("{e:.1}%")),
                 c.drift_explains_pct.map_or(String::new(), |e| format!("; the device's speed explains {e:.0}% of the raw execution-time gap"))
             ),
-            None => "(a) corrected for the device's speed: not available (the real run or the bundle has no device_speed.csv).".into(),
+            None => "(a) corrected for the device's speed: not available (the real run or the bundle has no device_speed.csv, or the run is on a GPU, whose speed the calibration probes on the host's CPU do not measure).".into(),
         });
         if let Some(c) = &a.cpu_overhead {
             lines.push(format!(
