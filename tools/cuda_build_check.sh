@@ -82,6 +82,9 @@ step "nvcc: $(nvcc --version | tail -2 | head -1); compute capability $CUDA_COMP
 
 step "cargo build --release --features cuda --bins"
 cargo build --release --features cuda --bins
+# The code gated on `cuda` alone (the decode kernel's op) is linted nowhere else: CI has no toolkit.
+step "cargo clippy --release --features cuda --all-targets"
+cargo clippy --release --features cuda --all-targets -- -D warnings
 step "cargo test/bench --release --features cuda --no-run (the GPU check's test and bench binaries)"
 # Built in the release profile, sharing the binaries' compiled dependencies.
 tests=(model_reference model_tensor_attention)

@@ -29,7 +29,7 @@ const HEAD_DIMS: [usize; 3] = [64, 128, 256];
 
 /// Whether the kernel covers a model of these sizes.
 pub(crate) fn supports(dims: &TensorAttnDims) -> bool {
-    HEAD_DIMS.contains(&dims.head_dim) && dims.num_heads % dims.num_kv_heads == 0
+    HEAD_DIMS.contains(&dims.head_dim) && dims.num_heads.is_multiple_of(dims.num_kv_heads)
 }
 
 /// One iteration's decode sequences for the kernel, built once and shared by all layers.
@@ -111,7 +111,7 @@ fn view<'s, T: CudaDType + DeviceRepr>(
     let Some((start, end)) = layout.contiguous_offsets() else {
         candle_core::bail!("paged decode: {what} must be contiguous");
     };
-    if (start * std::mem::size_of::<T>()) % 16 != 0 {
+    if !(start * std::mem::size_of::<T>()).is_multiple_of(16) {
         candle_core::bail!("paged decode: {what} starts at element {start}, not 16-byte aligned");
     }
     Ok(storage.as_cuda_slice::<T>()?.slice(start..end))
