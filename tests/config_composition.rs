@@ -154,12 +154,22 @@ fn validation_names_key_and_origin() {
     );
     let e = err(&["vidur.predictor_statistic=average"]);
     assert!(e.contains("predictor_statistic"), "{e}");
+    use simreal::io::bundle::OpStatistic;
     assert_eq!(
-        job(&["vidur.predictor_statistic=mean"])
+        job(&["vidur.predictor_statistic=median"])
             .config
             .vidur
-            .predictor_statistic,
-        simreal::io::bundle::OpStatistic::Mean
+            .statistic(),
+        OpStatistic::Median
+    );
+    // Unset: the predictor's own statistic (native fits means, Vidur's predictors medians).
+    assert_eq!(job(&[]).config.vidur.statistic(), OpStatistic::Mean);
+    assert_eq!(
+        job(&["vidur.predictor=vidur_compat"])
+            .config
+            .vidur
+            .statistic(),
+        OpStatistic::Median
     );
     // Removing a required key is a typed error naming it.
     let e = err(&["~workload.seed"]);

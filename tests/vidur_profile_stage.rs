@@ -256,18 +256,20 @@ fn replay_of_a_real_run_has_a_row_per_iteration() {
         ])
         .unwrap();
     assert_eq!(replay::run(&explicit).unwrap(), out);
-    // Fitting the means is another replay, not the median one found up to date.
-    let means = replay
-        .with_overrides(&["vidur.predictor_statistic=mean".to_string()])
+    // Fitting the medians is another replay, not the (default) means one found up to date.
+    let medians = replay
+        .with_overrides(&["vidur.predictor_statistic=median".to_string()])
         .unwrap();
-    let means_out = replay::run(&means).unwrap();
-    assert_ne!(means_out, out);
-    let means_summary: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(means_out.join("replay_summary.json")).unwrap(),
+    let medians_out = replay::run(&medians).unwrap();
+    assert_ne!(medians_out, out);
+    let medians_summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(medians_out.join("replay_summary.json")).unwrap(),
     )
     .unwrap();
+    assert_eq!(medians_summary["inputs"]["predictor_statistic"], "median");
+    assert_eq!(summary["inputs"]["predictor_statistic"], "mean");
     assert_ne!(
-        means_summary["summary"]["total_error_pct"],
+        medians_summary["summary"]["total_error_pct"],
         summary["summary"]["total_error_pct"]
     );
     let missing = replay

@@ -290,7 +290,7 @@ pub fn run(job: &Job) -> Result<PathBuf> {
         "real_run": name(&real_run),
         "bundle": name(&bundle_dir),
         "predictor": predictor.name(),
-        "predictor_statistic": cfg.vidur.predictor_statistic,
+        "predictor_statistic": cfg.vidur.statistic(),
         "cpu_overheads": cfg.vidur.cpu_overheads,
     });
     let id = format!(
@@ -319,6 +319,7 @@ pub fn run(job: &Job) -> Result<PathBuf> {
         "real_run": real_run.display().to_string(),
         "bundle": bundle_dir.display().to_string(),
         "predictor": predictor.name(),
+        "predictor_statistic": cfg.vidur.statistic(),
         "cpu_overheads": cfg.vidur.cpu_overheads,
         "cross_device": cross_device,
     });

@@ -179,7 +179,7 @@ pub fn bundle_predictor(
             bundle,
             config,
             NativeConfig {
-                statistic: cfg.vidur.predictor_statistic,
+                statistic: cfg.vidur.statistic(),
                 ..NativeConfig::default()
             },
         )?),
