@@ -81,6 +81,24 @@ fn scenario(rng: &mut ChaCha8Rng) -> (Vec<Vec<usize>>, Vec<Step>) {
     (tables, steps)
 }
 
+/// One iteration's inputs: sequence `s` feeds `ids[s][cached..cached + n]` through its table;
+/// `wants_logits(s, cached + n)` says whether it emits a token.
+fn inputs<'a>(
+    step: &Step,
+    ids: &'a [Vec<u32>],
+    tables: &'a [Vec<usize>],
+    wants_logits: impl Fn(usize, usize) -> bool,
+) -> Vec<SequenceInput<'a>> {
+    step.iter()
+        .map(|&(s, cached, n)| SequenceInput {
+            token_ids: &ids[s][cached..cached + n],
+            num_cached_tokens: cached,
+            block_table: &tables[s],
+            wants_logits: wants_logits(s, cached + n),
+        })
+        .collect()
+}
+
 fn max_rel_diff(ours: &Tensor, want: &Tensor) -> f32 {
     let a: Vec<f32> = ours
         .to_dtype(DType::F32)
@@ -217,16 +235,8 @@ fn tensor_path_logits_match_the_cpu_kernel_on_mixed_iterations() {
         .new_kv_cache_with_path(NUM_BLOCKS, BLOCK, AttentionPath::TensorOps)
         .unwrap();
     for (it, step) in steps.iter().enumerate() {
-        let seqs: Vec<SequenceInput> = step
-            .iter()
-            .map(|&(s, cached, n)| SequenceInput {
-                token_ids: &ids[s][cached..cached + n],
-                num_cached_tokens: cached,
-                block_table: &tables[s],
-                // The first chunk of sequence 0 emits nothing, as in the engine.
-                wants_logits: !(s == 0 && cached + n < 23),
-            })
-            .collect();
+        // The first chunk of sequence 0 emits nothing, as in the engine.
+        let seqs = inputs(step, &ids, &tables, |s, end| !(s == 0 && end < 23));
         let want = m.forward_seqs(&seqs, &mut kernel, None).unwrap();
         let mut timer = OpTotals::default();
         let ours = m
@@ -369,15 +379,7 @@ mod on_the_gpu {
         let mut ours = m.new_kv_cache(GPU_NUM_BLOCKS, GPU_BLOCK).unwrap();
         assert_eq!(ours.attention_path(), AttentionPath::CudaKernels);
         for (it, step) in steps.iter().enumerate() {
-            let seqs: Vec<SequenceInput> = step
-                .iter()
-                .map(|&(s, cached, n)| SequenceInput {
-                    token_ids: &ids[s][cached..cached + n],
-                    num_cached_tokens: cached,
-                    block_table: &tables[s],
-                    wants_logits: true,
-                })
-                .collect();
+            let seqs = inputs(step, &ids, &tables, |_, _| true);
             let want = m.forward_seqs(&seqs, &mut reference, None).unwrap();
             let got = m.forward_seqs(&seqs, &mut ours, None).unwrap();
             let d = max_rel_diff(&got, &want);
