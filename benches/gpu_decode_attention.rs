@@ -84,6 +84,7 @@ fn summarize(t: &PathTimes) -> Summary {
 
 fn main() -> Result<()> {
     let reps = env_usize("SIMREAL_GPU_BENCH_REPS", 20)?;
+    anyhow::ensure!(reps > 0, "SIMREAL_GPU_BENCH_REPS must be at least 1");
     let out_dir = std::env::var_os("SIMREAL_BENCH_OUT")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/results/gpu"));
