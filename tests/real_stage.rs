@@ -147,6 +147,10 @@ fn poisson_run_keeps_every_invariant() {
     // The `real` binary that `cargo test` (and `cargo run` without --release) builds times
     // code optimised as release does, and says so.
     assert_eq!(run.meta["env"]["build"], "opt-level=3 debug-assertions=off");
+    // The reference iteration, timed in the warm-up and again after serving.
+    let times = |key: &str| run.meta["extra"][key].as_array().map_or(0, Vec::len);
+    assert!(times("warmup_iteration_ms") >= 1);
+    assert_eq!(times("reference_iteration_after_ms"), 5);
 }
 
 #[test]

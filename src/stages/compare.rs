@@ -349,7 +349,8 @@ pub fn write_outputs(
 }
 
 /// The device's speed at profiling vs real-run time: the reference iteration the real run
-/// timed while warming up (`warmup_iteration_ms` in its `run_meta.json`) against the same
+/// timed while warming up and after serving (`warmup_iteration_ms`,
+/// `reference_iteration_after_ms` in its `run_meta.json`) against the same
 /// iteration timed by the `vidur_profile` run that made the simulated run's bundle
 /// (`reference_iteration_ms` in its `profiling_meta.json`). `None` when either is missing
 /// (other sources, bundles from elsewhere, runs made before it was recorded).

@@ -334,6 +334,10 @@ pub fn run(job: &Job) -> Result<PathBuf> {
         for _ in 0..PROBES_AT_EACH_END {
             timeline.probe(SpeedPhase::After);
         }
+        // The warm-up's fixed iteration again: with the warm-up's own, the model-level
+        // reading of the device's speed around the run that `compare` sets against the
+        // profile's (two warm samples alone read one run 30 % slow, docs/ground_truth.md).
+        let reference_after = engine.warm_up(REFERENCE_ITERATIONS_AFTER)?;
 
         write_record(staging.path(), &record)?;
         write_csv(
@@ -365,6 +369,7 @@ pub fn run(job: &Job) -> Result<PathBuf> {
         meta.extra = serde_json::json!({
             "warmup_iterations": warmup.len(),
             "warmup_iteration_ms": warmup.iter().map(|d| d.as_secs_f64() * 1e3).collect::<Vec<_>>(),
+            "reference_iteration_after_ms": reference_after.iter().map(|d| d.as_secs_f64() * 1e3).collect::<Vec<_>>(),
             "weights_load_s": load_s,
             "kv_pool": pool,
             "threads": threads::current(),
@@ -400,6 +405,8 @@ pub fn run(job: &Job) -> Result<PathBuf> {
 
 /// Probes taken before the first and after the last iteration.
 const PROBES_AT_EACH_END: usize = 3;
+/// Times of the warm-up's iteration taken after serving (all warm): ~1.7 s on qwen3_0_6b here.
+const REFERENCE_ITERATIONS_AFTER: u32 = 5;
 /// At most one idle-gap probe per this much run time.
 const MIN_NS_BETWEEN_IDLE_PROBES: u64 = 2_000_000_000;
 /// A progress line per this much run time.

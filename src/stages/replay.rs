@@ -344,7 +344,7 @@ pub fn run(job: &Job) -> Result<PathBuf> {
     }
     if let Some((d, a)) = &speed {
         eprintln!(
-            "device speed: the reference iteration took {:.1} ms when profiled, {:.1} ms before \
+            "device speed: the reference iteration took {:.1} ms when profiled, {:.1} ms around \
              the real run ({:+.1}%); with predictions scaled by {:.3}: total {:+.2}%, \
              per-iteration |error| median {:.2}%",
             d.profile_reference_ms,

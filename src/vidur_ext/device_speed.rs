@@ -28,7 +28,8 @@ pub struct DeviceSpeed {
     /// Median time of the reference iteration in the profiling process, ms.
     #[schemars(range(min = 0.0))]
     pub profile_reference_ms: f64,
-    /// Median time of the reference iteration before the real run served, ms.
+    /// Median time of the reference iteration around the real run (its warm-up, and the same
+    /// iteration after serving where recorded), ms.
     #[schemars(range(min = 0.0))]
     pub real_reference_ms: f64,
     /// `100 · (real − profile) / profile`: positive = the device was slower for the real run.
@@ -57,7 +58,8 @@ impl DeviceSpeed {
 
 impl DeviceSpeed {
     /// From a bundle's `profiling_meta.json` (`details.reference_iteration_ms`) and a real
-    /// run's `run_meta.json` (`extra.warmup_iteration_ms`). `None` when either is missing:
+    /// run's `run_meta.json` (`extra.warmup_iteration_ms`, then
+    /// `extra.reference_iteration_after_ms` where recorded). `None` when either is missing:
     /// bundles from elsewhere, runs made before the reference iteration was recorded.
     pub fn between(bundle_dir: &Path, real_run_dir: &Path) -> Option<DeviceSpeed> {
         let json = |path: &Path| -> Option<serde_json::Value> {
@@ -71,9 +73,14 @@ impl DeviceSpeed {
         };
         let profiling = json(&bundle_dir.join("profiling_meta.json"))?;
         let real_meta = json(&real_run_dir.join("run_meta.json"))?;
+        // The warm-up's first time is cold (`of` leaves it out); those after serving are warm.
+        let mut real_ms = floats(&real_meta["extra"]["warmup_iteration_ms"])?;
+        real_ms.extend(
+            floats(&real_meta["extra"]["reference_iteration_after_ms"]).unwrap_or_default(),
+        );
         DeviceSpeed::of(
             &floats(&profiling["details"]["reference_iteration_ms"])?,
-            &floats(&real_meta["extra"]["warmup_iteration_ms"])?,
+            &real_ms,
         )
     }
 
@@ -758,6 +765,15 @@ mod tests {
         let d = DeviceSpeed::between(&bundle, &run).unwrap();
         assert_eq!((d.profile_reference_ms, d.real_reference_ms), (50.0, 60.0));
         assert!((d.real_over_profile() - 1.2).abs() < 1e-12);
+        // Times after serving join the warm-up's warm ones (the cold first stays out).
+        std::fs::write(
+            run.join("run_meta.json"),
+            r#"{"extra": {"warmup_iteration_ms": [80, 60, 60],
+                          "reference_iteration_after_ms": [70, 70, 70]}}"#,
+        )
+        .unwrap();
+        let d = DeviceSpeed::between(&bundle, &run).unwrap();
+        assert_eq!(d.real_reference_ms, 70.0);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -463,7 +463,7 @@ impl ComparisonResults {
             .as_ref()
             .filter(|d| d.real_slower_pct.abs() >= 1.0)?;
         Some(format!(
-            "The device itself ran a fixed reference iteration {:.1}% {} just before the real run than when the bundle was profiled ({:.1} vs {:.1} ms); a few forwards before a run are a weak guide to its speed throughout (docs/ground_truth.md).",
+            "The device itself ran a fixed reference iteration {:.1}% {} around the real run than when the bundle was profiled ({:.1} vs {:.1} ms); a few forwards at a run's ends are a weak guide to its speed throughout (docs/ground_truth.md).",
             d.real_slower_pct.abs(),
             if d.real_slower_pct > 0.0 { "slower" } else { "faster" },
             d.real_reference_ms,
@@ -838,7 +838,7 @@ impl ComparisonResults {
         }
         lines.push(match &a.device_speed {
             Some(d) => format!(
-                "Device speed: a fixed reference iteration (32-token prefill + 1 decode) took {:.1} ms when the bundle was profiled and {:.1} ms before the real run ({:+.1}%); (a) includes this drift.",
+                "Device speed: a fixed reference iteration (32-token prefill + 1 decode) took {:.1} ms when the bundle was profiled and {:.1} ms around the real run ({:+.1}%); (a) includes this drift.",
                 d.profile_reference_ms, d.real_reference_ms, d.real_slower_pct
             ),
             None => "Device speed: not comparable (the real run or the bundle did not record the reference iteration), so a change of the machine's speed cannot be told from (a).".into(),
