@@ -133,48 +133,59 @@ fn prompt(len: usize, salt: u32) -> Vec<u32> {
         .collect()
 }
 
-/// GB/s of a parallel streaming read over a buffer far larger than the caches (1 GiB), one
-/// sample per repeat. The read is a sum with 32 independent lanes, compiled for AVX2 when the
-/// CPU has it, so it is limited by memory and not by add latency.
-fn bandwidth_gb_s(repeats: usize) -> Vec<f64> {
-    fn sum_portable(c: &[f32]) -> f32 {
-        let mut acc = [0f32; 32];
-        for ch in c.chunks_exact(32) {
-            for l in 0..32 {
-                acc[l] += ch[l];
+/// A parallel streaming read over a buffer far larger than the caches (1 GiB): the memory
+/// bandwidth the decode's weight stream is held against. The read is a sum with 32 independent
+/// lanes, compiled for AVX2 when the CPU has it, so it is limited by memory and not by add
+/// latency.
+struct Bandwidth {
+    buf: Vec<f32>,
+    avx2: bool,
+}
+
+impl Bandwidth {
+    fn new() -> Self {
+        let buf = (0..(1usize << 28))
+            .into_par_iter()
+            .map(|i| (i & 7) as f32)
+            .collect();
+        let avx2 = cfg!(target_arch = "x86_64") && std::arch::is_x86_feature_detected!("avx2");
+        let probe = Self { buf, avx2 };
+        probe.sample_gb_s(); // the first pass warms the TLB and the pool
+        probe
+    }
+
+    /// GB/s of one pass over the buffer.
+    fn sample_gb_s(&self) -> f64 {
+        fn sum_portable(c: &[f32]) -> f32 {
+            let mut acc = [0f32; 32];
+            for ch in c.chunks_exact(32) {
+                for l in 0..32 {
+                    acc[l] += ch[l];
+                }
             }
+            acc.iter().sum()
         }
-        acc.iter().sum()
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2")]
+        unsafe fn sum_avx2(c: &[f32]) -> f32 {
+            sum_portable(c)
+        }
+        let t = Instant::now();
+        let s: f32 = self
+            .buf
+            .par_chunks(1 << 16)
+            .map(|c| {
+                #[cfg(target_arch = "x86_64")]
+                if self.avx2 {
+                    // SAFETY: the CPU supports AVX2 (checked in `new`).
+                    return unsafe { sum_avx2(c) };
+                }
+                sum_portable(c)
+            })
+            .sum();
+        std::hint::black_box(s);
+        (self.buf.len() * 4) as f64 / t.elapsed().as_secs_f64() / 1e9
     }
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn sum_avx2(c: &[f32]) -> f32 {
-        sum_portable(c)
-    }
-    let avx2 = cfg!(target_arch = "x86_64") && std::arch::is_x86_feature_detected!("avx2");
-    let buf: Vec<f32> = (0..(1usize << 28))
-        .into_par_iter()
-        .map(|i| (i & 7) as f32)
-        .collect();
-    (0..repeats + 1)
-        .map(|_| {
-            let t = Instant::now();
-            let s: f32 = buf
-                .par_chunks(1 << 16)
-                .map(|c| {
-                    #[cfg(target_arch = "x86_64")]
-                    if avx2 {
-                        // SAFETY: the CPU supports AVX2 (checked above).
-                        return unsafe { sum_avx2(c) };
-                    }
-                    sum_portable(c)
-                })
-                .sum();
-            std::hint::black_box(s);
-            (buf.len() * 4) as f64 / t.elapsed().as_secs_f64() / 1e9
-        })
-        .skip(1) // the first pass warms the TLB and the pool
-        .collect()
 }
 
 /// One row of the linear-kernel table: min ms of `x·Wᵀ` with `m` rows per implementation.
@@ -310,6 +321,8 @@ struct Ours {
     cold_prefill_ms: f64,
     cold_decode_ms: f64,
     decode_ms: Vec<f64>,
+    /// Per repeat: the memory bandwidth sampled right before that repeat's single decode.
+    bandwidth_gb_s: Vec<f64>,
     /// Per op: ms per single-sequence step, ms per batch-8 step, ms of one 512-token prefill.
     ops_ms: Vec<(Op, f64, f64, f64)>,
     batch_decode_tok_s: Vec<f64>,
@@ -446,12 +459,18 @@ fn bench_ours(
     // host's speed drifts by tens of percent within minutes, and a ratio of medians taken
     // minutes apart would measure the drift. Each repeat's ratios (batch ÷ single, ours ÷ each
     // anchor) are their own samples.
+    // Allocated after the RSS reading above, which is our model's alone.
+    let bandwidth = Bandwidth::new();
+    let mut bandwidth_gb_s = Vec::new();
     let mut decode_ms = Vec::new();
     let mut batch_decode_tok_s = Vec::new();
     let mut batch_over_single = Vec::new();
     let mut large_batch_tok_s = Vec::new();
     let mut large_batch_over_single = Vec::new();
     for _ in 0..repeats {
+        // The memory's speed changes within minutes here: decode is held against the
+        // bandwidth of the same moment, not of the start of the bench.
+        bandwidth_gb_s.push(bandwidth.sample_gb_s());
         let times = decode(&mut cache, &[0], &[first], None)?;
         let single_ms = times.iter().sum::<f64>() / times.len() as f64 * 1e3;
         decode_ms.push(single_ms);
@@ -476,6 +495,7 @@ fn bench_ours(
         }
     }
     drop(reference);
+    drop(bandwidth);
     let mut ops = OpTotals::default();
     decode(&mut cache, &[0], &[first], Some(&mut ops))?;
     let mut batch_ops = OpTotals::default();
@@ -520,6 +540,7 @@ fn bench_ours(
         cold_prefill_ms,
         cold_decode_ms,
         decode_ms,
+        bandwidth_gb_s,
         ops_ms,
         batch_decode_tok_s,
         batch_over_single,
@@ -740,8 +761,6 @@ fn main() -> Result<()> {
             ),
         }
     };
-    eprintln!("measuring memory bandwidth");
-    let bw = Stats::of(&bandwidth_gb_s(repeats));
     eprintln!("measuring the small-m linear kernel against candle's matmul");
     let crossover = linear_crossover(repeats)?;
     if kernels_only {
@@ -792,6 +811,7 @@ fn main() -> Result<()> {
     };
 
     let decode = Stats::of(&ours.decode_ms);
+    let bw = Stats::of(&ours.bandwidth_gb_s);
     let ref_decode = Stats::of(&ref_warm);
     let batch = Stats::of(&ours.batch_decode_tok_s);
     let batch_ratio = Stats::of(&ours.batch_over_single);
@@ -828,8 +848,17 @@ fn main() -> Result<()> {
         .join(" ");
     let bytes_per_step = cfg.weight_bytes_read_per_decode_step(DType::F32) as f64;
     // The floor uses the best bandwidth seen: on a shared host the median understates what the
-    // memory system can deliver, and the question is how close decode gets to that.
+    // memory system can deliver, and the question is how close decode gets to that. Per
+    // repeat, decode's weight stream is also held against the bandwidth sampled just before it.
     let floor_ms = bytes_per_step / (bw.max * 1e9) * 1e3;
+    let share_per_repeat = Stats::of(
+        &ours
+            .decode_ms
+            .iter()
+            .zip(&ours.bandwidth_gb_s)
+            .map(|(ms, gb_s)| bytes_per_step / (ms / 1e3) / 1e9 / gb_s)
+            .collect::<Vec<_>>(),
+    );
     let attn_flops = 2.0
         * 2.0
         * (cfg.num_hidden_layers * cfg.num_attention_heads * cfg.head_dim) as f64
@@ -884,6 +913,7 @@ fn main() -> Result<()> {
             },
         },
         "bandwidth_efficiency": floor_ms / decode.median,
+        "bandwidth_share_per_repeat": share_per_repeat.json(),
         "op_breakdown_ms": ours.ops_ms.iter().map(|(op, a, b, c)| (op.name().to_string(), json!({"decode_single_per_step": a, "decode_batch8_per_step": b, "prefill_512": c}))).collect::<serde_json::Map<_, _>>(),
         "decode_batch8_tokens_per_s": batch.json(),
         "batch8_over_single_throughput_paired": batch_ratio.json(),
@@ -915,14 +945,15 @@ fn main() -> Result<()> {
          after: {load_after} (other jobs on a shared host inflate and scatter the times). \
          ISA flags: {isa_md}.\n\n\
          | measure | value |\n|---|---|\n\
-         | memory bandwidth (GB/s, streaming read of 1 GiB) | {} |\n\
+         | memory bandwidth (GB/s, streaming read of 1 GiB before each repeat's decode) | {} |\n\
          | bandwidth floor (ms/token, {:.2} GB of weights per step at the max bandwidth) | {floor_ms:.1} |\n\
          | decode ms/token at context {CONTEXT}, ours | {} |\n\
          | decode ms/token at context {CONTEXT}, candle-transformers | {} |\n\
          | cold first decode step ms, ours / candle-transformers | {:.1} / {ref_cold_ms:.1} |\n\
          | speedup vs candle-transformers (median) | {:.2}× |\n\
          | speedup vs candle-transformers, per repeat (back to back) | {} |\n\
-         | share of the bandwidth bound (median) | {:.0}% |\n\
+         | share of the bandwidth bound (median decode ÷ floor) | {:.0}% |\n\
+         | share of the bandwidth bound, per repeat (decode's weight GB/s ÷ the sample before it) | {} |\n\
          | batch-8 decode tokens/s | {} |\n\
          | batch-8 ÷ single-sequence throughput, per repeat (back to back) | {} |\n\
          | batch-{LARGE_BATCH} decode tokens/s | {} |\n\
@@ -942,6 +973,12 @@ fn main() -> Result<()> {
         ref_decode.median / decode.median,
         stats_md(ref_speedup, 2),
         100.0 * floor_ms / decode.median,
+        Stats {
+            min: 100.0 * share_per_repeat.min,
+            median: 100.0 * share_per_repeat.median,
+            max: 100.0 * share_per_repeat.max,
+        }
+        .md(0),
         batch.md(2),
         batch_ratio.md(2),
         large_batch.md(2),

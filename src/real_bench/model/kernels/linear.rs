@@ -25,6 +25,11 @@ const ROW_TILE: usize = 4;
 /// them without single leftover rows.
 const TASK_ROW_MULTIPLE: usize = 24;
 const LANES: usize = 8;
+/// Floats of padding after each input row in the SIMD paths' copy of `x` (one cache line).
+/// At k = 1024 the rows of `x` are 4 KiB apart and all of a chunk's loads fall in one set of
+/// the 8-way L1; with 8 inputs and the weight rows beside them that set overflows on every
+/// chunk. Padded, each row starts in a set of its own.
+const X_ROW_PAD: usize = 16;
 
 /// Computes `y[i][o] = Σ_k x[i][k]·w[o][k]` for `x: [m, k]`, `w: [n, k]` (both row-major) with
 /// `isa`'s code path, returning `y: [m, n]` row-major. Accumulation is in f32. Panics only on
@@ -40,6 +45,9 @@ pub fn matmul_xwt(isa: Isa, x: &[f32], m: usize, w: &[f32], n: usize, k: usize) 
         .clamp(MIN_ROWS_PER_TASK, MAX_ROWS_PER_TASK)
         .next_multiple_of(TASK_ROW_MULTIPLE);
     let y_cols = DisjointColumns::new(&mut y, n);
+    let simd = matches!(isa.level(), IsaLevel::Avx512 | IsaLevel::Avx2);
+    let padded = (simd && m > 1).then(|| PaddedRows::new(x, m, k));
+    let (x_simd, x_stride) = padded.as_ref().map_or((x, k), |p| (&p.data[..], p.stride));
     (0..n.div_ceil(rows_per_task))
         .into_par_iter()
         .for_each_init(Vec::new, |out, task| {
@@ -53,16 +61,37 @@ pub fn matmul_xwt(isa: Isa, x: &[f32], m: usize, w: &[f32], n: usize, k: usize) 
             match isa.level() {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: an `Isa` of this level proves the CPU has the features.
-                IsaLevel::Avx512 => unsafe { simd::rows_avx512(x, m, w, w_rows, k, out) },
+                IsaLevel::Avx512 => unsafe {
+                    simd::rows_avx512(x_simd, x_stride, m, w, w_rows, k, out)
+                },
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: as above.
-                IsaLevel::Avx2 => unsafe { simd::rows_avx2(x, m, w, w_rows, k, out) },
+                IsaLevel::Avx2 => unsafe {
+                    simd::rows_avx2(x_simd, x_stride, m, w, w_rows, k, out)
+                },
                 _ => rows_generic::<false>(x, m, &w[first * k..(first + rows) * k], k, out),
             }
             // SAFETY: tasks cover disjoint ranges of weight rows, hence of columns.
             unsafe { y_cols.write_block(first, rows, out) };
         });
     y
+}
+
+/// A copy of `x: [m, k]` whose rows are `stride` floats apart (see [`X_ROW_PAD`]).
+struct PaddedRows {
+    data: Vec<f32>,
+    stride: usize,
+}
+
+impl PaddedRows {
+    fn new(x: &[f32], m: usize, k: usize) -> Self {
+        let stride = k.next_multiple_of(X_ROW_PAD) + X_ROW_PAD;
+        let mut data = vec![0f32; m * stride];
+        for (dst, src) in data.chunks_exact_mut(stride).zip(x.chunks_exact(k)) {
+            dst[..k].copy_from_slice(src);
+        }
+        Self { data, stride }
+    }
 }
 
 /// `y: [m, n]` row-major, written by tasks that each own a range of columns.
@@ -150,6 +179,7 @@ mod simd {
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn rows_avx2(
         x: &[f32],
+        x_stride: usize,
         m: usize,
         w: &[f32],
         w_rows: Range<usize>,
@@ -159,9 +189,9 @@ mod simd {
         // SAFETY: the caller guarantees AVX2 and FMA.
         unsafe {
             if m <= 2 {
-                blocks::<Avx2, 4>(x, m, w, w_rows, k, out);
+                blocks::<Avx2, 4>(x, x_stride, m, w, w_rows, k, out);
             } else {
-                blocks::<Avx2, 3>(x, m, w, w_rows, k, out);
+                blocks::<Avx2, 3>(x, x_stride, m, w, w_rows, k, out);
             }
         }
     }
@@ -178,6 +208,7 @@ mod simd {
     #[target_feature(enable = "avx512f,avx2,fma")]
     pub(super) unsafe fn rows_avx512(
         x: &[f32],
+        x_stride: usize,
         m: usize,
         w: &[f32],
         w_rows: Range<usize>,
@@ -187,11 +218,11 @@ mod simd {
         // SAFETY: the caller guarantees the features.
         unsafe {
             if m <= 2 {
-                blocks::<Avx512, 8>(x, m, w, w_rows, k, out);
+                blocks::<Avx512, 8>(x, x_stride, m, w, w_rows, k, out);
             } else if m <= AVX512_MAX_ROWS {
-                blocks::<Avx512, 3>(x, m, w, w_rows, k, out);
+                blocks::<Avx512, 3>(x, x_stride, m, w, w_rows, k, out);
             } else {
-                blocks::<Avx2, 3>(x, m, w, w_rows, k, out);
+                blocks::<Avx2, 3>(x, x_stride, m, w, w_rows, k, out);
             }
         }
     }
@@ -204,13 +235,17 @@ mod simd {
     /// AVX2, this made the projections of a 28-layer stack about 5 % faster in paired runs
     /// (2026-11-22, median of 41) than one pass per input group over 192 KiB tiles of rows;
     /// with one or two inputs it makes no measurable difference. The block after the last
-    /// one of `w_rows` is prefetched too (usually the same thread's next task).
+    /// one of `w_rows` is prefetched too (usually the same thread's next task). Prefetches go
+    /// to L2 (`prefetcht1`): into L1 they evicted the block in use and the inputs (an 8-row
+    /// block alone fills the 32 KiB L1), and streaming from L2 was 15–25 % faster at 1 and 8
+    /// inputs (interleaved runs over 1.2 GB of weights, 2026-12-04).
     ///
     /// # Safety
     /// The CPU must support `D`'s ISA.
     #[inline(always)]
     unsafe fn blocks<D: Dots, const R: usize>(
         x: &[f32],
+        x_stride: usize,
         m: usize,
         w: &[f32],
         w_rows: Range<usize>,
@@ -236,7 +271,9 @@ mod simd {
                     let last = first + count == inputs.end;
                     let ahead = next.filter(|_| last);
                     // SAFETY: the caller guarantees the ISA.
-                    unsafe { group::<D, R>(block, ahead, x, m, k, first, count, out_rows) };
+                    unsafe {
+                        group::<D, R>(block, ahead, x, x_stride, m, k, first, count, out_rows)
+                    };
                 }
                 r += R;
             }
@@ -245,7 +282,9 @@ mod simd {
                     let count = D::GROUP.min(inputs.end - first);
                     let out_row = &mut out[r * m..(r + 1) * m];
                     // SAFETY: the caller guarantees the ISA.
-                    unsafe { group::<D, 1>([row(r)], None, x, m, k, first, count, out_row) };
+                    unsafe {
+                        group::<D, 1>([row(r)], None, x, x_stride, m, k, first, count, out_row)
+                    };
                 }
             }
         }
@@ -262,6 +301,7 @@ mod simd {
         w: [&[f32]; R],
         ahead: Option<[&[f32]; R]>,
         x: &[f32],
+        x_stride: usize,
         m: usize,
         k: usize,
         first: usize,
@@ -270,8 +310,7 @@ mod simd {
     ) {
         macro_rules! run {
             ($M:literal) => {{
-                let xs: [&[f32]; $M] =
-                    core::array::from_fn(|j| &x[(first + j) * k..(first + j + 1) * k]);
+                let xs: [&[f32]; $M] = core::array::from_fn(|j| &x[(first + j) * x_stride..][..k]);
                 // SAFETY: the caller guarantees the ISA.
                 let d = unsafe {
                     match ahead {
@@ -369,7 +408,7 @@ mod simd {
                 if PREFETCH {
                     for a in ahead {
                         // SAFETY: off < k, the length of every row.
-                        _mm_prefetch::<_MM_HINT_T0>(unsafe { a.as_ptr().add(off) }.cast());
+                        _mm_prefetch::<_MM_HINT_T1>(unsafe { a.as_ptr().add(off) }.cast());
                     }
                 }
                 chunk!(off);
@@ -413,7 +452,7 @@ mod simd {
                 if PREFETCH {
                     for a in ahead {
                         // SAFETY: off < k, the length of every row.
-                        _mm_prefetch::<_MM_HINT_T0>(unsafe { a.as_ptr().add(off) }.cast());
+                        _mm_prefetch::<_MM_HINT_T1>(unsafe { a.as_ptr().add(off) }.cast());
                     }
                 }
                 let mut wv = [_mm512_setzero_ps(); R];
