@@ -268,9 +268,20 @@ fn linear_crossover(repeats: usize) -> Result<Vec<LinearRow>> {
     Ok(rows)
 }
 
-/// Min ms of one layer's paged attention for `seqs` sequences of `rows` query rows each over
-/// `context` cached tokens (qwen3_0_6b heads), and the GFLOP/s that is.
-fn attention_kernel(seqs: usize, rows: usize, context: usize, repeats: usize) -> (f64, f64) {
+/// The attention shapes timed per SIMD path: (sequences, query rows each, cached tokens) —
+/// a single decode, a batch-8 decode, a 512-token prefill.
+const ATTENTION_SHAPES: [(usize, usize, usize); 3] = [(1, 1, 128), (8, 1, 128), (1, 512, 0)];
+
+/// Per SIMD path this CPU has: min ms of one layer's paged attention for `seqs` sequences of
+/// `rows` query rows each over `context` cached tokens (qwen3_0_6b heads), and the GFLOP/s
+/// that is. The paths are interleaved call by call; the cache is small enough to stay in the
+/// caches, so this times the loops, not the memory.
+fn attention_kernel(
+    seqs: usize,
+    rows: usize,
+    context: usize,
+    repeats: usize,
+) -> Vec<(kernels::IsaLevel, f64, f64)> {
     use kernels::attention::*;
     let cfg = Qwen3Config::qwen3_0_6b();
     let (nh, nkv, hd) = (
@@ -304,16 +315,22 @@ fn attention_kernel(seqs: usize, rows: usize, context: usize, repeats: usize) ->
         scale: 1.0 / (hd as f32).sqrt(),
     };
     let mut out = vec![0f32; q.len()];
-    let mut best = f64::INFINITY;
+    let isas = kernels::Isa::all_supported();
+    let mut best = vec![f64::INFINITY; isas.len()];
     for _ in 0..repeats * 4 {
-        let t = Instant::now();
-        paged_attention(dims, &q, LayerKv { k: &kv, v: &kv }, &attn, &mut out);
-        best = best.min(t.elapsed().as_secs_f64() * 1e3);
+        for (isa, best) in isas.iter().zip(&mut best) {
+            let t = Instant::now();
+            paged_attention(*isa, dims, &q, LayerKv { k: &kv, v: &kv }, &attn, &mut out);
+            *best = best.min(t.elapsed().as_secs_f64() * 1e3);
+        }
     }
     // QK and PV: 2 × 2 flops per (query row, head, attended key, dim).
     let attended: usize = (0..rows).map(|t| context + t + 1).sum();
     let flops = 4.0 * (seqs * attended * nh * hd) as f64;
-    (best, flops / (best / 1e3) / 1e9)
+    isas.iter()
+        .zip(best)
+        .map(|(isa, ms)| (isa.level(), ms, flops / (ms / 1e3) / 1e9))
+        .collect()
 }
 
 struct Ours {
@@ -763,6 +780,11 @@ fn main() -> Result<()> {
     };
     eprintln!("measuring the small-m linear kernel against candle's matmul");
     let crossover = linear_crossover(repeats)?;
+    eprintln!("measuring paged attention per SIMD path");
+    let attention: Vec<_> = ATTENTION_SHAPES
+        .iter()
+        .map(|&(s, r, c)| attention_kernel(s, r, c, repeats))
+        .collect();
     if kernels_only {
         for row in &crossover {
             let ours: String = [("small-m", &row.small_m_ms), ("gemm", &row.gemm_ms)]
@@ -772,11 +794,12 @@ fn main() -> Result<()> {
                 .collect();
             println!("m={:4}{ours}  candle {:8.3} ms", row.m, row.candle_ms);
         }
-        for (s, r, c) in [(1, 1, 128), (8, 1, 128), (1, 512, 0)] {
-            let (ms, gf) = attention_kernel(s, r, c, repeats);
-            println!(
-                "attention {s} seqs x {r} rows over {c} cached: {ms:.3} ms/layer, {gf:.1} GFLOP/s"
-            );
+        for ((s, r, c), paths) in ATTENTION_SHAPES.iter().zip(&attention) {
+            for (isa, ms, gf) in paths {
+                println!(
+                    "attention {s} seqs x {r} rows over {c} cached, {isa}: {ms:.3} ms/layer, {gf:.1} GFLOP/s"
+                );
+            }
         }
         return Ok(());
     }
@@ -931,6 +954,10 @@ fn main() -> Result<()> {
             json!({"m": r.m, "small_m_kernel": by_isa(&r.small_m_ms), "gemm": by_isa(&r.gemm_ms), "candle_matmul": r.candle_ms})
         }).collect::<Vec<_>>(),
         "small_m_max_rows": SMALL_M_MAX_ROWS,
+        "paged_attention_one_layer_by_isa": ATTENTION_SHAPES.iter().zip(&attention).map(|((s, r, c), paths)| {
+            json!({"sequences": s, "rows_each": r, "cached_tokens": c,
+                   "by_isa": paths.iter().map(|(isa, ms, gf)| (isa.to_string(), json!({"ms_min": ms, "gflop_per_s": gf}))).collect::<serde_json::Map<_, _>>()})
+        }).collect::<Vec<_>>(),
     });
     let out = root.join("benches/results");
     std::fs::create_dir_all(&out)?;
@@ -1049,6 +1076,21 @@ fn main() -> Result<()> {
             .map(|(_, ms)| format!(" {ms:.3} |"))
             .collect();
         md.push_str(&format!("| {} |{ours} {:.3} |\n", r.m, r.candle_ms));
+    }
+    let paths: Vec<_> = attention[0].iter().map(|(isa, _, _)| *isa).collect();
+    md.push_str(&format!(
+        "\nPaged attention, one layer of qwen3_0_6b heads (ms, min; GFLOP/s), per SIMD path of \
+         its block loops, interleaved call by call, over a cache small enough to stay in the \
+         CPU's caches (the loops' speed, not the memory's).\n\n| shape |{}\n|---|{}\n",
+        paths.iter().map(|i| format!(" {i} |")).collect::<String>(),
+        "---|".repeat(paths.len()),
+    ));
+    for ((s, r, c), by_isa) in ATTENTION_SHAPES.iter().zip(&attention) {
+        let cells: String = by_isa
+            .iter()
+            .map(|(_, ms, gf)| format!(" {ms:.3} ({gf:.1}) |"))
+            .collect();
+        md.push_str(&format!("| {s} seq × {r} rows over {c} cached |{cells}\n"));
     }
     std::fs::write(out.join("engine.md"), md.clone())?;
     println!("{md}");

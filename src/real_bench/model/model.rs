@@ -11,6 +11,7 @@ use super::config::Qwen3Config;
 use super::kernels::attention::{paged_attention, AttnDims, AttnSeq};
 use super::kernels::elementwise::{add_f32, rms_norm_f32, rope_f32, silu_mul_f32};
 use super::kernels::tensors::{host_f32, linear, with_slice};
+use super::kernels::Isa;
 use super::kv_cache::{AttentionPath, CacheElement, KvStore, PagedKvCache};
 use super::tensor_attention::{self as tensor_attn, TensorAttnDims, TensorAttnMeta};
 use super::timer::{ForwardEvents, OpClock, OpTimer};
@@ -579,7 +580,9 @@ impl Qwen3Model {
             let kv = lc
                 .view::<T>()
                 .ok_or_else(|| Error::Mismatch("KV cache dtype differs from the model's".into()))?;
-            with_slice::<T, _>(q, |qs| paged_attention(dims, qs, kv, seqs, out))
+            with_slice::<T, _>(q, |qs| {
+                paged_attention(Isa::best(), dims, qs, kv, seqs, out)
+            })
         }
         match out.host_buf()? {
             OutBuf::F32(o) => run::<f32>(dims, q, seqs, layer_cache, o),

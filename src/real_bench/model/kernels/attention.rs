@@ -11,7 +11,7 @@
 use rayon::prelude::*;
 
 use super::elementwise::exp_minus_max_in_place;
-use super::{fmadd, gemm, has_avx2_fma, Element, Isa};
+use super::{fmadd, gemm, Element, Isa, IsaLevel};
 
 /// Query rows per task in a prefill chunk: keeps tasks numerous enough to balance a single
 /// long prefill over the cores, while the K/V of one head (≈ context × head_dim × 8 bytes)
@@ -68,18 +68,20 @@ pub struct LayerKv<'a, T> {
 /// The caller guarantees (and `ForwardBatch` validates) that block tables cover every
 /// attended position with valid block ids; the cache must already hold this iteration's K/V.
 pub fn paged_attention<T: AttnElement>(
+    isa: Isa,
     dims: AttnDims,
     q: &[T],
     kv: LayerKv<'_, T>,
     seqs: &[AttnSeq<'_>],
     out: &mut [T],
 ) {
-    paged_attention_with(dims, q, kv, seqs, out, GEMM_MIN_ROWS)
+    paged_attention_with(isa, dims, q, kv, seqs, out, GEMM_MIN_ROWS)
 }
 
 /// [`paged_attention`], with sequences of at least `gemm_min_rows` query rows going through
 /// [`sequence_by_gemm`] (tests lower the threshold to run both paths on small problems).
 fn paged_attention_with<T: AttnElement>(
+    isa: Isa,
     dims: AttnDims,
     q: &[T],
     kv: LayerKv<'_, T>,
@@ -95,7 +97,7 @@ fn paged_attention_with<T: AttnElement>(
     let (long, short): (Vec<&AttnSeq>, Vec<&AttnSeq>) =
         seqs.iter().partition(|s| s.num_rows >= gemm_min_rows);
     for seq in long {
-        sequence_by_gemm(dims, q, kv, seq, &out);
+        sequence_by_gemm(isa, dims, q, kv, seq, &out);
     }
     let tasks: Vec<(usize, usize, usize, usize)> = short
         .iter()
@@ -108,12 +110,11 @@ fn paged_attention_with<T: AttnElement>(
             })
         })
         .collect();
-    // Hand-vectorised block loops need whole 8-lane chunks per head.
-    let simd = has_avx2_fma() && dims.head_dim.is_multiple_of(8);
+    let path = BlockPath::of(isa, dims.head_dim);
     tasks
         .par_iter()
         .for_each_init(Scratch::default, |scratch, &(s, h, r0, r1)| {
-            task(dims, q, kv, short[s], h, r0, r1, simd, scratch, &out)
+            task(dims, q, kv, short[s], h, r0, r1, path, scratch, &out)
         });
 }
 
@@ -124,6 +125,7 @@ fn paged_attention_with<T: AttnElement>(
 /// reuse each loaded key across 14 rows. Keys and values are gathered once per kv head out of
 /// the paged cache into contiguous f32 (`K: [keys, hd]`, `Vᵀ: [hd, keys]`).
 fn sequence_by_gemm<T: AttnElement>(
+    isa: Isa,
     dims: AttnDims,
     q: &[T],
     kv: LayerKv<'_, T>,
@@ -137,7 +139,6 @@ fn sequence_by_gemm<T: AttnElement>(
         block_size: bs,
         scale,
     } = dims;
-    let isa = Isa::best();
     let group = num_heads / num_kv_heads;
     let width = num_heads * hd;
     let total = seq.num_cached + seq.num_rows;
@@ -233,7 +234,7 @@ struct Scratch {
 }
 
 /// Rows `r0..r1` of one sequence for the query heads of `kv_head`, written into their places
-/// in `out`. `simd`: the CPU has AVX2/FMA/F16C and `head_dim % 8 == 0`.
+/// in `out`, with `path`'s block loops.
 ///
 /// The group's query heads share each block of keys and values while it is in L1: per row,
 /// one pass over the sequence's K and one over its V, not one per query head (Qwen3 0.6B has
@@ -247,7 +248,7 @@ fn task<T: AttnElement>(
     kv_head: usize,
     r0: usize,
     r1: usize,
-    simd: bool,
+    path: BlockPath,
     scratch: &mut Scratch,
     out: &SharedOut<T>,
 ) {
@@ -290,7 +291,7 @@ fn task<T: AttnElement>(
             let (base, slots) = block(b, ctx);
             let keys = &kv.k[base..base + slots * hd];
             for (qg, sg) in q_f32.chunks_exact(hd).zip(scores.chunks_exact_mut(stride)) {
-                T::qk_block(qg, keys, &mut sg[b * bs..b * bs + slots], simd);
+                T::qk_block(qg, keys, &mut sg[b * bs..b * bs + slots], path);
             }
         }
         for (inv, sg) in inv_sums.iter_mut().zip(scores.chunks_exact_mut(stride)) {
@@ -301,7 +302,7 @@ fn task<T: AttnElement>(
             let (base, slots) = block(b, ctx);
             let values = &kv.v[base..base + slots * hd];
             for (ag, sg) in acc.chunks_exact_mut(hd).zip(scores.chunks_exact(stride)) {
-                T::pv_block(ag, &sg[b * bs..b * bs + slots], values, simd);
+                T::pv_block(ag, &sg[b * bs..b * bs + slots], values, path);
             }
         }
         // SAFETY: this task alone writes this row's columns of its kv head's query heads.
@@ -315,38 +316,64 @@ fn task<T: AttnElement>(
     }
 }
 
+/// Which block loops [`task`] runs: the hand-vectorised ones need the ISA and whole vectors
+/// per head (`head_dim` a multiple of their lanes). A value is proof of both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockPath(IsaLevel);
+
+impl BlockPath {
+    /// The widest loops `isa` and `head_dim` allow.
+    pub fn of(isa: Isa, head_dim: usize) -> BlockPath {
+        let level = match isa.level() {
+            IsaLevel::Avx512 if head_dim.is_multiple_of(16) => IsaLevel::Avx512,
+            IsaLevel::Avx512 | IsaLevel::Avx2 if head_dim.is_multiple_of(8) => IsaLevel::Avx2,
+            _ => IsaLevel::Scalar,
+        };
+        BlockPath(level)
+    }
+
+    /// The instruction-set level of its loops.
+    pub fn level(self) -> IsaLevel {
+        self.0
+    }
+}
+
 /// Element types the attention kernel can read from the cache, with its two inner loops.
 pub trait AttnElement: Element {
-    /// `scores[j] = q · keys[j]` for the `scores.len()` keys of one block (`q` pre-scaled).
-    /// `simd` promises AVX2+FMA+F16C and `q.len() % 8 == 0`.
-    fn qk_block(q: &[f32], keys: &[Self], scores: &mut [f32], simd: bool);
-    /// `acc += Σ_j probs[j] · values[j]` over the values of one block; `simd` as above.
-    fn pv_block(acc: &mut [f32], probs: &[f32], values: &[Self], simd: bool);
+    /// `scores[j] = q · keys[j]` for the `scores.len()` keys of one block (`q` pre-scaled,
+    /// `q.len()` the head dim `path` was made for).
+    fn qk_block(q: &[f32], keys: &[Self], scores: &mut [f32], path: BlockPath);
+    /// `acc += Σ_j probs[j] · values[j]` over the values of one block; `path` as above.
+    fn pv_block(acc: &mut [f32], probs: &[f32], values: &[Self], path: BlockPath);
 }
 
 macro_rules! attn_element {
-    ($t:ty, $qk_avx2:ident, $pv_avx2:ident) => {
+    ($t:ty, $qk:ident, $pv:ident) => {
         impl AttnElement for $t {
             #[inline]
-            fn qk_block(q: &[f32], keys: &[Self], scores: &mut [f32], simd: bool) {
-                #[cfg(target_arch = "x86_64")]
-                if simd {
-                    // SAFETY: `simd` is only set after detecting AVX2, FMA and F16C, with
-                    // head_dim a multiple of 8 (see `paged_attention`).
-                    return unsafe { avx2::$qk_avx2(q, keys, scores) };
+            fn qk_block(q: &[f32], keys: &[Self], scores: &mut [f32], path: BlockPath) {
+                match path.level() {
+                    // SAFETY: a `BlockPath` of this level proves the CPU's features and a
+                    // head dim of whole vectors (`BlockPath::of`).
+                    #[cfg(target_arch = "x86_64")]
+                    IsaLevel::Avx512 => unsafe { avx512::$qk(q, keys, scores) },
+                    // SAFETY: as above.
+                    #[cfg(target_arch = "x86_64")]
+                    IsaLevel::Avx2 => unsafe { avx2::$qk(q, keys, scores) },
+                    _ => qk_portable(q, keys, scores),
                 }
-                let _ = simd;
-                qk_portable(q, keys, scores)
             }
             #[inline]
-            fn pv_block(acc: &mut [f32], probs: &[f32], values: &[Self], simd: bool) {
-                #[cfg(target_arch = "x86_64")]
-                if simd {
+            fn pv_block(acc: &mut [f32], probs: &[f32], values: &[Self], path: BlockPath) {
+                match path.level() {
                     // SAFETY: as in `qk_block`.
-                    return unsafe { avx2::$pv_avx2(acc, probs, values) };
+                    #[cfg(target_arch = "x86_64")]
+                    IsaLevel::Avx512 => unsafe { avx512::$pv(acc, probs, values) },
+                    // SAFETY: as in `qk_block`.
+                    #[cfg(target_arch = "x86_64")]
+                    IsaLevel::Avx2 => unsafe { avx2::$pv(acc, probs, values) },
+                    _ => pv_portable(acc, probs, values),
                 }
-                let _ = simd;
-                pv_portable(acc, probs, values)
             }
         }
     };
@@ -493,7 +520,7 @@ mod avx2 {
 
     /// The eight horizontal sums of `a`, as one vector (lane `i` = Σ lanes of `a[i]`).
     #[target_feature(enable = "avx2,fma,f16c")]
-    fn hsum8(a: [__m256; 8]) -> __m256 {
+    pub(super) fn hsum8(a: [__m256; 8]) -> __m256 {
         // Pairwise hadds leave each 128-bit half with partial sums of four inputs; adding
         // the halves finishes them.
         let t0 = _mm256_hadd_ps(a[0], a[1]);
@@ -516,10 +543,126 @@ mod avx2 {
     }
 }
 
+/// AVX-512 block loops: 16 lanes and 32 registers, so a whole default-size block of 16 keys
+/// is scored in one pass over `q` and a 128-wide head's output stays in 8 registers.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use half::{bf16, f16};
+
+    use super::avx2::hsum8;
+
+    macro_rules! block_fns {
+        ($qk:ident, $pv:ident, $t:ty, |$p:ident| $load:expr) => {
+            /// # Safety
+            /// AVX-512 F/DQ, AVX2, FMA and F16C must be available; `q.len() % 16 == 0`.
+            #[target_feature(enable = "avx512f,avx512dq,avx2,fma,f16c")]
+            pub(super) unsafe fn $qk(q: &[f32], keys: &[$t], scores: &mut [f32]) {
+                let hd = q.len();
+                let n = scores.len().min(keys.len() / hd);
+                let mut j = 0;
+                // Eight keys at a time: eight independent FMA chains, one load of `q` for eight
+                // keys, and a reduction of whole registers (sixteen keys measured slower).
+                while j + 8 <= n {
+                    let mut acc = [_mm512_setzero_ps(); 8];
+                    let base = keys.as_ptr().add(j * hd);
+                    let mut d = 0;
+                    // SAFETY (all loads): d + 16 <= hd; key `j + i` spans hd elements of `keys`.
+                    while d + 16 <= hd {
+                        let qv = _mm512_loadu_ps(q.as_ptr().add(d));
+                        for (i, a) in acc.iter_mut().enumerate() {
+                            let $p = base.add(i * hd + d);
+                            *a = _mm512_fmadd_ps(qv, $load, *a);
+                        }
+                        d += 16;
+                    }
+                    let mut halves = [_mm256_setzero_ps(); 8];
+                    for (h, a) in halves.iter_mut().zip(acc) {
+                        *h = fold(a);
+                    }
+                    // SAFETY: j + 8 <= n <= scores.len().
+                    _mm256_storeu_ps(scores.as_mut_ptr().add(j), hsum8(halves));
+                    j += 8;
+                }
+                for (s, key) in scores[j..n].iter_mut().zip(keys[j * hd..].chunks_exact(hd)) {
+                    let mut a = _mm512_setzero_ps();
+                    let mut d = 0;
+                    // SAFETY (all loads): d + 16 <= hd = q.len() = key.len().
+                    while d + 16 <= hd {
+                        let $p = key.as_ptr().add(d);
+                        a = _mm512_fmadd_ps(_mm512_loadu_ps(q.as_ptr().add(d)), $load, a);
+                        d += 16;
+                    }
+                    *s = _mm512_reduce_add_ps(a);
+                }
+            }
+
+            /// # Safety
+            /// As for the score loop; `acc.len() % 16 == 0`.
+            #[target_feature(enable = "avx512f,avx512dq,avx2,fma,f16c")]
+            pub(super) unsafe fn $pv(acc: &mut [f32], probs: &[f32], values: &[$t]) {
+                let hd = acc.len();
+                let mut d0 = 0;
+                // 128 dimensions at a time stay in 8 registers across all the block's values.
+                while d0 + 128 <= hd {
+                    let mut r = [_mm512_setzero_ps(); 8];
+                    for (i, ri) in r.iter_mut().enumerate() {
+                        // SAFETY: d0 + 16i + 16 <= d0 + 128 <= hd = acc.len().
+                        *ri = _mm512_loadu_ps(acc.as_ptr().add(d0 + 16 * i));
+                    }
+                    for (p, v) in probs.iter().zip(values.chunks_exact(hd)) {
+                        let pv = _mm512_set1_ps(*p);
+                        for (i, ri) in r.iter_mut().enumerate() {
+                            // SAFETY: as above, v.len() = hd.
+                            let $p = v.as_ptr().add(d0 + 16 * i);
+                            *ri = _mm512_fmadd_ps(pv, $load, *ri);
+                        }
+                    }
+                    for (i, ri) in r.iter().enumerate() {
+                        // SAFETY: as above.
+                        _mm512_storeu_ps(acc.as_mut_ptr().add(d0 + 16 * i), *ri);
+                    }
+                    d0 += 128;
+                }
+                for (p, v) in probs.iter().zip(values.chunks_exact(hd)) {
+                    let pv = _mm512_set1_ps(*p);
+                    let mut d = d0;
+                    // SAFETY: d + 16 <= hd = acc.len() = v.len().
+                    while d + 16 <= hd {
+                        let $p = v.as_ptr().add(d);
+                        let a = acc.as_mut_ptr().add(d);
+                        _mm512_storeu_ps(a, _mm512_fmadd_ps(pv, $load, _mm512_loadu_ps(a)));
+                        d += 16;
+                    }
+                }
+            }
+        };
+    }
+
+    block_fns!(qk_f32, pv_f32, f32, |p| _mm512_loadu_ps(p));
+    // bf16 is the top half of an f32: widen to 32 bits and shift left by 16.
+    block_fns!(qk_bf16, pv_bf16, bf16, |p| _mm512_castsi512_ps(
+        _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm256_loadu_si256(
+            p as *const __m256i
+        )))
+    ));
+    block_fns!(qk_f16, pv_f16, f16, |p| _mm512_cvtph_ps(
+        _mm256_loadu_si256(p as *const __m256i)
+    ));
+
+    /// The two 8-lane halves of `a` added.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512dq,avx2")]
+    fn fold(a: __m512) -> __m256 {
+        _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps::<1>(a))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use half::bf16;
+    use half::{bf16, f16};
     use rand::{Rng, SeedableRng};
 
     /// Dense, unpaged, f64 causal attention: `k`, `v` are `[ctx, num_kv_heads, hd]` per sequence.
@@ -606,6 +749,7 @@ mod tests {
         };
         let mut out = [0f32; 4];
         paged_attention(
+            Isa::best(),
             dims,
             &[1.0, 2.0, -3.0, 0.5],
             LayerKv { k: &k, v: &v },
@@ -636,6 +780,7 @@ mod tests {
         };
         let mut out = [9f32; 4];
         paged_attention(
+            Isa::best(),
             dims,
             &[0.0, 0.0, 1.0, 0.0],
             LayerKv { k: &k, v: &v },
@@ -717,10 +862,15 @@ mod tests {
                     block_table: t,
                 })
                 .collect();
-            // As the model runs it (the 140-row chunk by GEMM), every chunk by GEMM, none.
-            for gemm_min_rows in [GEMM_MIN_ROWS, 2, usize::MAX] {
+            // As the model runs it (the 140-row chunk by GEMM), every chunk by GEMM, none; with
+            // every block-loop path this CPU has.
+            let runs = Isa::all_supported()
+                .into_iter()
+                .flat_map(|isa| [GEMM_MIN_ROWS, 2, usize::MAX].map(|g| (isa, g)));
+            for (isa, gemm_min_rows) in runs {
                 let mut out = vec![0f32; q.len()];
                 paged_attention_with(
+                    isa,
                     dims,
                     &q,
                     LayerKv {
@@ -738,24 +888,63 @@ mod tests {
                     .fold(0f32, f32::max);
                 assert!(
                     max_err < 1e-5,
-                    "head_dim {hd}, block {bs}, GEMM from {gemm_min_rows} rows: max abs error {max_err}"
+                    "{:?} loops, head_dim {hd}, block {bs}, GEMM from {gemm_min_rows} rows: max abs error {max_err}",
+                    BlockPath::of(isa, hd).level()
                 );
             }
 
-            // The same problem stored in bf16 stays within bf16 rounding of the f32 answer.
-            let to_bf = |x: &[f32]| x.iter().map(|v| bf16::from_f32(*v)).collect::<Vec<_>>();
-            let (qb, kb, vb) = (to_bf(&q), to_bf(&k_paged), to_bf(&v_paged));
-            let mut out_b = vec![bf16::ZERO; q.len()];
-            paged_attention(dims, &qb, LayerKv { k: &kb, v: &vb }, &seqs, &mut out_b);
-            let max_err = out_b
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a.to_f32() - b).abs())
-                .fold(0f32, f32::max);
-            assert!(
-                max_err < 0.05,
-                "head_dim {hd}: bf16 max abs error {max_err}"
-            );
+            // The same problem stored in bf16 and f16 stays within their rounding of the f32
+            // answer, on every path.
+            for isa in Isa::all_supported() {
+                let level = BlockPath::of(isa, hd).level();
+                let bf16_err =
+                    half_precision_error::<bf16>(isa, dims, &q, &k_paged, &v_paged, &seqs, &want);
+                assert!(
+                    bf16_err < 0.05,
+                    "{level:?}, head_dim {hd}: bf16 max abs error {bf16_err}"
+                );
+                let f16_err =
+                    half_precision_error::<f16>(isa, dims, &q, &k_paged, &v_paged, &seqs, &want);
+                assert!(
+                    f16_err < 0.01,
+                    "{level:?}, head_dim {hd}: f16 max abs error {f16_err}"
+                );
+            }
+        }
+    }
+
+    /// Max abs error against `want` of the problem stored as `T`.
+    #[allow(clippy::too_many_arguments)]
+    fn half_precision_error<T: AttnElement>(
+        isa: Isa,
+        dims: AttnDims,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        seqs: &[AttnSeq<'_>],
+        want: &[f32],
+    ) -> f32 {
+        let to_t = |x: &[f32]| x.iter().map(|v| T::from_f32(*v)).collect::<Vec<_>>();
+        let (qt, kt, vt) = (to_t(q), to_t(k), to_t(v));
+        let mut out = vec![T::default(); q.len()];
+        paged_attention(isa, dims, &qt, LayerKv { k: &kt, v: &vt }, seqs, &mut out);
+        out.iter()
+            .zip(want)
+            .map(|(a, b)| (a.to_f32() - b).abs())
+            .fold(0f32, f32::max)
+    }
+
+    #[test]
+    fn block_paths_follow_the_isa_and_head_dim() {
+        for isa in Isa::all_supported() {
+            assert_eq!(BlockPath::of(isa, 2).level(), IsaLevel::Scalar);
+            let want_128 = isa.level();
+            assert_eq!(BlockPath::of(isa, 128).level(), want_128);
+            let want_24 = match isa.level() {
+                IsaLevel::Scalar => IsaLevel::Scalar,
+                _ => IsaLevel::Avx2, // 24 is whole 8-lane vectors, not 16-lane ones
+            };
+            assert_eq!(BlockPath::of(isa, 24).level(), want_24);
         }
     }
 
@@ -779,6 +968,7 @@ mod tests {
         };
         let mut out = [0f32; 2];
         paged_attention(
+            Isa::best(),
             dims,
             &[100.0, 100.0],
             LayerKv { k: &k, v: &v },
