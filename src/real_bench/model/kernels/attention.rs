@@ -8,6 +8,8 @@
 //! the whole GQA group of query heads that share the kv head. Softmax is max-subtracted and
 //! accumulated in f32 whatever the storage type.
 
+use std::cell::RefCell;
+
 use rayon::prelude::*;
 
 use super::elementwise::exp_minus_max_in_place;
@@ -111,11 +113,11 @@ fn paged_attention_with<T: AttnElement>(
         })
         .collect();
     let path = BlockPath::of(isa, dims.head_dim);
-    tasks
-        .par_iter()
-        .for_each_init(Scratch::default, |scratch, &(s, h, r0, r1)| {
-            task(dims, q, kv, short[s], h, r0, r1, path, scratch, &out)
-        });
+    tasks.par_iter().for_each(|&(s, h, r0, r1)| {
+        // `task` starts no parallel work, so a thread never holds this borrow twice.
+        SCRATCH
+            .with_borrow_mut(|scratch| task(dims, q, kv, short[s], h, r0, r1, path, scratch, &out))
+    });
 }
 
 /// One sequence's attention as two GEMMs per kv head and tile of query rows: `S = Q·Kᵀ` over
@@ -219,8 +221,14 @@ impl<T> SharedOut<T> {
     }
 }
 
-/// Per-thread buffers of [`task`], reused across tasks so that a decode step (one task per
-/// sequence and kv head in each of 28 layers) does not allocate thousands of times.
+thread_local! {
+    /// Each thread's [`Scratch`], kept across calls: grown to the longest context once, then
+    /// reused by every task of every layer and step.
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Buffers of [`task`], per thread, so that a decode step (one task per sequence and kv head
+/// in each of 28 layers) does not allocate thousands of times.
 #[derive(Default)]
 struct Scratch {
     /// `[group, max context]` scores, then softmax numerators.
