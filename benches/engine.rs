@@ -369,7 +369,8 @@ struct Ours {
 /// Our model's measurements. With `reference_dir`, candle-transformers is loaded after our
 /// model and its single-sequence decode runs interleaved with ours, repeat by repeat, so that
 /// both see the same background load. With `torch_python`, the PyTorch anchor is started after
-/// our model and runs each measurement right after ours, in the same repeat.
+/// our model and runs each measurement next to ours, in the same repeat (its decode before
+/// ours, its batch and prefill after).
 fn bench_ours(
     dir: &Path,
     repeats: usize,
@@ -476,7 +477,8 @@ fn bench_ours(
     // host's speed drifts by tens of percent within minutes, and a ratio of medians taken
     // minutes apart would measure the drift. Each repeat's ratios (batch ÷ single, ours ÷ each
     // anchor) are their own samples.
-    // Allocated after the RSS reading above, which is our model's alone.
+    //
+    // The bandwidth probe's buffer is allocated after the RSS reading above (our model's alone).
     let bandwidth = Bandwidth::new();
     let mut bandwidth_gb_s = Vec::new();
     let mut decode_ms = Vec::new();
@@ -485,20 +487,24 @@ fn bench_ours(
     let mut large_batch_tok_s = Vec::new();
     let mut large_batch_over_single = Vec::new();
     for _ in 0..repeats {
+        // Each ratio's two sides run next to each other: the anchors' decode, then ours, then
+        // our batches (batch ÷ single is ours against ours), then PyTorch's batch. PyTorch
+        // runs first so that its worker threads, which spin for a while after their work, do
+        // not share the cores with our single-sequence decode.
+        if let Some(t) = torch.as_mut() {
+            let times_ms = t.decode_ms()?;
+            torch_decode_ms.push(times_ms.iter().sum::<f64>() / times_ms.len() as f64);
+        }
+        if let Some(r) = reference.as_mut() {
+            let times = r.run()?;
+            ref_decode_ms.push(times.iter().sum::<f64>() / times.len() as f64 * 1e3);
+        }
         // The memory's speed changes within minutes here: decode is held against the
         // bandwidth of the same moment, not of the start of the bench.
         bandwidth_gb_s.push(bandwidth.sample_gb_s());
         let times = decode(&mut cache, &[0], &[first], None)?;
         let single_ms = times.iter().sum::<f64>() / times.len() as f64 * 1e3;
         decode_ms.push(single_ms);
-        if let Some(r) = reference.as_mut() {
-            let times = r.run()?;
-            ref_decode_ms.push(times.iter().sum::<f64>() / times.len() as f64 * 1e3);
-        }
-        if let Some(t) = torch.as_mut() {
-            let times_ms = t.decode_ms()?;
-            torch_decode_ms.push(times_ms.iter().sum::<f64>() / times_ms.len() as f64);
-        }
         let times = decode(&mut cache, &seqs, firsts, None)?;
         let tok_s = (BATCH * times.len()) as f64 / times.iter().sum::<f64>();
         batch_decode_tok_s.push(tok_s);
@@ -1022,7 +1028,8 @@ fn main() -> Result<()> {
         None => md.push_str(&format!(
             "\nPyTorch anchor: Hugging Face transformers' Qwen3 on the same weights, float32, sdpa \
              attention (torch {}, transformers {}, CPU capability {}, {} threads), each \
-             measurement right after ours in the same repeat. Speedup: per repeat, PyTorch's \
+             measurement next to ours in the same repeat (its decode just before ours, its \
+             batch and prefill just after). Speedup: per repeat, PyTorch's \
              time ÷ ours (> 1: ours is faster).\n\n\
              | measure | PyTorch | ours' speedup per repeat |\n|---|---|---|\n\
              | decode ms/token at context {CONTEXT} | {} | {} |\n\
