@@ -368,6 +368,10 @@ pub struct ProbeScreening {
     /// [`MAX_UNCORROBORATED_FACTOR`]: far from the profile with nothing else moving.
     pub capped_memory: usize,
     pub capped_compute: usize,
+    /// Run readings of memory / compute far beyond both neighbours in time, replaced by the
+    /// nearer of them ([`median_of_neighbours`]).
+    pub isolated_memory: usize,
+    pub isolated_compute: usize,
     /// Bundle probes whose memory / compute kernel was left out of its reference.
     pub bundle_unusable_memory: usize,
     pub bundle_unusable_compute: usize,
@@ -385,12 +389,19 @@ impl ProbeScreening {
                  host's steal and run-queue wait moved with it)"
             )
         };
+        let isolated = format!(
+            "replaced by the nearer of the probes before and after it (more than {:.0} % beyond \
+             both: a moment's contention, not the run's speed)",
+            100.0 * (MIN_CORROBORATING_FACTOR - 1.0)
+        );
         let mut parts = Vec::new();
         for (n, what, action) in [
             (self.unusable_memory, "memory", skipped.to_string()),
             (self.unusable_compute, "compute", skipped.to_string()),
             (self.capped_memory, "memory", capped("compute")),
             (self.capped_compute, "compute", capped("memory")),
+            (self.isolated_memory, "memory", isolated.clone()),
+            (self.isolated_compute, "compute", isolated),
             (
                 self.bundle_unusable_memory,
                 "bundle memory",
@@ -433,7 +444,8 @@ fn memory_share(intensity_flop_per_byte: f64, balance_flop_per_byte: f64) -> f64
 
 /// The run's probe rates per kind as the correction uses them, and what was done to them:
 /// kernels unusable on either side left out; readings far from the profile's (`reference`)
-/// that nothing else corroborates capped ([`cap_uncorroborated`]).
+/// that nothing else corroborates capped ([`cap_uncorroborated`]); lone readings that
+/// neither neighbour in time confirms replaced ([`median_of_neighbours`]).
 fn screen(
     bundle: &DeviceTimeline,
     reference: ProbeLevels,
@@ -492,7 +504,31 @@ fn screen(
             rates[kind as usize].push((p.time_ns, reference_rate(kind) / capped.exp()));
         }
     }
+    let [memory, compute] = &mut rates;
+    screening.isolated_memory = median_of_neighbours(memory);
+    screening.isolated_compute = median_of_neighbours(compute);
     (rates, screening)
+}
+
+/// Replaces each inner reading of `series` (time order) that lies more than
+/// [`MIN_CORROBORATING_FACTOR`] beyond both its neighbours, the same way, by the nearer of
+/// them (the median of the three); returns how many it replaced. A probe catches one
+/// instant, and the correction holds each reading until the next probe, seconds later: a
+/// lone reading that neither neighbour confirms (seen on this VM: compute −50 % in one idle
+/// gap while the engine around it ran at its usual speed) would scale all of that span. A
+/// change seen by two probes in a row stays, and so does the ordinary scatter between them.
+pub fn median_of_neighbours(series: &mut [(i64, f64)]) -> usize {
+    let raw: Vec<f64> = series.iter().map(|(_, rate)| *rate).collect();
+    let mut replaced = 0;
+    for (i, w) in raw.windows(3).enumerate() {
+        let (low, high) = (w[0].min(w[2]), w[0].max(w[2]));
+        let spike = w[1] > high * MIN_CORROBORATING_FACTOR || w[1] * MIN_CORROBORATING_FACTOR < low;
+        if spike {
+            series[i + 1].1 = w[1].clamp(low, high);
+            replaced += 1;
+        }
+    }
+    replaced
 }
 
 /// Scales predictions made from a bundle to the device state of a real run, using only the
@@ -850,6 +886,50 @@ mod tests {
         let f = p.ops_ms[Op::MlpUpProj.index()] / 10.0;
         assert!(f > 1.1 && f < 1.11, "{f}");
         assert!((p.model_ns as f64 / 1e6 / 10.0 - f).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_lone_reading_beyond_both_neighbours_takes_the_nearer_one() {
+        let series = |rates: &[f64]| -> Vec<(i64, f64)> {
+            rates
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (i as i64, *r))
+                .collect()
+        };
+        let rates = |s: &[(i64, f64)]| s.iter().map(|(_, r)| *r).collect::<Vec<_>>();
+        // A dip and a peak, each alone: replaced; the ends have one neighbour and stay.
+        let mut s = series(&[220.0, 230.0, 115.0, 228.0, 300.0, 225.0, 10.0]);
+        assert_eq!(median_of_neighbours(&mut s), 2);
+        assert_eq!(rates(&s), [220.0, 230.0, 228.0, 228.0, 228.0, 225.0, 10.0]);
+        // A slowdown two probes in a row see stays, and so does scatter within 10 %.
+        let mut s = series(&[230.0, 115.0, 120.0, 228.0, 215.0, 232.0]);
+        assert_eq!(median_of_neighbours(&mut s), 0);
+        assert_eq!(rates(&s), [230.0, 115.0, 120.0, 228.0, 215.0, 232.0]);
+        assert_eq!(median_of_neighbours(&mut []), 0);
+        assert_eq!(median_of_neighbours(&mut series(&[1.0, 100.0])), 0);
+    }
+
+    #[test]
+    fn a_lone_slow_probe_does_not_scale_the_span_around_it() {
+        // Both kinds read half speed in one idle gap (they corroborate each other, so the cap
+        // leaves them), with the profile's speed in the probes before and after it.
+        let run = DeviceTimeline::from_rows(&[
+            probe_row(0, 10.0, 100.0),
+            probe_row(10_000_000_000, 5.0, 50.0),
+            probe_row(20_000_000_000, 10.0, 100.0),
+        ])
+        .unwrap();
+        let c = SpeedCorrection::new(&profile(), run, 4, 2);
+        for t_ns in [5_000_000_000, 10_000_000_000, 15_000_000_000] {
+            assert_eq!(c.factors_at(t_ns).memory, 1.0);
+            assert_eq!(c.factors_at(t_ns).compute, 1.0);
+        }
+        let sentence = c.screening().sentence().unwrap();
+        assert!(
+            sentence.contains("1 memory reading replaced") && sentence.contains("1 compute"),
+            "{sentence}"
+        );
     }
 
     #[test]
