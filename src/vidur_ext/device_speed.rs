@@ -369,7 +369,7 @@ pub struct ProbeScreening {
     pub capped_memory: usize,
     pub capped_compute: usize,
     /// Run readings of memory / compute far beyond both neighbours in time, replaced by the
-    /// nearer of them ([`median_of_neighbours`]).
+    /// nearer of them ([`replace_lone_spikes`]).
     pub isolated_memory: usize,
     pub isolated_compute: usize,
     /// Bundle probes whose memory / compute kernel was left out of its reference.
@@ -445,7 +445,7 @@ fn memory_share(intensity_flop_per_byte: f64, balance_flop_per_byte: f64) -> f64
 /// The run's probe rates per kind as the correction uses them, and what was done to them:
 /// kernels unusable on either side left out; readings far from the profile's (`reference`)
 /// that nothing else corroborates capped ([`cap_uncorroborated`]); lone readings that
-/// neither neighbour in time confirms replaced ([`median_of_neighbours`]).
+/// neither neighbour in time confirms replaced ([`replace_lone_spikes`]).
 fn screen(
     bundle: &DeviceTimeline,
     reference: ProbeLevels,
@@ -505,8 +505,8 @@ fn screen(
         }
     }
     let [memory, compute] = &mut rates;
-    screening.isolated_memory = median_of_neighbours(memory);
-    screening.isolated_compute = median_of_neighbours(compute);
+    screening.isolated_memory = replace_lone_spikes(memory);
+    screening.isolated_compute = replace_lone_spikes(compute);
     (rates, screening)
 }
 
@@ -517,7 +517,7 @@ fn screen(
 /// lone reading that neither neighbour confirms (seen on this VM: compute −50 % in one idle
 /// gap while the engine around it ran at its usual speed) would scale all of that span. A
 /// change seen by two probes in a row stays, and so does the ordinary scatter between them.
-pub fn median_of_neighbours(series: &mut [(i64, f64)]) -> usize {
+fn replace_lone_spikes(series: &mut [(i64, f64)]) -> usize {
     let raw: Vec<f64> = series.iter().map(|(_, rate)| *rate).collect();
     let mut replaced = 0;
     for (i, w) in raw.windows(3).enumerate() {
@@ -900,14 +900,14 @@ mod tests {
         let rates = |s: &[(i64, f64)]| s.iter().map(|(_, r)| *r).collect::<Vec<_>>();
         // A dip and a peak, each alone: replaced; the ends have one neighbour and stay.
         let mut s = series(&[220.0, 230.0, 115.0, 228.0, 300.0, 225.0, 10.0]);
-        assert_eq!(median_of_neighbours(&mut s), 2);
+        assert_eq!(replace_lone_spikes(&mut s), 2);
         assert_eq!(rates(&s), [220.0, 230.0, 228.0, 228.0, 228.0, 225.0, 10.0]);
         // A slowdown two probes in a row see stays, and so does scatter within 10 %.
         let mut s = series(&[230.0, 115.0, 120.0, 228.0, 215.0, 232.0]);
-        assert_eq!(median_of_neighbours(&mut s), 0);
+        assert_eq!(replace_lone_spikes(&mut s), 0);
         assert_eq!(rates(&s), [230.0, 115.0, 120.0, 228.0, 215.0, 232.0]);
-        assert_eq!(median_of_neighbours(&mut []), 0);
-        assert_eq!(median_of_neighbours(&mut series(&[1.0, 100.0])), 0);
+        assert_eq!(replace_lone_spikes(&mut []), 0);
+        assert_eq!(replace_lone_spikes(&mut series(&[1.0, 100.0])), 0);
     }
 
     #[test]

@@ -45,8 +45,8 @@ pub fn matmul_xwt(isa: Isa, x: &[f32], m: usize, w: &[f32], n: usize, k: usize) 
         .clamp(MIN_ROWS_PER_TASK, MAX_ROWS_PER_TASK)
         .next_multiple_of(TASK_ROW_MULTIPLE);
     let y_cols = DisjointColumns::new(&mut y, n);
-    let simd = matches!(isa.level(), IsaLevel::Avx512 | IsaLevel::Avx2);
-    let padded = (simd && m > 1).then(|| PaddedRows::new(x, m, k));
+    let vectorised = matches!(isa.level(), IsaLevel::Avx512 | IsaLevel::Avx2);
+    let padded = (vectorised && m > 1).then(|| PaddedRows::new(x, m, k));
     let (x_simd, x_stride) = padded.as_ref().map_or((x, k), |p| (&p.data[..], p.stride));
     (0..n.div_ceil(rows_per_task))
         .into_par_iter()
@@ -168,7 +168,8 @@ mod simd {
     pub(super) struct Avx2;
     pub(super) struct Avx512;
 
-    /// Same contract as [`super::rows_generic`], for the rows `w_rows` of `w: [n, k]`.
+    /// Same contract as [`super::rows_generic`], for the rows `w_rows` of `w: [n, k]`, with the
+    /// rows of `x` `x_stride` floats apart.
     ///
     /// Blocks are 3 rows from 3 inputs up (3 × 4 accumulators, the 3 weight vectors and one
     /// input vector fill the 16 vector registers) and 4 rows below, where a pass that
