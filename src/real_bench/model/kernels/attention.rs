@@ -551,8 +551,10 @@ mod avx2 {
     }
 }
 
-/// AVX-512 block loops: 16 lanes and 32 registers, so a whole default-size block of 16 keys
-/// is scored in one pass over `q` and a 128-wide head's output stays in 8 registers.
+/// AVX-512 block loops: 16 lanes, so a 128-wide head is 8 registers — eight keys scored per
+/// pass over `q`, and a head's output kept in registers across all of a block's values. On
+/// Zen 4 (512-bit FMAs as two 256-bit halves) they time as the AVX2 ones; CPUs with
+/// full-width units are what they are for.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
