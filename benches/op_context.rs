@@ -15,8 +15,14 @@
 //! projection times inside real forwards, which is what the engine pays (the isolated
 //! best-of-N table of `benches/engine.rs` hides the small-m kernel's call-to-call spread).
 //!
+//! **KV placement.** Decode attention over the same contexts with each sequence's blocks side
+//! by side, where a fresh pool puts decodes growing together (interleaved), and anywhere in
+//! the pool (after churn; the profiler draws them so), and with ragged lengths of the same
+//! mean, which the predictor looks up at the mean.
+//!
 //! `cargo bench --bench op_context` (release, real-time priority where permitted, as the
 //! stages run). Knobs: `SIMREAL_OPCTX_REPS` (timed forwards per cell, default 8),
+//! `SIMREAL_OPCTX_PLACEMENT_ONLY` (only the KV-placement table),
 //! `SIMREAL_OPCTX_TOKENS` (the structures' token count, default 155). Uses the stages'
 //! synthesized `qwen3_0_6b` f32 weights. Writes `benches/results/op_context.{json,md}`.
 
@@ -56,6 +62,11 @@ const PROJECTIONS: [Op; 4] = [
     Op::MlpUpProj,
     Op::MlpDownProj,
 ];
+/// Decode batch sizes and mean context of the KV-placement table.
+const PLACEMENT_BATCHES: [usize; 2] = [2, 8];
+const PLACEMENT_CONTEXT: usize = 512;
+/// The pool the scattered placement draws from, in multiples of the blocks the batch holds.
+const PLACEMENT_POOL_FACTOR: usize = 3;
 const CROSSOVER_ROWS: [usize; 12] = [16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192];
 
 /// One batch structure: per sequence, (new tokens, cached tokens).
@@ -229,6 +240,161 @@ fn gap_table(model: &Qwen3Model, n: usize, reps: usize) -> Result<Vec<GapRow>> {
     Ok(rows)
 }
 
+/// One decode batch's KV layout: each sequence's cached tokens and block table.
+struct Placement {
+    name: &'static str,
+    batch: usize,
+    lens: Vec<usize>,
+    tables: Vec<Vec<usize>>,
+}
+
+/// The KV layouts of a decode batch of `batch` sequences with `PLACEMENT_CONTEXT` cached
+/// tokens on average. *contiguous*: each sequence's blocks side by side, sequences one after
+/// another from block 0 (the profiler's tables until 2026-12-04). *growing*: what the
+/// scheduler's LIFO pool hands out when the prompts (half the context) are admitted one after
+/// another and the decodes then grow together, one block per sequence in turn (a fresh pool).
+/// *scattered*: blocks drawn at random from a pool `PLACEMENT_POOL_FACTOR` times the batch's,
+/// as after churn, and as the profiler draws them now. *ragged*: contiguous, with lengths
+/// spread from 0.25× to 1.75× the mean, which the predictor looks up at the mean.
+fn placements(batch: usize, pool_blocks: usize, rng: &mut impl rand::Rng) -> Vec<Placement> {
+    use rand::seq::SliceRandom;
+    let blocks_for = |len: usize| (len + 1).div_ceil(BLOCK);
+    let uniform = vec![PLACEMENT_CONTEXT; batch];
+    let contiguous = |lens: &[usize]| {
+        let mut next = 0;
+        lens.iter()
+            .map(|&len| {
+                let t: Vec<usize> = (next..next + blocks_for(len)).collect();
+                next += t.len();
+                t
+            })
+            .collect::<Vec<_>>()
+    };
+    let per_seq = blocks_for(PLACEMENT_CONTEXT);
+    let prompt_blocks = (PLACEMENT_CONTEXT / 2).div_ceil(BLOCK);
+    let mut engine: Vec<Vec<usize>> = (0..batch)
+        .map(|s| (s * prompt_blocks..(s + 1) * prompt_blocks).collect())
+        .collect();
+    let mut next = batch * prompt_blocks;
+    for _ in prompt_blocks..per_seq {
+        for table in &mut engine {
+            table.push(next);
+            next += 1;
+        }
+    }
+    let mut ids: Vec<usize> = (0..pool_blocks).collect();
+    ids.shuffle(rng);
+    let scattered = ids
+        .chunks(per_seq)
+        .take(batch)
+        .map(<[usize]>::to_vec)
+        .collect();
+    let ragged: Vec<usize> = (0..batch)
+        .map(|i| {
+            let spread = if batch > 1 {
+                1.5 * i as f64 / (batch - 1) as f64
+            } else {
+                0.75
+            };
+            (PLACEMENT_CONTEXT as f64 * (0.25 + spread)).round() as usize
+        })
+        .collect();
+    vec![
+        Placement {
+            name: "contiguous",
+            batch,
+            tables: contiguous(&uniform),
+            lens: uniform.clone(),
+        },
+        Placement {
+            name: "growing: prompts, then decodes together",
+            batch,
+            tables: engine,
+            lens: uniform.clone(),
+        },
+        Placement {
+            name: "scattered over the pool (the profiler's)",
+            batch,
+            tables: scattered,
+            lens: uniform,
+        },
+        Placement {
+            name: "ragged lengths, contiguous",
+            batch,
+            tables: contiguous(&ragged),
+            lens: ragged,
+        },
+    ]
+}
+
+#[derive(Serialize)]
+struct PlacementRow {
+    placement: &'static str,
+    batch: usize,
+    /// Median ms per layer of `attn_decode`, and median forward ms.
+    attn_decode_ms: f64,
+    forward_ms: f64,
+    /// Median ÷ min of attn_decode per layer.
+    attn_decode_spread: f64,
+}
+
+/// Decode forwards of every placement, interleaved round by round (the first round dropped),
+/// each forward followed by the profiler's 10 % gap.
+fn placement_table(model: &Qwen3Model, reps: usize) -> Result<Vec<PlacementRow>> {
+    use rand::SeedableRng;
+    let max_batch = *PLACEMENT_BATCHES.iter().max().unwrap_or(&1);
+    let pool_blocks =
+        PLACEMENT_POOL_FACTOR * max_batch * (2 * PLACEMENT_CONTEXT + 1).div_ceil(BLOCK);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let cells: Vec<Placement> = PLACEMENT_BATCHES
+        .iter()
+        .flat_map(|&b| placements(b, pool_blocks, &mut rng))
+        .collect();
+    let mut cache = model.new_kv_cache(pool_blocks, BLOCK)?;
+    // Every block its own written page, so attention reads real memory.
+    cache.map_blocks(pool_blocks);
+    let ids = [1u32];
+    let layers = model.config().num_hidden_layers;
+    let mut samples: Vec<(Vec<f64>, Vec<f64>)> = vec![Default::default(); cells.len()];
+    for round in 0..=reps {
+        for (cell, (attn, wall)) in cells.iter().zip(&mut samples) {
+            let seqs: Vec<SequenceInput<'_>> = cell
+                .lens
+                .iter()
+                .zip(&cell.tables)
+                .map(|(&len, table)| SequenceInput {
+                    token_ids: &ids,
+                    num_cached_tokens: len,
+                    block_table: table,
+                    wants_logits: true,
+                })
+                .collect();
+            let batch = model.prepare_batch(&cache, &seqs)?;
+            let mut totals = OpTotals::default();
+            let start = Instant::now();
+            let logits = model.forward(&batch, &mut cache, Some(&mut totals))?;
+            let elapsed = start.elapsed();
+            model.sampler(&logits)?;
+            std::thread::sleep(elapsed.mul_f64(0.1).max(Duration::from_millis(1)));
+            if round > 0 {
+                attn.push(per_layer_ms(&totals, Op::AttnDecode, layers));
+                wall.push(elapsed.as_secs_f64() * 1e3);
+            }
+        }
+    }
+    Ok(cells
+        .iter()
+        .zip(&samples)
+        .map(|(cell, (attn, wall))| PlacementRow {
+            placement: cell.name,
+            batch: cell.batch,
+            attn_decode_ms: median(attn),
+            forward_ms: median(wall),
+            attn_decode_spread: median(attn) / attn.iter().copied().fold(f64::INFINITY, f64::min),
+        })
+        .collect())
+}
+
 fn crossover_table(model: &Qwen3Model, reps: usize) -> Result<Vec<CrossoverRow>> {
     let max_rows = *CROSSOVER_ROWS.iter().max().unwrap_or(&1);
     let inputs = Inputs::new(1, max_rows);
@@ -283,8 +449,13 @@ fn main() -> Result<()> {
     let load_start = load_average_1min();
     let mut probe = DeviceProbe::new();
     let probe_start = probe.measure();
-    let gap = gap_table(&model, n, reps)?;
-    let crossover = crossover_table(&model, reps)?;
+    let placement_only = std::env::var_os("SIMREAL_OPCTX_PLACEMENT_ONLY").is_some();
+    let (gap, crossover) = if placement_only {
+        (Vec::new(), Vec::new())
+    } else {
+        (gap_table(&model, n, reps)?, crossover_table(&model, reps)?)
+    };
+    let placement = placement_table(&model, reps)?;
     let probe_end = probe.measure();
     let report = json!({
         "started_utc": started_utc,
@@ -300,14 +471,17 @@ fn main() -> Result<()> {
         "small_m_max_rows": SMALL_M_MAX_ROWS,
         "structures": gap,
         "crossover": crossover,
+        "placement_context": PLACEMENT_CONTEXT,
+        "placement": placement,
     });
-    write_results(&report, &gap, &crossover)
+    write_results(&report, &gap, &crossover, &placement)
 }
 
 fn write_results(
     report: &serde_json::Value,
     gap: &[GapRow],
     crossover: &[CrossoverRow],
+    placement: &[PlacementRow],
 ) -> Result<()> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/results");
     std::fs::create_dir_all(&dir)?;
@@ -378,6 +552,30 @@ fn write_results(
             r.gemm_ms / r.small_m_ms,
             r.small_m_spread,
             r.gemm_spread
+        );
+    }
+    md += &format!(
+        "\n## Decode attention by where the KV blocks sit\n\n\
+         Decode batches with {PLACEMENT_CONTEXT} cached tokens per sequence on average, the same \
+         forward with the blocks placed in four ways (see `placements` in the bench); median \
+         `attn_decode` ms per layer, spread = median ÷ min; ratio to the contiguous placement \
+         at the same batch size.\n\n\
+         | batch | placement | attn_decode ms | ÷ contiguous | spread | forward ms |\n\
+         |---:|---|---:|---:|---:|---:|\n"
+    );
+    for r in placement {
+        let base = placement
+            .iter()
+            .find(|p| p.batch == r.batch)
+            .map_or(f64::NAN, |p| p.attn_decode_ms);
+        md += &format!(
+            "| {} | {} | {:.3} | {:.3} | {:.2} | {:.0} |\n",
+            r.batch,
+            r.placement,
+            r.attn_decode_ms,
+            r.attn_decode_ms / base,
+            r.attn_decode_spread,
+            r.forward_ms
         );
     }
     std::fs::write(dir.join("op_context.md"), md)?;

@@ -9,6 +9,7 @@
 //! accumulated in f32 whatever the storage type.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 
@@ -101,7 +102,7 @@ fn paged_attention_with<T: AttnElement>(
     for seq in long {
         sequence_by_gemm(isa, dims, q, kv, seq, &out);
     }
-    let tasks: Vec<(usize, usize, usize, usize)> = short
+    let mut tasks: Vec<(usize, usize, usize, usize)> = short
         .iter()
         .enumerate()
         .flat_map(|(s, seq)| {
@@ -112,12 +113,28 @@ fn paged_attention_with<T: AttnElement>(
             })
         })
         .collect();
+    // Longest first (keys read × rows), each thread taking the next task as it frees up: then
+    // the threads finish within about one short task of each other. With rayon's splitting
+    // and stealing over the batch order, a ragged decode batch ended on one thread's long
+    // tasks: a batch of two at 128 and 896 cached tokens took 9–10 % longer than two at 512
+    // (benches/op_context.rs), sorting alone still 6–12 %. Each task's result is independent
+    // of the order and of the thread; a stable sort keeps batch order among equal tasks.
+    tasks.sort_by_key(|&(s, _, r0, r1)| std::cmp::Reverse((short[s].num_cached + r1) * (r1 - r0)));
     let path = BlockPath::of(isa, dims.head_dim);
-    tasks.par_iter().for_each(|&(s, h, r0, r1)| {
-        // `task` starts no parallel work, so a thread never holds this borrow twice.
-        SCRATCH
-            .with_borrow_mut(|scratch| task(dims, q, kv, short[s], h, r0, r1, path, scratch, &out))
-    });
+    let next = AtomicUsize::new(0);
+    let workers = rayon::current_num_threads().min(tasks.len());
+    (0..workers)
+        .into_par_iter()
+        .with_max_len(1)
+        .for_each(|_| loop {
+            let Some(&(s, h, r0, r1)) = tasks.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                break;
+            };
+            // `task` starts no parallel work, so a thread never holds this borrow twice.
+            SCRATCH.with_borrow_mut(|scratch| {
+                task(dims, q, kv, short[s], h, r0, r1, path, scratch, &out)
+            })
+        });
 }
 
 /// One sequence's attention as two GEMMs per kv head and tile of query rows: `S = Q·Kᵀ` over
@@ -297,6 +314,10 @@ fn task<T: AttnElement>(
         }
         for b in 0..num_blocks {
             let (base, slots) = block(b, ctx);
+            if b + 1 < num_blocks {
+                let (next, n) = block(b + 1, ctx);
+                prefetch_range(&kv.k[next..next + n * hd]);
+            }
             let keys = &kv.k[base..base + slots * hd];
             for (qg, sg) in q_f32.chunks_exact(hd).zip(scores.chunks_exact_mut(stride)) {
                 T::qk_block(qg, keys, &mut sg[b * bs..b * bs + slots], path);
@@ -308,6 +329,10 @@ fn task<T: AttnElement>(
         acc.fill(0.0);
         for b in 0..num_blocks {
             let (base, slots) = block(b, ctx);
+            if b + 1 < num_blocks {
+                let (next, n) = block(b + 1, ctx);
+                prefetch_range(&kv.v[next..next + n * hd]);
+            }
             let values = &kv.v[base..base + slots * hd];
             for (ag, sg) in acc.chunks_exact_mut(hd).zip(scores.chunks_exact(stride)) {
                 T::pv_block(ag, &sg[b * bs..b * bs + slots], values, path);
@@ -320,6 +345,26 @@ fn task<T: AttnElement>(
             for (o, a) in o.iter_mut().zip(a) {
                 *o = T::from_f32(a * inv);
             }
+        }
+    }
+}
+
+/// Asks for every cache line of `data` to be brought into L1: the next block's keys or values
+/// while this block's are used. A block's slots of one head (8 KiB in f32 at head_dim 128) lie
+/// wherever the pool put the block, so the hardware prefetchers, which follow a stream within
+/// a 4 KiB page or a constant stride, start cold at every block. Measured with
+/// benches/op_context.rs' placement table (2026-12-04, alternating runs): ~8 % off
+/// `attn_decode` at batches of 2 and 8 over 512 tokens, whatever the placement.
+#[inline]
+fn prefetch_range<T>(data: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let start = data.as_ptr() as *const i8;
+        let bytes = std::mem::size_of_val(data);
+        for off in (0..bytes).step_by(64) {
+            // SAFETY: prefetching is a hint; the addresses are inside `data`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.add(off)) };
         }
     }
 }
