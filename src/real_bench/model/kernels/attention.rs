@@ -123,18 +123,14 @@ fn paged_attention_with<T: AttnElement>(
     let path = BlockPath::of(isa, dims.head_dim);
     let next = AtomicUsize::new(0);
     let workers = rayon::current_num_threads().min(tasks.len());
-    (0..workers)
-        .into_par_iter()
-        .with_max_len(1)
-        .for_each(|_| loop {
-            let Some(&(s, h, r0, r1)) = tasks.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                break;
-            };
+    (0..workers).into_par_iter().with_max_len(1).for_each(|_| {
+        while let Some(&(s, h, r0, r1)) = tasks.get(next.fetch_add(1, Ordering::Relaxed)) {
             // `task` starts no parallel work, so a thread never holds this borrow twice.
             SCRATCH.with_borrow_mut(|scratch| {
                 task(dims, q, kv, short[s], h, r0, r1, path, scratch, &out)
             })
-        });
+        }
+    });
 }
 
 /// One sequence's attention as two GEMMs per kv head and tile of query rows: `S = Q·Kᵀ` over
