@@ -16,9 +16,9 @@
 //! best-of-N table of `benches/engine.rs` hides the small-m kernel's call-to-call spread).
 //!
 //! **KV placement.** Decode attention over the same contexts with each sequence's blocks side
-//! by side, where a fresh pool puts decodes growing together (interleaved), and anywhere in
-//! the pool (after churn; the profiler draws them so), and with ragged lengths of the same
-//! mean, which the predictor looks up at the mean.
+//! by side, where a fresh pool puts decodes growing together (interleaved; the profiler lays
+//! its tables out so), and anywhere in the pool (after churn), and with ragged lengths of the
+//! same mean, which the predictor looks up at the mean.
 //!
 //! `cargo bench --bench op_context` (release, real-time priority where permitted, as the
 //! stages run). Knobs: `SIMREAL_OPCTX_REPS` (timed forwards per cell, default 8),
@@ -39,6 +39,7 @@ use serde_json::json;
 use simreal::io::ops::Op;
 use simreal::real_bench::device_probe::{load_average_1min, DeviceProbe};
 use simreal::real_bench::model::*;
+use simreal::real_bench::profiler::growing_block_tables;
 
 const BLOCK: usize = 16;
 /// Cached tokens of every decoding sequence.
@@ -252,10 +253,11 @@ struct Placement {
 /// tokens on average. *contiguous*: each sequence's blocks side by side, sequences one after
 /// another from block 0 (the profiler's tables until 2026-12-04). *growing*: what the
 /// scheduler's LIFO pool hands out when the prompts (half the context) are admitted one after
-/// another and the decodes then grow together, one block per sequence in turn (a fresh pool).
-/// *scattered*: blocks drawn at random from a pool `PLACEMENT_POOL_FACTOR` times the batch's,
-/// as after churn, and as the profiler draws them now. *ragged*: contiguous, with lengths
-/// spread from 0.25× to 1.75× the mean, which the predictor looks up at the mean.
+/// another and the decodes then grow together, one block per sequence in turn (a fresh pool;
+/// the profiler's tables now, `growing_block_tables`). *scattered*: blocks drawn at random
+/// from a pool `PLACEMENT_POOL_FACTOR` times the batch's, as after much churn. *ragged*:
+/// contiguous, with lengths spread from 0.25× to 1.75× the mean, which the predictor looks
+/// up at the mean.
 fn placements(batch: usize, pool_blocks: usize, rng: &mut impl rand::Rng) -> Vec<Placement> {
     use rand::seq::SliceRandom;
     let blocks_for = |len: usize| (len + 1).div_ceil(BLOCK);
@@ -271,17 +273,7 @@ fn placements(batch: usize, pool_blocks: usize, rng: &mut impl rand::Rng) -> Vec
             .collect::<Vec<_>>()
     };
     let per_seq = blocks_for(PLACEMENT_CONTEXT);
-    let prompt_blocks = (PLACEMENT_CONTEXT / 2).div_ceil(BLOCK);
-    let mut engine: Vec<Vec<usize>> = (0..batch)
-        .map(|s| (s * prompt_blocks..(s + 1) * prompt_blocks).collect())
-        .collect();
-    let mut next = batch * prompt_blocks;
-    for _ in prompt_blocks..per_seq {
-        for table in &mut engine {
-            table.push(next);
-            next += 1;
-        }
-    }
+    let growing = growing_block_tables(&vec![per_seq; batch], 0);
     let mut ids: Vec<usize> = (0..pool_blocks).collect();
     ids.shuffle(rng);
     let scattered = ids
@@ -307,13 +299,13 @@ fn placements(batch: usize, pool_blocks: usize, rng: &mut impl rand::Rng) -> Vec
             lens: uniform.clone(),
         },
         Placement {
-            name: "growing: prompts, then decodes together",
+            name: "growing: prompts, then decodes together (the profiler's)",
             batch,
-            tables: engine,
+            tables: growing,
             lens: uniform.clone(),
         },
         Placement {
-            name: "scattered over the pool (the profiler's)",
+            name: "scattered over the pool",
             batch,
             tables: scattered,
             lens: uniform,

@@ -18,8 +18,8 @@
 //!
 //! The KV cache is filled with random keys and values before timing: attention over
 //! never-written (zero-page) memory would read one shared physical page and run
-//! unrealistically fast. Sequences use disjoint blocks drawn at random from the whole pool,
-//! as the engine's are once requests have come and gone.
+//! unrealistically fast. Sequences use disjoint blocks, laid out as the engine's pool lays out
+//! a batch that was admitted and then decoded together ([`growing_block_tables`]).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -229,7 +229,6 @@ fn run_forwards(
         .collect();
     let bs = cache.block_size();
     let vocab = model.config().vocab_size as u32;
-    let mut pool_ids: Vec<usize> = (0..cache.num_blocks()).collect();
     // Token ids and block tables first: the prepared batches borrow them.
     let data: Vec<ShapeInputs> = shapes
         .iter()
@@ -239,15 +238,9 @@ fn run_forwards(
             let ids = (0..seqs)
                 .map(|_| (0..tokens).map(|_| rng.random_range(0..vocab)).collect())
                 .collect();
-            // Blocks drawn at random from the whole pool, as the engine's free list hands them
-            // out once requests have come and gone: decode attention over sequences whose
-            // blocks lie side by side ran 3–10 % faster than over scattered ones
-            // (benches/op_context.rs), and the profile under-predicted the engine's.
-            let (drawn, _) = pool_ids.partial_shuffle(rng, seqs as usize * blocks_per_seq);
-            let tables = drawn
-                .chunks(blocks_per_seq)
-                .map(<[usize]>::to_vec)
-                .collect();
+            let total = seqs as usize * blocks_per_seq;
+            let first = rng.random_range(0..=cache.num_blocks() - total);
+            let tables = growing_block_tables(&vec![blocks_per_seq; seqs as usize], first);
             (ids, tables)
         })
         .collect();
@@ -346,6 +339,37 @@ fn run_forwards(
     Ok(())
 }
 
+/// Block tables laid out as the engine's pool lays out a batch admitted one request after
+/// another and then decoded together, from block `first` on: the first half of each
+/// sequence's blocks (its prompt, allocated at admission) side by side, then the rest one
+/// block per sequence in turn (each decode step that crosses a block boundary takes the next
+/// free one). Where a sequence's blocks lie changes decode attention's time:
+/// `benches/op_context.rs` measured this layout 1.5–3 % slower than each sequence's blocks
+/// side by side and blocks drawn at random from the pool 3–10 % slower; the profiler used
+/// side-by-side tables until 2026-12-04 and under-predicted the engine's attention, then
+/// random ones, and over-predicted it by about as much.
+pub fn growing_block_tables(blocks_per_seq: &[usize], first: usize) -> Vec<Vec<usize>> {
+    let mut next = first;
+    let mut tables: Vec<Vec<usize>> = blocks_per_seq
+        .iter()
+        .map(|&n| {
+            let prompt: Vec<usize> = (next..next + n.div_ceil(2)).collect();
+            next += prompt.len();
+            prompt
+        })
+        .collect();
+    let longest = blocks_per_seq.iter().copied().max().unwrap_or(0);
+    for _ in 0..longest / 2 {
+        for (table, &n) in tables.iter_mut().zip(blocks_per_seq) {
+            if table.len() < n {
+                table.push(next);
+                next += 1;
+            }
+        }
+    }
+    tables
+}
+
 /// Writes random keys and values into every block of `cache`, through the model's own
 /// kv-cache save, so that attention reads real memory.
 fn fill_cache(model: &Qwen3Model, cache: &mut PagedKvCache, rng: &mut ChaCha8Rng) -> Result<()> {
@@ -394,4 +418,24 @@ fn fill_cache(model: &Qwen3Model, cache: &mut PagedKvCache, rng: &mut ChaCha8Rng
         first += tables.len() * blocks_per_seq;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn growing_tables_put_prompts_side_by_side_then_take_turns() {
+        // Three sequences of 4, 5 and 2 blocks from block 10: prompts of 2, 3 and 1 blocks,
+        // then one block per sequence in turn until each has its count.
+        let t = growing_block_tables(&[4, 5, 2], 10);
+        assert_eq!(
+            t,
+            vec![vec![10, 11, 16, 19], vec![12, 13, 14, 17, 20], vec![15, 18]]
+        );
+        let mut all: Vec<usize> = t.concat();
+        all.sort_unstable();
+        assert_eq!(all, (10..21).collect::<Vec<_>>(), "disjoint and dense");
+        assert_eq!(growing_block_tables(&[3], 0), vec![vec![0, 1, 2]]);
+    }
 }

@@ -16,7 +16,7 @@ pub mod plan;
 mod progress;
 mod recorder;
 
-pub use compute::{profile_compute, ComputeProfile, ForwardOverhead};
+pub use compute::{growing_block_tables, profile_compute, ComputeProfile, ForwardOverhead};
 pub use cpu::{profile_cpu_overheads, DEFAULT_CPU_ITERATIONS};
 pub use plan::{ComputeGrid, ComputePlan, ForwardShape};
 pub use progress::Progress;
