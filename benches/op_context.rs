@@ -498,53 +498,60 @@ fn write_results(
         )
     };
     let mut md = format!(
-        "# Op cost by context: batch structure and projection kernel\n\n\
+        "# Op cost by context: batch structure, projection kernel, KV placement\n\n\
          `cargo bench --bench op_context` — qwen3_0_6b f32, 2 threads, {} timed forwards per cell, \
-         interleaved; {} → {}; load average {}; device probe memory {} GB/s, compute {} GFLOP/s.\n\n\
-         ## The same {} tokens in four batch structures\n\n\
-         Median ms per layer. *profiler*: batch prepared once, a 10 % idle gap after each forward; \
-         *engine*: batch prepared before each forward, back to back.\n\n\
-         | structure | mode | forward ms |",
+         interleaved; {} → {}; load average {}; device probe memory {} GB/s, compute {} GFLOP/s.\n",
         report["reps"],
         report["started_utc"].as_str().unwrap_or(""),
         report["ended_utc"].as_str().unwrap_or(""),
         pair("load_average_1min"),
         rate("memory_gb_per_s"),
         rate("compute_gflop_per_s"),
-        report["structure_tokens"],
     );
-    for op in OPS {
-        md += &format!(" {} |", op.name());
-    }
-    md += "\n|---|---|---:|";
-    md += &"---:|".repeat(OPS.len());
-    md += "\n";
-    for r in gap {
-        md += &format!("| {} | {} | {:.0} |", r.structure, r.mode, r.forward_ms);
-        for (_, ms) in &r.op_ms {
-            md += &format!(" {ms:.3} |");
+    // SIMREAL_OPCTX_PLACEMENT_ONLY runs neither of the first two tables.
+    if !gap.is_empty() {
+        md += &format!(
+            "\n## The same {} tokens in four batch structures\n\n\
+             Median ms per layer. *profiler*: batch prepared once, a 10 % idle gap after each \
+             forward; *engine*: batch prepared before each forward, back to back.\n\n\
+             | structure | mode | forward ms |",
+            report["structure_tokens"],
+        );
+        for op in OPS {
+            md += &format!(" {} |", op.name());
         }
+        md += "\n|---|---|---:|";
+        md += &"---:|".repeat(OPS.len());
         md += "\n";
+        for r in gap {
+            md += &format!("| {} | {} | {:.0} |", r.structure, r.mode, r.forward_ms);
+            for (_, ms) in &r.op_ms {
+                md += &format!(" {ms:.3} |");
+            }
+            md += "\n";
+        }
     }
-    md += &format!(
-        "\n## Projection kernel by rows, inside prefill forwards\n\n\
+    if !crossover.is_empty() {
+        md += &format!(
+            "\n## Projection kernel by rows, inside prefill forwards\n\n\
          The four projections' median ms per layer, summed, with the small-m kernel serving \
          every row count and with the GEMM serving every row count; spread = median ÷ min. \
          The engine uses the small-m kernel up to {} rows.\n\n\
          | rows | small-m ms | GEMM ms | GEMM ÷ small-m | small-m spread | GEMM spread |\n\
          |---:|---:|---:|---:|---:|---:|\n",
-        SMALL_M_MAX_ROWS
-    );
-    for r in crossover {
-        md += &format!(
-            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
-            r.rows,
-            r.small_m_ms,
-            r.gemm_ms,
-            r.gemm_ms / r.small_m_ms,
-            r.small_m_spread,
-            r.gemm_spread
+            SMALL_M_MAX_ROWS
         );
+        for r in crossover {
+            md += &format!(
+                "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
+                r.rows,
+                r.small_m_ms,
+                r.gemm_ms,
+                r.gemm_ms / r.small_m_ms,
+                r.small_m_spread,
+                r.gemm_spread
+            );
+        }
     }
     md += &format!(
         "\n## Decode attention by where the KV blocks sit\n\n\
