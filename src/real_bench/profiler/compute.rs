@@ -344,8 +344,8 @@ fn run_forwards(
 /// sequence's blocks (its prompt, allocated at admission) side by side, then the rest one
 /// block per sequence in turn (each decode step that crosses a block boundary takes the next
 /// free one). Where a sequence's blocks lie changes decode attention's time:
-/// `benches/op_context.rs` measured this layout 1.5–3 % slower than each sequence's blocks
-/// side by side and blocks drawn at random from the pool 3–10 % slower; the profiler used
+/// `benches/op_context.rs` measured this layout typically 1–3 % slower than each sequence's
+/// blocks side by side and blocks drawn at random from the pool 3–14 %; the profiler used
 /// side-by-side tables until 2026-12-04 and under-predicted the engine's attention, then
 /// random ones, and over-predicted it by about as much.
 pub fn growing_block_tables(blocks_per_seq: &[usize], first: usize) -> Vec<Vec<usize>> {

@@ -4,9 +4,10 @@
 //! the keys of one head in one block are contiguous. A sequence's logical token `j` lives in
 //! physical block `block_table[j / block_size]`, slot `j % block_size`.
 //!
-//! Work is split over (sequence, kv head, tile of query rows) with rayon; each task handles
-//! the whole GQA group of query heads that share the kv head. Softmax is max-subtracted and
-//! accumulated in f32 whatever the storage type.
+//! Work is split into tasks of (sequence, kv head, tile of query rows), which rayon's threads
+//! take longest first as they free up (prefill chunks of 64 rows or more run as two GEMMs per
+//! kv head instead); each task handles the whole GQA group of query heads that share the kv
+//! head. Softmax is max-subtracted and accumulated in f32 whatever the storage type.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
