@@ -1,7 +1,8 @@
 //! Engine-level speed of the Qwen3 model against candle-transformers and, when a PyTorch venv
 //! exists, Hugging Face transformers on PyTorch, on the same weights and threads:
 //! single-sequence decode, batch-8 and batch-32 decode (ours only at 32), 512-token prefill with
-//! its per-op breakdown, the linear kernels per SIMD path, memory bandwidth, FMA peak, RSS.
+//! its per-op breakdown, the linear kernels per SIMD path, memory bandwidth, FMA peak (8- and
+//! 16-lane chains), RSS.
 //!
 //! `cargo bench --bench engine` (release). Knobs: `SIMREAL_BENCH_THREADS` (default: all
 //! cores), `SIMREAL_BENCH_REPEATS` (default 5), `SIMREAL_BENCH_KERNELS_ONLY` (only the
