@@ -117,7 +117,7 @@ fn paged_attention_with<T: AttnElement>(
     // Longest first (keys read × rows), each thread taking the next task as it frees up: then
     // the threads finish within about one short task of each other. With rayon's splitting
     // and stealing over the batch order, a ragged decode batch ended on one thread's long
-    // tasks: a batch of two at 128 and 896 cached tokens took 5–11 % longer than two at 512
+    // tasks: a batch of two at 128 and 896 cached tokens took 9–11 % longer than two at 512
     // (benches/op_context.rs), sorting alone still 6–12 %. Each task's result is independent
     // of the order and of the thread; a stable sort keeps batch order among equal tasks.
     let work =
