@@ -1,5 +1,6 @@
 //! The `pipeline` binary end to end on `qwen3_tiny` with a tiny profiling grid: the whole
-//! study, a rerun that only says "up to date", `--print-plan` agreeing with what was written,
+//! study, a rerun that only says "up to date" (and redoes the comparison once `real` was
+//! redone), `--print-plan` agreeing with what was written,
 //! a `kill -9` in the middle of the `real` stage that leaves nothing read as complete and is
 //! redone alone, and a two-point sweep.
 
@@ -144,6 +145,31 @@ fn study_runs_once_then_is_up_to_date_and_matches_its_plan() {
         .map(|s| modified(&stage_dir(&after, s).join("_SUCCESS")))
         .collect();
     assert_eq!(markers, again, "a rerun rewrote a complete stage");
+
+    // `real` redone alone (a timed stage: other numbers under the same id): the comparison
+    // made from the old run is stale and redone; the stages that do not read it are kept.
+    let mut forced = a.clone();
+    forced.push("output.force=true".into());
+    run_ok("real", &refs(&forced));
+    let out = run("pipeline", &refs(&a));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let compare_dir = stage_dir(&after, "compare");
+    assert!(
+        stderr.contains(&format!(
+            "redoing {}: its input `real`",
+            compare_dir.display()
+        )),
+        "{stderr}"
+    );
+    for s in ["workload", "vidur_profile", "real", "vidur"] {
+        let dir = stage_dir(&after, s);
+        assert!(
+            stderr.contains(&format!("up to date: {}", dir.display())),
+            "{s} was not up to date:\n{stderr}"
+        );
+    }
+    assert!(modified(&compare_dir.join("_SUCCESS")) > markers[4]);
 }
 
 /// The printed report path, made absolute the way `run_ok` does.

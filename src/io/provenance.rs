@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::io::json::read_json_validated;
 use crate::io::json_schemas::{contract_schema, Contract};
-use crate::io::rundir::Stage;
+use crate::io::rundir::{is_complete, run_fingerprint, Stage};
 use crate::io::schema::SCHEMA_VERSION;
 use crate::Result;
 
@@ -185,6 +185,32 @@ pub struct InputRef {
     /// Content hash where one is cheap and meaningful (weights, trace files).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// For an input that is a run dir: its [`run_fingerprint`] when it was read. Once the
+    /// input holds other data (it was redone), the run made from it is stale and redone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+}
+
+impl InputRef {
+    /// An input that is not a run dir (a file, a weight snapshot, Vidur's tables).
+    pub fn file(id: impl Into<String>, path: impl Into<String>, sha256: Option<String>) -> Self {
+        Self {
+            id: id.into(),
+            path: path.into(),
+            sha256,
+            fingerprint: None,
+        }
+    }
+
+    /// An input that is a complete run dir, with its fingerprint.
+    pub fn run(id: impl Into<String>, dir: &Path) -> Result<Self> {
+        Ok(Self {
+            id: id.into(),
+            path: dir.display().to_string(),
+            sha256: None,
+            fingerprint: Some(run_fingerprint(dir)?),
+        })
+    }
 }
 
 /// `run_meta.json`, common to every stage.
@@ -291,6 +317,26 @@ impl RunMeta {
             "run_meta.json",
             "provenance of one stage run",
         )
+    }
+
+    /// Why the run no longer matches its inputs: one recorded with a fingerprint is gone, or
+    /// holds other data now. `None` when all are as they were.
+    pub fn stale_input(&self) -> Option<String> {
+        self.inputs.iter().find_map(|(role, input)| {
+            let recorded = input.fingerprint.as_ref()?;
+            let dir = Path::new(&input.path);
+            if !is_complete(dir) {
+                return Some(format!("its input `{role}` ({}) is gone", input.path));
+            }
+            match run_fingerprint(dir) {
+                Ok(now) if now == *recorded => None,
+                Ok(_) => Some(format!(
+                    "its input `{role}` ({}) was redone since",
+                    input.path
+                )),
+                Err(e) => Some(format!("its input `{role}` cannot be read ({e})")),
+            }
+        })
     }
 
     /// Reads `<dir>/run_meta.json`, checked against [`RunMeta::schema`].

@@ -145,11 +145,94 @@ pub enum Prepared {
     Fresh(StagingDir),
 }
 
+/// Why the complete run at `dir` must be redone although its config is unchanged: an input
+/// it recorded with a fingerprint ([`run_fingerprint`]) is gone or holds other data now —
+/// it was redone since, as a timed stage gives other numbers every time. `None`: the run is
+/// current (also for runs that recorded no fingerprints, or no `run_meta.json`). An
+/// unreadable `run_meta.json` makes the run stale, so that it is rewritten rather than trusted.
+pub fn stale_reason(dir: &Path) -> Option<String> {
+    if !dir.join("run_meta.json").exists() {
+        return None;
+    }
+    match crate::io::provenance::RunMeta::read(dir) {
+        Ok(meta) => meta.stale_input(),
+        Err(e) => Some(format!("its run_meta.json is unreadable ({e})")),
+    }
+}
+
+/// Whether the run at `dir` is complete and made from the inputs that are there now.
+pub fn is_current(dir: &Path) -> bool {
+    is_complete(dir) && stale_reason(dir).is_none()
+}
+
+/// Whether the run at `dir` can be reused as it is: not `force`d, complete and current.
+/// Says on stderr `up to date: <dir>`, or why a complete run is redone.
+pub fn reusable(dir: &Path, force: bool) -> bool {
+    if force || !is_complete(dir) {
+        return false;
+    }
+    match stale_reason(dir) {
+        None => {
+            eprintln!("up to date: {}", dir.display());
+            true
+        }
+        Some(why) => {
+            eprintln!("redoing {}: {why}", dir.display());
+            false
+        }
+    }
+}
+
+/// Data files of a run, the part a fingerprint covers.
+const FINGERPRINTED_EXTENSIONS: [&str; 2] = ["csv", "jsonl"];
+
+/// What a run holds, as the runs made from it see it: sha256 over its data tables (`*.csv`,
+/// `*.jsonl` at any depth; each file's relative path, length and bytes, in path order).
+/// Metadata (`run_meta.json`, `workload_meta.json`, ...) carries timestamps and is left
+/// out, so a deterministic stage redone keeps its fingerprint and a timed one (`real`,
+/// `vidur_profile`) gets a new one.
+pub fn run_fingerprint(dir: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    fn data_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+        for entry in fs::read_dir(dir).with_path(dir)? {
+            let path = entry.with_path(dir)?.path();
+            let hidden = path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+            if hidden {
+                continue;
+            }
+            if path.is_dir() {
+                data_files(root, &path, out)?;
+            } else if path
+                .extension()
+                .is_some_and(|e| FINGERPRINTED_EXTENSIONS.iter().any(|x| e == *x))
+            {
+                out.push(path.strip_prefix(root).unwrap_or(&path).to_path_buf());
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    data_files(dir, dir, &mut files)?;
+    files.sort();
+    let mut hasher = Sha256::new();
+    for rel in &files {
+        let path = dir.join(rel);
+        let bytes = fs::read(&path).with_path(&path)?;
+        hasher.update(rel.to_string_lossy().as_bytes());
+        hasher.update([0]);
+        hasher.update((bytes.len() as u64).to_le_bytes());
+        hasher.update(&bytes);
+    }
+    Ok(crate::io::ids::hex(&hasher.finalize()))
+}
+
 /// Decides whether a run must be (re)done and, if so, gives a fresh staging directory.
-/// `force` redoes a complete run.
+/// `force` redoes a complete run; so does an input redone since ([`stale_reason`]).
 pub fn prepare(location: &RunLocation, force: bool) -> Result<Prepared> {
     let final_path = location.path();
-    if !force && is_complete(&final_path) {
+    if reusable(&final_path, force) {
         return Ok(Prepared::UpToDate(final_path));
     }
     let parent = final_path
@@ -169,14 +252,11 @@ pub fn prepare(location: &RunLocation, force: bool) -> Result<Prepared> {
     }))
 }
 
-/// [`prepare`] as every stage uses it: `None` (after saying `up to date: <dir>` on stderr)
-/// when the run is complete already, else the staging dir to write the run into.
+/// [`prepare`] as every stage uses it: `None` when the run can be reused (see [`reusable`]),
+/// else the staging dir to write the run into.
 pub fn prepare_fresh(location: &RunLocation, force: bool) -> Result<Option<StagingDir>> {
     Ok(match prepare(location, force)? {
-        Prepared::UpToDate(path) => {
-            eprintln!("up to date: {}", path.display());
-            None
-        }
+        Prepared::UpToDate(_) => None,
         Prepared::Fresh(staging) => Some(staging),
     })
 }
@@ -319,6 +399,88 @@ mod tests {
         assert!(matches!(prepare(&loc, false).unwrap(), Prepared::Fresh(_)));
         let err = require_complete(&loc.path(), "real run", "cargo run --bin real").unwrap_err();
         assert!(err.to_string().contains("incomplete"), "{err}");
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    /// A complete run (a data table, metadata with a timestamp) under `root/<stage>/<id>`.
+    fn committed_run(root: &Path, stage: Stage, id: &str, table: &str, stamp: &str) -> PathBuf {
+        let Prepared::Fresh(staging) = prepare(&RunLocation::new(root, stage, id), true).unwrap()
+        else {
+            panic!("forced runs are fresh")
+        };
+        fs::create_dir_all(staging.path().join("sub")).unwrap();
+        fs::write(staging.path().join("sub/rows.csv"), table).unwrap();
+        fs::write(staging.file("workload_meta.json"), stamp).unwrap();
+        staging.commit().unwrap()
+    }
+
+    #[test]
+    fn the_fingerprint_covers_data_tables_not_metadata() {
+        let root = root();
+        let a = committed_run(&root, Stage::Workload, "a", "x,y\n1,2\n", "t0");
+        let b = committed_run(&root, Stage::Workload, "b", "x,y\n1,2\n", "t1");
+        let c = committed_run(&root, Stage::Workload, "c", "x,y\n1,3\n", "t0");
+        let print = |d: &Path| run_fingerprint(d).unwrap();
+        assert_eq!(print(&a), print(&b), "metadata is not part of it");
+        assert_ne!(print(&a), print(&c), "a changed value is");
+        fs::rename(a.join("sub/rows.csv"), a.join("sub/other.csv")).unwrap();
+        assert_ne!(print(&a), print(&b), "so is a file's name");
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    /// A run made from an input is reused while the input holds what it was made from, and
+    /// redone once the input was redone with other data or is gone.
+    #[test]
+    fn a_run_whose_input_was_redone_is_stale() {
+        use crate::io::provenance::{HostFingerprint, HydraInfo, InputRef, RunMeta};
+        let root = root();
+        let input = committed_run(&root, Stage::Real, "real-1", "t_ms\n10\n", "");
+        let loc = RunLocation::new(&root, Stage::Compare, "cmp-1");
+        let Prepared::Fresh(staging) = prepare(&loc, false).unwrap() else {
+            panic!("expected fresh")
+        };
+        let mut meta = RunMeta::begin(
+            "cmp-1",
+            Stage::Compare,
+            "m",
+            serde_json::json!({}),
+            HydraInfo {
+                config_path: "c".into(),
+                config_name: "compare".into(),
+                overrides: vec![],
+                choices: Default::default(),
+            },
+            HostFingerprint::collect("cpu", 1),
+        );
+        meta.inputs
+            .insert("real".into(), InputRef::run("real-1", &input).unwrap());
+        crate::io::json::write_json(staging.file("run_meta.json"), &meta).unwrap();
+        staging.commit().unwrap();
+        assert_eq!(stale_reason(&loc.path()), None);
+        assert!(matches!(
+            prepare(&loc, false).unwrap(),
+            Prepared::UpToDate(_)
+        ));
+
+        // The same rows again (a deterministic stage redone): still current.
+        committed_run(&root, Stage::Real, "real-1", "t_ms\n10\n", "later");
+        assert!(is_current(&loc.path()));
+        // Other rows (a timed stage redone): stale, and prepared afresh.
+        committed_run(&root, Stage::Real, "real-1", "t_ms\n11\n", "");
+        let why = stale_reason(&loc.path()).expect("stale");
+        assert!(
+            why.contains("input `real`") && why.contains("redone"),
+            "{why}"
+        );
+        assert!(!is_current(&loc.path()));
+        assert!(matches!(prepare(&loc, false).unwrap(), Prepared::Fresh(_)));
+        fs::remove_dir_all(&input).unwrap();
+        let why = stale_reason(&loc.path()).expect("stale");
+        assert!(why.contains("is gone"), "{why}");
+        // An unreadable record is not trusted either.
+        fs::write(loc.path().join("run_meta.json"), "{").unwrap();
+        let why = stale_reason(&loc.path()).expect("stale");
+        assert!(why.contains("run_meta.json is unreadable"), "{why}");
         fs::remove_dir_all(root).unwrap();
     }
 

@@ -11,7 +11,7 @@
 //! Output `tmp/capacity/<id>/`: `capacity.json`, `capacity.md`, `config.yaml`,
 //! `run_meta.json`, `_SUCCESS`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -80,7 +80,7 @@ pub fn lookup(job: &Job) -> Result<Option<CapacityResult>> {
         .config
         .location(Stage::Capacity, capacity_id(job)?)
         .path();
-    if !crate::io::rundir::is_complete(&dir) {
+    if !crate::io::rundir::is_current(&dir) {
         return Ok(None);
     }
     read_json(dir.join(CAPACITY_FILE)).map(Some)
@@ -214,11 +214,7 @@ pub fn run(job: &Job) -> Result<PathBuf> {
     for (i, p) in result.probes.iter().enumerate() {
         meta.inputs.insert(
             format!("probe_{i:02}"),
-            InputRef {
-                id: format!("qps={}", p.qps),
-                path: p.real_run.clone(),
-                sha256: None,
-            },
+            InputRef::run(format!("qps={}", p.qps), Path::new(&p.real_run))?,
         );
     }
     meta.extra = serde_json::to_value(&result).map_err(|e| Error::InvalidInput(e.to_string()))?;

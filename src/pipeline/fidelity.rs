@@ -261,11 +261,10 @@ pub fn run(job: &Job) -> Result<PathBuf> {
     for (i, p) in result.points.iter().enumerate() {
         meta.inputs.insert(
             format!("point_{i:02}"),
-            InputRef {
-                id: format!("{} load={}", p.policy, p.load_fraction),
-                path: p.compare_dir.clone(),
-                sha256: None,
-            },
+            InputRef::run(
+                format!("{} load={}", p.policy, p.load_fraction),
+                Path::new(&p.compare_dir),
+            )?,
         );
     }
     meta.ended_at = utc_now();

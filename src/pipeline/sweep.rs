@@ -145,11 +145,7 @@ pub fn run(jobs: &[Job]) -> Result<PathBuf> {
     for (i, p) in points.iter().enumerate() {
         meta.inputs.insert(
             format!("point_{i:03}"),
-            InputRef {
-                id: p.overrides.join(" "),
-                path: p.compare_dir.display().to_string(),
-                sha256: None,
-            },
+            InputRef::run(p.overrides.join(" "), &p.compare_dir)?,
         );
     }
     meta.ended_at = utc_now();

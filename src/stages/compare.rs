@@ -507,9 +507,9 @@ pub fn run_with(job: &Job, replay: Option<&dyn ExecutionTimePredictor>) -> Resul
             } else {
                 format!("real_{i}")
             };
-            meta.inputs.insert(key, input_ref(r));
+            meta.inputs.insert(key, input_ref(r)?);
         }
-        meta.inputs.insert("sim".into(), input_ref(&sim));
+        meta.inputs.insert("sim".into(), input_ref(&sim)?);
         meta.real_run_dir = Some(absolute_path(&reals[0].path));
         meta.sim_run_dir = Some(absolute_path(&sim.path));
         let results = &comparison.results;
@@ -524,10 +524,6 @@ pub fn run_with(job: &Job, replay: Option<&dyn ExecutionTimePredictor>) -> Resul
     })
 }
 
-fn input_ref(run: &RunData) -> InputRef {
-    InputRef {
-        id: run.identity.run_id.clone(),
-        path: run.path.display().to_string(),
-        sha256: None,
-    }
+fn input_ref(run: &RunData) -> Result<InputRef> {
+    InputRef::run(run.identity.run_id.clone(), &run.path)
 }

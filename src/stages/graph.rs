@@ -13,7 +13,7 @@ use clap::Parser;
 use serde::Serialize;
 
 use crate::config::plan::compare_id;
-use crate::io::rundir::{is_complete, Stage, SUCCESS_MARKER};
+use crate::io::rundir::{is_complete, is_current, Stage, SUCCESS_MARKER};
 use crate::stages::{apply_aliases, exit, jobs, Job, StageArgs};
 use crate::{Error, Result};
 
@@ -128,8 +128,9 @@ pub fn upstream_of(job: &Job, stage: Stage) -> Vec<Stage> {
         .collect()
 }
 
-/// Runs every stage of [`upstream_of`] whose run is missing or incomplete, in study order,
-/// saying on stderr what it makes and the command that would make it alone.
+/// Runs every stage of [`upstream_of`] whose run is missing, incomplete or made from inputs
+/// redone since ([`is_current`]), in study order, saying on stderr what it makes and the
+/// command that would make it alone.
 pub fn make_upstream(job: &Job, stage: Stage) -> Result<()> {
     // `output.run_id` names this stage's own run; the inputs keep their derived ids.
     let mut job = job.clone();
@@ -139,12 +140,17 @@ pub fn make_upstream(job: &Job, stage: Stage) -> Result<()> {
         let Some((_, dir)) = study_run(job, upstream)? else {
             continue;
         };
-        if is_complete(&dir) {
+        if is_current(&dir) {
             continue;
         }
         let name = upstream.binary_name();
+        let state = if is_complete(&dir) {
+            "outdated"
+        } else {
+            "missing"
+        };
         eprintln!(
-            "{}: making the missing `{name}` stage first ({})",
+            "{}: making the {state} `{name}` stage first ({})",
             stage.binary_name(),
             job.command_for(upstream)
         );

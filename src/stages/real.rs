@@ -351,19 +351,15 @@ pub fn run(job: &Job) -> Result<PathBuf> {
         meta.workload_dir = Some(absolute_path(&workload.dir));
         meta.inputs.insert(
             "workload".into(),
-            InputRef {
-                id: workload.meta.workload_id.clone(),
-                path: workload.dir.display().to_string(),
-                sha256: None,
-            },
+            InputRef::run(workload.meta.workload_id.clone(), &workload.dir)?,
         );
         meta.inputs.insert(
             "weights".into(),
-            InputRef {
-                id: job.config.weight_source(),
-                path: weights.dir.display().to_string(),
-                sha256: Some(weights.sha256.clone()),
-            },
+            InputRef::file(
+                job.config.weight_source(),
+                weights.dir.display().to_string(),
+                Some(weights.sha256.clone()),
+            ),
         );
         let summary = RunSummary::of(&record);
         meta.extra = serde_json::json!({

@@ -19,8 +19,9 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::io::bundle::Op;
+use crate::io::provenance::InputRef;
 use crate::io::records::{BatchMetricsRow, BatchRequestRow, TokenMetricsRow};
-use crate::io::rundir::{is_complete, require_complete, Stage};
+use crate::io::rundir::{require_complete, reusable, Stage};
 use crate::io::schema::{BATCH_METRICS, BATCH_REQUESTS, TOKEN_METRICS};
 use crate::io::{read_csv, stable_id, write_atomic, write_json};
 use crate::stages::bundle::{check_bundle_for_real_run, configured_bundle_dir, load_bundle};
@@ -301,8 +302,7 @@ pub fn run(job: &Job) -> Result<PathBuf> {
     );
     let location = cfg.location(Stage::Replay, id.clone());
     let out = location.path();
-    if is_complete(&out) && !cfg.output.force {
-        eprintln!("up to date: {}", out.display());
+    if reusable(&out, cfg.output.force) {
         return Ok(out);
     }
     let iterations = read_real_run(&real_run)?;
@@ -328,6 +328,14 @@ pub fn run(job: &Job) -> Result<PathBuf> {
         (d, adjusted)
     });
     let out = job.write_run(&location, &id, |staging, meta| {
+        meta.inputs.insert(
+            "real_run".into(),
+            InputRef::run(name(&real_run), &real_run)?,
+        );
+        meta.inputs.insert(
+            "bundle".into(),
+            InputRef::run(name(&bundle_dir), &bundle_dir)?,
+        );
         meta.extra = json!({"inputs": inputs_json.clone()});
         write_replay(
             staging.path(),

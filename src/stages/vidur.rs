@@ -43,7 +43,7 @@ use crate::io::bundle::{
 use crate::io::device::{check_bundle_device, DeviceIdentity};
 use crate::io::provenance::{absolute_path, InputRef};
 use crate::io::read_csv;
-use crate::io::rundir::{is_complete, require_complete, Stage};
+use crate::io::rundir::{require_complete, reusable, Stage};
 use crate::io::schema::{DEVICE_SPEED, REQUEST_METRICS};
 use crate::scheduler::GlobalPolicy;
 use crate::stages::bundle::bundle_spec;
@@ -519,8 +519,7 @@ pub fn run(job: &Job) -> Result<PathBuf> {
     let cfg = &job.config;
     let run_id = job.own_run_id(cfg.sim_run_id()?);
     let location = cfg.location(Stage::Vidur, run_id.clone());
-    if !cfg.output.force && is_complete(location.path()) {
-        eprintln!("up to date: {}", location.path().display());
+    if reusable(&location.path(), cfg.output.force) {
         return Ok(location.path());
     }
     // Inputs are checked before the run dir is touched.
@@ -571,43 +570,39 @@ pub fn run(job: &Job) -> Result<PathBuf> {
         meta.seed = Some(cfg.vidur.seed);
         meta.inputs.insert(
             "workload".into(),
-            InputRef {
-                id: inputs.workload.meta.workload_id.clone(),
-                path: inputs.workload.dir.display().to_string(),
-                sha256: None,
-            },
+            InputRef::run(
+                inputs.workload.meta.workload_id.clone(),
+                &inputs.workload.dir,
+            )?,
         );
         if let (Some(id), Some(dir)) = (&inputs.source.bundle_id, &inputs.source.bundle_dir) {
             meta.inputs.insert(
                 "bundle".into(),
                 InputRef {
-                    id: id.clone(),
-                    path: dir.display().to_string(),
                     sha256: inputs.source.bundle_sha256.clone(),
+                    ..InputRef::run(id.clone(), dir)?
                 },
             );
         }
         if let Some(dir) = &inputs.source.predictor_tables {
             meta.inputs.insert(
                 "predictor_tables".into(),
-                InputRef {
-                    id: format!("path:{}", dir.display()),
-                    path: dir.display().to_string(),
-                    sha256: None,
-                },
+                InputRef::file(
+                    format!("path:{}", dir.display()),
+                    dir.display().to_string(),
+                    None,
+                ),
             );
         }
         if let Some(dir) = &inputs.source.device_speed_of {
             meta.inputs.insert(
                 "device_speed_of".into(),
-                InputRef {
-                    id: dir
-                        .file_name()
+                InputRef::run(
+                    dir.file_name()
                         .map(|n| n.to_string_lossy().into_owned())
                         .unwrap_or_default(),
-                    path: dir.display().to_string(),
-                    sha256: None,
-                },
+                    dir,
+                )?,
             );
         }
         meta.workload_dir = Some(absolute_path(&inputs.workload.dir));

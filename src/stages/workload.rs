@@ -258,11 +258,11 @@ pub fn run(job: &Job) -> Result<PathBuf> {
             let bytes = std::fs::read(&path).with_path(&path)?;
             run_meta.inputs.insert(
                 "trace_file".into(),
-                InputRef {
-                    id: path.display().to_string(),
-                    path: path.display().to_string(),
-                    sha256: Some(crate::io::ids::sha256_hex(&bytes)),
-                },
+                InputRef::file(
+                    path.display().to_string(),
+                    path.display().to_string(),
+                    Some(crate::io::ids::sha256_hex(&bytes)),
+                ),
             );
         }
         run_meta.extra =
