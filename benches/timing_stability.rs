@@ -62,6 +62,12 @@ struct Setting {
 }
 
 const TODAY: TimingSettings = TimingSettings::UNMANAGED;
+/// Real-time priority as the stages apply it (the kernel's throttling lifted).
+const REALTIME: TimingSettings = TimingSettings {
+    priority: Priority::Realtime,
+    lift_rt_throttling: true,
+    ..TODAY
+};
 
 /// One factor changed at a time from today's default, then all of the helpful ones.
 fn settings() -> Vec<Setting> {
@@ -88,9 +94,14 @@ fn settings() -> Vec<Setting> {
         },
         Setting {
             name: "realtime",
+            timing: REALTIME,
+            ..base
+        },
+        Setting {
+            name: "realtime_throttled",
             timing: TimingSettings {
-                priority: Priority::Realtime,
-                ..TODAY
+                lift_rt_throttling: false,
+                ..REALTIME
             },
             ..base
         },
@@ -117,19 +128,16 @@ fn settings() -> Vec<Setting> {
         },
         Setting {
             name: "realtime_spin_idle",
-            timing: TimingSettings {
-                priority: Priority::Realtime,
-                ..TODAY
-            },
+            timing: REALTIME,
             spin_idle: true,
             ..base
         },
         Setting {
             name: "realtime_pinned_locked",
             timing: TimingSettings {
-                priority: Priority::Realtime,
                 pin_threads: true,
                 lock_memory: true,
+                ..REALTIME
             },
             ..base
         },

@@ -347,6 +347,9 @@ pub struct TimingSettings {
     pub pin_threads: bool,
     /// Lock every current and future page in RAM (`mlockall`).
     pub lock_memory: bool,
+    /// With `realtime`: lift the kernel's real-time throttling while the stage runs (see
+    /// [`Priority::Realtime`]).
+    pub lift_rt_throttling: bool,
 }
 
 impl TimingSettings {
@@ -355,6 +358,7 @@ impl TimingSettings {
         priority: Priority::Normal,
         pin_threads: false,
         lock_memory: false,
+        lift_rt_throttling: false,
     };
 }
 
@@ -371,9 +375,13 @@ pub enum Priority {
     /// a CPU the timed threads want. Needs root or `CAP_SYS_NICE`.
     Elevated,
     /// `SCHED_RR` at the lowest real-time priority: the timed threads run whenever they are
-    /// ready, ahead of every normal process. The kernel's real-time throttling still leaves
-    /// the rest of the machine 5 % of each second, which pauses the timed threads for 50 ms
-    /// once per second of uninterrupted work. Needs root or `CAP_SYS_NICE`.
+    /// ready, ahead of every normal process. The kernel's real-time throttling (real-time
+    /// threads may use 950 ms of each second) pauses them for 50 ms once per second of
+    /// uninterrupted work — a busy real run, not the profiler with its gaps — unless
+    /// `lift_rt_throttling` lifts it while the stage runs (restored after; only where the
+    /// kernel has the fair server, 6.12+, that keeps other processes running without it).
+    /// Needs root or `CAP_SYS_NICE`; lifting the throttling needs root, and is recorded as
+    /// refused without it.
     Realtime,
 }
 

@@ -4,6 +4,8 @@
 //! sizes its matmul parallelism from `RAYON_NUM_THREADS`; both are fixed here once, before
 //! any tensor work, so a run uses exactly `hardware.cpu_threads` threads.
 
+use std::path::{Path, PathBuf};
+
 use crate::{Error, Result};
 
 /// Fixes the worker thread count for this process and keeps freed tensor buffers for reuse
@@ -64,6 +66,9 @@ pub struct AppliedTiming {
     pub prioritized_threads: usize,
     /// Whether the session's autogroup was given nice −20 (`elevated` only).
     pub autogroup_elevated: bool,
+    /// Whether the kernel's real-time throttling is off while the stage runs (`realtime`
+    /// with `lift_rt_throttling` only; see [`lift_rt_throttling`]).
+    pub rt_throttling_lifted: bool,
     /// Pool workers pinned to one CPU each.
     pub pinned_threads: usize,
     pub memory_locked: bool,
@@ -78,6 +83,8 @@ pub struct TimingGuard {
     applied: AppliedTiming,
     /// The session autogroup's nice before, to write back.
     autogroup_nice_before: Option<i32>,
+    /// The real-time runtime limit before it was lifted, to write back.
+    rt_runtime_before_us: Option<i64>,
     /// The CPUs the workers could use before pinning.
     cpus_before: Option<Vec<usize>>,
 }
@@ -97,6 +104,9 @@ impl Drop for TimingGuard {
         }
         if let Some(nice) = self.autogroup_nice_before {
             let _ = std::fs::write(AUTOGROUP, nice.to_string());
+        }
+        if let Some(runtime_us) = self.rt_runtime_before_us {
+            restore_rt_throttling(runtime_us);
         }
         if let Some(cpus) = &self.cpus_before {
             rayon::broadcast(|_| set_affinity(cpus));
@@ -120,11 +130,13 @@ pub fn apply_timing(settings: &TimingSettings) -> TimingGuard {
             requested: *settings,
             prioritized_threads: 0,
             autogroup_elevated: false,
+            rt_throttling_lifted: false,
             pinned_threads: 0,
             memory_locked: false,
             refused: Vec::new(),
         },
         autogroup_nice_before: None,
+        rt_runtime_before_us: None,
         cpus_before: None,
     };
     let applied = &mut guard.applied;
@@ -141,6 +153,20 @@ pub fn apply_timing(settings: &TimingSettings) -> TimingGuard {
             applied
                 .refused
                 .push(format!("{:?} priority: {e}", settings.priority));
+        }
+    }
+    if settings.priority == Priority::Realtime
+        && settings.lift_rt_throttling
+        && applied.prioritized_threads > 0
+    {
+        match lift_rt_throttling() {
+            Ok(before) => {
+                applied.rt_throttling_lifted = true;
+                guard.rt_runtime_before_us = before;
+            }
+            Err(e) => applied
+                .refused
+                .push(format!("lifting real-time throttling: {e}")),
         }
     }
     if settings.priority == Priority::Elevated {
@@ -181,6 +207,81 @@ pub fn apply_timing(settings: &TimingSettings) -> TimingGuard {
         eprintln!("timing: not applied: {why}");
     }
     guard
+}
+
+/// The kernel's real-time bandwidth: µs per period (`sched_rt_period_us`, 1 s) that
+/// real-time threads may run on a CPU; `-1` is no limit.
+const RT_RUNTIME: &str = "/proc/sys/kernel/sched_rt_runtime_us";
+/// The first kernel with the fair server, which keeps ordinary processes running beside
+/// real-time ones by itself (5 % of each CPU while they are runnable).
+const FAIR_SERVER_KERNEL: (u32, u32) = (6, 12);
+
+/// Lifts the kernel's real-time throttling; returns the limit to restore (`None`: there was
+/// none, or another live process lifted it). The default limit (950 ms of each second)
+/// pauses real-time threads that work without a break for 50 ms once a second: the real
+/// engine serving a queue does, the profiler (idle 10 % between forwards) does not, so every
+/// op of a busy run measured up to 5 % slower than its profile, in 50 ms lumps. Only on
+/// kernels with the fair server, which still gives ordinary processes their share when they
+/// want it; without it the limit is all that does, and it stays.
+///
+/// The limit is machine-wide, so the value to restore is also left in [`rt_marker`]: a stage
+/// killed before it could restore it leaves the marker of a dead process, and the next one
+/// restores that value first.
+fn lift_rt_throttling() -> std::result::Result<Option<i64>, String> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_err(|e| format!("kernel release unknown: {e}"))?;
+    if kernel_version(&release).is_none_or(|v| v < FAIR_SERVER_KERNEL) {
+        return Err(format!(
+            "kernel {} predates the fair server ({}.{}), so the limit is what keeps other processes running",
+            release.trim(),
+            FAIR_SERVER_KERNEL.0,
+            FAIR_SERVER_KERNEL.1
+        ));
+    }
+    let text = std::fs::read_to_string(RT_RUNTIME).map_err(|e| format!("{RT_RUNTIME}: {e}"))?;
+    let before: i64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{RT_RUNTIME} holds `{}`", text.trim()))?;
+    let marker = std::fs::read_to_string(rt_marker()).ok();
+    let marked = marker.as_deref().and_then(|m| {
+        let (pid, runtime_us) = m.trim().split_once(' ')?;
+        Some((pid.parse::<u32>().ok()?, runtime_us.parse::<i64>().ok()?))
+    });
+    let before = match marked {
+        // Lifted by a stage still running: it restores the limit when it ends.
+        Some((pid, _)) if before < 0 && Path::new(&format!("/proc/{pid}")).exists() => {
+            return Ok(None)
+        }
+        // Lifted by a stage that was killed: its value is the one to restore.
+        Some((_, runtime_us)) if before < 0 => runtime_us,
+        _ if before < 0 => return Ok(None),
+        _ => before,
+    };
+    std::fs::write(rt_marker(), format!("{} {before}", std::process::id()))
+        .map_err(|e| format!("{}: {e}", rt_marker().display()))?;
+    if let Err(e) = std::fs::write(RT_RUNTIME, "-1") {
+        let _ = std::fs::remove_file(rt_marker());
+        return Err(format!("{RT_RUNTIME}: {e}"));
+    }
+    Ok(Some(before))
+}
+
+/// Puts the real-time limit back and removes [`rt_marker`].
+fn restore_rt_throttling(runtime_us: i64) {
+    let _ = std::fs::write(RT_RUNTIME, runtime_us.to_string());
+    let _ = std::fs::remove_file(rt_marker());
+}
+
+/// Where a stage that lifted the real-time limit leaves `<pid> <limit before>`.
+fn rt_marker() -> PathBuf {
+    std::env::temp_dir().join("simreal-rt-runtime-before")
+}
+
+/// `(major, minor)` of a kernel release string (`6.18.44-fc-v1252`).
+fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.trim().split(['.', '-']);
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
 
 /// The nice value of [`Priority::Elevated`].
@@ -376,6 +477,50 @@ mod tests {
             faults < 500,
             "20 allocate-write-free cycles took {faults} page faults"
         );
+    }
+
+    #[test]
+    fn kernel_versions_are_read_from_release_strings() {
+        assert_eq!(kernel_version("6.18.44-fc-v1252\n"), Some((6, 18)));
+        assert_eq!(kernel_version("5.15.0-91-generic"), Some((5, 15)));
+        assert_eq!(kernel_version("6.12-rc1"), Some((6, 12)));
+        assert_eq!(kernel_version("linux"), None);
+        assert!(kernel_version("5.15.0").unwrap() < FAIR_SERVER_KERNEL);
+        assert!(kernel_version("6.12.1").unwrap() >= FAIR_SERVER_KERNEL);
+    }
+
+    /// Where the limit may be written (root on a 6.12+ kernel): lifted, then restored to what
+    /// it was, also after a stage that lifted it was killed; elsewhere a refusal that says
+    /// why. Restores the machine's limit either way.
+    #[test]
+    fn the_real_time_limit_is_lifted_and_restored_even_after_a_killed_stage() {
+        let read = || -> i64 {
+            std::fs::read_to_string(RT_RUNTIME)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        let before = read();
+        match lift_rt_throttling() {
+            Ok(Some(limit)) => {
+                assert_eq!((limit, read()), (before, -1));
+                let marker = std::fs::read_to_string(rt_marker()).unwrap();
+                assert_eq!(marker, format!("{} {before}", std::process::id()));
+                restore_rt_throttling(limit);
+                assert_eq!(read(), before);
+                assert!(!rt_marker().exists());
+                // A stage killed while the limit was lifted: no process has this pid.
+                std::fs::write(rt_marker(), format!("{} {before}", u32::MAX)).unwrap();
+                std::fs::write(RT_RUNTIME, "-1").unwrap();
+                let recovered = lift_rt_throttling();
+                restore_rt_throttling(before);
+                assert_eq!(recovered, Ok(Some(before)));
+                assert_eq!(read(), before);
+            }
+            Ok(None) => assert!(before < 0, "{before}"),
+            Err(e) => assert!(e.contains(RT_RUNTIME) || e.contains("fair server"), "{e}"),
+        }
     }
 
     #[test]
