@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::io::json::read_json_validated;
 use crate::io::json_schemas::{contract_schema, Contract};
-use crate::io::rundir::{is_complete, run_fingerprint, Stage};
+use crate::io::rundir::{run_fingerprint, Stage};
 use crate::io::schema::SCHEMA_VERSION;
 use crate::Result;
 
@@ -325,7 +325,9 @@ impl RunMeta {
         self.inputs.iter().find_map(|(role, input)| {
             let recorded = input.fingerprint.as_ref()?;
             let dir = Path::new(&input.path);
-            if !is_complete(dir) {
+            // Not `is_complete`: runs of other tools (a Vidur output dir, a vLLM result
+            // file) have no marker, and ours appear complete or not at all.
+            if !dir.exists() {
                 return Some(format!("its input `{role}` ({}) is gone", input.path));
             }
             match run_fingerprint(dir) {

@@ -190,9 +190,13 @@ const FINGERPRINTED_EXTENSIONS: [&str; 2] = ["csv", "jsonl"];
 /// `*.jsonl` at any depth; each file's relative path, length and bytes, in path order).
 /// Metadata (`run_meta.json`, `workload_meta.json`, ...) carries timestamps and is left
 /// out, so a deterministic stage redone keeps its fingerprint and a timed one (`real`,
-/// `vidur_profile`) gets a new one.
+/// `vidur_profile`) gets a new one. A run read from one file (a vLLM benchmark result) is
+/// fingerprinted by its bytes.
 pub fn run_fingerprint(dir: &Path) -> Result<String> {
     use sha2::{Digest, Sha256};
+    if dir.is_file() {
+        return Ok(crate::io::ids::sha256_hex(&fs::read(dir).with_path(dir)?));
+    }
     fn data_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         for entry in fs::read_dir(dir).with_path(dir)? {
             let path = entry.with_path(dir)?.path();
