@@ -5,6 +5,10 @@
 //! therefore appears complete or not at all: a crash or `kill -9` mid-run leaves only a
 //! staging directory that no reader ever looks at (and the next run sweeps away), and a
 //! failed run leaves nothing.
+//!
+//! Run ids hash configs, not the data of the runs a run read, so a run also records each
+//! input run's [`run_fingerprint`] and is redone, not reused, once an input holds other
+//! data ([`stale_reason`]): a `real` run redone under the same id gives other timings.
 
 use std::fs;
 use std::path::{Path, PathBuf};
