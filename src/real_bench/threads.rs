@@ -226,7 +226,8 @@ const FAIR_SERVER_KERNEL: (u32, u32) = (6, 12);
 ///
 /// The limit is machine-wide, so the value to restore is also left in [`rt_marker`]: a stage
 /// killed before it could restore it leaves the marker of a dead process, and the next one
-/// restores that value first.
+/// restores that value when it ends. (A stage killed while no other timed stage follows
+/// leaves the limit lifted until one runs.)
 fn lift_rt_throttling() -> std::result::Result<Option<i64>, String> {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map_err(|e| format!("kernel release unknown: {e}"))?;
@@ -261,16 +262,29 @@ fn lift_rt_throttling() -> std::result::Result<Option<i64>, String> {
     std::fs::write(rt_marker(), format!("{} {before}", std::process::id()))
         .map_err(|e| format!("{}: {e}", rt_marker().display()))?;
     if let Err(e) = std::fs::write(RT_RUNTIME, "-1") {
-        let _ = std::fs::remove_file(rt_marker());
+        if marker_is_ours() {
+            let _ = std::fs::remove_file(rt_marker());
+        }
         return Err(format!("{RT_RUNTIME}: {e}"));
     }
     Ok(Some(before))
 }
 
-/// Puts the real-time limit back and removes [`rt_marker`].
+/// Puts the real-time limit back and removes [`rt_marker`] — unless another stage's marker
+/// replaced ours (it lifted the limit while we ran and restores it when it ends; removing
+/// its marker here would leave the limit lifted for good if that stage is then killed).
 fn restore_rt_throttling(runtime_us: i64) {
+    if std::fs::read_to_string(rt_marker()).is_ok() && !marker_is_ours() {
+        return;
+    }
     let _ = std::fs::write(RT_RUNTIME, runtime_us.to_string());
     let _ = std::fs::remove_file(rt_marker());
+}
+
+/// Whether [`rt_marker`] names this process.
+fn marker_is_ours() -> bool {
+    std::fs::read_to_string(rt_marker())
+        .is_ok_and(|m| m.split_whitespace().next() == Some(&std::process::id().to_string()))
 }
 
 /// Where a stage that lifted the real-time limit leaves `<pid> <limit before>`.
@@ -510,6 +524,15 @@ mod tests {
                 restore_rt_throttling(limit);
                 assert_eq!(read(), Some(before));
                 assert!(!rt_marker().exists());
+                // Another stage lifted it after us (pid 1 is always alive): it restores the
+                // limit, and its marker stays for the case it is killed.
+                std::fs::write(rt_marker(), format!("1 {before}")).unwrap();
+                std::fs::write(RT_RUNTIME, "-1").unwrap();
+                restore_rt_throttling(before);
+                let left = (read(), std::fs::read_to_string(rt_marker()).ok());
+                std::fs::write(RT_RUNTIME, before.to_string()).unwrap();
+                std::fs::remove_file(rt_marker()).unwrap();
+                assert_eq!(left, (Some(-1), Some(format!("1 {before}"))));
                 // A stage killed while the limit was lifted: no process has this pid.
                 std::fs::write(rt_marker(), format!("{} {before}", u32::MAX)).unwrap();
                 std::fs::write(RT_RUNTIME, "-1").unwrap();
