@@ -24,6 +24,28 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
+/// Full sha256 hex digest of a file's bytes, read in pieces (weight files are gigabytes).
+pub fn sha256_file(path: &std::path::Path) -> Result<String> {
+    let mut hasher = Sha256::new();
+    hash_file_into(path, &mut hasher)?;
+    Ok(hex(&hasher.finalize()))
+}
+
+/// Feeds a file's bytes to `hasher` without holding them all.
+pub(crate) fn hash_file_into(path: &std::path::Path, hasher: &mut Sha256) -> Result<()> {
+    use crate::error::IoContext;
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).with_path(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).with_path(path)?;
+        if n == 0 {
+            return Ok(());
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
 /// Canonical JSON: keys sorted (serde_json's map is a BTreeMap), no whitespace.
 pub fn canonical_json<T: Serialize + ?Sized>(value: &T) -> Result<String> {
     let value = serde_json::to_value(value)

@@ -199,7 +199,7 @@ const FINGERPRINTED_EXTENSIONS: [&str; 2] = ["csv", "jsonl"];
 pub fn run_fingerprint(dir: &Path) -> Result<String> {
     use sha2::{Digest, Sha256};
     if dir.is_file() {
-        return Ok(crate::io::ids::sha256_hex(&fs::read(dir).with_path(dir)?));
+        return crate::io::ids::sha256_file(dir);
     }
     fn data_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         for entry in fs::read_dir(dir).with_path(dir)? {
@@ -227,11 +227,11 @@ pub fn run_fingerprint(dir: &Path) -> Result<String> {
     let mut hasher = Sha256::new();
     for rel in &files {
         let path = dir.join(rel);
-        let bytes = fs::read(&path).with_path(&path)?;
+        let len_bytes = fs::metadata(&path).with_path(&path)?.len();
         hasher.update(rel.to_string_lossy().as_bytes());
         hasher.update([0]);
-        hasher.update((bytes.len() as u64).to_le_bytes());
-        hasher.update(&bytes);
+        hasher.update(len_bytes.to_le_bytes());
+        crate::io::ids::hash_file_into(&path, &mut hasher)?;
     }
     Ok(crate::io::ids::hex(&hasher.finalize()))
 }

@@ -9,7 +9,6 @@ use candle_core::{DType, Device, Tensor};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 use rayon::prelude::*;
-use sha2::{Digest, Sha256};
 
 use super::config::Qwen3Config;
 use crate::error::IoContext;
@@ -239,24 +238,7 @@ fn torch_dtype_name(dtype: DType) -> Result<&'static str> {
     })
 }
 
-/// sha256 of a file's bytes, lowercase hex.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).with_path(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).with_path(path)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
-}
+pub use crate::io::ids::sha256_file;
 
 /// Reads a snapshot directory: its validated config and all tensors (still in file dtype).
 pub(crate) fn load_dir(
