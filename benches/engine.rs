@@ -593,7 +593,9 @@ fn bench_ours(
         wants_logits: true,
     };
     let mut prefill_ms = Vec::new();
-    let mut probe = simreal::real_bench::device_probe::DeviceProbe::new();
+    let mut probe = simreal::real_bench::device_probe::DeviceProbe::with_kernels(
+        simreal::real_bench::device_probe::ProbeKernels::Synthetic,
+    );
     let mut fma_peak_gflop_s = vec![probe.measure().compute_gflop_per_s()];
     let mut fma512_peak_gflop_s: Vec<f64> = measure_fma512_peak().into_iter().collect();
     for _ in 0..repeats.min(3) {

@@ -3,14 +3,14 @@
 //! The drift correction scales a bundle by how much faster or slower the device ran during the
 //! real run than during profiling, as read by probes. This bench asks which probe follows the
 //! model's ops: for `SIMREAL_PT_SECONDS` (default 600) one process repeats, round by round,
-//! the synthetic device probe (memory- and compute-bound kernels, as `device_speed.csv`
-//! records), a decode forward (one sequence over 128 cached tokens: weight streaming) and a
+//! both device probes (memory- and compute-bound kernels: the synthetic ones of probe version
+//! 3 and the model kernels of version 4, which `device_speed.csv` records), a decode forward (one sequence over 128 cached tokens: weight streaming) and a
 //! 128-token prefill forward (GEMMs), with the profiler's 10 % gap after each forward. The
 //! rounds are cut into windows of `SIMREAL_PT_WINDOW_S` (default 60, about a real run); per
 //! window, the medians of every series. Across windows it reports how well each candidate
 //! predicts the forwards' window-to-window change:
 //!
-//! - the synthetic probes' window medians;
+//! - each probe's window medians;
 //! - a *sparse model probe*: the median of the window's first `SIMREAL_PT_SPARSE` (default 3)
 //!   forwards of each kind, predicting the median of the rest of the window (what a few
 //!   grid points timed right before a run would say of it).
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Result};
 use serde::Serialize;
 use serde_json::json;
-use simreal::real_bench::device_probe::{load_average_1min, DeviceProbe};
+use simreal::real_bench::device_probe::{load_average_1min, DeviceProbe, ProbeKernels};
 use simreal::real_bench::model::*;
 
 const BLOCK: usize = 16;
@@ -41,6 +41,8 @@ struct Round {
     t_s: f64,
     memory_gb_per_s: f64,
     compute_gflop_per_s: f64,
+    model_memory_gb_per_s: f64,
+    model_compute_gflop_per_s: f64,
     decode_ms: f64,
     prefill_ms: f64,
 }
@@ -52,6 +54,8 @@ struct Window {
     rounds: usize,
     memory_gb_per_s: f64,
     compute_gflop_per_s: f64,
+    model_memory_gb_per_s: f64,
+    model_compute_gflop_per_s: f64,
     decode_ms_sparse: f64,
     decode_ms_rest: f64,
     prefill_ms_sparse: f64,
@@ -129,7 +133,8 @@ fn main() -> Result<()> {
             wants_logits: true,
         }],
     )?;
-    let mut probe = DeviceProbe::new();
+    let mut probe = DeviceProbe::with_kernels(ProbeKernels::Synthetic);
+    let mut model_probe = DeviceProbe::with_kernels(ProbeKernels::Model);
     let started_utc = simreal::io::provenance::utc_now();
     let load_start = load_average_1min();
     let timed = |batch: &ForwardBatch<'_>, cache: &mut PagedKvCache| -> Result<f64> {
@@ -148,10 +153,13 @@ fn main() -> Result<()> {
     while origin.elapsed().as_secs() < seconds as u64 {
         let t_s = origin.elapsed().as_secs_f64();
         let p = probe.measure();
+        let m = model_probe.measure();
         rounds.push(Round {
             t_s,
             memory_gb_per_s: p.memory_gb_per_s(),
             compute_gflop_per_s: p.compute_gflop_per_s(),
+            model_memory_gb_per_s: m.memory_gb_per_s(),
+            model_compute_gflop_per_s: m.compute_gflop_per_s(),
             decode_ms: timed(&decode, &mut cache)?,
             prefill_ms: timed(&prefill, &mut cache)?,
         });
@@ -168,6 +176,8 @@ fn main() -> Result<()> {
                 rounds: w.len(),
                 memory_gb_per_s: of(|r| r.memory_gb_per_s, w),
                 compute_gflop_per_s: of(|r| r.compute_gflop_per_s, w),
+                model_memory_gb_per_s: of(|r| r.model_memory_gb_per_s, w),
+                model_compute_gflop_per_s: of(|r| r.model_compute_gflop_per_s, w),
                 decode_ms_sparse: of(|r| r.decode_ms, head),
                 decode_ms_rest: of(|r| r.decode_ms, rest),
                 prefill_ms_sparse: of(|r| r.prefill_ms, head),
@@ -181,16 +191,28 @@ fn main() -> Result<()> {
     let prefill_rest = col(|w| w.prefill_ms_rest);
     let memory = col(|w| w.memory_gb_per_s);
     let compute = col(|w| w.compute_gflop_per_s);
+    let model_memory = col(|w| w.model_memory_gb_per_s);
+    let model_compute = col(|w| w.model_compute_gflop_per_s);
     let candidates = [
         (
             "decode",
-            "memory probe",
+            "synthetic memory probe",
             tracking_error_pct(&memory, true, &decode_rest),
         ),
         (
             "decode",
-            "compute probe",
+            "synthetic compute probe",
             tracking_error_pct(&compute, true, &decode_rest),
+        ),
+        (
+            "decode",
+            "model memory probe",
+            tracking_error_pct(&model_memory, true, &decode_rest),
+        ),
+        (
+            "decode",
+            "model compute probe",
+            tracking_error_pct(&model_compute, true, &decode_rest),
         ),
         (
             "decode",
@@ -199,13 +221,23 @@ fn main() -> Result<()> {
         ),
         (
             "prefill",
-            "memory probe",
+            "synthetic memory probe",
             tracking_error_pct(&memory, true, &prefill_rest),
         ),
         (
             "prefill",
-            "compute probe",
+            "synthetic compute probe",
             tracking_error_pct(&compute, true, &prefill_rest),
+        ),
+        (
+            "prefill",
+            "model memory probe",
+            tracking_error_pct(&model_memory, true, &prefill_rest),
+        ),
+        (
+            "prefill",
+            "model compute probe",
+            tracking_error_pct(&model_compute, true, &prefill_rest),
         ),
         (
             "prefill",
@@ -218,14 +250,24 @@ fn main() -> Result<()> {
     let prefill_speed: Vec<f64> = per_round(|r| 1.0 / r.prefill_ms);
     let round_correlations = [
         (
-            "memory probe rate",
+            "synthetic memory probe rate",
             "decode speed",
             correlation(&per_round(|r| r.memory_gb_per_s), &decode_speed),
         ),
         (
-            "compute probe rate",
+            "synthetic compute probe rate",
             "prefill speed",
             correlation(&per_round(|r| r.compute_gflop_per_s), &prefill_speed),
+        ),
+        (
+            "model memory probe rate",
+            "decode speed",
+            correlation(&per_round(|r| r.model_memory_gb_per_s), &decode_speed),
+        ),
+        (
+            "model compute probe rate",
+            "prefill speed",
+            correlation(&per_round(|r| r.model_compute_gflop_per_s), &prefill_speed),
         ),
         (
             "decode speed",
@@ -262,9 +304,11 @@ fn main() -> Result<()> {
         "# probe tracking: which probe follows the model's speed\n\n\
          `cargo bench --bench probe_tracking`, {} → {} (UTC), load average (1 min) {:.2} → {:.2}, \
          {} rounds in {} windows of {} s; real-time priority: {}. Decode: one sequence over {} cached tokens; \
-         prefill: {} tokens; synthetic probe as in `device_speed.csv`.\n\n\
-         | window start s | rounds | memory GB/s | compute GFLOP/s | decode ms (first {s}) | decode ms (rest) | prefill ms (first {s}) | prefill ms (rest) |\n\
-         |---|---|---|---|---|---|---|---|\n",
+         prefill: {} tokens. Probes: *synthetic* (version 3: a plain read of 64 MiB, FMA chains) and \
+         *model* (version 4, what `device_speed.csv` records: the engine's decode projection over \
+         64 MiB of weights, its prefill GEMM on cache-resident operands).\n\n\
+         | window start s | rounds | synthetic memory GB/s | synthetic compute GFLOP/s | model memory GB/s | model compute GFLOP/s | decode ms (first {s}) | decode ms (rest) | prefill ms (first {s}) | prefill ms (rest) |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
         report["started_utc"].as_str().unwrap_or("?"),
         report["ended_utc"].as_str().unwrap_or("?"),
         load_start.unwrap_or(f64::NAN),
@@ -279,11 +323,13 @@ fn main() -> Result<()> {
     );
     for w in &windows {
         md += &format!(
-            "| {:.0} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |\n",
+            "| {:.0} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |\n",
             w.start_s,
             w.rounds,
             w.memory_gb_per_s,
             w.compute_gflop_per_s,
+            w.model_memory_gb_per_s,
+            w.model_compute_gflop_per_s,
             w.decode_ms_sparse,
             w.decode_ms_rest,
             w.prefill_ms_sparse,

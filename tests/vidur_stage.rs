@@ -12,7 +12,7 @@ use simreal::io::bundle::{
 };
 use simreal::io::records::{
     BatchMetricsRow, BatchRequestRow, DeviceSpeedRow, RequestMetricsRow, RequestStatus, SpeedPhase,
-    TokenMetricsRow,
+    TokenMetricsRow, DEVICE_SPEED_PROBE_VERSION,
 };
 use simreal::io::schema::{
     BATCH_METRICS, BATCH_REQUESTS, DEVICE_SPEED, REQUEST_METRICS, TOKEN_METRICS,
@@ -355,8 +355,25 @@ fn inputs_for_another_model_are_clear_errors() {
     assert!(!sim.config.sim_run_dir().unwrap().exists());
 }
 
-/// A `device_speed.csv` with probes at 0 and 10 s of the given rates and one host sample.
+/// A `device_speed.csv` with probes at 0 and 10 s of the given rates and one host sample,
+/// of this build's probe version.
 fn write_device_speed(dir: &Path, memory_gb_per_s: f64, compute_gflop_per_s: f64) {
+    write_device_speed_of(
+        dir,
+        memory_gb_per_s,
+        compute_gflop_per_s,
+        Some(DEVICE_SPEED_PROBE_VERSION),
+    );
+}
+
+/// [`write_device_speed`] with probes of `probe_version` (`None`: a file from before versions
+/// were recorded).
+fn write_device_speed_of(
+    dir: &Path,
+    memory_gb_per_s: f64,
+    compute_gflop_per_s: f64,
+    probe_version: Option<u32>,
+) {
     std::fs::create_dir_all(dir).unwrap();
     let probe = |sample_id: u64, time_ns: i64, phase: SpeedPhase| DeviceSpeedRow {
         sample_id,
@@ -375,6 +392,7 @@ fn write_device_speed(dir: &Path, memory_gb_per_s: f64, compute_gflop_per_s: f64
         compute_probe_kept_repeats: Some(4),
         memory_probe_max_skew: Some(1.01),
         compute_probe_max_skew: Some(1.9),
+        probe_version,
     };
     let rows = [
         probe(0, 0, SpeedPhase::Before),
@@ -420,6 +438,17 @@ fn device_speed_correction_scales_to_the_run_probes_and_never_reads_its_timings(
     let err = corrected(&timed).unwrap_err().to_string();
     assert!(
         err.contains("vidur.device_speed_correction") && err.contains("device_speed.csv"),
+        "{err}"
+    );
+    // Probes of an older version time other kernels: refused, naming both sides.
+    write_device_speed_of(&bundle, 10.0, 100.0, None);
+    let err = corrected(&timed).unwrap_err();
+    assert!(matches!(err, Error::Mismatch(_)), "{err}");
+    let err = err.to_string();
+    assert!(
+        err.contains("version 3 or older")
+            && err.contains(&bundle.display().to_string())
+            && err.contains(&timed.display().to_string()),
         "{err}"
     );
     write_device_speed(&bundle, 10.0, 100.0);

@@ -359,7 +359,17 @@ pub struct DeviceSpeedRow {
     pub memory_probe_max_skew: Option<f64>,
     #[serde(default)]
     pub compute_probe_max_skew: Option<f64>,
+    // Appended with probe version 4; empty in older files.
+    #[serde(default)]
+    pub probe_version: Option<u32>,
 }
+
+/// The probe version the timed stages record in `device_speed.csv` (4: the engine's own
+/// decode projection and prefill GEMM, `real_bench::device_probe::ProbeKernels::Model`).
+/// Probe rates of different versions time different kernels and do not compare: a timeline
+/// of another version is outdated ([`crate::io::rundir::stale_reason`]) and a correction
+/// between two versions is refused.
+pub const DEVICE_SPEED_PROBE_VERSION: u32 = 4;
 
 impl DeviceSpeedRow {
     /// Whether the row's memory probe times the device ([`probe_kind_usable`]).
@@ -482,6 +492,7 @@ mod tests {
                 compute_probe_kept_repeats: Some(2),
                 memory_probe_max_skew: Some(1.0),
                 compute_probe_max_skew: Some(2.0),
+                probe_version: Some(DEVICE_SPEED_PROBE_VERSION),
             },
             &schema::DEVICE_SPEED,
         );

@@ -15,6 +15,9 @@ use std::path::{Path, PathBuf};
 
 use crate::error::IoContext;
 use crate::io::atomic::write_atomic;
+use crate::io::read_csv;
+use crate::io::records::{DeviceSpeedRow, DEVICE_SPEED_PROBE_VERSION};
+use crate::io::schema::DEVICE_SPEED;
 use crate::{Error, Result};
 
 /// Name of the completion marker, written last.
@@ -151,16 +154,43 @@ pub enum Prepared {
 
 /// Why the complete run at `dir` must be redone although its config is unchanged: an input
 /// it recorded with a fingerprint ([`run_fingerprint`]) is gone or holds other data now —
-/// it was redone since, as a timed stage gives other numbers every time. `None`: the run is
-/// current (also for runs that recorded no fingerprints, or no `run_meta.json`). An
-/// unreadable `run_meta.json` makes the run stale, so that it is rewritten rather than trusted.
+/// it was redone since, as a timed stage gives other numbers every time — or its
+/// device-speed timeline has probes of another version than this build records, which no
+/// correction can compare with a new run's. `None`: the run is current (also for runs that
+/// recorded no fingerprints, or no `run_meta.json`). An unreadable `run_meta.json` or
+/// timeline makes the run stale, so that it is rewritten rather than trusted.
 pub fn stale_reason(dir: &Path) -> Option<String> {
     if !dir.join("run_meta.json").exists() {
         return None;
     }
     match crate::io::provenance::RunMeta::read(dir) {
-        Ok(meta) => meta.stale_input(),
+        Ok(meta) => meta.stale_input().or_else(|| outdated_probes(dir)),
         Err(e) => Some(format!("its run_meta.json is unreadable ({e})")),
+    }
+}
+
+/// Why the device-speed timeline in `dir` (if any) cannot serve a correction with this
+/// build's: probes of another version ([`DEVICE_SPEED_PROBE_VERSION`]).
+fn outdated_probes(dir: &Path) -> Option<String> {
+    let path = dir.join(DEVICE_SPEED.file_name);
+    if !path.is_file() {
+        return None;
+    }
+    match read_csv::<DeviceSpeedRow>(&path, &DEVICE_SPEED) {
+        Ok(rows) => {
+            let version = rows.iter().find_map(|r| r.probe_version);
+            (!rows.is_empty() && version != Some(DEVICE_SPEED_PROBE_VERSION)).then(|| {
+                format!(
+                    "its device-speed probes are version {}, this build's are \
+                     {DEVICE_SPEED_PROBE_VERSION} (they time other kernels and do not compare)",
+                    version.map_or("3 or older".to_string(), |v| v.to_string())
+                )
+            })
+        }
+        Err(e) => Some(format!(
+            "its {} is unreadable ({e})",
+            DEVICE_SPEED.file_name
+        )),
     }
 }
 
@@ -489,6 +519,74 @@ mod tests {
         fs::write(loc.path().join("run_meta.json"), "{").unwrap();
         let why = stale_reason(&loc.path()).expect("stale");
         assert!(why.contains("run_meta.json is unreadable"), "{why}");
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    /// A timed run whose device-speed probes are of another version than this build's is
+    /// redone: its rates cannot be compared with a new run's.
+    #[test]
+    fn a_run_with_probes_of_another_version_is_stale() {
+        use crate::io::provenance::{HostFingerprint, HydraInfo, RunMeta};
+        use crate::io::records::SpeedPhase;
+        let root = root();
+        let loc = RunLocation::new(&root, Stage::Real, "real-2");
+        let Prepared::Fresh(staging) = prepare(&loc, false).unwrap() else {
+            panic!("expected fresh")
+        };
+        let meta = RunMeta::begin(
+            "real-2",
+            Stage::Real,
+            "m",
+            serde_json::json!({}),
+            HydraInfo {
+                config_path: "c".into(),
+                config_name: "real".into(),
+                overrides: vec![],
+                choices: Default::default(),
+            },
+            HostFingerprint::collect("cpu", 1),
+        );
+        crate::io::json::write_json(staging.file("run_meta.json"), &meta).unwrap();
+        let row = |probe_version: Option<u32>| DeviceSpeedRow {
+            sample_id: 0,
+            time_ns: 0,
+            phase: SpeedPhase::Before,
+            memory_probe_ns: Some(2_000_000),
+            compute_probe_ns: Some(2_000_000),
+            memory_gb_per_s: Some(33.5),
+            compute_gflop_per_s: Some(201.3),
+            steal_pct: None,
+            competing_cpu_pct: None,
+            run_queue_wait_pct: None,
+            load_average_1min: None,
+            probe_repeats: Some(5),
+            memory_probe_kept_repeats: Some(5),
+            compute_probe_kept_repeats: Some(5),
+            memory_probe_max_skew: Some(1.0),
+            compute_probe_max_skew: Some(1.0),
+            probe_version,
+        };
+        let timeline = |probe_version| {
+            crate::io::write_csv(
+                loc.path().join(DEVICE_SPEED.file_name),
+                &DEVICE_SPEED,
+                &[row(probe_version)],
+            )
+            .unwrap()
+        };
+        staging.commit().unwrap();
+        assert!(is_current(&loc.path()), "no timeline: nothing to compare");
+        timeline(Some(DEVICE_SPEED_PROBE_VERSION));
+        assert!(is_current(&loc.path()));
+        for older in [None, Some(DEVICE_SPEED_PROBE_VERSION - 1)] {
+            timeline(older);
+            let why = stale_reason(&loc.path()).expect("stale");
+            assert!(why.contains("device-speed probes are version"), "{why}");
+            assert!(matches!(prepare(&loc, false).unwrap(), Prepared::Fresh(_)));
+        }
+        fs::write(loc.path().join(DEVICE_SPEED.file_name), "nonsense\n").unwrap();
+        let why = stale_reason(&loc.path()).expect("stale");
+        assert!(why.contains("device_speed.csv is unreadable"), "{why}");
         fs::remove_dir_all(root).unwrap();
     }
 

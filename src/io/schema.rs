@@ -708,13 +708,13 @@ pub static DEVICE_SPEED: CsvSchema = CsvSchema {
             "memory_probe_ns",
             U64,
             "ns",
-            "median time of the memory-bound kernel (a 64 MiB read from DRAM shared by every thread; since probe version 3 the slowest thread's own span, over the repeats kept); empty for `busy` rows",
+            "median time of the memory-bound kernel over a 64 MiB window flushed from the caches, shared by every thread (version 4: the engine's decode projection with the window as weights; 3: a plain read); since probe version 3 the slowest thread's own span, over the repeats kept; empty for `busy` rows",
         ),
         col_null(
             "compute_probe_ns",
             U64,
             "ns",
-            "median time of the compute-bound kernel (FMA chains on every thread; since probe version 3 the slowest thread's own span, over the repeats kept); empty for `busy` rows",
+            "median time of the compute-bound kernel on every thread (version 4: the engine's prefill GEMM on cache-resident operands; 3: FMA chains on registers); since probe version 3 the slowest thread's own span, over the repeats kept; empty for `busy` rows",
         ),
         col_null(
             "memory_gb_per_s",
@@ -781,6 +781,12 @@ pub static DEVICE_SPEED: CsvSchema = CsvSchema {
             F64,
             "",
             "largest skew over the compute kernel's repeats (as `memory_probe_max_skew`)",
+        ),
+        opt(
+            "probe_version",
+            U64,
+            "",
+            "version of the probe's kernels and sizes, the same on every row: 4 = the engine's decode projection (one row against a 64 MiB weight window flushed from the caches) and its prefill GEMM (256 rows against cache-resident weights); empty in files written before version 4, whose probes were a plain 64 MiB read and FMA chains (version 3). Rates of different versions do not compare",
         ),
     ],
 };

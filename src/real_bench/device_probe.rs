@@ -1,16 +1,24 @@
 //! How fast the device is right now, measured independently of the workload.
 //!
-//! A [`DeviceProbe`] times two fixed kernels on every worker thread of the pool at once:
+//! A [`DeviceProbe`] times two fixed kernels on every worker thread of the pool at once, one
+//! memory-bound and one compute-bound, from one of two [`ProbeKernels`] sets:
 //!
-//! - **memory-bound**: a read of a 64 MiB window flushed from the caches first, so that it
-//!   streams from DRAM as the model's weights do in a decode step;
-//! - **compute-bound**: independent FMA chains on registers, as the inner loop of a prefill
-//!   GEMM keeps the FMA units busy.
+//! - [`ProbeKernels::Model`] (what the stages record, probe version 4): the engine's own
+//!   kernels on fixed operands — its decode projection (the small-m kernel at one row) over a
+//!   64 MiB weight window flushed from the caches first, as a decode step streams its
+//!   weights, and its prefill GEMM on operands that stay in the caches. A probe then slows
+//!   down when, and as much as, the engine's own projections do.
+//! - [`ProbeKernels::Synthetic`] (probe version 3): a plain read of the 64 MiB window and
+//!   independent FMA chains on registers. The read ran at the DRAM's full rate, which the
+//!   engine's decode never reaches: on this VM it swung from 35 to 72 GB/s between minutes
+//!   while the engine's decode did not follow (`benches/results/probe_tracking.md`), and a
+//!   correction scaled by it made replays worse. Kept for the benches that compare the two
+//!   and for the FMA peak the engine bench reports.
 //!
-//! Each takes a few milliseconds; a probe runs them five times, interleaved, and keeps the
-//! medians (about 40 ms in all). The kernels, sizes and repeat count are fixed ([`PROBE_VERSION`]), so probe times
-//! from different runs, processes and commits compare directly: a ratio of two memory probes
-//! is how much slower the device streamed memory, whatever the workload did.
+//! Each kernel takes a few milliseconds; a probe runs them five times, interleaved, and keeps
+//! the medians (about 40 ms in all). Kernels, sizes and repeat count are fixed per version
+//! ([`ProbeKernels::version`]), so probe rates from different runs, processes and commits of
+//! one version compare directly; rates of different versions do not.
 //!
 //! Each thread times its own share ([`ThreadSpan`]). A repeat whose threads did not run
 //! together — one started late or was descheduled midway, so the broadcast took much longer
@@ -24,17 +32,58 @@
 
 use std::time::Instant;
 
-use crate::io::records::probe_kind_usable;
+use crate::io::records::{probe_kind_usable, DEVICE_SPEED_PROBE_VERSION};
+use crate::real_bench::model::kernels::{gemm, linear, Isa};
 use crate::{Error, Result};
 
-/// Version of the probe's kernels and sizes; probes of different versions do not compare.
-/// 3: a repeat's time is its slowest thread's own span (was the whole broadcast's), and
-/// repeats whose threads did not run together are left out of the median.
-pub const PROBE_VERSION: u32 = 3;
+/// Which kernels a probe times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeKernels {
+    /// A plain read of the memory window and FMA chains on registers (version 3).
+    Synthetic,
+    /// The engine's decode projection over the memory window and its prefill GEMM on
+    /// cache-resident operands (version 4).
+    Model,
+}
+
+impl ProbeKernels {
+    /// What the timed stages record.
+    pub const STAGES: ProbeKernels = ProbeKernels::Model;
+
+    /// Version of the kernels and sizes, recorded with every probe; probes of different
+    /// versions do not compare. 3: a repeat's time is its slowest thread's own span (was the
+    /// whole broadcast's), and repeats whose threads did not run together are left out of the
+    /// median. 4: the engine's own kernels ([`ProbeKernels::Model`]).
+    pub fn version(self) -> u32 {
+        match self {
+            ProbeKernels::Synthetic => 3,
+            ProbeKernels::Model => DEVICE_SPEED_PROBE_VERSION,
+        }
+    }
+
+    /// FLOP of one thread's compute kernel.
+    pub fn flops_per_thread(self) -> u64 {
+        match self {
+            ProbeKernels::Synthetic => {
+                COMPUTE_ITERATIONS_PER_THREAD * (COMPUTE_CHAINS * COMPUTE_LANES * 2) as u64
+            }
+            ProbeKernels::Model => 2 * (GEMM_ROWS * GEMM_COLUMNS_PER_THREAD * GEMM_DEPTH) as u64,
+        }
+    }
+}
 
 /// Bytes each memory probe reads.
 const MEMORY_WINDOW_BYTES: usize = 64 << 20;
-/// FMA-chain iterations per thread of each compute probe (12 chains of 8 lanes each).
+/// Input features of the model kernels' operands (Qwen3-0.6B's hidden size): the memory
+/// window is `[rows, GEMM_DEPTH]` weights for the decode projection.
+const GEMM_DEPTH: usize = 1024;
+/// Rows of the prefill GEMM's input (one prefill chunk), shared by the threads.
+const GEMM_ROWS: usize = 256;
+/// Output columns of each thread's own GEMM weights: `[384, 1024]` f32 (1.5 MiB) plus the
+/// shared 1 MiB input stay in the caches, so the kernel times the FMA units and the caches,
+/// about 2 ms a thread here.
+const GEMM_COLUMNS_PER_THREAD: usize = 384;
+/// FMA-chain iterations per thread of each synthetic compute probe (12 chains of 8 lanes).
 const COMPUTE_ITERATIONS_PER_THREAD: u64 = 1_000_000;
 /// Independent FMA chains: enough to cover the FMA latency on two ports.
 const COMPUTE_CHAINS: usize = 12;
@@ -175,29 +224,65 @@ impl ProbeSample {
     }
 }
 
-/// FLOP of one thread's compute kernel.
-pub const PROBE_FLOPS_PER_THREAD: u64 =
-    COMPUTE_ITERATIONS_PER_THREAD * (COMPUTE_CHAINS * COMPUTE_LANES * 2) as u64;
 /// Bytes the memory kernel reads.
 pub const PROBE_MEMORY_BYTES: u64 = MEMORY_WINDOW_BYTES as u64;
 
-/// The probe's kernels and their buffer (64 MiB, allocated and touched once).
+/// The probe's kernels and their operands (64 MiB of window, allocated and touched once).
 pub struct DeviceProbe {
+    kernels: ProbeKernels,
+    isa: Isa,
     window: Vec<f32>,
+    /// The model kernels' inputs: one decode row, then the prefill chunk (`[GEMM_ROWS,
+    /// GEMM_DEPTH]`), and each thread's GEMM weights; empty for the synthetic kernels.
+    decode_input: Vec<f32>,
+    gemm_input: Vec<f32>,
+    gemm_weights: Vec<Vec<f32>>,
     threads: usize,
 }
 
+/// `len` distinct small values, so that no page is shared with another (a zero page would
+/// be) and sums stay finite.
+fn filled(len: usize, seed: usize) -> Vec<f32> {
+    (0..len)
+        .map(|i| ((i + seed) % 1021) as f32 * 1e-3)
+        .collect()
+}
+
 impl DeviceProbe {
-    /// Allocates the probe's buffer and runs each kernel once, so that the first sample is
-    /// not a cold start. Runs on rayon's global pool, which must already be initialised
-    /// ([`crate::real_bench::threads::init`]).
+    /// The stages' probe ([`ProbeKernels::STAGES`]).
     pub fn new() -> DeviceProbe {
-        let len = MEMORY_WINDOW_BYTES / std::mem::size_of::<f32>();
-        // Distinct values, so no page is shared with another (a zero page would be).
-        let window: Vec<f32> = (0..len).map(|i| (i % 1021) as f32 * 1e-3).collect();
+        DeviceProbe::with_kernels(ProbeKernels::STAGES)
+    }
+
+    /// Allocates the probe's operands and runs each kernel once, so that the first sample is
+    /// not a cold start. Runs on rayon's global pool, which must already be initialised
+    /// ([`crate::real_bench::threads::init`]); the model kernels run with the ISA path the
+    /// model uses ([`Isa::best`]).
+    pub fn with_kernels(kernels: ProbeKernels) -> DeviceProbe {
+        let threads = rayon::current_num_threads();
+        let model = kernels == ProbeKernels::Model;
         let mut probe = DeviceProbe {
-            window,
-            threads: rayon::current_num_threads(),
+            kernels,
+            isa: Isa::best(),
+            window: filled(MEMORY_WINDOW_BYTES / std::mem::size_of::<f32>(), 0),
+            decode_input: if model {
+                filled(GEMM_DEPTH, 1)
+            } else {
+                Vec::new()
+            },
+            gemm_input: if model {
+                filled(GEMM_ROWS * GEMM_DEPTH, 2)
+            } else {
+                Vec::new()
+            },
+            gemm_weights: if model {
+                (0..threads)
+                    .map(|t| filled(GEMM_COLUMNS_PER_THREAD * GEMM_DEPTH, 3 + t))
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            threads,
         };
         probe.memory_once();
         probe.compute_once();
@@ -207,6 +292,11 @@ impl DeviceProbe {
     /// Threads each kernel runs on (the pool's).
     pub fn threads(&self) -> usize {
         self.threads
+    }
+
+    /// Which kernels it times.
+    pub fn kernels(&self) -> ProbeKernels {
+        self.kernels
     }
 
     /// Times each kernel [`PROBE_REPEATS`] times, interleaved, and returns the medians of
@@ -232,36 +322,62 @@ impl DeviceProbe {
             memory_ns: memory.median_ns,
             compute_ns: compute.median_ns,
             memory_bytes: PROBE_MEMORY_BYTES,
-            compute_flops: self.threads as u64 * PROBE_FLOPS_PER_THREAD,
+            compute_flops: self.threads as u64 * self.kernels.flops_per_thread(),
             memory,
             compute,
         }
     }
 
     /// One memory-bound kernel: flush the window from the caches, then read it with every
-    /// thread (a contiguous share each), each thread timing its own share.
+    /// thread (a contiguous share each), each thread timing its own share — a plain sum, or
+    /// the decode projection of one input row with the share as its weights.
     fn memory_once(&mut self) -> Option<RepeatTiming> {
         flush_from_caches(&self.window);
         let threads = self.threads;
-        let share = self.window.len().div_ceil(threads);
-        let window = &self.window;
+        let (kernels, isa) = (self.kernels, self.isa);
+        // Whole weight rows per thread for the projection (the sum needs no alignment).
+        let share = (self.window.len() / GEMM_DEPTH).div_ceil(threads) * GEMM_DEPTH;
+        let (window, x) = (&self.window, &self.decode_input);
         let origin = Instant::now();
         let out = rayon::broadcast(|ctx| {
             let first = (ctx.index() * share).min(window.len());
             let last = (first + share).min(window.len());
-            timed_share(origin, || sum_f32(&window[first..last]))
+            let rows = &window[first..last];
+            timed_share(origin, || match kernels {
+                ProbeKernels::Synthetic => sum_f32(rows),
+                // The kernel splits its rows over the pool as in a decode step; the threads
+                // each start their own share, so each mostly runs its own rows.
+                ProbeKernels::Model => {
+                    linear::matmul_xwt(isa, x, 1, rows, rows.len() / GEMM_DEPTH, GEMM_DEPTH)
+                        .iter()
+                        .sum()
+                }
+            })
         });
         let spans: Vec<ThreadSpan> = out.iter().map(|(span, _)| *span).collect();
         std::hint::black_box(out);
         RepeatTiming::of(&spans)
     }
 
-    /// One compute-bound kernel: FMA chains on registers on every thread, each timing its own.
+    /// One compute-bound kernel on every thread, each timing its own: FMA chains on
+    /// registers, or the prefill GEMM of the shared input with the thread's own weights.
     fn compute_once(&mut self) -> Option<RepeatTiming> {
+        let (kernels, isa) = (self.kernels, self.isa);
+        let (x, weights) = (&self.gemm_input, &self.gemm_weights);
         let origin = Instant::now();
         let out = rayon::broadcast(|ctx| {
-            timed_share(origin, || {
-                fma_chains(COMPUTE_ITERATIONS_PER_THREAD, ctx.index())
+            timed_share(origin, || match kernels {
+                ProbeKernels::Synthetic => fma_chains(COMPUTE_ITERATIONS_PER_THREAD, ctx.index()),
+                ProbeKernels::Model => gemm::matmul_xwt(
+                    isa,
+                    x,
+                    GEMM_ROWS,
+                    &weights[ctx.index()],
+                    GEMM_COLUMNS_PER_THREAD,
+                    GEMM_DEPTH,
+                )
+                .iter()
+                .sum(),
             })
         });
         let spans: Vec<ThreadSpan> = out.iter().map(|(span, _)| *span).collect();
@@ -588,22 +704,34 @@ mod tests {
 
     #[test]
     fn a_probe_reports_positive_times_and_its_work() {
-        let mut probe = DeviceProbe::new();
-        let s = probe.measure();
-        assert!(s.memory_ns > 0 && s.compute_ns > 0);
-        assert_eq!(s.memory_bytes, MEMORY_WINDOW_BYTES as u64);
-        assert_eq!(
-            s.compute_flops,
-            probe.threads() as u64 * COMPUTE_ITERATIONS_PER_THREAD * 192
-        );
-        assert_eq!(PROBE_FLOPS_PER_THREAD, COMPUTE_ITERATIONS_PER_THREAD * 192);
-        assert!(s.memory_gb_per_s() > 0.0 && s.compute_gflop_per_s() > 0.0);
-        // Every repeat is accounted for; how many were kept depends on the host.
-        for k in [s.memory, s.compute] {
-            assert_eq!(k.repeats as usize, PROBE_REPEATS);
-            assert!(k.kept_repeats <= k.repeats);
-            assert!(k.max_skew >= 1.0);
+        for kernels in [ProbeKernels::Synthetic, ProbeKernels::Model] {
+            let mut probe = DeviceProbe::with_kernels(kernels);
+            let s = probe.measure();
+            assert!(s.memory_ns > 0 && s.compute_ns > 0, "{kernels:?}");
+            assert_eq!(s.memory_bytes, MEMORY_WINDOW_BYTES as u64);
+            assert_eq!(
+                s.compute_flops,
+                probe.threads() as u64 * kernels.flops_per_thread()
+            );
+            assert!(s.memory_gb_per_s() > 0.0 && s.compute_gflop_per_s() > 0.0);
+            // Every repeat is accounted for; how many were kept depends on the host.
+            for k in [s.memory, s.compute] {
+                assert_eq!(k.repeats as usize, PROBE_REPEATS);
+                assert!(k.kept_repeats <= k.repeats);
+                assert!(k.max_skew >= 1.0);
+            }
         }
+        assert_eq!(
+            ProbeKernels::Synthetic.flops_per_thread(),
+            COMPUTE_ITERATIONS_PER_THREAD * 192
+        );
+        // 256 × 384 outputs of 1024-term dot products, 2 FLOP a term.
+        assert_eq!(ProbeKernels::Model.flops_per_thread(), 201_326_592);
+        assert_eq!(DeviceProbe::new().kernels(), ProbeKernels::STAGES);
+        assert_ne!(
+            ProbeKernels::Synthetic.version(),
+            ProbeKernels::Model.version()
+        );
     }
 
     fn span(start_ns: u64, end_ns: u64, cpu_ns: Option<u64>) -> ThreadSpan {

@@ -223,6 +223,7 @@ impl SpeedTimeline {
                     compute_probe_kept_repeats: s.probe.map(|p| u64::from(p.compute.kept_repeats)),
                     memory_probe_max_skew: s.probe.map(|p| p.memory.max_skew),
                     compute_probe_max_skew: s.probe.map(|p| p.compute.max_skew),
+                    probe_version: Some(self.probe.kernels().version()),
                 }
             })
             .collect()
@@ -250,7 +251,7 @@ impl SpeedTimeline {
                 .reduce(f64::max)
         };
         SpeedSummary {
-            probe_version: super::device_probe::PROBE_VERSION,
+            probe_version: self.probe.kernels().version(),
             probe_threads: self.probe.threads(),
             num_probes: probes.len(),
             num_busy_samples: self

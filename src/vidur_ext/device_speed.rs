@@ -17,7 +17,7 @@ use crate::vidur_ext::predictor::{
     BatchPrediction, ExecutionTimePredictor, IterationContext, RequestShape,
 };
 use crate::vidur_ext::simulator::clock::ClockKind;
-use crate::Result;
+use crate::{Error, Result};
 
 /// The device's speed when the bundle was profiled vs when the real run ran, from the same
 /// fixed iteration timed in both processes (the real engine's warm-up iteration: a 32-token
@@ -174,6 +174,8 @@ pub struct DeviceTimeline {
     /// `(time_ns, load)` of every sample with host counters: each describes the interval
     /// since the previous sample.
     host: Vec<(i64, HostLoad)>,
+    /// The probes' version (`None`: a file written before versions were recorded, ≤ 3).
+    probe_version: Option<u32>,
 }
 
 impl DeviceTimeline {
@@ -215,7 +217,12 @@ impl DeviceTimeline {
                 )
             })
             .collect();
-        (!probes.is_empty()).then_some(DeviceTimeline { probes, host })
+        let probe_version = rows.iter().find_map(|r| r.probe_version);
+        (!probes.is_empty()).then_some(DeviceTimeline {
+            probes,
+            host,
+            probe_version,
+        })
     }
 
     /// Reads `<dir>/device_speed.csv`; `Ok(None)` when the stage did not record one (runs
@@ -227,6 +234,11 @@ impl DeviceTimeline {
         }
         let rows: Vec<DeviceSpeedRow> = read_csv(&path, &DEVICE_SPEED)?;
         Ok(DeviceTimeline::from_rows(&rows))
+    }
+
+    /// The probes' version (`None`: written before versions were recorded, version ≤ 3).
+    pub fn probe_version(&self) -> Option<u32> {
+        self.probe_version
     }
 
     /// Every probe, usable or not, in time order.
@@ -579,6 +591,8 @@ impl SpeedCorrection {
     /// recorded a device-speed timeline (`device_speed.csv`); `None` otherwise, and always
     /// on GPU hardware: the calibration probes time the host's CPU, which says nothing of
     /// the GPU's speed (on an H200 the correction turned a −7.2 % error into +15.9 %).
+    /// Timelines whose probes are of different versions time different kernels: a
+    /// [`Error::Mismatch`] naming both.
     pub fn between(
         cfg: &SimrealConfig,
         bundle_dir: &Path,
@@ -593,6 +607,18 @@ impl SpeedCorrection {
         ) else {
             return Ok(None);
         };
+        if bundle.probe_version() != run.probe_version() {
+            let version = |v: Option<u32>| v.map_or("3 or older".to_string(), |v| v.to_string());
+            return Err(Error::Mismatch(format!(
+                "the device-speed probes of the bundle {} are version {} and those of the real \
+                 run {} version {}: they time different kernels, so neither can correct the \
+                 other; redo the older one (`output.force=true`)",
+                bundle_dir.display(),
+                version(bundle.probe_version()),
+                real_run.display(),
+                version(run.probe_version()),
+            )));
+        }
         let m = &cfg.model;
         Ok(Some(SpeedCorrection::new(
             &bundle,
@@ -761,7 +787,7 @@ mod tests {
     use super::*;
     use crate::io::bundle::CpuOverheadTerm;
     use crate::io::bundle::OpSet;
-    use crate::io::records::SpeedPhase;
+    use crate::io::records::{SpeedPhase, DEVICE_SPEED_PROBE_VERSION};
 
     #[test]
     fn device_speed_leaves_out_the_cold_first_time() {
@@ -831,6 +857,7 @@ mod tests {
             compute_probe_kept_repeats: Some(5),
             memory_probe_max_skew: Some(1.0),
             compute_probe_max_skew: Some(1.0),
+            probe_version: Some(DEVICE_SPEED_PROBE_VERSION),
         }
     }
 
