@@ -6,7 +6,8 @@
 //! it is replayed (`replay`, the real run's own batches through the predictor) with the one
 //! nearest to it in device state ([`DeviceTimeline::distance`] of the probe rates), and, for
 //! reference, with the other. The replay reports the total execution error, the median
-//! per-iteration |error| and per-op errors, raw and drift-corrected. Acceptance of the
+//! per-iteration |error|, per-op errors and errors per kind of iteration (decode steps by
+//! batch size, prefills), raw and drift-corrected. Acceptance of the
 //! ground-truth issue: corrected total within ±3 % and median |error| ≤ 5 % on at least 4 of
 //! 5 rounds per policy.
 //!
@@ -22,6 +23,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -70,6 +72,12 @@ struct Replayed {
     reference_scaled: Option<Errors>,
     #[serde(default)]
     reference_slower_pct: Option<f64>,
+    /// Total error per kind of iteration (`decode_1`, …, `prefill`), raw and corrected, %;
+    /// empty in results from before they were recorded.
+    #[serde(default)]
+    raw_by_kind: BTreeMap<String, f64>,
+    #[serde(default)]
+    corrected_by_kind: BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -135,6 +143,19 @@ fn op_errors(v: &Value) -> Vec<OpError> {
         .collect()
 }
 
+/// `by_kind.<kind>.total_error_pct` of a replay summary.
+fn kind_errors(v: &Value) -> BTreeMap<String, f64> {
+    v["by_kind"]
+        .as_object()
+        .map(|kinds| {
+            kinds
+                .iter()
+                .filter_map(|(kind, k)| Some((kind.clone(), k["total_error_pct"].as_f64()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn replay(
     root: &Path,
     base: &[String],
@@ -164,6 +185,8 @@ fn replay(
             .then(|| errors(reference))
             .transpose()?,
         reference_slower_pct: summary["device_speed"]["real_slower_pct"].as_f64(),
+        raw_by_kind: kind_errors(&summary["summary"]),
+        corrected_by_kind: kind_errors(corrected),
     })
 }
 
@@ -396,6 +419,31 @@ fn markdown(report: &Value, results: &[PairResult]) -> String {
             r.round,
             ops.join("; ")
         ));
+    }
+    md.push_str(
+        "\n## By kind of iteration (nearest bundle, medians fitted)\n\nTotal error of each kind's \
+         iterations, raw → corrected, %: decode steps of 1, 2–3, 4–7, 8–15 sequences, and \
+         iterations with a prefill chunk. A correction that fits the memory-bound single steps \
+         and not the larger batches shows here.\n\n",
+    );
+    for r in results {
+        let kinds: Vec<String> = r
+            .nearest
+            .raw_by_kind
+            .iter()
+            .map(|(kind, raw)| match r.nearest.corrected_by_kind.get(kind) {
+                Some(corrected) => format!("{kind} {raw:+.1} → {corrected:+.1}"),
+                None => format!("{kind} {raw:+.1}"),
+            })
+            .collect();
+        if !kinds.is_empty() {
+            md.push_str(&format!(
+                "- **{} {}**: {}\n",
+                r.policy,
+                r.round,
+                kinds.join("; ")
+            ));
+        }
     }
     md
 }

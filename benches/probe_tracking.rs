@@ -193,58 +193,33 @@ fn main() -> Result<()> {
     let compute = col(|w| w.compute_gflop_per_s);
     let model_memory = col(|w| w.model_memory_gb_per_s);
     let model_compute = col(|w| w.model_compute_gflop_per_s);
-    let candidates = [
-        (
-            "decode",
-            "synthetic memory probe",
-            tracking_error_pct(&memory, true, &decode_rest),
-        ),
-        (
-            "decode",
-            "synthetic compute probe",
-            tracking_error_pct(&compute, true, &decode_rest),
-        ),
-        (
-            "decode",
-            "model memory probe",
-            tracking_error_pct(&model_memory, true, &decode_rest),
-        ),
-        (
-            "decode",
-            "model compute probe",
-            tracking_error_pct(&model_compute, true, &decode_rest),
-        ),
-        (
-            "decode",
-            "sparse decode forwards",
-            tracking_error_pct(&col(|w| w.decode_ms_sparse), false, &decode_rest),
-        ),
-        (
-            "prefill",
-            "synthetic memory probe",
-            tracking_error_pct(&memory, true, &prefill_rest),
-        ),
-        (
-            "prefill",
-            "synthetic compute probe",
-            tracking_error_pct(&compute, true, &prefill_rest),
-        ),
-        (
-            "prefill",
-            "model memory probe",
-            tracking_error_pct(&model_memory, true, &prefill_rest),
-        ),
-        (
-            "prefill",
-            "model compute probe",
-            tracking_error_pct(&model_compute, true, &prefill_rest),
-        ),
-        (
-            "prefill",
-            "sparse prefill forwards",
-            tracking_error_pct(&col(|w| w.prefill_ms_sparse), false, &prefill_rest),
-        ),
+    // Every probe's window rates against each forward's rest-of-window times, then the
+    // window's first few forwards of that shape.
+    let probes: [(&str, &[f64]); 4] = [
+        ("synthetic memory probe", &memory),
+        ("synthetic compute probe", &compute),
+        ("model memory probe", &model_memory),
+        ("model compute probe", &model_compute),
     ];
+    let forwards = [
+        ("decode", &decode_rest, col(|w| w.decode_ms_sparse)),
+        ("prefill", &prefill_rest, col(|w| w.prefill_ms_sparse)),
+    ];
+    let mut candidates = Vec::new();
+    for (target, truth, sparse_ms) in &forwards {
+        for (probe, rates) in probes {
+            candidates.push((
+                *target,
+                probe.to_string(),
+                tracking_error_pct(rates, true, truth),
+            ));
+        }
+        candidates.push((
+            *target,
+            format!("sparse {target} forwards"),
+            tracking_error_pct(sparse_ms, false, truth),
+        ));
+    }
     let per_round = |f: fn(&Round) -> f64| rounds.iter().map(f).collect::<Vec<_>>();
     let decode_speed: Vec<f64> = per_round(|r| 1.0 / r.decode_ms);
     let prefill_speed: Vec<f64> = per_round(|r| 1.0 / r.prefill_ms);

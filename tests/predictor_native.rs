@@ -10,7 +10,7 @@ use simreal::io::bundle::{
 };
 use simreal::vidur_ext::predictor::{
     cross_validate, replay_batches, CpuOverheadFlags, ExecutionTimePredictor, IterationContext,
-    NativeConfig, NativePredictor, PredictorConfig, ReplayIteration, RequestShape,
+    IterationKind, NativeConfig, NativePredictor, PredictorConfig, ReplayIteration, RequestShape,
     VidurCompatPredictor,
 };
 use simreal::Error;
@@ -519,6 +519,37 @@ fn replay_compares_predicted_and_measured() {
     assert!(s.by_op["attn_decode"].errors.max_abs_pct < 1e-4);
     assert!(close(s.by_op["add"].errors.median_abs_pct, 50.0));
     assert!(close(s.by_op["add"].total_error_pct, -50.0));
+    // By kind of iteration: the three-sequence decode step (−20 %) apart from the two with a
+    // prefill (0 % and +25 %).
+    assert_eq!(
+        s.by_kind.keys().collect::<Vec<_>>(),
+        ["decode_2_3", "prefill"]
+    );
+    assert!(close(s.by_kind["decode_2_3"].total_error_pct, -20.0));
+    assert_eq!(s.by_kind["prefill"].errors.count, 2);
+    assert!(close(s.by_kind["prefill"].errors.median_abs_pct, 12.5));
+    let names: Vec<String> = [1, 2, 3, 4, 7, 8, 15, 16, 40]
+        .into_iter()
+        .map(|n| IterationKind::of(&vec![RequestShape::decode(1); n]).name())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "decode_1",
+            "decode_2_3",
+            "decode_2_3",
+            "decode_4_7",
+            "decode_4_7",
+            "decode_8_15",
+            "decode_8_15",
+            "decode_16_plus",
+            "decode_16_plus"
+        ]
+    );
+    assert_eq!(
+        IterationKind::of(&shapes(&batches[0])),
+        IterationKind::Prefill
+    );
 
     // Malformed input names the iteration.
     let mut dup = iterations.clone();

@@ -383,6 +383,33 @@ impl DeviceSpeedRow {
     }
 }
 
+#[cfg(test)]
+impl DeviceSpeedRow {
+    /// An idle-gap probe of this build's version at `time_ns` with the given rates, every
+    /// repeat kept: the row tests vary.
+    pub(crate) fn idle_probe(time_ns: i64, memory_gb_per_s: f64, compute_gflop_per_s: f64) -> Self {
+        DeviceSpeedRow {
+            sample_id: time_ns.unsigned_abs(),
+            time_ns,
+            phase: SpeedPhase::Idle,
+            memory_probe_ns: Some(1),
+            compute_probe_ns: Some(1),
+            memory_gb_per_s: Some(memory_gb_per_s),
+            compute_gflop_per_s: Some(compute_gflop_per_s),
+            steal_pct: None,
+            competing_cpu_pct: None,
+            run_queue_wait_pct: None,
+            load_average_1min: None,
+            probe_repeats: Some(5),
+            memory_probe_kept_repeats: Some(5),
+            compute_probe_kept_repeats: Some(5),
+            memory_probe_max_skew: Some(1.0),
+            compute_probe_max_skew: Some(1.0),
+            probe_version: Some(DEVICE_SPEED_PROBE_VERSION),
+        }
+    }
+}
+
 /// Whether a probe kernel's median times the device: a majority of its repeats had their
 /// threads run together. When most were disturbed, the host's scheduler was in the way for
 /// the whole probe and the few repeats left are the lucky ones, not the device's speed.
@@ -477,22 +504,10 @@ mod tests {
         assert_matches(
             &DeviceSpeedRow {
                 sample_id: 0,
-                time_ns: -5,
                 phase: SpeedPhase::Before,
-                memory_probe_ns: Some(1),
-                compute_probe_ns: Some(1),
-                memory_gb_per_s: Some(1.0),
-                compute_gflop_per_s: Some(1.0),
-                steal_pct: None,
-                competing_cpu_pct: None,
-                run_queue_wait_pct: None,
-                load_average_1min: None,
-                probe_repeats: Some(5),
-                memory_probe_kept_repeats: Some(5),
                 compute_probe_kept_repeats: Some(2),
-                memory_probe_max_skew: Some(1.0),
                 compute_probe_max_skew: Some(2.0),
-                probe_version: Some(DEVICE_SPEED_PROBE_VERSION),
+                ..DeviceSpeedRow::idle_probe(-5, 1.0, 1.0)
             },
             &schema::DEVICE_SPEED,
         );

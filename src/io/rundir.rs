@@ -466,30 +466,36 @@ mod tests {
         fs::remove_dir_all(root).unwrap();
     }
 
+    /// A run record of `stage` as a stage begins it.
+    fn test_meta(run_id: &str, stage: Stage) -> crate::io::provenance::RunMeta {
+        use crate::io::provenance::{HostFingerprint, HydraInfo, RunMeta};
+        RunMeta::begin(
+            run_id,
+            stage,
+            "m",
+            serde_json::json!({}),
+            HydraInfo {
+                config_path: "c".into(),
+                config_name: stage.binary_name().into(),
+                overrides: vec![],
+                choices: Default::default(),
+            },
+            HostFingerprint::collect("cpu", 1),
+        )
+    }
+
     /// A run made from an input is reused while the input holds what it was made from, and
     /// redone once the input was redone with other data or is gone.
     #[test]
     fn a_run_whose_input_was_redone_is_stale() {
-        use crate::io::provenance::{HostFingerprint, HydraInfo, InputRef, RunMeta};
+        use crate::io::provenance::InputRef;
         let root = root();
         let input = committed_run(&root, Stage::Real, "real-1", "t_ms\n10\n", "");
         let loc = RunLocation::new(&root, Stage::Compare, "cmp-1");
         let Prepared::Fresh(staging) = prepare(&loc, false).unwrap() else {
             panic!("expected fresh")
         };
-        let mut meta = RunMeta::begin(
-            "cmp-1",
-            Stage::Compare,
-            "m",
-            serde_json::json!({}),
-            HydraInfo {
-                config_path: "c".into(),
-                config_name: "compare".into(),
-                overrides: vec![],
-                choices: Default::default(),
-            },
-            HostFingerprint::collect("cpu", 1),
-        );
+        let mut meta = test_meta("cmp-1", Stage::Compare);
         meta.inputs
             .insert("real".into(), InputRef::run("real-1", &input).unwrap());
         crate::io::json::write_json(staging.file("run_meta.json"), &meta).unwrap();
@@ -526,45 +532,16 @@ mod tests {
     /// redone: its rates cannot be compared with a new run's.
     #[test]
     fn a_run_with_probes_of_another_version_is_stale() {
-        use crate::io::provenance::{HostFingerprint, HydraInfo, RunMeta};
-        use crate::io::records::SpeedPhase;
         let root = root();
         let loc = RunLocation::new(&root, Stage::Real, "real-2");
         let Prepared::Fresh(staging) = prepare(&loc, false).unwrap() else {
             panic!("expected fresh")
         };
-        let meta = RunMeta::begin(
-            "real-2",
-            Stage::Real,
-            "m",
-            serde_json::json!({}),
-            HydraInfo {
-                config_path: "c".into(),
-                config_name: "real".into(),
-                overrides: vec![],
-                choices: Default::default(),
-            },
-            HostFingerprint::collect("cpu", 1),
-        );
+        let meta = test_meta("real-2", Stage::Real);
         crate::io::json::write_json(staging.file("run_meta.json"), &meta).unwrap();
-        let row = |probe_version: Option<u32>| DeviceSpeedRow {
-            sample_id: 0,
-            time_ns: 0,
-            phase: SpeedPhase::Before,
-            memory_probe_ns: Some(2_000_000),
-            compute_probe_ns: Some(2_000_000),
-            memory_gb_per_s: Some(33.5),
-            compute_gflop_per_s: Some(201.3),
-            steal_pct: None,
-            competing_cpu_pct: None,
-            run_queue_wait_pct: None,
-            load_average_1min: None,
-            probe_repeats: Some(5),
-            memory_probe_kept_repeats: Some(5),
-            compute_probe_kept_repeats: Some(5),
-            memory_probe_max_skew: Some(1.0),
-            compute_probe_max_skew: Some(1.0),
+        let row = |probe_version| DeviceSpeedRow {
             probe_version,
+            ..DeviceSpeedRow::idle_probe(0, 33.5, 201.3)
         };
         let timeline = |probe_version| {
             crate::io::write_csv(

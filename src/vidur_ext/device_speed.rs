@@ -787,7 +787,7 @@ mod tests {
     use super::*;
     use crate::io::bundle::CpuOverheadTerm;
     use crate::io::bundle::OpSet;
-    use crate::io::records::{SpeedPhase, DEVICE_SPEED_PROBE_VERSION};
+    use crate::io::records::SpeedPhase;
 
     #[test]
     fn device_speed_leaves_out_the_cold_first_time() {
@@ -840,25 +840,7 @@ mod tests {
     }
 
     fn probe_row(time_ns: i64, memory_gb_per_s: f64, compute_gflop_per_s: f64) -> DeviceSpeedRow {
-        DeviceSpeedRow {
-            sample_id: time_ns as u64,
-            time_ns,
-            phase: SpeedPhase::Idle,
-            memory_probe_ns: Some(1),
-            compute_probe_ns: Some(1),
-            memory_gb_per_s: Some(memory_gb_per_s),
-            compute_gflop_per_s: Some(compute_gflop_per_s),
-            steal_pct: None,
-            competing_cpu_pct: None,
-            run_queue_wait_pct: None,
-            load_average_1min: None,
-            probe_repeats: Some(5),
-            memory_probe_kept_repeats: Some(5),
-            compute_probe_kept_repeats: Some(5),
-            memory_probe_max_skew: Some(1.0),
-            compute_probe_max_skew: Some(1.0),
-            probe_version: Some(DEVICE_SPEED_PROBE_VERSION),
-        }
+        DeviceSpeedRow::idle_probe(time_ns, memory_gb_per_s, compute_gflop_per_s)
     }
 
     fn host_row(time_ns: i64, steal_pct: f64, run_queue_wait_pct: f64) -> DeviceSpeedRow {

@@ -47,7 +47,10 @@ pub use cross_validation::{cross_validate, ErrorStats, OpReport, PredictorReport
 pub use curves::BundleCurves;
 pub use interp::{Grid2d, Lookup, Series1d};
 pub use native::{NativeConfig, NativePredictor};
-pub use replay::{replay_batches, ReplayBatch, ReplayIteration, ReplayReport, ReplaySummary};
+pub use replay::{
+    replay_batches, IterationKind, ReplayBatch, ReplayGroupStats, ReplayIteration, ReplayReport,
+    ReplaySummary,
+};
 pub use vidur_compat::VidurCompatPredictor;
 pub use vidur_tables::VidurTablesPredictor;
 

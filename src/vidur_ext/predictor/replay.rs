@@ -56,9 +56,10 @@ pub struct ReplayBatch {
     pub extrapolated: bool,
 }
 
-/// Measured vs predicted for one op class, over the iterations that measured it.
+/// Measured vs predicted summed over a group: one op class over the iterations that
+/// measured it, or one kind of iteration ([`IterationKind`]).
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct OpReplayStats {
+pub struct ReplayGroupStats {
     pub total_measured_ns: u64,
     pub total_predicted_ns: u64,
     /// Error of the summed time, %.
@@ -85,7 +86,57 @@ pub struct ReplaySummary {
     /// Measured vs predicted CPU overhead, where measured.
     pub cpu_overhead: Option<ErrorStats>,
     /// By op name, for ops with a measured breakdown.
-    pub by_op: BTreeMap<String, OpReplayStats>,
+    pub by_op: BTreeMap<String, ReplayGroupStats>,
+    /// By kind of iteration ([`IterationKind::name`]), for the kinds the run has: a
+    /// correction that fits single-sequence decode steps and not larger batches shows here,
+    /// not in the total.
+    pub by_kind: BTreeMap<String, ReplayGroupStats>,
+}
+
+/// What limits an iteration, coarsely: whether it prefills, else how many sequences it
+/// decodes (powers of two, so that the memory-bound single steps and the batches whose
+/// projections do more arithmetic per weight fall apart).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum IterationKind {
+    /// Decode steps of 1, 2–3, 4–7, 8–15 or 16+ sequences (the lower bound).
+    Decode(usize),
+    /// Iterations with at least one prefill chunk.
+    Prefill,
+}
+
+impl IterationKind {
+    /// The kind of an iteration of `requests`.
+    pub fn of(requests: &[RequestShape]) -> IterationKind {
+        if requests.iter().any(|r| r.is_prefill) {
+            IterationKind::Prefill
+        } else {
+            let n = requests.len().max(1);
+            IterationKind::Decode((1usize << n.ilog2()).min(16))
+        }
+    }
+
+    /// `decode_1`, `decode_2_3`, `decode_4_7`, `decode_8_15`, `decode_16_plus`, `prefill`.
+    pub fn name(self) -> String {
+        match self {
+            IterationKind::Prefill => "prefill".into(),
+            IterationKind::Decode(1) => "decode_1".into(),
+            IterationKind::Decode(n) if n >= 16 => "decode_16_plus".into(),
+            IterationKind::Decode(n) => format!("decode_{n}_{}", 2 * n - 1),
+        }
+    }
+}
+
+/// Sums and per-item errors of `(measured, predicted)` pairs; `None` for none.
+fn group_stats(pairs: Vec<(f64, f64)>) -> Option<ReplayGroupStats> {
+    let total_measured: f64 = pairs.iter().map(|p| p.0).sum();
+    let total_predicted: f64 = pairs.iter().map(|p| p.1).sum();
+    let errors = ErrorStats::from_pairs(pairs)?;
+    Some(ReplayGroupStats {
+        total_measured_ns: total_measured.round() as u64,
+        total_predicted_ns: total_predicted.round() as u64,
+        total_error_pct: pct_error(total_measured, total_predicted),
+        errors,
+    })
 }
 
 /// Per-iteration results and their summary.
@@ -163,20 +214,18 @@ pub fn replay_batches(
     .ok_or_else(|| Error::InvalidInput("batch replay: no iterations".into()))?;
     let by_op = op_pairs
         .into_iter()
-        .filter_map(|(op, pairs)| {
-            let total_measured: f64 = pairs.iter().map(|p| p.0).sum();
-            let total_predicted: f64 = pairs.iter().map(|p| p.1).sum();
-            let errors = ErrorStats::from_pairs(pairs)?;
-            Some((
-                op.name().to_owned(),
-                OpReplayStats {
-                    total_measured_ns: total_measured.round() as u64,
-                    total_predicted_ns: total_predicted.round() as u64,
-                    total_error_pct: pct_error(total_measured, total_predicted),
-                    errors,
-                },
-            ))
-        })
+        .filter_map(|(op, pairs)| Some((op.name().to_owned(), group_stats(pairs)?)))
+        .collect();
+    let mut kind_pairs: BTreeMap<IterationKind, Vec<(f64, f64)>> = BTreeMap::new();
+    for (it, b) in iterations.iter().zip(&batches) {
+        kind_pairs
+            .entry(IterationKind::of(&it.requests))
+            .or_default()
+            .push((b.measured_ns as f64, b.predicted_ns as f64));
+    }
+    let by_kind = kind_pairs
+        .into_iter()
+        .filter_map(|(kind, pairs)| Some((kind.name(), group_stats(pairs)?)))
         .collect();
     let summary = ReplaySummary {
         predictor: predictor.name().to_owned(),
@@ -189,6 +238,7 @@ pub fn replay_batches(
         model_time: ErrorStats::from_pairs(model_pairs),
         cpu_overhead: ErrorStats::from_pairs(cpu_pairs),
         by_op,
+        by_kind,
     };
     Ok(ReplayReport { batches, summary })
 }
