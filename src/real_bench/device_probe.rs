@@ -9,11 +9,11 @@
 //!   weights, and its prefill GEMM on operands that stay in the caches. A probe then slows
 //!   down when, and as much as, the engine's own projections do.
 //! - [`ProbeKernels::Synthetic`] (probe version 3): a plain read of the 64 MiB window and
-//!   independent FMA chains on registers. The read ran at the DRAM's full rate, which the
-//!   engine's decode never reaches: on this VM it swung from 35 to 72 GB/s between minutes
-//!   while the engine's decode did not follow (`benches/results/probe_tracking.md`), and a
-//!   correction scaled by it made replays worse. Kept for the benches that compare the two
-//!   and for the FMA peak the engine bench reports.
+//!   independent FMA chains on registers. The FMA chains miss what a GEMM shares with a
+//!   neighbour (caches, load ports): they moved 2 % where the prefill forwards and the GEMM
+//!   probe slowed by 8–10 % (`benches/results/probe_tracking.md`); the read tracked decode no
+//!   better than the projection does. Kept for the benches that compare the two and for the
+//!   FMA peak the engine bench reports (docs/ground_truth.md, section 2).
 //!
 //! Each kernel takes a few milliseconds; a probe runs them five times, interleaved, and keeps
 //! the medians (about 40 ms in all). Kernels, sizes and repeat count are fixed per version
