@@ -371,6 +371,17 @@ pub struct DeviceSpeedRow {
 /// between two versions is refused.
 pub const DEVICE_SPEED_PROBE_VERSION: u32 = 4;
 
+/// The probe version of a timeline's rows; `None` for a file written before versions were
+/// recorded (version 3 or older).
+pub fn timeline_probe_version(rows: &[DeviceSpeedRow]) -> Option<u32> {
+    rows.iter().find_map(|r| r.probe_version)
+}
+
+/// A timeline's probe version as messages name it.
+pub fn probe_version_label(version: Option<u32>) -> String {
+    version.map_or_else(|| "3 or older".to_string(), |v| v.to_string())
+}
+
 impl DeviceSpeedRow {
     /// Whether the row's memory probe times the device ([`probe_kind_usable`]).
     pub fn memory_probe_usable(&self) -> bool {

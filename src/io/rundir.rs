@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use crate::error::IoContext;
 use crate::io::atomic::write_atomic;
 use crate::io::read_csv;
-use crate::io::records::{DeviceSpeedRow, DEVICE_SPEED_PROBE_VERSION};
+use crate::io::records::{
+    probe_version_label, timeline_probe_version, DeviceSpeedRow, DEVICE_SPEED_PROBE_VERSION,
+};
 use crate::io::schema::DEVICE_SPEED;
 use crate::{Error, Result};
 
@@ -178,12 +180,12 @@ fn outdated_probes(dir: &Path) -> Option<String> {
     }
     match read_csv::<DeviceSpeedRow>(&path, &DEVICE_SPEED) {
         Ok(rows) => {
-            let version = rows.iter().find_map(|r| r.probe_version);
+            let version = timeline_probe_version(&rows);
             (!rows.is_empty() && version != Some(DEVICE_SPEED_PROBE_VERSION)).then(|| {
                 format!(
                     "its device-speed probes are version {}, this build's are \
                      {DEVICE_SPEED_PROBE_VERSION} (they time other kernels and do not compare)",
-                    version.map_or("3 or older".to_string(), |v| v.to_string())
+                    probe_version_label(version)
                 )
             })
         }

@@ -229,15 +229,21 @@ pub const PROBE_MEMORY_BYTES: u64 = MEMORY_WINDOW_BYTES as u64;
 
 /// The probe's kernels and their operands (64 MiB of window, allocated and touched once).
 pub struct DeviceProbe {
-    kernels: ProbeKernels,
-    isa: Isa,
     window: Vec<f32>,
-    /// The model kernels' inputs: one decode row, then the prefill chunk (`[GEMM_ROWS,
-    /// GEMM_DEPTH]`), and each thread's GEMM weights; empty for the synthetic kernels.
-    decode_input: Vec<f32>,
-    gemm_input: Vec<f32>,
-    gemm_weights: Vec<Vec<f32>>,
+    /// The model kernels' other operands; `None`: the synthetic kernels.
+    model: Option<ModelOperands>,
     threads: usize,
+}
+
+/// What the model kernels run on besides the window, and with which ISA path.
+struct ModelOperands {
+    isa: Isa,
+    /// One decode row (`[1, GEMM_DEPTH]`).
+    decode_input: Vec<f32>,
+    /// The prefill chunk (`[GEMM_ROWS, GEMM_DEPTH]`), shared by the threads.
+    gemm_input: Vec<f32>,
+    /// Each thread's own GEMM weights (`[GEMM_COLUMNS_PER_THREAD, GEMM_DEPTH]`).
+    gemm_weights: Vec<Vec<f32>>,
 }
 
 /// `len` distinct small values, so that no page is shared with another (a zero page would
@@ -260,28 +266,17 @@ impl DeviceProbe {
     /// model uses ([`Isa::best`]).
     pub fn with_kernels(kernels: ProbeKernels) -> DeviceProbe {
         let threads = rayon::current_num_threads();
-        let model = kernels == ProbeKernels::Model;
-        let mut probe = DeviceProbe {
-            kernels,
+        let model = (kernels == ProbeKernels::Model).then(|| ModelOperands {
             isa: Isa::best(),
+            decode_input: filled(GEMM_DEPTH, 1),
+            gemm_input: filled(GEMM_ROWS * GEMM_DEPTH, 2),
+            gemm_weights: (0..threads)
+                .map(|t| filled(GEMM_COLUMNS_PER_THREAD * GEMM_DEPTH, 3 + t))
+                .collect(),
+        });
+        let mut probe = DeviceProbe {
             window: filled(MEMORY_WINDOW_BYTES / std::mem::size_of::<f32>(), 0),
-            decode_input: if model {
-                filled(GEMM_DEPTH, 1)
-            } else {
-                Vec::new()
-            },
-            gemm_input: if model {
-                filled(GEMM_ROWS * GEMM_DEPTH, 2)
-            } else {
-                Vec::new()
-            },
-            gemm_weights: if model {
-                (0..threads)
-                    .map(|t| filled(GEMM_COLUMNS_PER_THREAD * GEMM_DEPTH, 3 + t))
-                    .collect()
-            } else {
-                Vec::new()
-            },
+            model,
             threads,
         };
         probe.memory_once();
@@ -296,7 +291,10 @@ impl DeviceProbe {
 
     /// Which kernels it times.
     pub fn kernels(&self) -> ProbeKernels {
-        self.kernels
+        match self.model {
+            Some(_) => ProbeKernels::Model,
+            None => ProbeKernels::Synthetic,
+        }
     }
 
     /// Times each kernel [`PROBE_REPEATS`] times, interleaved, and returns the medians of
@@ -322,7 +320,7 @@ impl DeviceProbe {
             memory_ns: memory.median_ns,
             compute_ns: compute.median_ns,
             memory_bytes: PROBE_MEMORY_BYTES,
-            compute_flops: self.threads as u64 * self.kernels.flops_per_thread(),
+            compute_flops: self.threads as u64 * self.kernels().flops_per_thread(),
             memory,
             compute,
         }
@@ -334,24 +332,28 @@ impl DeviceProbe {
     fn memory_once(&mut self) -> Option<RepeatTiming> {
         flush_from_caches(&self.window);
         let threads = self.threads;
-        let (kernels, isa) = (self.kernels, self.isa);
         // Whole weight rows per thread for the projection (the sum needs no alignment).
         let share = (self.window.len() / GEMM_DEPTH).div_ceil(threads) * GEMM_DEPTH;
-        let (window, x) = (&self.window, &self.decode_input);
+        let (window, model) = (&self.window, self.model.as_ref());
         let origin = Instant::now();
         let out = rayon::broadcast(|ctx| {
             let first = (ctx.index() * share).min(window.len());
             let last = (first + share).min(window.len());
             let rows = &window[first..last];
-            timed_share(origin, || match kernels {
-                ProbeKernels::Synthetic => sum_f32(rows),
+            timed_share(origin, || match model {
+                None => sum_f32(rows),
                 // The kernel splits its rows over the pool as in a decode step; the threads
                 // each start their own share, so each mostly runs its own rows.
-                ProbeKernels::Model => {
-                    linear::matmul_xwt(isa, x, 1, rows, rows.len() / GEMM_DEPTH, GEMM_DEPTH)
-                        .iter()
-                        .sum()
-                }
+                Some(m) => linear::matmul_xwt(
+                    m.isa,
+                    &m.decode_input,
+                    1,
+                    rows,
+                    rows.len() / GEMM_DEPTH,
+                    GEMM_DEPTH,
+                )
+                .iter()
+                .sum(),
             })
         });
         let spans: Vec<ThreadSpan> = out.iter().map(|(span, _)| *span).collect();
@@ -362,17 +364,16 @@ impl DeviceProbe {
     /// One compute-bound kernel on every thread, each timing its own: FMA chains on
     /// registers, or the prefill GEMM of the shared input with the thread's own weights.
     fn compute_once(&mut self) -> Option<RepeatTiming> {
-        let (kernels, isa) = (self.kernels, self.isa);
-        let (x, weights) = (&self.gemm_input, &self.gemm_weights);
+        let model = self.model.as_ref();
         let origin = Instant::now();
         let out = rayon::broadcast(|ctx| {
-            timed_share(origin, || match kernels {
-                ProbeKernels::Synthetic => fma_chains(COMPUTE_ITERATIONS_PER_THREAD, ctx.index()),
-                ProbeKernels::Model => gemm::matmul_xwt(
-                    isa,
-                    x,
+            timed_share(origin, || match model {
+                None => fma_chains(COMPUTE_ITERATIONS_PER_THREAD, ctx.index()),
+                Some(m) => gemm::matmul_xwt(
+                    m.isa,
+                    &m.gemm_input,
                     GEMM_ROWS,
-                    &weights[ctx.index()],
+                    &m.gemm_weights[ctx.index()],
                     GEMM_COLUMNS_PER_THREAD,
                     GEMM_DEPTH,
                 )

@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::config::SimrealConfig;
 use crate::io::bundle::Op;
 use crate::io::read_csv;
-use crate::io::records::DeviceSpeedRow;
+use crate::io::records::{probe_version_label, timeline_probe_version, DeviceSpeedRow};
 use crate::io::schema::DEVICE_SPEED;
 use crate::quantile;
 use crate::vidur_ext::predictor::{
@@ -181,6 +181,7 @@ pub struct DeviceTimeline {
 impl DeviceTimeline {
     /// From the rows of a `device_speed.csv`; `None` without a single probe.
     pub fn from_rows(rows: &[DeviceSpeedRow]) -> Option<DeviceTimeline> {
+        let probe_version = timeline_probe_version(rows);
         let mut rows: Vec<&DeviceSpeedRow> = rows.iter().collect();
         rows.sort_by_key(|r| (r.time_ns, r.sample_id));
         let probes: Vec<TimelineProbe> = rows
@@ -217,7 +218,6 @@ impl DeviceTimeline {
                 )
             })
             .collect();
-        let probe_version = rows.iter().find_map(|r| r.probe_version);
         (!probes.is_empty()).then_some(DeviceTimeline {
             probes,
             host,
@@ -608,15 +608,14 @@ impl SpeedCorrection {
             return Ok(None);
         };
         if bundle.probe_version() != run.probe_version() {
-            let version = |v: Option<u32>| v.map_or("3 or older".to_string(), |v| v.to_string());
             return Err(Error::Mismatch(format!(
                 "the device-speed probes of the bundle {} are version {} and those of the real \
                  run {} version {}: they time different kernels, so neither can correct the \
                  other; redo the older one (`output.force=true`)",
                 bundle_dir.display(),
-                version(bundle.probe_version()),
+                probe_version_label(bundle.probe_version()),
                 real_run.display(),
-                version(run.probe_version()),
+                probe_version_label(run.probe_version()),
             )));
         }
         let m = &cfg.model;
