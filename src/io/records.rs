@@ -330,6 +330,9 @@ pub enum SpeedPhase {
     Busy,
     /// A probe after the run's last iteration.
     After,
+    /// A quick probe between iterations while busy: one repeat of the memory kernel on its
+    /// window as the work left it, no compute kernel and no host counters (probe version 5).
+    Quick,
 }
 
 /// `device_speed.csv`
@@ -365,11 +368,12 @@ pub struct DeviceSpeedRow {
 }
 
 /// The probe version the timed stages record in `device_speed.csv` (4: the engine's own
-/// decode projection and prefill GEMM, `real_bench::device_probe::ProbeKernels::Model`).
+/// decode projection and prefill GEMM, `real_bench::device_probe::ProbeKernels::Model`;
+/// 5: the same, and quick memory probes between iterations, phase `quick`).
 /// Probe rates of different versions time different kernels and do not compare: a timeline
 /// of another version is outdated ([`crate::io::rundir::stale_reason`]) and a correction
 /// between two versions is refused.
-pub const DEVICE_SPEED_PROBE_VERSION: u32 = 4;
+pub const DEVICE_SPEED_PROBE_VERSION: u32 = 5;
 
 /// The probe version of a timeline's rows; `None` for a file written before versions were
 /// recorded (version 3 or older).

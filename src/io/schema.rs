@@ -702,19 +702,19 @@ pub static DEVICE_SPEED: CsvSchema = CsvSchema {
             "phase",
             Str,
             "",
-            "`before` or `after` the run, `idle` (a probe in a gap between iterations), `busy` (a host sample while serving or profiling, no probe)",
+            "`before` or `after` the run, `idle` (a probe in a gap between iterations), `busy` (a host sample while serving or profiling, no probe), `quick` (since probe version 5: one repeat of the memory kernel between iterations, several times a second, on the window as the work left it — no flush, no compute kernel, no host counters)",
         ),
         col_null(
             "memory_probe_ns",
             U64,
             "ns",
-            "median time of the memory-bound kernel over a 64 MiB window flushed from the caches, shared by every thread (version 4: the engine's decode projection with the window as weights; 3: a plain read); since probe version 3 the slowest thread's own span, over the repeats kept; empty for `busy` rows",
+            "median time of the memory-bound kernel over a 64 MiB window flushed from the caches, shared by every thread (version 4: the engine's decode projection with the window as weights; 3: a plain read); since probe version 3 the slowest thread's own span, over the repeats kept; on `quick` rows its one repeat, without the flush; empty for `busy` rows",
         ),
         col_null(
             "compute_probe_ns",
             U64,
             "ns",
-            "median time of the compute-bound kernel on every thread (version 4: the engine's prefill GEMM on cache-resident operands; 3: FMA chains on registers); since probe version 3 the slowest thread's own span, over the repeats kept; empty for `busy` rows",
+            "median time of the compute-bound kernel on every thread (version 4: the engine's prefill GEMM on cache-resident operands; 3: FMA chains on registers); since probe version 3 the slowest thread's own span, over the repeats kept; empty for `busy` and `quick` rows",
         ),
         col_null(
             "memory_gb_per_s",
@@ -756,7 +756,7 @@ pub static DEVICE_SPEED: CsvSchema = CsvSchema {
             "probe_repeats",
             U64,
             "",
-            "timed repeats of each probe kernel (5); empty for `busy` rows and in files written before probe version 3",
+            "timed repeats of each probe kernel (5; 1 on `quick` rows); empty for `busy` rows and in files written before probe version 3",
         ),
         opt(
             "memory_probe_kept_repeats",
@@ -786,7 +786,7 @@ pub static DEVICE_SPEED: CsvSchema = CsvSchema {
             "probe_version",
             U64,
             "",
-            "version of the probe's kernels and sizes, the same on every row: 4 = the engine's decode projection (one row against a 64 MiB weight window flushed from the caches) and its prefill GEMM (256 rows against cache-resident weights); empty in files written before version 4, whose probes were a plain 64 MiB read and FMA chains (version 3). Rates of different versions do not compare",
+            "version of the probe's kernels and sizes, the same on every row: 5 = version 4 and `quick` rows between iterations; 4 = the engine's decode projection (one row against a 64 MiB weight window flushed from the caches) and its prefill GEMM (256 rows against cache-resident weights); empty in files written before version 4, whose probes were a plain 64 MiB read and FMA chains (version 3). Rates of different versions do not compare",
         ),
     ],
 };

@@ -18,7 +18,10 @@
 //! Each kernel takes a few milliseconds; a probe runs them five times, interleaved, and keeps
 //! the medians (about 40 ms in all). Kernels, sizes and repeat count are fixed per version
 //! ([`ProbeKernels::version`]), so probe rates from different runs, processes and commits of
-//! one version compare directly; rates of different versions do not.
+//! one version compare directly; rates of different versions do not. A *quick* probe
+//! ([`DeviceProbe::measure_quick`], since version 5) is one repeat of the memory kernel, a
+//! millisecond or two, taken between iterations several times a second: the host's memory
+//! bandwidth switches between states within seconds, faster than idle gaps come.
 //!
 //! Each thread times its own share ([`ThreadSpan`]). A repeat whose threads did not run
 //! together — one started late or was descheduled midway, so the broadcast took much longer
@@ -53,7 +56,8 @@ impl ProbeKernels {
     /// Version of the kernels and sizes, recorded with every probe; probes of different
     /// versions do not compare. 3: a repeat's time is its slowest thread's own span (was the
     /// whole broadcast's), and repeats whose threads did not run together are left out of the
-    /// median. 4: the engine's own kernels ([`ProbeKernels::Model`]).
+    /// median. 4: the engine's own kernels ([`ProbeKernels::Model`]). 5: quick probes between
+    /// iterations ([`DeviceProbe::measure_quick`]).
     pub fn version(self) -> u32 {
         match self {
             ProbeKernels::Synthetic => 3,
@@ -166,6 +170,15 @@ pub struct KernelTiming {
 }
 
 impl KernelTiming {
+    /// No repeat at all. A pool always has a thread, so every kernel has its repeats; this
+    /// only keeps the probe free of panics.
+    const NONE: KernelTiming = KernelTiming {
+        median_ns: 0,
+        kept_repeats: 0,
+        repeats: 0,
+        max_skew: 1.0,
+    };
+
     /// From the repeats; `None` without one.
     pub fn of(repeats: &[RepeatTiming]) -> Option<KernelTiming> {
         let mut kept: Vec<u64> = repeats
@@ -221,6 +234,24 @@ impl ProbeSample {
     /// Compute rate the probe achieved, GFLOP/s.
     pub fn compute_gflop_per_s(&self) -> f64 {
         self.compute_flops as f64 / self.compute_ns.max(1) as f64
+    }
+}
+
+/// A quick probe ([`DeviceProbe::measure_quick`]): one repeat of the memory kernel.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QuickProbeSample {
+    /// Time of the memory kernel, ns.
+    pub memory_ns: u64,
+    /// Bytes it read.
+    pub memory_bytes: u64,
+    /// How its one repeat ran (usable when its threads ran together).
+    pub memory: KernelTiming,
+}
+
+impl QuickProbeSample {
+    /// Memory bandwidth it achieved, GB/s.
+    pub fn memory_gb_per_s(&self) -> f64 {
+        self.memory_bytes as f64 / self.memory_ns.max(1) as f64
     }
 }
 
@@ -306,16 +337,8 @@ impl DeviceProbe {
             memory.extend(self.memory_once());
             compute.extend(self.compute_once());
         }
-        // A pool always has a thread, so each kernel has its repeats; the fallback only
-        // keeps this free of panics.
-        let none = KernelTiming {
-            median_ns: 0,
-            kept_repeats: 0,
-            repeats: 0,
-            max_skew: 1.0,
-        };
-        let memory = KernelTiming::of(&memory).unwrap_or(none);
-        let compute = KernelTiming::of(&compute).unwrap_or(none);
+        let memory = KernelTiming::of(&memory).unwrap_or(KernelTiming::NONE);
+        let compute = KernelTiming::of(&compute).unwrap_or(KernelTiming::NONE);
         ProbeSample {
             memory_ns: memory.median_ns,
             compute_ns: compute.median_ns,
@@ -326,11 +349,33 @@ impl DeviceProbe {
         }
     }
 
-    /// One memory-bound kernel: flush the window from the caches, then read it with every
-    /// thread (a contiguous share each), each thread timing its own share — a plain sum, or
-    /// the decode projection of one input row with the share as its weights.
+    /// One repeat of the memory kernel on a window the work since the last probe left cold,
+    /// without flushing it first: what [`crate::real_bench::speed_timeline::SpeedTimeline`]
+    /// takes between iterations, several times a second, where a full probe (~25 ms) would
+    /// delay the serve. A forward streams every weight through the caches (2.4 GB against a
+    /// 32 MiB L3 here), so the window is as cold as a flush leaves it, at a sixth of the cost.
+    /// Its readings compare with other quick readings; the full probe's repeat after a flush
+    /// is close to it but not the same measurement.
+    pub fn measure_quick(&mut self) -> QuickProbeSample {
+        let memory = self.memory_read().and_then(|r| KernelTiming::of(&[r]));
+        let memory = memory.unwrap_or(KernelTiming::NONE);
+        QuickProbeSample {
+            memory_ns: memory.median_ns,
+            memory_bytes: PROBE_MEMORY_BYTES,
+            memory,
+        }
+    }
+
+    /// One memory-bound kernel: flush the window from the caches, then read it.
     fn memory_once(&mut self) -> Option<RepeatTiming> {
         flush_from_caches(&self.window);
+        self.memory_read()
+    }
+
+    /// Reads the window with every thread (a contiguous share each), each thread timing its
+    /// own share — a plain sum, or the decode projection of one input row with the share as
+    /// its weights.
+    fn memory_read(&mut self) -> Option<RepeatTiming> {
         let threads = self.threads;
         // Whole weight rows per thread for the projection (the sum needs no alignment).
         let share = (self.window.len() / GEMM_DEPTH).div_ceil(threads) * GEMM_DEPTH;
@@ -721,6 +766,12 @@ mod tests {
                 assert!(k.kept_repeats <= k.repeats);
                 assert!(k.max_skew >= 1.0);
             }
+        }
+        for kernels in [ProbeKernels::Synthetic, ProbeKernels::Model] {
+            let quick = DeviceProbe::with_kernels(kernels).measure_quick();
+            assert!(quick.memory_ns > 0 && quick.memory_gb_per_s() > 0.0);
+            assert_eq!(quick.memory_bytes, MEMORY_WINDOW_BYTES as u64);
+            assert_eq!(quick.memory.repeats, 1);
         }
         assert_eq!(
             ProbeKernels::Synthetic.flops_per_thread(),

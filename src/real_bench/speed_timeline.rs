@@ -1,5 +1,6 @@
 //! The device-speed timeline of a timed stage (`device_speed.csv`): calibration probes before
-//! and after the run and in idle gaps, and host steal samples while busy.
+//! and after the run and in idle gaps, quick memory probes between iterations several times a
+//! second, and host steal samples while busy.
 //!
 //! The timeline says how fast the device was *independently of the workload*: probes run
 //! fixed kernels ([`DeviceProbe`]), busy samples read only host counters. Nothing here reads
@@ -12,7 +13,7 @@ use serde::Serialize;
 
 use super::device_probe::{
     load_average_1min, own_run_queue_wait_ns, process_cpu_time_ns, DeviceProbe, HostCpuTimes,
-    ProbeSample,
+    ProbeSample, QuickProbeSample,
 };
 use crate::io::records::{DeviceSpeedRow, SpeedPhase};
 use crate::quantile;
@@ -24,6 +25,13 @@ pub const MIN_IDLE_GAP_FOR_PROBE_NS: u64 = 150_000_000;
 pub const PROBE_MARGIN_NS: u64 = 60_000_000;
 /// [`SpeedTimeline::busy_tick`] samples the host at most this often.
 const BUSY_SAMPLE_EVERY_NS: u128 = 2_000_000_000;
+/// How often [`SpeedTimeline::quick_tick`] probes while busy. The host's memory bandwidth
+/// switches between states (33–40 and 50–72 GB/s here) within seconds, and single-sequence
+/// decode steps follow it (56 vs 75 ms): a probe 1.1 s before a decode forward predicted it
+/// within 3.4–3.7 % median, one 3.3 s before within 4.3–5.2 %, one in the same second within
+/// 1.9–2.2 % (`benches/results/probe_tracking.json`, rounds). A quick probe costs 1–2 ms,
+/// so this cadence takes under 1 % of a busy run.
+pub const QUICK_PROBE_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// One sample as taken; times are made relative to the run's origin when written.
 #[derive(Debug, Clone, Copy)]
@@ -31,6 +39,7 @@ struct Sample {
     at: Instant,
     phase: SpeedPhase,
     probe: Option<ProbeSample>,
+    quick: Option<QuickProbeSample>,
     host: HostShares,
     load_average_1min: Option<f64>,
 }
@@ -94,6 +103,8 @@ pub struct SpeedTimeline {
     /// Wall time of the longest probe so far (0 before the first; a timed stage probes
     /// before it starts).
     longest_probe_ns: u64,
+    /// Wall time spent in quick probes (what they took from the run), ns.
+    quick_probes_ns: u64,
 }
 
 impl SpeedTimeline {
@@ -104,6 +115,7 @@ impl SpeedTimeline {
             samples: Vec::new(),
             last: Counters::read(),
             longest_probe_ns: 0,
+            quick_probes_ns: 0,
         }
     }
 
@@ -137,6 +149,7 @@ impl SpeedTimeline {
             at,
             phase,
             probe: Some(sample),
+            quick: None,
             host,
             load_average_1min: load_average_1min(),
         });
@@ -151,17 +164,21 @@ impl SpeedTimeline {
             at,
             phase: SpeedPhase::Busy,
             probe: None,
+            quick: None,
             host,
             load_average_1min: load_average_1min(),
         });
     }
 
-    /// Takes a [`SpeedTimeline::busy_sample`] if the last sample of any kind is at least
-    /// two seconds old; cheap enough to call once per unit of work.
+    /// Takes a [`SpeedTimeline::busy_sample`] if the last sample that read the host's
+    /// counters (any but a quick probe) is at least two seconds old; cheap enough to call
+    /// once per unit of work.
     pub fn busy_tick(&mut self) {
         let due = self
             .samples
-            .last()
+            .iter()
+            .rev()
+            .find(|s| s.phase != SpeedPhase::Quick)
             .is_none_or(|s| s.at.elapsed().as_nanos() >= BUSY_SAMPLE_EVERY_NS);
         if due {
             self.busy_sample();
@@ -177,6 +194,34 @@ impl SpeedTimeline {
             .is_none_or(|(_, age)| age >= every);
         if due {
             self.probe(SpeedPhase::Idle);
+        }
+        due
+    }
+
+    /// Runs a quick probe ([`DeviceProbe::measure_quick`]) if the latest probe of any kind
+    /// is at least `every` old; returns whether it did. Call right after a unit of work (an
+    /// iteration, a profiled forward): the probe reads its window as cold as the work left it.
+    pub fn quick_tick(&mut self, every: std::time::Duration) -> bool {
+        let due = self
+            .samples
+            .iter()
+            .rev()
+            .find(|s| s.probe.is_some() || s.quick.is_some())
+            .is_none_or(|s| s.at.elapsed() >= every);
+        if due {
+            let at = Instant::now();
+            let quick = self.probe.measure_quick();
+            self.quick_probes_ns = self
+                .quick_probes_ns
+                .saturating_add(u64::try_from(at.elapsed().as_nanos()).unwrap_or(u64::MAX));
+            self.samples.push(Sample {
+                at,
+                phase: SpeedPhase::Quick,
+                probe: None,
+                quick: Some(quick),
+                host: HostShares::default(),
+                load_average_1min: None,
+            });
         }
         due
     }
@@ -206,22 +251,29 @@ impl SpeedTimeline {
                 } else {
                     -i64::try_from((origin - s.at).as_nanos()).unwrap_or(i64::MAX)
                 };
+                // A quick probe fills the memory kernel's columns with its one repeat.
+                let memory = s
+                    .probe
+                    .map(|p| (p.memory_ns, p.memory_gb_per_s(), p.memory))
+                    .or(s
+                        .quick
+                        .map(|q| (q.memory_ns, q.memory_gb_per_s(), q.memory)));
                 DeviceSpeedRow {
                     sample_id: i as u64,
                     time_ns,
                     phase: s.phase,
-                    memory_probe_ns: s.probe.map(|p| p.memory_ns),
+                    memory_probe_ns: memory.map(|(ns, _, _)| ns),
                     compute_probe_ns: s.probe.map(|p| p.compute_ns),
-                    memory_gb_per_s: s.probe.map(|p| p.memory_gb_per_s()),
+                    memory_gb_per_s: memory.map(|(_, rate, _)| rate),
                     compute_gflop_per_s: s.probe.map(|p| p.compute_gflop_per_s()),
                     steal_pct: s.host.steal_pct,
                     competing_cpu_pct: s.host.competing_pct,
                     run_queue_wait_pct: s.host.wait_pct,
                     load_average_1min: s.load_average_1min,
-                    probe_repeats: s.probe.map(|p| u64::from(p.memory.repeats)),
-                    memory_probe_kept_repeats: s.probe.map(|p| u64::from(p.memory.kept_repeats)),
+                    probe_repeats: memory.map(|(_, _, k)| u64::from(k.repeats)),
+                    memory_probe_kept_repeats: memory.map(|(_, _, k)| u64::from(k.kept_repeats)),
                     compute_probe_kept_repeats: s.probe.map(|p| u64::from(p.compute.kept_repeats)),
-                    memory_probe_max_skew: s.probe.map(|p| p.memory.max_skew),
+                    memory_probe_max_skew: memory.map(|(_, _, k)| k.max_skew),
                     compute_probe_max_skew: s.probe.map(|p| p.compute.max_skew),
                     probe_version: Some(self.probe.kernels().version()),
                 }
@@ -268,6 +320,14 @@ impl SpeedTimeline {
             max_run_queue_wait_pct: max_of(|h| h.wait_pct),
             num_unusable_memory_probes: probes.iter().filter(|(_, p)| !p.memory.usable()).count(),
             num_unusable_compute_probes: probes.iter().filter(|(_, p)| !p.compute.usable()).count(),
+            quick: QuickProbeSummary::of(
+                &self
+                    .samples
+                    .iter()
+                    .filter_map(|s| s.quick)
+                    .collect::<Vec<_>>(),
+                self.quick_probes_ns,
+            ),
         }
     }
 }
@@ -332,6 +392,44 @@ pub struct SpeedSummary {
     /// together to time the device; left out of the medians above.
     pub num_unusable_memory_probes: usize,
     pub num_unusable_compute_probes: usize,
+    /// The quick probes between iterations; `None` when none was taken.
+    pub quick: Option<QuickProbeSummary>,
+}
+
+/// What the quick probes measured and what they cost.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct QuickProbeSummary {
+    pub count: usize,
+    /// Those whose threads did not run together (left out of the median).
+    pub num_unusable: usize,
+    /// Median bandwidth of the usable ones (of all when none is), GB/s.
+    pub memory_gb_per_s: f64,
+    /// Wall time they took in all, ms: time the serve waited for them between iterations.
+    pub total_ms: f64,
+}
+
+impl QuickProbeSummary {
+    fn of(quick: &[QuickProbeSample], total_ns: u64) -> Option<QuickProbeSummary> {
+        let rates = |usable_only: bool| -> Vec<f64> {
+            quick
+                .iter()
+                .filter(|q| !usable_only || q.memory.usable())
+                .map(QuickProbeSample::memory_gb_per_s)
+                .collect()
+        };
+        let usable = rates(true);
+        let chosen = if usable.is_empty() {
+            rates(false)
+        } else {
+            usable
+        };
+        Some(QuickProbeSummary {
+            count: quick.len(),
+            num_unusable: quick.iter().filter(|q| !q.memory.usable()).count(),
+            memory_gb_per_s: quantile::median(&chosen).ok()?,
+            total_ms: total_ns as f64 / 1e6,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -364,6 +462,40 @@ mod tests {
             t.latest_probe().unwrap().memory_ns as f64,
             s.after.unwrap().memory_probe_ns
         );
+    }
+
+    #[test]
+    fn quick_probes_fill_the_memory_columns_at_their_cadence_and_leave_busy_samples_due() {
+        let mut t = SpeedTimeline::new();
+        let origin = Instant::now();
+        t.busy_sample();
+        assert!(t.quick_tick(Duration::from_secs(3600)), "no probe yet: due");
+        assert!(!t.quick_tick(Duration::from_secs(3600)), "one just ran");
+        assert!(t.quick_tick(Duration::ZERO));
+        // Quick probes read no host counters, so they do not stand in for a busy sample:
+        // with the busy sample made older than its cadence, the next tick takes one.
+        let busy = &mut t.samples[0];
+        busy.at = busy.at.checked_sub(Duration::from_secs(3)).unwrap();
+        t.busy_tick();
+        // A full probe counts for the quick cadence too.
+        t.probe(SpeedPhase::Idle);
+        assert!(!t.quick_tick(Duration::from_secs(3600)));
+        let rows = t.rows(origin);
+        let phases: Vec<SpeedPhase> = rows.iter().map(|r| r.phase).collect();
+        use SpeedPhase::*;
+        assert_eq!(phases, [Busy, Quick, Quick, Busy, Idle]);
+        for r in rows.iter().filter(|r| r.phase == Quick) {
+            assert!(r.memory_probe_ns.is_some_and(|ns| ns > 0));
+            assert!(r.memory_gb_per_s.is_some_and(|g| g > 0.0));
+            assert!(r.compute_probe_ns.is_none() && r.compute_gflop_per_s.is_none());
+            assert_eq!(r.probe_repeats, Some(1));
+            assert!(r.steal_pct.is_none() && r.load_average_1min.is_none());
+        }
+        let s = t.summary();
+        assert_eq!(s.num_probes, 1, "quick probes are counted apart");
+        let q = s.quick.unwrap();
+        assert_eq!(q.count, 2);
+        assert!(q.total_ms > 0.0 && q.memory_gb_per_s > 0.0);
     }
 
     #[test]

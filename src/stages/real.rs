@@ -31,7 +31,7 @@ use crate::real_bench::model::{
     random_weights_dir, sha256_file, synthesize_random_weights, Qwen3Config, Qwen3Model,
     WeightSource, CONFIG_FILE, WEIGHTS_FILE,
 };
-use crate::real_bench::speed_timeline::SpeedTimeline;
+use crate::real_bench::speed_timeline::{SpeedTimeline, QUICK_PROBE_EVERY};
 use crate::real_bench::threads;
 use crate::stages::workload::{load_tokenizer, LoadedWorkload};
 use crate::stages::Job;
@@ -513,6 +513,7 @@ impl ServeObserver for ServeMonitor<'_> {
     fn iteration_done(&mut self, p: &ServeProgress) {
         // One host sample per iteration: the steal and run-queue wait each iteration met.
         self.timeline.busy_sample();
+        self.timeline.quick_tick(QUICK_PROBE_EVERY);
         if p.now_ns >= self.last_progress_ns + PROGRESS_EVERY_NS {
             self.last_progress_ns = p.now_ns;
             eprintln!(

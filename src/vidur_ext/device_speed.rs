@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::config::SimrealConfig;
 use crate::io::bundle::Op;
 use crate::io::read_csv;
-use crate::io::records::{probe_version_label, timeline_probe_version, DeviceSpeedRow};
+use crate::io::records::{probe_version_label, timeline_probe_version, DeviceSpeedRow, SpeedPhase};
 use crate::io::schema::DEVICE_SPEED;
 use crate::quantile;
 use crate::vidur_ext::predictor::{
@@ -166,11 +166,28 @@ impl TimelineProbe {
     }
 }
 
+/// A quick probe of a timeline: one repeat of the memory kernel between iterations.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct QuickReading {
+    pub time_ns: i64,
+    pub memory_gb_per_s: f64,
+    /// Whether its threads ran together (it times the device).
+    pub usable: bool,
+}
+
+/// A bundle's quick probes are the reference of a run's when it has at least this many
+/// usable ones; otherwise its full probes' memory median is (the same kernel on the same
+/// window, after a flush instead of a forward).
+pub const MIN_QUICK_REFERENCE: usize = 5;
+
 /// A stage's device-speed timeline, read back from its `device_speed.csv`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeviceTimeline {
     /// Every probe, usable or not, in time order.
     probes: Vec<TimelineProbe>,
+    /// Every quick probe (phase `quick`: one repeat of the memory kernel between
+    /// iterations), usable or not, in time order.
+    quick: Vec<QuickReading>,
     /// `(time_ns, load)` of every sample with host counters: each describes the interval
     /// since the previous sample.
     host: Vec<(i64, HostLoad)>,
@@ -186,6 +203,7 @@ impl DeviceTimeline {
         rows.sort_by_key(|r| (r.time_ns, r.sample_id));
         let probes: Vec<TimelineProbe> = rows
             .iter()
+            .filter(|r| r.phase != SpeedPhase::Quick)
             .filter_map(|r| {
                 Some(TimelineProbe {
                     time_ns: r.time_ns,
@@ -197,6 +215,17 @@ impl DeviceTimeline {
                     },
                     memory_usable: r.memory_probe_usable(),
                     compute_usable: r.compute_probe_usable(),
+                })
+            })
+            .collect();
+        let quick = rows
+            .iter()
+            .filter(|r| r.phase == SpeedPhase::Quick)
+            .filter_map(|r| {
+                Some(QuickReading {
+                    time_ns: r.time_ns,
+                    memory_gb_per_s: r.memory_gb_per_s?,
+                    usable: r.memory_probe_usable(),
                 })
             })
             .collect();
@@ -220,6 +249,7 @@ impl DeviceTimeline {
             .collect();
         (!probes.is_empty()).then_some(DeviceTimeline {
             probes,
+            quick,
             host,
             probe_version,
         })
@@ -246,13 +276,31 @@ impl DeviceTimeline {
         &self.probes
     }
 
-    /// `(time_ns, rate)` of the probes whose `kind` kernel times the device, in time order.
+    /// `(time_ns, rate)` of the probes whose `kind` kernel times the device, in time order
+    /// (full probes only; quick ones: [`DeviceTimeline::quick_readings`]).
     pub fn usable_rates(&self, kind: ProbeKind) -> Vec<(i64, f64)> {
         self.probes
             .iter()
             .filter(|p| p.usable(kind))
             .map(|p| (p.time_ns, p.rate(kind)))
             .collect()
+    }
+
+    /// Every quick probe, usable or not, in time order.
+    pub fn quick_readings(&self) -> &[QuickReading] {
+        &self.quick
+    }
+
+    /// Median bandwidth of the usable quick probes, GB/s; `None` with fewer than
+    /// [`MIN_QUICK_REFERENCE`] of them (too few to stand for a state).
+    pub fn quick_median_gb_per_s(&self) -> Option<f64> {
+        let usable: Vec<f64> = self
+            .quick
+            .iter()
+            .filter(|q| q.usable)
+            .map(|q| q.memory_gb_per_s)
+            .collect();
+        (usable.len() >= MIN_QUICK_REFERENCE).then(|| median(usable))
     }
 
     /// Probes whose `kind` kernel does not time the device.
@@ -291,8 +339,11 @@ impl DeviceTimeline {
     }
 
     /// How far apart two device states are: the larger |ln ratio| of the median memory and
-    /// compute probe rates (0 = the same speed; 0.1 ≈ 10 % apart). Paired profiling predicts a
-    /// run with the bundle nearest to it by this measure.
+    /// compute probe rates (0 = the same speed; 0.1 ≈ 10 % apart), memory from the quick
+    /// probes where both have enough of them: spread through the work, they say which state
+    /// it mostly ran in, where a dozen full probes in idle gaps may all fall in a surge
+    /// (a run's read 58 GB/s, its quick probes 36). Paired profiling predicts a run with the
+    /// bundle nearest to it by this measure.
     pub fn distance(&self, other: &DeviceTimeline) -> f64 {
         let (a, b) = (self.median_levels(), other.median_levels());
         let ln_ratio = |x: f64, y: f64| {
@@ -300,8 +351,11 @@ impl DeviceTimeline {
                 .ln()
                 .abs()
         };
-        ln_ratio(a.memory_gb_per_s, b.memory_gb_per_s)
-            .max(ln_ratio(a.compute_gflop_per_s, b.compute_gflop_per_s))
+        let memory = match (self.quick_median_gb_per_s(), other.quick_median_gb_per_s()) {
+            (Some(x), Some(y)) => ln_ratio(x, y),
+            _ => ln_ratio(a.memory_gb_per_s, b.memory_gb_per_s),
+        };
+        memory.max(ln_ratio(a.compute_gflop_per_s, b.compute_gflop_per_s))
     }
 
     /// Median host load over the timeline (the profile's usual state).
@@ -349,17 +403,17 @@ pub const MAX_UNCORROBORATED_FACTOR: f64 = 1.2;
 pub const MIN_CORROBORATING_FACTOR: f64 = 1.1;
 
 /// A probe's slowdown against the profile, `own_ln` (ln of profile rate ÷ probe rate), capped
-/// at ± ln [`MAX_UNCORROBORATED_FACTOR`] unless the same probe's other kind (`other_ln`;
-/// `None` when that kernel was unusable) or the host's availability (`host_ln`, ln of
-/// profile ÷ run available fraction) moves the same way by at least ln
+/// at ± ln [`MAX_UNCORROBORATED_FACTOR`] unless one of `corroborating` — the same probe's
+/// other kind, the host's availability (ln of profile ÷ run available fraction), the readings
+/// of the same kind just before and after it — moves the same way by at least ln
 /// [`MIN_CORROBORATING_FACTOR`]. Pure, so the rule is testable on its own.
-pub fn cap_uncorroborated(own_ln: f64, other_ln: Option<f64>, host_ln: f64) -> f64 {
+pub fn cap_uncorroborated(own_ln: f64, corroborating: impl IntoIterator<Item = f64>) -> f64 {
     let limit = MAX_UNCORROBORATED_FACTOR.ln();
     if own_ln.abs() <= limit {
         return own_ln;
     }
     let corroborates = |ln: f64| ln * own_ln.signum() >= MIN_CORROBORATING_FACTOR.ln();
-    if other_ln.is_some_and(corroborates) || corroborates(host_ln) {
+    if corroborating.into_iter().any(corroborates) {
         own_ln
     } else {
         own_ln.clamp(-limit, limit)
@@ -372,6 +426,8 @@ pub fn cap_uncorroborated(own_ln: f64, other_ln: Option<f64>, host_ln: f64) -> f
 pub struct ProbeScreening {
     /// Probes in the run's timeline.
     pub run_probes: usize,
+    /// Quick probes in it (one memory repeat between iterations).
+    pub run_quick_probes: usize,
     /// Run probes whose memory / compute kernel was skipped: most repeats' threads did not
     /// run together (the host's scheduler, not the device).
     pub unusable_memory: usize,
@@ -390,6 +446,20 @@ pub struct ProbeScreening {
 }
 
 impl ProbeScreening {
+    fn unusable_mut(&mut self, kind: ProbeKind) -> &mut usize {
+        match kind {
+            ProbeKind::Memory => &mut self.unusable_memory,
+            ProbeKind::Compute => &mut self.unusable_compute,
+        }
+    }
+
+    fn capped_mut(&mut self, kind: ProbeKind) -> &mut usize {
+        match kind {
+            ProbeKind::Memory => &mut self.capped_memory,
+            ProbeKind::Compute => &mut self.capped_compute,
+        }
+    }
+
     /// One sentence on what was skipped or capped; `None` when every probe was used as read.
     pub fn sentence(&self) -> Option<String> {
         let skipped =
@@ -397,8 +467,9 @@ impl ProbeScreening {
         let cap_pct = 100.0 * (MAX_UNCORROBORATED_FACTOR - 1.0);
         let capped = |other: &str| {
             format!(
-                "capped at {cap_pct:.0} % from the profile's (neither the {other} probe nor the \
-                 host's steal and run-queue wait moved with it)"
+                "capped at {cap_pct:.0} % from the profile's (neither the {other} probe, the \
+                 readings just before and after it, nor the host's steal and run-queue wait \
+                 moved with it)"
             )
         };
         let isolated = format!(
@@ -431,8 +502,12 @@ impl ProbeScreening {
             }
         }
         (!parts.is_empty()).then(|| {
+            let quick = match self.run_quick_probes {
+                0 => String::new(),
+                n => format!(" and {n} quick memory probes"),
+            };
             format!(
-                "Device-speed correction (the real run has {} probes): {}.",
+                "Device-speed correction (the real run has {} probes{quick}): {}.",
                 self.run_probes,
                 parts.join("; ")
             )
@@ -457,16 +532,19 @@ fn memory_share(intensity_flop_per_byte: f64, balance_flop_per_byte: f64) -> f64
 /// The run's probe rates per kind as the correction uses them, and what was done to them:
 /// kernels unusable on either side left out; readings far from the profile's (`reference`)
 /// that nothing else corroborates capped ([`cap_uncorroborated`]); lone readings that
-/// neither neighbour in time confirms replaced ([`replace_lone_spikes`]).
+/// neither neighbour in time confirms replaced ([`replace_lone_spikes`]). The memory series
+/// holds the full probes' readings and the quick probes', each against the bundle's reading
+/// of its own kind ([`DeviceTimeline::quick_median_gb_per_s`]), as rates on the full
+/// probes' scale.
 fn screen(
     bundle: &DeviceTimeline,
     reference: ProbeLevels,
     reference_host: HostLoad,
     run: &DeviceTimeline,
 ) -> ([Vec<(i64, f64)>; 2], ProbeScreening) {
-    let mut rates: [Vec<(i64, f64)>; 2] = [Vec::new(), Vec::new()];
     let mut screening = ProbeScreening {
         run_probes: run.probes().len(),
+        run_quick_probes: run.quick_readings().len(),
         ..ProbeScreening::default()
     };
     let reference_rate = |kind: ProbeKind| match kind {
@@ -480,40 +558,60 @@ fn screen(
         bundle_has(ProbeKind::Memory),
         bundle_has(ProbeKind::Compute),
     ];
+    let quick_reference = bundle
+        .quick_median_gb_per_s()
+        .or(bundle_has[ProbeKind::Memory as usize].then_some(reference.memory_gb_per_s));
     // ln(profile ÷ probe rate): > 0 when the device is slower than when profiled.
-    let slowdown_ln = |p: &TimelineProbe, kind: ProbeKind| {
-        (p.usable(kind) && bundle_has[kind as usize]).then(|| {
-            (reference_rate(kind).max(f64::MIN_POSITIVE) / p.rate(kind).max(f64::MIN_POSITIVE)).ln()
-        })
+    let ln_ratio = |reference: f64, rate: f64| {
+        (reference.max(f64::MIN_POSITIVE) / rate.max(f64::MIN_POSITIVE)).ln()
     };
+    let slowdown_ln = |p: &TimelineProbe, kind: ProbeKind| {
+        (p.usable(kind) && bundle_has[kind as usize])
+            .then(|| ln_ratio(reference_rate(kind), p.rate(kind)))
+    };
+    let host_ln = |t_ns: i64| {
+        (reference_host.available_fraction() / run.host_load_at(t_ns).available_fraction()).ln()
+    };
+    // Per kind, in time order: (time, own slowdown, the other kind's at the same probe).
+    let mut readings: [Vec<(i64, f64, Option<f64>)>; 2] = [Vec::new(), Vec::new()];
     for p in run.probes() {
-        let host_ln = (reference_host.available_fraction()
-            / run.host_load_at(p.time_ns).available_fraction())
-        .ln();
         let memory_ln = slowdown_ln(p, ProbeKind::Memory);
         let compute_ln = slowdown_ln(p, ProbeKind::Compute);
         for (kind, own, other) in [
             (ProbeKind::Memory, memory_ln, compute_ln),
             (ProbeKind::Compute, compute_ln, memory_ln),
         ] {
-            if !bundle_has[kind as usize] {
-                continue;
+            match (bundle_has[kind as usize], own) {
+                (false, _) => {}
+                (true, Some(own)) => readings[kind as usize].push((p.time_ns, own, other)),
+                (true, None) => *screening.unusable_mut(kind) += 1,
             }
-            let Some(own) = own else {
-                match kind {
-                    ProbeKind::Memory => screening.unusable_memory += 1,
-                    ProbeKind::Compute => screening.unusable_compute += 1,
-                }
-                continue;
-            };
-            let capped = cap_uncorroborated(own, other, host_ln);
+        }
+    }
+    if let Some(quick_reference) = quick_reference {
+        for q in run.quick_readings() {
+            if q.usable {
+                let own = ln_ratio(quick_reference, q.memory_gb_per_s);
+                readings[ProbeKind::Memory as usize].push((q.time_ns, own, None));
+            } else {
+                screening.unusable_memory += 1;
+            }
+        }
+    }
+    let mut rates: [Vec<(i64, f64)>; 2] = [Vec::new(), Vec::new()];
+    for kind in ProbeKind::ALL {
+        let series = &mut readings[kind as usize];
+        series.sort_by_key(|(t, _, _)| *t);
+        for (i, &(t_ns, own, other)) in series.iter().enumerate() {
+            let neighbours = [i.checked_sub(1), Some(i + 1)]
+                .into_iter()
+                .filter_map(|j| series.get(j?).map(|(_, ln, _)| *ln));
+            let corroborating = other.into_iter().chain([host_ln(t_ns)]).chain(neighbours);
+            let capped = cap_uncorroborated(own, corroborating);
             if capped != own {
-                match kind {
-                    ProbeKind::Memory => screening.capped_memory += 1,
-                    ProbeKind::Compute => screening.capped_compute += 1,
-                }
+                *screening.capped_mut(kind) += 1;
             }
-            rates[kind as usize].push((p.time_ns, reference_rate(kind) / capped.exp()));
+            rates[kind as usize].push((t_ns, reference_rate(kind) / capped.exp()));
         }
     }
     let [memory, compute] = &mut rates;
@@ -786,7 +884,6 @@ mod tests {
     use super::*;
     use crate::io::bundle::CpuOverheadTerm;
     use crate::io::bundle::OpSet;
-    use crate::io::records::SpeedPhase;
 
     #[test]
     fn device_speed_leaves_out_the_cold_first_time() {
@@ -967,22 +1064,98 @@ mod tests {
         let cap = MAX_UNCORROBORATED_FACTOR.ln();
         let (two, small) = (2f64.ln(), 1.05f64.ln());
         // Within the cap: as read, whatever else did.
-        assert_eq!(
-            cap_uncorroborated(1.15f64.ln(), Some(0.0), 0.0),
-            1.15f64.ln()
+        assert_eq!(cap_uncorroborated(1.15f64.ln(), [0.0, 0.0]), 1.15f64.ln());
+        // Twice as slow with everything else flat (or barely moving): capped, either way.
+        assert_eq!(cap_uncorroborated(two, [0.0, 0.0]), cap);
+        assert_eq!(cap_uncorroborated(two, [small, small, small]), cap);
+        assert_eq!(cap_uncorroborated(-two, [0.0]), -cap);
+        // Nothing to corroborate it, or only moves the other way: capped.
+        assert_eq!(cap_uncorroborated(two, []), cap);
+        assert_eq!(cap_uncorroborated(two, [-two, 0.0]), cap);
+        // Anything moving the same way by 10 %: in full.
+        assert_eq!(cap_uncorroborated(two, [0.0, 1.1f64.ln()]), two);
+        assert_eq!(cap_uncorroborated(two, [1.25f64.ln()]), two);
+        assert_eq!(cap_uncorroborated(-two, [0.0, -two]), -two);
+    }
+
+    #[test]
+    fn quick_probes_track_the_memory_state_between_full_probes() {
+        let quick = |time_ns: i64, gb_per_s: f64| DeviceSpeedRow {
+            phase: SpeedPhase::Quick,
+            compute_probe_ns: None,
+            compute_gflop_per_s: None,
+            compute_probe_kept_repeats: None,
+            compute_probe_max_skew: None,
+            probe_repeats: Some(1),
+            memory_probe_kept_repeats: Some(1),
+            ..probe_row(time_ns, gb_per_s, 0.0)
+        };
+        let s = 1_000_000_000;
+        // The bundle's full probes read 10 GB/s, its quick ones 11 (no flush before them).
+        let mut bundle_rows = vec![probe_row(0, 10.0, 100.0), probe_row(1, 10.0, 100.0)];
+        bundle_rows.extend((0..5).map(|i| quick(2 + i, 11.0)));
+        let bundle = DeviceTimeline::from_rows(&bundle_rows).unwrap();
+        assert_eq!(bundle.probes().len(), 2, "quick rows are not full probes");
+        assert_eq!(bundle.quick_median_gb_per_s(), Some(11.0));
+        // The run: memory 1.6× faster for three quick probes in a row (a surge no full probe
+        // saw), a lone quick reading at half speed, and one whose threads did not run together.
+        let run = DeviceTimeline::from_rows(&[
+            probe_row(0, 10.0, 100.0),
+            quick(s, 11.0),
+            quick(2 * s, 17.6),
+            quick(3 * s, 17.6),
+            quick(4 * s, 17.6),
+            quick(5 * s, 11.0),
+            quick(6 * s, 5.5),
+            quick(7 * s, 11.0),
+            DeviceSpeedRow {
+                memory_probe_kept_repeats: Some(0),
+                ..quick(8 * s, 1.0)
+            },
+            probe_row(10 * s, 10.0, 100.0),
+        ])
+        .unwrap();
+        // Memory distance from the quick medians (11 against 11), not the full probes' (10).
+        assert_eq!(run.distance(&bundle), 0.0);
+        let c = SpeedCorrection::new(&bundle, run, 4, 2);
+        let memory = |t_ns: i64| c.factors_at(t_ns).memory;
+        // Against the bundle's quick reading, not its full one; in full, though 60 % off the
+        // profile with the compute probe flat: its neighbours corroborate it.
+        assert!((memory(s) - 1.0).abs() < 1e-12);
+        assert!(
+            (memory(3 * s) - 1.0 / 1.6).abs() < 1e-12,
+            "{}",
+            memory(3 * s)
         );
-        // Twice as slow with the other kind and the host flat (or barely moving): capped,
-        // either way.
-        assert_eq!(cap_uncorroborated(two, Some(0.0), 0.0), cap);
-        assert_eq!(cap_uncorroborated(two, Some(small), small), cap);
-        assert_eq!(cap_uncorroborated(-two, Some(0.0), 0.0), -cap);
-        // The other kind unusable corroborates nothing; moving the other way neither.
-        assert_eq!(cap_uncorroborated(two, None, 0.0), cap);
-        assert_eq!(cap_uncorroborated(two, Some(-two), 0.0), cap);
-        // The other kind or the host moving the same way by 10 %: in full.
-        assert_eq!(cap_uncorroborated(two, Some(1.1f64.ln()), 0.0), two);
-        assert_eq!(cap_uncorroborated(two, None, 1.25f64.ln()), two);
-        assert_eq!(cap_uncorroborated(-two, Some(-two), 0.0), -two);
+        assert!((memory(s + s / 2) - 2.0 / 2.6).abs() < 1e-12);
+        // The lone half-speed reading is replaced; the skewed one skipped.
+        assert!((memory(6 * s) - 1.0).abs() < 1e-12);
+        assert!((memory(8 * s) - 1.0).abs() < 1e-12);
+        assert_eq!(c.factors_at(3 * s).compute, 1.0);
+        let screening = *c.screening();
+        assert_eq!(screening.run_quick_probes, 8);
+        assert_eq!(screening.unusable_memory, 1);
+        // The lone reading is both: nothing corroborates it (capped), and then it is still
+        // beyond both neighbours (replaced). The surge is neither.
+        assert_eq!(screening.isolated_memory, 1);
+        assert_eq!(screening.capped_memory, 1);
+        assert!(screening
+            .sentence()
+            .unwrap()
+            .contains("the real run has 2 probes and 8 quick memory probes"));
+
+        // Without enough quick probes in the bundle, its full probes' memory median is the
+        // reference (the same kernel and window).
+        let bundle = profile();
+        assert_eq!(bundle.quick_median_gb_per_s(), None);
+        let run = DeviceTimeline::from_rows(&[
+            probe_row(0, 10.0, 100.0),
+            quick(s, 11.0),
+            quick(2 * s, 11.0),
+        ])
+        .unwrap();
+        let c = SpeedCorrection::new(&bundle, run, 4, 2);
+        assert!((c.factors_at(2 * s).memory - 10.0 / 11.0).abs() < 1e-12);
     }
 
     /// The diagnosed failure: the after-probe's compute kernel reads half the rate while the

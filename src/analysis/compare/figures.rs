@@ -384,6 +384,10 @@ pub fn timeline_figure(
                     points: &speed.memory_ratio,
                 },
                 XySeries {
+                    name: "quick memory probe (between iterations)",
+                    points: &speed.quick_memory_ratio,
+                },
+                XySeries {
                     name: "compute-bound probe",
                     points: &speed.compute_ratio,
                 },
@@ -433,6 +437,8 @@ pub struct DeviceSpeedPanels {
     /// What the probe ratios are relative to.
     pub probe_label: &'static str,
     pub memory_ratio: Vec<(f64, f64)>,
+    /// The quick memory probes between iterations, against the reference's quick ones.
+    pub quick_memory_ratio: Vec<(f64, f64)>,
     pub compute_ratio: Vec<(f64, f64)>,
     pub steal_pct: Vec<(f64, f64)>,
     pub competing_pct: Vec<(f64, f64)>,
@@ -448,6 +454,11 @@ impl DeviceSpeedPanels {
             None => (run.median_levels(), "probe slowdown vs run median (×)"),
         };
         let s = |t: i64| t as f64 / 1e9;
+        // Quick readings against quick ones where there are enough, as the correction does.
+        let quick_reference = bundle
+            .unwrap_or(run)
+            .quick_median_gb_per_s()
+            .unwrap_or(reference.memory_gb_per_s);
         DeviceSpeedPanels {
             probe_label,
             // The probes the correction can use: a kernel whose threads did not run
@@ -456,6 +467,12 @@ impl DeviceSpeedPanels {
                 .usable_rates(ProbeKind::Memory)
                 .iter()
                 .map(|(t, rate)| (s(*t), reference.memory_gb_per_s / rate))
+                .collect(),
+            quick_memory_ratio: run
+                .quick_readings()
+                .iter()
+                .filter(|q| q.usable)
+                .map(|q| (s(q.time_ns), quick_reference / q.memory_gb_per_s))
                 .collect(),
             compute_ratio: run
                 .usable_rates(ProbeKind::Compute)

@@ -36,7 +36,7 @@ use super::recorder::SampleRecorder;
 use crate::io::bundle::{AttentionRow, MlpRow, Op, OpStats, OpStatsSet};
 use crate::quantile::median;
 use crate::real_bench::model::{PagedKvCache, Qwen3Model, SequenceInput};
-use crate::real_bench::speed_timeline::SpeedTimeline;
+use crate::real_bench::speed_timeline::{SpeedTimeline, QUICK_PROBE_EVERY};
 use crate::{Error, Result};
 
 /// Whole-forward time against the sum of its timed ops, per token count: what the per-op
@@ -297,7 +297,10 @@ fn run_forwards(
             // into the kernel's throttling (50 ms paused per second of uninterrupted work),
             // which a real run at moderate load never meets.
             std::thread::sleep(Duration::from_secs_f64(wall_ms * 1e-3 * GAP_FRACTION).max(MIN_GAP));
+            // After the forward, as between the engine's iterations (a full probe just taken
+            // counts for the quick cadence).
             timeline.idle_tick(PROBE_EVERY);
+            timeline.quick_tick(QUICK_PROBE_EVERY);
             progress.advance(shape.cost());
             if pass < grid.warmup {
                 continue;
