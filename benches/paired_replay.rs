@@ -29,10 +29,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use simreal::io::{read_json, Stage};
+use simreal::io::records::BatchMetricsRow;
+use simreal::io::schema::BATCH_METRICS;
+use simreal::io::{read_csv, read_json, Stage};
+use simreal::quantile;
 use simreal::stages::graph::run_stage;
 use simreal::stages::Job;
 use simreal::vidur_ext::device_speed::DeviceTimeline;
+use simreal::vidur_ext::predictor::IterationKind;
 
 /// 48 requests of the default workload: ≥ 200 iterations per run with either policy (32 gave
 /// 146 and 133 on a quiet machine).
@@ -40,6 +44,11 @@ const DEFAULT_OVERRIDES: &str = "workload.num_requests=48";
 
 /// Ops below this share of the measured busy time are left out of the per-op check.
 const MIN_OP_SHARE: f64 = 0.02;
+/// An iteration ran in the memory state the bundle was profiled in when the quick probes on
+/// both sides of its start read within this factor (×/÷) of the bundle's quick median, and in
+/// a fast one when both read at least [`FAST_MEMORY`] × it.
+const AS_PROFILED_MEMORY: f64 = 1.1;
+const FAST_MEMORY: f64 = 1.2;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Errors {
@@ -78,6 +87,141 @@ struct Replayed {
     raw_by_kind: BTreeMap<String, f64>,
     #[serde(default)]
     corrected_by_kind: BTreeMap<String, f64>,
+    /// How each kind of iteration ran in a fast memory state against the state the bundle
+    /// was profiled in; absent from results before quick probes (probe version 5).
+    #[serde(default)]
+    memory_states: Option<MemoryStates>,
+}
+
+/// The run's iterations by the memory state the quick probes saw at their start, against the
+/// bundle's quick median ([`AS_PROFILED_MEMORY`], [`FAST_MEMORY`]).
+#[derive(Debug, Serialize, Deserialize)]
+struct MemoryStates {
+    /// Share of the bundle's quick probes, and of the run's iterations, in a fast state, %.
+    bundle_fast_pct: f64,
+    run_fast_pct: f64,
+    /// Per kind of iteration ([`IterationKind::name`]).
+    by_kind: BTreeMap<String, KindInStates>,
+}
+
+/// Median predicted ÷ measured time of one kind's iterations per state (> 1: the engine ran
+/// faster than predicted), and how many there were.
+#[derive(Debug, Serialize, Deserialize)]
+struct KindInStates {
+    as_profiled_raw: Option<f64>,
+    as_profiled_iterations: usize,
+    fast_raw: Option<f64>,
+    fast_corrected: Option<f64>,
+    fast_iterations: usize,
+}
+
+/// The columns of `replay.csv` the state breakdown reads.
+#[derive(Deserialize)]
+struct ReplayRow {
+    batch_id: u64,
+    num_requests: usize,
+    num_prefill_requests: usize,
+    measured_ns: f64,
+    predicted_ns: f64,
+    predicted_speed_corrected_ns: Option<f64>,
+}
+
+/// The memory-state breakdown of the replay in `replay_dir` of `real`; `None` when the run or
+/// the bundle has too few quick probes.
+fn memory_states(
+    replay_dir: &Path,
+    real: &Path,
+    run: &DeviceTimeline,
+    bundle: &DeviceTimeline,
+) -> Result<Option<MemoryStates>> {
+    let Some(reference) = bundle.quick_median_gb_per_s() else {
+        return Ok(None);
+    };
+    let quick: Vec<(i64, f64)> = run
+        .quick_readings()
+        .iter()
+        .filter(|q| q.usable)
+        .map(|q| (q.time_ns, q.memory_gb_per_s / reference))
+        .collect();
+    if quick.is_empty() {
+        return Ok(None);
+    }
+    let bundle_quick: Vec<f64> = bundle
+        .quick_readings()
+        .iter()
+        .filter(|q| q.usable)
+        .map(|q| q.memory_gb_per_s / reference)
+        .collect();
+    let starts: BTreeMap<u64, i64> =
+        read_csv::<BatchMetricsRow>(real.join(BATCH_METRICS.file_name), &BATCH_METRICS)?
+            .into_iter()
+            .map(|b| {
+                (
+                    b.batch_id,
+                    i64::try_from(b.start_time_ns).unwrap_or(i64::MAX),
+                )
+            })
+            .collect();
+    let path = replay_dir.join("replay.csv");
+    let rows: Vec<ReplayRow> = csv::Reader::from_path(&path)
+        .and_then(|mut r| r.deserialize().collect())
+        .with_context(|| format!("reading {}", path.display()))?;
+    // (kind, fast?) → (raw, corrected) ratios.
+    type Ratios = Vec<(f64, Option<f64>)>;
+    let mut ratios: BTreeMap<(String, bool), Ratios> = BTreeMap::new();
+    let mut fast_iterations = 0;
+    for r in &rows {
+        let t = *starts.get(&r.batch_id).with_context(|| {
+            format!("batch {} of {} not in the run", r.batch_id, path.display())
+        })?;
+        // The quick probes just before and just after the start (one of them at the ends).
+        let i = quick.partition_point(|(qt, _)| *qt <= t);
+        let around: Vec<f64> = [i.checked_sub(1), Some(i)]
+            .into_iter()
+            .filter_map(|j| quick.get(j?).map(|(_, ratio)| *ratio))
+            .collect();
+        let fast = around.iter().all(|x| *x >= FAST_MEMORY);
+        let as_profiled = around
+            .iter()
+            .all(|x| (1.0 / AS_PROFILED_MEMORY..=AS_PROFILED_MEMORY).contains(x));
+        fast_iterations += usize::from(fast);
+        if fast || as_profiled {
+            let kind = IterationKind::of_counts(r.num_requests, r.num_prefill_requests > 0).name();
+            ratios.entry((kind, fast)).or_default().push((
+                r.predicted_ns / r.measured_ns,
+                r.predicted_speed_corrected_ns.map(|c| c / r.measured_ns),
+            ));
+        }
+    }
+    let median = |v: Vec<f64>| quantile::median(&v).ok();
+    let mut by_kind: BTreeMap<String, KindInStates> = BTreeMap::new();
+    for ((kind, fast), v) in ratios {
+        let e = by_kind.entry(kind).or_insert(KindInStates {
+            as_profiled_raw: None,
+            as_profiled_iterations: 0,
+            fast_raw: None,
+            fast_corrected: None,
+            fast_iterations: 0,
+        });
+        let raw = median(v.iter().map(|(raw, _)| *raw).collect());
+        if fast {
+            e.fast_raw = raw;
+            e.fast_corrected = median(v.iter().filter_map(|(_, c)| *c).collect());
+            e.fast_iterations = v.len();
+        } else {
+            e.as_profiled_raw = raw;
+            e.as_profiled_iterations = v.len();
+        }
+    }
+    let pct = |n: usize, of: usize| 100.0 * n as f64 / of.max(1) as f64;
+    Ok(Some(MemoryStates {
+        bundle_fast_pct: pct(
+            bundle_quick.iter().filter(|x| **x >= FAST_MEMORY).count(),
+            bundle_quick.len(),
+        ),
+        run_fast_pct: pct(fast_iterations, rows.len()),
+        by_kind,
+    }))
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -187,6 +331,7 @@ fn replay(
         reference_slower_pct: summary["device_speed"]["real_slower_pct"].as_f64(),
         raw_by_kind: kind_errors(&summary["summary"]),
         corrected_by_kind: kind_errors(corrected),
+        memory_states: memory_states(&dir, real, run_timeline, &bundle.1)?,
     })
 }
 
@@ -444,6 +589,44 @@ fn markdown(report: &Value, results: &[PairResult]) -> String {
                 kinds.join("; ")
             ));
         }
+    }
+    md.push_str(&format!(
+        "\n## By memory state (nearest bundle, medians fitted)\n\nThe host's memory \
+         bandwidth switches between states within seconds; the quick probes between iterations \
+         see it. An iteration ran *as profiled* when the quick probes on both sides of its start \
+         read within ×/÷ {AS_PROFILED_MEMORY} of the bundle's quick median, *fast* when both read \
+         ≥ {FAST_MEMORY}× it. Per kind: median predicted ÷ measured time as profiled → in the \
+         fast state (> 1: the engine ran faster than predicted), raw, then the corrected one in \
+         the fast state, and the iterations of each. The bundle's and the run's shares in the \
+         fast state first.\n\n"
+    ));
+    for r in results {
+        let Some(states) = &r.nearest.memory_states else {
+            continue;
+        };
+        let ratio = |x: Option<f64>| x.map_or("–".into(), |x| format!("{x:.2}"));
+        let kinds: Vec<String> = states
+            .by_kind
+            .iter()
+            .map(|(kind, k)| {
+                format!(
+                    "{kind} {} ({}) → {} ({}), corrected {}",
+                    ratio(k.as_profiled_raw),
+                    k.as_profiled_iterations,
+                    ratio(k.fast_raw),
+                    k.fast_iterations,
+                    ratio(k.fast_corrected)
+                )
+            })
+            .collect();
+        md.push_str(&format!(
+            "- **{} {}** (fast: bundle {:.0} %, run {:.0} %): {}\n",
+            r.policy,
+            r.round,
+            states.bundle_fast_pct,
+            states.run_fast_pct,
+            kinds.join("; ")
+        ));
     }
     md
 }

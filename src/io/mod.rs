@@ -15,6 +15,7 @@
 //!   predictor.
 //! - [`device`]: the device and dtype a bundle or run was measured on, and the check that
 //!   they match.
+//! - [`speed_response`]: how a profile's forwards answered the device's memory state.
 
 pub mod atomic;
 pub mod bundle;
@@ -29,6 +30,7 @@ pub mod records;
 pub mod rundir;
 pub mod schema;
 pub mod specs;
+pub mod speed_response;
 
 pub use self::atomic::{write_atomic, write_atomic_with, AtomicFile};
 pub use self::csv::{read_csv, write_csv, CsvWriter};

@@ -226,6 +226,20 @@ impl SpeedTimeline {
         due
     }
 
+    /// Median bandwidth of the usable quick probes taken within `window` of now, GB/s;
+    /// `None` without one.
+    pub fn recent_quick_median_gb_per_s(&self, window: std::time::Duration) -> Option<f64> {
+        let rates: Vec<f64> = self
+            .samples
+            .iter()
+            .rev()
+            .take_while(|s| s.at.elapsed() <= window)
+            .filter_map(|s| s.quick.filter(|q| q.memory.usable()))
+            .map(|q| q.memory_gb_per_s())
+            .collect();
+        quantile::median(&rates).ok()
+    }
+
     /// The latest probe taken, if any.
     pub fn latest_probe(&self) -> Option<ProbeSample> {
         self.latest_probe_with_age().map(|(p, _)| p)
@@ -246,11 +260,7 @@ impl SpeedTimeline {
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                let time_ns = if s.at >= origin {
-                    i64::try_from((s.at - origin).as_nanos()).unwrap_or(i64::MAX)
-                } else {
-                    -i64::try_from((origin - s.at).as_nanos()).unwrap_or(i64::MAX)
-                };
+                let time_ns = signed_ns_since(origin, s.at);
                 // A quick probe fills the memory kernel's columns with its one repeat.
                 let memory = s
                     .probe
@@ -277,6 +287,17 @@ impl SpeedTimeline {
                     compute_probe_max_skew: s.probe.map(|p| p.compute.max_skew),
                     probe_version: Some(self.probe.kernels().version()),
                 }
+            })
+            .collect()
+    }
+
+    /// `(time_ns, GB/s)` of the usable quick probes, timed relative to `origin`.
+    pub fn quick_rates(&self, origin: Instant) -> Vec<(i64, f64)> {
+        self.samples
+            .iter()
+            .filter_map(|s| {
+                let q = s.quick.filter(|q| q.memory.usable())?;
+                Some((signed_ns_since(origin, s.at), q.memory_gb_per_s()))
             })
             .collect()
     }
@@ -329,6 +350,15 @@ impl SpeedTimeline {
                 self.quick_probes_ns,
             ),
         }
+    }
+}
+
+/// `at` on the clock whose t = 0 is `origin`, ns (negative before it).
+pub fn signed_ns_since(origin: Instant, at: Instant) -> i64 {
+    if at >= origin {
+        i64::try_from((at - origin).as_nanos()).unwrap_or(i64::MAX)
+    } else {
+        -i64::try_from((origin - at).as_nanos()).unwrap_or(i64::MAX)
     }
 }
 
@@ -491,6 +521,16 @@ mod tests {
             assert_eq!(r.probe_repeats, Some(1));
             assert!(r.steal_pct.is_none() && r.load_average_1min.is_none());
         }
+        // Usable ones only: whether a repeat's threads ran together is the host's business.
+        let usable = rows
+            .iter()
+            .any(|r| r.phase == Quick && r.memory_probe_usable());
+        assert_eq!(
+            t.recent_quick_median_gb_per_s(Duration::from_secs(3600))
+                .is_some(),
+            usable
+        );
+        assert_eq!(t.recent_quick_median_gb_per_s(Duration::ZERO), None);
         let s = t.summary();
         assert_eq!(s.num_probes, 1, "quick probes are counted apart");
         let q = s.quick.unwrap();

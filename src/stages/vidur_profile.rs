@@ -22,6 +22,7 @@ use crate::io::provenance::{absolute_path, utc_now, HostFingerprint};
 use crate::io::records::SpeedPhase;
 use crate::io::rundir::Stage;
 use crate::io::schema::DEVICE_SPEED;
+use crate::io::speed_response::SpeedResponse;
 use crate::io::write_csv;
 use crate::real_bench::device_probe::load_average_1min;
 use crate::real_bench::engine::{Engine, EngineSettings};
@@ -233,6 +234,14 @@ pub fn run(job: &Job) -> Result<PathBuf> {
             "load_average_1min_at_end": load_average_1min(),
             "reference_iteration_ms": reference_ms,
             "device_speed": timeline.summary(),
+            "device_speed_response": SpeedResponse::fit(
+                &compute
+                    .timed_forwards
+                    .iter()
+                    .map(|f| f.on_clock(started))
+                    .collect::<Vec<_>>(),
+                &timeline.quick_rates(started),
+            ),
         });
         let mut profiling_meta = ProfilingMeta {
             schema_version: PROFILING_META_SCHEMA_VERSION,

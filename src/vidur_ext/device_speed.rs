@@ -12,6 +12,7 @@ use crate::io::bundle::Op;
 use crate::io::read_csv;
 use crate::io::records::{probe_version_label, timeline_probe_version, DeviceSpeedRow, SpeedPhase};
 use crate::io::schema::DEVICE_SPEED;
+use crate::io::speed_response::SpeedResponse;
 use crate::quantile;
 use crate::vidur_ext::predictor::{
     BatchPrediction, ExecutionTimePredictor, IterationContext, RequestShape,
@@ -666,12 +667,33 @@ pub struct SpeedCorrection {
     element_bytes: f64,
     /// Query heads per KV head (how often attention reuses each cached element).
     kv_group: f64,
+    /// How the bundle's forwards answered the memory state, per size, where its profile
+    /// measured it: used instead of the roofline's memory share for those sizes.
+    response: Option<SpeedResponse>,
 }
 
 /// Whether the calibration probes (CPU kernels) time the device `cfg` serves on: only on
 /// CPU hardware. A GPU run records them too, as a record of the host's load.
 pub fn probes_time_the_device(cfg: &SimrealConfig) -> bool {
     cfg.hardware.device == crate::io::device::Device::Cpu
+}
+
+/// The bundle's measured response to the memory state (`details.device_speed_response` of
+/// its `profiling_meta.json`); `None` for bundles without one (from elsewhere, or profiled
+/// before probe version 5). A malformed one is a parse error naming the file.
+fn read_response(bundle_dir: &Path) -> Result<Option<SpeedResponse>> {
+    let path = bundle_dir.join("profiling_meta.json");
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let meta: serde_json::Value = crate::io::read_json(&path)?;
+    let value = &meta["details"]["device_speed_response"];
+    if value.is_null() {
+        return Ok(None);
+    }
+    serde_json::from_value(value.clone())
+        .map(Some)
+        .map_err(|e| Error::parse(&path, format!("details.device_speed_response: {e}")))
 }
 
 /// One correction factor per kind of work at one instant: predicted × factor.
@@ -717,12 +739,30 @@ impl SpeedCorrection {
             )));
         }
         let m = &cfg.model;
-        Ok(Some(SpeedCorrection::new(
+        let correction = SpeedCorrection::new(
             &bundle,
             run,
             cfg.dtype().size_bytes(),
             m.num_attention_heads / m.num_key_value_heads.max(1),
-        )))
+        );
+        Ok(Some(match read_response(bundle_dir)? {
+            Some(response) => correction.with_response(response),
+            None => correction,
+        }))
+    }
+
+    /// Scales forwards of the sizes `response` measured by their elasticity to the memory
+    /// state instead of by the roofline's memory share.
+    pub fn with_response(self, response: SpeedResponse) -> SpeedCorrection {
+        SpeedCorrection {
+            response: Some(response),
+            ..self
+        }
+    }
+
+    /// The bundle's measured response to the memory state, if it has one.
+    pub fn response(&self) -> Option<&SpeedResponse> {
+        self.response.as_ref()
     }
 
     /// From the bundle's timeline and the run's; `element_bytes` of the served dtype and
@@ -749,6 +789,7 @@ impl SpeedCorrection {
                 / reference.memory_gb_per_s.max(f64::MIN_POSITIVE),
             element_bytes: element_bytes.max(1) as f64,
             kv_group: f64::from(kv_group.max(1)),
+            response: None,
         }
     }
 
@@ -759,6 +800,15 @@ impl SpeedCorrection {
 
     /// The factors at `t_ns` of the run's clock.
     pub fn factors_at(&self, t_ns: i64) -> SpeedFactors {
+        let (device, host) = self.device_factors_at(t_ns);
+        SpeedFactors {
+            memory: device.memory * host,
+            compute: device.compute * host,
+        }
+    }
+
+    /// The probes' factors alone at `t_ns`, and the host's availability factor.
+    fn device_factors_at(&self, t_ns: i64) -> (SpeedFactors, f64) {
         let host = self.reference_host.available_fraction()
             / self.run.host_load_at(t_ns).available_fraction();
         // Rates, not times: they compare across probe versions (kernel sizes). A kind with
@@ -767,10 +817,11 @@ impl SpeedCorrection {
             interpolate(&self.run_rates[kind as usize], t_ns)
                 .map_or(1.0, |now| reference / now.max(f64::MIN_POSITIVE))
         };
-        SpeedFactors {
-            memory: device(ProbeKind::Memory, self.reference.memory_gb_per_s) * host,
-            compute: device(ProbeKind::Compute, self.reference.compute_gflop_per_s) * host,
-        }
+        let factors = SpeedFactors {
+            memory: device(ProbeKind::Memory, self.reference.memory_gb_per_s),
+            compute: device(ProbeKind::Compute, self.reference.compute_gflop_per_s),
+        };
+        (factors, host)
     }
 
     /// The device's balance (FLOP per byte) in the bundle's state.
@@ -803,7 +854,11 @@ impl SpeedCorrection {
     }
 
     /// `p` (predicted for `batch` at `t_ns` of the run) scaled to the run's device state:
-    /// each op by its memory/compute mix, CPU overheads as compute.
+    /// each op by its memory/compute mix, CPU overheads as compute. Where the bundle measured
+    /// how forwards of this size answer the memory state ([`SpeedResponse`]), the memory
+    /// probe's factor scales every op by that elasticity instead, and the compute probe's
+    /// only the op's compute share (the memory state does not move it, but a compute
+    /// slowdown of its own, an FMA unit shared with a neighbour, still counts).
     pub fn correct(
         &self,
         p: &BatchPrediction,
@@ -811,14 +866,26 @@ impl SpeedCorrection {
         logits_rows: u32,
         t_ns: i64,
     ) -> BatchPrediction {
-        let f = self.factors_at(t_ns);
+        let (device, host) = self.device_factors_at(t_ns);
+        let f = SpeedFactors {
+            memory: device.memory * host,
+            compute: device.compute * host,
+        };
+        let num_tokens: u32 = batch.iter().map(|r| r.num_tokens).sum();
+        let elasticity = self
+            .response
+            .as_ref()
+            .and_then(|r| r.elasticity(num_tokens));
         let mut ops_ms = p.ops_ms;
         for op in Op::ALL {
             let share = memory_share(
                 self.intensity(op, batch, logits_rows),
                 self.balance_flop_per_byte,
             );
-            ops_ms[op.index()] *= share * f.memory + (1.0 - share) * f.compute;
+            ops_ms[op.index()] *= match elasticity {
+                Some(e) => device.memory.powf(e) * device.compute.powf(1.0 - share) * host,
+                None => share * f.memory + (1.0 - share) * f.compute,
+            };
         }
         let cpu_overheads_ms = p.cpu_overheads_ms.map(|ms| ms * f.compute);
         // The model time grows with the ops that make it up (a predictor's model time is the
@@ -1156,6 +1223,85 @@ mod tests {
         .unwrap();
         let c = SpeedCorrection::new(&bundle, run, 4, 2);
         assert!((c.factors_at(2 * s).memory - 10.0 / 11.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_measured_response_scales_each_size_by_its_elasticity() {
+        use crate::io::speed_response::ResponseBucket;
+        let bucket =
+            |min_tokens: u32, max_tokens: Option<u32>, elasticity: Option<f64>| ResponseBucket {
+                min_tokens,
+                max_tokens,
+                forwards: 40,
+                forwards_near_reference: 20,
+                forwards_off_reference: 20,
+                elasticity,
+            };
+        let response = SpeedResponse {
+            reference_gb_per_s: 10.0,
+            buckets: vec![
+                bucket(1, Some(1), Some(0.7)),
+                bucket(2, Some(3), None),
+                bucket(64, None, Some(-0.25)),
+            ],
+        };
+        // Memory 1.5× faster than profiled (corroborated by its neighbour), compute flat.
+        let run =
+            DeviceTimeline::from_rows(&[probe_row(0, 15.0, 100.0), probe_row(1, 15.0, 100.0)])
+                .unwrap();
+        let c = SpeedCorrection::new(&profile(), run, 4, 2).with_response(response);
+        let factor = |batch: &[RequestShape], op: Op| {
+            c.correct(&ops_prediction(op, 10.0), batch, 1, 0).ops_ms[op.index()] / 10.0
+        };
+        // One decode token: faster by the measured 0.7 of the bandwidth's change, whatever
+        // the op's roofline share.
+        let one = [RequestShape::decode(100)];
+        for op in [Op::MlpUpProj, Op::AttnDecode, Op::Add] {
+            assert!((factor(&one, op) - (10.0f64 / 15.0).powf(0.7)).abs() < 1e-12);
+        }
+        // A 256-token prefill slows down as memory speeds up.
+        let prefill = [RequestShape::prefill(256, 0)];
+        assert!((factor(&prefill, Op::MlpUpProj) - 1.5f64.powf(0.25)).abs() < 1e-12);
+        // Two tokens: not measured, so the roofline: 1 FLOP/byte against a balance of 10.
+        let two = [RequestShape::decode(100); 2];
+        let share = 10.0 / 11.0;
+        let want = share * (10.0 / 15.0) + (1.0 - share);
+        assert!((factor(&two, Op::MlpUpProj) - want).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_bundles_response_is_read_from_its_profiling_meta() {
+        let dir = std::env::temp_dir().join(format!("simreal-response-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(read_response(&dir).unwrap(), None, "no profiling_meta.json");
+        let meta = dir.join("profiling_meta.json");
+        std::fs::write(&meta, r#"{"details": {}}"#).unwrap();
+        assert_eq!(
+            read_response(&dir).unwrap(),
+            None,
+            "profiled before version 5"
+        );
+        std::fs::write(
+            &meta,
+            r#"{"details": {"device_speed_response": {"reference_gb_per_s": 37.5,
+               "buckets": [{"min_tokens": 1, "max_tokens": 1, "forwards": 30,
+               "forwards_near_reference": 20, "forwards_off_reference": 9,
+               "elasticity": 0.66}]}}}"#,
+        )
+        .unwrap();
+        let r = read_response(&dir).unwrap().unwrap();
+        assert_eq!(r.elasticity(1), Some(0.66));
+        std::fs::write(
+            &meta,
+            r#"{"details": {"device_speed_response": {"buckets": "none"}}}"#,
+        )
+        .unwrap();
+        let err = read_response(&dir).unwrap_err().to_string();
+        assert!(
+            err.contains("profiling_meta.json") && err.contains("device_speed_response"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// The diagnosed failure: the after-probe's compute kernel reads half the rate while the

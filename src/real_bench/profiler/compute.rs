@@ -34,9 +34,10 @@ use super::plan::{ComputeGrid, ComputePlan, ForwardShape};
 use super::progress::Progress;
 use super::recorder::SampleRecorder;
 use crate::io::bundle::{AttentionRow, MlpRow, Op, OpStats, OpStatsSet};
+use crate::io::speed_response::TimedForward;
 use crate::quantile::median;
 use crate::real_bench::model::{PagedKvCache, Qwen3Model, SequenceInput};
-use crate::real_bench::speed_timeline::{SpeedTimeline, QUICK_PROBE_EVERY};
+use crate::real_bench::speed_timeline::{signed_ns_since, SpeedTimeline, QUICK_PROBE_EVERY};
 use crate::{Error, Result};
 
 /// Whole-forward time against the sum of its timed ops, per token count: what the per-op
@@ -57,6 +58,31 @@ pub struct ComputeProfile {
     pub attention_rows: Vec<AttentionRow>,
     pub forward_overhead: Vec<ForwardOverhead>,
     pub num_forwards: usize,
+    /// Every timed forward, in the order run: with the timeline's quick probes, how each
+    /// size of forward answered the memory state (`io::speed_response`).
+    pub timed_forwards: Vec<ForwardTiming>,
+}
+
+/// One timed forward of the grid.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ForwardTiming {
+    pub start: Instant,
+    pub num_tokens: u32,
+    /// Index of its shape in the plan (attention points, then token points).
+    pub shape: usize,
+    pub wall_ms: f64,
+}
+
+impl ForwardTiming {
+    /// On the clock whose t = 0 is `origin` (the timeline's).
+    pub fn on_clock(&self, origin: Instant) -> TimedForward {
+        TimedForward {
+            num_tokens: self.num_tokens,
+            shape: self.shape,
+            start_ns: signed_ns_since(origin, self.start),
+            wall_ms: self.wall_ms,
+        }
+    }
 }
 
 /// Token-level ops kept from forwards and pooled by token count (per layer but `emb`).
@@ -107,6 +133,7 @@ struct Pool {
     /// Per token count: (forward wall ms, untimed ms).
     forwards: BTreeMap<u32, (Vec<f64>, Vec<f64>)>,
     num_forwards: usize,
+    timed_forwards: Vec<ForwardTiming>,
 }
 
 /// Runs `plan` on `model` and summarises every op. `seed` fixes the random token ids and
@@ -187,6 +214,7 @@ pub fn profile_compute(
         attention_rows,
         forward_overhead,
         num_forwards: pool.num_forwards,
+        timed_forwards: pool.timed_forwards,
     })
 }
 
@@ -306,6 +334,12 @@ fn run_forwards(
                 continue;
             }
             pool.num_forwards += 1;
+            pool.timed_forwards.push(ForwardTiming {
+                start,
+                num_tokens: n,
+                shape: i,
+                wall_ms,
+            });
             let per_n = pool.token_ops.entry(n).or_default();
             for op in TOKEN_OPS {
                 per_n

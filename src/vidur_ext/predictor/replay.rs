@@ -107,10 +107,16 @@ pub enum IterationKind {
 impl IterationKind {
     /// The kind of an iteration of `requests`.
     pub fn of(requests: &[RequestShape]) -> IterationKind {
-        if requests.iter().any(|r| r.is_prefill) {
+        IterationKind::of_counts(requests.len(), requests.iter().any(|r| r.is_prefill))
+    }
+
+    /// The kind of an iteration of `num_requests` requests, any of them prefilling or not
+    /// (as `batch_metrics.csv` and `replay.csv` count them).
+    pub fn of_counts(num_requests: usize, any_prefill: bool) -> IterationKind {
+        if any_prefill {
             IterationKind::Prefill
         } else {
-            let n = requests.len().max(1);
+            let n = num_requests.max(1);
             IterationKind::Decode((1usize << n.ilog2()).min(16))
         }
     }

@@ -1,0 +1,259 @@
+//! How the device's memory state moves forwards of each size, as a profile measured it
+//! (`profiling_meta.json`: `details.device_speed_response`).
+//!
+//! A shared host's memory bandwidth switches between states within seconds (33–40 against
+//! 50–72 GB/s on the 2-core VM), and forwards of different sizes answer differently: in the
+//! fast state single-sequence decode steps ran 21–32 % faster, decode batches of 8–15
+//! sequences 5–8 % *slower* and prefills 8–11 % slower (`cargo bench --bench paired_replay`,
+//! section "By memory state"), where a roofline that scales each op by its memory share moved
+//! them all the same way. The profiler interleaves its forwards with quick memory probes, so
+//! it sees both states too; per size of forward it fits the *elasticity* `e` of forward time
+//! to the probed bandwidth — time ∝ (bandwidth ÷ reference)^−e — and the drift correction
+//! scales a prediction by it. Measured in the profile, never from the run it corrects.
+
+use serde::{Deserialize, Serialize};
+
+use crate::quantile;
+
+/// Lower bounds of the size buckets, tokens per forward: 1, 2–3, 4–7, 8–15, 16–63, 64+.
+pub const BUCKET_MIN_TOKENS: [u32; 6] = [1, 2, 4, 8, 16, 64];
+/// A forward ran in the reference state when the probed bandwidth was within this factor
+/// (×/÷) of the profile's median, off it when at least [`OFF_REFERENCE`] away.
+pub const NEAR_REFERENCE: f64 = 1.1;
+pub const OFF_REFERENCE: f64 = 1.2;
+/// A bucket's elasticity is fitted only from at least this many forwards in the reference
+/// state and this many off it: fewer say more about the forwards' own scatter (5–10 %)
+/// than about the state. The default grid times 12 single-token forwards (4 shapes × 3
+/// passes), a third of them in the fast state on a typical profile.
+pub const MIN_FORWARDS_PER_STATE: usize = 4;
+
+/// One forward the profiler timed: its size, which shape of the grid it was (forwards of one
+/// shape are compared with each other), when it started on the timeline's clock, its time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TimedForward {
+    pub num_tokens: u32,
+    pub shape: usize,
+    pub start_ns: i64,
+    pub wall_ms: f64,
+}
+
+/// One bucket of forward sizes and what the profile measured of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ResponseBucket {
+    pub min_tokens: u32,
+    /// Inclusive; `None` for the last bucket.
+    pub max_tokens: Option<u32>,
+    /// Forwards in the bucket with a probe reading around them.
+    pub forwards: usize,
+    /// Of them, in the reference state and off it (at least [`OFF_REFERENCE`] away).
+    pub forwards_near_reference: usize,
+    pub forwards_off_reference: usize,
+    /// d ln(time) ÷ d ln(1 ÷ bandwidth): 1 = time follows the bandwidth fully, 0 = not at
+    /// all, < 0 = the forward slows down when memory speeds up. `None` when the profile did
+    /// not see enough forwards in both states.
+    pub elasticity: Option<f64>,
+}
+
+/// The elasticities of a profile, per size bucket, against its quick probes' median.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct SpeedResponse {
+    /// Median bandwidth of the profile's quick probes, GB/s: the reference state.
+    pub reference_gb_per_s: f64,
+    pub buckets: Vec<ResponseBucket>,
+}
+
+impl SpeedResponse {
+    /// Fits the response from the profile's timed forwards and its usable quick probe
+    /// readings (`(time_ns, GB/s)`, any order); `None` without readings. Each forward's time
+    /// is taken against the median of its shape's forwards, the bandwidth at its start
+    /// (interpolated between the readings around it) against the readings' median.
+    pub fn fit(forwards: &[TimedForward], quick: &[(i64, f64)]) -> Option<SpeedResponse> {
+        let mut quick: Vec<(i64, f64)> = quick
+            .iter()
+            .copied()
+            .filter(|(_, rate)| rate.is_finite() && *rate > 0.0)
+            .collect();
+        quick.sort_by_key(|(t, _)| *t);
+        let rates: Vec<f64> = quick.iter().map(|(_, rate)| *rate).collect();
+        let reference = quantile::median(&rates).ok()?;
+        let mut by_shape: std::collections::BTreeMap<usize, Vec<f64>> = Default::default();
+        for f in forwards.iter().filter(|f| f.wall_ms > 0.0) {
+            by_shape.entry(f.shape).or_default().push(f.wall_ms);
+        }
+        let shape_median: std::collections::BTreeMap<usize, f64> = by_shape
+            .into_iter()
+            .filter_map(|(shape, walls)| Some((shape, quantile::median(&walls).ok()?)))
+            .collect();
+        // (bucket, ln bandwidth ratio, ln time ratio) of every forward with readings around it.
+        let points: Vec<(usize, f64, f64)> = forwards
+            .iter()
+            .filter_map(|f| {
+                let rate = bandwidth_at(&quick, f.start_ns)?;
+                let typical = shape_median.get(&f.shape)?;
+                (f.wall_ms > 0.0).then(|| {
+                    (
+                        bucket_of(f.num_tokens),
+                        (rate / reference).ln(),
+                        (f.wall_ms / typical).ln(),
+                    )
+                })
+            })
+            .collect();
+        let buckets = (0..BUCKET_MIN_TOKENS.len())
+            .map(|b| {
+                let xy: Vec<(f64, f64)> = points
+                    .iter()
+                    .filter(|(pb, _, _)| *pb == b)
+                    .map(|(_, x, y)| (*x, *y))
+                    .collect();
+                let near = xy
+                    .iter()
+                    .filter(|(x, _)| x.abs() <= NEAR_REFERENCE.ln())
+                    .count();
+                let off = xy
+                    .iter()
+                    .filter(|(x, _)| x.abs() >= OFF_REFERENCE.ln())
+                    .count();
+                let enough = near >= MIN_FORWARDS_PER_STATE && off >= MIN_FORWARDS_PER_STATE;
+                ResponseBucket {
+                    min_tokens: BUCKET_MIN_TOKENS[b],
+                    max_tokens: BUCKET_MIN_TOKENS.get(b + 1).map(|next| next - 1),
+                    forwards: xy.len(),
+                    forwards_near_reference: near,
+                    forwards_off_reference: off,
+                    // Time ∝ bandwidth^−e: the negated slope of ln time on ln bandwidth.
+                    elasticity: enough.then(|| -slope(&xy)).filter(|e| e.is_finite()),
+                }
+            })
+            .collect();
+        Some(SpeedResponse {
+            reference_gb_per_s: reference,
+            buckets,
+        })
+    }
+
+    /// The elasticity for a forward (an iteration) of `num_tokens` tokens, where the profile
+    /// measured one.
+    pub fn elasticity(&self, num_tokens: u32) -> Option<f64> {
+        let b = bucket_of(num_tokens);
+        self.buckets
+            .iter()
+            .find(|k| k.min_tokens == BUCKET_MIN_TOKENS[b])?
+            .elasticity
+    }
+}
+
+/// The bucket of a forward of `num_tokens` tokens (0 counts as 1).
+fn bucket_of(num_tokens: u32) -> usize {
+    BUCKET_MIN_TOKENS
+        .iter()
+        .rposition(|min| num_tokens.max(1) >= *min)
+        .unwrap_or(0)
+}
+
+/// The bandwidth at `t_ns`, linear between the readings around it; `None` outside them (a
+/// forward before the first reading or after the last has no state to go by).
+fn bandwidth_at(quick: &[(i64, f64)], t_ns: i64) -> Option<f64> {
+    let i = quick.partition_point(|(t, _)| *t <= t_ns);
+    let (t0, a) = *quick.get(i.checked_sub(1)?)?;
+    let (t1, b) = *quick.get(i)?;
+    let w = if t1 > t0 {
+        (t_ns - t0) as f64 / (t1 - t0) as f64
+    } else {
+        0.0
+    };
+    Some(a + w * (b - a))
+}
+
+/// Least-squares slope of y on x; NaN when x does not vary.
+fn slope(xy: &[(f64, f64)]) -> f64 {
+    let n = xy.len() as f64;
+    let (mx, my) = (
+        xy.iter().map(|p| p.0).sum::<f64>() / n,
+        xy.iter().map(|p| p.1).sum::<f64>() / n,
+    );
+    let cov: f64 = xy.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
+    let var: f64 = xy.iter().map(|(x, _)| (x - mx).powi(2)).sum();
+    cov / var
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Forwards of three shapes (1, 8 and 256 tokens) every 100 ms for 40 s, the bandwidth
+    /// switching between 36 and 54 GB/s every 4 s, each forward's time following it with the
+    /// given elasticity, a deterministic ±3 % scatter on top.
+    fn profile(elasticities: [f64; 3]) -> (Vec<TimedForward>, Vec<(i64, f64)>) {
+        let rate_at = |t_ns: i64| {
+            if (t_ns / 4_000_000_000) % 3 == 2 {
+                54.0
+            } else {
+                36.0
+            }
+        };
+        let quick: Vec<(i64, f64)> = (0..=160)
+            .map(|i| {
+                let t = i * 250_000_000;
+                (t, rate_at(t))
+            })
+            .collect();
+        let forwards = (0..400)
+            .map(|i| {
+                let shape = i % 3;
+                let start_ns = i as i64 * 100_000_000;
+                let base = [70.0, 120.0, 1500.0][shape];
+                let scatter = 1.0 + 0.03 * (((i * 7919) % 13) as f64 / 6.0 - 1.0);
+                TimedForward {
+                    num_tokens: [1, 8, 256][shape],
+                    shape,
+                    start_ns,
+                    wall_ms: base * (rate_at(start_ns) / 36.0).powf(-elasticities[shape]) * scatter,
+                }
+            })
+            .collect();
+        (forwards, quick)
+    }
+
+    #[test]
+    fn fits_each_size_its_own_elasticity() {
+        let (forwards, quick) = profile([0.7, -0.1, -0.25]);
+        let r = SpeedResponse::fit(&forwards, &quick).unwrap();
+        assert_eq!(r.reference_gb_per_s, 36.0);
+        for (tokens, want) in [(1, 0.7), (8, -0.1), (256, -0.25)] {
+            let e = r.elasticity(tokens).unwrap();
+            assert!((e - want).abs() < 0.05, "{tokens} tokens: {e} vs {want}");
+        }
+        // Sizes the profile did not time have none; 12 tokens share the 8–15 bucket.
+        assert_eq!(r.elasticity(2), None);
+        assert_eq!(r.elasticity(12), r.elasticity(8));
+        let b = &r.buckets[3];
+        assert_eq!((b.min_tokens, b.max_tokens), (8, Some(15)));
+        assert!(b.forwards_off_reference >= MIN_FORWARDS_PER_STATE);
+        assert_eq!(r.buckets[5].max_tokens, None);
+    }
+
+    #[test]
+    fn without_a_state_change_there_is_nothing_to_fit() {
+        let (forwards, _) = profile([0.7, -0.1, -0.25]);
+        let flat: Vec<(i64, f64)> = (0..=160).map(|i| (i * 250_000_000, 36.0)).collect();
+        let r = SpeedResponse::fit(&forwards, &flat).unwrap();
+        assert!(r.buckets.iter().all(|b| b.elasticity.is_none()));
+        assert!(r.buckets[0].forwards > 0 && r.buckets[0].forwards_off_reference == 0);
+        assert_eq!(SpeedResponse::fit(&forwards, &[]), None);
+    }
+
+    #[test]
+    fn buckets_and_interpolation() {
+        assert_eq!(bucket_of(0), 0);
+        assert_eq!(bucket_of(1), 0);
+        assert_eq!(bucket_of(3), 1);
+        assert_eq!(bucket_of(63), 4);
+        assert_eq!(bucket_of(64), 5);
+        assert_eq!(bucket_of(u32::MAX), 5);
+        let q = [(0, 10.0), (10, 20.0)];
+        assert_eq!(bandwidth_at(&q, 5), Some(15.0));
+        assert_eq!(bandwidth_at(&q, -1), None);
+        assert_eq!(bandwidth_at(&q, 10), None);
+    }
+}
