@@ -99,11 +99,26 @@ fn profile_writes_a_bundle_that_loads_and_reruns_up_to_date() {
         "grid",
         "git_commit",
         "date",
+        "device_speed_response",
     ] {
         assert!(meta.details.contains_key(key), "profiling_meta lacks {key}");
     }
     assert_eq!(meta.details["threads"], 2);
     assert_eq!(meta.details["grid"]["repeats"], 1);
+    // How each size of forward answered the memory state: null without a quick probe during
+    // the grid (a tiny model's may be over before the first is due), else six size buckets
+    // over the timed forwards.
+    let response = &meta.details["device_speed_response"];
+    if !response.is_null() {
+        let buckets = response["buckets"].as_array().unwrap();
+        assert_eq!(buckets.len(), 6);
+        let forwards: u64 = buckets
+            .iter()
+            .map(|b| b["forwards"].as_u64().unwrap())
+            .sum();
+        assert!(forwards <= meta.details["num_forwards"].as_u64().unwrap());
+        assert!(response["reference_gb_per_s"].as_f64().unwrap() > 0.0);
+    }
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("predictor_report.json")).unwrap())
             .unwrap();

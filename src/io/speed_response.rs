@@ -38,7 +38,7 @@ pub struct TimedForward {
 }
 
 /// One bucket of forward sizes and what the profile measured of it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResponseBucket {
     pub min_tokens: u32,
     /// Inclusive; `None` for the last bucket.
@@ -55,7 +55,7 @@ pub struct ResponseBucket {
 }
 
 /// The elasticities of a profile, per size bucket, against its quick probes' median.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SpeedResponse {
     /// Median bandwidth of the profile's quick probes, GB/s: the reference state.
     pub reference_gb_per_s: f64,
@@ -132,14 +132,33 @@ impl SpeedResponse {
         })
     }
 
-    /// The elasticity for a forward (an iteration) of `num_tokens` tokens, where the profile
-    /// measured one.
+    /// The elasticity for a forward (an iteration) of `num_tokens` tokens: its bucket's where
+    /// the profile measured it, else the line between the nearest measured buckets below and
+    /// above it (in bucket order, i.e. about log₂ of the size: the elasticity falls steadily
+    /// with size, +0.60, +0.37, +0.20, −0.10 for 1, 2–3, 4–7, 8–15 tokens in a profile of
+    /// 2026-12-05), and `None` beyond the last measured one at either end. Not extrapolated:
+    /// the ends are where it changes fastest, and the line through two noisy neighbours put
+    /// a profile's single-token elasticity at +0.26 where the others measured +0.50–0.60
+    /// (section 3 of docs/ground_truth.md).
     pub fn elasticity(&self, num_tokens: u32) -> Option<f64> {
         let b = bucket_of(num_tokens);
-        self.buckets
+        // (bucket index, elasticity) of the measured buckets, in order.
+        let measured: Vec<(usize, f64)> = self
+            .buckets
             .iter()
-            .find(|k| k.min_tokens == BUCKET_MIN_TOKENS[b])?
-            .elasticity
+            .filter_map(|k| {
+                let i = BUCKET_MIN_TOKENS.iter().position(|m| *m == k.min_tokens)?;
+                Some((i, k.elasticity?))
+            })
+            .collect();
+        if let Some((_, e)) = measured.iter().find(|(i, _)| *i == b) {
+            return Some(*e);
+        }
+        let below = measured.iter().rev().find(|(i, _)| *i < b);
+        let above = measured.iter().find(|(i, _)| *i > b);
+        let (p, q) = below.zip(above)?;
+        let at = |i: usize| i as f64;
+        Some(p.1 + (q.1 - p.1) * (at(b) - at(p.0)) / (at(q.0) - at(p.0)))
     }
 }
 
@@ -224,13 +243,42 @@ mod tests {
             let e = r.elasticity(tokens).unwrap();
             assert!((e - want).abs() < 0.05, "{tokens} tokens: {e} vs {want}");
         }
-        // Sizes the profile did not time have none; 12 tokens share the 8–15 bucket.
-        assert_eq!(r.elasticity(2), None);
+        // 12 tokens share the 8–15 bucket.
         assert_eq!(r.elasticity(12), r.elasticity(8));
+        // Sizes the profile did not time: on the line through the nearest measured ones.
+        let (e1, e8, e256) = (
+            r.elasticity(1).unwrap(),
+            r.elasticity(8).unwrap(),
+            r.elasticity(256).unwrap(),
+        );
+        assert!((r.elasticity(2).unwrap() - (e1 + (e8 - e1) / 3.0)).abs() < 1e-12);
+        assert!((r.elasticity(32).unwrap() - (e8 + (e256 - e8) / 2.0)).abs() < 1e-12);
         let b = &r.buckets[3];
         assert_eq!((b.min_tokens, b.max_tokens), (8, Some(15)));
         assert!(b.forwards_off_reference >= MIN_FORWARDS_PER_STATE);
         assert_eq!(r.buckets[5].max_tokens, None);
+    }
+
+    #[test]
+    fn sizes_between_measured_ones_interpolate_and_the_ends_do_not_extrapolate() {
+        let r = SpeedResponse {
+            reference_gb_per_s: 36.0,
+            buckets: [None, Some(0.38), Some(0.10), Some(-0.11), None, Some(-0.07)]
+                .iter()
+                .enumerate()
+                .map(|(i, e)| ResponseBucket {
+                    min_tokens: BUCKET_MIN_TOKENS[i],
+                    max_tokens: BUCKET_MIN_TOKENS.get(i + 1).map(|n| n - 1),
+                    forwards: 12,
+                    forwards_near_reference: 8,
+                    forwards_off_reference: 4,
+                    elasticity: *e,
+                })
+                .collect(),
+        };
+        assert!((r.elasticity(20).unwrap() - -0.09).abs() < 1e-12);
+        assert_eq!(r.elasticity(3), Some(0.38));
+        assert_eq!(r.elasticity(1), None);
     }
 
     #[test]

@@ -478,6 +478,7 @@ pub fn run_with(job: &Job, replay: Option<&dyn ExecutionTimePredictor>) -> Resul
             None => None,
         };
         let screening_note = correction.as_ref().and_then(|c| c.screening().sentence());
+        let response_note = correction.as_ref().and_then(|c| c.response_sentence());
         let corrected = replay
             .zip(correction)
             .map(|(p, c)| SpeedCorrectedPredictor::new(p, c));
@@ -494,6 +495,7 @@ pub fn run_with(job: &Job, replay: Option<&dyn ExecutionTimePredictor>) -> Resul
         )?;
         comparison.results.notes.extend(replay_note);
         comparison.results.notes.extend(screening_note);
+        comparison.results.notes.extend(response_note);
         comparison.results.cross_device = cross_device;
         let size = FigureSize {
             width_px: cfg.compare.figure_width_px,

@@ -23,6 +23,7 @@ use crate::io::provenance::InputRef;
 use crate::io::records::{BatchMetricsRow, BatchRequestRow, TokenMetricsRow};
 use crate::io::rundir::{require_complete, reusable, Stage};
 use crate::io::schema::{BATCH_METRICS, BATCH_REQUESTS, TOKEN_METRICS};
+use crate::io::speed_response::SpeedResponse;
 use crate::io::{read_csv, stable_id, write_atomic, write_json};
 use crate::stages::bundle::{check_bundle_for_real_run, configured_bundle_dir, load_bundle};
 use crate::stages::vidur::bundle_predictor;
@@ -143,6 +144,16 @@ fn replay_ops() -> impl Iterator<Item = Op> {
         .filter(|op| !matches!(op, Op::AllReduce | Op::SendRecv))
 }
 
+/// A replay with every prediction corrected to the run's device speed, and what the
+/// correction went by.
+pub struct CorrectedReplay {
+    pub report: ReplayReport,
+    pub screening: ProbeScreening,
+    pub response: Option<SpeedResponse>,
+    /// [`SpeedCorrection::response_sentence`].
+    pub response_sentence: Option<String>,
+}
+
 /// Writes `replay.csv` and `replay_summary.json` into `dir` (atomically, file by file).
 /// `iterations` are the replayed ones (for logits rows and measured ops), in report order.
 pub fn write_replay(
@@ -150,11 +161,13 @@ pub fn write_replay(
     predictor: &dyn ExecutionTimePredictor,
     iterations: &[ReplayIteration],
     report: &ReplayReport,
-    corrected: Option<(&ReplayReport, &ProbeScreening)>,
+    corrected: Option<&CorrectedReplay>,
     inputs: serde_json::Value,
     speed: Option<&(DeviceSpeed, SpeedAdjusted)>,
 ) -> Result<()> {
-    let (corrected, screening) = corrected.unzip();
+    let screening = corrected.map(|c| &c.screening);
+    let response = corrected.and_then(|c| c.response.as_ref());
+    let corrected = corrected.map(|c| &c.report);
     let mut header: Vec<String> = REPLAY_COLUMNS.iter().map(|c| c.to_string()).collect();
     for op in replay_ops() {
         header.push(format!("measured_{op}_ns"));
@@ -211,6 +224,9 @@ pub fn write_replay(
         speed_corrected: Option<&'a crate::vidur_ext::predictor::ReplaySummary>,
         /// What the correction skipped or capped of the probes, and why.
         speed_correction_probes: Option<&'a ProbeScreening>,
+        /// How the bundle's forwards answered the memory state, where its profile measured
+        /// it (the correction scales those sizes by it).
+        speed_correction_response: Option<&'a SpeedResponse>,
         device_speed: Option<&'a DeviceSpeed>,
         speed_adjusted: Option<&'a SpeedAdjusted>,
     }
@@ -221,6 +237,7 @@ pub fn write_replay(
             summary: &report.summary,
             speed_corrected: corrected.map(|c| &c.summary),
             speed_correction_probes: screening,
+            speed_correction_response: response,
             device_speed: speed.map(|s| &s.0),
             speed_adjusted: speed.map(|s| &s.1),
         },
@@ -310,9 +327,15 @@ pub fn run(job: &Job) -> Result<PathBuf> {
     let correction = SpeedCorrection::between(cfg, &bundle_dir, &real_run)?;
     let corrected = correction
         .map(|c| {
-            let screening = *c.screening();
+            let (screening, response) = (*c.screening(), c.response().cloned());
+            let response_sentence = c.response_sentence();
             let p = SpeedCorrectedPredictor::new(predictor.as_ref(), c);
-            replay_batches(&p, &iterations).map(|r| (r, screening))
+            replay_batches(&p, &iterations).map(|report| CorrectedReplay {
+                report,
+                screening,
+                response,
+                response_sentence,
+            })
         })
         .transpose()?;
     let inputs_json = json!({
@@ -342,7 +365,7 @@ pub fn run(job: &Job) -> Result<PathBuf> {
             predictor.as_ref(),
             &iterations,
             &report,
-            corrected.as_ref().map(|(r, s)| (r, s)),
+            corrected.as_ref(),
             inputs_json,
             speed.as_ref(),
         )
@@ -363,10 +386,16 @@ pub fn run(job: &Job) -> Result<PathBuf> {
             a.duration.as_ref().map_or(f64::NAN, |d| d.median_abs_pct)
         );
     }
-    if let Some(sentence) = corrected.as_ref().and_then(|(_, s)| s.sentence()) {
+    if let Some(sentence) = corrected.as_ref().and_then(|c| c.screening.sentence()) {
         eprintln!("{sentence}");
     }
-    if let Some((c, _)) = &corrected {
+    if let Some(sentence) = corrected
+        .as_ref()
+        .and_then(|c| c.response_sentence.as_ref())
+    {
+        eprintln!("{sentence}");
+    }
+    if let Some(c) = corrected.as_ref().map(|c| &c.report) {
         eprintln!(
             "corrected for the device's speed (probes and host load): total {:+.2}%, \
              per-iteration |error| median {:.2}% p90 {:.2}%",

@@ -241,6 +241,7 @@ fn speed_corrected(
         )
     })?;
     notes.extend(correction.screening().sentence());
+    notes.extend(correction.response_sentence());
     source.device_speed_of = Some(real_run);
     Ok((
         Box::new(SpeedCorrectedPredictor::new(predictor, correction)),

@@ -765,6 +765,34 @@ impl SpeedCorrection {
         self.response.as_ref()
     }
 
+    /// One sentence on which sizes of iteration the bundle's measured response scales, and
+    /// by what; `None` when it measured none.
+    pub fn response_sentence(&self) -> Option<String> {
+        let measured: Vec<String> = self
+            .response
+            .as_ref()?
+            .buckets
+            .iter()
+            .filter_map(|b| {
+                let sizes = match b.max_tokens {
+                    Some(max) if max == b.min_tokens => format!("{max}"),
+                    Some(max) => format!("{}–{max}", b.min_tokens),
+                    None => format!("{}+", b.min_tokens),
+                };
+                Some(format!("{sizes} tokens {:+.2}", b.elasticity?))
+            })
+            .collect();
+        (!measured.is_empty()).then(|| {
+            format!(
+                "Device-speed correction: the bundle's profile measured how its forwards' time \
+                 follows the memory bandwidth (elasticity; 1 = fully, < 0 = slower when memory \
+                 is faster): {}; sizes between these take the line between them, smaller or \
+                 larger ones the roofline.",
+                measured.join(", ")
+            )
+        })
+    }
+
     /// From the bundle's timeline and the run's; `element_bytes` of the served dtype and
     /// `kv_group` = query heads ÷ KV heads of the model.
     pub fn new(
@@ -1240,8 +1268,8 @@ mod tests {
         let response = SpeedResponse {
             reference_gb_per_s: 10.0,
             buckets: vec![
-                bucket(1, Some(1), Some(0.7)),
-                bucket(2, Some(3), None),
+                bucket(1, Some(1), None),
+                bucket(2, Some(3), Some(0.7)),
                 bucket(64, None, Some(-0.25)),
             ],
         };
@@ -1250,23 +1278,35 @@ mod tests {
             DeviceTimeline::from_rows(&[probe_row(0, 15.0, 100.0), probe_row(1, 15.0, 100.0)])
                 .unwrap();
         let c = SpeedCorrection::new(&profile(), run, 4, 2).with_response(response);
+        let sentence = c.response_sentence().unwrap();
+        assert!(
+            sentence.contains("2–3 tokens +0.70, 64+ tokens -0.25")
+                && !sentence.contains("1 tokens"),
+            "{sentence}"
+        );
         let factor = |batch: &[RequestShape], op: Op| {
             c.correct(&ops_prediction(op, 10.0), batch, 1, 0).ops_ms[op.index()] / 10.0
         };
-        // One decode token: faster by the measured 0.7 of the bandwidth's change, whatever
+        // Two decode tokens: faster by the measured 0.7 of the bandwidth's change, whatever
         // the op's roofline share.
-        let one = [RequestShape::decode(100)];
+        let two = [RequestShape::decode(100); 2];
         for op in [Op::MlpUpProj, Op::AttnDecode, Op::Add] {
-            assert!((factor(&one, op) - (10.0f64 / 15.0).powf(0.7)).abs() < 1e-12);
+            assert!((factor(&two, op) - (10.0f64 / 15.0).powf(0.7)).abs() < 1e-12);
         }
+        // Sizes between measured ones take the line between them (16 tokens: 3/4 of the way
+        // from 2–3 to 64+).
+        let sixteen = [RequestShape::decode(100); 16];
+        let e = 0.7 + 0.75 * (-0.25 - 0.7);
+        assert!((factor(&sixteen, Op::MlpUpProj) - (10.0f64 / 15.0).powf(e)).abs() < 1e-12);
         // A 256-token prefill slows down as memory speeds up.
         let prefill = [RequestShape::prefill(256, 0)];
         assert!((factor(&prefill, Op::MlpUpProj) - 1.5f64.powf(0.25)).abs() < 1e-12);
-        // Two tokens: not measured, so the roofline: 1 FLOP/byte against a balance of 10.
-        let two = [RequestShape::decode(100); 2];
-        let share = 10.0 / 11.0;
+        // One token, below every measured size: the roofline, 0.5 FLOP/byte against a
+        // balance of 10.
+        let one = [RequestShape::decode(100)];
+        let share = 10.0 / 10.5;
         let want = share * (10.0 / 15.0) + (1.0 - share);
-        assert!((factor(&two, Op::MlpUpProj) - want).abs() < 1e-12);
+        assert!((factor(&one, Op::MlpUpProj) - want).abs() < 1e-12);
     }
 
     #[test]
