@@ -105,6 +105,8 @@ pub struct SpeedTimeline {
     longest_probe_ns: u64,
     /// Wall time spent in quick probes (what they took from the run), ns.
     quick_probes_ns: u64,
+    /// Whether [`SpeedTimeline::quick_tick`] probes at all.
+    quick_probes: bool,
 }
 
 impl SpeedTimeline {
@@ -116,6 +118,17 @@ impl SpeedTimeline {
             last: Counters::read(),
             longest_probe_ns: 0,
             quick_probes_ns: 0,
+            quick_probes: true,
+        }
+    }
+
+    /// Without quick probes: where the CPU probes do not time the device (a GPU serves), a
+    /// probe every 250 ms would only stall the serve (2 ms against GPU iterations of a few
+    /// ms) for readings nothing uses.
+    pub fn without_quick_probes(self) -> SpeedTimeline {
+        SpeedTimeline {
+            quick_probes: false,
+            ..self
         }
     }
 
@@ -202,12 +215,13 @@ impl SpeedTimeline {
     /// is at least `every` old; returns whether it did. Call right after a unit of work (an
     /// iteration, a profiled forward): the probe reads its window as cold as the work left it.
     pub fn quick_tick(&mut self, every: std::time::Duration) -> bool {
-        let due = self
-            .samples
-            .iter()
-            .rev()
-            .find(|s| s.probe.is_some() || s.quick.is_some())
-            .is_none_or(|s| s.at.elapsed() >= every);
+        let due = self.quick_probes
+            && self
+                .samples
+                .iter()
+                .rev()
+                .find(|s| s.probe.is_some() || s.quick.is_some())
+                .is_none_or(|s| s.at.elapsed() >= every);
         if due {
             let at = Instant::now();
             let quick = self.probe.measure_quick();
@@ -536,6 +550,10 @@ mod tests {
         let q = s.quick.unwrap();
         assert_eq!(q.count, 2);
         assert!(q.total_ms > 0.0 && q.memory_gb_per_s > 0.0);
+
+        let mut t = SpeedTimeline::new().without_quick_probes();
+        assert!(!t.quick_tick(Duration::ZERO));
+        assert_eq!(t.summary().quick, None);
     }
 
     #[test]

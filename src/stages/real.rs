@@ -35,6 +35,7 @@ use crate::real_bench::speed_timeline::{SpeedTimeline, QUICK_PROBE_EVERY};
 use crate::real_bench::threads;
 use crate::stages::workload::{load_tokenizer, LoadedWorkload};
 use crate::stages::Job;
+use crate::vidur_ext::device_speed::probes_time_the_device;
 use crate::{Error, Result};
 
 /// candle's dtype for a config dtype.
@@ -324,6 +325,9 @@ pub fn run(job: &Job) -> Result<PathBuf> {
             threads::current()
         );
         let mut timeline = SpeedTimeline::new();
+        if !probes_time_the_device(cfg) {
+            timeline = timeline.without_quick_probes();
+        }
         for _ in 0..PROBES_AT_EACH_END {
             timeline.probe(SpeedPhase::Before);
         }

@@ -37,6 +37,7 @@ use crate::stages::real::{
     candle_dtype, check_cuda_built, gpu_fingerprint, open_device, qwen3_config, resolve_weights,
 };
 use crate::stages::Job;
+use crate::vidur_ext::device_speed::probes_time_the_device;
 use crate::vidur_ext::predictor::cross_validate;
 use crate::{Error, Result};
 
@@ -148,6 +149,9 @@ pub fn run(job: &Job) -> Result<PathBuf> {
         );
         let mut progress = Progress::new(plan.cost(&grid, cfg.model.num_hidden_layers) + cpu_cost);
         let mut timeline = SpeedTimeline::new();
+        if !probes_time_the_device(cfg) {
+            timeline = timeline.without_quick_probes();
+        }
         for _ in 0..PROBES_AT_EACH_END {
             timeline.probe(SpeedPhase::Before);
         }
