@@ -353,7 +353,7 @@ impl DeviceProbe {
     /// without flushing it first: what [`crate::real_bench::speed_timeline::SpeedTimeline`]
     /// takes between iterations, several times a second, where a full probe (~25 ms) would
     /// delay the serve. A forward streams every weight through the caches (2.4 GB against a
-    /// 32 MiB L3 here), so the window is as cold as a flush leaves it, at a sixth of the cost.
+    /// 32 MiB L3 here), so the window is as cold as a flush leaves it, without the flush.
     /// Its readings compare with other quick readings; the full probe's repeat after a flush
     /// is close to it but not the same measurement.
     pub fn measure_quick(&mut self) -> QuickProbeSample {
