@@ -7,7 +7,9 @@
 //! nearest to it in device state ([`DeviceTimeline::distance`] of the probe rates), and, for
 //! reference, with the other. The replay reports the total execution error, the median
 //! per-iteration |error|, per-op errors and errors per kind of iteration (decode steps by
-//! batch size, prefills), raw and drift-corrected. Acceptance of the
+//! batch size, prefills), raw and drift-corrected, and per kind how the iterations ran in a
+//! fast memory state against the state the bundle was profiled in (the quick probes around
+//! each iteration's start). Acceptance of the
 //! ground-truth issue: corrected total within ±3 % and median |error| ≤ 5 % on at least 4 of
 //! 5 rounds per policy.
 //!
