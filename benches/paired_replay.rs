@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use simreal::io::records::BatchMetricsRow;
 use simreal::io::schema::BATCH_METRICS;
+use simreal::io::speed_response::{NEAR_REFERENCE, OFF_REFERENCE};
 use simreal::io::{read_csv, read_json, Stage};
 use simreal::quantile;
 use simreal::stages::graph::run_stage;
@@ -47,10 +48,11 @@ const DEFAULT_OVERRIDES: &str = "workload.num_requests=48";
 /// Ops below this share of the measured busy time are left out of the per-op check.
 const MIN_OP_SHARE: f64 = 0.02;
 /// An iteration ran in the memory state the bundle was profiled in when the quick probes on
-/// both sides of its start read within this factor (×/÷) of the bundle's quick median, and in
-/// a fast one when both read at least [`FAST_MEMORY`] × it.
-const AS_PROFILED_MEMORY: f64 = 1.1;
-const FAST_MEMORY: f64 = 1.2;
+/// both sides of its start read within ×/÷ [`AS_PROFILED_MEMORY`] of the bundle's quick
+/// median, and in a fast one when both read at least [`FAST_MEMORY`] × it: the bounds the
+/// profile's response fit uses for its states.
+const AS_PROFILED_MEMORY: f64 = NEAR_REFERENCE;
+const FAST_MEMORY: f64 = OFF_REFERENCE;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Errors {

@@ -705,6 +705,16 @@ pub struct SpeedFactors {
     pub compute: f64,
 }
 
+impl SpeedFactors {
+    /// Both factors scaled by the host's availability factor.
+    fn times(self, host: f64) -> SpeedFactors {
+        SpeedFactors {
+            memory: self.memory * host,
+            compute: self.compute * host,
+        }
+    }
+}
+
 impl SpeedCorrection {
     /// The correction of the predictions of the bundle at `bundle_dir` to the device speed
     /// over time of the real run at `real_run`, for `cfg`'s model and dtype, when both
@@ -829,10 +839,7 @@ impl SpeedCorrection {
     /// The factors at `t_ns` of the run's clock.
     pub fn factors_at(&self, t_ns: i64) -> SpeedFactors {
         let (device, host) = self.device_factors_at(t_ns);
-        SpeedFactors {
-            memory: device.memory * host,
-            compute: device.compute * host,
-        }
+        device.times(host)
     }
 
     /// The probes' factors alone at `t_ns`, and the host's availability factor.
@@ -895,10 +902,7 @@ impl SpeedCorrection {
         t_ns: i64,
     ) -> BatchPrediction {
         let (device, host) = self.device_factors_at(t_ns);
-        let f = SpeedFactors {
-            memory: device.memory * host,
-            compute: device.compute * host,
-        };
+        let f = device.times(host);
         let num_tokens: u32 = batch.iter().map(|r| r.num_tokens).sum();
         let elasticity = self
             .response
