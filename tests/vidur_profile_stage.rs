@@ -105,6 +105,8 @@ fn profile_writes_a_bundle_that_loads_and_reruns_up_to_date() {
     }
     assert_eq!(meta.details["threads"], 2);
     assert_eq!(meta.details["grid"]["repeats"], 1);
+    // Single-token shapes run more forwards than the others.
+    assert_eq!(meta.details["grid"]["single_token_repeats"], 9);
     // How each size of forward answered the memory state: null without a quick probe during
     // the grid (a tiny model's may be over before the first is due), else six size buckets
     // over the timed forwards.
@@ -118,6 +120,8 @@ fn profile_writes_a_bundle_that_loads_and_reruns_up_to_date() {
             .sum();
         assert!(forwards <= meta.details["num_forwards"].as_u64().unwrap());
         assert!(response["reference_gb_per_s"].as_f64().unwrap() > 0.0);
+        // Per op as well (empty where too few forwards ran in either state).
+        assert!(buckets.iter().all(|b| b["op_elasticity"].is_object()));
     }
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("predictor_report.json")).unwrap())

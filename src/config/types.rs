@@ -257,6 +257,9 @@ pub struct ProfileConfig {
     pub repeats: u32,
     /// Minimum samples per op and grid point: models with few layers run more forwards.
     pub min_samples: u32,
+    /// Timed forwards per single-token grid point (a decode step of one sequence), when more
+    /// than `repeats`: they carry the memory-state response of the smallest forwards.
+    pub single_token_repeats: u32,
     /// Decode iterations of the engine loop timed per CPU-overhead batch size.
     pub cpu_overhead_iterations: u32,
 }

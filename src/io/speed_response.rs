@@ -11,8 +11,11 @@
 //! to the probed bandwidth — time ∝ (bandwidth ÷ reference)^−e — and the drift correction
 //! scales a prediction by it. Measured in the profile, never from the run it corrects.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
+use crate::io::ops::Op;
 use crate::quantile;
 
 /// Lower bounds of the size buckets, tokens per forward: 1, 2–3, 4–7, 8–15, 16–63, 64+.
@@ -28,13 +31,15 @@ pub const OFF_REFERENCE: f64 = 1.2;
 pub const MIN_FORWARDS_PER_STATE: usize = 4;
 
 /// One forward the profiler timed: its size, which shape of the grid it was (forwards of one
-/// shape are compared with each other), when it started on the timeline's clock, its time.
+/// shape are compared with each other), when it started on the timeline's clock, its time
+/// and each op's time in it (summed over layers; 0 for ops it did not run).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TimedForward {
     pub num_tokens: u32,
     pub shape: usize,
     pub start_ns: i64,
     pub wall_ms: f64,
+    pub op_ms: [f64; Op::COUNT],
 }
 
 /// One bucket of forward sizes and what the profile measured of it.
@@ -52,6 +57,13 @@ pub struct ResponseBucket {
     /// all, < 0 = the forward slows down when memory speeds up. `None` when the profile did
     /// not see enough forwards in both states.
     pub elasticity: Option<f64>,
+    /// The same of each op's time in these forwards, by op name, for the ops that ran in
+    /// enough of them in both states. Ops answer differently: in the fast state decode
+    /// attention slows down while the projections and `lm_head` speed up
+    /// (`docs/ground_truth.md`, section 3), so one elasticity per forward misplaces time
+    /// between them. Absent in bundles before 2026-12-05.
+    #[serde(default)]
+    pub op_elasticity: BTreeMap<String, f64>,
 }
 
 /// The elasticities of a profile, per size bucket, against its quick probes' median.
@@ -76,54 +88,34 @@ impl SpeedResponse {
         quick.sort_by_key(|(t, _)| *t);
         let rates: Vec<f64> = quick.iter().map(|(_, rate)| *rate).collect();
         let reference = quantile::median(&rates).ok()?;
-        let mut by_shape: std::collections::BTreeMap<usize, Vec<f64>> = Default::default();
-        for f in forwards.iter().filter(|f| f.wall_ms > 0.0) {
-            by_shape.entry(f.shape).or_default().push(f.wall_ms);
-        }
-        let shape_median: std::collections::BTreeMap<usize, f64> = by_shape
-            .into_iter()
-            .filter_map(|(shape, walls)| Some((shape, quantile::median(&walls).ok()?)))
-            .collect();
-        // (bucket, ln bandwidth ratio, ln time ratio) of every forward with readings around it.
-        let points: Vec<(usize, f64, f64)> = forwards
+        // Per forward: its bucket and ln bandwidth ratio at its start (forwards without
+        // readings around them have no state to go by).
+        let states: Vec<Option<(usize, f64)>> = forwards
             .iter()
-            .filter_map(|f| {
+            .map(|f| {
                 let rate = bandwidth_at(&quick, f.start_ns)?;
-                let typical = shape_median.get(&f.shape)?;
-                (f.wall_ms > 0.0).then(|| {
-                    (
-                        bucket_of(f.num_tokens),
-                        (rate / reference).ln(),
-                        (f.wall_ms / typical).ln(),
-                    )
-                })
+                Some((bucket_of(f.num_tokens), (rate / reference).ln()))
             })
             .collect();
-        let buckets = (0..BUCKET_MIN_TOKENS.len())
-            .map(|b| {
-                let xy: Vec<(f64, f64)> = points
+        let forward_fits = fit_buckets(forwards, &states, |f| f.wall_ms);
+        let op_fits: Vec<(Op, Vec<BucketFit>)> = Op::ALL
+            .iter()
+            .map(|&op| (op, fit_buckets(forwards, &states, |f| f.op_ms[op.index()])))
+            .collect();
+        let buckets = forward_fits
+            .into_iter()
+            .enumerate()
+            .map(|(b, fit)| ResponseBucket {
+                min_tokens: BUCKET_MIN_TOKENS[b],
+                max_tokens: BUCKET_MIN_TOKENS.get(b + 1).map(|next| next - 1),
+                forwards: fit.forwards,
+                forwards_near_reference: fit.near,
+                forwards_off_reference: fit.off,
+                elasticity: fit.elasticity,
+                op_elasticity: op_fits
                     .iter()
-                    .filter(|(pb, _, _)| *pb == b)
-                    .map(|(_, x, y)| (*x, *y))
-                    .collect();
-                let near = xy
-                    .iter()
-                    .filter(|(x, _)| x.abs() <= NEAR_REFERENCE.ln())
-                    .count();
-                let off = xy
-                    .iter()
-                    .filter(|(x, _)| x.abs() >= OFF_REFERENCE.ln())
-                    .count();
-                let enough = near >= MIN_FORWARDS_PER_STATE && off >= MIN_FORWARDS_PER_STATE;
-                ResponseBucket {
-                    min_tokens: BUCKET_MIN_TOKENS[b],
-                    max_tokens: BUCKET_MIN_TOKENS.get(b + 1).map(|next| next - 1),
-                    forwards: xy.len(),
-                    forwards_near_reference: near,
-                    forwards_off_reference: off,
-                    // Time ∝ bandwidth^−e: the negated slope of ln time on ln bandwidth.
-                    elasticity: enough.then(|| -slope(&xy)).filter(|e| e.is_finite()),
-                }
+                    .filter_map(|(op, fits)| Some((op.name().to_owned(), fits[b].elasticity?)))
+                    .collect(),
             })
             .collect();
         Some(SpeedResponse {
@@ -141,25 +133,104 @@ impl SpeedResponse {
     /// a profile's single-token elasticity at +0.26 where the others measured +0.50–0.60
     /// (section 3 of docs/ground_truth.md).
     pub fn elasticity(&self, num_tokens: u32) -> Option<f64> {
-        let b = bucket_of(num_tokens);
-        // (bucket index, elasticity) of the measured buckets, in order.
-        let measured: Vec<(usize, f64)> = self
-            .buckets
-            .iter()
-            .filter_map(|k| {
-                let i = BUCKET_MIN_TOKENS.iter().position(|m| *m == k.min_tokens)?;
-                Some((i, k.elasticity?))
-            })
-            .collect();
-        if let Some((_, e)) = measured.iter().find(|(i, _)| *i == b) {
-            return Some(*e);
-        }
-        let below = measured.iter().rev().find(|(i, _)| *i < b);
-        let above = measured.iter().find(|(i, _)| *i > b);
-        let (p, q) = below.zip(above)?;
-        let at = |i: usize| i as f64;
-        Some(p.1 + (q.1 - p.1) * (at(b) - at(p.0)) / (at(q.0) - at(p.0)))
+        interpolate_buckets(&self.buckets, num_tokens, |k| k.elasticity)
     }
+
+    /// The elasticity of `op`'s time in a forward of `num_tokens` tokens, by the same rule
+    /// over the buckets where the profile measured that op; `None` where it did not (the
+    /// forward's elasticity then stands for it).
+    pub fn op_elasticity(&self, op: Op, num_tokens: u32) -> Option<f64> {
+        interpolate_buckets(&self.buckets, num_tokens, |k| {
+            k.op_elasticity.get(op.name()).copied()
+        })
+    }
+}
+
+/// The value `of` a bucket for a forward of `num_tokens` tokens: its bucket's where measured,
+/// else the line between the nearest measured buckets below and above, else `None`.
+fn interpolate_buckets(
+    buckets: &[ResponseBucket],
+    num_tokens: u32,
+    of: impl Fn(&ResponseBucket) -> Option<f64>,
+) -> Option<f64> {
+    let b = bucket_of(num_tokens);
+    // (bucket index, value) of the measured buckets, in order.
+    let measured: Vec<(usize, f64)> = buckets
+        .iter()
+        .filter_map(|k| {
+            let i = BUCKET_MIN_TOKENS.iter().position(|m| *m == k.min_tokens)?;
+            Some((i, of(k)?))
+        })
+        .collect();
+    if let Some((_, e)) = measured.iter().find(|(i, _)| *i == b) {
+        return Some(*e);
+    }
+    let below = measured.iter().rev().find(|(i, _)| *i < b);
+    let above = measured.iter().find(|(i, _)| *i > b);
+    let (p, q) = below.zip(above)?;
+    let at = |i: usize| i as f64;
+    Some(p.1 + (q.1 - p.1) * (at(b) - at(p.0)) / (at(q.0) - at(p.0)))
+}
+
+/// What one bucket's forwards say of one quantity (the forward's time or an op's).
+struct BucketFit {
+    forwards: usize,
+    near: usize,
+    off: usize,
+    elasticity: Option<f64>,
+}
+
+/// Per bucket, the elasticity of `value` (ms; forwards where it is 0 did not run it) to the
+/// bandwidth: each forward's value against the median of its shape's, its state from
+/// `states` (bucket, ln bandwidth ratio; `None` = no readings around it).
+fn fit_buckets(
+    forwards: &[TimedForward],
+    states: &[Option<(usize, f64)>],
+    value: impl Fn(&TimedForward) -> f64,
+) -> Vec<BucketFit> {
+    let mut by_shape: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
+    for f in forwards.iter().filter(|f| value(f) > 0.0) {
+        by_shape.entry(f.shape).or_default().push(value(f));
+    }
+    let shape_median: BTreeMap<usize, f64> = by_shape
+        .into_iter()
+        .filter_map(|(shape, values)| Some((shape, quantile::median(&values).ok()?)))
+        .collect();
+    // (bucket, ln bandwidth ratio, ln value ratio) of every forward with a state.
+    let points: Vec<(usize, f64, f64)> = forwards
+        .iter()
+        .zip(states)
+        .filter_map(|(f, state)| {
+            let (bucket, x) = (*state)?;
+            let typical = shape_median.get(&f.shape)?;
+            (value(f) > 0.0).then(|| (bucket, x, (value(f) / typical).ln()))
+        })
+        .collect();
+    (0..BUCKET_MIN_TOKENS.len())
+        .map(|b| {
+            let xy: Vec<(f64, f64)> = points
+                .iter()
+                .filter(|(pb, _, _)| *pb == b)
+                .map(|(_, x, y)| (*x, *y))
+                .collect();
+            let near = xy
+                .iter()
+                .filter(|(x, _)| x.abs() <= NEAR_REFERENCE.ln())
+                .count();
+            let off = xy
+                .iter()
+                .filter(|(x, _)| x.abs() >= OFF_REFERENCE.ln())
+                .count();
+            let enough = near >= MIN_FORWARDS_PER_STATE && off >= MIN_FORWARDS_PER_STATE;
+            BucketFit {
+                forwards: xy.len(),
+                near,
+                off,
+                // Value ∝ bandwidth^−e: the negated slope of ln value on ln bandwidth.
+                elasticity: enough.then(|| -slope(&xy)).filter(|e| e.is_finite()),
+            }
+        })
+        .collect()
 }
 
 /// The bucket of a forward of `num_tokens` tokens (0 counts as 1).
@@ -200,9 +271,13 @@ fn slope(xy: &[(f64, f64)]) -> f64 {
 mod tests {
     use super::*;
 
+    const ATTENTION_ELASTICITY: f64 = -0.6;
+
     /// Forwards of three shapes (1, 8 and 256 tokens) every 100 ms for 40 s, the bandwidth
     /// switching between 36 and 54 GB/s every 4 s, each forward's time following it with the
-    /// given elasticity, a deterministic ±3 % scatter on top.
+    /// given elasticity, a deterministic ±3 % scatter on top. Of each forward, decode
+    /// attention (in the 1- and 8-token shapes only) takes a tenth and answers with
+    /// [`ATTENTION_ELASTICITY`], the rest of the time is `mlp_up_proj`'s.
     fn profile(elasticities: [f64; 3]) -> (Vec<TimedForward>, Vec<(i64, f64)>) {
         let rate_at = |t_ns: i64| {
             if (t_ns / 4_000_000_000) % 3 == 2 {
@@ -223,11 +298,22 @@ mod tests {
                 let start_ns = i as i64 * 100_000_000;
                 let base = [70.0, 120.0, 1500.0][shape];
                 let scatter = 1.0 + 0.03 * (((i * 7919) % 13) as f64 / 6.0 - 1.0);
+                let state = rate_at(start_ns) / 36.0;
+                let attention_ms = if shape < 2 {
+                    0.1 * base * state.powf(-ATTENTION_ELASTICITY) * scatter
+                } else {
+                    0.0
+                };
+                let wall_ms = base * state.powf(-elasticities[shape]) * scatter;
+                let mut op_ms = [0.0; Op::COUNT];
+                op_ms[Op::AttnDecode.index()] = attention_ms;
+                op_ms[Op::MlpUpProj.index()] = wall_ms - attention_ms;
                 TimedForward {
                     num_tokens: [1, 8, 256][shape],
                     shape,
                     start_ns,
-                    wall_ms: base * (rate_at(start_ns) / 36.0).powf(-elasticities[shape]) * scatter,
+                    wall_ms,
+                    op_ms,
                 }
             })
             .collect();
@@ -255,6 +341,19 @@ mod tests {
         assert!((r.elasticity(32).unwrap() - (e8 + (e256 - e8) / 2.0)).abs() < 1e-12);
         let b = &r.buckets[3];
         assert_eq!((b.min_tokens, b.max_tokens), (8, Some(15)));
+        // Each op its own: attention slows down in the fast state while the forward speeds
+        // up; beyond the sizes that ran it (decode attention in a 256-token prefill) none.
+        for tokens in [1, 8] {
+            let e = r.op_elasticity(Op::AttnDecode, tokens).unwrap();
+            assert!(
+                (e - ATTENTION_ELASTICITY).abs() < 0.05,
+                "{tokens} tokens: {e}"
+            );
+        }
+        assert_eq!(r.op_elasticity(Op::AttnDecode, 256), None);
+        assert!(r.op_elasticity(Op::MlpUpProj, 1).unwrap() > 0.7);
+        assert_eq!(r.op_elasticity(Op::LmHead, 1), None, "never ran");
+        assert_eq!(b.op_elasticity.len(), 2);
         assert!(b.forwards_off_reference >= MIN_FORWARDS_PER_STATE);
         assert_eq!(r.buckets[5].max_tokens, None);
     }
@@ -273,6 +372,7 @@ mod tests {
                     forwards_near_reference: 8,
                     forwards_off_reference: 4,
                     elasticity: *e,
+                    op_elasticity: BTreeMap::new(),
                 })
                 .collect(),
         };

@@ -66,6 +66,7 @@ pub fn compute_grid(cfg: &SimrealConfig) -> Result<ComputeGrid> {
         warmup: p.warmup,
         repeats: p.repeats,
         min_samples: p.min_samples,
+        single_token_repeats: p.single_token_repeats,
         max_model_len: cfg.model.max_model_len,
     })
 }

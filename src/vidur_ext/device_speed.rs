@@ -691,9 +691,25 @@ fn read_response(bundle_dir: &Path) -> Result<Option<SpeedResponse>> {
     if value.is_null() {
         return Ok(None);
     }
-    serde_json::from_value(value.clone())
-        .map(Some)
-        .map_err(|e| Error::parse(&path, format!("details.device_speed_response: {e}")))
+    let response: SpeedResponse = serde_json::from_value(value.clone())
+        .map_err(|e| Error::parse(&path, format!("details.device_speed_response: {e}")))?;
+    for bucket in &response.buckets {
+        if let Some(name) = bucket
+            .op_elasticity
+            .keys()
+            .find(|n| Op::from_name(n).is_none())
+        {
+            return Err(Error::parse(
+                &path,
+                format!(
+                    "details.device_speed_response: unknown op `{name}` in the elasticities of \
+                     the bucket from {} tokens",
+                    bucket.min_tokens
+                ),
+            ));
+        }
+    }
+    Ok(Some(response))
 }
 
 /// One correction factor per kind of work at one instant: predicted × factor.
@@ -778,10 +794,8 @@ impl SpeedCorrection {
     /// One sentence on which sizes of iteration the bundle's measured response scales, and
     /// by what; `None` when it measured none.
     pub fn response_sentence(&self) -> Option<String> {
-        let measured: Vec<String> = self
-            .response
-            .as_ref()?
-            .buckets
+        let buckets = &self.response.as_ref()?.buckets;
+        let measured: Vec<String> = buckets
             .iter()
             .filter_map(|b| {
                 let sizes = match b.max_tokens {
@@ -792,13 +806,30 @@ impl SpeedCorrection {
                 Some(format!("{sizes} tokens {:+.2}", b.elasticity?))
             })
             .collect();
+        // The spread of the ops' own elasticities in the smallest size that has them.
+        let ops = buckets.iter().find_map(|b| {
+            let by_value = |x: &(&String, &f64), y: &(&String, &f64)| x.1.total_cmp(y.1);
+            let lowest = b.op_elasticity.iter().min_by(by_value)?;
+            let highest = b.op_elasticity.iter().max_by(by_value)?;
+            Some(format!(
+                "; each op takes its own where measured ({} of them at {} token(s), from {} {:+.2} \
+                 to {} {:+.2})",
+                b.op_elasticity.len(),
+                b.min_tokens,
+                lowest.0,
+                lowest.1,
+                highest.0,
+                highest.1
+            ))
+        });
         (!measured.is_empty()).then(|| {
             format!(
                 "Device-speed correction: the bundle's profile measured how its forwards' time \
                  follows the memory bandwidth (elasticity; 1 = fully, < 0 = slower when memory \
-                 is faster): {}; sizes between these take the line between them, smaller or \
+                 is faster): {}{}; sizes between these take the line between them, smaller or \
                  larger ones the roofline.",
-                measured.join(", ")
+                measured.join(", "),
+                ops.unwrap_or_default()
             )
         })
     }
@@ -891,9 +922,10 @@ impl SpeedCorrection {
     /// `p` (predicted for `batch` at `t_ns` of the run) scaled to the run's device state:
     /// each op by its memory/compute mix, CPU overheads as compute. Where the bundle measured
     /// how forwards of this size answer the memory state ([`SpeedResponse`]), the memory
-    /// probe's factor scales every op by that elasticity instead, and the compute probe's
-    /// only the op's compute share (the memory state does not move it, but a compute
-    /// slowdown of its own, an FMA unit shared with a neighbour, still counts).
+    /// probe's factor scales each op by the op's own elasticity (where the profile measured
+    /// one, else the forward's) instead, and the compute probe's only the op's compute share
+    /// (the memory state does not move it, but a compute slowdown of its own, an FMA unit
+    /// shared with a neighbour, still counts).
     pub fn correct(
         &self,
         p: &BatchPrediction,
@@ -904,16 +936,17 @@ impl SpeedCorrection {
         let (device, host) = self.device_factors_at(t_ns);
         let f = device.times(host);
         let num_tokens: u32 = batch.iter().map(|r| r.num_tokens).sum();
-        let elasticity = self
-            .response
-            .as_ref()
-            .and_then(|r| r.elasticity(num_tokens));
+        let response = self.response.as_ref();
+        let forward_elasticity = response.and_then(|r| r.elasticity(num_tokens));
         let mut ops_ms = p.ops_ms;
         for op in Op::ALL {
             let share = memory_share(
                 self.intensity(op, batch, logits_rows),
                 self.balance_flop_per_byte,
             );
+            let elasticity = response
+                .and_then(|r| r.op_elasticity(op, num_tokens))
+                .or(forward_elasticity);
             ops_ms[op.index()] *= match elasticity {
                 Some(e) => device.memory.powf(e) * device.compute.powf(1.0 - share) * host,
                 None => share * f.memory + (1.0 - share) * f.compute,
@@ -1268,12 +1301,18 @@ mod tests {
                 forwards_near_reference: 20,
                 forwards_off_reference: 20,
                 elasticity,
+                op_elasticity: Default::default(),
             };
+        let mut two_three = bucket(2, Some(3), Some(0.7));
+        // Decode attention slows down where the forward speeds up.
+        two_three
+            .op_elasticity
+            .insert("attn_decode".to_owned(), -0.5);
         let response = SpeedResponse {
             reference_gb_per_s: 10.0,
             buckets: vec![
                 bucket(1, Some(1), None),
-                bucket(2, Some(3), Some(0.7)),
+                two_three,
                 bucket(64, None, Some(-0.25)),
             ],
         };
@@ -1285,6 +1324,7 @@ mod tests {
         let sentence = c.response_sentence().unwrap();
         assert!(
             sentence.contains("2–3 tokens +0.70, 64+ tokens -0.25")
+                && sentence.contains("attn_decode -0.50")
                 && !sentence.contains("1 tokens"),
             "{sentence}"
         );
@@ -1294,14 +1334,18 @@ mod tests {
         // Two decode tokens: faster by the measured 0.7 of the bandwidth's change, whatever
         // the op's roofline share.
         let two = [RequestShape::decode(100); 2];
-        for op in [Op::MlpUpProj, Op::AttnDecode, Op::Add] {
+        for op in [Op::MlpUpProj, Op::Add] {
             assert!((factor(&two, op) - (10.0f64 / 15.0).powf(0.7)).abs() < 1e-12);
         }
+        // An op with its own elasticity takes it.
+        assert!((factor(&two, Op::AttnDecode) - 1.5f64.powf(0.5)).abs() < 1e-12);
         // Sizes between measured ones take the line between them (16 tokens: 3/4 of the way
-        // from 2–3 to 64+).
+        // from 2–3 to 64+); an op measured on one side only, the forward's.
         let sixteen = [RequestShape::decode(100); 16];
         let e = 0.7 + 0.75 * (-0.25 - 0.7);
-        assert!((factor(&sixteen, Op::MlpUpProj) - (10.0f64 / 15.0).powf(e)).abs() < 1e-12);
+        for op in [Op::MlpUpProj, Op::AttnDecode] {
+            assert!((factor(&sixteen, op) - (10.0f64 / 15.0).powf(e)).abs() < 1e-12);
+        }
         // A 256-token prefill slows down as memory speeds up.
         let prefill = [RequestShape::prefill(256, 0)];
         assert!((factor(&prefill, Op::MlpUpProj) - 1.5f64.powf(0.25)).abs() < 1e-12);
@@ -1335,16 +1379,37 @@ mod tests {
         .unwrap();
         let r = read_response(&dir).unwrap().unwrap();
         assert_eq!(r.elasticity(1), Some(0.66));
-        std::fs::write(
-            &meta,
-            r#"{"details": {"device_speed_response": {"buckets": "none"}}}"#,
-        )
-        .unwrap();
-        let err = read_response(&dir).unwrap_err().to_string();
-        assert!(
-            err.contains("profiling_meta.json") && err.contains("device_speed_response"),
-            "{err}"
+        assert_eq!(
+            r.op_elasticity(Op::LmHead, 1),
+            None,
+            "written before 2026-12-05"
         );
+        let with_ops = |ops: &str| {
+            format!(
+                r#"{{"details": {{"device_speed_response": {{"reference_gb_per_s": 37.5,
+                   "buckets": [{{"min_tokens": 1, "max_tokens": 1, "forwards": 30,
+                   "forwards_near_reference": 20, "forwards_off_reference": 9,
+                   "elasticity": 0.66, "op_elasticity": {{{ops}}}}}]}}}}}}"#
+            )
+        };
+        std::fs::write(&meta, with_ops(r#""lm_head": 0.71"#)).unwrap();
+        let r = read_response(&dir).unwrap().unwrap();
+        assert_eq!(r.op_elasticity(Op::LmHead, 1), Some(0.71));
+        for bad in [
+            r#"{"details": {"device_speed_response": {"buckets": "none"}}}"#.to_owned(),
+            with_ops(r#""lm_heads": 0.71"#),
+        ] {
+            std::fs::write(&meta, bad).unwrap();
+            let err = read_response(&dir).unwrap_err().to_string();
+            assert!(
+                err.contains("profiling_meta.json") && err.contains("device_speed_response"),
+                "{err}"
+            );
+        }
+        assert!(read_response(&dir)
+            .unwrap_err()
+            .to_string()
+            .contains("lm_heads"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

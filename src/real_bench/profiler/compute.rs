@@ -71,6 +71,8 @@ pub struct ForwardTiming {
     /// Index of its shape in the plan (attention points, then token points).
     pub shape: usize,
     pub wall_ms: f64,
+    /// Each op's time in it, summed over layers (the sampler's right after it).
+    pub op_ms: [f64; Op::COUNT],
 }
 
 impl ForwardTiming {
@@ -81,6 +83,7 @@ impl ForwardTiming {
             shape: self.shape,
             start_ns: signed_ns_since(origin, self.start),
             wall_ms: self.wall_ms,
+            op_ms: self.op_ms,
         }
     }
 }
@@ -293,10 +296,20 @@ fn run_forwards(
         .iter()
         .map(|seqs| model.prepare_batch(cache, seqs))
         .collect::<Result<Vec<_>>>()?;
-    let timed = grid.timed_forwards(num_layers);
+    let timed = grid.timed_passes(num_layers);
     let mut recorder = SampleRecorder::default();
-    let mut order: Vec<usize> = (0..shapes.len()).collect();
     for pass in 0..grid.warmup + timed {
+        // Each shape once per warm-up pass, in timed passes as often as its share of its
+        // timed forwards (single-token shapes run more).
+        let mut order: Vec<usize> = (0..shapes.len())
+            .flat_map(|i| {
+                let runs = match pass.checked_sub(grid.warmup) {
+                    None => 1,
+                    Some(timed_pass) => grid.runs_in_pass(shapes[i].0, timed_pass, num_layers),
+                };
+                std::iter::repeat_n(i, runs as usize)
+            })
+            .collect();
         // A new order every pass: with a fixed one, whatever a shape leaves behind (cold
         // caches after the largest prefill, freed buffers) slows the same next shape in every
         // pass, and the median keeps it (`lm_head` at 3 rows measured 2.2× its neighbours).
@@ -334,11 +347,17 @@ fn run_forwards(
                 continue;
             }
             pool.num_forwards += 1;
+            let mut op_ms = [0.0; Op::COUNT];
+            for op in Op::MODEL {
+                op_ms[op.index()] = recorder.samples_ms(op).iter().sum();
+            }
+            op_ms[Op::Sampler.index()] = sampler_ms;
             pool.timed_forwards.push(ForwardTiming {
                 start,
                 num_tokens: n,
                 shape: i,
                 wall_ms,
+                op_ms,
             });
             let per_n = pool.token_ops.entry(n).or_default();
             for op in TOKEN_OPS {

@@ -25,6 +25,12 @@ pub struct ComputeGrid {
     /// More timed forwards when `repeats × layers` gives fewer samples per op than this
     /// (a 2-layer model needs many cheap forwards for a stable median).
     pub min_samples: u32,
+    /// Timed forwards per single-token grid point (a decode step of one sequence), when more
+    /// than the others': the memory-state response is fitted per size of forward
+    /// (`io::speed_response`) from at least 4 forwards in each state, single-token steps
+    /// answer it most, and with 3 each of 4 shapes two profiles in six saw fewer than 4 of
+    /// them in the fast state. They are the cheapest forwards (~60–80 ms on the 2-core VM).
+    pub single_token_repeats: u32,
     /// Longest sequence served (`kv + chunk` above it is not profiled, as in Vidur).
     pub max_model_len: u32,
 }
@@ -69,13 +75,39 @@ impl ComputeGrid {
         if grid.repeats == 0 {
             return Err(Error::config("profile.repeats", "must be positive"));
         }
+        if grid.single_token_repeats == 0 {
+            return Err(Error::config(
+                "profile.single_token_repeats",
+                "must be positive",
+            ));
+        }
         Ok(grid)
     }
 
-    /// Timed forwards per grid point for a model of `num_layers` layers.
-    pub fn timed_forwards(&self, num_layers: u32) -> u32 {
+    /// Timed passes over the grid for a model of `num_layers` layers: timed forwards per
+    /// grid point but the single-token ones.
+    pub fn timed_passes(&self, num_layers: u32) -> u32 {
         self.repeats
             .max(self.min_samples.div_ceil(num_layers.max(1)))
+    }
+
+    /// Timed forwards of `shape` for a model of `num_layers` layers.
+    pub fn timed_forwards(&self, shape: ForwardShape, num_layers: u32) -> u32 {
+        let passes = self.timed_passes(num_layers);
+        if shape.num_tokens() == 1 {
+            passes.max(self.single_token_repeats)
+        } else {
+            passes
+        }
+    }
+
+    /// How often `shape` runs in timed pass `pass` (from 0): its timed forwards spread over
+    /// the passes as evenly as they divide, so that each pass's shuffled order interleaves
+    /// them with every other shape's.
+    pub fn runs_in_pass(&self, shape: ForwardShape, pass: u32, num_layers: u32) -> u32 {
+        let passes = self.timed_passes(num_layers);
+        let total = self.timed_forwards(shape, num_layers);
+        total / passes + u32::from(pass < total % passes)
     }
 }
 
@@ -263,14 +295,11 @@ impl ComputePlan {
 
     /// Estimated cost of running the plan on a `num_layers`-layer model (progress units).
     pub fn cost(&self, grid: &ComputeGrid, num_layers: u32) -> f64 {
-        let per_point = f64::from(grid.warmup + grid.timed_forwards(num_layers));
-        let forwards: f64 = self
-            .attention_points
+        self.attention_points
             .iter()
             .chain(&self.token_points)
-            .map(|s| s.cost() * per_point)
-            .sum();
-        forwards
+            .map(|s| s.cost() * f64::from(grid.warmup + grid.timed_forwards(*s, num_layers)))
+            .sum()
     }
 
     /// Every token count measured (the `mlp.csv` rows, each with its logits ops), ascending.
@@ -301,6 +330,7 @@ mod tests {
             warmup: 1,
             repeats: 2,
             min_samples: 8,
+            single_token_repeats: 5,
             max_model_len: 128,
         }
     }
@@ -363,6 +393,62 @@ mod tests {
         let g = ComputeGrid::new(grid()).unwrap();
         let e = ComputePlan::new(&g, 16, 1).unwrap_err().to_string();
         assert!(e.contains("attention grid point fits"), "{e}");
+        let mut g = grid();
+        g.single_token_repeats = 0;
+        let e = ComputeGrid::new(g).unwrap_err().to_string();
+        assert!(e.contains("profile.single_token_repeats"), "{e}");
+    }
+
+    #[test]
+    fn single_token_shapes_run_more_spread_over_the_passes() {
+        let g = ComputeGrid::new(grid()).unwrap();
+        let one = ForwardShape::Decode {
+            batch_size: 1,
+            kv_cache_size: 16,
+        };
+        let two = ForwardShape::Decode {
+            batch_size: 2,
+            kv_cache_size: 16,
+        };
+        // 28 layers: `repeats` (2) passes; 2 layers: 8 samples need 4.
+        assert_eq!(g.timed_passes(28), 2);
+        assert_eq!(g.timed_passes(2), 4);
+        assert_eq!(g.timed_forwards(two, 28), 2);
+        assert_eq!(g.timed_forwards(one, 28), 5);
+        assert_eq!(g.timed_forwards(one, 2), 5);
+        let runs = |shape, layers| {
+            (0..g.timed_passes(layers))
+                .map(|p| g.runs_in_pass(shape, p, layers))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(runs(one, 28), [3, 2]);
+        assert_eq!(runs(one, 2), [2, 1, 1, 1]);
+        assert_eq!(runs(two, 28), [1, 1]);
+        // Fewer single-token repeats than passes: the passes win.
+        let mut few = grid();
+        few.single_token_repeats = 1;
+        let few = ComputeGrid::new(few).unwrap();
+        assert_eq!(few.timed_forwards(one, 28), 2);
+        let plan = ComputePlan::new(&g, 16, 64).unwrap();
+        let per_pass = |shape: ForwardShape| shape.cost() * f64::from(g.warmup + 2);
+        // Decode batch 1 at kv 16 and 100: 3 forwards more each.
+        let extra: f64 = [16, 100]
+            .map(|kv_cache_size| {
+                let shape = ForwardShape::Decode {
+                    batch_size: 1,
+                    kv_cache_size,
+                };
+                shape.cost() * 3.0
+            })
+            .iter()
+            .sum();
+        let all: f64 = plan
+            .attention_points
+            .iter()
+            .chain(&plan.token_points)
+            .map(|s| per_pass(*s))
+            .sum();
+        assert!((plan.cost(&g, 28) - (all + extra)).abs() < 1e-9);
     }
 
     #[test]
