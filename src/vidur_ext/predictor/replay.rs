@@ -85,7 +85,8 @@ pub struct ReplaySummary {
     pub model_time: Option<ErrorStats>,
     /// Measured vs predicted CPU overhead, where measured.
     pub cpu_overhead: Option<ErrorStats>,
-    /// By op name, for ops with a measured breakdown.
+    /// By op name, for ops with a measured breakdown: over the iterations that ran the op
+    /// or were predicted to.
     pub by_op: BTreeMap<String, ReplayGroupStats>,
     /// By kind of iteration ([`IterationKind::name`]), for the kinds the run has: a
     /// correction that fits single-sequence decode steps and not larger batches shows here,
@@ -189,11 +190,15 @@ pub fn replay_batches(
             cpu_pairs.push((cpu as f64, p.cpu_overhead_ns as f64));
         }
         for op in Op::ALL {
-            if let Some(measured) = it.measured_ops_ns[op.index()] {
-                op_pairs
+            // Iterations where the op neither ran nor was predicted say nothing of it (a
+            // prefill-attention median over mostly decode-only iterations read 0 %).
+            let predicted_ns = p.op_ms(op) * 1e6;
+            match it.measured_ops_ns[op.index()] {
+                Some(measured) if measured > 0 || predicted_ns > 0.0 => op_pairs
                     .entry(op)
                     .or_default()
-                    .push((measured as f64, p.op_ms(op) * 1e6));
+                    .push((measured as f64, predicted_ns)),
+                _ => {}
             }
         }
         batches.push(ReplayBatch {
