@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use simreal::io::records::BatchMetricsRow;
 use simreal::io::schema::BATCH_METRICS;
-use simreal::io::speed_response::{NEAR_REFERENCE, OFF_REFERENCE};
+use simreal::io::speed_response::{FAST_STATE, NEAR_REFERENCE};
 use simreal::io::{read_csv, read_json, Stage};
 use simreal::quantile;
 use simreal::stages::graph::run_stage;
@@ -52,7 +52,7 @@ const MIN_OP_SHARE: f64 = 0.02;
 /// median, and in a fast one when both read at least [`FAST_MEMORY`] × it: the bounds the
 /// profile's response fit uses for its states.
 const AS_PROFILED_MEMORY: f64 = NEAR_REFERENCE;
-const FAST_MEMORY: f64 = OFF_REFERENCE;
+const FAST_MEMORY: f64 = FAST_STATE;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Errors {

@@ -121,7 +121,7 @@ fn profile_writes_a_bundle_that_loads_and_reruns_up_to_date() {
         assert!(forwards <= meta.details["num_forwards"].as_u64().unwrap());
         assert!(response["reference_gb_per_s"].as_f64().unwrap() > 0.0);
         // Per op as well (empty where too few forwards ran in either state).
-        assert!(buckets.iter().all(|b| b["op_elasticity"].is_object()));
+        assert!(buckets.iter().all(|b| b["op_fast_time_ratio"].is_object()));
     }
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("predictor_report.json")).unwrap())

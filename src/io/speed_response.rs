@@ -1,15 +1,21 @@
 //! How the device's memory state moves forwards of each size, as a profile measured it
 //! (`profiling_meta.json`: `details.device_speed_response`).
 //!
-//! A shared host's memory bandwidth switches between states within seconds (33–40 against
-//! 50–72 GB/s on the 2-core VM), and forwards of different sizes answer differently: in the
-//! fast state single-sequence decode steps ran 21–32 % faster, decode batches of 8–15
+//! A shared host's memory bandwidth switches between two states within seconds (33–40
+//! against 50–72 GB/s on the 2-core VM), and forwards of different sizes answer differently:
+//! in the fast state single-sequence decode steps ran 21–32 % faster, decode batches of 8–15
 //! sequences 5–8 % *slower* and prefills 8–11 % slower (`cargo bench --bench paired_replay`,
-//! section "By memory state"), where a roofline that scales each op by its memory share moved
-//! them all the same way. The profiler interleaves its forwards with quick memory probes, so
-//! it sees both states too; per size of forward it fits the *elasticity* `e` of forward time
-//! to the probed bandwidth — time ∝ (bandwidth ÷ reference)^−e — and the drift correction
-//! scales a prediction by it. Measured in the profile, never from the run it corrects.
+//! section "By memory state"), and within a forward decode attention slowed down while the
+//! projections and `lm_head` sped up — where a roofline that scales each op by its memory
+//! share moved them all the same way. The profiler interleaves its forwards with quick memory
+//! probes, so it sees both states too; per size of forward, and per op, it measures the
+//! *fast-state time ratio*: the median time of the forwards (ops) it ran in the fast state
+//! against those in the reference state. The drift correction multiplies an iteration the
+//! run's probes place in the fast state by it. A ratio, not a slope through the readings:
+//! the probes' level moves with their context by several percent (one window's profiles read
+//! 3–10 % below the runs' reference state while the engine ran at the profile's speed), so
+//! only which state a reading is in carries over from profile to run. Measured in the
+//! profile, never from the run it corrects.
 
 use std::collections::BTreeMap;
 
@@ -21,13 +27,13 @@ use crate::quantile;
 /// Lower bounds of the size buckets, tokens per forward: 1, 2–3, 4–7, 8–15, 16–63, 64+.
 pub const BUCKET_MIN_TOKENS: [u32; 6] = [1, 2, 4, 8, 16, 64];
 /// A forward ran in the reference state when the probed bandwidth was within this factor
-/// (×/÷) of the profile's median, off it when at least [`OFF_REFERENCE`] away.
+/// (×/÷) of the profile's median, in the fast state when at least [`FAST_STATE`] times it.
 pub const NEAR_REFERENCE: f64 = 1.1;
-pub const OFF_REFERENCE: f64 = 1.2;
-/// A bucket's elasticity is fitted only from at least this many forwards in the reference
-/// state and this many off it: fewer say more about the forwards' own scatter (5–10 %)
-/// than about the state. The default grid times 12 single-token forwards (4 shapes × 3
-/// passes), a third of them in the fast state on a typical profile.
+/// The fast state: at least this many times the reference bandwidth. The states are ~1.5×
+/// apart, so the threshold leaves room for the probes' context offset.
+pub const FAST_STATE: f64 = 1.2;
+/// A bucket's ratio is measured only from at least this many forwards in each state: fewer
+/// say more about the forwards' own scatter (5–10 %) than about the state.
 pub const MIN_FORWARDS_PER_STATE: usize = 4;
 
 /// One forward the profiler timed: its size, which shape of the grid it was (forwards of one
@@ -50,27 +56,29 @@ pub struct ResponseBucket {
     pub max_tokens: Option<u32>,
     /// Forwards in the bucket with a probe reading around them.
     pub forwards: usize,
-    /// Of them, in the reference state and off it (at least [`OFF_REFERENCE`] away).
+    /// Of them, in the reference state and in the fast state.
     pub forwards_near_reference: usize,
-    pub forwards_off_reference: usize,
-    /// d ln(time) ÷ d ln(1 ÷ bandwidth): 1 = time follows the bandwidth fully, 0 = not at
-    /// all, < 0 = the forward slows down when memory speeds up. `None` when the profile did
-    /// not see enough forwards in both states.
-    pub elasticity: Option<f64>,
-    /// The same of each op's time in these forwards, by op name, for the ops that ran in
-    /// enough of them in both states. Ops answer differently: in the fast state decode
-    /// attention slows down while the projections and `lm_head` speed up
-    /// (`docs/ground_truth.md`, section 3), so one elasticity per forward misplaces time
-    /// between them. Absent in bundles before 2026-12-05.
+    /// (Absent, as every ratio, in bundles of 2026-12-05 before 04:30 UTC, which fitted
+    /// elasticities instead: they read as having measured none.)
     #[serde(default)]
-    pub op_elasticity: BTreeMap<String, f64>,
+    pub forwards_fast: usize,
+    /// Median time of a forward (against its shape's median) in the fast state ÷ in the
+    /// reference state: < 1 = faster when memory is fast. `None` when the profile did not
+    /// see enough forwards in both states.
+    pub fast_time_ratio: Option<f64>,
+    /// The same of each op's time in these forwards, by op name, for the ops that ran in
+    /// enough of them in both states.
+    #[serde(default)]
+    pub op_fast_time_ratio: BTreeMap<String, f64>,
 }
 
-/// The elasticities of a profile, per size bucket, against its quick probes' median.
+/// The fast-state time ratios of a profile, per size bucket.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SpeedResponse {
     /// Median bandwidth of the profile's quick probes, GB/s: the reference state.
     pub reference_gb_per_s: f64,
+    /// Median of its readings in the fast state, GB/s; `None` when it saw none.
+    pub fast_state_gb_per_s: Option<f64>,
     pub buckets: Vec<ResponseBucket>,
 }
 
@@ -88,13 +96,18 @@ impl SpeedResponse {
         quick.sort_by_key(|(t, _)| *t);
         let rates: Vec<f64> = quick.iter().map(|(_, rate)| *rate).collect();
         let reference = quantile::median(&rates).ok()?;
-        // Per forward: its bucket and ln bandwidth ratio at its start (forwards without
+        let fast_rates: Vec<f64> = rates
+            .iter()
+            .copied()
+            .filter(|r| *r >= FAST_STATE * reference)
+            .collect();
+        // Per forward: its bucket and bandwidth ratio at its start (forwards without
         // readings around them have no state to go by).
         let states: Vec<Option<(usize, f64)>> = forwards
             .iter()
             .map(|f| {
                 let rate = bandwidth_at(&quick, f.start_ns)?;
-                Some((bucket_of(f.num_tokens), (rate / reference).ln()))
+                Some((bucket_of(f.num_tokens), rate / reference))
             })
             .collect();
         let forward_fits = fit_buckets(forwards, &states, |f| f.wall_ms);
@@ -110,79 +123,84 @@ impl SpeedResponse {
                 max_tokens: BUCKET_MIN_TOKENS.get(b + 1).map(|next| next - 1),
                 forwards: fit.forwards,
                 forwards_near_reference: fit.near,
-                forwards_off_reference: fit.off,
-                elasticity: fit.elasticity,
-                op_elasticity: op_fits
+                forwards_fast: fit.fast,
+                fast_time_ratio: fit.ratio,
+                op_fast_time_ratio: op_fits
                     .iter()
-                    .filter_map(|(op, fits)| Some((op.name().to_owned(), fits[b].elasticity?)))
+                    .filter_map(|(op, fits)| Some((op.name().to_owned(), fits[b].ratio?)))
                     .collect(),
             })
             .collect();
         Some(SpeedResponse {
             reference_gb_per_s: reference,
+            fast_state_gb_per_s: quantile::median(&fast_rates).ok(),
             buckets,
         })
     }
 
-    /// The elasticity for a forward (an iteration) of `num_tokens` tokens: its bucket's where
-    /// the profile measured it, else the line between the nearest measured buckets below and
-    /// above it (in bucket order, i.e. about log₂ of the size: the elasticity falls steadily
-    /// with size, +0.60, +0.37, +0.20, −0.10 for 1, 2–3, 4–7, 8–15 tokens in a profile of
-    /// 2026-12-05), and `None` beyond the last measured one at either end. Not extrapolated:
-    /// the ends are where it changes fastest, and the line through two noisy neighbours put
-    /// a profile's single-token elasticity at +0.26 where the others measured +0.50–0.60
+    /// The fast-state time ratio of a forward (an iteration) of `num_tokens` tokens: its
+    /// bucket's where the profile measured it, else between the nearest measured buckets
+    /// below and above it (geometrically, in bucket order, i.e. about log₂ of the size: the
+    /// ratio rises steadily with size), and `None` beyond the last measured one at either
+    /// end. Not extrapolated: the ends are where it changes fastest, and the line through
+    /// two noisy neighbours put one profile's single-token response at half the others'
     /// (section 3 of docs/ground_truth.md).
-    pub fn elasticity(&self, num_tokens: u32) -> Option<f64> {
-        interpolate_buckets(&self.buckets, num_tokens, |k| k.elasticity)
+    pub fn fast_time_ratio(&self, num_tokens: u32) -> Option<f64> {
+        interpolate_buckets(&self.buckets, num_tokens, |k| k.fast_time_ratio)
     }
 
-    /// The elasticity of `op`'s time in a forward of `num_tokens` tokens, by the same rule
-    /// over the buckets where the profile measured that op; `None` where it did not (the
-    /// forward's elasticity then stands for it).
-    pub fn op_elasticity(&self, op: Op, num_tokens: u32) -> Option<f64> {
+    /// Whether the profile measured the fast state's ratio for any size.
+    pub fn measured_any(&self) -> bool {
+        self.buckets.iter().any(|b| b.fast_time_ratio.is_some())
+    }
+
+    /// The fast-state time ratio of `op` in a forward of `num_tokens` tokens, by the same
+    /// rule over the buckets where the profile measured that op; `None` where it did not
+    /// (the forward's ratio then stands for it).
+    pub fn op_fast_time_ratio(&self, op: Op, num_tokens: u32) -> Option<f64> {
         interpolate_buckets(&self.buckets, num_tokens, |k| {
-            k.op_elasticity.get(op.name()).copied()
+            k.op_fast_time_ratio.get(op.name()).copied()
         })
     }
 }
 
 /// The value `of` a bucket for a forward of `num_tokens` tokens: its bucket's where measured,
-/// else the line between the nearest measured buckets below and above, else `None`.
+/// else geometrically between the nearest measured buckets below and above, else `None`.
 fn interpolate_buckets(
     buckets: &[ResponseBucket],
     num_tokens: u32,
     of: impl Fn(&ResponseBucket) -> Option<f64>,
 ) -> Option<f64> {
     let b = bucket_of(num_tokens);
-    // (bucket index, value) of the measured buckets, in order.
+    // (bucket index, ln value) of the measured buckets, in order.
     let measured: Vec<(usize, f64)> = buckets
         .iter()
         .filter_map(|k| {
             let i = BUCKET_MIN_TOKENS.iter().position(|m| *m == k.min_tokens)?;
-            Some((i, of(k)?))
+            Some((i, of(k).filter(|v| *v > 0.0)?.ln()))
         })
         .collect();
-    if let Some((_, e)) = measured.iter().find(|(i, _)| *i == b) {
-        return Some(*e);
+    if let Some((_, v)) = measured.iter().find(|(i, _)| *i == b) {
+        return Some(v.exp());
     }
     let below = measured.iter().rev().find(|(i, _)| *i < b);
     let above = measured.iter().find(|(i, _)| *i > b);
     let (p, q) = below.zip(above)?;
     let at = |i: usize| i as f64;
-    Some(p.1 + (q.1 - p.1) * (at(b) - at(p.0)) / (at(q.0) - at(p.0)))
+    Some((p.1 + (q.1 - p.1) * (at(b) - at(p.0)) / (at(q.0) - at(p.0))).exp())
 }
 
 /// What one bucket's forwards say of one quantity (the forward's time or an op's).
 struct BucketFit {
     forwards: usize,
     near: usize,
-    off: usize,
-    elasticity: Option<f64>,
+    fast: usize,
+    ratio: Option<f64>,
 }
 
-/// Per bucket, the elasticity of `value` (ms; forwards where it is 0 did not run it) to the
-/// bandwidth: each forward's value against the median of its shape's, its state from
-/// `states` (bucket, ln bandwidth ratio; `None` = no readings around it).
+/// Per bucket, the fast-state time ratio of `value` (ms; forwards where it is 0 did not run
+/// it): each forward's value against the median of its shape's, its state from `states`
+/// (bucket, bandwidth ÷ reference; `None` = no readings around it).
 fn fit_buckets(
     forwards: &[TimedForward],
     states: &[Option<(usize, f64)>],
@@ -196,38 +214,38 @@ fn fit_buckets(
         .into_iter()
         .filter_map(|(shape, values)| Some((shape, quantile::median(&values).ok()?)))
         .collect();
-    // (bucket, ln bandwidth ratio, ln value ratio) of every forward with a state.
+    // (bucket, bandwidth ratio, ln value ratio) of every forward with a state.
     let points: Vec<(usize, f64, f64)> = forwards
         .iter()
         .zip(states)
         .filter_map(|(f, state)| {
-            let (bucket, x) = (*state)?;
+            let (bucket, rate_ratio) = (*state)?;
             let typical = shape_median.get(&f.shape)?;
-            (value(f) > 0.0).then(|| (bucket, x, (value(f) / typical).ln()))
+            (value(f) > 0.0).then(|| (bucket, rate_ratio, (value(f) / typical).ln()))
         })
         .collect();
     (0..BUCKET_MIN_TOKENS.len())
         .map(|b| {
-            let xy: Vec<(f64, f64)> = points
-                .iter()
-                .filter(|(pb, _, _)| *pb == b)
-                .map(|(_, x, y)| (*x, *y))
+            let in_bucket = || points.iter().filter(move |(pb, _, _)| *pb == b);
+            let near: Vec<f64> = in_bucket()
+                .filter(|(_, r, _)| *r <= NEAR_REFERENCE && *r >= 1.0 / NEAR_REFERENCE)
+                .map(|(_, _, y)| *y)
                 .collect();
-            let near = xy
-                .iter()
-                .filter(|(x, _)| x.abs() <= NEAR_REFERENCE.ln())
-                .count();
-            let off = xy
-                .iter()
-                .filter(|(x, _)| x.abs() >= OFF_REFERENCE.ln())
-                .count();
-            let enough = near >= MIN_FORWARDS_PER_STATE && off >= MIN_FORWARDS_PER_STATE;
+            let fast: Vec<f64> = in_bucket()
+                .filter(|(_, r, _)| *r >= FAST_STATE)
+                .map(|(_, _, y)| *y)
+                .collect();
+            let enough =
+                near.len() >= MIN_FORWARDS_PER_STATE && fast.len() >= MIN_FORWARDS_PER_STATE;
+            let ratio = || {
+                let (near, fast) = (quantile::median(&near).ok()?, quantile::median(&fast).ok()?);
+                Some((fast - near).exp())
+            };
             BucketFit {
-                forwards: xy.len(),
-                near,
-                off,
-                // Value ∝ bandwidth^−e: the negated slope of ln value on ln bandwidth.
-                elasticity: enough.then(|| -slope(&xy)).filter(|e| e.is_finite()),
+                forwards: in_bucket().count(),
+                near: near.len(),
+                fast: fast.len(),
+                ratio: if enough { ratio() } else { None },
             }
         })
         .collect()
@@ -253,18 +271,6 @@ fn bandwidth_at(quick: &[(i64, f64)], t_ns: i64) -> Option<f64> {
         0.0
     };
     Some(a + w * (b - a))
-}
-
-/// Least-squares slope of y on x; NaN when x does not vary.
-fn slope(xy: &[(f64, f64)]) -> f64 {
-    let n = xy.len() as f64;
-    let (mx, my) = (
-        xy.iter().map(|p| p.0).sum::<f64>() / n,
-        xy.iter().map(|p| p.1).sum::<f64>() / n,
-    );
-    let cov: f64 = xy.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
-    let var: f64 = xy.iter().map(|(x, _)| (x - mx).powi(2)).sum();
-    cov / var
 }
 
 #[cfg(test)]
@@ -321,64 +327,65 @@ mod tests {
     }
 
     #[test]
-    fn fits_each_size_its_own_elasticity() {
+    fn measures_each_size_its_own_fast_state_ratio() {
         let (forwards, quick) = profile([0.7, -0.1, -0.25]);
         let r = SpeedResponse::fit(&forwards, &quick).unwrap();
         assert_eq!(r.reference_gb_per_s, 36.0);
-        for (tokens, want) in [(1, 0.7), (8, -0.1), (256, -0.25)] {
-            let e = r.elasticity(tokens).unwrap();
-            assert!((e - want).abs() < 0.05, "{tokens} tokens: {e} vs {want}");
+        assert_eq!(r.fast_state_gb_per_s, Some(54.0));
+        // Memory 1.5× faster: time × 1.5^−e.
+        for (tokens, e) in [(1, 0.7), (8, -0.1), (256, -0.25)] {
+            let (got, want) = (r.fast_time_ratio(tokens).unwrap(), 1.5f64.powf(-e));
+            assert!(
+                (got / want - 1.0).abs() < 0.03,
+                "{tokens} tokens: {got} vs {want}"
+            );
         }
         // 12 tokens share the 8–15 bucket.
-        assert_eq!(r.elasticity(12), r.elasticity(8));
-        // Sizes the profile did not time: on the line through the nearest measured ones.
-        let (e1, e8, e256) = (
-            r.elasticity(1).unwrap(),
-            r.elasticity(8).unwrap(),
-            r.elasticity(256).unwrap(),
-        );
-        assert!((r.elasticity(2).unwrap() - (e1 + (e8 - e1) / 3.0)).abs() < 1e-12);
-        assert!((r.elasticity(32).unwrap() - (e8 + (e256 - e8) / 2.0)).abs() < 1e-12);
+        assert_eq!(r.fast_time_ratio(12), r.fast_time_ratio(8));
+        // Sizes the profile did not time: geometrically between the nearest measured ones.
+        let ln = |n: u32| r.fast_time_ratio(n).unwrap().ln();
+        assert!((ln(2) - (ln(1) + (ln(8) - ln(1)) / 3.0)).abs() < 1e-12);
+        assert!((ln(32) - (ln(8) + (ln(256) - ln(8)) / 2.0)).abs() < 1e-12);
         let b = &r.buckets[3];
         assert_eq!((b.min_tokens, b.max_tokens), (8, Some(15)));
+        assert!(b.forwards_fast >= MIN_FORWARDS_PER_STATE);
+        assert_eq!(r.buckets[5].max_tokens, None);
         // Each op its own: attention slows down in the fast state while the forward speeds
         // up; beyond the sizes that ran it (decode attention in a 256-token prefill) none.
         for tokens in [1, 8] {
-            let e = r.op_elasticity(Op::AttnDecode, tokens).unwrap();
-            assert!(
-                (e - ATTENTION_ELASTICITY).abs() < 0.05,
-                "{tokens} tokens: {e}"
-            );
+            let got = r.op_fast_time_ratio(Op::AttnDecode, tokens).unwrap();
+            let want = 1.5f64.powf(-ATTENTION_ELASTICITY);
+            assert!((got / want - 1.0).abs() < 0.03, "{tokens} tokens: {got}");
         }
-        assert_eq!(r.op_elasticity(Op::AttnDecode, 256), None);
-        assert!(r.op_elasticity(Op::MlpUpProj, 1).unwrap() > 0.7);
-        assert_eq!(r.op_elasticity(Op::LmHead, 1), None, "never ran");
-        assert_eq!(b.op_elasticity.len(), 2);
-        assert!(b.forwards_off_reference >= MIN_FORWARDS_PER_STATE);
-        assert_eq!(r.buckets[5].max_tokens, None);
+        assert_eq!(r.op_fast_time_ratio(Op::AttnDecode, 256), None);
+        assert!(r.op_fast_time_ratio(Op::MlpUpProj, 1).unwrap() < r.fast_time_ratio(1).unwrap());
+        assert_eq!(r.op_fast_time_ratio(Op::LmHead, 1), None, "never ran");
+        assert_eq!(b.op_fast_time_ratio.len(), 2);
     }
 
     #[test]
     fn sizes_between_measured_ones_interpolate_and_the_ends_do_not_extrapolate() {
         let r = SpeedResponse {
             reference_gb_per_s: 36.0,
-            buckets: [None, Some(0.38), Some(0.10), Some(-0.11), None, Some(-0.07)]
+            fast_state_gb_per_s: Some(54.0),
+            buckets: [None, Some(0.8), Some(0.9), Some(1.1), None, Some(1.05)]
                 .iter()
                 .enumerate()
-                .map(|(i, e)| ResponseBucket {
+                .map(|(i, ratio)| ResponseBucket {
                     min_tokens: BUCKET_MIN_TOKENS[i],
                     max_tokens: BUCKET_MIN_TOKENS.get(i + 1).map(|n| n - 1),
                     forwards: 12,
                     forwards_near_reference: 8,
-                    forwards_off_reference: 4,
-                    elasticity: *e,
-                    op_elasticity: BTreeMap::new(),
+                    forwards_fast: 4,
+                    fast_time_ratio: *ratio,
+                    op_fast_time_ratio: BTreeMap::new(),
                 })
                 .collect(),
         };
-        assert!((r.elasticity(20).unwrap() - -0.09).abs() < 1e-12);
-        assert_eq!(r.elasticity(3), Some(0.38));
-        assert_eq!(r.elasticity(1), None);
+        let between = (1.1f64 * 1.05).sqrt();
+        assert!((r.fast_time_ratio(20).unwrap() - between).abs() < 1e-12);
+        assert_eq!(r.fast_time_ratio(3), Some(0.8));
+        assert_eq!(r.fast_time_ratio(1), None);
     }
 
     #[test]
@@ -386,8 +393,9 @@ mod tests {
         let (forwards, _) = profile([0.7, -0.1, -0.25]);
         let flat: Vec<(i64, f64)> = (0..=160).map(|i| (i * 250_000_000, 36.0)).collect();
         let r = SpeedResponse::fit(&forwards, &flat).unwrap();
-        assert!(r.buckets.iter().all(|b| b.elasticity.is_none()));
-        assert!(r.buckets[0].forwards > 0 && r.buckets[0].forwards_off_reference == 0);
+        assert!(r.buckets.iter().all(|b| b.fast_time_ratio.is_none()));
+        assert!(r.buckets[0].forwards > 0 && r.buckets[0].forwards_fast == 0);
+        assert_eq!(r.fast_state_gb_per_s, None);
         assert_eq!(SpeedResponse::fit(&forwards, &[]), None);
     }
 

@@ -12,7 +12,7 @@ use crate::io::bundle::Op;
 use crate::io::read_csv;
 use crate::io::records::{probe_version_label, timeline_probe_version, DeviceSpeedRow, SpeedPhase};
 use crate::io::schema::DEVICE_SPEED;
-use crate::io::speed_response::SpeedResponse;
+use crate::io::speed_response::{SpeedResponse, FAST_STATE};
 use crate::quantile;
 use crate::vidur_ext::predictor::{
     BatchPrediction, ExecutionTimePredictor, IterationContext, RequestShape,
@@ -695,15 +695,15 @@ fn read_response(bundle_dir: &Path) -> Result<Option<SpeedResponse>> {
         .map_err(|e| Error::parse(&path, format!("details.device_speed_response: {e}")))?;
     for bucket in &response.buckets {
         if let Some(name) = bucket
-            .op_elasticity
+            .op_fast_time_ratio
             .keys()
             .find(|n| Op::from_name(n).is_none())
         {
             return Err(Error::parse(
                 &path,
                 format!(
-                    "details.device_speed_response: unknown op `{name}` in the elasticities of \
-                     the bucket from {} tokens",
+                    "details.device_speed_response: unknown op `{name}` in the fast-state \
+                     ratios of the bucket from {} tokens",
                     bucket.min_tokens
                 ),
             ));
@@ -777,8 +777,8 @@ impl SpeedCorrection {
         }))
     }
 
-    /// Scales forwards of the sizes `response` measured by their elasticity to the memory
-    /// state instead of by the roofline's memory share.
+    /// Goes by the memory state `response` measured (see [`Self::correct`]) instead of the
+    /// roofline's memory share.
     pub fn with_response(self, response: SpeedResponse) -> SpeedCorrection {
         SpeedCorrection {
             response: Some(response),
@@ -803,18 +803,18 @@ impl SpeedCorrection {
                     Some(max) => format!("{}–{max}", b.min_tokens),
                     None => format!("{}+", b.min_tokens),
                 };
-                Some(format!("{sizes} tokens {:+.2}", b.elasticity?))
+                Some(format!("{sizes} tokens ×{:.2}", b.fast_time_ratio?))
             })
             .collect();
-        // The spread of the ops' own elasticities in the smallest size that has them.
+        // The spread of the ops' own ratios in the smallest size that has them.
         let ops = buckets.iter().find_map(|b| {
             let by_value = |x: &(&String, &f64), y: &(&String, &f64)| x.1.total_cmp(y.1);
-            let lowest = b.op_elasticity.iter().min_by(by_value)?;
-            let highest = b.op_elasticity.iter().max_by(by_value)?;
+            let lowest = b.op_fast_time_ratio.iter().min_by(by_value)?;
+            let highest = b.op_fast_time_ratio.iter().max_by(by_value)?;
             Some(format!(
-                "; each op takes its own where measured ({} of them at {} token(s), from {} {:+.2} \
-                 to {} {:+.2})",
-                b.op_elasticity.len(),
+                "; each op takes its own where measured ({} of them at {} token(s), from {} ×{:.2} \
+                 to {} ×{:.2})",
+                b.op_fast_time_ratio.len(),
                 b.min_tokens,
                 lowest.0,
                 lowest.1,
@@ -825,9 +825,11 @@ impl SpeedCorrection {
         (!measured.is_empty()).then(|| {
             format!(
                 "Device-speed correction: the bundle's profile measured how its forwards' time \
-                 follows the memory bandwidth (elasticity; 1 = fully, < 0 = slower when memory \
-                 is faster): {}{}; sizes between these take the line between them, smaller or \
-                 larger ones the roofline.",
+                 changes in the host's fast memory state (quick probes ≥ {FAST_STATE}× its \
+                 median; < 1 = faster): {}{}; iterations the run's probes place in that state \
+                 take these (sizes between measured ones geometrically between them), those \
+                 in the profiled state keep the profile's memory speed, other sizes and \
+                 states the roofline.",
                 measured.join(", "),
                 ops.unwrap_or_default()
             )
@@ -921,9 +923,12 @@ impl SpeedCorrection {
 
     /// `p` (predicted for `batch` at `t_ns` of the run) scaled to the run's device state:
     /// each op by its memory/compute mix, CPU overheads as compute. Where the bundle measured
-    /// how forwards of this size answer the memory state ([`SpeedResponse`]), the memory
-    /// probe's factor scales each op by the op's own elasticity (where the profile measured
-    /// one, else the forward's) instead, and the compute probe's only the op's compute share
+    /// how forwards answer the host's fast memory state ([`SpeedResponse`]), the memory side
+    /// goes by state instead: an iteration whose memory reading is within ×/÷
+    /// [`FAST_STATE`] of the profile's keeps the profile's memory speed (the probes' level
+    /// moves with their context by more than the engine does), one at least that much faster
+    /// takes the op's fast-state ratio (where the profile measured one, else the forward's;
+    /// neither: the roofline). The compute probe's factor scales only the op's compute share
     /// (the memory state does not move it, but a compute slowdown of its own, an FMA unit
     /// shared with a neighbour, still counts).
     pub fn correct(
@@ -936,20 +941,25 @@ impl SpeedCorrection {
         let (device, host) = self.device_factors_at(t_ns);
         let f = device.times(host);
         let num_tokens: u32 = batch.iter().map(|r| r.num_tokens).sum();
-        let response = self.response.as_ref();
-        let forward_elasticity = response.and_then(|r| r.elasticity(num_tokens));
+        let response = self.response.as_ref().filter(|r| r.measured_any());
+        // The run's memory reading against the profile's (the factor is reference ÷ now).
+        let memory_ratio = 1.0 / device.memory.max(f64::MIN_POSITIVE);
+        let as_profiled = memory_ratio < FAST_STATE && memory_ratio > 1.0 / FAST_STATE;
+        let forward_ratio = response.and_then(|r| r.fast_time_ratio(num_tokens));
         let mut ops_ms = p.ops_ms;
         for op in Op::ALL {
             let share = memory_share(
                 self.intensity(op, batch, logits_rows),
                 self.balance_flop_per_byte,
             );
-            let elasticity = response
-                .and_then(|r| r.op_elasticity(op, num_tokens))
-                .or(forward_elasticity);
-            ops_ms[op.index()] *= match elasticity {
-                Some(e) => device.memory.powf(e) * device.compute.powf(1.0 - share) * host,
-                None => share * f.memory + (1.0 - share) * f.compute,
+            let compute_and_host = device.compute.powf(1.0 - share) * host;
+            let fast_ratio = response
+                .and_then(|r| r.op_fast_time_ratio(op, num_tokens))
+                .or(forward_ratio);
+            ops_ms[op.index()] *= match (response, fast_ratio) {
+                (Some(_), _) if as_profiled => compute_and_host,
+                (Some(_), Some(ratio)) if memory_ratio >= FAST_STATE => ratio * compute_and_host,
+                _ => share * f.memory + (1.0 - share) * f.compute,
             };
         }
         let cpu_overheads_ms = p.cpu_overheads_ms.map(|ms| ms * f.compute);
@@ -1291,70 +1301,90 @@ mod tests {
     }
 
     #[test]
-    fn a_measured_response_scales_each_size_by_its_elasticity() {
+    fn a_measured_response_scales_fast_state_iterations_by_their_ratio() {
         use crate::io::speed_response::ResponseBucket;
         let bucket =
-            |min_tokens: u32, max_tokens: Option<u32>, elasticity: Option<f64>| ResponseBucket {
+            |min_tokens: u32, max_tokens: Option<u32>, ratio: Option<f64>| ResponseBucket {
                 min_tokens,
                 max_tokens,
                 forwards: 40,
                 forwards_near_reference: 20,
-                forwards_off_reference: 20,
-                elasticity,
-                op_elasticity: Default::default(),
+                forwards_fast: 20,
+                fast_time_ratio: ratio,
+                op_fast_time_ratio: Default::default(),
             };
-        let mut two_three = bucket(2, Some(3), Some(0.7));
+        let mut two_three = bucket(2, Some(3), Some(0.75));
         // Decode attention slows down where the forward speeds up.
         two_three
-            .op_elasticity
-            .insert("attn_decode".to_owned(), -0.5);
+            .op_fast_time_ratio
+            .insert("attn_decode".to_owned(), 1.3);
         let response = SpeedResponse {
             reference_gb_per_s: 10.0,
+            fast_state_gb_per_s: Some(15.0),
             buckets: vec![
                 bucket(1, Some(1), None),
                 two_three,
-                bucket(64, None, Some(-0.25)),
+                bucket(64, None, Some(1.1)),
             ],
         };
-        // Memory 1.5× faster than profiled (corroborated by its neighbour), compute flat.
-        let run =
-            DeviceTimeline::from_rows(&[probe_row(0, 15.0, 100.0), probe_row(1, 15.0, 100.0)])
-                .unwrap();
-        let c = SpeedCorrection::new(&profile(), run, 4, 2).with_response(response);
-        let sentence = c.response_sentence().unwrap();
+        // Memory at `rate` against the profile's 10 (corroborated by its neighbour), compute
+        // flat.
+        let correction = |rate: f64| {
+            let run =
+                DeviceTimeline::from_rows(&[probe_row(0, rate, 100.0), probe_row(1, rate, 100.0)])
+                    .unwrap();
+            SpeedCorrection::new(&profile(), run, 4, 2).with_response(response.clone())
+        };
+        let fast = correction(15.0);
+        let sentence = fast.response_sentence().unwrap();
         assert!(
-            sentence.contains("2–3 tokens +0.70, 64+ tokens -0.25")
-                && sentence.contains("attn_decode -0.50")
+            sentence.contains("2–3 tokens ×0.75, 64+ tokens ×1.10")
+                && sentence.contains("attn_decode ×1.30")
                 && !sentence.contains("1 tokens"),
             "{sentence}"
         );
-        let factor = |batch: &[RequestShape], op: Op| {
+        let factor = |c: &SpeedCorrection, batch: &[RequestShape], op: Op| {
             c.correct(&ops_prediction(op, 10.0), batch, 1, 0).ops_ms[op.index()] / 10.0
         };
-        // Two decode tokens: faster by the measured 0.7 of the bandwidth's change, whatever
-        // the op's roofline share.
+        // Two decode tokens in the fast state: the measured ratio, whatever the op's roofline
+        // share; an op with its own ratio takes it.
         let two = [RequestShape::decode(100); 2];
         for op in [Op::MlpUpProj, Op::Add] {
-            assert!((factor(&two, op) - (10.0f64 / 15.0).powf(0.7)).abs() < 1e-12);
+            assert!((factor(&fast, &two, op) - 0.75).abs() < 1e-12);
         }
-        // An op with its own elasticity takes it.
-        assert!((factor(&two, Op::AttnDecode) - 1.5f64.powf(0.5)).abs() < 1e-12);
-        // Sizes between measured ones take the line between them (16 tokens: 3/4 of the way
+        assert!((factor(&fast, &two, Op::AttnDecode) - 1.3).abs() < 1e-12);
+        // Sizes between measured ones geometrically between them (16 tokens: 3/4 of the way
         // from 2–3 to 64+); an op measured on one side only, the forward's.
         let sixteen = [RequestShape::decode(100); 16];
-        let e = 0.7 + 0.75 * (-0.25 - 0.7);
+        let between = (0.75f64.ln() + 0.75 * (1.1f64.ln() - 0.75f64.ln())).exp();
         for op in [Op::MlpUpProj, Op::AttnDecode] {
-            assert!((factor(&sixteen, op) - (10.0f64 / 15.0).powf(e)).abs() < 1e-12);
+            assert!((factor(&fast, &sixteen, op) - between).abs() < 1e-12);
         }
-        // A 256-token prefill slows down as memory speeds up.
+        // A 256-token prefill slows down in the fast state.
         let prefill = [RequestShape::prefill(256, 0)];
-        assert!((factor(&prefill, Op::MlpUpProj) - 1.5f64.powf(0.25)).abs() < 1e-12);
+        assert!((factor(&fast, &prefill, Op::MlpUpProj) - 1.1).abs() < 1e-12);
         // One token, below every measured size: the roofline, 0.5 FLOP/byte against a
         // balance of 10.
         let one = [RequestShape::decode(100)];
-        let share = 10.0 / 10.5;
-        let want = share * (10.0 / 15.0) + (1.0 - share);
-        assert!((factor(&one, Op::MlpUpProj) - want).abs() < 1e-12);
+        let roofline = |rate: f64| {
+            let share = 10.0 / 10.5;
+            share * (10.0 / rate) + (1.0 - share)
+        };
+        assert!((factor(&fast, &one, Op::MlpUpProj) - roofline(15.0)).abs() < 1e-12);
+        // Within ×/÷ 1.2 of the profile's reading: the profiled state, whatever the size.
+        let near = correction(11.5);
+        for batch in [&one[..], &two[..], &prefill[..]] {
+            assert_eq!(factor(&near, batch, Op::MlpUpProj), 1.0);
+        }
+        // A slower state than any the profile measured: the roofline (of the screened
+        // factors: a memory-only slowdown is capped).
+        let slow = correction(7.0);
+        let f = slow.factors_at(0);
+        assert!(f.memory >= FAST_STATE);
+        // Two tokens: 1 FLOP/byte against a balance of 10.
+        let share = 10.0 / 11.0;
+        let want = share * f.memory + (1.0 - share) * f.compute;
+        assert!((factor(&slow, &two, Op::MlpUpProj) - want).abs() < 1e-12);
     }
 
     #[test]
@@ -1369,6 +1399,7 @@ mod tests {
             None,
             "profiled before version 5"
         );
+        // The elasticities of early 2026-12-05 read as nothing measured.
         std::fs::write(
             &meta,
             r#"{"details": {"device_speed_response": {"reference_gb_per_s": 37.5,
@@ -1378,23 +1409,21 @@ mod tests {
         )
         .unwrap();
         let r = read_response(&dir).unwrap().unwrap();
-        assert_eq!(r.elasticity(1), Some(0.66));
-        assert_eq!(
-            r.op_elasticity(Op::LmHead, 1),
-            None,
-            "written before 2026-12-05"
-        );
+        assert!(!r.measured_any());
+        assert_eq!(r.fast_time_ratio(1), None);
         let with_ops = |ops: &str| {
             format!(
                 r#"{{"details": {{"device_speed_response": {{"reference_gb_per_s": 37.5,
+                   "fast_state_gb_per_s": 55.0,
                    "buckets": [{{"min_tokens": 1, "max_tokens": 1, "forwards": 30,
-                   "forwards_near_reference": 20, "forwards_off_reference": 9,
-                   "elasticity": 0.66, "op_elasticity": {{{ops}}}}}]}}}}}}"#
+                   "forwards_near_reference": 20, "forwards_fast": 9,
+                   "fast_time_ratio": 0.76, "op_fast_time_ratio": {{{ops}}}}}]}}}}}}"#
             )
         };
         std::fs::write(&meta, with_ops(r#""lm_head": 0.71"#)).unwrap();
         let r = read_response(&dir).unwrap().unwrap();
-        assert_eq!(r.op_elasticity(Op::LmHead, 1), Some(0.71));
+        assert_eq!(r.fast_time_ratio(1), Some(0.76));
+        assert_eq!(r.op_fast_time_ratio(Op::LmHead, 1), Some(0.71));
         for bad in [
             r#"{"details": {"device_speed_response": {"buckets": "none"}}}"#.to_owned(),
             with_ops(r#""lm_heads": 0.71"#),
