@@ -333,15 +333,18 @@ fn run_forwards(
             std::hint::black_box(model.sampler(&logits)?);
             let sampler_ms = sample_start.elapsed().as_secs_f64() * 1e3;
             drop(logits);
+            // Right after the forward, as the engine probes right after an iteration: after
+            // the gap below the probe reads its first milliseconds off an idle core, 3–10 %
+            // below the engine's probes in the reference state and ~25 % in the fast one
+            // (paired window of 2026-12-05 03:33 UTC: fast readings 40–51 GB/s in the
+            // profiles, 53–56 in the runs).
+            timeline.quick_tick(QUICK_PROBE_EVERY);
             // A gap after every forward, as the engine has between iterations (its CPU
             // phases, idle time): forwards back to back would also run a real-time thread
             // into the kernel's throttling (50 ms paused per second of uninterrupted work),
             // which a real run at moderate load never meets.
             std::thread::sleep(Duration::from_secs_f64(wall_ms * 1e-3 * GAP_FRACTION).max(MIN_GAP));
-            // After the forward, as between the engine's iterations (a full probe just taken
-            // counts for the quick cadence).
             timeline.idle_tick(PROBE_EVERY);
-            timeline.quick_tick(QUICK_PROBE_EVERY);
             progress.advance(shape.cost());
             if pass < grid.warmup {
                 continue;
