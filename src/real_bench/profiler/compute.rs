@@ -333,11 +333,10 @@ fn run_forwards(
             std::hint::black_box(model.sampler(&logits)?);
             let sampler_ms = sample_start.elapsed().as_secs_f64() * 1e3;
             drop(logits);
-            // Right after the forward, as the engine probes right after an iteration: after
-            // the gap below the probe reads its first milliseconds off an idle core, 3–10 %
-            // below the engine's probes in the reference state and ~25 % in the fast one
-            // (paired window of 2026-12-05 03:33 UTC: fast readings 40–51 GB/s in the
-            // profiles, 53–56 in the runs).
+            // Right after the forward, as the engine probes right after an iteration. Taken
+            // after the gap below, the profiles' probes read 3–10 % below the runs' in the
+            // reference state and ~25 % in the fast one (paired window of 2026-12-05 03:33
+            // UTC); taken here, ~3 % and ~11 % (04:26 UTC). Why the rest remains is not known.
             timeline.quick_tick(QUICK_PROBE_EVERY);
             // A gap after every forward, as the engine has between iterations (its CPU
             // phases, idle time): forwards back to back would also run a real-time thread
