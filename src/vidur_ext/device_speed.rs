@@ -792,7 +792,7 @@ impl SpeedCorrection {
     }
 
     /// One sentence on which sizes of iteration the bundle's measured response scales, and
-    /// by what; `None` when it measured none.
+    /// by what (or that it measured none); `None` for a bundle without a response.
     pub fn response_sentence(&self) -> Option<String> {
         let buckets = &self.response.as_ref()?.buckets;
         let measured: Vec<String> = buckets
@@ -822,18 +822,24 @@ impl SpeedCorrection {
                 highest.1
             ))
         });
-        (!measured.is_empty()).then(|| {
-            format!(
-                "Device-speed correction: the bundle's profile measured how its forwards' time \
-                 changes in the host's fast memory state (quick probes ≥ {FAST_STATE}× its \
-                 median; < 1 = faster): {}{}; iterations the run's probes place in that state \
-                 take these (sizes between measured ones geometrically between them), those \
-                 in the profiled state keep the profile's memory speed, other sizes and \
-                 states the roofline.",
-                measured.join(", "),
-                ops.unwrap_or_default()
-            )
-        })
+        if measured.is_empty() {
+            return Some(format!(
+                "Device-speed correction: the bundle's profile saw too little of the host's fast \
+                 memory state to measure how its forwards answer it; iterations the run's \
+                 probes place within ×/÷ {FAST_STATE} of the profile's keep its memory speed, \
+                 other states take the roofline."
+            ));
+        }
+        Some(format!(
+            "Device-speed correction: the bundle's profile measured how its forwards' time \
+             changes in the host's fast memory state (quick probes ≥ {FAST_STATE}× its \
+             median; < 1 = faster): {}{}; iterations the run's probes place in that state \
+             take these (sizes between measured ones geometrically between them), those \
+             in the profiled state keep the profile's memory speed, other sizes and \
+             states the roofline.",
+            measured.join(", "),
+            ops.unwrap_or_default()
+        ))
     }
 
     /// From the bundle's timeline and the run's; `element_bytes` of the served dtype and
@@ -941,7 +947,11 @@ impl SpeedCorrection {
         let (device, host) = self.device_factors_at(t_ns);
         let f = device.times(host);
         let num_tokens: u32 = batch.iter().map(|r| r.num_tokens).sum();
-        let response = self.response.as_ref().filter(|r| r.measured_any());
+        // A bundle that fitted a response has a reference state for its probes, measured
+        // fast-state ratios or not: the band around it holds either way (the probes' context
+        // moves their level by up to ~10 % while the engine runs as profiled: a profile that
+        // never saw the fast state read its runs 10 % fast in the 05:35 paired window).
+        let response = self.response.as_ref();
         // The run's memory reading against the profile's (the factor is reference ÷ now).
         let memory_ratio = 1.0 / device.memory.max(f64::MIN_POSITIVE);
         let as_profiled = memory_ratio < FAST_STATE && memory_ratio > 1.0 / FAST_STATE;
@@ -1385,6 +1395,45 @@ mod tests {
         let share = 10.0 / 11.0;
         let want = share * f.memory + (1.0 - share) * f.compute;
         assert!((factor(&slow, &two, Op::MlpUpProj) - want).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_response_with_nothing_measured_still_keeps_the_profiled_state() {
+        // A profile that never saw the fast state: its probes' reference still holds.
+        let response = SpeedResponse {
+            reference_gb_per_s: 10.0,
+            fast_state_gb_per_s: None,
+            buckets: Vec::new(),
+        };
+        let correction = |rate: f64, response: Option<&SpeedResponse>| {
+            let run =
+                DeviceTimeline::from_rows(&[probe_row(0, rate, 100.0), probe_row(1, rate, 100.0)])
+                    .unwrap();
+            let c = SpeedCorrection::new(&profile(), run, 4, 2);
+            match response {
+                Some(r) => c.with_response(r.clone()),
+                None => c,
+            }
+        };
+        let two = [RequestShape::decode(100); 2];
+        let factor = |c: &SpeedCorrection| {
+            c.correct(&ops_prediction(Op::MlpUpProj, 10.0), &two, 1, 0)
+                .ops_ms[Op::MlpUpProj.index()]
+                / 10.0
+        };
+        // 10 % faster probes: the profiled state with a response, the roofline without one.
+        assert_eq!(factor(&correction(11.0, Some(&response))), 1.0);
+        let share = 10.0 / 11.0;
+        let roofline = share * (10.0 / 11.0) + (1.0 - share);
+        assert!((factor(&correction(11.0, None)) - roofline).abs() < 1e-12);
+        // A fast state it has no ratio for: the roofline.
+        let fast = factor(&correction(15.0, Some(&response)));
+        assert!((fast - (share * (10.0 / 15.0) + (1.0 - share))).abs() < 1e-12);
+        let sentence = correction(11.0, Some(&response))
+            .response_sentence()
+            .unwrap();
+        assert!(sentence.contains("saw too little"), "{sentence}");
+        assert_eq!(correction(11.0, None).response_sentence(), None);
     }
 
     #[test]
