@@ -197,11 +197,29 @@ fn empty_or_unfittable_grids_are_config_errors() {
 #[test]
 fn replay_of_a_real_run_has_a_row_per_iteration() {
     let root = out_root("replay");
-    let extra = ["workload.num_requests=6", "workload.qps=40"];
+    // Huge pages on: the run records how much it put on them (or why it could not).
+    let extra = [
+        "workload.num_requests=6",
+        "workload.qps=40",
+        "timing.huge_pages=true",
+    ];
     let profile = job(Stage::VidurProfile, &root, &extra);
     vidur_profile::run(&profile).unwrap();
     simreal::stages::workload::run(&profile.for_stage(Stage::Workload)).unwrap();
     let real_dir = simreal::stages::real::run(&profile.for_stage(Stage::Real)).unwrap();
+
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(real_dir.join("run_meta.json")).unwrap())
+            .unwrap();
+    let timing = &meta["extra"]["timing"];
+    let refused = timing["refused"].as_array().unwrap();
+    assert!(
+        timing["huge_page_bytes"].as_u64().unwrap() >= 60 << 20
+            || refused
+                .iter()
+                .any(|r| r.as_str().unwrap().starts_with("huge pages:")),
+        "the probe window alone is 64 MiB: {timing}"
+    );
 
     let iterations = read_real_run(&real_dir).unwrap();
     let batches: Vec<BatchMetricsRow> =

@@ -350,6 +350,10 @@ pub struct TimingSettings {
     pub pin_threads: bool,
     /// Lock every current and future page in RAM (`mlockall`).
     pub lock_memory: bool,
+    /// Put the weights, the KV pool and the device probe's window on 2 MiB pages
+    /// ([`crate::real_bench::huge_pages`]): a plain read of fresh 4 KiB pages streams at a
+    /// speed that depends on the mapping.
+    pub huge_pages: bool,
     /// With `realtime`: lift the kernel's real-time throttling while the stage runs (see
     /// [`Priority::Realtime`]).
     pub lift_rt_throttling: bool,
@@ -361,6 +365,7 @@ impl TimingSettings {
         priority: Priority::Normal,
         pin_threads: false,
         lock_memory: false,
+        huge_pages: false,
         lift_rt_throttling: false,
     };
 }

@@ -35,6 +35,7 @@
 
 use std::time::Instant;
 
+use super::huge_pages::{self, Contents};
 use crate::io::records::{probe_kind_usable, DEVICE_SPEED_PROBE_VERSION};
 use crate::real_bench::model::kernels::{gemm, linear, Isa};
 use crate::{Error, Result};
@@ -310,6 +311,8 @@ impl DeviceProbe {
             model,
             threads,
         };
+        // On the pages the weights are on, or the window streams at a speed of its own.
+        huge_pages::back(&probe.window, Contents::Populated);
         probe.memory_once();
         probe.compute_once();
         probe

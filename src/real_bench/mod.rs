@@ -7,6 +7,7 @@
 pub mod cuda;
 pub mod device_probe;
 pub mod engine;
+pub mod huge_pages;
 pub mod model;
 pub mod profiler;
 pub mod speed_timeline;

@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::huge_pages;
 use crate::{Error, Result};
 
 /// Fixes the worker thread count for this process and keeps freed tensor buffers for reuse
@@ -72,6 +73,9 @@ pub struct AppliedTiming {
     /// Pool workers pinned to one CPU each.
     pub pinned_threads: usize,
     pub memory_locked: bool,
+    /// Bytes of weights, KV pool and probe window put on huge pages (`huge_pages` only;
+    /// counted as the buffers are allocated, so after the model and its cache exist).
+    pub huge_page_bytes: u64,
     /// Why a requested part did not apply.
     pub refused: Vec<String>,
 }
@@ -90,9 +94,16 @@ pub struct TimingGuard {
 }
 
 impl TimingGuard {
-    /// What was applied and what was refused.
-    pub fn applied(&self) -> &AppliedTiming {
-        &self.applied
+    /// What was applied and what was refused, huge pages included as far as the buffers
+    /// allocated so far.
+    pub fn applied(&self) -> AppliedTiming {
+        let mut applied = self.applied.clone();
+        let (bytes, refused) = huge_pages::report();
+        applied.huge_page_bytes = bytes;
+        applied
+            .refused
+            .extend(refused.map(|why| format!("huge pages: {why}")));
+        applied
     }
 }
 
@@ -111,6 +122,7 @@ impl Drop for TimingGuard {
         if let Some(cpus) = &self.cpus_before {
             rayon::broadcast(|_| set_affinity(cpus));
         }
+        huge_pages::set_wanted(false);
         if self.applied.memory_locked {
             // SAFETY: munlockall only changes how pages are kept.
             #[cfg(target_os = "linux")]
@@ -133,6 +145,7 @@ pub fn apply_timing(settings: &TimingSettings) -> TimingGuard {
             rt_throttling_lifted: false,
             pinned_threads: 0,
             memory_locked: false,
+            huge_page_bytes: 0,
             refused: Vec::new(),
         },
         autogroup_nice_before: None,
@@ -203,6 +216,7 @@ pub fn apply_timing(settings: &TimingSettings) -> TimingGuard {
             Err(e) => applied.refused.push(format!("memory lock: {e}")),
         }
     }
+    huge_pages::set_wanted(settings.huge_pages);
     for why in &applied.refused {
         eprintln!("timing: not applied: {why}");
     }

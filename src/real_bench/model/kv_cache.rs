@@ -11,6 +11,7 @@ use half::{bf16, f16};
 
 use super::config::Qwen3Config;
 use super::kernels::attention::LayerKv;
+use crate::real_bench::huge_pages::{self, Contents};
 use crate::{bail, ensure, Result};
 
 /// Storage of one K or V pool of one layer, in the model's dtype.
@@ -26,7 +27,7 @@ impl KvBuf {
     /// OS backs with the shared zero page until a block is first written, so resident memory
     /// tracks the blocks actually used rather than the pool size.
     fn zeroed(dtype: DType, len: usize) -> Result<Self> {
-        Ok(match dtype {
+        let buf = match dtype {
             DType::F32 => KvBuf::F32(vec![0f32; len]),
             // Allocated as u16 (which gets the calloc path) and reinterpreted in place.
             DType::BF16 => KvBuf::BF16(vec![0u16; len].reinterpret_into()),
@@ -34,7 +35,13 @@ impl KvBuf {
             other => {
                 bail!(InvalidInput: "KV cache dtype {other:?} is not supported (f32, bf16, f16)")
             }
-        })
+        };
+        match &buf {
+            KvBuf::F32(v) => huge_pages::back(v, Contents::Untouched),
+            KvBuf::BF16(v) => huge_pages::back(v, Contents::Untouched),
+            KvBuf::F16(v) => huge_pages::back(v, Contents::Untouched),
+        }
+        Ok(buf)
     }
 
     /// Rewrites one element of every 4 KiB page of the first `len` elements with its own
