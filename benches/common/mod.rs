@@ -51,7 +51,7 @@ pub fn stage_like_qwen3_0_6b() -> Result<(
         priority: Priority::Realtime,
         pin_threads: false,
         lock_memory: false,
-        huge_pages: true,
+        huge_pages: false,
         lift_rt_throttling: true,
     });
     let weights = WeightSource::Dir(qwen3_0_6b_weights()?);
