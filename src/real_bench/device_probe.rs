@@ -311,7 +311,7 @@ impl DeviceProbe {
             model,
             threads,
         };
-        // On the pages the weights are on, or the window streams at a speed of its own.
+        // On the kind of pages the weights are on (`timing.huge_pages`).
         huge_pages::back(&probe.window, Contents::Populated);
         probe.memory_once();
         probe.compute_once();
