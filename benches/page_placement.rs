@@ -17,22 +17,20 @@
 mod common;
 
 use common::median;
+use common::probe_forwards::{forward_ms, Shapes, DECODE_CONTEXT, PREFILL_TOKENS};
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use simreal::real_bench::device_probe::{load_average_1min, DeviceProbe};
-use simreal::real_bench::model::*;
+use simreal::real_bench::model::{Qwen3Model, WeightSource};
 use simreal::real_bench::threads::{self, Priority, TimingSettings};
 
 const CHILD_ENV: &str = "SIMREAL_PP_CHILD_HUGE_PAGES";
 const WINDOWS: usize = 4;
-const BLOCK: usize = 16;
-const DECODE_CONTEXT: usize = 128;
-const PREFILL_TOKENS: usize = 128;
 
 /// One child process's medians.
 #[derive(Serialize, Deserialize, Clone)]
@@ -57,44 +55,12 @@ fn child(huge_pages: bool, seconds: usize) -> Result<ProcessResult> {
     });
     let weights = WeightSource::Dir(common::qwen3_0_6b_weights()?);
     let model = Qwen3Model::load(&weights, candle_core::DType::F32, &candle_core::Device::Cpu)?;
-    let ids: Vec<u32> = (0..PREFILL_TOKENS as u32)
-        .map(|i| (i * 7919 + 11) % 151_936)
-        .collect();
-    let decode_blocks = (DECODE_CONTEXT + 1).div_ceil(BLOCK);
-    let blocks = decode_blocks + PREFILL_TOKENS.div_ceil(BLOCK);
-    let decode_table: Vec<usize> = (0..decode_blocks).collect();
-    let prefill_table: Vec<usize> = (decode_blocks..blocks).collect();
-    let mut cache = model.new_kv_cache(blocks, BLOCK)?;
-    cache.map_blocks(blocks);
-    let decode = model.prepare_batch(
-        &cache,
-        &[SequenceInput {
-            token_ids: &ids[..1],
-            num_cached_tokens: DECODE_CONTEXT,
-            block_table: &decode_table,
-            wants_logits: true,
-        }],
-    )?;
-    let prefill = model.prepare_batch(
-        &cache,
-        &[SequenceInput {
-            token_ids: &ids,
-            num_cached_tokens: 0,
-            block_table: &prefill_table,
-            wants_logits: true,
-        }],
-    )?;
+    let shapes = Shapes::new();
+    let mut cache = shapes.cache(&model)?;
+    let (decode, prefill) = shapes.batches(&model, &cache)?;
     let mut probes: Vec<DeviceProbe> = (0..WINDOWS).map(|_| DeviceProbe::new()).collect();
-    let timed = |batch: &ForwardBatch<'_>, cache: &mut PagedKvCache| -> Result<f64> {
-        let start = Instant::now();
-        let logits = model.forward(batch, cache, None)?;
-        model.sampler(&logits)?;
-        let wall = start.elapsed();
-        std::thread::sleep(wall.mul_f64(0.1).max(Duration::from_millis(1)));
-        Ok(wall.as_secs_f64() * 1e3)
-    };
-    timed(&decode, &mut cache)?;
-    timed(&prefill, &mut cache)?;
+    forward_ms(&model, &decode, &mut cache)?;
+    forward_ms(&model, &prefill, &mut cache)?;
     let (mut decode_ms, mut prefill_ms) = (Vec::new(), Vec::new());
     let mut readings = vec![Vec::new(); WINDOWS];
     let origin = Instant::now();
@@ -102,8 +68,8 @@ fn child(huge_pages: bool, seconds: usize) -> Result<ProcessResult> {
         for (probe, r) in probes.iter_mut().zip(&mut readings) {
             r.push(probe.measure_quick().memory_gb_per_s());
         }
-        decode_ms.push(timed(&decode, &mut cache)?);
-        prefill_ms.push(timed(&prefill, &mut cache)?);
+        decode_ms.push(forward_ms(&model, &decode, &mut cache)?);
+        prefill_ms.push(forward_ms(&model, &prefill, &mut cache)?);
     }
     let applied = timing.applied();
     Ok(ProcessResult {

@@ -22,18 +22,14 @@
 mod common;
 
 use common::median;
+use common::probe_forwards::{forward_ms, Shapes, DECODE_CONTEXT, PREFILL_TOKENS};
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{ensure, Result};
 use serde::Serialize;
 use serde_json::json;
 use simreal::real_bench::device_probe::{load_average_1min, DeviceProbe, ProbeKernels};
-use simreal::real_bench::model::*;
-
-const BLOCK: usize = 16;
-const DECODE_CONTEXT: usize = 128;
-const PREFILL_TOKENS: usize = 128;
 
 /// One round's readings.
 #[derive(Serialize, Clone, Copy)]
@@ -107,47 +103,15 @@ fn main() -> Result<()> {
         "SIMREAL_PT_SECONDS must hold at least two windows of SIMREAL_PT_WINDOW_S"
     );
     let (model, timing) = common::stage_like_qwen3_0_6b()?;
-    let ids: Vec<u32> = (0..PREFILL_TOKENS.max(1) as u32)
-        .map(|i| (i * 7919 + 11) % 151_936)
-        .collect();
-    let blocks = (DECODE_CONTEXT + 1).div_ceil(BLOCK) + PREFILL_TOKENS.div_ceil(BLOCK);
-    let decode_table: Vec<usize> = (0..(DECODE_CONTEXT + 1).div_ceil(BLOCK)).collect();
-    let prefill_table: Vec<usize> = (decode_table.len()..blocks).collect();
-    let mut cache = model.new_kv_cache(blocks, BLOCK)?;
-    cache.map_blocks(blocks);
-    let decode = model.prepare_batch(
-        &cache,
-        &[SequenceInput {
-            token_ids: &ids[..1],
-            num_cached_tokens: DECODE_CONTEXT,
-            block_table: &decode_table,
-            wants_logits: true,
-        }],
-    )?;
-    let prefill = model.prepare_batch(
-        &cache,
-        &[SequenceInput {
-            token_ids: &ids[..PREFILL_TOKENS],
-            num_cached_tokens: 0,
-            block_table: &prefill_table,
-            wants_logits: true,
-        }],
-    )?;
+    let shapes = Shapes::new();
+    let mut cache = shapes.cache(&model)?;
+    let (decode, prefill) = shapes.batches(&model, &cache)?;
     let mut probe = DeviceProbe::with_kernels(ProbeKernels::Synthetic);
     let mut model_probe = DeviceProbe::with_kernels(ProbeKernels::Model);
     let started_utc = simreal::io::provenance::utc_now();
     let load_start = load_average_1min();
-    let timed = |batch: &ForwardBatch<'_>, cache: &mut PagedKvCache| -> Result<f64> {
-        let start = Instant::now();
-        let logits = model.forward(batch, cache, None)?;
-        model.sampler(&logits)?;
-        let wall = start.elapsed();
-        std::thread::sleep(wall.mul_f64(0.1).max(Duration::from_millis(1)));
-        Ok(wall.as_secs_f64() * 1e3)
-    };
-    // Warm-up.
-    timed(&decode, &mut cache)?;
-    timed(&prefill, &mut cache)?;
+    forward_ms(&model, &decode, &mut cache)?;
+    forward_ms(&model, &prefill, &mut cache)?;
     let origin = Instant::now();
     let mut rounds = Vec::new();
     while origin.elapsed().as_secs() < seconds as u64 {
@@ -160,8 +124,8 @@ fn main() -> Result<()> {
             compute_gflop_per_s: p.compute_gflop_per_s(),
             model_memory_gb_per_s: m.memory_gb_per_s(),
             model_compute_gflop_per_s: m.compute_gflop_per_s(),
-            decode_ms: timed(&decode, &mut cache)?,
-            prefill_ms: timed(&prefill, &mut cache)?,
+            decode_ms: forward_ms(&model, &decode, &mut cache)?,
+            prefill_ms: forward_ms(&model, &prefill, &mut cache)?,
         });
     }
     let windows: Vec<Window> = rounds

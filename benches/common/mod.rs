@@ -58,3 +58,90 @@ pub fn stage_like_qwen3_0_6b() -> Result<(
     let model = Qwen3Model::load(&weights, candle_core::DType::F32, &candle_core::Device::Cpu)?;
     Ok((model, timing))
 }
+
+/// The two forwards the probe benches time on one KV cache: a decode step of one sequence
+/// over [`DECODE_CONTEXT`] cached tokens (weight streaming) and a [`PREFILL_TOKENS`]-token
+/// prefill (GEMMs).
+#[cfg(feature = "engine")]
+#[allow(dead_code)] // not every bench times forwards
+pub mod probe_forwards {
+    use std::time::{Duration, Instant};
+
+    use anyhow::Result;
+    use simreal::real_bench::model::{ForwardBatch, PagedKvCache, Qwen3Model, SequenceInput};
+
+    pub const DECODE_CONTEXT: usize = 128;
+    pub const PREFILL_TOKENS: usize = 128;
+    const BLOCK: usize = 16;
+
+    /// The forwards' token ids and block tables (the decode's blocks first).
+    pub struct Shapes {
+        ids: Vec<u32>,
+        decode_table: Vec<usize>,
+        prefill_table: Vec<usize>,
+    }
+
+    impl Shapes {
+        pub fn new() -> Shapes {
+            let decode_blocks = (DECODE_CONTEXT + 1).div_ceil(BLOCK);
+            let blocks = decode_blocks + PREFILL_TOKENS.div_ceil(BLOCK);
+            Shapes {
+                ids: (0..PREFILL_TOKENS as u32)
+                    .map(|i| (i * 7919 + 11) % 151_936)
+                    .collect(),
+                decode_table: (0..decode_blocks).collect(),
+                prefill_table: (decode_blocks..blocks).collect(),
+            }
+        }
+
+        /// A cache with every block the two forwards use mapped.
+        pub fn cache(&self, model: &Qwen3Model) -> Result<PagedKvCache> {
+            let blocks = self.decode_table.len() + self.prefill_table.len();
+            let mut cache = model.new_kv_cache(blocks, BLOCK)?;
+            cache.map_blocks(blocks);
+            Ok(cache)
+        }
+
+        /// The decode and the prefill batch.
+        pub fn batches<'a>(
+            &'a self,
+            model: &Qwen3Model,
+            cache: &PagedKvCache,
+        ) -> Result<(ForwardBatch<'a>, ForwardBatch<'a>)> {
+            let decode = model.prepare_batch(
+                cache,
+                &[SequenceInput {
+                    token_ids: &self.ids[..1],
+                    num_cached_tokens: DECODE_CONTEXT,
+                    block_table: &self.decode_table,
+                    wants_logits: true,
+                }],
+            )?;
+            let prefill = model.prepare_batch(
+                cache,
+                &[SequenceInput {
+                    token_ids: &self.ids,
+                    num_cached_tokens: 0,
+                    block_table: &self.prefill_table,
+                    wants_logits: true,
+                }],
+            )?;
+            Ok((decode, prefill))
+        }
+    }
+
+    /// Wall time of one forward and its sampler, ms, followed by the profiler's idle gap
+    /// (10 % of it, at least 1 ms).
+    pub fn forward_ms(
+        model: &Qwen3Model,
+        batch: &ForwardBatch<'_>,
+        cache: &mut PagedKvCache,
+    ) -> Result<f64> {
+        let start = Instant::now();
+        let logits = model.forward(batch, cache, None)?;
+        model.sampler(&logits)?;
+        let wall = start.elapsed();
+        std::thread::sleep(wall.mul_f64(0.1).max(Duration::from_millis(1)));
+        Ok(wall.as_secs_f64() * 1e3)
+    }
+}
