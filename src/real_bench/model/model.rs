@@ -157,9 +157,8 @@ impl Qwen3Model {
         Ok(model)
     }
 
-    /// Collapses the host weights into huge pages where the timed stage wants them
-    /// ([`huge_pages`]): their streaming speed then no longer depends on where this
-    /// process's 4 KiB pages landed.
+    /// Collapses the host weights into huge pages where the timed stage asks for them
+    /// (`timing.huge_pages`; [`huge_pages`] says what that measured).
     fn back_weights_with_huge_pages(&self) -> Result<()> {
         if !self.device.is_cpu() {
             return Ok(());
