@@ -12,7 +12,7 @@
 //! allocate. Best effort: a kernel without transparent huge pages (or with them set to
 //! `never`) refuses, and the refusal is recorded beside the bytes that were backed.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// Transparent huge pages are 2 MiB on x86-64 and the usual aarch64 kernels.
@@ -23,21 +23,46 @@ const HUGE_PAGE_BYTES: usize = 2 << 20;
 #[cfg(target_os = "linux")]
 const MADV_COLLAPSE: libc::c_int = 25;
 
-static WANTED: AtomicBool = AtomicBool::new(false);
+/// Live stages that want huge pages (a count, not a flag: tests run stages side by side).
+static WANTED_BY: AtomicUsize = AtomicUsize::new(0);
+/// Bytes backed and refusals since the process started; a stage reports its own share as
+/// the difference from its [`Mark`].
 static BACKED_BYTES: AtomicU64 = AtomicU64::new(0);
-static REFUSED: Mutex<Option<String>> = Mutex::new(None);
+static REFUSALS: AtomicU64 = AtomicU64::new(0);
+static FIRST_REFUSAL: Mutex<Option<String>> = Mutex::new(None);
 
-/// Whether buffers allocated from now on go on huge pages, and starts a new count of them.
-pub(crate) fn set_wanted(wanted: bool) {
-    WANTED.store(wanted, Ordering::Relaxed);
-    BACKED_BYTES.store(0, Ordering::Relaxed);
-    *REFUSED.lock().unwrap_or_else(|e| e.into_inner()) = None;
+/// The counts when a stage began wanting huge pages.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Mark {
+    backed_bytes: u64,
+    refusals: u64,
 }
 
-/// Bytes put on huge pages since [`set_wanted`], and the first refusal (if any).
-pub(crate) fn report() -> (u64, Option<String>) {
-    let refused = REFUSED.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    (BACKED_BYTES.load(Ordering::Relaxed), refused)
+/// Buffers allocated from now on go on huge pages, until the matching [`unwant`].
+pub(crate) fn want() -> Mark {
+    WANTED_BY.fetch_add(1, Ordering::Relaxed);
+    Mark {
+        backed_bytes: BACKED_BYTES.load(Ordering::Relaxed),
+        refusals: REFUSALS.load(Ordering::Relaxed),
+    }
+}
+
+/// Ends one [`want`].
+pub(crate) fn unwant() {
+    let _ = WANTED_BY.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+}
+
+/// Bytes put on huge pages since `mark`, and why one was refused if any was.
+pub(crate) fn since(mark: Mark) -> (u64, Option<String>) {
+    let bytes = BACKED_BYTES.load(Ordering::Relaxed) - mark.backed_bytes;
+    let refused = (REFUSALS.load(Ordering::Relaxed) > mark.refusals).then(|| {
+        FIRST_REFUSAL
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_default()
+    });
+    (bytes, refused)
 }
 
 /// How a buffer is handed over.
@@ -53,7 +78,7 @@ pub(crate) enum Contents {
 /// and for buffers under 2 MiB). The buffer must not move while it lives, as a `Vec` that is
 /// not grown does not.
 pub(crate) fn back<T>(buffer: &[T], contents: Contents) {
-    if !WANTED.load(Ordering::Relaxed) {
+    if WANTED_BY.load(Ordering::Relaxed) == 0 {
         return;
     }
     let start = buffer.as_ptr() as usize;
@@ -68,11 +93,13 @@ pub(crate) fn back<T>(buffer: &[T], contents: Contents) {
             BACKED_BYTES.fetch_add((aligned_end - aligned_start) as u64, Ordering::Relaxed);
         }
         Err(why) => {
-            let mut refused = REFUSED.lock().unwrap_or_else(|e| e.into_inner());
-            if refused.is_none() {
+            if REFUSALS.fetch_add(1, Ordering::Relaxed) == 0 {
                 eprintln!("timing: not applied: huge pages: {why}");
-                *refused = Some(why);
             }
+            FIRST_REFUSAL
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert(why);
         }
     }
 }
@@ -104,25 +131,24 @@ fn advise(_start: usize, _len: usize, _contents: Contents) -> std::result::Resul
 mod tests {
     use super::*;
 
-    /// One test owns the process-wide switch, so that parallel tests do not race on it.
     #[test]
     fn backs_whole_huge_pages_only_when_wanted() {
         let buffer = vec![1f32; (9 << 20) / 4];
-        set_wanted(false);
+        let before = want();
+        unwant();
         back(&buffer, Contents::Populated);
-        assert_eq!(report(), (0, None));
+        assert_eq!(since(before), (0, None), "not wanted");
 
-        set_wanted(true);
+        let mark = want();
         back(&buffer[..1000], Contents::Populated);
-        assert_eq!(report().0, 0, "under 2 MiB: nothing to back");
+        assert_eq!(since(mark).0, 0, "under 2 MiB: nothing to back");
         back(&buffer, Contents::Populated);
-        let (bytes, refused) = report();
+        let (bytes, refused) = since(mark);
+        unwant();
         // 9 MiB at any alignment hold 3 or 4 whole 2 MiB pages; a kernel that refuses says so.
         match refused {
             None => assert!(bytes == 6 << 20 || bytes == 8 << 20, "{bytes}"),
             Some(why) => assert!(why.starts_with("madvise("), "{why}"),
         }
-        set_wanted(false);
-        assert_eq!(report(), (0, None));
     }
 }

@@ -91,6 +91,8 @@ pub struct TimingGuard {
     rt_runtime_before_us: Option<i64>,
     /// The CPUs the workers could use before pinning.
     cpus_before: Option<Vec<usize>>,
+    /// Where the huge-page counts stood when this stage asked for huge pages.
+    huge_pages_since: Option<huge_pages::Mark>,
 }
 
 impl TimingGuard {
@@ -98,11 +100,13 @@ impl TimingGuard {
     /// allocated so far.
     pub fn applied(&self) -> AppliedTiming {
         let mut applied = self.applied.clone();
-        let (bytes, refused) = huge_pages::report();
-        applied.huge_page_bytes = bytes;
-        applied
-            .refused
-            .extend(refused.map(|why| format!("huge pages: {why}")));
+        if let Some(mark) = self.huge_pages_since {
+            let (bytes, refused) = huge_pages::since(mark);
+            applied.huge_page_bytes = bytes;
+            applied
+                .refused
+                .extend(refused.map(|why| format!("huge pages: {why}")));
+        }
         applied
     }
 }
@@ -122,7 +126,9 @@ impl Drop for TimingGuard {
         if let Some(cpus) = &self.cpus_before {
             rayon::broadcast(|_| set_affinity(cpus));
         }
-        huge_pages::set_wanted(false);
+        if self.huge_pages_since.is_some() {
+            huge_pages::unwant();
+        }
         if self.applied.memory_locked {
             // SAFETY: munlockall only changes how pages are kept.
             #[cfg(target_os = "linux")]
@@ -151,6 +157,7 @@ pub fn apply_timing(settings: &TimingSettings) -> TimingGuard {
         autogroup_nice_before: None,
         rt_runtime_before_us: None,
         cpus_before: None,
+        huge_pages_since: None,
     };
     let applied = &mut guard.applied;
     let set: Option<fn() -> std::result::Result<(), String>> = match settings.priority {
@@ -216,7 +223,9 @@ pub fn apply_timing(settings: &TimingSettings) -> TimingGuard {
             Err(e) => applied.refused.push(format!("memory lock: {e}")),
         }
     }
-    huge_pages::set_wanted(settings.huge_pages);
+    if settings.huge_pages {
+        guard.huge_pages_since = Some(huge_pages::want());
+    }
     for why in &applied.refused {
         eprintln!("timing: not applied: {why}");
     }
