@@ -2,7 +2,7 @@
 //!
 //! On a terminal it redraws one line (at most every 100 ms) with the share of the estimated
 //! work done, what is being timed and an ETA; otherwise (CI logs, tests) it prints one line
-//! per phase so logs stay short.
+//! per phase and, in a long phase, one every [`LOG_EVERY`] so a log shows the profile moving.
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
@@ -21,6 +21,8 @@ pub struct Progress {
 
 const BAR_WIDTH: usize = 28;
 const REDRAW_EVERY: Duration = Duration::from_millis(100);
+/// Between progress lines in a log (the default model's grid phase runs for minutes).
+const LOG_EVERY: Duration = Duration::from_secs(30);
 
 impl Progress {
     /// A bar over `total_work` units (any unit; only ratios matter).
@@ -48,6 +50,7 @@ impl Progress {
     pub fn phase(&mut self, name: &str) {
         self.phase = name.to_owned();
         if self.enabled && !self.terminal {
+            self.last_draw = Some(Instant::now());
             eprintln!(
                 "vidur_profile: {name} ({:.0}% done, {})",
                 self.fraction() * 100.0,
@@ -58,25 +61,29 @@ impl Progress {
 
     /// Says what is being timed now.
     pub fn step(&mut self, what: &str) {
-        if !self.enabled || !self.terminal {
+        if !self.enabled {
             return;
         }
-        let now = Instant::now();
-        if self
-            .last_draw
-            .is_some_and(|t| now.duration_since(t) < REDRAW_EVERY)
-        {
+        if !self.due(Instant::now()) {
             return;
         }
-        self.last_draw = Some(now);
         let f = self.fraction();
-        let filled = (f * BAR_WIDTH as f64).round() as usize;
         let elapsed = self.started.elapsed();
         let eta = if f > 0.01 {
             fmt_duration(elapsed.mul_f64((1.0 - f) / f))
         } else {
             "?".into()
         };
+        if !self.terminal {
+            eprintln!(
+                "vidur_profile: {}: {what} ({:.0}% done, {}, eta {eta})",
+                self.phase,
+                f * 100.0,
+                fmt_duration(elapsed)
+            );
+            return;
+        }
+        let filled = (f * BAR_WIDTH as f64).round() as usize;
         let mut err = std::io::stderr().lock();
         let _ = write!(
             err,
@@ -90,6 +97,22 @@ impl Progress {
             eta
         );
         let _ = err.flush();
+    }
+
+    /// Whether a line is due at `now`, marking it drawn if so. In a log the first line of a
+    /// phase is the phase's own: the period runs from there.
+    fn due(&mut self, now: Instant) -> bool {
+        let every = if self.terminal {
+            REDRAW_EVERY
+        } else {
+            LOG_EVERY
+        };
+        let last = *self.last_draw.get_or_insert(now);
+        if now.duration_since(last) < every {
+            return false;
+        }
+        self.last_draw = Some(now);
+        true
     }
 
     /// Marks `work` units as done.
@@ -145,5 +168,19 @@ mod tests {
         assert_eq!(p.fraction(), 1.0);
         assert_eq!(fmt_duration(Duration::from_millis(12_340)), "12.3s");
         assert_eq!(fmt_duration(Duration::from_secs(65)), "1m05s");
+    }
+
+    #[test]
+    fn a_log_gets_a_line_every_period_of_a_long_phase() {
+        let mut p = Progress::new(1.0);
+        p.terminal = false;
+        let start = Instant::now();
+        p.last_draw = Some(start); // as `phase` leaves it
+        assert!(!p.due(start + LOG_EVERY / 2));
+        assert!(p.due(start + LOG_EVERY));
+        assert!(!p.due(start + LOG_EVERY + LOG_EVERY / 2));
+        assert!(p.due(start + LOG_EVERY * 2));
+        p.terminal = true;
+        assert!(p.due(start + LOG_EVERY * 2 + REDRAW_EVERY));
     }
 }
