@@ -293,6 +293,16 @@ fn replay_of_a_real_run_has_a_row_per_iteration() {
         ])
         .unwrap();
     assert_eq!(replay::run(&explicit).unwrap(), out);
+    // A bundle of the same dir name elsewhere is another replay, not this one up to date.
+    let bundle_dir = profile.config.bundle_dir().unwrap();
+    let namesake = root.join("elsewhere").join(bundle_dir.file_name().unwrap());
+    copy_dir(&bundle_dir, &namesake);
+    let elsewhere = replay
+        .with_overrides(&[format!("vidur.bundle={}", namesake.display())])
+        .unwrap();
+    let elsewhere_out = replay::run(&elsewhere).unwrap();
+    assert_ne!(elsewhere_out, out);
+    assert!(elsewhere_out.join("_SUCCESS").is_file());
     // Fitting the medians is another replay, not the (default) means one found up to date.
     let medians = replay
         .with_overrides(&["vidur.predictor_statistic=median".to_string()])
