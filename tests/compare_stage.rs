@@ -197,6 +197,16 @@ fn workload_real_vidur_compare_writes_every_file_and_refuses_mismatched_runs() {
         .as_str()
         .unwrap()
         .starts_with("With one real run the real engine's run-to-run noise is unmeasured"));
+    // The study's own run named by its path is the same comparison; a copy of it under
+    // another root (same run id, another measurement as far as anyone knows) is another.
+    let own = [format!("compare.real_run={}", a.display())];
+    assert_eq!(compare(&job(Stage::Compare, root, &own)).unwrap(), derived);
+    let namesake = root.join("elsewhere").join(a.file_name().unwrap());
+    copy_dir(&a, &namesake);
+    let moved = [format!("compare.real_run={}", namesake.display())];
+    let elsewhere = compare(&job(Stage::Compare, root, &moved)).unwrap();
+    assert_ne!(elsewhere, derived);
+    assert!(elsewhere.join("_SUCCESS").is_file());
     // With a second real run for the noise.
     let runs = [format!("compare.real_run={},{}", a.display(), c.display())];
     let dir = compare(&job(Stage::Compare, root, &runs)).unwrap();

@@ -129,10 +129,14 @@ impl CompareInputs {
     }
 }
 
-/// The key a run contributes to the compare id: our run id, or the path of an interop file.
-fn run_key(run: &RunData) -> String {
+/// The key a run contributes to the compare id: our run id where this config's output root
+/// keeps a run of that id (so the planned study finds its comparison), else the run's path.
+/// A run id is a hash of the run's config, so a run of the same config from another root is
+/// another measurement: keyed by its id it would be found `up to date` in the first's place.
+fn run_key(cfg: &SimrealConfig, stage: Stage, run: &RunData) -> String {
+    let id = &run.identity.run_id;
     match run.source {
-        RunSource::Simreal => run.identity.run_id.clone(),
+        RunSource::Simreal if run.path == cfg.location(stage, id.clone()).path() => id.clone(),
         _ => run.path.display().to_string(),
     }
 }
@@ -454,10 +458,10 @@ pub fn run_with(job: &Job, replay: Option<&dyn ExecutionTimePredictor>) -> Resul
     // Refusals do not depend on whether an earlier comparison is cached.
     check_all(&reals, &sim)?;
     let cross_device = check_sim_bundle_device(&reals, &sim, cfg.vidur.cross_device)?;
-    let keys: Vec<String> = reals.iter().map(run_key).collect();
+    let keys: Vec<String> = reals.iter().map(|r| run_key(cfg, Stage::Real, r)).collect();
     let id = job.own_run_id(compare_id(
         &keys,
-        &run_key(&sim),
+        &run_key(cfg, Stage::Vidur, &sim),
         &cfg.compare.settings_key()?,
     )?);
     let location = cfg.location(Stage::Compare, id.clone());
