@@ -207,6 +207,24 @@ fn workload_real_vidur_compare_writes_every_file_and_refuses_mismatched_runs() {
     let elsewhere = compare(&job(Stage::Compare, root, &moved)).unwrap();
     assert_ne!(elsewhere, derived);
     assert!(elsewhere.join("_SUCCESS").is_file());
+    // One dir named by a detour is still that dir's comparison.
+    let detour = |p: &Path| {
+        let parent = p.parent().unwrap();
+        parent
+            .join("..")
+            .join(parent.file_name().unwrap())
+            .join(p.file_name().unwrap())
+    };
+    let by_detour = [format!("compare.real_run={}", detour(&namesake).display())];
+    assert_eq!(
+        compare(&job(Stage::Compare, root, &by_detour)).unwrap(),
+        elsewhere
+    );
+    let own_by_detour = [format!("compare.real_run={}", detour(&a).display())];
+    assert_eq!(
+        compare(&job(Stage::Compare, root, &own_by_detour)).unwrap(),
+        derived
+    );
     // With a second real run for the noise.
     let runs = [format!("compare.real_run={},{}", a.display(), c.display())];
     let dir = compare(&job(Stage::Compare, root, &runs)).unwrap();

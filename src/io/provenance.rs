@@ -275,6 +275,16 @@ pub fn absolute_path(path: &Path) -> String {
         .to_string()
 }
 
+/// Where an existing dir really is (links and `..` resolved), as the key of an id that
+/// depends on its inputs: one dir named relatively, absolutely or by a detour gets one key,
+/// and two dirs of one name (the paired bench's `p0` … `p5` of different windows) get two.
+/// The absolute path where it cannot be resolved.
+pub fn place_key(path: &Path) -> String {
+    std::fs::canonicalize(path)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| absolute_path(path))
+}
+
 /// `schema_version` of `run_meta.json`: `"v<N>"` on disk, the precursor's form; the bare
 /// integer of earlier runs is accepted on reading.
 mod run_meta_version {

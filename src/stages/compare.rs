@@ -25,7 +25,7 @@ use crate::config::yaml::parse_yaml_value;
 use crate::config::{resolve_input_path, SimrealConfig};
 use crate::io::csv::CsvWriter;
 use crate::io::json_schemas::validate;
-use crate::io::provenance::{absolute_path, utc_now, InputRef};
+use crate::io::provenance::{absolute_path, place_key, utc_now, InputRef};
 use crate::io::rundir::Stage;
 use crate::io::schema::{ITERATION_COMPARISON, REQUEST_COMPARISON, TOKEN_COMPARISON};
 use crate::io::write_json;
@@ -129,15 +129,19 @@ impl CompareInputs {
     }
 }
 
-/// The key a run contributes to the compare id: our run id where this config's output root
-/// keeps a run of that id (so the planned study finds its comparison), else the run's path.
-/// A run id is a hash of the run's config, so a run of the same config from another root is
-/// another measurement: keyed by its id it would be found `up to date` in the first's place.
+/// The key a run contributes to the compare id: our run id where the run is the one this
+/// config's output root keeps under that id (so the planned study finds its comparison),
+/// else where the run is. A run id is a hash of the run's config, so a run of the same config
+/// from another root is another measurement: keyed by its id it would be found `up to date`
+/// in the first's place.
 fn run_key(cfg: &SimrealConfig, stage: Stage, run: &RunData) -> String {
     let id = &run.identity.run_id;
+    let place = place_key(&run.path);
     match run.source {
-        RunSource::Simreal if run.path == cfg.location(stage, id.clone()).path() => id.clone(),
-        _ => run.path.display().to_string(),
+        RunSource::Simreal if place == place_key(&cfg.location(stage, id.clone()).path()) => {
+            id.clone()
+        }
+        _ => place,
     }
 }
 

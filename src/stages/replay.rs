@@ -19,7 +19,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::io::bundle::Op;
-use crate::io::provenance::InputRef;
+use crate::io::provenance::{place_key, InputRef};
 use crate::io::records::{BatchMetricsRow, BatchRequestRow, TokenMetricsRow};
 use crate::io::rundir::{require_complete, reusable, Stage};
 use crate::io::schema::{BATCH_METRICS, BATCH_REQUESTS, TOKEN_METRICS};
@@ -304,19 +304,12 @@ pub fn run(job: &Job) -> Result<PathBuf> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| p.display().to_string())
     };
-    // Inputs by where they are, not by their dir names: the paired bench's bundles are all
-    // `p0` … `p5` under their window's root, and a name alone gave a replay against one
-    // window's `p5` the id, and then the cached result, of another's. (A run redone in place
-    // is caught by its inputs' fingerprints.)
-    let place = |p: &Path| {
-        std::fs::canonicalize(p)
-            .unwrap_or_else(|_| p.to_path_buf())
-            .display()
-            .to_string()
-    };
+    // Inputs by where they are, not by their dir names: a name alone gave a replay against
+    // one paired window's `p5` the id, and then the cached result, of another's. (A run
+    // redone in place is caught by its inputs' fingerprints.)
     let id_parts = json!({
-        "real_run": place(&real_run),
-        "bundle": place(&bundle_dir),
+        "real_run": place_key(&real_run),
+        "bundle": place_key(&bundle_dir),
         "predictor": predictor.name(),
         "predictor_statistic": cfg.vidur.statistic(),
         "cpu_overheads": cfg.vidur.cpu_overheads,
