@@ -400,13 +400,11 @@ fn run_forwards(
 }
 
 /// Random token ids and block tables for every shape, each shape's blocks at a random offset
-/// in a pool of `num_blocks` blocks of `block_size` tokens. Drawn anew for every pass:
-/// attention over the same cached tokens runs at different speeds in different places of the
-/// pool (presumably where the VM put their pages), and a shape kept in one place for the whole
-/// profile kept that place's speed, as its neighbours on the grid kept theirs. Three profiles
-/// with one place per shape, run alternately with three that place anew every pass
-/// (2026-12-05 11:43–11:50 UTC), timed a 32-token chunk over 768 cached tokens at 4.74, 3.61
-/// and 2.96 ms (1.60× apart); placing anew, at 4.12, 4.44 and 3.90 ms (1.14×).
+/// in a pool of `num_blocks` blocks of `block_size` tokens. Drawn anew for every pass, as the
+/// engine's sequences sit all over its pool: a shape kept in one place for the whole profile
+/// measured that one place. Where the blocks sit is not what makes one profile's attention
+/// over 512–1024 cached tokens ~1.5× faster than another's, though: that is a property of the
+/// process (docs/ground_truth.md, *Cached tokens*), which kept it in every pass's placement.
 fn place_shapes(
     shapes: &[ForwardShape],
     num_blocks: usize,
