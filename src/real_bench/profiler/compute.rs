@@ -403,8 +403,9 @@ fn run_forwards(
 /// in a pool of `num_blocks` blocks of `block_size` tokens. Drawn anew for every pass, as the
 /// engine's sequences sit all over its pool: a shape kept in one place for the whole profile
 /// measured that one place. Where the blocks sit is not what makes one profile's attention
-/// over 512–1024 cached tokens ~1.5× faster than another's, though: that is a property of the
-/// process (docs/ground_truth.md, *Cached tokens*), which kept it in every pass's placement.
+/// over 512–1024 cached tokens ~1.5× faster than another's, though: that moves with the hour,
+/// and a profile kept its speed in every pass's placement (docs/ground_truth.md, *runs at
+/// two speeds*).
 fn place_shapes(
     shapes: &[ForwardShape],
     num_blocks: usize,
