@@ -252,20 +252,20 @@ fn run_forwards(
     progress: &mut Progress,
     timeline: &mut SpeedTimeline,
 ) -> Result<()> {
-    let shapes: Vec<(ForwardShape, bool)> = plan
+    // Attention points first: their attention becomes a row, the token points' does not.
+    let shapes: Vec<ForwardShape> = plan
         .attention_points
         .iter()
-        .map(|s| (*s, true))
-        .chain(plan.token_points.iter().map(|s| (*s, false)))
+        .chain(&plan.token_points)
+        .copied()
         .collect();
     let bs = cache.block_size();
     let vocab = model.config().vocab_size as u32;
     let passes = grid.warmup + grid.timed_passes(num_layers);
     // Token ids and block tables first: the prepared batches borrow them. Each pass places
     // every shape anew (see [`place_shapes`]).
-    let just_shapes: Vec<ForwardShape> = shapes.iter().map(|(shape, _)| *shape).collect();
     let data: Vec<Vec<ShapeInputs>> = (0..passes)
-        .map(|_| place_shapes(&just_shapes, cache.num_blocks(), bs, vocab, rng))
+        .map(|_| place_shapes(&shapes, cache.num_blocks(), bs, vocab, rng))
         .collect();
     let inputs: Vec<Vec<Vec<SequenceInput<'_>>>> = data
         .iter()
@@ -273,7 +273,7 @@ fn run_forwards(
             shapes
                 .iter()
                 .zip(pass_data)
-                .map(|((shape, _), (ids, tables))| {
+                .map(|(shape, (ids, tables))| {
                     let (_, _, kv) = shape.layout();
                     ids.iter()
                         .zip(tables)
@@ -307,7 +307,7 @@ fn run_forwards(
             .flat_map(|i| {
                 let runs = match pass.checked_sub(grid.warmup) {
                     None => 1,
-                    Some(timed_pass) => grid.runs_in_pass(shapes[i].0, timed_pass, num_layers),
+                    Some(timed_pass) => grid.runs_in_pass(shapes[i], timed_pass, num_layers),
                 };
                 std::iter::repeat_n(i, runs as usize)
             })
@@ -317,8 +317,8 @@ fn run_forwards(
         // pass, and the median keeps it (`lm_head` at 3 rows measured 2.2× its neighbours).
         order.shuffle(rng);
         for &i in &order {
-            let ((shape, keep_attention), batch) = (&shapes[i], &batches[pass as usize][i]);
-            let (shape, n) = (*shape, shape.num_tokens());
+            let (shape, batch) = (shapes[i], &batches[pass as usize][i]);
+            let n = shape.num_tokens();
             progress.step(&format!(
                 "pass {}/{} {}",
                 pass + 1,
@@ -385,7 +385,7 @@ fn run_forwards(
             let f = pool.forwards.entry(n).or_default();
             f.0.push(wall_ms);
             f.1.push((wall_ms - recorder.total_ms()).max(0.0));
-            if *keep_attention {
+            if i < plan.attention_points.len() {
                 let attn_op = match shape {
                     ForwardShape::Decode { .. } => Op::AttnDecode,
                     ForwardShape::Prefill { .. } => Op::AttnPrefill,
