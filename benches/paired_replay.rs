@@ -1,7 +1,7 @@
 //! Paired profiling: how well a bundle profiled right next to a real run predicts it,
 //! iteration by iteration, raw and corrected to the run's device speed.
 //!
-//! The protocol (docs/paired_profiling.md): profile P0, then for each round i: one real run
+//! The protocol (docs/ground_truth.md, section 4): profile P0, then for each round i: one real run
 //! per policy, then profile P_i. Every run has a bundle just before it and one just after;
 //! it is replayed (`replay`, the real run's own batches through the predictor) with the one
 //! nearest to it in device state ([`DeviceTimeline::distance`] of the probe rates), and, for
