@@ -954,7 +954,6 @@ impl SpeedCorrection {
         let response = self.response.as_ref();
         // The run's memory reading against the profile's (the factor is reference ÷ now).
         let memory_ratio = 1.0 / device.memory.max(f64::MIN_POSITIVE);
-        let as_profiled = memory_ratio < FAST_STATE && memory_ratio > 1.0 / FAST_STATE;
         let forward_ratio = response.and_then(|r| r.fast_time_ratio(num_tokens));
         let mut ops_ms = p.ops_ms;
         for op in Op::ALL {
@@ -967,14 +966,13 @@ impl SpeedCorrection {
                 .and_then(|r| r.op_fast_time_ratio(op, num_tokens))
                 .or(forward_ratio);
             ops_ms[op.index()] *= match (response, fast_ratio) {
-                (Some(_), _) if as_profiled => compute_and_host,
                 (Some(_), Some(ratio)) if memory_ratio >= FAST_STATE => ratio * compute_and_host,
-                // A fast reading the profile measured no answer to: no evidence the forward
-                // moves with it. Where bundles saw no fast state (vllm 3 of the 00:58 and
-                // 11:53 paired windows of 2026-12-05, sarathi 3 and 5 of 11:53), the engine
-                // ran as profiled in it (predicted ÷ measured 0.96–1.04 raw) and the roofline
-                // made that 0.78–0.92.
-                (Some(_), None) if memory_ratio >= FAST_STATE => compute_and_host,
+                // The profiled state, or a fast one the profile measured no answer to: no
+                // evidence the forward moves with that. Where bundles saw no fast state (vllm
+                // 3 of the 00:58 and 11:53 paired windows of 2026-12-05, sarathi 3 and 5 of
+                // 11:53), the engine ran as profiled in it (predicted ÷ measured 0.96–1.04
+                // raw) and the roofline made that 0.78–0.92.
+                (Some(_), _) if memory_ratio > 1.0 / FAST_STATE => compute_and_host,
                 _ => share * f.memory + (1.0 - share) * f.compute,
             };
         }
